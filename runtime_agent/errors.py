@@ -1,0 +1,95 @@
+"""One error family for the agent: every failure carries a code, whether it is
+permanent (retrying will not help) and the data a person needs to act."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AgentError(Exception):
+    """Base error. ``status`` is the HTTP status the API answers with."""
+
+    code = "agent_error"
+    status = 500
+    permanent = False
+
+    def __init__(self, message: str, **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "error": self.code,
+            "message": self.message,
+            "permanent": self.permanent,
+            **self.data,
+        }
+
+
+class InvalidRequest(AgentError):
+    code = "invalid_request"
+    status = 400
+    permanent = True
+
+
+class NotFound(AgentError):
+    code = "not_found"
+    status = 404
+    permanent = True
+
+
+class Conflict(AgentError):
+    code = "conflict"
+    status = 409
+    permanent = True
+
+
+class UnsafeArchive(AgentError):
+    """A layer or source archive tried to escape its directory or was too big."""
+
+    code = "unsafe_archive"
+    status = 422
+    permanent = True
+
+
+class RegistryError(AgentError):
+    code = "registry_error"
+    status = 502
+
+
+class DigestMismatch(RegistryError):
+    code = "digest_mismatch"
+    permanent = True
+
+
+class CommandFailed(AgentError):
+    """An external command (runc, mount, nft, ...) exited non-zero."""
+
+    code = "command_failed"
+
+    def __init__(
+        self, argv: list[str], returncode: int, stderr: str, *, permanent: bool = False
+    ) -> None:
+        cmd = " ".join(argv)
+        super().__init__(
+            f"{cmd!r} failed with exit code {returncode}: {stderr.strip()[-2000:]}",
+            argv=argv,
+            returncode=returncode,
+            stderr=stderr[-4000:],
+        )
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr
+        self.permanent = permanent
+
+
+class NetworkError(AgentError):
+    code = "network_error"
+
+
+class UnsafeRuntime(AgentError):
+    """The installed runc is vulnerable to a known container escape."""
+
+    code = "unsafe_runtime"
+    permanent = True
