@@ -37,7 +37,7 @@ def run(
     args = [str(a) for a in argv]
     started = time.monotonic()
     try:
-        proc = subprocess.run(  # noqa: S603 - argv list, no shell
+        proc = subprocess.run(
             args,
             input=input,
             env=dict(env) if env is not None else None,
