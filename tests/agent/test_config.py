@@ -1,0 +1,136 @@
+"""AgentConfig from the environment: defaults, typed values, loud failures."""
+
+from __future__ import annotations
+
+import stat
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+
+from runtime_agent.config import AgentConfig, ConfigError
+
+TOKEN = "alice-token-0123456789abcdef"
+
+
+def env(tmp_path: Path, **values: str) -> dict[str, str]:
+    base = {"PAAS_AGENT_ROOT": str(tmp_path), "PAAS_AGENT_TOKEN": TOKEN}
+    base.update({f"PAAS_AGENT_{k}": v for k, v in values.items()})
+    return base
+
+
+def test_it_has_sensible_defaults(tmp_path):
+    config = AgentConfig.from_env(env(tmp_path))
+    assert config.root == tmp_path
+    assert (config.listen_host, config.listen_port) == ("127.0.0.1", 7070)
+    assert config.subnet == IPv4Network("10.88.0.0/16")
+    assert config.redis_url is None
+    assert config.registry_credentials("127.0.0.1:5000") is None
+    assert (config.backoff_base_s, config.backoff_cap_s, config.backoff_reset_s) == (1, 300, 600)
+    assert config.containers_dir == tmp_path / "containers"
+    assert config.runc_root == tmp_path / "runc"
+
+
+def test_it_reads_every_typed_value(tmp_path):
+    config = AgentConfig.from_env(
+        env(
+            tmp_path,
+            LISTEN="[::1]:8123",
+            BRIDGE="paast1",
+            SUBNET="10.77.3.0/24",
+            NFT_TABLE="paas_t1",
+            BACKOFF_BASE_S="0.5",
+            BACKOFF_CAP_S="4",
+            LOG_MAX_BYTES="65536",
+            LOG_MAX_FILES="3",
+            STOP_GRACE_S="2.5",
+            REGISTRY_USER="bob",
+            REGISTRY_PASSWORD="hunter2",
+        )
+    )
+    assert (config.listen_host, config.listen_port) == ("::1", 8123)
+    assert config.bridge == "paast1"
+    assert config.subnet == IPv4Network("10.77.3.0/24")
+    assert config.nft_table == "paas_t1"
+    assert (config.backoff_base_s, config.backoff_cap_s) == (0.5, 4.0)
+    assert (config.log_max_bytes, config.log_max_files) == (65536, 3)
+    assert config.stop_grace_s == 2.5
+    assert config.registry_credentials("any") == ("bob", "hunter2")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("LISTEN", "7070", "PAAS_AGENT_LISTEN"),
+        ("LISTEN", "127.0.0.1:99999", "PAAS_AGENT_LISTEN"),
+        ("SUBNET", "10.88.0.1/16", "PAAS_AGENT_SUBNET"),
+        ("SUBNET", "10.88.0.0/30", "PAAS_AGENT_SUBNET"),
+        ("SUBNET", "fd00::/64", "PAAS_AGENT_SUBNET"),
+        ("BRIDGE", "a-bridge-name-too-long", "PAAS_AGENT_BRIDGE"),
+        ("NFT_TABLE", "bad table", "PAAS_AGENT_NFT_TABLE"),
+        ("LOG_MAX_FILES", "three", "PAAS_AGENT_LOG_MAX_FILES"),
+        ("LOG_MAX_FILES", "0", "PAAS_AGENT_LOG_MAX_FILES"),
+        ("STOP_GRACE_S", "soon", "PAAS_AGENT_STOP_GRACE_S"),
+        ("STOP_GRACE_S", "nan", "PAAS_AGENT_STOP_GRACE_S"),
+        ("BACKOFF_CAP_S", "0.1", "PAAS_AGENT_BACKOFF_CAP_S"),
+        ("ROOT", "relative/dir", "PAAS_AGENT_ROOT"),
+        ("REGISTRY_USER", "bob", "PAAS_AGENT_REGISTRY_PASSWORD"),
+        ("REGISTRY_CA", "/nonexistent/ca.pem", "PAAS_AGENT_REGISTRY_CA"),
+    ],
+)
+def test_it_refuses_a_bad_value_naming_the_variable(tmp_path, name, value, says):
+    values = env(tmp_path, **{name: value})
+    with pytest.raises(ConfigError) as exc:
+        AgentConfig.from_env(values)
+    assert says in str(exc.value)
+
+
+def test_it_reads_secrets_from_files(tmp_path):
+    (tmp_path / "token.txt").write_text(TOKEN + "\n")
+    (tmp_path / "pw.txt").write_text("s3cret\n")
+    values = {
+        "PAAS_AGENT_ROOT": str(tmp_path),
+        "PAAS_AGENT_TOKEN_FILE": str(tmp_path / "token.txt"),
+        "PAAS_AGENT_REGISTRY_USER": "bob",
+        "PAAS_AGENT_REGISTRY_PASSWORD_FILE": str(tmp_path / "pw.txt"),
+    }
+    config = AgentConfig.from_env(values)
+    assert config.token == TOKEN
+    assert config.registry_password == "s3cret"
+
+
+def test_it_refuses_a_secret_given_twice(tmp_path):
+    (tmp_path / "token.txt").write_text(TOKEN)
+    values = env(tmp_path, TOKEN_FILE=str(tmp_path / "token.txt"))
+    with pytest.raises(ConfigError, match="PAAS_AGENT_TOKEN or PAAS_AGENT_TOKEN_FILE"):
+        AgentConfig.from_env(values)
+
+
+def test_it_refuses_an_unreadable_or_empty_secret_file(tmp_path):
+    (tmp_path / "empty").write_text("\n")
+    base = {"PAAS_AGENT_ROOT": str(tmp_path)}
+    with pytest.raises(ConfigError, match="PAAS_AGENT_TOKEN_FILE.*empty"):
+        AgentConfig.from_env({**base, "PAAS_AGENT_TOKEN_FILE": str(tmp_path / "empty")})
+    with pytest.raises(ConfigError, match="PAAS_AGENT_TOKEN_FILE: cannot read"):
+        AgentConfig.from_env({**base, "PAAS_AGENT_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+def test_it_refuses_a_short_token(tmp_path):
+    with pytest.raises(ConfigError, match="at least 16"):
+        AgentConfig.from_env(env(tmp_path, TOKEN="short"))
+
+
+def test_it_refuses_to_start_without_a_token_when_not_allowed_to_generate_one(tmp_path):
+    with pytest.raises(ConfigError, match="no API token"):
+        AgentConfig.from_env({"PAAS_AGENT_ROOT": str(tmp_path)}, generate_token=False)
+    assert not (tmp_path / "token").exists()
+
+
+def test_it_generates_a_private_token_once_and_keeps_it(tmp_path):
+    root = tmp_path / "agent"
+    first = AgentConfig.from_env({"PAAS_AGENT_ROOT": str(root)})
+    mode = stat.S_IMODE((root / "token").stat().st_mode)
+    assert mode == 0o600
+    assert len(first.token) >= 32
+    again = AgentConfig.from_env({"PAAS_AGENT_ROOT": str(root)}, generate_token=False)
+    assert again.token == first.token
