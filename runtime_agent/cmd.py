@@ -21,6 +21,7 @@ def run(
     *,
     check: bool = True,
     input: bytes | None = None,
+    stdin: int | IO[Any] | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     timeout: float | None = None,
@@ -31,6 +32,8 @@ def run(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv`` and return the completed process.
 
+    ``stdin`` (exclusive with ``input``) lets a detached child, such as a
+    container started by ``runc create``, get /dev/null instead of our stdin.
     ``permanent`` marks failures that retrying cannot fix (bad input rather
     than a busy host); it travels with the raised error.
     """
@@ -40,6 +43,7 @@ def run(
         proc = subprocess.run(
             args,
             input=input,
+            stdin=stdin,
             env=dict(env) if env is not None else None,
             cwd=cwd,
             timeout=timeout,
@@ -68,3 +72,30 @@ def run(
 def output(argv: Sequence[str], **kwargs: Any) -> str:
     """Run ``argv`` and return its stdout as text."""
     return run(argv, **kwargs).stdout.decode()
+
+
+def popen(
+    argv: Sequence[str],
+    *,
+    stdin: int | IO[Any] | None = subprocess.DEVNULL,
+    stdout: int | IO[Any] | None = subprocess.PIPE,
+    stderr: int | IO[Any] | None = subprocess.PIPE,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` for a caller that streams its output (``runc exec``).
+
+    The caller owns the process: it reads the pipes, waits and turns a bad
+    exit code into an error; we only log the start.
+    """
+    args = [str(a) for a in argv]
+    log.debug("command started: %s", args)
+    try:
+        return subprocess.Popen(
+            args,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(env) if env is not None else None,
+        )
+    except FileNotFoundError as exc:
+        raise CommandFailed(args, 127, f"{args[0]}: not found", permanent=True) from exc
