@@ -30,25 +30,30 @@ log = logging.getLogger("runtime_agent.store")
 STATE_FILE = "state.json"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file.
 
     Write a temp file in the same directory (rename is only atomic within one
     filesystem), fsync it before the rename (else the rename can reach the
     disk before the data and leave an empty file), then fsync the directory
-    so the rename itself survives a power cut.
+    so the rename itself survives a power cut. ``durable=False`` skips the
+    fsyncs for files rewritten many times a second (log offsets): the rename
+    alone still protects against the agent dying, only not against power loss.
     """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with _suppress_missing():
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)

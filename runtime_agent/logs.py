@@ -1,0 +1,387 @@
+"""Container logs without a helper process.
+
+A container's stdout and stderr are plain files, ``logs/stdout.raw`` and
+``logs/stderr.raw``, opened ``O_APPEND`` and handed to ``runc create`` as the
+process's fds: the container writes straight into them, nothing of ours sits
+in the pipe, and they outlive the agent. The agent tails them (one asyncio
+task per container, polling every ``poll_s``) into ``logs/log.jsonl``: one JSON
+object per line, ``{"time": RFC 3339 UTC, "stream": ..., "line": ...}``,
+size-capped and rotated (``log.jsonl.1`` ... ``log.jsonl.<max_files-1>``).
+
+The raw read offsets are persisted in ``logs/offsets.json`` after each batch,
+so a new agent resumes where the old one stopped: no line lost, none repeated
+(a crash *between* writing a batch and its offsets can repeat that one
+batch; a clean shutdown cannot). Timestamps are taken when the agent reads a
+line (within ``poll_s`` of the write while the agent runs; lines written while
+the agent is down get the time they are read).
+
+Followers (``follow=True``) get new lines pushed the moment they are
+written to ``log.jsonl``; history and subscription happen in one synchronous
+step of the event loop, so a follower neither misses nor doubles a line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import json
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runtime_agent import wire
+from runtime_agent.store import atomic_write
+
+log = logging.getLogger("runtime_agent.logs")
+
+STREAMS = ("stdout", "stderr")
+JSONL = "log.jsonl"
+OFFSETS = "offsets.json"
+# A line longer than this without a newline is cut, so one runaway writer
+# cannot make the agent buffer without bound.
+MAX_LINE = 16 * 1024
+READ_CHUNK = 1024 * 1024  # per stream per poll, so one chatty container cannot stall the loop
+PUNCH_EVERY = 64 * 1024  # free consumed raw bytes once this much has piled up
+FOLLOW_QUEUE_MAX = 10_000  # a follower this far behind is cut off rather than buffered forever
+REDIS_STREAM_PREFIX = "paas:container-logs:"
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    max_bytes: int = 10 * 1024 * 1024  # per log.jsonl file
+    max_files: int = 5  # log.jsonl plus max_files-1 rotated ones
+    poll_s: float = 0.05
+    redis_url: str | None = None
+    redis_maxlen: int = 10_000  # approximate cap of each container's Redis stream
+
+
+def rfc3339(ts: float) -> str:
+    """``2026-11-30T08:42:59.123456Z``: fixed width, so strings sort like times."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> float:
+    """An RFC 3339 time (``Z`` or an offset) as epoch seconds."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return moment.timestamp()
+
+
+def raw_path(log_dir: Path, stream: str) -> Path:
+    return log_dir / f"{stream}.raw"
+
+
+def open_raw_fds(log_dir: Path) -> tuple[int, int]:
+    """The container's (stdout, stderr): append-only files the process writes itself.
+
+    O_APPEND makes every write land at the current end even though the agent
+    punches holes at the start; the caller closes its copies once runc has them.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    out = os.open(raw_path(log_dir, "stdout"), flags, 0o640)
+    try:
+        err = os.open(raw_path(log_dir, "stderr"), flags, 0o640)
+    except BaseException:
+        os.close(out)
+        raise
+    return out, err
+
+
+_libc: Any = None
+
+
+def punch_hole(fd: int, length: int) -> bool:
+    """Free the disk blocks of the first ``length`` bytes of ``fd``.
+
+    Why: the raw files are written by the container through its own O_APPEND
+    fd, so the agent cannot truncate or rotate them without racing the writer
+    (bytes written between our last read and a truncate would be lost). A
+    punched hole keeps the file size and every offset as they are but returns
+    the blocks of already-consumed bytes to the filesystem, so the raw files
+    stay small on disk however long the container runs.
+    """
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        _libc.fallocate.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_longlong,
+            ctypes.c_longlong,
+        ]
+    mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+    if _libc.fallocate(fd, mode, 0, length) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EOPNOTSUPP, errno.ENOSYS):
+        return False  # a filesystem without hole punching: the file just keeps its blocks
+    raise OSError(code, os.strerror(code))
+
+
+class _RawStream:
+    """One raw file being tailed: where we are, what is left of a partial line."""
+
+    def __init__(self, path: Path, offset: int) -> None:
+        self.path = path
+        self.offset = offset  # first byte not yet turned into a log line
+        self.punched = offset - offset % 4096
+        self.fd: int | None = None
+
+    def read_new(self) -> bytes:
+        if self.fd is None:
+            try:
+                # Read-write: fallocate needs a writable fd.
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return b""
+        return os.pread(self.fd, READ_CHUNK, self.offset)
+
+    def free_consumed(self) -> None:
+        upto = self.offset - self.offset % 4096
+        if self.fd is None or upto - self.punched < PUNCH_EVERY:
+            return
+        if punch_hole(self.fd, upto):
+            self.punched = upto
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def split_lines(data: bytes, *, final: bool) -> tuple[list[bytes], int]:
+    """Complete lines in ``data`` and how many bytes they used.
+
+    A trailing partial line waits for its newline unless it is too long or
+    ``final`` (the writer is gone) says no newline will come.
+    """
+    lines: list[bytes] = []
+    used = 0
+    while True:
+        nl = data.find(b"\n", used, used + MAX_LINE + 1)
+        if nl >= 0:
+            lines.append(data[used:nl])
+            used = nl + 1
+            continue
+        rest = len(data) - used
+        if rest >= MAX_LINE or (final and rest > 0):
+            take = min(rest, MAX_LINE)
+            lines.append(data[used : used + take])
+            used += take
+            continue
+        return lines, used
+
+
+class LogTailer:
+    """Tails one container's raw files into its rotated JSONL log."""
+
+    def __init__(self, name: str, log_dir: Path, cfg: LogConfig, redis: Any | None = None) -> None:
+        self.name = name
+        self.dir = log_dir
+        self.cfg = cfg
+        self.redis = redis
+        self.dir.mkdir(parents=True, exist_ok=True)
+        offsets = self._load_offsets()
+        self.streams = {s: _RawStream(raw_path(log_dir, s), offsets.get(s, 0)) for s in STREAMS}
+        self._followers: set[asyncio.Queue[wire.LogLine | None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # --- tailing ----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"logs-{self.name}")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                lines = self.pump()
+                if lines and self.redis is not None:
+                    await self._push_redis(lines)
+            except Exception:  # keep tailing: one bad poll must not end the container's logs
+                log.exception("tailing the logs of %s failed", self.name)
+            await asyncio.sleep(self.cfg.poll_s)
+
+    def pump(self, *, final: bool = False) -> list[wire.LogLine]:
+        """Move every new raw line into the JSONL log and to the followers.
+
+        Synchronous on purpose: writing the file and notifying the followers
+        happen in one step of the event loop (see the module docstring).
+        ``final`` flushes a last line without a newline (the writer has exited).
+        """
+        out: list[wire.LogLine] = []
+        for stream, raw in self.streams.items():
+            data = raw.read_new()
+            lines, used = split_lines(data, final=final)
+            now = rfc3339(_now())
+            out.extend(wire.LogLine(now, stream, _decode(b)) for b in lines)
+            raw.offset += used
+        if not out:
+            return out
+        self._append(out)
+        self._save_offsets()
+        for raw in self.streams.values():
+            raw.free_consumed()
+        self._notify(out)
+        return out
+
+    def _append(self, lines: list[wire.LogLine]) -> None:
+        data = b"".join(
+            json.dumps({"time": ln.time, "stream": ln.stream, "line": ln.line}).encode() + b"\n"
+            for ln in lines
+        )
+        path = self.dir / JSONL
+        size = path.stat().st_size if path.exists() else 0
+        if size and size + len(data) > self.cfg.max_bytes:
+            self._rotate()
+        with open(path, "ab") as f:
+            f.write(data)
+
+    def _rotate(self) -> None:
+        """log.jsonl -> log.jsonl.1 -> ... ; the oldest beyond max_files is dropped."""
+        keep = self.cfg.max_files - 1
+        oldest = self.dir / f"{JSONL}.{keep}" if keep else self.dir / JSONL
+        oldest.unlink(missing_ok=True)
+        for i in range(keep - 1, 0, -1):
+            src = self.dir / f"{JSONL}.{i}"
+            if src.exists():
+                os.replace(src, self.dir / f"{JSONL}.{i + 1}")
+        if keep and (self.dir / JSONL).exists():
+            os.replace(self.dir / JSONL, self.dir / f"{JSONL}.1")
+
+    def _load_offsets(self) -> dict[str, int]:
+        try:
+            data = json.loads((self.dir / OFFSETS).read_bytes())
+        except FileNotFoundError:
+            return {}
+        return {s: int(data.get(s, 0)) for s in STREAMS}
+
+    def _save_offsets(self) -> None:
+        data = json.dumps({s: r.offset for s, r in self.streams.items()}).encode()
+        atomic_write(self.dir / OFFSETS, data, durable=False)
+
+    async def _push_redis(self, lines: list[wire.LogLine]) -> None:
+        """Best effort: Redis is a live-view buffer, log.jsonl stays the record."""
+        key = REDIS_STREAM_PREFIX + self.name
+        assert self.redis is not None
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for ln in lines:
+                    fields = {"time": ln.time, "stream": ln.stream, "line": ln.line}
+                    pipe.xadd(key, fields, maxlen=self.cfg.redis_maxlen, approximate=True)
+                await pipe.execute()
+        except Exception as exc:  # redis down or slow: the lines are safe on disk
+            log.warning(
+                "could not push %d log lines of %s to redis: %s", len(lines), self.name, exc
+            )
+
+    async def close(self) -> None:
+        """Stop tailing: take what is left, persist offsets, end the followers."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if not self._closed:
+            lines = self.pump()
+            if lines and self.redis is not None:
+                await self._push_redis(lines)
+        self._closed = True
+        for raw in self.streams.values():
+            raw.close()
+        for q in list(self._followers):
+            _end(q)
+        self._followers.clear()
+
+    # --- reading ----------------------------------------------------------------
+
+    def files(self) -> list[Path]:
+        """Log files, oldest first."""
+        rotated = [self.dir / f"{JSONL}.{i}" for i in range(self.cfg.max_files - 1, 0, -1)]
+        return [p for p in [*rotated, self.dir / JSONL] if p.exists()]
+
+    def read(self, tail: int | None = None, since: float | None = None) -> list[wire.LogLine]:
+        """Stored lines, oldest first: the last ``tail`` of those at or after ``since``."""
+        cutoff = rfc3339(since) if since is not None else None
+        kept: deque[wire.LogLine] = deque(maxlen=tail if tail is not None else None)
+        if tail == 0:
+            return []
+        for path in self.files():
+            with open(path, "rb") as f:
+                for raw in f:
+                    line = _parse(raw)
+                    if line is not None and (cutoff is None or line.time >= cutoff):
+                        kept.append(line)
+        return list(kept)
+
+    async def follow(
+        self, tail: int | None = None, since: float | None = None
+    ) -> AsyncIterator[wire.LogLine]:
+        """History, then every new line until the container is removed or the caller stops."""
+        queue: asyncio.Queue[wire.LogLine | None] = asyncio.Queue()
+        history = self.read(tail, since)
+        if self._closed:
+            queue.put_nowait(None)
+        else:
+            self._followers.add(queue)
+        try:
+            for line in history:
+                yield line
+            while (line_or_end := await queue.get()) is not None:
+                yield line_or_end
+        finally:
+            self._followers.discard(queue)
+
+    def _notify(self, lines: list[wire.LogLine]) -> None:
+        for q in list(self._followers):
+            if q.qsize() + len(lines) > FOLLOW_QUEUE_MAX:
+                log.warning("a follower of %s fell too far behind; ending its stream", self.name)
+                self._followers.discard(q)
+                _end(q)
+                continue
+            for ln in lines:
+                q.put_nowait(ln)
+
+
+def _end(q: asyncio.Queue[wire.LogLine | None]) -> None:
+    q.put_nowait(None)
+
+
+def _parse(raw: bytes) -> wire.LogLine | None:
+    try:
+        data = json.loads(raw)
+        return wire.LogLine(time=data["time"], stream=data["stream"], line=data["line"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a torn last line after a crash: skip it rather than fail the read
+
+
+def _decode(line: bytes) -> str:
+    return line.rstrip(b"\r").decode("utf-8", errors="replace")
+
+
+def _now() -> float:
+    return time.time()
+
+
+def connect_redis(url: str | None) -> Any | None:
+    """A ``redis.asyncio`` client for ``url`` (lazy: no connection until the first push)."""
+    if not url:
+        return None
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(url)

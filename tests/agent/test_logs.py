@@ -1,0 +1,230 @@
+"""The log tailer: raw stdout/stderr files -> timestamped, stream-tagged,
+rotated JSONL, with tail/since/follow and an optional push to a real Redis.
+
+The raw files are written here the way a container writes them (O_APPEND
+fds); the container side is covered in test_containers_lifecycle.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from runtime_agent.logs import (
+    MAX_LINE,
+    PUNCH_EVERY,
+    REDIS_STREAM_PREFIX,
+    LogConfig,
+    LogTailer,
+    connect_redis,
+    open_raw_fds,
+    parse_time,
+    rfc3339,
+)
+from tests.support.redis_server import run_redis
+
+FAST = LogConfig(poll_s=0.01)
+
+
+@pytest.fixture
+def log_dir(tmp_path):
+    return tmp_path / "logs"
+
+
+@pytest.fixture
+def fds(log_dir):
+    out, err = open_raw_fds(log_dir)
+    yield out, err
+    os.close(out)
+    os.close(err)
+
+
+def lines_of(records):
+    return [(r.stream, r.line) for r in records]
+
+
+def test_it_tags_each_line_with_its_stream_and_a_utc_time(log_dir, fds):
+    out, err = fds
+    os.write(out, b"hello\nworld\n")
+    os.write(err, b"oops\n")
+    before = time.time()
+    tailer = LogTailer("web", log_dir, FAST)
+    tailer.pump()
+    got = tailer.read()
+    assert lines_of(got) == [("stdout", "hello"), ("stdout", "world"), ("stderr", "oops")]
+    assert got[0].time.endswith("Z") and len(got[0].time) == len("2026-11-30T08:42:59.123456Z")
+    assert abs(parse_time(got[0].time) - before) < 5
+
+
+def test_a_partial_line_waits_for_its_newline_unless_the_writer_is_gone(log_dir, fds):
+    out, _ = fds
+    tailer = LogTailer("web", log_dir, FAST)
+    os.write(out, b"half")
+    assert tailer.pump() == []
+    os.write(out, b" and half\nlast words")
+    assert lines_of(tailer.pump()) == [("stdout", "half and half")]
+    assert lines_of(tailer.pump(final=True)) == [("stdout", "last words")]
+
+
+def test_a_runaway_line_is_cut_at_the_maximum_length(log_dir, fds):
+    out, _ = fds
+    os.write(out, b"x" * (MAX_LINE + 10))
+    tailer = LogTailer("web", log_dir, FAST)
+    got = tailer.pump()
+    assert [len(r.line) for r in got] == [MAX_LINE]
+
+
+def test_tail_returns_the_last_lines(log_dir, fds):
+    out, _ = fds
+    os.write(out, b"".join(b"line %d\n" % i for i in range(10)))
+    tailer = LogTailer("web", log_dir, FAST)
+    tailer.pump()
+    assert [r.line for r in tailer.read(tail=3)] == ["line 7", "line 8", "line 9"]
+    assert tailer.read(tail=0) == []
+
+
+def test_since_returns_only_lines_at_or_after_the_time(log_dir, fds):
+    out, _ = fds
+    tailer = LogTailer("web", log_dir, FAST)
+    os.write(out, b"old\n")
+    tailer.pump()
+    time.sleep(0.01)
+    cutoff = time.time()
+    time.sleep(0.01)
+    os.write(out, b"new\n")
+    tailer.pump()
+    assert [r.line for r in tailer.read(since=cutoff)] == ["new"]
+
+
+def test_a_new_tailer_resumes_without_losing_or_repeating_lines(log_dir, fds):
+    out, err = fds
+    first = LogTailer("web", log_dir, FAST)
+    os.write(out, b"one\n")
+    os.write(err, b"two\n")
+    first.pump()
+    os.write(out, b"three\n")  # written while no agent is tailing
+    second = LogTailer("web", log_dir, FAST)
+    second.pump()
+    assert lines_of(second.read()) == [("stdout", "one"), ("stderr", "two"), ("stdout", "three")]
+
+
+def test_rotation_caps_each_file_and_keeps_only_max_files(log_dir, fds):
+    out, _ = fds
+    cfg = LogConfig(max_bytes=4096, max_files=3, poll_s=0.01)
+    tailer = LogTailer("web", log_dir, cfg)
+    for i in range(200):
+        os.write(out, b"line %04d %s\n" % (i, b"p" * 40))
+        tailer.pump()
+    names = sorted(p.name for p in log_dir.iterdir() if p.name.startswith("log.jsonl"))
+    assert names == ["log.jsonl", "log.jsonl.1", "log.jsonl.2"]
+    assert all((log_dir / n).stat().st_size <= 4096 for n in names)
+    kept = [r.line[:9] for r in tailer.read()]
+    assert kept[-1] == "line 0199"
+    assert kept == sorted(kept)  # oldest first, no gaps inside what is kept
+    assert len(kept) < 200  # the oldest were dropped
+
+
+def test_consumed_raw_bytes_are_freed_from_disk(log_dir, fds):
+    out, _ = fds
+    tailer = LogTailer("web", log_dir, FAST)
+    chunk = b"y" * 1023 + b"\n"
+    for _ in range(4 * PUNCH_EVERY // len(chunk)):
+        os.write(out, chunk)
+    os.fsync(out)
+    raw = log_dir / "stdout.raw"
+    before = raw.stat()
+    while tailer.pump():
+        pass
+    after = raw.stat()
+    assert after.st_size == before.st_size  # offsets stay valid for the writer
+    assert after.st_blocks * 512 < 8192 < before.st_blocks * 512
+
+
+async def test_follow_gives_history_then_new_lines_and_ends_on_close(log_dir, fds):
+    out, err = fds
+    tailer = LogTailer("web", log_dir, FAST)
+    os.write(out, b"before\n")
+    tailer.pump()
+    tailer.start()
+    got = []
+
+    async def consume():
+        async for line in tailer.follow(tail=10):
+            got.append((line.stream, line.line))
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    os.write(err, b"after\n")
+    for _ in range(100):
+        if len(got) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await tailer.close()
+    await asyncio.wait_for(task, 2)
+    assert got == [("stdout", "before"), ("stderr", "after")]
+
+
+async def test_a_cancelled_follower_is_forgotten(log_dir, fds):
+    tailer = LogTailer("web", log_dir, FAST)
+    tailer.start()
+
+    async def consume():
+        async for _ in tailer.follow():
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    assert len(tailer._followers) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert tailer._followers == set()
+    await tailer.close()
+
+
+def test_rfc3339_strings_sort_like_the_times():
+    assert rfc3339(1.5) < rfc3339(10.25) < rfc3339(1e9)
+    assert parse_time(rfc3339(1234.5)) == 1234.5
+
+
+async def test_lines_are_pushed_to_a_redis_stream(tmp_path, log_dir, fds):
+    out, err = fds
+    with run_redis(tmp_path / "redis") as url:
+        redis = connect_redis(url)
+        try:
+            tailer = LogTailer("web", log_dir, LogConfig(poll_s=0.01, redis_maxlen=100), redis)
+            tailer.start()
+            os.write(out, b"to redis\n")
+            os.write(err, b"errors too\n")
+            entries = []
+            for _ in range(200):
+                entries = await redis.xrange(REDIS_STREAM_PREFIX + "web")
+                if len(entries) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            await tailer.close()
+        finally:
+            await redis.aclose()
+    got = sorted((f[b"stream"], f[b"line"]) for _, f in entries)
+    assert got == [(b"stderr", b"errors too"), (b"stdout", b"to redis")]
+
+
+async def test_a_redis_outage_does_not_stop_the_log_file(tmp_path, log_dir, fds):
+    out, _ = fds
+    with run_redis(tmp_path / "redis") as url:
+        pass  # started and stopped: nothing listens there any more
+    redis = connect_redis(url)
+    try:
+        tailer = LogTailer("web", log_dir, FAST, redis)
+        tailer.start()
+        os.write(out, b"kept on disk\n")
+        for _ in range(200):
+            if tailer.read():
+                break
+            await asyncio.sleep(0.01)
+        await tailer.close()
+    finally:
+        await redis.aclose()
+    assert [r.line for r in tailer.read()] == ["kept on disk"]

@@ -1,0 +1,58 @@
+"""Start a REAL redis-server for a test: a free loopback port, a tmp dir, no
+persistence; stopped by its PID (never by name: other runs share the machine)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+START_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def run_redis(tmp_dir: Path) -> Iterator[str]:
+    """Yield ``redis://127.0.0.1:PORT/0`` of a redis-server that lives for the block."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_dir),
+        "--save", "", "--appendonly", "no", "--daemonize", "no",
+    ]  # fmt: skip
+    with open(tmp_dir / "redis.log", "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _answers(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_dir / "redis.log").read_text())
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
