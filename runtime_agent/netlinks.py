@@ -1,0 +1,170 @@
+"""Netlink operations with pyroute2: bridge, named netns, veth pairs, addresses.
+
+No ``ip`` subprocesses: each call opens a netlink socket (in the target netns
+when needed), which takes about a millisecond. Every kernel refusal is turned
+into :class:`NetworkError` naming the operation and the interface, so a log
+line says what to look at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from runtime_agent.errors import NetworkError
+
+log = logging.getLogger("runtime_agent.network")
+
+NETNS_DIR = Path("/var/run/netns")
+CONTAINER_IFNAME = "eth0"
+
+
+@contextlib.contextmanager
+def _netlink(what: str, ns: str | None = None) -> Iterator[IPRoute]:
+    try:
+        with IPRoute(netns=ns) if ns else IPRoute() as ipr:
+            yield ipr
+    except NetlinkError as exc:
+        where = f" in netns {ns}" if ns else ""
+        raise NetworkError(f"{what}{where} failed: {exc}", errno=exc.code) from exc
+
+
+def _index(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return int(found[0]) if found else None
+
+
+def link_exists(ifname: str) -> bool:
+    with _netlink(f"looking up {ifname}") as ipr:
+        return _index(ipr, ifname) is not None
+
+
+def ensure_bridge(name: str, gateway: IPv4Interface) -> None:
+    """Create the bridge if missing, give it the gateway address, bring it up."""
+    with _netlink(f"setting up bridge {name}") as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            ipr.link("add", ifname=name, kind="bridge")
+            idx = _index(ipr, name)
+        have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
+        if (str(gateway.ip), gateway.network.prefixlen) not in have:
+            ipr.addr("add", index=idx, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
+        ipr.link("set", index=idx, state="up")
+
+
+def delete_link(ifname: str) -> bool:
+    """Delete a link if present (for a veth, the peer goes with it)."""
+    with _netlink(f"deleting {ifname}") as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            return False
+        try:
+            ipr.link("del", index=idx)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:  # raced with another deleter: fine
+                raise
+        return True
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    with _netlink(f"listing ports of {bridge}") as ipr:
+        idx = _index(ipr, bridge)
+        if idx is None:
+            return []
+        return [str(link.get("ifname")) for link in ipr.get_links() if link.get("master") == idx]
+
+
+def netns_path(name: str) -> Path:
+    return NETNS_DIR / name
+
+
+def netns_alive(name: str) -> bool:
+    """True if the named netns file is a mounted namespace (not a stale file)."""
+    try:
+        return _is_nsfs(netns_path(name))
+    except FileNotFoundError:
+        return False
+
+
+def _is_nsfs(path: Path) -> bool:
+    # A bind-mounted namespace shows as a different device than its directory.
+    return path.stat().st_dev != path.parent.stat().st_dev
+
+
+def ensure_netns(name: str) -> None:
+    path = netns_path(name)
+    if path.exists() and not _is_nsfs(path):
+        path.unlink()  # left by a create that died before its bind mount
+    if not path.exists():
+        try:
+            netns.create(name)
+        except OSError as exc:
+            raise NetworkError(f"creating netns {name} failed: {exc}") from exc
+
+
+def remove_netns(name: str) -> bool:
+    """Unmount and remove a named netns; it lives on while a process uses it."""
+    path = netns_path(name)
+    if not path.exists():
+        return False
+    try:
+        netns.remove(name)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise NetworkError(f"removing netns {name} failed: {exc}") from exc
+    return True
+
+
+def list_netns(prefix: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def container_side_ready(ns: str, address: IPv4Interface, gateway: IPv4Address) -> bool:
+    """True if eth0 in ``ns`` is up with ``address`` and a default route."""
+    with _netlink("inspecting container side", ns) as ipr:
+        idx = _index(ipr, CONTAINER_IFNAME)
+        if idx is None:
+            return False
+        addrs = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
+        if (str(address.ip), address.network.prefixlen) not in addrs:
+            return False
+        routes = ipr.get_default_routes(family=2)
+        return any(r.get("gateway") == str(gateway) for r in routes)
+
+
+def plumb_veth(
+    host_ifname: str, bridge: str, ns: str, address: IPv4Interface, gateway: IPv4Address
+) -> None:
+    """Create a veth pair: host end on the bridge, other end as eth0 in ``ns``."""
+    # The peer is born inside the netns (named eth0 there), so it never
+    # occupies a name in the host namespace.
+    peer: dict[str, Any] = {"ifname": CONTAINER_IFNAME, "net_ns_fd": ns}
+    with _netlink(f"creating veth {host_ifname}") as ipr:
+        ipr.link("add", ifname=host_ifname, kind="veth", peer=peer)
+        idx = _index(ipr, host_ifname)
+        master = _index(ipr, bridge)
+        if idx is None or master is None:
+            raise NetworkError(f"veth {host_ifname} or bridge {bridge} vanished while plumbing")
+        ipr.link("set", index=idx, master=master, state="up")
+    with _netlink("configuring container side", ns) as ipr:
+        lo = _index(ipr, "lo")
+        eth = _index(ipr, CONTAINER_IFNAME)
+        if lo is None or eth is None:
+            raise NetworkError(f"lo or {CONTAINER_IFNAME} missing in netns {ns}")
+        ipr.link("set", index=lo, state="up")
+        ipr.addr("add", index=eth, address=str(address.ip), prefixlen=address.network.prefixlen)
+        ipr.link("set", index=eth, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))

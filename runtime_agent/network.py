@@ -1,0 +1,245 @@
+"""Container networking for one host: a bridge, and per container a named
+network namespace, a veth pair and an address; published ports and outbound
+NAT (see :mod:`runtime_agent.ports` for why nftables DNAT).
+
+Layout of one agent's objects, all derived from the bridge name so that two
+agents (or two test runs) on one machine never touch each other's:
+
+    bridge   BRIDGE                      gateway = first address of the subnet
+    netns    /var/run/netns/BRIDGE-<h>   runc joins it by path
+    veth     v<h> (host, on the bridge)  <->  eth0 (inside the netns)
+    nft      table ip NFT_TABLE
+
+where <h> is a short hash of (bridge, container id). Allocations, attachments
+and published ports are persisted in ``state_dir`` so a restarted agent finds
+them again (:meth:`HostNetwork.attachments`) and re-renders the same rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import asdict, dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from runtime_agent import ipam, netlinks, ports
+from runtime_agent.errors import Conflict, InvalidRequest, NetworkError
+from runtime_agent.etcfiles import write_etc_files
+from runtime_agent.netstate import NetStateStore
+from runtime_agent.wire import PortBinding
+
+__all__ = ["Attachment", "HostNetwork", "write_etc_files"]
+
+log = logging.getLogger("runtime_agent.network")
+
+CID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+BRIDGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,14}$")  # IFNAMSIZ is 16 with the NUL
+TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+SYSCTL = Path("/proc/sys/net/ipv4")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    cid: str
+    netns_name: str
+    netns_path: str
+    address: str
+    gateway: str
+    prefixlen: int
+    host_veth: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attachment:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def write_sysctl(path: Path, value: str) -> None:
+    """Set a /proc/sys knob only if it differs (writes need root; reads do not)."""
+    try:
+        if path.read_text().strip() == value:
+            return
+        path.write_text(value)
+    except OSError as exc:
+        raise NetworkError(f"cannot set {path} to {value}: {exc}") from exc
+
+
+def _binding_from_dict(data: dict[str, Any]) -> PortBinding:
+    return PortBinding(**data)
+
+
+class HostNetwork:
+    def __init__(self, state_dir: Path, bridge: str, subnet: IPv4Network, nft_table: str) -> None:
+        if not BRIDGE_RE.fullmatch(bridge):
+            raise InvalidRequest(f"bridge name {bridge!r} must be 1-15 letters/digits/-/_")
+        if not TABLE_RE.fullmatch(nft_table):
+            raise InvalidRequest(f"nft table name {nft_table!r} is not valid")
+        if subnet.prefixlen > 29:
+            raise InvalidRequest(f"subnet {subnet} is too small for containers")
+        self.bridge = bridge
+        self.subnet = subnet
+        self.gateway = ipam.gateway_of(subnet)
+        self.nft_table = nft_table
+        self.store = NetStateStore(state_dir)
+
+    # --- host side --------------------------------------------------------
+
+    def setup(self) -> None:
+        """Bridge, sysctls and nft table; safe to call on every agent start."""
+        with self.store.transaction() as state:
+            self._check_subnet(state)
+            state["subnet"] = str(self.subnet)
+            netlinks.ensure_bridge(
+                self.bridge, IPv4Interface(f"{self.gateway}/{self.subnet.prefixlen}")
+            )
+            # Containers reach the world (package downloads in builds) through the host.
+            write_sysctl(SYSCTL / "ip_forward", "1")
+            # Only on our bridge: lets a DNATed 127.0.0.1 packet be routed to it.
+            write_sysctl(SYSCTL / "conf" / self.bridge / "route_localnet", "1")
+            self._apply_rules(state)
+
+    def teardown(self) -> None:
+        """Remove everything this agent made: rules, veths, netns, bridge, state."""
+        ports.delete_table(self.nft_table)
+        with self.store.transaction() as state:
+            names = {a["host_veth"] for a in state["attachments"].values()}
+            for ifname in sorted(names | set(netlinks.bridge_ports(self.bridge))):
+                netlinks.delete_link(ifname)
+            for ns in netlinks.list_netns(self._netns_prefix):
+                netlinks.remove_netns(ns)
+            netlinks.delete_link(self.bridge)
+            state["attachments"] = {}
+            state["ports"] = {}
+            state["last"] = None
+
+    # --- containers ---------------------------------------------------------
+
+    def attach(self, cid: str) -> Attachment:
+        """Give ``cid`` its netns, veth and address; the same ones if called again."""
+        self._check_cid(cid)
+        with self.store.transaction() as state:
+            att = self._allocate(state, cid)
+            addr = IPv4Interface(f"{att.address}/{att.prefixlen}")
+            netlinks.ensure_netns(att.netns_name)
+            if not self._plumbed(att, addr):
+                netlinks.delete_link(att.host_veth)  # half-made pair from a crash
+                netlinks.plumb_veth(att.host_veth, self.bridge, att.netns_name, addr, self.gateway)
+                log.info("attached %s at %s (netns %s)", cid, att.address, att.netns_name)
+            return att
+
+    def detach(self, cid: str) -> None:
+        """Undo :meth:`attach` and :meth:`publish`; the address becomes free."""
+        self._check_cid(cid)
+        with self.store.transaction() as state:
+            state["attachments"].pop(cid, None)
+            if state["ports"].pop(cid, None) is not None:
+                self._apply_rules(state)
+            netlinks.delete_link(self._host_veth(cid))
+            netlinks.remove_netns(self._netns_name(cid))
+            log.info("detached %s", cid)
+
+    def attachments(self) -> dict[str, Attachment]:
+        state = self.store.read()
+        return {cid: Attachment.from_dict(a) for cid, a in state["attachments"].items()}
+
+    def publish(self, cid: str, address: str, bindings: list[PortBinding]) -> None:
+        """Make ``bindings`` the ports published for ``cid`` (replacing earlier ones)."""
+        self._check_cid(cid)
+        wanted = ports.validate(bindings)
+        if IPv4Address(address) not in self.subnet:
+            raise InvalidRequest(f"address {address} is not in {self.subnet}", field="address")
+        with self.store.transaction() as state:
+            current = self._published(state)
+            ports.check_conflicts(cid, wanted, current)
+            held = current[cid].bindings if cid in current else ()
+            for b in wanted:
+                if b not in held:
+                    ports.check_host_port_free(b)
+            entry = {"address": address, "bindings": [asdict(b) for b in wanted]}
+            if state["ports"].get(cid) == entry:
+                return  # idempotent: nothing to change
+            if wanted:
+                state["ports"][cid] = entry
+            else:
+                state["ports"].pop(cid, None)
+            self._apply_rules(state)
+
+    def unpublish(self, cid: str) -> None:
+        self._check_cid(cid)
+        with self.store.transaction() as state:
+            if state["ports"].pop(cid, None) is not None:
+                self._apply_rules(state)
+
+    def published(self) -> dict[str, ports.Published]:
+        return self._published(self.store.read())
+
+    # --- helpers ----------------------------------------------------------
+
+    @property
+    def _netns_prefix(self) -> str:
+        return f"{self.bridge}-"
+
+    def _hash(self, cid: str) -> str:
+        return hashlib.sha256(f"{self.bridge}/{cid}".encode()).hexdigest()
+
+    def _netns_name(self, cid: str) -> str:
+        return f"{self._netns_prefix}{self._hash(cid)[:16]}"
+
+    def _host_veth(self, cid: str) -> str:
+        return f"v{self._hash(cid)[:13]}"  # 14 chars: under IFNAMSIZ (16 with NUL)
+
+    def _check_cid(self, cid: str) -> None:
+        if not CID_RE.fullmatch(cid):
+            raise InvalidRequest(f"container id {cid!r} is not valid", field="cid")
+
+    def _check_subnet(self, state: dict[str, Any]) -> None:
+        old = state.get("subnet")
+        if old and old != str(self.subnet) and state["attachments"]:
+            raise Conflict(
+                f"subnet changed from {old} to {self.subnet} while containers are attached",
+                field="subnet",
+            )
+
+    def _allocate(self, state: dict[str, Any], cid: str) -> Attachment:
+        if cid in state["attachments"]:
+            return Attachment.from_dict(state["attachments"][cid])
+        in_use = {a["address"] for a in state["attachments"].values()}
+        address = ipam.allocate(self.subnet, in_use, state.get("last"))
+        name = self._netns_name(cid)
+        att = Attachment(
+            cid=cid,
+            netns_name=name,
+            netns_path=str(netlinks.netns_path(name)),
+            address=str(address),
+            gateway=str(self.gateway),
+            prefixlen=self.subnet.prefixlen,
+            host_veth=self._host_veth(cid),
+        )
+        # Recorded before the links exist: a crash in between leaves an
+        # allocation that the retried attach reuses, never a lost address.
+        state["attachments"][cid] = asdict(att)
+        state["last"] = att.address
+        self.store.checkpoint(state)
+        return att
+
+    def _plumbed(self, att: Attachment, addr: IPv4Interface) -> bool:
+        return (
+            netlinks.netns_alive(att.netns_name)
+            and netlinks.link_exists(att.host_veth)
+            and netlinks.container_side_ready(att.netns_name, addr, self.gateway)
+        )
+
+    def _published(self, state: dict[str, Any]) -> dict[str, ports.Published]:
+        return {
+            cid: ports.Published(
+                address=entry["address"],
+                bindings=tuple(_binding_from_dict(b) for b in entry["bindings"]),
+            )
+            for cid, entry in state["ports"].items()
+        }
+
+    def _apply_rules(self, state: dict[str, Any]) -> None:
+        ruleset = ports.render(self.nft_table, self.bridge, self.subnet, self._published(state))
+        ports.apply(ruleset)

@@ -1,0 +1,157 @@
+"""Published ports (``docker run -p HOST:CONTAINER``) and outbound NAT with nftables.
+
+Why nftables DNAT rather than a userland proxy:
+- it survives an agent restart: the rules live in the kernel, so a published
+  port keeps answering while the agent is down or restarting, and an adopted
+  container needs nothing re-created;
+- no extra process per port or container (the issue aims for zero), nothing
+  to supervise, no file descriptors held by the agent;
+- no copy: packets are rewritten in the kernel and routed, instead of every
+  byte being read into and written out of a proxy, and the container sees
+  the real client address for traffic from outside.
+The price is that loopback clients need two kernel switches: a DNAT in the
+``output`` hook (locally-originated packets skip ``prerouting``) and
+``route_localnet`` on the bridge so a packet with a 127.0.0.0/8 source may be
+routed out of it; a masquerade rewrites that source to the gateway address so
+the container can answer.
+
+The whole per-agent table is rendered from the persisted state and replaced in
+one ``nft -f`` transaction (atomic: no moment without rules). Every publish
+rule carries the container id as its comment, so what belongs to whom is
+visible in ``nft list table`` and unpublishing a container drops exactly its
+rules. Existing connections are unaffected by a replacement: their NAT
+bindings live in conntrack, not in the rules.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+
+from runtime_agent import cmd
+from runtime_agent.errors import Conflict, InvalidRequest
+from runtime_agent.wire import PortBinding
+
+PROTOCOLS = ("tcp", "udp")
+ANY = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class Published:
+    """The ports one container publishes, towards its address."""
+
+    address: str
+    bindings: tuple[PortBinding, ...]
+
+
+def validate(bindings: Iterable[PortBinding]) -> list[PortBinding]:
+    out = []
+    for b in bindings:
+        if b.protocol not in PROTOCOLS:
+            raise InvalidRequest(f"protocol {b.protocol!r} is not tcp or udp", field="ports")
+        for port in (b.host_port, b.container_port):
+            if not 1 <= port <= 65535:
+                raise InvalidRequest(f"port {port} is out of range", field="ports")
+        try:
+            socket.inet_aton(b.host_ip)
+        except OSError as exc:
+            raise InvalidRequest(f"host_ip {b.host_ip!r} is not IPv4", field="ports") from exc
+        out.append(b)
+    return out
+
+
+def _overlap(a: PortBinding, b: PortBinding) -> bool:
+    same_ip = a.host_ip == b.host_ip or ANY in (a.host_ip, b.host_ip)
+    return a.protocol == b.protocol and a.host_port == b.host_port and same_ip
+
+
+def check_conflicts(
+    cid: str, wanted: list[PortBinding], published: Mapping[str, Published]
+) -> None:
+    """Refuse a host port that another container (or this request twice) holds."""
+    for i, b in enumerate(wanted):
+        for other in wanted[i + 1 :]:
+            if _overlap(b, other):
+                raise Conflict(
+                    f"host port {b.host_port}/{b.protocol} is requested twice", field="ports"
+                )
+        for owner, pub in published.items():
+            if owner != cid and any(_overlap(b, held) for held in pub.bindings):
+                raise Conflict(
+                    f"host port {b.host_port}/{b.protocol} is already published by {owner}",
+                    field="ports",
+                    owner=owner,
+                )
+
+
+def check_host_port_free(b: PortBinding) -> None:
+    """Refuse a port a host process listens on: our DNAT would silently hide it."""
+    kind = socket.SOCK_STREAM if b.protocol == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        # SO_REUSEADDR: only a live listener conflicts, not TIME_WAIT leftovers.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((b.host_ip, b.host_port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise Conflict(
+                    f"host port {b.host_port}/{b.protocol} is in use by a host process",
+                    field="ports",
+                ) from exc
+            if exc.errno != errno.EADDRNOTAVAIL:  # host_ip not (yet) ours: rule still valid
+                raise
+
+
+def _publish_rule(cid: str, address: str, b: PortBinding) -> str:
+    match = "" if b.host_ip == ANY else f"ip daddr {b.host_ip} "
+    return (
+        f"{match}{b.protocol} dport {b.host_port} "
+        f'dnat to {address}:{b.container_port} comment "{cid}"'
+    )
+
+
+def render(table: str, bridge: str, subnet: IPv4Network, published: Mapping[str, Published]) -> str:
+    """The complete ruleset for one agent's table, as ``nft -f`` input."""
+    rules = [
+        _publish_rule(cid, published[cid].address, b)
+        for cid in sorted(published)
+        for b in published[cid].bindings
+    ]
+    body = "\n".join(f"\t\t{r}" for r in rules)
+    return f"""table ip {table} {{}}
+delete table ip {table}
+table ip {table} {{
+\tchain publish {{
+{body}
+\t}}
+\tchain prerouting {{
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tfib daddr type local jump publish
+\t}}
+\tchain output {{
+\t\ttype nat hook output priority -100; policy accept;
+\t\tfib daddr type local jump publish
+\t}}
+\tchain postrouting {{
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\toifname "{bridge}" ip saddr 127.0.0.0/8 masquerade comment "loopback clients of published ports"
+\t\tip saddr {subnet} oifname != "{bridge}" masquerade comment "containers going out"
+\t}}
+}}
+"""
+
+
+def apply(ruleset: str) -> None:
+    cmd.run(["nft", "-f", "-"], input=ruleset.encode())
+
+
+def delete_table(table: str) -> None:
+    # Declaring then deleting makes this succeed whether or not the table exists.
+    cmd.run(["nft", "-f", "-"], input=f"table ip {table} {{}}\ndelete table ip {table}\n".encode())
+
+
+def table_exists(table: str) -> bool:
+    return f"table ip {table}" in cmd.output(["nft", "list", "tables"]).splitlines()

@@ -1,0 +1,352 @@
+"""Container networking against the real kernel: bridge, netns, veth, nftables.
+
+Every test gets its own bridge, subnet and nft table (random names), so runs
+in parallel with other helpers' tests never meet. Traffic goes only to
+addresses inside namespaces and links these tests create, and to loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+from pyroute2 import IPRoute, netns
+
+from runtime_agent import netlinks
+from runtime_agent.errors import Conflict
+from runtime_agent.network import HostNetwork
+from runtime_agent.wire import PortBinding
+
+pytestmark = pytest.mark.root
+
+# A tiny TCP server run inside a container's netns: it answers every
+# connection with its token and the client address it saw, then closes.
+SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(16)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept()
+    c.sendall(f"{sys.argv[3]} {peer[0]}\\n".encode())
+    c.close()
+"""
+
+CLIENT = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as c:
+    print(c.makefile().readline().strip())
+"""
+
+
+def random_subnet() -> IPv4Network:
+    return IPv4Network(f"10.{secrets.choice(range(200, 256))}.{secrets.randbelow(256)}.0/24")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def fetch(host: str, port: int) -> str:
+    with socket.create_connection((host, port), timeout=3) as c:
+        return c.makefile().readline().strip()
+
+
+def fetch_from_netns(ns: str, host: str, port: int) -> str:
+    argv = ["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, host, str(port)]
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
+class Servers:
+    """Servers started inside namespaces, stopped by PID at the end."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, ns: str, address: str, port: int, token: str) -> None:
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, address, str(port), token]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        readable, _, _ = select.select([proc.stdout], [], [], 10)
+        assert readable and proc.stdout.readline() == "ready\n", f"server in {ns} did not start"
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def nft_tables() -> list[str]:
+    return subprocess.run(
+        ["nft", "list", "tables"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+
+
+def publish_comments(table: str) -> list[str]:
+    out = subprocess.run(
+        ["nft", "-j", "list", "chain", "ip", table, "publish"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted(item["rule"]["comment"] for item in json.loads(out)["nftables"] if "rule" in item)
+
+
+def link_names() -> set[str]:
+    with IPRoute() as ipr:
+        return {str(link.get("ifname")) for link in ipr.get_links()}
+
+
+@pytest.fixture
+def params(tmp_path: Path) -> dict:
+    suffix = secrets.token_hex(3)
+    return {
+        "state_dir": tmp_path / "net",
+        "bridge": f"pt{suffix}",
+        "subnet": random_subnet(),
+        "nft_table": f"pt_{suffix}",
+    }
+
+
+@pytest.fixture
+def net(params: dict) -> Iterator[HostNetwork]:
+    hn = HostNetwork(**params)
+    try:
+        hn.setup()
+        yield hn
+    finally:
+        hn.teardown()
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    s = Servers()
+    yield s
+    s.stop()
+
+
+def test_two_containers_get_distinct_addresses_and_reach_each_other_and_the_gateway(
+    net: HostNetwork, servers: Servers
+) -> None:
+    alice, bob = net.attach("alice"), net.attach("bob")
+    assert alice.address != bob.address
+    assert {alice.address, bob.address} <= set(map(str, net.subnet.hosts()))
+    assert alice.gateway == bob.gateway == str(net.subnet.network_address + 1)
+    assert os.path.exists(alice.netns_path) and alice.netns_path.endswith(alice.netns_name)
+
+    servers.start(bob.netns_name, bob.address, 8000, "bob")
+    assert fetch_from_netns(alice.netns_name, bob.address, 8000) == f"bob {alice.address}"
+
+    # The gateway is the host: a server bound to it answers alice.
+    with socket.socket() as host_server:
+        host_server.bind((alice.gateway, 0))
+        host_server.listen(1)
+        port = host_server.getsockname()[1]
+        threading.Thread(
+            target=lambda: host_server.accept()[0].sendall(b"host\n"), daemon=True
+        ).start()
+        assert fetch_from_netns(alice.netns_name, alice.gateway, port) == "host"
+
+
+def test_attach_is_idempotent_and_survives_a_new_agent(
+    net: HostNetwork, params: dict, servers: Servers
+) -> None:
+    first = net.attach("carol")
+    servers.start(first.netns_name, first.address, 8000, "carol")
+    assert net.attach("carol") == first
+
+    restarted = HostNetwork(**params)
+    restarted.setup()
+    assert restarted.attachments() == {"carol": first}
+    assert restarted.attach("carol") == first
+    assert restarted.attach("dave").address != first.address
+    # Re-attaching did not disturb the running server's network.
+    assert fetch(first.address, 8000) == f"carol {first.gateway}"
+
+
+def test_concurrent_attaches_in_threads_get_distinct_addresses(net: HostNetwork) -> None:
+    names = [f"c{i}" for i in range(8)]
+    errors: list[BaseException] = []
+
+    def attach(name: str) -> None:
+        try:
+            net.attach(name)
+        except BaseException as exc:  # reported below, not swallowed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=attach, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    addresses = [a.address for a in net.attachments().values()]
+    assert sorted(net.attachments()) == names
+    assert len(set(addresses)) == len(names)
+
+
+def test_detach_releases_the_address_and_removes_veth_and_netns(net: HostNetwork) -> None:
+    erin = net.attach("erin")
+    assert erin.host_veth in link_names()
+    net.detach("erin")
+    assert net.attachments() == {}
+    assert erin.host_veth not in link_names()
+    assert not os.path.exists(erin.netns_path)
+    net.detach("erin")  # idempotent
+
+    # Released addresses are not handed out again straight away, but are free again.
+    others = [net.attach(f"f{i}") for i in range(3)]
+    assert erin.address not in {a.address for a in others}
+
+
+def test_a_published_port_answers_on_loopback_and_on_the_container_address(
+    net: HostNetwork, servers: Servers
+) -> None:
+    web = net.attach("web")
+    servers.start(web.netns_name, "0.0.0.0", 9000, "web")
+    host_port = free_port()
+    net.publish("web", web.address, [PortBinding(container_port=9000, host_port=host_port)])
+    net.publish("web", web.address, [PortBinding(container_port=9000, host_port=host_port)])
+
+    # From loopback the source is masqueraded to the gateway, or the reply could not route.
+    assert fetch("127.0.0.1", host_port) == f"web {web.gateway}"
+    assert fetch(web.address, 9000) == f"web {web.gateway}"
+    assert publish_comments(net.nft_table) == ["web"]
+
+
+def test_a_published_port_answers_a_client_on_another_host(
+    net: HostNetwork, servers: Servers
+) -> None:
+    web = net.attach("web")
+    servers.start(web.netns_name, "0.0.0.0", 9000, "web")
+    host_port = free_port()
+    net.publish("web", web.address, [PortBinding(container_port=9000, host_port=host_port)])
+
+    # "Another host": a netns linked to ours by a veth on its own small subnet.
+    octet = secrets.randbelow(256)
+    outside_ns, host_end = f"{net.bridge}-out", f"{net.bridge}o"
+    host_ip, client_ip = f"10.199.{octet}.1", f"10.199.{octet}.2"
+    netns.create(outside_ns)
+    try:
+        with IPRoute() as ipr:
+            ipr.link(
+                "add",
+                ifname=host_end,
+                kind="veth",
+                peer={"ifname": "eth0", "net_ns_fd": outside_ns},
+            )
+            idx = ipr.link_lookup(ifname=host_end)[0]
+            ipr.addr("add", index=idx, address=host_ip, prefixlen=30)
+            ipr.link("set", index=idx, state="up")
+        with IPRoute(netns=outside_ns) as ipr:
+            idx = ipr.link_lookup(ifname="eth0")[0]
+            ipr.addr("add", index=idx, address=client_ip, prefixlen=30)
+            ipr.link("set", index=idx, state="up")
+            ipr.route("add", dst="0.0.0.0/0", gateway=host_ip)
+        # The container sees the real client address: DNAT, not a proxy.
+        assert fetch_from_netns(outside_ns, host_ip, host_port) == f"web {client_ip}"
+    finally:
+        netlinks.delete_link(host_end)
+        netlinks.remove_netns(outside_ns)
+
+
+def test_it_refuses_a_host_port_another_container_published(net: HostNetwork) -> None:
+    a, b = net.attach("a"), net.attach("b")
+    host_port = free_port()
+    net.publish("a", a.address, [PortBinding(container_port=80, host_port=host_port)])
+    with pytest.raises(Conflict, match="already published by a"):
+        net.publish("b", b.address, [PortBinding(container_port=81, host_port=host_port)])
+    with pytest.raises(Conflict):
+        net.publish(
+            "b",
+            b.address,
+            [PortBinding(container_port=81, host_port=host_port, host_ip="127.0.0.1")],
+        )
+    # Another protocol on the same number is a different port.
+    net.publish(
+        "b", b.address, [PortBinding(container_port=81, host_port=host_port, protocol="udp")]
+    )
+    assert publish_comments(net.nft_table) == ["a", "b"]
+
+
+def test_it_refuses_a_host_port_a_host_process_listens_on(net: HostNetwork) -> None:
+    a = net.attach("a")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        with pytest.raises(Conflict, match="host process"):
+            net.publish("a", a.address, [PortBinding(container_port=80, host_port=port)])
+    assert publish_comments(net.nft_table) == []
+
+
+def test_unpublish_removes_exactly_that_containers_rules(
+    net: HostNetwork, servers: Servers
+) -> None:
+    a, b = net.attach("a"), net.attach("b")
+    servers.start(b.netns_name, "0.0.0.0", 9000, "b")
+    port_a1, port_a2, port_b = free_port(), free_port(), free_port()
+    net.publish("a", a.address, [PortBinding(80, port_a1), PortBinding(81, port_a2)])
+    net.publish("b", b.address, [PortBinding(9000, port_b)])
+    assert publish_comments(net.nft_table) == ["a", "a", "b"]
+
+    net.unpublish("a")
+    net.unpublish("a")
+    assert publish_comments(net.nft_table) == ["b"]
+    assert fetch("127.0.0.1", port_b) == f"b {b.gateway}"
+
+
+def test_published_ports_survive_an_agent_restart(
+    net: HostNetwork, params: dict, servers: Servers
+) -> None:
+    web = net.attach("web")
+    servers.start(web.netns_name, "0.0.0.0", 9000, "web")
+    host_port = free_port()
+    net.publish("web", web.address, [PortBinding(9000, host_port)])
+
+    restarted = HostNetwork(**params)
+    restarted.setup()
+    assert fetch("127.0.0.1", host_port) == f"web {web.gateway}"
+    assert restarted.published()["web"].bindings == (PortBinding(9000, host_port),)
+
+
+def test_detach_also_unpublishes(net: HostNetwork) -> None:
+    web = net.attach("web")
+    net.publish("web", web.address, [PortBinding(9000, free_port())])
+    net.detach("web")
+    assert publish_comments(net.nft_table) == []
+    assert net.published() == {}
+
+
+def test_teardown_leaves_no_bridge_netns_veth_or_table(params: dict) -> None:
+    hn = HostNetwork(**params)
+    hn.setup()
+    atts = [hn.attach(name) for name in ("x", "y")]
+    hn.publish("x", atts[0].address, [PortBinding(80, free_port())])
+    assert f"table ip {hn.nft_table}" in nft_tables()
+
+    hn.teardown()
+    names = link_names()
+    assert hn.bridge not in names
+    assert not {a.host_veth for a in atts} & names
+    assert netlinks.list_netns(f"{hn.bridge}-") == []
+    assert f"table ip {hn.nft_table}" not in nft_tables()
+    assert hn.attachments() == {}
+    hn.teardown()  # idempotent
