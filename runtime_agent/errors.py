@@ -93,3 +93,11 @@ class UnsafeRuntime(AgentError):
 
     code = "unsafe_runtime"
     permanent = True
+
+
+class ImageNotFound(RegistryError):
+    """The registry has no such repository, tag or manifest."""
+
+    code = "image_not_found"
+    status = 404
+    permanent = True

@@ -1,0 +1,403 @@
+"""Image layers: unpack untrusted layer tars into overlay lower dirs, and pack
+a directory (a build's overlay upper) into a reproducible OCI layer.
+
+On disk, a layer dir uses overlayfs' own encoding of deletions, so it can be
+stacked as a lowerdir as is:
+
+- OCI whiteout ``dir/.wh.name``  <->  character device 0/0 at ``dir/name``
+- OCI opaque marker ``dir/.wh..wh..opq``  <->  xattr ``trusted.overlay.opaque=y``
+
+Layer tars come from a registry: every entry is checked before anything is
+written (no ``..``, no absolute names, no writing through links that leave
+the layer dir, no device nodes) and files are opened with O_NOFOLLOW|O_EXCL.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import io
+import logging
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from runtime_agent.errors import UnsafeArchive
+from runtime_agent.safepath import clean_member_name, link_target_inside, resolve_inside
+
+log = logging.getLogger("runtime_agent.layers")
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+# File capabilities (ping, ...) are the one xattr a layer may carry: others
+# (trusted.overlay.* above all) would let a layer fake overlay metadata.
+CAPABILITY_XATTR = "security.capability"
+_PAX_XATTR = "SCHILY.xattr."
+# Reproducible layers: every entry gets this mtime (1980-01-01, like
+# buildpacks: some tools treat a 1970 mtime as "unset").
+FIXED_MTIME = 315532800
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    digest: str  # sha256 of the compressed blob (the manifest's layer digest)
+    diff_id: str  # sha256 of the uncompressed tar (the config's rootfs.diff_ids)
+    size: int  # compressed size in bytes
+
+
+# ---------------------------------------------------------------- unpacking
+
+
+def unpack_layer(tar_path: Path, dest_dir: Path, *, max_bytes: int | None = None) -> int:
+    """Unpack one layer tar (gzip or plain) into ``dest_dir``, which must be
+    an empty directory; returns the number of file bytes written.
+
+    Raises :class:`UnsafeArchive` on the first unsafe entry; the caller
+    throws the half-written dir away (see ``images.ImageStore``).
+    """
+    dest = Path(os.path.realpath(dest_dir))
+    if any(dest.iterdir()):
+        raise UnsafeArchive(f"layer destination {dest} is not empty")
+    written = 0
+    dir_times: list[tuple[Path, int]] = []
+    try:
+        with tarfile.open(tar_path, mode="r|*") as tar:
+            for member in tar:
+                written += _unpack_member(tar, member, dest, dir_times)
+                if max_bytes is not None and written > max_bytes:
+                    raise UnsafeArchive(f"layer unpacks to more than {max_bytes} bytes")
+    except tarfile.TarError as exc:
+        raise UnsafeArchive(f"layer {tar_path.name} is not a readable tar: {exc}") from exc
+    # Directory mtimes last: creating their children changed them.
+    for path, mtime in reversed(dir_times):
+        os.utime(path, (mtime, mtime), follow_symlinks=False)
+    return written
+
+
+def _unpack_member(
+    tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path, dir_times: list[tuple[Path, int]]
+) -> int:
+    rel = clean_member_name(m.name)
+    if rel == "":
+        return 0  # the layer root itself: the store owns its mode
+    base = posixpath.basename(rel)
+    if base == OPAQUE_MARKER:
+        _mark_opaque(dest, posixpath.dirname(rel))
+        return 0
+    if base.startswith(WHITEOUT_PREFIX):
+        _whiteout(dest, rel, base[len(WHITEOUT_PREFIX) :])
+        return 0
+    if m.ischr() and m.devmajor == 0 and m.devminor == 0:
+        _make_whiteout_node(_target(dest, rel))  # already in overlay form
+        return 0
+    if m.ischr() or m.isblk():
+        raise UnsafeArchive(f"entry {m.name!r} is a device node", entry=m.name)
+    path = _target(dest, rel)
+    if m.isdir():
+        _make_dir(path, m)
+        dir_times.append((path, int(m.mtime)))
+        return 0
+    _remove_existing(path)
+    if m.isreg():
+        return _write_file(tar, m, path)
+    if m.issym():
+        _make_symlink(dest, rel, m, path)
+    elif m.islnk():
+        _make_hardlink(dest, m, path)
+    elif m.isfifo():
+        os.mkfifo(path, 0o600)
+        _set_owner_mode(path, m)
+    else:
+        raise UnsafeArchive(f"entry {m.name!r} has an unsupported type {m.type!r}", entry=m.name)
+    return 0
+
+
+def _target(dest: Path, rel: str) -> Path:
+    """The path for ``rel``, with its parent dirs made, refusing any route
+    through a link that leaves ``dest``."""
+    path = resolve_inside(dest, rel)
+    _make_parents(dest, path.parent)
+    # Parents may have been created through in-layer symlinks: check again.
+    return resolve_inside(dest, rel)
+
+
+def _make_parents(dest: Path, parent: Path) -> None:
+    missing = []
+    p = parent
+    while not p.exists() and p != dest:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        os.mkdir(d, 0o755)
+
+
+def _whiteout(dest: Path, rel: str, hidden: str) -> None:
+    if hidden in ("", ".", "..") or "/" in hidden:
+        raise UnsafeArchive(f"whiteout {rel!r} names no file", entry=rel)
+    path = _target(dest, posixpath.join(posixpath.dirname(rel), hidden))
+    # The OCI spec: a whiteout hides lower layers only, never an entry of its
+    # own layer. Overlay cannot show both, so the layer's own entry wins.
+    if os.path.lexists(path):
+        return
+    _make_whiteout_node(path)
+
+
+def _make_whiteout_node(path: Path) -> None:
+    _remove_existing(path)
+    os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+
+
+def _mark_opaque(dest: Path, rel_dir: str) -> None:
+    if rel_dir == "":
+        # An opaque root would hide every lower layer: overlay cannot mark its
+        # own lower root, and no sane image needs it.
+        raise UnsafeArchive("an opaque marker at the layer root is not supported")
+    path = _target(dest, rel_dir)
+    if path.is_symlink() or not path.is_dir():
+        _remove_existing(path)
+        os.mkdir(path, 0o755)
+    os.setxattr(path, OPAQUE_XATTR, b"y", follow_symlinks=False)
+
+
+def _remove_existing(path: Path) -> None:
+    """A later entry replaces an earlier one at the same path (tar semantics)."""
+    if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
+        os.unlink(path)
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _make_dir(path: Path, m: tarfile.TarInfo) -> None:
+    if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
+        os.unlink(path)
+    if not path.exists():
+        os.mkdir(path, 0o700)
+    _set_owner_mode(path, m)
+
+
+def _write_file(tar: tarfile.TarFile, m: tarfile.TarInfo, path: Path) -> int:
+    src = tar.extractfile(m)
+    assert src is not None  # regular members always have content
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(src, out, _CHUNK)
+        _apply_xattrs(out.fileno(), m)
+        _chown(out.fileno(), m)
+        os.fchmod(out.fileno(), m.mode & 0o7777)  # after chown: chown clears setuid
+        os.utime(out.fileno(), (m.mtime, m.mtime))
+    return m.size
+
+
+def _make_symlink(dest: Path, rel: str, m: tarfile.TarInfo, path: Path) -> None:
+    # Absolute targets are fine: the container resolves them inside its own
+    # root (debootstrap makes plenty). A relative target that climbs above
+    # the layer root points at the host while the layer sits on the host.
+    if not m.linkname.startswith("/") and not link_target_inside(dest, rel, m.linkname):
+        raise UnsafeArchive(
+            f"symlink {m.name!r} -> {m.linkname!r} points outside the layer", entry=m.name
+        )
+    os.symlink(m.linkname, path)
+    _chown(path, m)
+    os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+
+
+def _make_hardlink(dest: Path, m: tarfile.TarInfo, path: Path) -> None:
+    # Hard links name another entry of the same archive; resolve it with the
+    # same rules, and never follow a symlink at its end (linkat without
+    # AT_SYMLINK_FOLLOW), so no host file can be linked in.
+    target_rel = clean_member_name(m.linkname)
+    if target_rel == "":
+        raise UnsafeArchive(f"hard link {m.name!r} points at the layer root", entry=m.name)
+    source = resolve_inside(dest, target_rel)
+    if not os.path.lexists(source):
+        raise UnsafeArchive(
+            f"hard link {m.name!r} -> {m.linkname!r} names no earlier entry", entry=m.name
+        )
+    if os.path.isdir(source) and not os.path.islink(source):
+        raise UnsafeArchive(f"hard link {m.name!r} points at a directory", entry=m.name)
+    os.link(source, path, follow_symlinks=False)
+
+
+def _set_owner_mode(path: Path, m: tarfile.TarInfo) -> None:
+    _chown(path, m)
+    os.chmod(path, m.mode & 0o7777, follow_symlinks=False)
+
+
+def _chown(target: Path | int, m: tarfile.TarInfo) -> None:
+    try:
+        if isinstance(target, int):
+            os.fchown(target, m.uid, m.gid)
+        else:
+            os.lchown(target, m.uid, m.gid)
+    except PermissionError:
+        if os.geteuid() == 0:
+            raise  # as root this is a real failure, not a rootless run
+
+
+def _apply_xattrs(fd: int, m: tarfile.TarInfo) -> None:
+    for key, value in m.pax_headers.items():
+        if key == _PAX_XATTR + CAPABILITY_XATTR:
+            os.setxattr(fd, CAPABILITY_XATTR, value.encode("utf-8", "surrogateescape"))
+
+
+# ------------------------------------------------------------------ packing
+
+
+def pack_layer(
+    src_dir: Path,
+    out_path: Path,
+    *,
+    from_overlay_upper: bool = True,
+    compresslevel: int = 6,
+    mtime: int = FIXED_MTIME,
+) -> LayerInfo:
+    """Write ``src_dir`` as a gzip layer tar to ``out_path``.
+
+    Reproducible: entries sorted by name, one fixed mtime, numeric owners
+    only, gzip header without name or time; the same tree gives the same
+    digest. With ``from_overlay_upper``, overlay whiteouts (char 0/0) become
+    ``.wh.`` entries and opaque dirs get ``.wh..wh..opq``. Device nodes,
+    sockets and xattrs other than file capabilities are left out.
+    """
+    src = Path(src_dir)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    with open(tmp, "wb") as raw:
+        blob = _HashingWriter(raw)
+        with gzip.GzipFile(
+            filename="", mode="wb", fileobj=blob, compresslevel=compresslevel, mtime=0
+        ) as gz:
+            diff = _HashingWriter(gz)
+            with tarfile.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                seen: dict[tuple[int, int], str] = {}
+                for rel, path, st in _walk_sorted(src, ""):
+                    _pack_entry(tar, rel, path, st, from_overlay_upper, mtime, seen)
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(tmp, out_path)
+    return LayerInfo(digest=blob.digest(), diff_id=diff.digest(), size=blob.size)
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+class _HashingWriter(io.RawIOBase):
+    """Passes bytes on to ``sink`` while hashing and counting them."""
+
+    def __init__(self, sink: _Sink) -> None:
+        self._sink = sink
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self._hash.update(data)
+        self.size += len(data)
+        self._sink.write(data)
+        return len(data)
+
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+def _walk_sorted(dir_path: Path, rel_dir: str) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """Every entry under ``dir_path`` (not itself), depth first, siblings in
+    byte order of their names (like GNU tar --sort=name); never follows
+    symlinks."""
+    for name in sorted(os.listdir(dir_path), key=os.fsencode):
+        path = dir_path / name
+        rel = f"{rel_dir}{name}"
+        st = os.lstat(path)
+        yield rel, path, st
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk_sorted(path, rel + "/")
+
+
+def _pack_entry(
+    tar: tarfile.TarFile,
+    rel: str,
+    path: Path,
+    st: os.stat_result,
+    from_upper: bool,
+    mtime: int,
+    seen: dict[tuple[int, int], str],
+) -> None:
+    mode = st.st_mode
+    if stat.S_ISCHR(mode) and st.st_rdev == 0 and from_upper:
+        parent, name = posixpath.split(rel)
+        tar.addfile(_info(posixpath.join(parent, WHITEOUT_PREFIX + name), st, mtime, 0o600))
+        return
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        log.info("leaving %s out of the layer: devices and sockets come from the runtime", rel)
+        return
+    info = _info(rel, st, mtime, stat.S_IMODE(mode))
+    if stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        if from_upper and _xattr(path, OPAQUE_XATTR) == b"y":
+            tar.addfile(_info(f"{rel}/{OPAQUE_MARKER}", st, mtime, 0o600))
+    elif stat.S_ISLNK(mode):
+        info.type = tarfile.SYMTYPE
+        info.linkname = os.readlink(path)
+        tar.addfile(info)
+    elif stat.S_ISFIFO(mode):
+        info.type = tarfile.FIFOTYPE
+        tar.addfile(info)
+    elif stat.S_ISREG(mode):
+        _pack_file(tar, info, path, st, seen)
+
+
+def _pack_file(
+    tar: tarfile.TarFile,
+    info: tarfile.TarInfo,
+    path: Path,
+    st: os.stat_result,
+    seen: dict[tuple[int, int], str],
+) -> None:
+    # Hard-linked inodes: the first name (in sorted order) carries the
+    # content, later names become links to it.
+    if st.st_nlink > 1:
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            info.type = tarfile.LNKTYPE
+            info.linkname = seen[key]
+            tar.addfile(info)
+            return
+        seen[key] = info.name
+    cap = _xattr(path, CAPABILITY_XATTR)
+    if cap is not None:
+        info.pax_headers = {_PAX_XATTR + CAPABILITY_XATTR: cap.decode("utf-8", "surrogateescape")}
+    info.size = st.st_size
+    with open(path, "rb") as f:
+        tar.addfile(info, f)
+
+
+def _info(name: str, st: os.stat_result, mtime: int, mode: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mode = mode
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.uname = info.gname = ""  # numeric owners: names differ between hosts
+    info.mtime = mtime
+    return info
+
+
+def _xattr(path: Path, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise

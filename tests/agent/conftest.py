@@ -1,0 +1,53 @@
+"""Fixtures shared by the agent's tests: a real registry, a tiny busybox
+image pushed to it, and a short-pathed scratch agent root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runtime_agent.cmd import run
+from tests.support.images import BuiltImage, build_busybox_image
+from tests.support.registry import TestRegistry, run_registry
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestRegistry]:
+    """A real docker-registry (TLS + htpasswd basic auth) for the session."""
+    with run_registry(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def busybox_image(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    """The two-layer busybox httpd image, pushed once per session."""
+    return build_busybox_image(registry, tmp_path_factory.mktemp("busybox-image"))
+
+
+def _mounts_under(root: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p == root or p.startswith(root + "/")]
+
+
+@pytest.fixture
+def tmp_agent_root() -> Iterator[Path]:
+    """A fresh agent data root with a SHORT path (/tmp/pa-XXXXXXXX): overlay
+    mount options are capped at one page, and every lowerdir repeats it.
+    Anything left mounted under it is unmounted before it is removed, so a
+    failed test never makes rmtree walk into a mounted rootfs."""
+    root = tempfile.mkdtemp(prefix="pa-", dir="/tmp")
+    try:
+        yield Path(root)
+    finally:
+        for point in sorted(_mounts_under(root), key=len, reverse=True):
+            run(["umount", "--lazy", point], check=False)
+        if not _mounts_under(root):
+            shutil.rmtree(root, ignore_errors=True)
+        else:  # never delete through a mount
+            os.sync()

@@ -1,0 +1,248 @@
+"""Start a REAL Distribution registry (``docker-registry`` from Debian) for a
+test, on a free loopback port, with htpasswd basic auth over TLS.
+
+Why TLS although Distribution 2.8 accepts htpasswd over plain HTTP: python-dxf
+refuses to send credentials over plain HTTP (``DXFAuthInsecureError``), and a
+password in clear text is not what production should do either. So every run
+gets a fresh self-signed certificate (made with ``openssl``) for 127.0.0.1,
+and clients trust it through ``ca_file``.
+
+Usage::
+
+    with run_registry(tmp_path) as reg:
+        client = RegistryClient(reg.host, username=reg.username,
+                                password=reg.password, scheme="https",
+                                ca_file=str(reg.ca_file))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime_agent.cmd import run
+
+with warnings.catch_warnings():
+    # bcrypt through libxcrypt, so no extra package is needed. Deprecated in
+    # 3.11, present until 3.13 (the project pins <3.13).
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt
+from runtime_agent.registry import RegistryClient
+
+REGISTRY_BINARY = "/usr/bin/docker-registry"
+START_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class TestRegistry:
+    """A running registry. ``host`` is what image references start with."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    host: str  # "127.0.0.1:PORT"
+    url: str  # "https://127.0.0.1:PORT"
+    scheme: str  # "https" or "http"
+    username: str | None
+    password: str | None
+    ca_file: Path | None
+    storage_dir: Path
+    log_path: Path
+    pid: int
+
+    def blob_data_path(self, digest: str) -> Path:
+        """Where the filesystem driver keeps a blob (tests corrupt it there)."""
+        algo, hexd = digest.split(":", 1)
+        return self.storage_dir / "docker/registry/v2/blobs" / algo / hexd[:2] / hexd / "data"
+
+    def access_log(self) -> list[str]:
+        """The registry's access-log lines so far (one per HTTP request)."""
+        text = self.log_path.read_text(errors="replace")
+        return [line for line in text.splitlines() if re.match(r"^\S+ - \S+ \[", line)]
+
+    def blob_gets(self, repository: str | None = None) -> list[str]:
+        """Access-log lines of successful blob downloads (GET .../blobs/sha256:...)."""
+        pattern = re.compile(
+            r'"GET /v2/(?P<repo>.+?)/blobs/sha256:[0-9a-f]{64} HTTP/[0-9.]+" (200|206|307) '
+        )
+        out = []
+        for line in self.access_log():
+            m = pattern.search(line)
+            if m and (repository is None or m.group("repo") == repository):
+                out.append(line)
+        return out
+
+    def client(self, *, password: str | None = None) -> RegistryClient:
+        """A client for this registry with the right credentials (or the
+        given wrong ``password``). Close it, or use it in a ``with``."""
+        return RegistryClient(
+            self.host,
+            username=self.username,
+            password=password if password is not None else self.password,
+            scheme=self.scheme,
+            ca_file=str(self.ca_file) if self.ca_file else None,
+        )
+
+    def credentials(self, registry: str) -> tuple[str, str] | None:
+        """A credentials callback for ``images.ImageStore``."""
+        if registry == self.host and self.username and self.password:
+            return self.username, self.password
+        return None
+
+
+def bcrypt_htpasswd_line(username: str, password: str) -> str:
+    """An htpasswd entry Distribution accepts (bcrypt only). Cost 4, the
+    minimum: the registry re-checks the hash on EVERY request, and cost 12
+    costs about 240 ms each time."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+    if not hashed or not hashed.startswith("$2"):
+        raise RuntimeError("this libcrypt cannot make bcrypt hashes")
+    return f"{username}:{hashed}\n"
+
+
+def make_self_signed_cert(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throwaway EC certificate for ``host`` (an IP SAN: Go ignores the CN)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    san = f"IP:{host}" if re.match(r"^[0-9.]+$", host) else f"DNS:{host}"
+    run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec",
+            "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", f"/CN={host}", "-addext", f"subjectAltName={san},DNS:localhost",
+        ],
+        timeout=30,
+    )  # fmt: skip
+    os.chmod(key, 0o600)
+    return cert, key
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_config(
+    workdir: Path, port: int, htpasswd: Path | None, tls: tuple[Path, Path] | None
+) -> Path:
+    lines = [
+        "version: 0.1",
+        "log: {level: info, formatter: text}",
+        f"storage: {{filesystem: {{rootdirectory: {workdir / 'storage'}}}, "
+        "delete: {enabled: true}, maintenance: {uploadpurging: {enabled: false}}}",
+        "http:",
+        f"  addr: 127.0.0.1:{port}",
+        f"  secret: {secrets.token_hex(16)}",
+    ]
+    if tls:
+        lines += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
+    if htpasswd:
+        lines += ["auth:", "  htpasswd:", "    realm: paas-test", f"    path: {htpasswd}"]
+    config = workdir / "config.yml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+def _wait_until_answering(url: str, ca_file: Path | None, proc: subprocess.Popen[bytes]) -> None:
+    ctx = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"docker-registry exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/v2/", timeout=2, context=ctx):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:  # auth required: it is up
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"docker-registry did not answer on {url} within {START_TIMEOUT_S}s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def run_registry(
+    workdir: Path,
+    *,
+    auth: bool = True,
+    tls: bool = True,
+    username: str = "alice",
+    password: str | None = None,
+) -> Iterator[TestRegistry]:
+    """Run ``docker-registry serve`` in ``workdir`` until the block ends.
+
+    The process is started directly with Popen (not ``runtime_agent.cmd.run``,
+    which waits for commands to finish) and stopped by its PID.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    password = password or secrets.token_urlsafe(12)
+    htpasswd = None
+    if auth:
+        htpasswd = workdir / "htpasswd"
+        htpasswd.write_text(bcrypt_htpasswd_line(username, password))
+    cert_key = make_self_signed_cert(workdir) if tls else None
+    scheme = "https" if tls else "http"
+    log_path = workdir / "registry.log"
+    # A port picked by binding 0 can be taken by someone else before the
+    # registry binds it: retry a few times with a new one.
+    for _attempt in range(5):
+        port = free_loopback_port()
+        config = _write_config(workdir, port, htpasswd, cert_key)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [REGISTRY_BINARY, "serve", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in pytest must not race our stop
+            )
+        url = f"{scheme}://127.0.0.1:{port}"
+        try:
+            _wait_until_answering(url, cert_key[0] if cert_key else None, proc)
+            break
+        except RuntimeError:
+            _stop(proc)
+            if "address already in use" not in log_path.read_text(errors="replace"):
+                raise
+    else:
+        raise RuntimeError("could not find a free port for docker-registry")
+    try:
+        yield TestRegistry(
+            host=f"127.0.0.1:{port}",
+            url=url,
+            scheme=scheme,
+            username=username if auth else None,
+            password=password if auth else None,
+            ca_file=cert_key[0] if cert_key else None,
+            storage_dir=workdir / "storage",
+            log_path=log_path,
+            pid=proc.pid,
+        )
+    finally:
+        _stop(proc)
