@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,18 +110,36 @@ class Harness:
         kwargs.update(overrides)
         return spec.build_spec(**kwargs)
 
-    def create(
-        self, args: Sequence[str], *, config: dict[str, Any] | None = None, **overrides: Any
-    ) -> Started:
+    def prepare(
+        self,
+        args: Sequence[str],
+        *,
+        edit: Callable[[dict[str, Any]], None] | None = None,
+        **overrides: Any,
+    ) -> tuple[str, Path, dict[str, Any]]:
+        """A new container id and its bundle dir with config.json; ``edit``
+        may change the spec first (to take one protection away in a control)."""
         cid = new_id()
+        self.cids.append(cid)
         bundle = self.workdir / "bundles" / cid
         bundle.mkdir(parents=True)
-        config = config or self.config(cid, args, **overrides)
+        config = self.config(cid, args, **overrides)
+        if edit is not None:
+            edit(config)
         (bundle / "config.json").write_text(json.dumps(config))
+        return cid, bundle, config
+
+    def create(
+        self,
+        args: Sequence[str],
+        *,
+        edit: Callable[[dict[str, Any]], None] | None = None,
+        **overrides: Any,
+    ) -> Started:
+        cid, bundle, config = self.prepare(args, edit=edit, **overrides)
         out, err = bundle / "stdout", bundle / "stderr"
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         fd_out, fd_err = os.open(out, flags, 0o600), os.open(err, flags, 0o600)
-        self.cids.append(cid)
         try:
             pid = self.runc.create(
                 cid, bundle, stdout_fd=fd_out, stderr_fd=fd_err, pid_file=bundle / "pid"
@@ -131,8 +149,14 @@ class Harness:
             os.close(fd_err)
         return Started(cid, pid, bundle, config["linux"]["cgroupsPath"], out, err)
 
-    def run(self, args: Sequence[str], **overrides: Any) -> Started:
-        started = self.create(args, **overrides)
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        edit: Callable[[dict[str, Any]], None] | None = None,
+        **overrides: Any,
+    ) -> Started:
+        started = self.create(args, edit=edit, **overrides)
         self.runc.start(started.cid)
         return started
 
