@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ log = logging.getLogger("runtime_agent.config")
 PREFIX = "PAAS_AGENT_"
 # Linux limits interface names to 15 bytes; the bridge name lands in netlink.
 IFNAME_MAX = 15
+IFNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,14}$")
 
 
 class ConfigError(AgentError):
@@ -127,10 +129,10 @@ def env_subnet(env: Env, name: str, default: str) -> IPv4Network:
 
 def env_ifname(env: Env, name: str, default: str) -> str:
     value = env_str(env, name, default) or default
-    if len(value.encode()) > IFNAME_MAX or not value.replace("-", "").replace("_", "").isalnum():
+    if not IFNAME_RE.fullmatch(value):
         raise ConfigError(
-            f"{PREFIX}{name} must be at most {IFNAME_MAX} letters, digits, '-' or '_', "
-            f"got {value!r}"
+            f"{PREFIX}{name} must be at most {IFNAME_MAX} ASCII letters, digits, '-' or '_' "
+            f"starting with a letter, got {value!r}"
         )
     return value
 

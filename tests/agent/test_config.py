@@ -67,6 +67,8 @@ def test_it_reads_every_typed_value(tmp_path):
         ("SUBNET", "10.88.0.0/30", "PAAS_AGENT_SUBNET"),
         ("SUBNET", "fd00::/64", "PAAS_AGENT_SUBNET"),
         ("BRIDGE", "a-bridge-name-too-long", "PAAS_AGENT_BRIDGE"),
+        ("BRIDGE", "0bridge", "PAAS_AGENT_BRIDGE"),
+        ("BRIDGE", "brü", "PAAS_AGENT_BRIDGE"),
         ("NFT_TABLE", "bad table", "PAAS_AGENT_NFT_TABLE"),
         ("LOG_MAX_FILES", "three", "PAAS_AGENT_LOG_MAX_FILES"),
         ("LOG_MAX_FILES", "0", "PAAS_AGENT_LOG_MAX_FILES"),
