@@ -13,7 +13,12 @@ The price is that loopback clients need two kernel switches: a DNAT in the
 ``output`` hook (locally-originated packets skip ``prerouting``) and
 ``route_localnet`` on the bridge so a packet with a 127.0.0.0/8 source may be
 routed out of it; a masquerade rewrites that source to the gateway address so
-the container can answer.
+the container can answer. ``route_localnet`` alone would also let a container
+(root in its netns, or CAP_NET_RAW) send packets for 127.0.0.1 to the gateway
+and reach host services bound to loopback (the agent API, Redis): the
+``guard`` chain drops those at the earliest hook, before any NAT, where
+legitimate replies still carry the gateway address (CVE-2020-8558 in
+kube-proxy was exactly this).
 
 The whole per-agent table is rendered from the persisted state and replaced in
 one ``nft -f`` transaction (atomic: no moment without rules). Every publish
@@ -126,6 +131,10 @@ delete table ip {table}
 table ip {table} {{
 \tchain publish {{
 {body}
+\t}}
+\tchain guard {{
+\t\ttype filter hook prerouting priority raw; policy accept;
+\t\tiifname "{bridge}" ip daddr 127.0.0.0/8 drop comment "no host loopback for containers"
 \t}}
 \tchain prerouting {{
 \t\ttype nat hook prerouting priority dstnat; policy accept;

@@ -73,6 +73,21 @@ def fetch_from_netns(ns: str, host: str, port: int) -> str:
     ).stdout.strip()
 
 
+def answer_once(listener: socket.socket, data: bytes) -> None:
+    """Answer one connection on a host socket, from a thread that cannot hang."""
+    listener.settimeout(10)
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(data)
+        except OSError:
+            pass  # nobody came (the point of some tests) or the socket closed
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
 class Servers:
     """Servers started inside namespaces, stopped by PID at the end."""
 
@@ -159,9 +174,7 @@ def test_two_containers_get_distinct_addresses_and_reach_each_other_and_the_gate
         host_server.bind((alice.gateway, 0))
         host_server.listen(1)
         port = host_server.getsockname()[1]
-        threading.Thread(
-            target=lambda: host_server.accept()[0].sendall(b"host\n"), daemon=True
-        ).start()
+        answer_once(host_server, b"host\n")
         assert fetch_from_netns(alice.netns_name, alice.gateway, port) == "host"
 
 
@@ -350,3 +363,25 @@ def test_teardown_leaves_no_bridge_netns_veth_or_table(params: dict) -> None:
     assert f"table ip {hn.nft_table}" not in nft_tables()
     assert hn.attachments() == {}
     hn.teardown()  # idempotent
+
+
+def test_a_container_cannot_reach_services_on_host_loopback(net: HostNetwork) -> None:
+    # route_localnet on the bridge (needed for loopback clients of published
+    # ports) must not let a container root send packets for 127.0.0.1 to the
+    # gateway and reach, say, the agent API bound to loopback.
+    mallory = net.attach("mallory")
+    in_ns = ["ip", "netns", "exec", mallory.netns_name]
+    for argv in (
+        ["ip", "addr", "del", "127.0.0.1/8", "dev", "lo"],
+        ["sysctl", "-q", "-w", "net.ipv4.conf.eth0.route_localnet=1"],
+        ["ip", "route", "add", "127.0.0.0/8", "via", mallory.gateway, "dev", "eth0"],
+    ):
+        subprocess.run(in_ns + argv, check=True, timeout=10)
+    with socket.socket() as secret:
+        secret.bind(("127.0.0.1", 0))
+        secret.listen(1)
+        port = secret.getsockname()[1]
+        answer_once(secret, b"secret\n")
+        with pytest.raises(subprocess.CalledProcessError) as failed:
+            fetch_from_netns(mallory.netns_name, "127.0.0.1", port)
+        assert "timed out" in failed.value.stderr  # dropped, not refused
