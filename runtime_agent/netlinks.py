@@ -55,9 +55,13 @@ def ensure_bridge(name: str, gateway: IPv4Interface) -> None:
         if idx is None:
             ipr.link("add", ifname=name, kind="bridge")
             idx = _index(ipr, name)
+        want = (str(gateway.ip), gateway.network.prefixlen)
         have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
-        if (str(gateway.ip), gateway.network.prefixlen) not in have:
-            ipr.addr("add", index=idx, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
+        for address, prefixlen in have - {want}:
+            # From an earlier subnet: a second route would send traffic astray.
+            ipr.addr("del", index=idx, address=address, prefixlen=prefixlen)
+        if want not in have:
+            ipr.addr("add", index=idx, address=want[0], prefixlen=want[1])
         ipr.link("set", index=idx, state="up")
 
 

@@ -385,3 +385,37 @@ def test_a_container_cannot_reach_services_on_host_loopback(net: HostNetwork) ->
         with pytest.raises(subprocess.CalledProcessError) as failed:
             fetch_from_netns(mallory.netns_name, "127.0.0.1", port)
         assert "timed out" in failed.value.stderr  # dropped, not refused
+
+
+def test_attach_repairs_a_half_made_attachment(net: HostNetwork, servers: Servers) -> None:
+    grace = net.attach("grace")
+    netlinks.delete_link(grace.host_veth)  # as if the agent died mid-attach
+
+    assert net.attach("grace") == grace
+    servers.start(grace.netns_name, grace.address, 8000, "grace")
+    assert fetch(grace.address, 8000) == f"grace {grace.gateway}"
+
+
+def test_setup_moves_the_bridge_to_a_new_subnet_when_nothing_is_attached(params: dict) -> None:
+    first = HostNetwork(**params)
+    try:
+        first.setup()
+        moved = HostNetwork(**{**params, "subnet": random_subnet()})
+        moved.setup()
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=moved.bridge)[0]
+            addrs = [a.get("address") for a in ipr.get_addr(index=idx, family=2)]
+        assert addrs == [str(moved.gateway)]
+    finally:
+        first.teardown()
+
+
+def test_setup_refuses_a_new_subnet_while_containers_are_attached(
+    net: HostNetwork, params: dict
+) -> None:
+    net.attach("heidi")
+    other = random_subnet()
+    while other == net.subnet:
+        other = random_subnet()
+    with pytest.raises(Conflict, match="subnet changed"):
+        HostNetwork(**{**params, "subnet": other}).setup()
