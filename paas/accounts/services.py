@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from paas.accounts.models import ApiToken, Membership, Role, Team
+from paas.accounts.types import AnyUser
+from paas.core.errors import NotFound, PermissionDenied
+
+TOKEN_PREFIX = "paas_"
+# What each role may do; checks name the action, never the role.
+ROLE_CAN: dict[str, set[Role]] = {
+    "view": {Role.OWNER, Role.MEMBER, Role.VIEWER},
+    "deploy": {Role.OWNER, Role.MEMBER},
+    "manage": {Role.OWNER},
+}
+
+
+@transaction.atomic
+def team_ensure_personal(*, user: User) -> Team:
+    team, created = Team.objects.get_or_create(
+        personal_of=user, defaults={"name": f"{user.get_username()}'s team"}
+    )
+    if created:
+        Membership.objects.create(team=team, user=user, role=Role.OWNER)
+    return team
+
+
+@transaction.atomic
+def team_create(*, owner: User, name: str) -> Team:
+    team = Team.objects.create(name=name)
+    Membership.objects.create(team=team, user=owner, role=Role.OWNER)
+    return team
+
+
+def team_add_member(*, team: Team, user: User, role: Role) -> Membership:
+    membership, _ = Membership.objects.update_or_create(
+        team=team, user=user, defaults={"role": role}
+    )
+    return membership
+
+
+def role_in_team(*, user: AnyUser, team_id: int) -> Role | None:
+    if not user.is_authenticated:
+        return None
+    role = (
+        Membership.objects.filter(team_id=team_id, user_id=user.pk)
+        .values_list("role", flat=True)
+        .first()
+    )
+    return Role(role) if role else None
+
+
+def require_role(*, user: AnyUser, team_id: int, action: str) -> Role:
+    """Raise NotFound for outsiders (no leak that the object exists) and
+    PermissionDenied for members whose role does not allow ``action``."""
+    role = role_in_team(user=user, team_id=team_id)
+    if role is None:
+        raise NotFound("not found")
+    if role not in ROLE_CAN[action]:
+        raise PermissionDenied(f"your role ({role.label}) cannot {action} here")
+    return role
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def api_token_create(*, user: User, name: str) -> tuple[ApiToken, str]:
+    """Returns the row and the raw token, which is never stored or shown again."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(user=user, name=name, prefix=raw[:12], digest=_digest(raw))
+    return token, raw
+
+
+def api_token_revoke(*, token: ApiToken) -> None:
+    ApiToken.objects.filter(pk=token.pk, revoked_at=None).update(revoked_at=timezone.now())
+
+
+def api_token_authenticate(*, raw: str) -> User | None:
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(digest=_digest(raw), revoked_at=None, user__is_active=True)
+        .first()
+    )
+    if token is None:
+        return None
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token.user

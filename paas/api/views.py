@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_http_methods
+
+from paas.accounts.models import Team
+from paas.accounts.types import signed_in
+from paas.api.auth import api_view
+from paas.applications.models import App
+from paas.applications.selectors import app_for_user, apps_visible_to
+from paas.applications.services import app_create
+from paas.builds.models import Build
+from paas.builds.selectors import build_for_user, build_log_since
+from paas.builds.services import build_create_from_upload
+from paas.core.errors import NotFound, ValidationFailed
+
+
+def _app_json(app: App) -> dict[str, Any]:
+    return {"name": app.name, "team": app.team_id, "created_at": app.created_at.isoformat()}
+
+
+def _build_json(build: Build) -> dict[str, Any]:
+    return {
+        "id": str(build.pk),
+        "app": build.app.name,
+        "number": build.number,
+        "state": build.state,
+        "error": build.error,
+        "kind": build.kind,
+        "image": build.image_ref,
+        "digest": build.image_digest,
+        "created_at": build.created_at.isoformat(),
+        "finished_at": build.finished_at.isoformat() if build.finished_at else None,
+    }
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        raise ValidationFailed("The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("The body must be a JSON object.")
+    return data
+
+
+@api_view
+@require_http_methods(["GET", "POST"])
+def apps(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return JsonResponse({"apps": [_app_json(a) for a in apps_visible_to(user=request.user)]})
+    data = _body(request)
+    team_id = data.get("team") or signed_in(request).personal_team.pk
+    team = Team.objects.filter(pk=team_id, memberships__user=signed_in(request)).first()
+    if team is None:
+        raise NotFound("No such team.")
+    app = app_create(user=signed_in(request), team=team, name=str(data.get("name", "")))
+    return JsonResponse(_app_json(app), status=201)
+
+
+@api_view
+@require_http_methods(["GET", "POST"])
+def app_builds(request: HttpRequest, name: str) -> HttpResponse:
+    if request.method == "GET":
+        app = app_for_user(user=request.user, name=name)
+        return JsonResponse({"builds": [_build_json(b) for b in app.builds.all()[:100]]})
+    app = app_for_user(user=request.user, name=name, action="deploy")
+    upload = request.FILES.get("source")
+    if upload is None:
+        raise ValidationFailed("Send the source as a multipart field named 'source'.")
+    build = build_create_from_upload(
+        user=signed_in(request), app=app, filename=upload.name or "", chunks=upload.chunks()
+    )
+    return JsonResponse(_build_json(build), status=201)
+
+
+@api_view
+@require_http_methods(["GET"])
+def build_detail(request: HttpRequest, build_id: str) -> HttpResponse:
+    build = build_for_user(user=request.user, build_id=build_id)
+    since = int(request.GET.get("since", "0") or 0)
+    data = _build_json(build)
+    data["log"] = [{"seq": s, "text": t} for s, t in build_log_since(str(build.pk), since)]
+    return JsonResponse(data)

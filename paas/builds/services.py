@@ -1,0 +1,266 @@
+"""Builds: intake of uploaded source, claiming, running and finishing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from paas.applications.models import App
+from paas.builds.archive import ArchiveLimits, detect_format, extract_archive
+from paas.builds.models import Build, BuildLogLine, BuildState
+from paas.core.errors import ValidationFailed
+from paas.core.events import group_send
+from runtime_agent.errors import AgentError
+
+log = logging.getLogger(__name__)
+
+
+def build_group(build_id: uuid.UUID | str) -> str:
+    return f"build_{build_id}"
+
+
+# --- intake ------------------------------------------------------------------
+
+
+def _store_upload(chunks: Iterator[bytes], dest: Path) -> int:
+    """Write the upload to a temp name and rename it into place, so a failed
+    upload never leaves a half-written archive that a build could pick up."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    size = 0
+    try:
+        with open(tmp, "wb") as fh:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > settings.PAAS_MAX_UPLOAD_BYTES:
+                    raise ValidationFailed(
+                        f"The upload is larger than the limit of "
+                        f"{settings.PAAS_MAX_UPLOAD_BYTES // (1024 * 1024)} MiB.",
+                        field="source",
+                    )
+                fh.write(chunk)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return size
+
+
+def _next_number(app: App) -> int:
+    return (Build.objects.filter(app=app).aggregate(n=Max("number"))["n"] or 0) + 1
+
+
+def build_create_from_upload(
+    *, user: User, app: App, filename: str, chunks: Iterator[bytes]
+) -> Build:
+    """Store an uploaded archive and queue a build of it.
+
+    The caller has checked that ``user`` may deploy ``app``. The format is
+    checked from the file's bytes; a refused upload leaves nothing behind.
+    """
+    build_id = uuid.uuid4()
+    path = Path(settings.UPLOAD_DIR) / f"{build_id}.upload"
+    size = _store_upload(chunks, path)
+    try:
+        if size == 0:
+            raise ValidationFailed("The uploaded file is empty.", field="source")
+        try:
+            detect_format(path, filename)
+        except AgentError as exc:
+            raise ValidationFailed(exc.message, field="source") from None
+        build = _create_build_row(build_id, user, app, filename, path, size)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    from paas.builds.tasks import run_build
+
+    transaction.on_commit(lambda: run_build.delay(str(build.pk)))
+    return build
+
+
+def _create_build_row(
+    build_id: uuid.UUID, user: User, app: App, filename: str, path: Path, size: int
+) -> Build:
+    # Two uploads at once may race for the same number; the unique
+    # constraint catches it and the loser takes the next one.
+    for _ in range(5):
+        try:
+            with transaction.atomic():
+                return Build.objects.create(
+                    id=build_id,
+                    app=app,
+                    number=_next_number(app),
+                    archive_name=os.path.basename(filename)[:255],
+                    archive_path=str(path),
+                    archive_size=size,
+                    created_by_id=user.pk,
+                )
+        except IntegrityError:
+            continue
+    raise ValidationFailed("Too many builds were started at once; try again.")
+
+
+# --- log and state -------------------------------------------------------------
+
+
+class BuildLog:
+    """Appends numbered lines to a build's log and streams each one live.
+
+    Only the worker that claimed the build writes, so a local counter is safe.
+    """
+
+    def __init__(self, build_id: uuid.UUID | str) -> None:
+        self.build_id = build_id
+        last = BuildLogLine.objects.filter(build_id=build_id).aggregate(n=Max("seq"))["n"]
+        self.seq = last or 0
+
+    def __call__(self, text: str) -> None:
+        for line in text.splitlines() or [""]:
+            self.seq += 1
+            BuildLogLine.objects.create(build_id=self.build_id, seq=self.seq, text=line)
+            group_send(
+                build_group(self.build_id), {"type": "build.line", "seq": self.seq, "text": line}
+            )
+
+
+def _publish_state(build: Build) -> None:
+    group_send(
+        build_group(build.pk),
+        {"type": "build.state", "state": build.state, "error": build.error},
+    )
+
+
+def build_claim(*, build_id: str) -> bool:
+    """Move a queued build to building. Only one caller can win; a task
+    delivered twice finds the build already claimed and stops."""
+    now = timezone.now()
+    won = Build.objects.filter(pk=build_id, state=BuildState.QUEUED).update(
+        state=BuildState.BUILDING,
+        started_at=now,
+        lease_expires_at=now + timedelta(seconds=settings.PAAS_BUILD_LEASE_SECONDS),
+    )
+    if won:
+        _publish_state(Build.objects.get(pk=build_id))
+    return bool(won)
+
+
+def build_finish(*, build_id: str, state: BuildState, error: str = "", **fields: object) -> bool:
+    """Record the outcome, only if the build is still building (a cancel or
+    the abandoned-build sweep may have ended it first)."""
+    now = timezone.now()
+    done = Build.objects.filter(pk=build_id, state=BuildState.BUILDING).update(
+        state=state, error=error, finished_at=now, lease_expires_at=None, **fields
+    )
+    if done:
+        _publish_state(Build.objects.get(pk=build_id))
+    return bool(done)
+
+
+def build_cancel(*, build: Build) -> bool:
+    cancelled = Build.objects.filter(pk=build.pk, state=BuildState.QUEUED).update(
+        state=BuildState.CANCELLED, finished_at=timezone.now()
+    )
+    if cancelled:
+        build.refresh_from_db()
+        _publish_state(build)
+    return bool(cancelled)
+
+
+def builds_fail_abandoned() -> int:
+    """Fail builds whose worker stopped renewing its lease (killed mid-build)."""
+    count = 0
+    stale = Build.objects.filter(state=BuildState.BUILDING, lease_expires_at__lt=timezone.now())
+    for build_id in stale.values_list("pk", flat=True):
+        if build_finish(
+            build_id=str(build_id),
+            state=BuildState.FAILED,
+            error="The worker running this build stopped; start the build again.",
+        ):
+            count += 1
+    return count
+
+
+@contextmanager
+def _lease_kept(build_id: str) -> Iterator[None]:
+    """Renew the build's lease from a side thread while the build runs."""
+    stop = threading.Event()
+    every = settings.PAAS_BUILD_LEASE_SECONDS / 3
+
+    def renew() -> None:
+        while not stop.wait(every):
+            Build.objects.filter(pk=build_id, state=BuildState.BUILDING).update(
+                lease_expires_at=timezone.now()
+                + timedelta(seconds=settings.PAAS_BUILD_LEASE_SECONDS)
+            )
+
+    thread = threading.Thread(target=renew, name=f"lease-{build_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+# --- running -------------------------------------------------------------------
+
+
+def _archive_limits() -> ArchiveLimits:
+    return ArchiveLimits(
+        max_total_bytes=settings.PAAS_ARCHIVE_MAX_BYTES,
+        max_files=settings.PAAS_ARCHIVE_MAX_FILES,
+        max_ratio=settings.PAAS_ARCHIVE_MAX_RATIO,
+    )
+
+
+def build_run(
+    *, build_id: str, builder: Callable[[Build, Path, BuildLog], dict] | None = None
+) -> None:
+    """Claim, extract and build. Safe to call twice: the second call sees the
+    build claimed and returns."""
+    if not build_claim(build_id=build_id):
+        log.info("build %s is not queued; nothing to do", build_id)
+        return
+    build = Build.objects.select_related("app").get(pk=build_id)
+    out = BuildLog(build_id)
+    source = Path(settings.BUILD_DIR) / str(build_id) / "source"
+    try:
+        with _lease_kept(build_id):
+            out(f"-----> Build #{build.number} of {build.app.name} from {build.archive_name}")
+            summary = extract_archive(Path(build.archive_path), source, limits=_archive_limits())
+            out(f"-----> Extracted {summary.files} files ({summary.total_bytes} bytes)")
+            fields = (builder or _inventory)(build, source, out)
+    except AgentError as exc:
+        out(f"!!     {exc.message}")
+        build_finish(build_id=build_id, state=BuildState.FAILED, error=exc.message)
+    except Exception as exc:
+        log.exception("build %s crashed", build_id)
+        out(f"!!     internal error: {exc}")
+        build_finish(build_id=build_id, state=BuildState.FAILED, error=f"internal error: {exc}")
+    else:
+        out("-----> Build succeeded")
+        build_finish(build_id=build_id, state=BuildState.SUCCEEDED, **fields)
+    finally:
+        shutil.rmtree(source.parent, ignore_errors=True)
+
+
+def _inventory(build: Build, source: Path, out: Callable[[str], None]) -> dict[str, Any]:
+    """List what the source holds, file by file (kept for sources the image
+    builder is not asked to build)."""
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            out(f"       {path.relative_to(source)} ({path.stat().st_size} bytes)")
+    return {}

@@ -1,0 +1,17 @@
+"""Celery entry points: take ids, call a service, nothing else."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from paas.builds import services
+
+
+@shared_task(name="builds.run", acks_late=True, reject_on_worker_lost=True)
+def run_build(build_id: str) -> None:
+    services.build_run(build_id=build_id)
+
+
+@shared_task(name="builds.fail_abandoned")
+def fail_abandoned_builds() -> int:
+    return services.builds_fail_abandoned()

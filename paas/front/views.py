@@ -1,0 +1,115 @@
+"""HTML pages: thin, they translate a request into a service call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from paas.accounts.models import ApiToken, Membership
+from paas.accounts.services import (
+    api_token_create,
+    api_token_revoke,
+    require_role,
+    team_ensure_personal,
+)
+from paas.accounts.types import signed_in
+from paas.applications.selectors import app_for_user, apps_visible_to
+from paas.applications.services import app_create
+from paas.builds.selectors import build_for_user, build_log_since
+from paas.builds.services import build_create_from_upload
+from paas.core.errors import NotFound, PaasError
+
+
+def _or_404(fn: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(**kwargs)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    team_ensure_personal(user=signed_in(request))
+    teams = Membership.objects.filter(user=signed_in(request)).select_related("team")
+    apps = apps_visible_to(user=request.user)
+    return render(request, "front/dashboard.html", {"apps": apps, "memberships": teams})
+
+
+@login_required
+@require_POST
+def app_new(request: HttpRequest) -> HttpResponse:
+    membership = get_object_or_404(
+        Membership, user=signed_in(request), team_id=request.POST.get("team") or 0
+    )
+    name = request.POST.get("name", "").strip()
+    try:
+        app = app_create(user=signed_in(request), team=membership.team, name=name)
+    except PaasError as exc:
+        messages.error(request, exc.message)
+        return redirect("dashboard")
+    messages.success(request, f"Created {app.name}.")
+    return redirect("app-detail", name=app.name)
+
+
+@login_required
+def app_detail(request: HttpRequest, name: str) -> HttpResponse:
+    app = _or_404(app_for_user, user=request.user, name=name)
+    builds = app.builds.all()[:50]
+    return render(request, "front/app_detail.html", {"app": app, "builds": builds})
+
+
+@login_required
+@require_POST
+def build_upload(request: HttpRequest, name: str) -> HttpResponse:
+    app = _or_404(app_for_user, user=request.user, name=name)
+    upload = request.FILES.get("source")
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    try:
+        require_role(user=request.user, team_id=app.team_id, action="deploy")
+        if upload is None:
+            raise PaasError("Choose a .tar, .tar.gz, .tgz or .zip file to upload.")
+        build = build_create_from_upload(
+            user=signed_in(request), app=app, filename=upload.name or "", chunks=upload.chunks()
+        )
+    except PaasError as exc:
+        if wants_json:
+            return JsonResponse(exc.as_dict(), status=exc.status)
+        messages.error(request, exc.message)
+        return redirect("app-detail", name=app.name)
+    url = reverse("build-detail", kwargs={"name": app.name, "build_id": build.pk})
+    if wants_json:
+        return JsonResponse(
+            {"build": str(build.pk), "number": build.number, "url": url}, status=201
+        )
+    return redirect(url)
+
+
+@login_required
+def build_detail(request: HttpRequest, name: str, build_id: str) -> HttpResponse:
+    build = _or_404(build_for_user, user=request.user, build_id=build_id)
+    if build.app.name != name:
+        raise Http404("No such build.")
+    lines = build_log_since(str(build.pk), 0)
+    return render(request, "front/build_detail.html", {"build": build, "lines": lines})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def tokens(request: HttpRequest) -> HttpResponse:
+    created = None
+    if request.method == "POST":
+        if "revoke" in request.POST:
+            token = get_object_or_404(ApiToken, pk=request.POST["revoke"], user=signed_in(request))
+            api_token_revoke(token=token)
+            messages.success(request, f"Revoked {token.name}.")
+            return redirect("tokens")
+        name = request.POST.get("name", "").strip()[:100] or "token"
+        _, created = api_token_create(user=signed_in(request), name=name)
+    listing = ApiToken.objects.filter(user=signed_in(request)).order_by("-created_at")
+    return render(request, "front/tokens.html", {"tokens": listing, "created": created})

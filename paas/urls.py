@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from paas.front import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("tokens/", views.tokens, name="tokens"),
+    path("apps/new", views.app_new, name="app-new"),
+    path("apps/<str:name>/", views.app_detail, name="app-detail"),
+    path("apps/<str:name>/builds", views.build_upload, name="build-upload"),
+    path("apps/<str:name>/builds/<str:build_id>/", views.build_detail, name="build-detail"),
+    path("api/v1/", include("paas.api.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,128 @@
+"""Fixtures for the control plane: a real Redis, a real Celery worker process
+and named users in two teams."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels.layers import channel_layers
+from django.db import connection
+
+from paas.accounts.models import Role, Team
+from paas.accounts.services import team_add_member
+from paas.celery import app as celery_app
+from tests.support.redis_server import run_redis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with run_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def live_redis(redis_url: str, settings: Any, tmp_path: Path) -> Iterator[None]:
+    """Point Channels and Celery at this run's Redis, and uploads at a tmp dir."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
+    }
+    settings.UPLOAD_DIR = tmp_path / "uploads"
+    settings.BUILD_DIR = tmp_path / "builds"
+    channel_layers.backends.clear()
+    celery_app.conf.broker_url = redis_url  # type: ignore[misc]
+    yield
+    channel_layers.backends.clear()
+
+
+def _worker_env(redis_url: str) -> dict[str, str]:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        database_url = f"sqlite:///{db['NAME']}"
+    else:
+        database_url = (
+            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+        )
+    return {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+
+
+class Workers:
+    """Starts real `celery worker` processes on this run's Redis and test
+    database, and stops them (by PID) at the end of the test."""
+
+    def __init__(self, redis_url: str, tmp_path: Path) -> None:
+        self.env = _worker_env(redis_url)
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log_path = self.tmp_path / f"worker-{len(self.procs)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "paas", "worker", "--pool", "solo",
+                 "--loglevel", "INFO", "--without-heartbeat", "--without-gossip",
+                 "--without-mingle"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.procs.append(proc)
+        deadline = time.monotonic() + 30
+        while b"ready." not in log_path.read_bytes():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the worker did not start in 30 s"
+            time.sleep(0.1)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def workers(redis_url: str, transactional_db: None, tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(redis_url, tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+@pytest.fixture
+def alice(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="alice", password="alice-pw-123")
+
+
+@pytest.fixture
+def bob(django_user_model: Any) -> Any:
+    """Bob has his own team and is not in alice's."""
+    return django_user_model.objects.create_user(username="bob", password="bob-pw-123")
+
+
+@pytest.fixture
+def carol_viewer_in_alices_team(django_user_model: Any, alice: Any) -> Any:
+    carol = django_user_model.objects.create_user(username="carol", password="carol-pw-123")
+    team_add_member(team=alice.personal_team, user=carol, role=Role.VIEWER)
+    return carol
+
+
+@pytest.fixture
+def alices_team(alice: Any) -> Team:
+    return alice.personal_team
