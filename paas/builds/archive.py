@@ -50,6 +50,7 @@ _MAX_HEADER_READ = 1024 * 1024
 # Room for the headers and padding around each entry of a tar stream.
 _HEADER_ALLOWANCE = 8 * 1024
 _MAX_LINK_TARGET = 4096
+_MAX_LINK_HOPS = 40  # the kernel's own limit
 # Disk trouble is the platform's problem, not the archive's: let it through.
 _INFRA_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
 # Formats people upload by mistake, named so the message can say what it is.
@@ -492,16 +493,12 @@ class _Writer:
             )
         os.symlink(link, target)
         self.links.append((name, target))
-        # The textual check cannot see through links made earlier
-        # ("b -> ..", then "c -> b/.."); the filesystem can.
         self.check_link(self.root, name, target)
 
-    def check_link(self, root: Path, name: str, target: Path) -> None:
-        real = os.path.realpath(target)
-        base = os.path.realpath(root)
-        if real != base and not real.startswith(base + os.sep):
+    def check_link(self, root: Path, name: str, target: Path, why: str = "") -> None:
+        if not _link_stays_beneath(root, str(target.relative_to(root))):
             raise UnsafeArchive(
-                f"symlink {name!r} points outside the archive (to {os.readlink(target)!r})",
+                f"symlink {name!r} points outside the archive (to {os.readlink(target)!r}){why}",
                 entry=name,
             )
 
@@ -521,6 +518,39 @@ class _Writer:
             )
         os.link(resolve_inside(self.root, source), target, follow_symlinks=False)
         self.files += 1
+
+
+def _link_stays_beneath(root: Path, rel: str) -> bool:
+    """Follow the symlink at ``rel`` as the kernel would, with ``root`` as a
+    floor: any step above it (even one that comes back down, like
+    ``../app/x``), an absolute target or a loop counts as leaving.
+
+    The text of one target is not enough: ``b -> ..`` then ``c -> b/..`` both
+    read as inside, yet ``c`` is the root's parent. Judging every step also
+    keeps the answer true wherever the tree is moved later.
+    """
+    parts = rel.split("/")[:-1]
+    pending = [posixpath.basename(rel)]  # start by following the link itself
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return False
+            parts.pop()
+            continue
+        here = root.joinpath(*parts, part)
+        if not here.is_symlink():
+            parts.append(part)
+            continue
+        hops += 1
+        target = os.readlink(here)
+        if hops > _MAX_LINK_HOPS or target.startswith("/"):
+            return False
+        pending = target.split("/") + pending
+    return True
 
 
 # --- the whole thing ------------------------------------------------------------
@@ -551,8 +581,11 @@ def extract_archive(
         writer = _Writer(staging, budget)
         _unpack(path, fmt, budget, writer)
         root, stripped = _app_root(staging)
+        # Links are judged again once all exist (a later link can change
+        # where an earlier one leads) and against the root the app will have.
+        why = " once the top-level directory is removed" if stripped else ""
         for name, link in writer.links:
-            writer.check_link(root, name, link)
+            writer.check_link(root, name, link, why)
         os.chmod(root, 0o755)
         os.rename(root, dest)
     except BaseException:
