@@ -101,3 +101,19 @@ class ImageNotFound(RegistryError):
     code = "image_not_found"
     status = 404
     permanent = True
+
+
+class MountFailed(AgentError):
+    """An overlay mount or unmount failed; carries errno and, when the kernel
+    said more, its own message."""
+
+    code = "mount_failed"
+
+
+class ImageNotSupported(RegistryError):
+    """A manifest, config or layer type the agent does not run (schema 1,
+    zstd layers, foreign layers, another platform)."""
+
+    code = "image_not_supported"
+    status = 422
+    permanent = True

@@ -24,10 +24,11 @@ import posixpath
 import shutil
 import stat
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, BinaryIO, Protocol
 
 from runtime_agent.errors import UnsafeArchive
 from runtime_agent.safepath import clean_member_name, link_target_inside, resolve_inside
@@ -57,9 +58,15 @@ class LayerInfo:
 # ---------------------------------------------------------------- unpacking
 
 
-def unpack_layer(tar_path: Path, dest_dir: Path, *, max_bytes: int | None = None) -> int:
+@dataclass(frozen=True)
+class Unpacked:
+    diff_id: str  # sha256 of the uncompressed tar, to check against the config
+    file_bytes: int  # bytes of regular files written
+
+
+def unpack_layer(tar_path: Path, dest_dir: Path, *, max_bytes: int | None = None) -> Unpacked:
     """Unpack one layer tar (gzip or plain) into ``dest_dir``, which must be
-    an empty directory; returns the number of file bytes written.
+    an empty directory.
 
     Raises :class:`UnsafeArchive` on the first unsafe entry; the caller
     throws the half-written dir away (see ``images.ImageStore``).
@@ -69,18 +76,56 @@ def unpack_layer(tar_path: Path, dest_dir: Path, *, max_bytes: int | None = None
         raise UnsafeArchive(f"layer destination {dest} is not empty")
     written = 0
     dir_times: list[tuple[Path, int]] = []
-    try:
-        with tarfile.open(tar_path, mode="r|*") as tar:
-            for member in tar:
-                written += _unpack_member(tar, member, dest, dir_times)
-                if max_bytes is not None and written > max_bytes:
-                    raise UnsafeArchive(f"layer unpacks to more than {max_bytes} bytes")
-    except tarfile.TarError as exc:
-        raise UnsafeArchive(f"layer {tar_path.name} is not a readable tar: {exc}") from exc
+    with open(tar_path, "rb") as raw:
+        stream = _HashingReader(_decompressed(raw, tar_path))
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    written += _unpack_member(tar, member, dest, dir_times)
+                    if max_bytes is not None and written > max_bytes:
+                        raise UnsafeArchive(f"layer unpacks to more than {max_bytes} bytes")
+            stream.drain()  # the zero padding after the end marker is hashed too
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise UnsafeArchive(f"layer {tar_path.name} is not a readable tar: {exc}") from exc
     # Directory mtimes last: creating their children changed them.
     for path, mtime in reversed(dir_times):
         os.utime(path, (mtime, mtime), follow_symlinks=False)
-    return written
+    return Unpacked(diff_id=stream.digest(), file_bytes=written)
+
+
+def _decompressed(raw: BinaryIO, tar_path: Path) -> BinaryIO:
+    magic = raw.read(4)
+    raw.seek(0)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if magic == b"\x28\xb5\x2f\xfd":
+        raise UnsafeArchive(f"layer {tar_path.name} is zstd-compressed; only gzip is supported")
+    return raw
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads from ``src`` while hashing what was read (the layer's diff_id)."""
+
+    def __init__(self, src: BinaryIO) -> None:
+        self._src = src
+        self._hash = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        data = self._src.read(len(buf))
+        n = len(data)
+        buf[:n] = data
+        self._hash.update(data)
+        return n
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
 
 
 def _unpack_member(
