@@ -1,0 +1,410 @@
+"""The entry point: turn an extracted source directory into an image in the
+registry. Django-free; the Celery task calls :func:`build_image` and turns
+its result or :class:`BuildFailed` into the Build record.
+
+Order of work: detect -> read the Procfile -> pull the base (the stack or
+the Dockerfile's FROM) -> plan -> run the steps, each making one layer ->
+push blobs -> push the manifest under its tags (last: nothing half-built is
+ever tagged) -> prune old versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from paas.builds.engine import image as oci
+from paas.builds.engine.buildpacks import node, python, static
+from paas.builds.engine.buildpacks.common import BuildpackInput
+from paas.builds.engine.cache import LayerCache
+from paas.builds.engine.config import BuildConfig
+from paas.builds.engine.detect import AppKind, detect_kind
+from paas.builds.engine.dockerfile import BaseImage, parse_dockerfile, read_dockerfile
+from paas.builds.engine.errors import BuildFailed
+from paas.builds.engine.files import materialize_copy
+from paas.builds.engine.plan import BuildPlan, CopyStep, RunStep
+from paas.builds.engine.procfile import read_procfile
+from paas.builds.engine.redact import BuildLog
+from paas.builds.engine.source import hash_parts, source_digest
+from paas.builds.engine.steps import StepEnv, run_step
+from runtime_agent.errors import AgentError, ImageNotFound
+from runtime_agent.images import Image, ImageStore
+from runtime_agent.layers import LayerInfo, pack_layer
+from runtime_agent.network import HostNetwork
+from runtime_agent.registry import OCI_MANIFEST, ImageRef, RegistryClient
+from runtime_agent.runc import Runc
+
+# Part of every reuse key: bump when the engine's output changes.
+ENGINE_VERSION = "1"
+LABEL_PREFIX = "paas."
+REUSE_TAG_PREFIX = "build-"
+BUILDPACKS = {AppKind.PYTHON: python.plan, AppKind.NODE: node.plan, AppKind.STATIC: static.plan}
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    name: str
+    command: str
+    duration_s: float
+    cached: bool
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_ref: str  # "<registry>/<app>:v<version>"
+    digest: str  # manifest digest: "<registry>/<app>@<digest>" pins it
+    size: int  # bytes: config + compressed layers
+    kind: str
+    process_types: dict[str, str]
+    steps: list[StepRecord] = field(default_factory=list)
+    duration_s: float = 0.0
+    reused: bool = False  # an identical earlier build's image, tagged again
+
+    @property
+    def digest_ref(self) -> str:
+        return f"{self.image_ref.rsplit(':', 1)[0]}@{self.digest}"
+
+
+@dataclass
+class _Base:
+    image: Image
+    settings: BaseImage
+    repo: str
+
+
+def build_image(
+    *,
+    source_dir: Path,
+    app: str,
+    build_id: str,
+    version: int,
+    config: BuildConfig,
+    log: Callable[[str], None],
+    secrets: Sequence[str] = (),
+) -> BuildResult:
+    """Build ``source_dir`` as ``<registry>/<app>:v<version>``; every log line
+    goes to ``log`` with secret values masked. Raises :class:`BuildFailed`."""
+    started = time.monotonic()
+    say = BuildLog(
+        log, [*secrets, *([config.registry.password] if config.registry.password else [])]
+    )
+    work = config.work_dir / f"build-{uuid.uuid4().hex[:12]}"
+    work.mkdir(parents=True)
+    client = config.registry.client()
+    try:
+        return _build(source_dir, app, build_id, version, config, say, work, client, started)
+    except BuildFailed as exc:
+        say(f"build failed: {exc}")
+        raise
+    except AgentError as exc:
+        say(f"build failed: {exc.message}")
+        raise BuildFailed(say.redact(exc.message), step="build") from exc
+    finally:
+        client.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _build(
+    source_dir: Path,
+    app: str,
+    build_id: str,
+    version: int,
+    config: BuildConfig,
+    say: BuildLog,
+    work: Path,
+    client: RegistryClient,
+    started: float,
+) -> BuildResult:
+    kind, why = detect_kind(source_dir)
+    say(f"-----> detected a {kind} app ({why})")
+    process_types = read_procfile(source_dir)
+    for name, command in process_types.items():
+        say(f"       Procfile: {name}: {command}")
+    src_digest = source_digest(source_dir)
+    store = ImageStore(config.images_dir, **_store_kwargs(config))
+    try:
+        return _build_with_store(
+            source_dir, app, build_id, version, config, say, work, client, started, store,
+            kind, process_types, src_digest,
+        )  # fmt: skip
+    finally:
+        store.close()
+
+
+def _build_with_store(
+    source_dir: Path,
+    app: str,
+    build_id: str,
+    version: int,
+    config: BuildConfig,
+    say: BuildLog,
+    work: Path,
+    client: RegistryClient,
+    started: float,
+    store: ImageStore,
+    kind: AppKind,
+    process_types: dict[str, str],
+    src_digest: str,
+) -> BuildResult:
+    bases: list[_Base] = []
+
+    def load_base(ref: str) -> BaseImage:
+        bases.append(_pull_base(store, ref, say))
+        return bases[-1].settings
+
+    plan = _plan(kind, source_dir, config, load_base, process_types, bases, work)
+    base = bases[-1]
+    reuse_key = hash_parts(
+        ENGINE_VERSION,
+        app,
+        src_digest,
+        base.image.digest,
+        json.dumps(config.build_args, sort_keys=True),
+    )
+    repo = app
+    tag = f"v{version}"
+    reused = _reuse(client, repo, reuse_key, tag, say)
+    if reused is not None:
+        digest, size = reused
+        say(f"-----> tagged {config.registry.host}/{repo}:{tag} ({digest})")
+        return BuildResult(
+            image_ref=f"{config.registry.host}/{repo}:{tag}",
+            digest=digest,
+            size=size,
+            kind=str(kind),
+            process_types=process_types,
+            steps=[StepRecord("reuse identical image", "", 0.0, True)],
+            duration_s=time.monotonic() - started,
+            reused=True,
+        )
+    layers, records = _run_steps(plan, base, store, client, config, say, work)
+    plan.settings.labels.update(
+        {
+            f"{LABEL_PREFIX}app": app,
+            f"{LABEL_PREFIX}build-id": build_id,
+            f"{LABEL_PREFIX}source-digest": src_digest,
+            f"{LABEL_PREFIX}kind": str(kind),
+            f"{LABEL_PREFIX}procfile": json.dumps(process_types, sort_keys=True),
+            f"{LABEL_PREFIX}build-key": reuse_key,
+        }
+    )
+    created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    config_doc = oci.image_config(
+        plan.settings, layers, created=created, base_history=base.image.config.get("history", [])
+    )
+    say(f"-----> pushing {config.registry.host}/{repo}:{tag}")
+    t0 = time.monotonic()
+    digest, size = oci.push_image(
+        client, repo, layers, config_doc, [f"{REUSE_TAG_PREFIX}{reuse_key[:64]}", tag], say
+    )
+    records.append(StepRecord("push", "", time.monotonic() - t0, False))
+    say(f"-----> pushed {config.registry.host}/{repo}:{tag} ({digest}, {size} bytes)")
+    for old in oci.prune_versions(client, repo, config.keep_images):
+        say(f"       deleted old image {old}")
+    return BuildResult(
+        image_ref=f"{config.registry.host}/{repo}:{tag}",
+        digest=digest,
+        size=size,
+        kind=str(kind),
+        process_types=process_types,
+        steps=records,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _store_kwargs(config: BuildConfig) -> dict[str, Any]:
+    reg = config.registry
+
+    def credentials(host: str) -> tuple[str, str] | None:
+        if host == reg.host and reg.username and reg.password:
+            return reg.username, reg.password
+        return None
+
+    return {
+        "credentials": credentials,
+        "ca_file": reg.ca_file,
+        "http_registries": frozenset({reg.host}) if reg.scheme == "http" else frozenset(),
+    }
+
+
+def _pull_base(store: ImageStore, ref: str, say: BuildLog) -> _Base:
+    say(f"-----> base image {ref}")
+    try:
+        image = store.pull(ref)
+    except ImageNotFound as exc:
+        raise BuildFailed(f"base image {ref} was not found in the registry", step="FROM") from exc
+    cfg = image.config.get("config") or {}
+    env = dict(item.split("=", 1) for item in cfg.get("Env") or [] if "=" in item)
+    settings = BaseImage(
+        ref=ref,
+        env=env,
+        cmd=cfg.get("Cmd"),
+        entrypoint=cfg.get("Entrypoint"),
+        workdir=cfg.get("WorkingDir") or "",
+        user=cfg.get("User") or None,
+        exposed_ports=sorted(cfg.get("ExposedPorts") or {}),
+        labels={
+            k: v for k, v in (cfg.get("Labels") or {}).items() if not k.startswith(LABEL_PREFIX)
+        },
+    )
+    return _Base(image=image, settings=settings, repo=ImageRef.parse(ref).repository)
+
+
+def _plan(
+    kind: AppKind,
+    source_dir: Path,
+    config: BuildConfig,
+    load_base: Callable[[str], BaseImage],
+    process_types: dict[str, str],
+    bases: list[_Base],
+    work: Path,
+) -> BuildPlan:
+    if kind == AppKind.DOCKERFILE:
+        plan = parse_dockerfile(
+            read_dockerfile(source_dir),
+            source_dir=source_dir,
+            stack_ref=config.stack_ref,
+            registry_host=config.registry.host,
+            load_base=load_base,
+            build_args=config.build_args,
+        )
+        plan.process_types = dict(process_types)
+        if "PORT" not in plan.settings.env:
+            plan.settings.env["PORT"] = "8080"
+        return plan
+    base_settings = load_base(config.stack_ref)
+    inp = BuildpackInput(
+        source_dir=source_dir,
+        base=base_settings,
+        base_digest=bases[-1].image.digest,
+        config=config,
+        process_types=process_types,
+        scratch_dir=work / "scratch",
+    )
+    return BUILDPACKS[kind](inp)
+
+
+def _reuse(
+    client: RegistryClient, repo: str, key: str, tag: str, say: BuildLog
+) -> tuple[str, int] | None:
+    """An identical earlier build (same source, base and engine): tag its
+    image again instead of making a new one, so the digest is the same."""
+    try:
+        data, digest, media_type = client.get_manifest(repo, f"{REUSE_TAG_PREFIX}{key[:64]}")
+    except ImageNotFound:
+        return None
+    say(f"-----> same source and base as an earlier build: reusing its image {digest}")
+    client.push_manifest(repo, data, tag, media_type or OCI_MANIFEST)
+    doc = json.loads(data)
+    size = int(doc["config"]["size"]) + sum(int(layer["size"]) for layer in doc["layers"])
+    return digest, size
+
+
+def _run_steps(
+    plan: BuildPlan,
+    base: _Base,
+    store: ImageStore,
+    client: RegistryClient,
+    config: BuildConfig,
+    say: BuildLog,
+    work: Path,
+) -> tuple[list[oci.Layer], list[StepRecord]]:
+    cache = LayerCache(config.cache_dir)
+    layers = _base_layers(client, base)
+    lowers = list(store.lower_dirs(base.image))
+    records: list[StepRecord] = []
+    env = StepEnv(
+        runc=Runc(config.runc_root, binary=config.runc_binary),
+        network=_network(config),
+        limits=config.limits,
+    )
+    for index, step in enumerate(plan.steps):
+        t0 = time.monotonic()
+        step_dir = work / f"step-{index}"
+        if isinstance(step, CopyStep):
+            say(f"-----> {step.name}")
+            tree = step_dir / "tree"
+            tree.mkdir(parents=True)
+            materialize_copy(step, tree, lowers)
+            info = pack_layer(tree, step_dir / "layer.tar.gz", from_overlay_upper=False)
+            layer = oci.Layer(info, step_dir / "layer.tar.gz", created_by=step.name)
+            cached = False
+        else:
+            tree, layer, cached = _run_or_reuse(step, layers, lowers, step_dir, env, cache, say)
+        lowers.insert(0, tree)
+        layers.append(layer)
+        duration = time.monotonic() - t0
+        command = step.command if isinstance(step, RunStep) else ""
+        records.append(StepRecord(step.name, command, duration, cached))
+        say(f"       {step.name}: {duration:.2f} s{' (cached)' if cached else ''}")
+    return layers, records
+
+
+def _run_or_reuse(
+    step: RunStep,
+    layers: list[oci.Layer],
+    lowers: list[Path],
+    step_dir: Path,
+    env: StepEnv,
+    cache: LayerCache,
+    say: BuildLog,
+) -> tuple[Path, oci.Layer, bool]:
+    key = step.cache_key
+    if key is None and step.chain_cache:
+        key = hash_parts(
+            "run", *[layer.info.diff_id for layer in layers],
+            json.dumps([step.argv, step.env, step.workdir, step.user], sort_keys=True),
+        )  # fmt: skip
+    hit = cache.get(key) if key else None
+    if hit is not None:
+        what = f"{step.installer} not run" if step.installer else "not run again"
+        say(f"-----> {step.name}: unchanged, using the cached layer ({what})")
+        return hit.tree, oci.Layer(hit.info, hit.blob, created_by=step.name), True
+    say(f"-----> {step.name}")
+    say(f"       $ {step.command}")
+    cid = f"build-{uuid.uuid4().hex[:12]}"
+    upper = run_step(step, cid=cid, lowers=lowers, step_dir=step_dir, env=env, say=say.step)
+    info = pack_layer(upper, step_dir / "layer.tar.gz", from_overlay_upper=True)
+    if key:
+        hit = cache.put(key, upper, step_dir / "layer.tar.gz", info, step.name)
+        return hit.tree, oci.Layer(hit.info, hit.blob, created_by=step.name), False
+    return upper, oci.Layer(info, step_dir / "layer.tar.gz", created_by=step.name), False
+
+
+def _base_layers(client: RegistryClient, base: _Base) -> list[oci.Layer]:
+    """The base's layers as the registry describes them (size and media
+    type come from its manifest; they are mounted, never re-uploaded)."""
+    data, _digest, _media = client.get_manifest(base.repo, base.image.digest)
+    descriptors = json.loads(data)["layers"]
+    diff_ids = base.image.config.get("rootfs", {}).get("diff_ids", [])
+    if len(diff_ids) != len(descriptors):
+        raise BuildFailed(
+            f"base image {base.settings.ref}: config and manifest disagree on its layers",
+            step="FROM",
+        )
+    return [
+        oci.Layer(
+            info=LayerInfo(digest=d["digest"], diff_id=diff_id, size=int(d["size"])),
+            path=None,
+            source_repo=base.repo,
+            media_type=d.get("mediaType", oci.OCI_LAYER_GZIP),
+        )
+        for d, diff_id in zip(descriptors, diff_ids, strict=True)
+    ]
+
+
+def _network(config: BuildConfig) -> HostNetwork | None:
+    if config.network is None:
+        return None
+    net = HostNetwork(
+        config.network.state_dir, config.network.bridge, config.network.subnet,
+        config.network.nft_table,
+    )  # fmt: skip
+    net.setup()
+    return net

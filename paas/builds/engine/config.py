@@ -1,0 +1,73 @@
+"""Settings of the build engine, as one frozen dataclass the caller (the
+Celery task) fills from Django settings; the engine never reads settings
+itself, so tests and the benchmark configure it directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from runtime_agent.registry import RegistryClient
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    host: str  # "127.0.0.1:5000": what image references start with
+    username: str | None = None
+    password: str | None = None
+    scheme: str = "https"
+    ca_file: str | None = None
+
+    def client(self) -> RegistryClient:
+        return RegistryClient(
+            self.host,
+            username=self.username,
+            password=self.password,
+            scheme=self.scheme,
+            ca_file=self.ca_file,
+        )
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    """Per build step: a step past them fails the build, not the worker."""
+
+    memory_bytes: int = 2 << 30
+    cpus: float = 1.0
+    pids: int = 1024
+    wall_time_s: float = 900.0
+
+
+@dataclass(frozen=True)
+class BuildNetwork:
+    """The bridge build containers are attached to (the runtime agent's
+    HostNetwork: a netns and veth per step, outbound masquerade)."""
+
+    state_dir: Path
+    bridge: str
+    subnet: IPv4Network
+    nft_table: str
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    registry: RegistrySettings
+    stack_ref: str  # "127.0.0.1:5000/stacks/bookworm:20261130"
+    cache_dir: Path  # pulled base layers, dependency layers, pip/npm download caches
+    work_dir: Path  # per-build scratch (overlays, new layers); emptied after each build
+    runc_root: Path
+    network: BuildNetwork | None = None  # None: steps run without network
+    limits: BuildLimits = field(default_factory=BuildLimits)
+    pip_index_url: str | None = None  # None: pip's default (PyPI)
+    npm_registry_url: str | None = None  # None: npm's default
+    keep_images: int = 10  # per app; 0 keeps all
+    runc_binary: str = "runc"
+    build_args: dict[str, str] = field(default_factory=dict)  # Dockerfile ARG values
+    # The pulled-image store (unpacked base layers); default <cache_dir>/images.
+    # The runtime agent's store may be shared: it is content-addressed and locked.
+    image_store_dir: Path | None = None
+
+    @property
+    def images_dir(self) -> Path:
+        return self.image_store_dir or self.cache_dir / "images"

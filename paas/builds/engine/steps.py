@@ -1,0 +1,265 @@
+"""Running one build step in a runc container on an overlay of the image's
+layers so far. The overlay's upper directory is the step's new layer.
+
+The container is started with ``runc run --keep`` in the foreground: runc
+stays its parent, so its exit status is the command's, and ``--keep`` leaves
+the cgroup in place until we have read the OOM counter. Output (stdout and
+stderr merged, as a person reads a build log) streams line by line through
+a pipe. Everything a step sets up (container, mount, netns) is undone in
+``finally``, whatever happened."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from paas.builds.engine.config import BuildLimits
+from paas.builds.engine.errors import BuildFailed
+from paas.builds.engine.files import lookup, make_parents, resolve
+from paas.builds.engine.plan import RunStep
+from runtime_agent import cgroups, overlay
+from runtime_agent.cmd import popen
+from runtime_agent.errors import AgentError
+from runtime_agent.etcfiles import write_etc_files
+from runtime_agent.network import HostNetwork
+from runtime_agent.runc import Runc
+from runtime_agent.spec import Mount, build_spec, resolve_user
+from runtime_agent.wire import Limits
+
+MAX_LINE = 4000
+CGROUP_PARENT = "paas-build"
+HOSTNAME = "build"
+NO_NETWORK_ADDRESS = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class StepEnv:
+    """What every step of one build shares."""
+
+    runc: Runc
+    network: HostNetwork | None
+    limits: BuildLimits
+
+
+def run_step(
+    step: RunStep,
+    *,
+    cid: str,
+    lowers: Sequence[Path],
+    step_dir: Path,
+    env: StepEnv,
+    say: Callable[[str], None],
+) -> Path:
+    """Run ``step`` and return its upper directory (the new layer, already
+    reduced to ``step.keep``). Raises :class:`BuildFailed` on a non-zero
+    exit, a timeout or an OOM kill."""
+    upper, work, rootfs = step_dir / "upper", step_dir / "work", step_dir / "rootfs"
+    for d in (upper, work, rootfs):
+        d.mkdir(parents=True)
+    for directory in step.mkdirs:
+        rel = resolve(lowers, directory, step.name)
+        make_parents(upper, lowers, f"{rel}/x")
+    cgroups_path = f"/{CGROUP_PARENT}/{cid}"
+    mounted = attached = False
+    try:
+        overlay.mount(list(lowers), upper, work, rootfs)
+        mounted = True
+        netns_path, address = None, NO_NETWORK_ADDRESS
+        if env.network is not None:
+            att = env.network.attach(cid)
+            attached = True
+            netns_path, address = att.netns_path, att.address
+        spec = _spec(step, rootfs, step_dir, netns_path, address, env.limits, cgroups_path)
+        (step_dir / "config.json").write_text(json.dumps(spec))
+        code, timed_out = _run(env.runc, cid, step_dir, env.limits.wall_time_s, say)
+        oom = _oom_killed(cgroups_path)
+    finally:
+        _cleanup(env, cid, rootfs if mounted else None, attached)
+    _check(step, code, timed_out, oom, env.limits)
+    _drop_mountpoints(upper, lowers, step)
+    if step.keep is not None:
+        _keep_only(upper, step.keep)
+    shutil.rmtree(work, ignore_errors=True)
+    return upper
+
+
+def _spec(
+    step: RunStep,
+    rootfs: Path,
+    step_dir: Path,
+    netns_path: str | None,
+    address: str,
+    limits: BuildLimits,
+    cgroups_path: str,
+) -> dict[str, object]:
+    hosts, resolv = write_etc_files(step_dir / "etc", HOSTNAME, address)
+    uid, gid, groups = resolve_user(rootfs, step.user)
+    mounts = [
+        Mount("/etc/hosts", hosts, readonly=True),
+        Mount("/etc/resolv.conf", resolv, readonly=True),
+    ] + [Mount(m.destination, m.source, readonly=m.read_only) for m in step.mounts]
+    return build_spec(
+        rootfs=rootfs,
+        args=step.argv,
+        env=step.env,
+        cwd=step.workdir,
+        uid=uid,
+        gid=gid,
+        additional_gids=groups,
+        hostname=HOSTNAME,
+        netns_path=netns_path,
+        mounts=mounts,
+        limits=Limits(
+            memory_bytes=limits.memory_bytes,
+            cpu_quota_us=int(limits.cpus * 100_000),
+            cpu_period_us=100_000,
+            pids=limits.pids,
+        ),
+        cgroups_path=cgroups_path,
+    )
+
+
+def _run(
+    runc: Runc, cid: str, bundle: Path, wall_time_s: float, say: Callable[[str], None]
+) -> tuple[int, bool]:
+    """``runc run`` in the foreground; stream its output; kill it at the
+    wall-time limit. Returns (exit code, timed out)."""
+    argv = [runc.binary, "--root", str(runc.root), "run", "--keep", "--bundle", str(bundle), cid]
+    runc.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    proc = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + wall_time_s
+    timed_out = False
+    buffer = b""
+    fd = proc.stdout.fileno()
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and not timed_out:
+                timed_out = True
+                runc.kill(cid, "KILL", all=True)
+                deadline = time.monotonic() + 30  # for the pipe to close
+                continue
+            if remaining <= 0:
+                break
+            ready, _, _ = select.select([fd], [], [], min(remaining, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                say(line.decode(errors="replace")[:MAX_LINE])
+        if buffer:
+            say(buffer.decode(errors="replace")[:MAX_LINE])
+        return proc.wait(timeout=30), timed_out
+    finally:
+        proc.stdout.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _oom_killed(cgroups_path: str) -> bool:
+    try:
+        return cgroups.oom_killed(cgroups_path)
+    except AgentError:
+        return False
+
+
+def _cleanup(env: StepEnv, cid: str, rootfs: Path | None, attached: bool) -> None:
+    errors: list[Exception] = []
+    for action in (
+        lambda: env.runc.delete(cid, force=True),
+        lambda: overlay.unmount(rootfs) if rootfs is not None else None,
+        lambda: env.network.detach(cid) if attached and env.network else None,
+    ):
+        try:
+            action()
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def _check(step: RunStep, code: int, timed_out: bool, oom: bool, limits: BuildLimits) -> None:
+    if timed_out:
+        raise BuildFailed(
+            f"{step.name} did not finish within {limits.wall_time_s:.0f} s and was stopped",
+            step=step.name,
+            command=step.command,
+            exit_code=code,
+        )
+    if oom:
+        raise BuildFailed(
+            f"{step.name} ran out of memory (limit {limits.memory_bytes // (1 << 20)} MiB) "
+            "and was killed",
+            step=step.name,
+            command=step.command,
+            exit_code=code,
+        )
+    if code != 0:
+        raise BuildFailed(
+            f"{step.name} failed with exit code {code}",
+            step=step.name,
+            command=step.command,
+            exit_code=code,
+        )
+
+
+def _drop_mountpoints(upper: Path, lowers: Sequence[Path], step: RunStep) -> None:
+    """Mount points runc had to create (a bind target missing from the image)
+    are not the step's output: leave them out of the layer."""
+    targets = ["/etc/hosts", "/etc/resolv.conf"] + [m.destination for m in step.mounts]
+    for target in targets:
+        rel = target.strip("/")
+        path = upper / rel
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if lookup(lowers, rel) is not None:
+            # Present below: only drop it if the step did not change it
+            # (a bind mount point gets no content of its own).
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        _prune_empty_parents(upper, path.parent)
+
+
+def _prune_empty_parents(upper: Path, path: Path) -> None:
+    while path != upper and path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+        path = path.parent
+
+
+def _keep_only(upper: Path, keep: tuple[str, ...]) -> None:
+    """Remove everything in ``upper`` but the ``keep`` paths and their
+    parents (a buildpack's output, e.g. ``app/.venv``)."""
+    keep_parts = [tuple(k.strip("/").split("/")) for k in keep]
+
+    def walk(directory: Path, rel: tuple[str, ...]) -> None:
+        for entry in list(directory.iterdir()):
+            sub = (*rel, entry.name)
+            if any(k[: len(sub)] == sub and len(sub) == len(k) for k in keep_parts):
+                continue  # a kept path: everything below stays
+            if any(k[: len(sub)] == sub for k in keep_parts) and entry.is_dir():
+                walk(entry, sub)  # a parent of a kept path
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    walk(upper, ())
