@@ -349,6 +349,10 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> 
     # separators so "..\\x" is seen for the climb it is.
     name = info.filename.replace("\\", "/")
     mode = info.external_attr >> 16 if info.create_system == 3 else 0
+    if info.flag_bits & 0x1:
+        raise ArchiveError(
+            f"entry {name!r} is encrypted; upload an archive without a password", entry=name
+        )
 
     def chunks() -> Iterator[bytes]:
         with zf.open(info) as fh:
@@ -562,22 +566,27 @@ def extract_archive(
     *,
     limits: ArchiveLimits,
     log: Callable[[str], None] | None = None,
+    filename: str | None = None,
 ) -> ExtractSummary:
     """Unpack the archive at ``path`` into ``dest`` (absent or empty).
+
+    ``filename`` is the name the person uploaded, used in messages (the
+    stored file's own name means nothing to them).
 
     Raises :class:`UnsafeArchive` (or :class:`ArchiveError` /
     :class:`ArchiveTooLarge`) naming the offending entry; then ``dest`` is
     left as it was and nothing was written anywhere else.
     """
     say = log or (lambda _line: None)
-    fmt = detect_format(path, path.name)
+    label = filename or path.name
+    fmt = detect_format(path, label)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FileExistsError(f"{dest} exists and is not an empty directory")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    say(f"Extracting {path.name} ({fmt.value}, {path.stat().st_size} bytes)")
+    say(f"Extracting {label} ({fmt.value}, {path.stat().st_size} bytes)")
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extracting", dir=dest.parent))
     try:
-        budget = _Budget(limits, max(1, path.stat().st_size), path.name)
+        budget = _Budget(limits, max(1, path.stat().st_size), label)
         writer = _Writer(staging, budget)
         _unpack(path, fmt, budget, writer)
         root, stripped = _app_root(staging)
@@ -615,10 +624,10 @@ def _unpack(path: Path, fmt: ArchiveFormat, budget: _Budget, writer: _Writer) ->
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         where = f" near entry {budget.current!r}" if budget.current else ""
         raise ArchiveError(
-            f"{path.name!r} is damaged or truncated{where}: {exc}", entry=budget.current
+            f"{budget.label!r} is damaged or truncated{where}: {exc}", entry=budget.current
         ) from None
-    except (NotImplementedError, RuntimeError) as exc:
-        # zipfile: an unsupported compression method or an encrypted entry.
+    except NotImplementedError as exc:
+        # zipfile: a compression method Python cannot read (deflate64...).
         raise ArchiveError(
             f"entry {budget.current!r} cannot be read: {exc}", entry=budget.current
         ) from None

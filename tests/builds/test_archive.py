@@ -429,6 +429,27 @@ def test_it_refuses_a_truncated_archive(tmp_path, work, dest):
     assert_nothing_written(work)
 
 
+def test_it_names_the_uploaded_file_not_the_stored_one(tmp_path, work, dest):
+    stored = tmp_path / "0b5e.upload"
+    stored.write_bytes(b"not an archive")
+    with pytest.raises(ArchiveError, match=r"^'alices app\.zip' is not an archive"):
+        extract_archive(stored, dest, limits=LIMITS, filename="alices app.zip")
+    assert_nothing_written(work)
+
+
+def test_it_refuses_an_encrypted_zip_entry(tmp_path, work, dest):
+    archive = write_zip(tmp_path / "up.zip", (zip_entry("secret.txt"), b"ciphertext"))
+    # Python cannot write encrypted zips: set the "encrypted" flag bit that
+    # `zip -e` sets, in the local header (offset 6) and the central one (8).
+    data = bytearray(archive.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        data[data.index(signature) + offset] |= 0x1
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match=r"entry 'secret\.txt' is encrypted"):
+        extract_archive(archive, dest, limits=LIMITS)
+    assert_nothing_written(work)
+
+
 def test_it_refuses_a_destination_that_already_holds_files(tmp_path, dest):
     archive = write_tar(tmp_path / "up.tar", file_("app.py"))
     dest.mkdir()
