@@ -8,6 +8,7 @@ line says what to look at.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -17,9 +18,10 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from runtime_agent import nsthread
 from runtime_agent.errors import NetworkError
 
 log = logging.getLogger("runtime_agent.network")
@@ -28,10 +30,31 @@ NETNS_DIR = Path("/var/run/netns")
 CONTAINER_IFNAME = "eth0"
 
 
+def _refuse_event_loop_thread() -> None:
+    # pyroute2's synchronous IPRoute drives its own asyncio loop and fails
+    # with a puzzling "loop is already running" on an event loop's thread.
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError("network calls block: run them in a worker (asyncio.to_thread)")
+
+
+def _open(ns: str | None) -> IPRoute:
+    if ns is None:
+        return IPRoute()
+    try:
+        sock = nsthread.netlink_socket(netns_path(ns))
+    except OSError as exc:
+        raise NetworkError(f"entering netns {ns} failed: {exc}") from exc
+    return IPRoute(fileno=sock.detach())  # IPRoute owns the descriptor from here
+
+
 @contextlib.contextmanager
 def _netlink(what: str, ns: str | None = None) -> Iterator[IPRoute]:
+    _refuse_event_loop_thread()
     try:
-        with IPRoute(netns=ns) if ns else IPRoute() as ipr:
+        with _open(ns) as ipr:
             yield ipr
     except NetlinkError as exc:
         where = f" in netns {ns}" if ns else ""
@@ -110,7 +133,7 @@ def ensure_netns(name: str) -> None:
         path.unlink()  # left by a create that died before its bind mount
     if not path.exists():
         try:
-            netns.create(name)
+            nsthread.create(path)
         except OSError as exc:
             raise NetworkError(f"creating netns {name} failed: {exc}") from exc
 
@@ -121,7 +144,7 @@ def remove_netns(name: str) -> bool:
     if not path.exists():
         return False
     try:
-        netns.remove(name)
+        nsthread.remove(path)
     except FileNotFoundError:
         return False
     except OSError as exc:
