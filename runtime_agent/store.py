@@ -79,6 +79,8 @@ class ContainerRecord:
     image_digest: str = ""
     created_at: float = 0.0  # epoch seconds
     address: str | None = None
+    netns_path: str | None = None
+    lowers: list[str] = field(default_factory=list)  # overlay lower dirs, topmost first
     prepared: bool = False  # rootfs mounted, network attached, bundle written
     error: str | None = None
 
@@ -91,6 +93,8 @@ class ContainerRecord:
             "image_digest": self.image_digest,
             "created_at": self.created_at,
             "address": self.address,
+            "netns_path": self.netns_path,
+            "lowers": self.lowers,
             "prepared": self.prepared,
             "error": self.error,
         }
@@ -104,6 +108,8 @@ class ContainerRecord:
             image_digest=data.get("image_digest", ""),
             created_at=float(data.get("created_at", 0.0)),
             address=data.get("address"),
+            netns_path=data.get("netns_path"),
+            lowers=list(data.get("lowers", [])),
             prepared=bool(data.get("prepared", False)),
             error=data.get("error"),
         )
