@@ -28,6 +28,7 @@ from paas.builds.archive import (
     detect_format,
     extract_archive,
 )
+from runtime_agent import cmd
 from runtime_agent.errors import UnsafeArchive
 
 LIMITS = ArchiveLimits()
@@ -392,6 +393,12 @@ def test_it_refuses_a_file_where_an_earlier_entry_made_a_directory(tmp_path, wor
     assert_nothing_written(work)
 
 
+def test_it_refuses_a_name_too_long_for_the_filesystem(tmp_path, work, dest):
+    archive = write_tar(tmp_path / "up.tar", file_("ok.txt"), file_("a" * 300))
+    refuse(archive, dest, r"entry 'a{300}' cannot be written: File name too long")
+    assert_nothing_written(work)
+
+
 def test_it_refuses_garbage_that_is_not_an_archive(tmp_path, work, dest):
     archive = tmp_path / "app.zip"
     archive.write_bytes(b"this is not an archive\n" * 200)
@@ -612,3 +619,34 @@ def test_it_accepts_a_tiny_archive_of_repetitive_text(tmp_path, dest):
     archive = write_tar(tmp_path / "up.tar.gz", file_("data.csv", b"0," * 100_000), mode="w:gz")
     summary = extract_archive(archive, dest, limits=ArchiveLimits(max_ratio=10))
     assert summary.total_bytes == 200_000
+
+
+@pytest.mark.parametrize("tar_format", ["gnu", "posix"])
+def test_it_extracts_what_gnu_tar_makes(tmp_path, dest, tar_format):
+    # Long names, sparse files and hardlinks are written the way GNU tar
+    # writes them, not the way Python's tarfile does.
+    src = tmp_path / "alices-app"
+    deep = src / ("very-long-directory-name-" * 3) / ("and-another-one-" * 4)
+    deep.mkdir(parents=True)
+    (deep / "module.py").write_text("x = 1\n")
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    (src / "run.sh").chmod(0o755)
+    os.link(src / "run.sh", src / "run-again.sh")
+    (src / "latest").symlink_to(deep.relative_to(src))
+    with open(src / "sparse.db", "wb") as fh:
+        fh.truncate(3 * 1024 * 1024)
+        fh.write(b"x")
+    archive = tmp_path / "alices-app.tar.gz"
+    cmd.run(["tar", f"--format={tar_format}", "-S", "-czf", archive, "-C", tmp_path, "alices-app"])
+
+    summary = extract_archive(archive, dest, limits=LIMITS)
+
+    assert summary.stripped_top_level == "alices-app"
+    long_name = str(deep.relative_to(src))
+    assert len(long_name) > 100
+    assert (dest / long_name / "module.py").read_text() == "x = 1\n"
+    assert os.readlink(dest / "latest") == long_name
+    assert os.stat(dest / "run.sh").st_ino == os.stat(dest / "run-again.sh").st_ino
+    assert stat.S_IMODE((dest / "run.sh").stat().st_mode) == 0o755
+    assert (dest / "sparse.db").stat().st_size == 3 * 1024 * 1024
+    assert summary.total_bytes == 6 + 10 + 3 * 1024 * 1024  # holes are written out
