@@ -152,9 +152,9 @@ def remove_netns(name: str) -> bool:
     return True
 
 
-def list_netns(prefix: str) -> list[str]:
+def list_netns() -> list[str]:
     try:
-        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+        return sorted(os.listdir(NETNS_DIR))
     except FileNotFoundError:
         return []
 

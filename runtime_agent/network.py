@@ -107,7 +107,7 @@ class HostNetwork:
             names = {a["host_veth"] for a in state["attachments"].values()}
             for ifname in sorted(names | set(netlinks.bridge_ports(self.bridge))):
                 netlinks.delete_link(ifname)
-            for ns in netlinks.list_netns(self._netns_prefix):
+            for ns in filter(self.owns_netns, netlinks.list_netns()):
                 netlinks.remove_netns(ns)
             netlinks.delete_link(self.bridge)
             state["attachments"] = {}
@@ -177,15 +177,15 @@ class HostNetwork:
 
     # --- helpers ----------------------------------------------------------
 
-    @property
-    def _netns_prefix(self) -> str:
-        return f"{self.bridge}-"
+    def owns_netns(self, name: str) -> bool:
+        """True for this agent's netns names (bridge "pt" must not claim "pt-a"'s)."""
+        return re.fullmatch(rf"{re.escape(self.bridge)}-[0-9a-f]{{16}}", name) is not None
 
     def _hash(self, cid: str) -> str:
         return hashlib.sha256(f"{self.bridge}/{cid}".encode()).hexdigest()
 
     def _netns_name(self, cid: str) -> str:
-        return f"{self._netns_prefix}{self._hash(cid)[:16]}"
+        return f"{self.bridge}-{self._hash(cid)[:16]}"
 
     def _host_veth(self, cid: str) -> str:
         return f"v{self._hash(cid)[:13]}"  # 14 chars: under IFNAMSIZ (16 with NUL)

@@ -359,7 +359,7 @@ def test_teardown_leaves_no_bridge_netns_veth_or_table(params: dict) -> None:
     names = link_names()
     assert hn.bridge not in names
     assert not {a.host_veth for a in atts} & names
-    assert netlinks.list_netns(f"{hn.bridge}-") == []
+    assert not [ns for ns in netlinks.list_netns() if ns.startswith(hn.bridge)]
     assert f"table ip {hn.nft_table}" not in nft_tables()
     assert hn.attachments() == {}
     hn.teardown()  # idempotent
@@ -419,3 +419,17 @@ def test_setup_refuses_a_new_subnet_while_containers_are_attached(
         other = random_subnet()
     with pytest.raises(Conflict, match="subnet changed"):
         HostNetwork(**{**params, "subnet": other}).setup()
+
+
+def test_a_port_published_on_one_host_address_answers_only_there(
+    net: HostNetwork, servers: Servers
+) -> None:
+    web = net.attach("web")
+    servers.start(web.netns_name, "0.0.0.0", 9000, "web")
+    host_port = free_port()
+    net.publish("web", web.address, [PortBinding(9000, host_port, host_ip="127.0.0.1")])
+
+    assert fetch("127.0.0.1", host_port) == f"web {web.gateway}"
+    # The gateway is a host address too, but not the one published on.
+    with pytest.raises(ConnectionRefusedError):
+        fetch(web.gateway, host_port)

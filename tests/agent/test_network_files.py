@@ -12,7 +12,7 @@ import pytest
 from runtime_agent import ipam, ports
 from runtime_agent.errors import Conflict, InvalidRequest, NetworkError
 from runtime_agent.netstate import NetStateStore
-from runtime_agent.network import write_etc_files
+from runtime_agent.network import HostNetwork, write_etc_files
 from runtime_agent.wire import PortBinding
 
 SUBNET = IPv4Network("10.250.1.0/29")  # gateway .1, containers .2 to .6
@@ -106,3 +106,13 @@ def test_it_refuses_the_same_host_port_twice_in_one_request() -> None:
 def test_it_refuses_a_protocol_it_cannot_publish() -> None:
     with pytest.raises(InvalidRequest, match="sctp"):
         ports.validate([PortBinding(80, 18080, protocol="sctp")])
+
+
+def test_an_agent_never_claims_another_agents_namespaces(tmp_path: Path) -> None:
+    pt = HostNetwork(tmp_path / "a", "pt", IPv4Network("10.250.2.0/24"), "pt")
+    pt_a = HostNetwork(tmp_path / "b", "pt-a", IPv4Network("10.250.3.0/24"), "pt_a")
+    mine, theirs = pt._netns_name("web"), pt_a._netns_name("web")
+    assert pt.owns_netns(mine) and not pt.owns_netns(theirs)
+    assert pt_a.owns_netns(theirs) and not pt_a.owns_netns(mine)
+    assert pt._host_veth("web") != pt_a._host_veth("web")
+    assert len(pt._host_veth("web")) <= 15
