@@ -52,7 +52,12 @@ class Runc:
     ) -> int:
         """Create the container (its init waits for :meth:`start`) and return
         its host pid. The container writes straight to ``stdout_fd`` and
-        ``stderr_fd``; its stdin is /dev/null."""
+        ``stderr_fd``; its stdin is /dev/null.
+
+        runc shares its stdio with the container it creates, so when create
+        fails runc's one-line complaint also lands in ``stderr_fd``; the full
+        story comes from runc's log into the raised :class:`CommandFailed`.
+        """
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_file = Path(bundle) / LOG_NAME
         log_file.unlink(missing_ok=True)
@@ -232,7 +237,10 @@ def check_runtime_safe(runc: Runc, scratch_dir: Path) -> None:
                     "vulnerable to CVE-2024-21626; install runc 1.1.12 or later",
                     binary=key,
                 )
-    cache.write_text(json.dumps({"safe": key}))
+    # Write-then-rename: a concurrent reader sees the old verdict or the new one.
+    tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps({"safe": key}))
+    tmp.replace(cache)
     log.info("runc %s refuses leaked-fd working dirs (CVE-2024-21626 fixed)", key)
 
 

@@ -264,11 +264,13 @@ exec runc "$@"
 
 
 def test_it_refuses_a_runc_that_accepts_a_leaked_fd_working_dir(tmp_path):
+    check_runtime_safe(Runc(tmp_path / "root"), tmp_path)  # the real one: cached as safe
     fake = tmp_path / "vulnerable-runc"
     fake.write_text(FAKE_VULNERABLE_RUNC)
     fake.chmod(0o755)
     runc = Runc(tmp_path / "root", binary=str(fake))
+    # The cached verdict belongs to the other binary and does not excuse this one.
     with pytest.raises(UnsafeRuntime, match="CVE-2024-21626"):
         check_runtime_safe(runc, tmp_path)
-    assert not (tmp_path / runc_mod.VERDICT_FILE).exists()
+    assert "vulnerable-runc" not in (tmp_path / runc_mod.VERDICT_FILE).read_text()
     assert runc.list() == []
