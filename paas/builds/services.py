@@ -240,7 +240,13 @@ def build_run(
     try:
         with _lease_kept(build_id):
             out(f"-----> Build #{build.number} of {build.app.name} from {build.archive_name}")
-            summary = extract_archive(Path(build.archive_path), source, limits=_archive_limits())
+            summary = extract_archive(
+                Path(build.archive_path),
+                source,
+                limits=_archive_limits(),
+                log=out,
+                filename=build.archive_name,
+            )
             out(f"-----> Extracted {summary.files} files ({summary.total_bytes} bytes)")
             fields = (builder or _inventory)(build, source, out)
     except AgentError as exc:
