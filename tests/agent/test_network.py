@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -244,40 +245,61 @@ def test_a_published_port_answers_on_loopback_and_on_the_container_address(
     assert publish_comments(net.nft_table) == ["web"]
 
 
+@dataclass(frozen=True)
+class OtherHost:
+    netns: str
+    address: str  # its own address
+    via: str  # our host's address on the link between us
+
+
+@pytest.fixture
+def other_host(params: dict) -> Iterator[OtherHost]:
+    """Another host: a netns linked to ours by a veth on its own /30."""
+    link = IPv4Network(f"10.199.{secrets.randbelow(256)}.{secrets.randbelow(64) * 4}/30")
+    host_ip, its_ip = (str(a) for a in link.hosts())
+    ns, host_end = f"{params['bridge']}-other", f"{params['bridge']}o"
+    netns.create(ns)
+    try:
+        with IPRoute() as ipr:
+            peer = {"ifname": "eth0", "net_ns_fd": ns}
+            ipr.link("add", ifname=host_end, kind="veth", peer=peer)
+            idx = ipr.link_lookup(ifname=host_end)[0]
+            ipr.addr("add", index=idx, address=host_ip, prefixlen=30)
+            ipr.link("set", index=idx, state="up")
+        with IPRoute(netns=ns, flags=0) as ipr:
+            idx = ipr.link_lookup(ifname="eth0")[0]
+            ipr.addr("add", index=idx, address=its_ip, prefixlen=30)
+            ipr.link("set", index=idx, state="up")
+            ipr.route("add", dst="0.0.0.0/0", gateway=host_ip)
+        yield OtherHost(netns=ns, address=its_ip, via=host_ip)
+    finally:
+        netlinks.delete_link(host_end)
+        netlinks.remove_netns(ns)
+
+
 def test_a_published_port_answers_a_client_on_another_host(
-    net: HostNetwork, servers: Servers
+    net: HostNetwork, servers: Servers, other_host: OtherHost
 ) -> None:
     web = net.attach("web")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
     host_port = free_port()
     net.publish("web", web.address, [PortBinding(container_port=9000, host_port=host_port)])
 
-    # "Another host": a netns linked to ours by a veth on its own small subnet.
-    octet = secrets.randbelow(256)
-    outside_ns, host_end = f"{net.bridge}-out", f"{net.bridge}o"
-    host_ip, client_ip = f"10.199.{octet}.1", f"10.199.{octet}.2"
-    netns.create(outside_ns)
-    try:
-        with IPRoute() as ipr:
-            ipr.link(
-                "add",
-                ifname=host_end,
-                kind="veth",
-                peer={"ifname": "eth0", "net_ns_fd": outside_ns},
-            )
-            idx = ipr.link_lookup(ifname=host_end)[0]
-            ipr.addr("add", index=idx, address=host_ip, prefixlen=30)
-            ipr.link("set", index=idx, state="up")
-        with IPRoute(netns=outside_ns) as ipr:
-            idx = ipr.link_lookup(ifname="eth0")[0]
-            ipr.addr("add", index=idx, address=client_ip, prefixlen=30)
-            ipr.link("set", index=idx, state="up")
-            ipr.route("add", dst="0.0.0.0/0", gateway=host_ip)
-        # The container sees the real client address: DNAT, not a proxy.
-        assert fetch_from_netns(outside_ns, host_ip, host_port) == f"web {client_ip}"
-    finally:
-        netlinks.delete_link(host_end)
-        netlinks.remove_netns(outside_ns)
+    # The container sees the real client address: DNAT, not a proxy.
+    assert fetch_from_netns(other_host.netns, other_host.via, host_port) == (
+        f"web {other_host.address}"
+    )
+
+
+def test_containers_reach_other_hosts_behind_the_host_address(
+    net: HostNetwork, servers: Servers, other_host: OtherHost
+) -> None:
+    builder = net.attach("builder")
+    servers.start(other_host.netns, other_host.address, 8080, "mirror")
+    # Masqueraded: the other host sees our host, never the private subnet.
+    assert fetch_from_netns(builder.netns_name, other_host.address, 8080) == (
+        f"mirror {other_host.via}"
+    )
 
 
 def test_it_refuses_a_host_port_another_container_published(net: HostNetwork) -> None:
