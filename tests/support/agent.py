@@ -37,10 +37,10 @@ class LocalImages:
     Stands in for the registry-backed ImageStore (tested on its own) where a
     test is about containers, not pulls: same two calls, real directories."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.layer = make_busybox_rootfs(workdir / "layer")
+    def __init__(self, workdir: Path, *, layer: Path | None = None, digest: str = "") -> None:
+        self.layer = layer or make_busybox_rootfs(workdir / "layer")
         self.image = LocalImage(
-            digest="sha256:" + secrets.token_hex(32),
+            digest=digest or "sha256:" + secrets.token_hex(32),
             config={"config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/"}},
         )
         self.pulls: list[str] = []
@@ -60,6 +60,7 @@ def random_subnet() -> IPv4Network:
 
 class AgentUnderTest:
     def __init__(self, root: Path, images: Any, **config: Any) -> None:
+        self.root = root
         suffix = secrets.token_hex(3)
         defaults: dict[str, Any] = {
             "root": root,
@@ -80,6 +81,21 @@ class AgentUnderTest:
             self.config.net_dir, self.config.bridge, self.config.subnet, self.config.nft_table
         )
         self.managers: list[ContainerManager] = []
+
+    def to_json(self) -> dict[str, Any]:
+        """What :mod:`tests.support.agent_process` needs to run the same agent."""
+        c = self.config
+        return {
+            "root": str(c.root),
+            "token": c.token,
+            "bridge": c.bridge,
+            "subnet": str(c.subnet),
+            "nft_table": c.nft_table,
+            "backoff_base_s": c.backoff_base_s,
+            "backoff_cap_s": c.backoff_cap_s,
+            "layer": str(self.images.layer),
+            "digest": self.images.image.digest,
+        }
 
     async def setup(self) -> AgentUnderTest:
         # Netlink calls block (and pyroute2 refuses an event loop's thread).
