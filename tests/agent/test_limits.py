@@ -96,7 +96,7 @@ def test_it_holds_a_busy_loop_to_its_cpu_quota(harness):
     time.sleep(1.0)
     used = cgroups.stats(started.cgroups_path).cpu_usage_ns - before
     share = used / ((time.monotonic() - t0) * 1e9)
-    assert 0.1 < share < 0.3  # 20% of one CPU, not the 100% it would take
+    assert 0.05 < share < 0.3  # 20% of one CPU, not the 100% it would take
     shares = Path("/sys/fs/cgroup/cpu", started.cgroups_path.lstrip("/"), "cpu.shares")
     assert shares.read_text().strip() == "512"
 
