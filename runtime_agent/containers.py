@@ -382,11 +382,11 @@ class ContainerManager:
         if rec.sup.pid is None:
             return
         exited = self._exited[rec.name]
-        await asyncio.to_thread(self.runc.kill, rec.name, "TERM")
+        await self._signal(rec.name, "TERM")
         if await _wait(exited, grace):
             return
         log.info("%s did not stop within %.1fs: SIGKILL", rec.name, grace)
-        await asyncio.to_thread(self.runc.kill, rec.name, "KILL", all=True)
+        await self._signal(rec.name, "KILL", all=True)
         if not await _wait(exited, KILL_WAIT_S):
             raise AgentError(f"container {rec.name} did not die after SIGKILL", name=rec.name)
 
@@ -413,9 +413,11 @@ class ContainerManager:
 
     def _create_process(self, rec: ContainerRecord) -> int:
         cdir = self.store.container_dir(rec.name)
-        with contextlib.suppress(NotFound):
-            # A stopped leftover (e.g. from before an agent crash) blocks the id.
-            self.runc.delete(rec.name, force=True)
+        if (self.runc.root / rec.name).exists():
+            # A stopped leftover (e.g. from before a host reboot) blocks the id.
+            # Checked first: a runc call costs as much as the create itself.
+            with contextlib.suppress(NotFound):
+                self.runc.delete(rec.name, force=True)
         out, err = open_raw_fds(cdir / "logs")
         try:
             return self.runc.create(
@@ -628,6 +630,12 @@ class ContainerManager:
             if rec.name in self.records:
                 self.store.save(rec)
         return actions
+
+    async def _signal(self, name: str, sig: str, *, all: bool = False) -> None:
+        """Signal for a stop: a process that is already gone is what we wanted
+        (the tick reaps it), not an error."""
+        with contextlib.suppress(NotFound, Conflict):
+            await asyncio.to_thread(self.runc.kill, name, sig, all=all)
 
     async def _delete_runc(self, name: str) -> None:
         try:
