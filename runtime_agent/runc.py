@@ -182,7 +182,10 @@ def _create_error(cid: str, exc: CommandFailed, log_file: Path) -> Exception:
     detail = "\n".join(messages) or exc.stderr
     if "already exists" in detail or "exists" in detail and "container with id" in detail:
         return Conflict(f"container {cid} already exists in runc", container=cid)
-    return CommandFailed(exc.argv, exc.returncode, detail, permanent=exc.permanent)
+    # runc could not exec the program (missing, not executable): the image or
+    # the command is wrong, and creating again will fail the same way.
+    permanent = exc.permanent or 'exec: "' in detail
+    return CommandFailed(exc.argv, exc.returncode, detail, permanent=permanent)
 
 
 def _log_messages(log_file: Path) -> Iterator[str]:

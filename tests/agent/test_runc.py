@@ -155,6 +155,7 @@ def test_it_puts_runcs_own_error_into_the_failure(harness):
         harness.create(["/no/such/program"])
     assert "/no/such/program" in err.value.message
     assert "no such file" in err.value.message.lower()
+    assert err.value.permanent  # creating it again cannot help
 
 
 def test_it_refuses_a_second_container_with_the_same_id(harness):
