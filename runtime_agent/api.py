@@ -324,12 +324,11 @@ class Handlers:
             "started_at": datetime.fromtimestamp(self.started, UTC).isoformat(),
             "uptime_s": round(time.time() - self.started, 3),
         }
-        data = {
-            "api_version": wire.API_VERSION,
-            "agent": agent,
-            "containers": {"total": len(containers), "by_state": by_state},
-        }
+        data: dict[str, Any] = {"containers": len(containers)}
         data.update(host if isinstance(host, dict) else {"host": host})
+        data.update(
+            {"api_version": wire.API_VERSION, "agent": agent, "containers_by_state": by_state}
+        )
         return json_response(data)
 
     async def list_containers(self, request: web.Request) -> web.Response:

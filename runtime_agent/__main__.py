@@ -1,0 +1,117 @@
+"""``python -m runtime_agent``: the agent daemon (one per host, as root).
+
+Start: configuration from the environment, prove runc is not vulnerable to
+the known escape, set up the host network, re-adopt the containers a
+previous agent left running, then serve the API.
+
+Stop (SIGTERM or SIGINT): close the listening socket, let requests in
+flight finish within the drain timeout, stop the manager's tasks and exit.
+Containers are never touched: they keep running, their logs keep going to
+files, and the next agent re-adopts them.
+
+Exit codes: 0 after a clean stop, 2 for a configuration error, 1 when the
+agent cannot start (unsafe runc, network setup, port in use...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+
+from runtime_agent.api import ApiServer, create_app
+from runtime_agent.config import AgentConfig, ConfigError
+from runtime_agent.containers import ContainerManager
+from runtime_agent.errors import AgentError
+from runtime_agent.images import ImageStore
+from runtime_agent.network import HostNetwork
+from runtime_agent.runc import Runc, check_runtime_safe
+
+log = logging.getLogger("runtime_agent")
+
+EXIT_OK, EXIT_CANNOT_START, EXIT_CONFIG = 0, 1, 2
+
+
+def setup_logging(level_name: str | None) -> None:
+    """Timestamped lines on stderr (UTC, so logs from several hosts line up)."""
+    level = logging.getLevelName((level_name or "INFO").upper())
+    if not isinstance(level, int):
+        level = logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter(
+        "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+async def serve(config: AgentConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, sig, stop)
+
+    for d in (config.root, config.containers_dir, config.runc_root, config.net_dir):
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    runc = Runc(config.runc_root, config.runc_binary)
+    await asyncio.to_thread(check_runtime_safe, runc, config.root)
+    network = HostNetwork(config.net_dir, config.bridge, config.subnet, config.nft_table)
+    await asyncio.to_thread(network.setup)
+    images = ImageStore(
+        config.root,
+        credentials=config.registry_credentials,
+        ca_file=str(config.registry_ca) if config.registry_ca else None,
+    )
+    manager = ContainerManager(config, images, network, runc)
+    await manager.start()
+    server = ApiServer(
+        create_app(manager, images, config),
+        config.listen_host,
+        config.listen_port,
+        config.drain_timeout_s,
+    )
+    try:
+        await server.start()
+        log.info("agent ready (pid %d, root %s)", os.getpid(), config.root)
+        await stop.wait()
+    finally:
+        await server.stop()
+        await manager.shutdown()
+    log.info("agent stopped; containers left running")
+    return EXIT_OK
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+    if stop.is_set():
+        log.warning("%s again: already stopping", sig.name)
+        return
+    log.info("%s: draining the API, leaving containers running", sig.name)
+    stop.set()
+
+
+def main() -> int:
+    setup_logging(os.environ.get("PAAS_AGENT_LOG_LEVEL"))
+    try:
+        config = AgentConfig.from_env()
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc.message)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(serve(config))
+    except AgentError as exc:
+        log.error("cannot start: %s", exc.message)
+        return EXIT_CANNOT_START
+    except OSError as exc:  # most often: the listen address is taken
+        log.error("cannot start: %s", exc)
+        return EXIT_CANNOT_START
+
+
+if __name__ == "__main__":
+    sys.exit(main())

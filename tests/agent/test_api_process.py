@@ -1,0 +1,101 @@
+"""The agent as a real process: ``python -m runtime_agent`` starts, answers its
+API with the auth matrix, drains on SIGTERM and exits cleanly, and a second
+agent process re-adopts the container the first one left running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.agent.agentproc import REPO, AgentProcess, cleanup
+from tests.conftest import have, is_root
+
+needs_root = pytest.mark.skipif(not (is_root() and have("runc")), reason="needs root and runc")
+
+
+@pytest.fixture
+def agent(tmp_agent_root: Path) -> Iterator[AgentProcess]:
+    proc = AgentProcess.fresh(tmp_agent_root / "agent")
+    try:
+        yield proc
+    finally:
+        cleanup(proc)
+
+
+def run_agent_with(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PAAS_AGENT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "runtime_agent"],
+        env={**clean, "PYTHONPATH": str(REPO), **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_it_exits_2_naming_the_variable_on_a_bad_setting(tmp_path):
+    done = run_agent_with(
+        {
+            "PAAS_AGENT_ROOT": str(tmp_path),
+            "PAAS_AGENT_TOKEN": "alice-token-0123456789abcdef",
+            "PAAS_AGENT_SUBNET": "10.0.0.0/33",
+        }
+    )
+    assert done.returncode == 2
+    assert "PAAS_AGENT_SUBNET" in done.stderr
+    assert "configuration error" in done.stderr
+
+
+def test_it_exits_2_when_the_token_file_is_missing(tmp_path):
+    done = run_agent_with(
+        {"PAAS_AGENT_ROOT": str(tmp_path), "PAAS_AGENT_TOKEN_FILE": str(tmp_path / "nope")}
+    )
+    assert done.returncode == 2
+    assert "PAAS_AGENT_TOKEN_FILE" in done.stderr
+
+
+@needs_root
+@pytest.mark.root
+def test_the_agent_process_answers_the_auth_matrix_and_exits_cleanly_on_sigterm(agent):
+    agent.start()
+    assert agent.request("GET", "/v1/info", token=None)[0] == 401
+    assert agent.request("GET", "/v1/info", token="mallory-" + agent.token)[0] == 403
+    status, info = agent.request("GET", "/v1/info")
+    assert status == 200
+    assert info["api_version"] == "v1"
+    assert info["agent"]["pid"] == agent.proc.pid
+    assert info["cpus"] >= 1
+
+    started = time.monotonic()
+    assert agent.terminate() == 0
+    assert time.monotonic() - started < 10
+    log = agent.stderr()
+    assert "SIGTERM" in log
+    assert "agent stopped" in log
+    # Timestamped lines: 2026-01-01T00:00:00.000Z LEVEL name: message
+    assert log.splitlines()[0][:4].isdigit() and "Z " in log.splitlines()[0]
+    with pytest.raises(OSError):
+        urllib.request.urlopen(agent.url + "/v1/info", timeout=2)
+
+
+@needs_root
+@pytest.mark.root
+def test_it_exits_1_when_its_port_is_taken(agent):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", agent.port))
+        s.listen()
+        agent.start(wait=False)
+        assert agent.proc is not None
+        assert agent.proc.wait(timeout=60) == 1
+    assert "cannot start" in agent.stderr()
