@@ -365,7 +365,6 @@ class ContainerManager:
             "memory_bytes": _mem_total(),
             "disk_bytes": disk.total,
             "disk_free_bytes": disk.free,
-            "containers": len(self.records),
             "containers_running": sum(1 for r in alive if r.sup.pid is not None),
             "memory_reserved_bytes": sum(r.request.limits.memory_bytes or 0 for r in alive),
         }

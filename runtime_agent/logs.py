@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -316,18 +315,29 @@ class LogTailer:
         return [p for p in [*rotated, self.dir / JSONL] if p.exists()]
 
     def read(self, tail: int | None = None, since: float | None = None) -> list[wire.LogLine]:
-        """Stored lines, oldest first: the last ``tail`` of those at or after ``since``."""
-        cutoff = rfc3339(since) if since is not None else None
-        kept: deque[wire.LogLine] = deque(maxlen=tail if tail is not None else None)
+        """Stored lines, oldest first: the last ``tail`` of those at or after ``since``.
+
+        Read newest first and stop as soon as ``tail`` lines are found or a line
+        is older than ``since`` (lines are appended in time order), so a short
+        tail of a large log parses only what it returns.
+        """
         if tail == 0:
             return []
-        for path in self.files():
+        cutoff = rfc3339(since) if since is not None else None
+        newest_first: list[wire.LogLine] = []
+        for path in reversed(self.files()):
             with open(path, "rb") as f:
-                for raw in f:
-                    line = _parse(raw)
-                    if line is not None and (cutoff is None or line.time >= cutoff):
-                        kept.append(line)
-        return list(kept)
+                raws = f.readlines()
+            for raw in reversed(raws):
+                line = _parse(raw)
+                if line is None:
+                    continue
+                if cutoff is not None and line.time < cutoff:
+                    return newest_first[::-1]
+                newest_first.append(line)
+                if tail is not None and len(newest_first) >= tail:
+                    return newest_first[::-1]
+        return newest_first[::-1]
 
     async def follow(
         self, tail: int | None = None, since: float | None = None

@@ -124,6 +124,10 @@ def test_rotation_caps_each_file_and_keeps_only_max_files(log_dir, fds):
     assert kept[-1] == "line 0199"
     assert kept == sorted(kept)  # oldest first, no gaps inside what is kept
     assert len(kept) < 200  # the oldest were dropped
+    # A tail longer than the newest file reads on into the rotated one.
+    newest = sum(1 for _ in open(log_dir / "log.jsonl"))
+    tail = [r.line[:9] for r in tailer.read(tail=newest + 5)]
+    assert tail == [f"line {i:04d}" for i in range(200 - newest - 5, 200)]
 
 
 def test_consumed_raw_bytes_are_freed_from_disk(log_dir, fds):
