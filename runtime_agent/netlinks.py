@@ -186,6 +186,9 @@ def plumb_veth(
         if idx is None or master is None:
             raise NetworkError(f"veth {host_ifname} or bridge {bridge} vanished while plumbing")
         ipr.link("set", index=idx, master=master, state="up")
+        # Hairpin: a container calling its own published port gets the
+        # DNATed packet back out of the port it came in on.
+        ipr.brport("set", index=idx, mode=1)
     with _netlink("configuring container side", ns) as ipr:
         lo = _index(ipr, "lo")
         eth = _index(ipr, CONTAINER_IFNAME)

@@ -18,7 +18,10 @@ the container can answer. ``route_localnet`` alone would also let a container
 and reach host services bound to loopback (the agent API, Redis): the
 ``guard`` chain drops those at the earliest hook, before any NAT, where
 legitimate replies still carry the gateway address (CVE-2020-8558 in
-kube-proxy was exactly this).
+kube-proxy was exactly this). A container calling a published port (its
+own or a sibling's, on the host address) is masqueraded too ("hairpin"):
+otherwise the answer would go straight across the bridge, skipping the NAT
+that must undo the DNAT, unless br_netfilter happens to be loaded.
 
 The whole per-agent table is rendered from the persisted state and replaced in
 one ``nft -f`` transaction (atomic: no moment without rules). Every publish
@@ -148,6 +151,7 @@ table ip {table} {{
 \t\ttype nat hook postrouting priority srcnat; policy accept;
 \t\toifname "{bridge}" ip saddr 127.0.0.0/8 masquerade comment "loopback clients of published ports"
 \t\tip saddr {subnet} oifname != "{bridge}" masquerade comment "containers going out"
+\t\tip saddr {subnet} oifname "{bridge}" ct status dnat masquerade comment "hairpin"
 \t}}
 }}
 """

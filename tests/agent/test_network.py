@@ -455,3 +455,16 @@ def test_a_port_published_on_one_host_address_answers_only_there(
     # The gateway is a host address too, but not the one published on.
     with pytest.raises(ConnectionRefusedError):
         fetch(web.gateway, host_port)
+
+
+def test_containers_reach_published_ports_on_the_host_address(
+    net: HostNetwork, servers: Servers
+) -> None:
+    web, client = net.attach("web"), net.attach("client")
+    servers.start(web.netns_name, "0.0.0.0", 9000, "web")
+    host_port = free_port()
+    net.publish("web", web.address, [PortBinding(9000, host_port)])
+
+    assert fetch_from_netns(client.netns_name, client.gateway, host_port) == f"web {web.gateway}"
+    # Its own published port too (the answer must come back through the host).
+    assert fetch_from_netns(web.netns_name, web.gateway, host_port) == f"web {web.gateway}"
