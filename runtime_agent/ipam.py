@@ -20,17 +20,22 @@ def gateway_of(subnet: IPv4Network) -> IPv4Address:
 
 
 def allocate(subnet: IPv4Network, in_use: Collection[str], last: str | None = None) -> IPv4Address:
-    """Return the first free address after ``last`` (wrapping around)."""
-    candidates = [a for a in subnet.hosts() if a != gateway_of(subnet)]
-    if not candidates:
+    """Return the first free address after ``last`` (wrapping around).
+
+    Works on integers: a /16 has 65k candidates and this runs on every start.
+    """
+    first = int(gateway_of(subnet)) + 1
+    count = int(subnet.broadcast_address) - first  # up to the broadcast, excluded
+    if count <= 0:
         raise NetworkError(f"subnet {subnet} is too small for containers", subnet=str(subnet))
+    taken = {int(IPv4Address(a)) for a in in_use}
     start = 0
     if last is not None and IPv4Address(last) in subnet:
-        start = next((i + 1 for i, a in enumerate(candidates) if str(a) == last), 0)
-    for offset in range(len(candidates)):
-        address = candidates[(start + offset) % len(candidates)]
-        if str(address) not in in_use:
-            return address
+        start = (int(IPv4Address(last)) - first + 1) % count
+    for offset in range(count):
+        candidate = first + (start + offset) % count
+        if candidate not in taken:
+            return IPv4Address(candidate)
     raise NetworkError(
-        f"no free address left in {subnet} ({len(in_use)} in use)", subnet=str(subnet)
+        f"no free address left in {subnet} ({len(taken)} in use)", subnet=str(subnet)
     )

@@ -116,3 +116,9 @@ def test_an_agent_never_claims_another_agents_namespaces(tmp_path: Path) -> None
     assert pt_a.owns_netns(theirs) and not pt_a.owns_netns(mine)
     assert pt._host_veth("web") != pt_a._host_veth("web")
     assert len(pt._host_veth("web")) <= 15
+
+
+def test_it_wraps_around_a_large_subnet_without_touching_the_broadcast() -> None:
+    big = IPv4Network("10.88.0.0/16")
+    assert ipam.allocate(big, set(), last="10.88.255.253") == IPv4Address("10.88.255.254")
+    assert ipam.allocate(big, set(), last="10.88.255.254") == IPv4Address("10.88.0.2")
