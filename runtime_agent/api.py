@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from enum import Enum
@@ -312,6 +313,10 @@ class Handlers:
         self.config = config
         self.started = time.time()
         self.stopping = asyncio.Event()
+        # Weak values: a name's lock lives only while a create holds or awaits it.
+        self._create_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def info(self, request: web.Request) -> web.Response:
         host = to_jsonable(await _resolve(self.manager.host_info()))
@@ -337,8 +342,15 @@ class Handlers:
 
     async def create(self, request: web.Request) -> web.Response:
         req = wire.parse_create(await read_json(request, required=True))
-        existed = await self._exists(req.name)
-        info = await _resolve(self.manager.create(req))
+        # One create per name at a time here too, so that of two racing
+        # identical requests exactly one is told 201 (the manager already
+        # guarantees that only one container comes out of them).
+        lock = self._create_locks.get(req.name)
+        if lock is None:
+            lock = self._create_locks[req.name] = asyncio.Lock()
+        async with lock:
+            existed = await self._exists(req.name)
+            info = await _resolve(self.manager.create(req))
         # 200 for a retried create that found its container, 201 for a new one.
         return json_response(
             info, status=200 if existed else 201, headers={"Location": f"/v1/containers/{req.name}"}

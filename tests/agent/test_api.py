@@ -39,6 +39,7 @@ class FakeManager:
         self.calls: list[tuple[Any, ...]] = []
         self.log_lines: list[wire.LogLine] = []
         self.stop_delay = 0.0
+        self.create_delay = 0.0
         self.follow_forever = False
         self.follow_closed = asyncio.Event()
 
@@ -49,6 +50,7 @@ class FakeManager:
 
     async def create(self, req: wire.CreateContainer) -> wire.ContainerInfo:
         self.calls.append(("create", req.name))
+        await asyncio.sleep(self.create_delay)
         if req.name in self.containers:
             if self.requests[req.name] != req:
                 raise Conflict(f"{req.name} exists with another spec", name=req.name)
@@ -271,6 +273,15 @@ async def test_create_answers_201_then_200_for_a_retry_without_a_duplicate(clien
     assert first.headers["Location"] == "/v1/containers/web-1"
     assert (await first.json()) == (await again.json())
     assert list(manager.containers) == ["web-1"]
+
+
+async def test_of_two_racing_identical_creates_exactly_one_is_told_201(client, manager):
+    manager.create_delay = 0.2
+    first, second = await asyncio.gather(
+        client.post("/v1/containers", json=CREATE, headers=AUTH),
+        client.post("/v1/containers", json=CREATE, headers=AUTH),
+    )
+    assert sorted([first.status, second.status]) == [200, 201]
 
 
 async def test_create_with_the_same_name_and_another_spec_is_a_409(client):
