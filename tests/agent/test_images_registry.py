@@ -121,3 +121,19 @@ def test_it_parses_image_references():
     for bad in ("app:v1", "127.0.0.1:5000/App", "127.0.0.1:5000/app@sha256:zz", "h.x/a:-bad"):
         with pytest.raises(InvalidRequest):
             ImageRef.parse(bad)
+
+
+def test_it_authenticates_with_bearer_tokens(tmp_path: Path, busybox_image: BuiltImage):
+    from tests.support.images import build_busybox_image
+    from tests.support.registry import run_registry
+
+    with run_registry(tmp_path / "reg", token=True) as reg:
+        image = build_busybox_image(reg, tmp_path / "img")  # pushes need a push scope
+        with reg.client() as client:
+            _, digest, _ = client.get_manifest(image.repository, "v1")
+        with reg.client(password="wrong") as client, pytest.raises(RegistryError, match="refused"):
+            client.get_manifest(image.repository, "v1")
+        granted = reg.tokens_issued or []
+    assert digest == image.digest
+    assert f"repository:{image.repository}:pull,push" in granted
+    assert f"repository:{image.repository}:pull" in granted

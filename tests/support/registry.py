@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
@@ -61,6 +62,7 @@ class TestRegistry:
     storage_dir: Path
     log_path: Path
     pid: int
+    tokens_issued: list[str] | None = None  # scopes the token server granted
 
     def blob_data_path(self, digest: str) -> Path:
         """Where the filesystem driver keeps a blob (tests corrupt it there)."""
@@ -138,7 +140,11 @@ def free_loopback_port() -> int:
 
 
 def _write_config(
-    workdir: Path, port: int, htpasswd: Path | None, tls: tuple[Path, Path] | None
+    workdir: Path,
+    port: int,
+    htpasswd: Path | None,
+    tls: tuple[Path, Path] | None,
+    token_realm: str | None = None,
 ) -> Path:
     lines = [
         "version: 0.1",
@@ -153,6 +159,17 @@ def _write_config(
         lines += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
     if htpasswd:
         lines += ["auth:", "  htpasswd:", "    realm: paas-test", f"    path: {htpasswd}"]
+    if token_realm and tls:
+        from tests.support.token_server import ISSUER, SERVICE
+
+        lines += [
+            "auth:",
+            "  token:",
+            f"    realm: {token_realm}",
+            f"    service: {SERVICE}",
+            f"    issuer: {ISSUER}",
+            f"    rootcertbundle: {tls[0]}",  # the token is signed with the TLS key
+        ]
     config = workdir / "config.yml"
     config.write_text("\n".join(lines) + "\n")
     return config
@@ -192,28 +209,56 @@ def run_registry(
     *,
     auth: bool = True,
     tls: bool = True,
+    token: bool = False,
     username: str = "alice",
     password: str | None = None,
 ) -> Iterator[TestRegistry]:
     """Run ``docker-registry serve`` in ``workdir`` until the block ends.
 
+    ``auth`` is htpasswd basic auth; ``token=True`` instead puts a bearer
+    token server in front (see tests/support/token_server.py; needs TLS).
     The process is started directly with Popen (not ``runtime_agent.cmd.run``,
     which waits for commands to finish) and stopped by its PID.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     password = password or secrets.token_urlsafe(12)
     htpasswd = None
-    if auth:
+    if auth and not token:
         htpasswd = workdir / "htpasswd"
         htpasswd.write_text(bcrypt_htpasswd_line(username, password))
-    cert_key = make_self_signed_cert(workdir) if tls else None
-    scheme = "https" if tls else "http"
+    cert_key = make_self_signed_cert(workdir) if tls or token else None
+    with contextlib.ExitStack() as stack:
+        issued = None
+        realm = None
+        if token:
+            from tests.support.token_server import run_token_server
+
+            assert cert_key
+            server = stack.enter_context(
+                run_token_server(cert_key[0], cert_key[1], username, password)
+            )
+            issued, realm = server.issued, server.url
+        user = username if auth or token else None
+        registry = stack.enter_context(_serve(workdir, htpasswd, cert_key, realm, user, password))
+        yield dataclasses.replace(registry, tokens_issued=issued)
+
+
+@contextlib.contextmanager
+def _serve(
+    workdir: Path,
+    htpasswd: Path | None,
+    cert_key: tuple[Path, Path] | None,
+    token_realm: str | None,
+    username: str | None,
+    password: str,
+) -> Iterator[TestRegistry]:
+    scheme = "https" if cert_key else "http"
     log_path = workdir / "registry.log"
     # A port picked by binding 0 can be taken by someone else before the
     # registry binds it: retry a few times with a new one.
     for _attempt in range(5):
         port = free_loopback_port()
-        config = _write_config(workdir, port, htpasswd, cert_key)
+        config = _write_config(workdir, port, htpasswd, cert_key, token_realm)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 [REGISTRY_BINARY, "serve", str(config)],
@@ -237,8 +282,8 @@ def run_registry(
             host=f"127.0.0.1:{port}",
             url=url,
             scheme=scheme,
-            username=username if auth else None,
-            password=password if auth else None,
+            username=username,
+            password=password if username else None,
             ca_file=cert_key[0] if cert_key else None,
             storage_dir=workdir / "storage",
             log_path=log_path,
