@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime_agent import ipam, netlinks, ports
-from runtime_agent.errors import Conflict, InvalidRequest, NetworkError
+from runtime_agent.errors import CommandFailed, Conflict, InvalidRequest, NetworkError
 from runtime_agent.etcfiles import write_etc_files
 from runtime_agent.netstate import NetStateStore
 from runtime_agent.wire import PortBinding
@@ -83,6 +83,7 @@ class HostNetwork:
         self.gateway = ipam.gateway_of(subnet)
         self.nft_table = nft_table
         self.store = NetStateStore(state_dir)
+        self._table_ready = False  # set once this instance has written the whole table
 
     # --- host side --------------------------------------------------------
 
@@ -98,11 +99,13 @@ class HostNetwork:
             write_sysctl(SYSCTL / "ip_forward", "1")
             # Only on our bridge: lets a DNATed 127.0.0.1 packet be routed to it.
             write_sysctl(SYSCTL / "conf" / self.bridge / "route_localnet", "1")
+            self._table_ready = False  # repair: always the whole table here
             self._apply_rules(state)
 
     def teardown(self) -> None:
         """Remove everything this agent made: rules, veths, netns, bridge, state."""
         ports.delete_table(self.nft_table)
+        self._table_ready = False
         with self.store.transaction() as state:
             names = {a["host_veth"] for a in state["attachments"].values()}
             for ifname in sorted(names | set(netlinks.bridge_ports(self.bridge))):
@@ -158,12 +161,13 @@ class HostNetwork:
                 if b not in held:
                     ports.check_host_port_free(b)
             entry = {"address": address, "bindings": [asdict(b) for b in wanted]}
-            if state["ports"].get(cid) == entry:
-                return  # idempotent: nothing to change
-            if wanted:
-                state["ports"][cid] = entry
+            new = entry if wanted else None
+            if state["ports"].get(cid) == new:
+                return  # idempotent, and no nft run for a container without ports
+            if new is None:
+                del state["ports"][cid]
             else:
-                state["ports"].pop(cid, None)
+                state["ports"][cid] = new
             self._apply_rules(state)
 
     def unpublish(self, cid: str) -> None:
@@ -241,5 +245,14 @@ class HostNetwork:
         }
 
     def _apply_rules(self, state: dict[str, Any]) -> None:
-        ruleset = ports.render(self.nft_table, self.bridge, self.subnet, self._published(state))
-        ports.apply(ruleset)
+        """The whole table (on setup, or if someone removed it), else just the
+        publish chain."""
+        published = self._published(state)
+        if self._table_ready:
+            try:
+                ports.apply(ports.render_publish(self.nft_table, published))
+                return
+            except CommandFailed:
+                log.warning("nft table %s was changed behind our back: rebuilding", self.nft_table)
+        ports.apply(ports.render(self.nft_table, self.bridge, self.subnet, published))
+        self._table_ready = True

@@ -24,7 +24,9 @@ otherwise the answer would go straight across the bridge, skipping the NAT
 that must undo the DNAT, unless br_netfilter happens to be loaded.
 
 The whole per-agent table is rendered from the persisted state and replaced in
-one ``nft -f`` transaction (atomic: no moment without rules). Every publish
+one ``nft -f`` transaction (atomic: no moment without rules) on setup; after
+that a publish or unpublish refills only the ``publish`` chain, also in one
+transaction. Every publish
 rule carries the container id as its comment, so what belongs to whom is
 visible in ``nft list table`` and unpublishing a container drops exactly its
 rules. Existing connections are unaffected by a replacement: their NAT
@@ -121,14 +123,25 @@ def _publish_rule(cid: str, address: str, b: PortBinding) -> str:
     )
 
 
-def render(table: str, bridge: str, subnet: IPv4Network, published: Mapping[str, Published]) -> str:
-    """The complete ruleset for one agent's table, as ``nft -f`` input."""
-    rules = [
+def _publish_rules(published: Mapping[str, Published]) -> list[str]:
+    return [
         _publish_rule(cid, published[cid].address, b)
         for cid in sorted(published)
         for b in published[cid].bindings
     ]
-    body = "\n".join(f"\t\t{r}" for r in rules)
+
+
+def render_publish(table: str, published: Mapping[str, Published]) -> str:
+    """Only the publish chain, refilled in one transaction: replacing the
+    whole table re-registers its hooks, about 10 ms more per container start."""
+    lines = [f"flush chain ip {table} publish"]
+    lines += [f"add rule ip {table} publish {r}" for r in _publish_rules(published)]
+    return "\n".join(lines) + "\n"
+
+
+def render(table: str, bridge: str, subnet: IPv4Network, published: Mapping[str, Published]) -> str:
+    """The complete ruleset for one agent's table, as ``nft -f`` input."""
+    body = "\n".join(f"\t\t{r}" for r in _publish_rules(published))
     return f"""table ip {table} {{}}
 delete table ip {table}
 table ip {table} {{

@@ -468,3 +468,14 @@ def test_containers_reach_published_ports_on_the_host_address(
     assert fetch_from_netns(client.netns_name, client.gateway, host_port) == f"web {web.gateway}"
     # Its own published port too (the answer must come back through the host).
     assert fetch_from_netns(web.netns_name, web.gateway, host_port) == f"web {web.gateway}"
+
+
+def test_publish_rebuilds_a_table_someone_deleted(net: HostNetwork, servers: Servers) -> None:
+    web = net.attach("web")
+    servers.start(web.netns_name, "0.0.0.0", 9000, "web")
+    net.publish("web", web.address, [PortBinding(9000, free_port())])
+    subprocess.run(["nft", "delete", "table", "ip", net.nft_table], check=True)
+
+    host_port = free_port()
+    net.publish("web", web.address, [PortBinding(9000, host_port)])
+    assert fetch("127.0.0.1", host_port) == f"web {web.gateway}"
