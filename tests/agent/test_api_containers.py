@@ -1,0 +1,296 @@
+"""The API end to end with real containers: the real aiohttp app in front of
+the real ContainerManager, runc, overlay, network and image store, pulling
+the busybox httpd image from a real registry.
+
+(tests/agent/test_api.py covers the HTTP layer alone against a fake manager;
+tests/agent/test_api_process.py runs the agent as a separate process.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from runtime_agent.api import ApiServer, create_app
+from runtime_agent.cmd import output
+from runtime_agent.config import AgentConfig
+from runtime_agent.containers import ContainerManager
+from runtime_agent.images import ImageStore
+from runtime_agent.network import HostNetwork
+from runtime_agent.runc import Runc
+from tests.agent.agentproc import free_port, unused_subnet
+from tests.conftest import have, is_root
+from tests.support.images import HTTP_PORT, BuiltImage
+from tests.support.registry import TestRegistry
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not (is_root() and have("runc")), reason="needs root and runc"),
+]
+
+TOKEN = "alice-token-" + secrets.token_hex(8)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Agent:
+    """An in-process agent: real manager, real API on a loopback port."""
+
+    def __init__(self, root: Path, registry: TestRegistry) -> None:
+        suffix = secrets.token_hex(3)
+        self.config = AgentConfig(
+            root=root,
+            token=TOKEN,
+            bridge=f"pa{suffix}",
+            subnet=unused_subnet(),
+            nft_table=f"paas_a_{suffix}",
+            registry_user=registry.username,
+            registry_password=registry.password,
+            registry_ca=registry.ca_file,
+            stop_grace_s=2.0,
+            backoff_base_s=0.2,
+        )
+        self.runc = Runc(self.config.runc_root)
+        self.network = HostNetwork(
+            self.config.net_dir, self.config.bridge, self.config.subnet, self.config.nft_table
+        )
+        self.images = ImageStore(
+            root, credentials=registry.credentials, ca_file=str(registry.ca_file)
+        )
+        self.manager = ContainerManager(self.config, self.images, self.network, self.runc)
+        self.server = ApiServer(
+            create_app(self.manager, self.images, self.config), "127.0.0.1", 0, 2.0
+        )
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.network.setup)
+        await self.manager.start()
+        await self.server.start()
+
+    async def close(self) -> None:
+        try:
+            await self.server.stop()
+            for info in self.manager.list():
+                await self.manager.remove(info.name, True)
+            await self.manager.shutdown()
+        finally:
+            self.images.close()
+            await asyncio.to_thread(self.network.teardown)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+
+@pytest.fixture
+async def agent(tmp_agent_root: Path, registry: TestRegistry) -> AsyncIterator[Agent]:
+    agent = Agent(tmp_agent_root, registry)
+    try:
+        await agent.start()
+        yield agent
+    finally:
+        await agent.close()
+    # Nothing of the agent's is left on the host.
+    assert agent.config.bridge not in output(["ip", "-o", "link", "show"])
+    assert agent.config.nft_table not in output(["nft", "list", "tables"])
+    assert output(["runc", "--root", str(agent.config.runc_root), "list", "-q"]).strip() == ""
+
+
+@pytest.fixture
+async def api(agent: Agent) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=agent.url, headers=AUTH) as session:
+        yield session
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+async def http_get(host: str, port: int, timeout_s: float = 10.0) -> str:
+    """GET / until it answers (the server needs a moment after its process starts)."""
+
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=2) as resp:
+            return resp.read().decode()
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            return await asyncio.to_thread(fetch)
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def port_is_closed(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def ndjson(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+async def create(
+    api: aiohttp.ClientSession, body: dict[str, Any], status: int = 201
+) -> dict[str, Any]:
+    resp = await api.post("/v1/containers", json=body)
+    assert resp.status == status, await resp.text()
+    return await resp.json()
+
+
+async def test_a_container_created_through_the_api_answers_on_its_published_port(
+    api, busybox_image: BuiltImage
+):
+    host_port = free_port()
+    name = unique("web")
+    info = await create(
+        api,
+        {
+            "name": name,
+            "image": busybox_image.ref,
+            "ports": [{"container_port": HTTP_PORT, "host_port": host_port}],
+        },
+    )
+    assert info["state"] == "running"
+    assert info["pid"] > 0
+    assert info["image_digest"] == busybox_image.digest
+    assert await http_get("127.0.0.1", host_port) == busybox_image.index_body
+    assert await http_get(info["address"], HTTP_PORT) == busybox_image.index_body
+
+    resp = await api.get(f"/v1/containers/{name}/stats")
+    stats = await resp.json()
+    assert stats["memory_bytes"] > 0 and stats["pids"] >= 1
+
+    resp = await api.post(f"/v1/containers/{name}/stop", json={"timeout_s": 2})
+    stopped = await resp.json()
+    assert stopped["state"] == "exited"
+    assert stopped["exit_code"] is not None
+    assert port_is_closed(host_port)
+
+    resp = await api.post(f"/v1/containers/{name}/start")
+    restarted = await resp.json()
+    assert restarted["state"] == "running" and restarted["pid"] != info["pid"]
+    assert await http_get("127.0.0.1", host_port) == busybox_image.index_body
+
+    resp = await api.delete(f"/v1/containers/{name}?force=1")
+    assert await resp.json() == {"name": name, "removed": True}
+    resp = await api.delete(f"/v1/containers/{name}?force=1")
+    assert await resp.json() == {"name": name, "removed": False}
+    assert (await api.get(f"/v1/containers/{name}")).status == 404
+    assert port_is_closed(host_port)
+
+
+async def test_racing_identical_creates_make_one_container(api, agent, busybox_image):
+    name = unique("twice")
+    body = {"name": name, "image": busybox_image.ref}
+    first, second = await asyncio.gather(
+        api.post("/v1/containers", json=body), api.post("/v1/containers", json=body)
+    )
+    assert sorted([first.status, second.status]) == [200, 201]
+    a, b = await first.json(), await second.json()
+    assert a["pid"] == b["pid"]
+    runc_ids = output(["runc", "--root", str(agent.config.runc_root), "list", "-q"]).split()
+    assert runc_ids == [name]
+    other = await api.post("/v1/containers", json={**body, "cmd": ["sleep", "1"]})
+    assert other.status == 409
+
+
+async def test_exec_streams_stdout_and_stderr_then_the_exit_code(api, busybox_image):
+    name = unique("exec")
+    await create(api, {"name": name, "image": busybox_image.ref})
+    resp = await api.post(
+        f"/v1/containers/{name}/exec",
+        json={"cmd": ["sh", "-c", "echo out; echo err >&2; exit 3"]},
+    )
+    assert resp.status == 200
+    items = ndjson(await resp.text())
+    assert items[-1] == {"exit_code": 3}
+    by_stream: dict[str, str] = {}
+    for item in items[:-1]:
+        by_stream[item["stream"]] = by_stream.get(item["stream"], "") + item["data"]
+    assert by_stream == {"stdout": "out\n", "stderr": "err\n"}
+
+
+async def test_exec_in_a_stopped_container_is_a_409(api, busybox_image):
+    name = unique("idle")
+    await create(api, {"name": name, "image": busybox_image.ref, "start": False}, 201)
+    resp = await api.post(f"/v1/containers/{name}/exec", json={"cmd": ["true"]})
+    assert resp.status == 409
+
+
+async def test_logs_tail_and_follow_through_the_api(api, busybox_image):
+    name = unique("talk")
+    script = "echo one; echo two >&2; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
+    await create(api, {"name": name, "image": busybox_image.ref, "cmd": ["sh", "-c", script]})
+
+    async def lines(query: str) -> list[dict[str, Any]]:
+        resp = await api.get(f"/v1/containers/{name}/logs?{query}")
+        assert resp.status == 200
+        return ndjson(await resp.text())
+
+    for _ in range(100):  # the tailer picks lines up within its poll interval
+        got = await lines("tail=all")
+        if len(got) >= 4:
+            break
+        await asyncio.sleep(0.05)
+    # stdout and stderr are separate files: order holds within a stream only.
+    stdout = [x["line"] for x in got if x["stream"] == "stdout"]
+    stderr = [x["line"] for x in got if x["stream"] == "stderr"]
+    assert stdout[:2] == ["one", "tick 0"]
+    assert stderr == ["two"]
+    assert all(x["time"].endswith(("Z", "+00:00")) for x in got)
+    assert len(await lines("tail=1")) == 1
+
+    resp = await api.get(f"/v1/containers/{name}/logs?follow=1&tail=0")
+    assert resp.status == 200
+    followed = []
+    for _ in range(3):
+        raw = await asyncio.wait_for(resp.content.readline(), 10)
+        followed.append(json.loads(raw)["line"])
+    resp.close()
+    numbers = [int(text.split()[1]) for text in followed]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 3
+
+
+async def test_kill_sends_a_signal_and_the_exit_code_says_which(api, busybox_image):
+    name = unique("kill")
+    await create(api, {"name": name, "image": busybox_image.ref, "cmd": ["sleep", "300"]})
+    resp = await api.post(f"/v1/containers/{name}/kill", json={"signal": "KILL"})
+    assert resp.status == 200
+    for _ in range(100):
+        info = await (await api.get(f"/v1/containers/{name}")).json()
+        if info["state"] == "exited":
+            break
+        await asyncio.sleep(0.05)
+    assert (info["state"], info["exit_code"]) == ("exited", 137)
+
+
+async def test_pull_and_gc_keep_what_a_container_uses(api, agent, busybox_image):
+    resp = await api.post("/v1/images/pull", json={"ref": busybox_image.ref})
+    assert resp.status == 200
+    assert (await resp.json())["digest"] == busybox_image.digest
+    await create(api, {"name": unique("keep"), "image": busybox_image.ref})
+    resp = await api.post("/v1/images/gc")
+    body = await resp.json()
+    assert body["removed"] == []
+    assert body["in_use"] == [busybox_image.digest]
+    for layer in busybox_image.layers:
+        assert (agent.config.layers_dir / layer.digest.split(":")[1]).is_dir()
+
+
+async def test_pulling_an_unknown_image_is_an_error_naming_it(api, busybox_image):
+    ref = f"{busybox_image.registry}/test/none-{secrets.token_hex(3)}:v1"
+    resp = await api.post("/v1/images/pull", json={"ref": ref})
+    assert resp.status == 404
+    assert "none-" in (await resp.json())["message"]
