@@ -627,7 +627,7 @@ class ContainerManager:
         if sup != rec.sup:
             rec.sup = sup
             if rec.name in self.records:
-                self.store.save(rec)
+                self.store.save(rec, durable=False)
         return actions
 
     async def _signal(self, name: str, sig: str, *, all: bool = False) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -286,3 +287,32 @@ async def test_stats_and_host_info_report_usage(manager):
     assert host["cpus"] >= 1 and host["memory_bytes"] > 0 and host["disk_bytes"] > 0
     assert host["containers_running"] == 1
     assert host["memory_reserved_bytes"] == 64 * 1024 * 1024
+
+
+async def test_a_create_that_fails_half_way_leaves_nothing_behind(manager, agent):
+    port = 20000 + secrets.randbelow(20000)
+    ports = [{"container_port": 80, "host_port": port}]
+    taken = unique()
+    await manager.create(request(taken, ["sh", "-c", DEAF], ports=ports))
+    name = unique()
+    with pytest.raises(Conflict):  # the host port is taken: found after mount and attach
+        await manager.create(request(name, ["sh", "-c", DEAF], ports=ports))
+    cdir = agent.config.containers_dir / name
+    assert not cdir.exists()
+    assert str(cdir / "rootfs") not in _mounts()
+    assert name not in agent.network.attachments()
+    with pytest.raises(NotFound):
+        manager.inspect(name)
+    # The name is free again for a request that can work.
+    await manager.create(request(name, ["sh", "-c", DEAF]))
+    assert manager.inspect(name).state == S.RUNNING
+
+
+async def test_concurrent_creates_and_removes_do_not_trip_over_each_other(manager, agent):
+    names = [unique() for _ in range(4)]
+    infos = await asyncio.gather(*(manager.create(request(n, ["sh", "-c", DEAF])) for n in names))
+    assert all(i.state == S.RUNNING for i in infos)
+    assert len({i.address for i in infos}) == 4
+    await asyncio.gather(*(manager.remove(n, force=True) for n in names))
+    assert manager.list() == []
+    assert agent.network.attachments() == {}
