@@ -248,7 +248,7 @@ class ImageStore:
         final = self.layer_dir(info.digest)
         if final.is_dir():
             return final
-        with self._flock(f"layer-{info.digest[7:]}", fcntl.LOCK_EX):
+        with self._shared_lock(), self._flock(f"layer-{info.digest[7:]}", fcntl.LOCK_EX):
             if final.is_dir():
                 return final
             work = Path(tempfile.mkdtemp(prefix=info.digest[7:19] + "-", dir=self.root / "tmp"))
@@ -332,6 +332,8 @@ class ImageStore:
             doomed = self.root / "tmp" / f"gc-{layer.name}"
             os.replace(layer, doomed)
             shutil.rmtree(doomed)
+            # No pull holds it: pulls hold the gc lock shared, we hold it exclusively.
+            (self.root / "locks" / f"layer-{layer.name}").unlink(missing_ok=True)
             removed.append(digest)
         return removed
 

@@ -259,3 +259,32 @@ def test_import_layer_puts_a_locally_built_layer_in_the_store(tmp_agent_root: Pa
     path = store.import_layer(tmp_path / "layer.tgz", info)
     assert (path / "app/main.py").read_text() == "print('hi')\n"
     assert store.gc({info.digest}) == []  # a layer digest in use keeps that layer
+
+
+def test_concurrent_pulls_of_one_image_fetch_each_layer_once(
+    tmp_agent_root: Path, registry: TestRegistry, tmp_path: Path
+):
+    import threading
+
+    built = build_busybox_image(registry, tmp_path)
+    stores = [make_store(tmp_agent_root, registry) for _ in range(4)]  # like 4 processes
+    barrier = threading.Barrier(len(stores))
+    results: list[object] = []
+
+    def pull(store: ImageStore) -> None:
+        barrier.wait()
+        try:
+            results.append(store.pull(built.ref).digest)
+        except Exception as exc:  # surfaced by the assert below
+            results.append(exc)
+
+    threads = [threading.Thread(target=pull, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results == [built.digest] * len(stores)
+    gets = registry.blob_gets(built.repository)
+    for layer in built.layers:
+        assert len([g for g in gets if layer.digest in g]) == 1, layer.digest
+    assert sum(s.stats.layers_unpacked for s in stores) == len(built.layers)
