@@ -26,11 +26,10 @@ that must undo the DNAT, unless br_netfilter happens to be loaded.
 The whole per-agent table is rendered from the persisted state and replaced in
 one ``nft -f`` transaction (atomic: no moment without rules) on setup; after
 that a publish or unpublish refills only the ``publish`` chain, also in one
-transaction. Every publish
-rule carries the container id as its comment, so what belongs to whom is
-visible in ``nft list table`` and unpublishing a container drops exactly its
-rules. Existing connections are unaffected by a replacement: their NAT
-bindings live in conntrack, not in the rules.
+transaction. Every publish rule carries the container id as its comment, so
+what belongs to whom is visible in ``nft list table`` and unpublishing a
+container drops exactly its rules. Existing connections are unaffected by a
+replacement: their NAT bindings live in conntrack, not in the rules.
 """
 
 from __future__ import annotations
