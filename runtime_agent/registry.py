@@ -302,6 +302,20 @@ class RegistryClient:
             except (dxf_errors.DXFError, requests.RequestException) as exc:
                 self._fail(exc, "push blob", f"{repo} ({path})")
 
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Link a blob another repository of this registry has into ``repo``
+        without uploading it. False when the registry would not (then push)."""
+        if not DIGEST_RE.match(digest):
+            raise InvalidRequest(f"bad blob digest {digest!r}", field="digest")
+        with self._lock:
+            try:
+                self._repo(repo).mount_blob(from_repo, digest)
+            except dxf_errors.DXFMountFailed:
+                return False
+            except (dxf_errors.DXFError, requests.RequestException) as exc:
+                self._fail(exc, "mount blob", f"{repo}@{digest} from {from_repo}")
+        return True
+
     def push_blob_bytes(self, repo: str, data: bytes) -> str:
         """Upload small in-memory content (an image config); skipped if present."""
         digest = sha256_digest(data)

@@ -137,3 +137,17 @@ def test_it_authenticates_with_bearer_tokens(tmp_path: Path, busybox_image: Buil
     assert digest == image.digest
     assert f"repository:{image.repository}:pull,push" in granted
     assert f"repository:{image.repository}:pull" in granted
+
+
+def test_it_mounts_a_blob_from_another_repository_without_uploading(
+    registry: TestRegistry, busybox_image: BuiltImage
+):
+    target = busybox_image.repository + "-mounted"
+    layer = busybox_image.layers[0].digest
+    with registry.client() as client:
+        assert not client.has_blob(target, layer)
+        assert client.mount_blob(target, layer, busybox_image.repository)
+        assert client.has_blob(target, layer)
+        missing = "sha256:" + "e" * 64
+        assert not client.mount_blob(target, missing, busybox_image.repository)
+    assert not [line for line in registry.access_log() if f'"PUT /v2/{target}/blobs' in line]
