@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import logging
 import os
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Interface
@@ -23,8 +22,6 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from runtime_agent import nsthread
 from runtime_agent.errors import NetworkError
-
-log = logging.getLogger("runtime_agent.network")
 
 NETNS_DIR = Path("/var/run/netns")
 CONTAINER_IFNAME = "eth0"
