@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.agentproc import REPO, AgentProcess, cleanup
+from tests.agent.agentproc import REPO, AgentProcess, cleanup, free_port
 from tests.conftest import have, is_root
+from tests.support.images import HTTP_PORT
 
 needs_root = pytest.mark.skipif(not (is_root() and have("runc")), reason="needs root and runc")
 
@@ -99,3 +100,84 @@ def test_it_exits_1_when_its_port_is_taken(agent):
         assert agent.proc is not None
         assert agent.proc.wait(timeout=60) == 1
     assert "cannot start" in agent.stderr()
+
+
+def fetch(port: int, timeout_s: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                return resp.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie is not: once no agent is its subreaper, some other
+    ancestor reaps it whenever it gets to it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def ticks(agent: AgentProcess, name: str) -> list[int]:
+    status, lines = agent.request("GET", f"/v1/containers/{name}/logs?tail=all")
+    assert status == 200
+    return [int(x["line"].split()[1]) for x in lines if x["line"].startswith("tick ")]
+
+
+@needs_root
+@pytest.mark.root
+def test_sigterm_leaves_a_container_serving_and_the_next_agent_process_readopts_it(
+    agent, registry, busybox_image
+):
+    agent.extra_env = {
+        "PAAS_AGENT_REGISTRY_USER": registry.username,
+        "PAAS_AGENT_REGISTRY_PASSWORD": registry.password,
+        "PAAS_AGENT_REGISTRY_CA": str(registry.ca_file),
+    }
+    agent.start()
+    name, host_port = f"survivor-{agent.bridge[2:]}", free_port()
+    script = (
+        f"httpd -f -p {HTTP_PORT} -h /www & "
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
+    )
+    status, info = agent.request(
+        "POST",
+        "/v1/containers",
+        {
+            "name": name,
+            "image": busybox_image.ref,
+            "cmd": ["sh", "-c", script],
+            "ports": [{"container_port": HTTP_PORT, "host_port": host_port}],
+        },
+    )
+    assert status == 201, info
+    assert fetch(host_port) == busybox_image.index_body
+    before = ticks(agent, name)
+
+    assert agent.terminate() == 0
+    assert alive(info["pid"])  # still running without any agent
+    assert fetch(host_port) == busybox_image.index_body  # and still published
+    time.sleep(0.5)  # it keeps logging while no agent is there
+
+    agent.start()  # a second agent process on the same root
+    status, again = agent.request("GET", f"/v1/containers/{name}")
+    assert status == 200
+    assert (again["state"], again["pid"]) == ("running", info["pid"])
+    assert again["address"] == info["address"]
+    time.sleep(0.3)
+    after = ticks(agent, name)
+    # Continuous: every tick from before, through the gap, with none missing.
+    assert after[: len(before)] == before
+    assert after == list(range(after[0], after[0] + len(after)))
+    assert len(after) >= len(before) + 5
+
+    status, removed = agent.request("DELETE", f"/v1/containers/{name}?force=1")
+    assert (status, removed) == (200, {"name": name, "removed": True})
+    assert not alive(info["pid"])
+    assert agent.terminate() == 0
