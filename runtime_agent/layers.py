@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from runtime_agent.errors import UnsafeArchive
+from runtime_agent.errors import AgentError, UnsafeArchive
 from runtime_agent.safepath import clean_member_name, link_target_inside, resolve_inside
 
 log = logging.getLogger("runtime_agent.layers")
@@ -81,7 +81,7 @@ def unpack_layer(tar_path: Path, dest_dir: Path, *, max_bytes: int | None = None
         try:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
-                    written += _unpack_member(tar, member, dest, dir_times)
+                    written += _unpack_entry(tar, member, dest, dir_times)
                     if max_bytes is not None and written > max_bytes:
                         raise UnsafeArchive(f"layer unpacks to more than {max_bytes} bytes")
             stream.drain()  # the zero padding after the end marker is hashed too
@@ -126,6 +126,27 @@ class _HashingReader(io.RawIOBase):
 
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()
+
+
+def _unpack_entry(
+    tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path, dir_times: list[tuple[Path, int]]
+) -> int:
+    """One entry; OS errors name the entry (and the ones only a malformed
+    archive causes are reported as such)."""
+    try:
+        return _unpack_member(tar, m, dest, dir_times)
+    except UnsafeArchive:
+        raise
+    except OSError as exc:
+        if exc.errno in _ARCHIVE_ERRNOS:
+            msg = f"entry {m.name!r} cannot be unpacked: {exc}"
+            raise UnsafeArchive(msg, entry=m.name) from exc
+        raise AgentError(f"unpacking entry {m.name!r} failed: {exc}", entry=m.name) from exc
+
+
+# Errors a well-formed layer never causes (a name too long, a file where a
+# directory must be, a symlink loop); anything else (ENOSPC, EIO) is the host's.
+_ARCHIVE_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EEXIST}
 
 
 def _unpack_member(
@@ -325,7 +346,7 @@ def pack_layer(
             diff = _HashingWriter(gz)
             with tarfile.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 seen: dict[tuple[int, int], str] = {}
-                for rel, path, st in _walk_sorted(src, ""):
+                for rel, path, st in _walk_sorted(src, "", os.lstat(src).st_dev):
                     _pack_entry(tar, rel, path, st, from_overlay_upper, mtime, seen)
         raw.flush()
         os.fsync(raw.fileno())
@@ -358,17 +379,23 @@ class _HashingWriter(io.RawIOBase):
         return "sha256:" + self._hash.hexdigest()
 
 
-def _walk_sorted(dir_path: Path, rel_dir: str) -> Iterator[tuple[str, Path, os.stat_result]]:
+def _walk_sorted(
+    dir_path: Path, rel_dir: str, device: int
+) -> Iterator[tuple[str, Path, os.stat_result]]:
     """Every entry under ``dir_path`` (not itself), depth first, siblings in
     byte order of their names (like GNU tar --sort=name); never follows
-    symlinks."""
+    symlinks, never descends into another filesystem (a rootfs may still
+    have /proc mounted: its mount point is packed, not its contents)."""
     for name in sorted(os.listdir(dir_path), key=os.fsencode):
         path = dir_path / name
         rel = f"{rel_dir}{name}"
         st = os.lstat(path)
         yield rel, path, st
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk_sorted(path, rel + "/")
+            if st.st_dev == device:
+                yield from _walk_sorted(path, rel + "/", device)
+            else:
+                log.info("not descending into %s: another filesystem is mounted there", rel)
 
 
 def _pack_entry(

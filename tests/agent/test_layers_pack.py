@@ -133,3 +133,21 @@ def test_pack_then_unpack_gives_back_the_same_tree(tmp_path: Path):
         )
     assert os.stat(out / "app/main.py").st_ino == os.stat(out / "app/main-copy.py").st_ino
     assert os.readlink(out / "app/current") == "main.py"
+
+
+@pytest.mark.root
+def test_it_packs_a_mount_point_but_not_the_filesystem_mounted_there(tmp_path: Path):
+    from runtime_agent.cmd import run
+
+    tree = make_tree(tmp_path / "tree")
+    (tree / "proc").mkdir()
+    run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tree / "proc")])
+    try:
+        (tree / "proc/host-only").write_text("not for the image")
+        pack_layer(tree, tmp_path / "l.tgz", from_overlay_upper=False)
+    finally:
+        run(["umount", str(tree / "proc")])
+    with tarfile.open(tmp_path / "l.tgz") as tar:
+        names = tar.getnames()
+    assert "proc" in names
+    assert "proc/host-only" not in names

@@ -261,3 +261,10 @@ def test_it_reports_the_diff_id_of_the_uncompressed_tar(sandbox, tmp_path):
     tar = make_tar(tmp_path / "l.tgz", [file_entry("a", b"hello")])
     expected = "sha256:" + hashlib.sha256(gzip.decompress(tar.read_bytes())).hexdigest()
     assert unpack_layer(tar, dest).diff_id == expected
+
+
+def test_an_entry_the_filesystem_cannot_take_is_reported_as_unsafe(sandbox, tmp_path):
+    dest, _ = sandbox
+    tar = make_tar(tmp_path / "l.tgz", [file_entry("a" * 300)])  # NAME_MAX is 255
+    with pytest.raises(UnsafeArchive, match="cannot be unpacked"):
+        unpack_layer(tar, dest)
