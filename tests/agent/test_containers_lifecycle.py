@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 
 from runtime_agent.errors import Conflict, NotFound
-from runtime_agent.logs import parse_time
+from runtime_agent.logs import REDIS_STREAM_PREFIX, parse_time
 from runtime_agent.states import ContainerState as S
 from runtime_agent.wire import ExecRequest
 from tests.support.agent import (
@@ -23,6 +24,7 @@ from tests.support.agent import (
     unique,
     wait_state,
 )
+from tests.support.redis_server import run_redis
 
 pytestmark = pytest.mark.root
 
@@ -316,3 +318,29 @@ async def test_concurrent_creates_and_removes_do_not_trip_over_each_other(manage
     await asyncio.gather(*(manager.remove(n, force=True) for n in names))
     assert manager.list() == []
     assert agent.network.attachments() == {}
+
+
+async def test_log_lines_reach_the_redis_stream_when_configured(tmp_agent_root, tmp_path):
+    with run_redis(tmp_path / "redis") as url:
+        a = AgentUnderTest(tmp_agent_root, LocalImages(tmp_path / "images"), redis_url=url)
+        await a.setup()
+        try:
+            manager = await a.manager()
+            name = unique()
+            await manager.create(request(name, ["sh", "-c", "echo to-redis; echo err >&2"]))
+            client = redis.asyncio.Redis.from_url(url)
+            try:
+
+                async def entries():
+                    got = await client.xrange(REDIS_STREAM_PREFIX + name)
+                    return got if len(got) == 2 else None
+
+                got = await eventually(entries, 10, "two stream entries")
+            finally:
+                await client.aclose()
+        finally:
+            await a.cleanup()
+    assert sorted((f[b"stream"], f[b"line"]) for _, f in got) == [
+        (b"stderr", b"err"),
+        (b"stdout", b"to-redis"),
+    ]
