@@ -100,8 +100,15 @@ def build_image(
     try:
         return _build(source_dir, app, build_id, version, config, say, work, client, started)
     except BuildFailed as exc:
-        say(f"build failed: {exc}")
-        raise
+        # The message and command end up in the Build record: mask them too.
+        failed = BuildFailed(
+            say.redact(exc.message),
+            step=say.redact(exc.step),
+            command=say.redact(exc.command),
+            exit_code=exc.exit_code,
+        )
+        say(f"build failed: {failed}")
+        raise failed from exc
     except AgentError as exc:
         say(f"build failed: {exc.message}")
         raise BuildFailed(say.redact(exc.message), step="build") from exc
@@ -327,23 +334,31 @@ def _run_steps(
     for index, step in enumerate(plan.steps):
         t0 = time.monotonic()
         step_dir = work / f"step-{index}"
-        if isinstance(step, CopyStep):
-            say(f"-----> {step.name}")
-            tree = step_dir / "tree"
-            tree.mkdir(parents=True)
-            materialize_copy(step, tree, lowers)
-            info = pack_layer(tree, step_dir / "layer.tar.gz", from_overlay_upper=False)
-            layer = oci.Layer(info, step_dir / "layer.tar.gz", created_by=step.name)
-            cached = False
-        else:
-            tree, layer, cached = _run_or_reuse(step, layers, lowers, step_dir, env, cache, say)
+        try:
+            if isinstance(step, CopyStep):
+                say(f"-----> {step.name}")
+                tree, layer = _copy_layer(step, lowers, step_dir)
+                cached = False
+            else:
+                tree, layer, cached = _run_or_reuse(step, layers, lowers, step_dir, env, cache, say)
+        except AgentError as exc:
+            # runc, mount or netns trouble: still name the step it broke.
+            raise BuildFailed(exc.message, step=step.name) from exc
         lowers.insert(0, tree)
         layers.append(layer)
         duration = time.monotonic() - t0
         command = step.command if isinstance(step, RunStep) else ""
-        records.append(StepRecord(step.name, command, duration, cached))
+        records.append(StepRecord(say.redact(step.name), say.redact(command), duration, cached))
         say(f"       {step.name}: {duration:.2f} s{' (cached)' if cached else ''}")
     return layers, records
+
+
+def _copy_layer(step: CopyStep, lowers: list[Path], step_dir: Path) -> tuple[Path, oci.Layer]:
+    tree = step_dir / "tree"
+    tree.mkdir(parents=True)
+    materialize_copy(step, tree, lowers)
+    info = pack_layer(tree, step_dir / "layer.tar.gz", from_overlay_upper=False)
+    return tree, oci.Layer(info, step_dir / "layer.tar.gz", created_by=step.name)
 
 
 def _run_or_reuse(

@@ -304,9 +304,9 @@ def _copy_or_add(state: _State, value: str, line: int, instruction: str) -> None
         )
     *sources, dest = words
     workdir = state.settings.workdir or "/"
-    dest_abs = posixpath.join(workdir, dest)
-    if dest.endswith("/") and not dest_abs.endswith("/"):
-        dest_abs += "/"
+    dest_abs = posixpath.normpath(posixpath.join(workdir, dest))
+    if dest.endswith(("/", "/.")) or dest == ".":
+        dest_abs = dest_abs.rstrip("/") + "/"  # "into this directory"
     expanded: list[Path] = []
     for src in sources:
         if instruction == "ADD" and _URL_RE.match(src):

@@ -16,6 +16,7 @@ image.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from runtime_agent.layers import LayerInfo, pack_layer
 from runtime_agent.registry import RegistryClient
 
 # Bumped when the way a stack is made changes (so cached stacks are rebuilt).
-STACK_FORMAT = "2"
+STACK_FORMAT = "3"
 DEFAULT_PACKAGES = (
     "python3",
     "python3-venv",
@@ -113,6 +114,15 @@ def _apt_install(rootfs: Path, packages: tuple[str, ...], log: Callable[[str], N
             timeout=APT_TIMEOUT_S,
         )
         run(["chroot", str(rootfs), "apt-get", "clean"], env=env, timeout=120)
+        # Layers get one fixed mtime, which makes mtime-stamped .pyc files
+        # stale: every container would recompile (and copy up) the stdlib.
+        # Hash-based .pyc files stay valid whatever the mtime.
+        run(
+            ["chroot", str(rootfs), "python3", "-m", "compileall", "-q", "-f",
+             "--invalidation-mode", "unchecked-hash",
+             "/usr/lib/python3.11", "/usr/lib/python3/dist-packages"],
+            env=env, timeout=600, check=False,
+        )  # fmt: skip
     finally:
         run(["umount", "-l", str(proc_dir)], check=False)
         policy.unlink(missing_ok=True)
@@ -150,10 +160,17 @@ def pack_stack(
     blob, meta = base / "layer.tar.gz", base / "layer.json"
     if meta.exists() and blob.exists():
         return blob, LayerInfo(**json.loads(meta.read_text()))
-    rootfs = build_rootfs(spec, cache_dir, log)
-    log(f"stack {spec.name}: packing the root filesystem into a layer")
-    info = pack_layer(rootfs, blob, from_overlay_upper=False)
-    meta.write_text(json.dumps(info.__dict__))
+    base.mkdir(parents=True, exist_ok=True)
+    # Two workers (or test sessions) starting at once: one builds, the
+    # other waits and then finds it made.
+    with open(base.parent / f".{base.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if meta.exists() and blob.exists():
+            return blob, LayerInfo(**json.loads(meta.read_text()))
+        rootfs = build_rootfs(spec, cache_dir, log)
+        log(f"stack {spec.name}: packing the root filesystem into a layer")
+        info = pack_layer(rootfs, blob, from_overlay_upper=False)
+        meta.write_text(json.dumps(info.__dict__))
     return blob, info
 
 

@@ -21,7 +21,7 @@ from paas.builds.engine.errors import BuildFailed
 from paas.builds.engine.plan import BindMount, BuildPlan, RunStep, Step
 from paas.builds.engine.source import hash_parts
 
-VERSION = "python-1"
+VERSION = "python-2"
 VENV = "/app/.venv"
 PIP_CACHE = "/var/cache/paas/pip"
 DEPS_MOUNT = "/var/lib/paas/deps"
@@ -141,7 +141,9 @@ def _install_step(inp: BuildpackInput, text: str, origin: str) -> RunStep:
     script = (
         f"python3 -m venv --without-pip {VENV} && "
         f"python3 -m pip --python {VENV}/bin/python install --no-warn-script-location "
-        f"-r {DEPS_MOUNT}/requirements.txt"
+        f"-r {DEPS_MOUNT}/requirements.txt && "
+        # Hash-based .pyc files stay valid under the layer's fixed mtimes.
+        f"python3 -m compileall -q -f --invalidation-mode unchecked-hash {VENV} >/dev/null"
     )
     key = hash_parts(
         VERSION, inp.base_digest, text, *(_included_files(inp.source_dir, text)),

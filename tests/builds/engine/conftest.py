@@ -1,0 +1,153 @@
+"""Fixtures for the build engine's root tests: one registry, one published
+stack and one build network per test session (they are the slow parts).
+
+The stack's root filesystem and layer are cached across sessions under
+PAAS_BUILD_TEST_CACHE (default /var/cache/paas-build-test), like a worker's
+stack cache: the first session on a machine pays for debootstrap (about a
+minute), later ones only push the stack to their fresh registry."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+
+from paas.builds.engine.config import BuildConfig, BuildLimits, BuildNetwork, RegistrySettings
+from paas.builds.engine.stack import StackSpec, publish_stack
+from runtime_agent.images import ImageStore
+from runtime_agent.network import HostNetwork
+from tests.builds.engine.support import make_wheel, serve_index
+from tests.support.registry import TestRegistry, run_registry
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+STACK_CACHE = Path(os.environ.get("PAAS_BUILD_TEST_CACHE", "/var/cache/paas-build-test"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "docker: starts a real dockerd (docker interop)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="needs root, runc and overlayfs")
+        for item in items:
+            if "root" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestRegistry]:
+    with run_registry(tmp_path_factory.mktemp("build-registry")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def registry_settings(registry: TestRegistry) -> RegistrySettings:
+    return RegistrySettings(
+        host=registry.host,
+        username=registry.username,
+        password=registry.password,
+        scheme=registry.scheme,
+        ca_file=str(registry.ca_file) if registry.ca_file else None,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_ref(registry_settings: RegistrySettings) -> str:
+    with registry_settings.client() as client:
+        return publish_stack(StackSpec(), STACK_CACHE, client, print)
+
+
+@pytest.fixture(scope="session")
+def build_network(
+    tmp_path_factory: pytest.TempPathFactory, run_id: str
+) -> Iterator[tuple[BuildNetwork, HostNetwork]]:
+    subnet = IPv4Network(f"10.{secrets.choice(range(100, 200))}.{secrets.randbelow(256)}.0/24")
+    settings = BuildNetwork(
+        state_dir=tmp_path_factory.mktemp("build-net"),
+        bridge=f"pb{run_id}",
+        subnet=subnet,
+        nft_table=f"paasbuild_{run_id}",
+    )
+    net = HostNetwork(settings.state_dir, settings.bridge, settings.subnet, settings.nft_table)
+    net.setup()
+    try:
+        yield settings, net
+    finally:
+        net.teardown()
+
+
+@pytest.fixture(scope="session")
+def image_store_dir() -> Path:
+    # Content-addressed and locked: sharing it across sessions only saves
+    # unpacking the stack again.
+    path = STACK_CACHE / "image-store"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Dependency layers and download caches, fresh for every session so
+    the first build of a session really runs pip."""
+    return tmp_path_factory.mktemp("build-cache")
+
+
+@pytest.fixture(scope="session")
+def package_index(
+    tmp_path_factory: pytest.TempPathFactory, build_network: tuple[BuildNetwork, HostNetwork]
+) -> Iterator:
+    wheels = tmp_path_factory.mktemp("wheels")
+    wheel = make_wheel(wheels, "tinydep", "1.0", 'GREETING = "hello from tinydep"\n')
+    with serve_index(str(build_network[1].gateway), [wheel]) as index:
+        yield index
+
+
+@pytest.fixture
+def engine_config(
+    tmp_path: Path,
+    registry_settings: RegistrySettings,
+    stack_ref: str,
+    build_network: tuple[BuildNetwork, HostNetwork],
+    image_store_dir: Path,
+    session_cache: Path,
+    package_index,
+) -> BuildConfig:
+    return BuildConfig(
+        registry=registry_settings,
+        stack_ref=stack_ref,
+        cache_dir=session_cache,
+        work_dir=tmp_path / "work",
+        runc_root=tmp_path / "runc",
+        network=build_network[0],
+        limits=BuildLimits(memory_bytes=1 << 30, cpus=1.0, pids=512, wall_time_s=300),
+        pip_index_url=package_index.url,
+        npm_registry_url=f"http://{build_network[1].gateway}:9/",  # nothing there: no internet
+        keep_images=10,
+        image_store_dir=image_store_dir,
+    )
+
+
+@pytest.fixture
+def image_store(image_store_dir: Path, registry_settings: RegistrySettings) -> Iterator[ImageStore]:
+    creds = (registry_settings.username or "", registry_settings.password or "")
+    store = ImageStore(image_store_dir, lambda host: creds, ca_file=registry_settings.ca_file)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def sample(tmp_path: Path):
+    """A copy of a sample app that the test may edit."""
+
+    def copy(name: str) -> Path:
+        dest = tmp_path / "src" / name
+        shutil.copytree(SAMPLES / name, dest)
+        return dest
+
+    return copy

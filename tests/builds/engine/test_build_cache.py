@@ -1,0 +1,96 @@
+"""Caching: unchanged dependencies are not installed again, identical
+source gives the identical image, layers are reproducible, old versions
+are pruned."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from paas.builds.engine.build import build_image
+from runtime_agent.errors import ImageNotFound
+from tests.builds.engine.support import http_get, run_image
+
+
+def build(config, source, app, version, lines=None):
+    return build_image(
+        source_dir=source, app=app, build_id=f"b{version}", version=version, config=config,
+        log=(lines if lines is not None else []).append,
+    )  # fmt: skip
+
+
+@pytest.mark.root
+def test_a_rebuild_with_unchanged_dependencies_does_not_run_pip(
+    engine_config, sample, package_index, image_store, build_network, tmp_path
+):
+    app = f"rebuild-{uuid.uuid4().hex[:6]}"
+    src = sample("python-deps")
+    # A requirements text no other test uses: the first build must install.
+    (src / "requirements.txt").write_text(f"# {app}\ntinydep==1.0\n")
+    first = build(engine_config, src, app, 1)
+    install = first.steps[0]
+    assert install.name == "install dependencies (requirements.txt)"
+    assert install.cached is False
+
+    (src / "app.py").write_text((src / "app.py").read_text() + "\n# changed code\n")
+    asked_before = len(package_index.requests)
+    lines: list[str] = []
+    second = build(engine_config, src, app, 2, lines)
+    assert second.steps[0].cached is True
+    assert "unchanged, using the cached layer (pip not run)" in "\n".join(lines)
+    assert len(package_index.requests) == asked_before  # the index was not even asked
+    assert second.digest != first.digest  # the code changed
+    with run_image(image_store, second.digest_ref, build_network[1], tmp_path / "run") as (
+        address,
+        _out,
+    ):
+        assert http_get(address, 8080) == "hello from tinydep"
+
+
+@pytest.mark.root
+def test_identical_source_gives_the_identical_image(engine_config, sample):
+    app = f"same-{uuid.uuid4().hex[:6]}"
+    src = sample("static")
+    first = build(engine_config, src, app, 1)
+    lines: list[str] = []
+    second = build(engine_config, src, app, 2, lines)
+    assert second.digest == first.digest
+    assert second.reused is True
+    with engine_config.registry.client() as client:
+        assert client.get_manifest(app, "v1")[1] == client.get_manifest(app, "v2")[1]
+
+
+def layer_digests(client, result) -> list[str]:
+    repo = result.image_ref.split("/", 1)[1].rsplit(":", 1)[0]
+    manifest = json.loads(client.get_manifest(repo, result.digest)[0])
+    return [d["digest"] for d in manifest["layers"]]
+
+
+@pytest.mark.root
+def test_layers_are_reproducible_across_apps(engine_config, sample):
+    # Different apps get different configs (labels), but the same source
+    # makes byte-identical layers, so the registry stores them once.
+    src = sample("node-nodeps")
+    results = [build(engine_config, src, f"repro{i}-{uuid.uuid4().hex[:6]}", 1) for i in (1, 2)]
+    with engine_config.registry.client() as client:
+        layers = [layer_digests(client, r) for r in results]
+    assert layers[0] == layers[1]
+    assert results[0].digest != results[1].digest
+
+
+@pytest.mark.root
+def test_images_beyond_keep_images_are_deleted(engine_config, sample):
+    config = replace(engine_config, keep_images=2)
+    app = f"prune-{uuid.uuid4().hex[:6]}"
+    src = sample("static")
+    for version in (1, 2, 3):
+        (src / "public" / "index.html").write_text(f"version {version}\n")
+        build(config, src, app, version)
+    with config.registry.client() as client:
+        with pytest.raises(ImageNotFound):
+            client.get_manifest(app, "v1")
+        assert client.get_manifest(app, "v3")[1]
+        assert client.get_manifest(app, "v2")[1]

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from paas.builds.engine.detect import AppKind, detect_kind
+from paas.builds.engine.errors import BuildFailed
+from paas.builds.engine.procfile import parse_procfile, read_procfile
+
+
+def write(root: Path, rel: str, text: str = "x") -> None:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text(text)
+
+
+def test_a_dockerfile_wins_over_every_other_kind(tmp_path):
+    for rel in ("Dockerfile", "requirements.txt", "package.json", "index.html"):
+        write(tmp_path, rel)
+    assert detect_kind(tmp_path) == (AppKind.DOCKERFILE, "Dockerfile")
+
+
+def test_python_wins_over_node_and_static(tmp_path):
+    for rel in ("pyproject.toml", "package.json", "index.html"):
+        write(tmp_path, rel)
+    assert detect_kind(tmp_path) == (AppKind.PYTHON, "pyproject.toml")
+
+
+def test_node_wins_over_static(tmp_path):
+    write(tmp_path, "package.json")
+    write(tmp_path, "public/index.html")
+    assert detect_kind(tmp_path)[0] == AppKind.NODE
+
+
+def test_an_index_html_in_public_is_a_static_site(tmp_path):
+    write(tmp_path, "public/index.html")
+    assert detect_kind(tmp_path) == (AppKind.STATIC, "public/index.html")
+
+
+def test_it_fails_listing_what_it_looked_for(tmp_path):
+    write(tmp_path, "README.md")
+    with pytest.raises(BuildFailed) as exc:
+        detect_kind(tmp_path)
+    for name in ("Dockerfile", "requirements.txt", "pyproject.toml", "package.json", "index.html"):
+        assert name in exc.value.message
+    assert exc.value.step == "detect"
+
+
+def test_a_symlinked_marker_file_does_not_count(tmp_path):
+    write(tmp_path, "real.txt")
+    (tmp_path / "requirements.txt").symlink_to("real.txt")
+    with pytest.raises(BuildFailed):
+        detect_kind(tmp_path)
+
+
+def test_procfile_keeps_every_process_type_in_order():
+    text = "# processes\nweb: gunicorn app:app --bind 0.0.0.0:$PORT\n\nworker: python3 w.py\n"
+    assert parse_procfile(text) == {
+        "web": "gunicorn app:app --bind 0.0.0.0:$PORT",
+        "worker": "python3 w.py",
+    }
+
+
+def test_procfile_names_a_bad_line():
+    with pytest.raises(BuildFailed, match="line 2"):
+        parse_procfile("web: a\nthis is not a process\n")
+
+
+def test_procfile_refuses_a_duplicated_type():
+    with pytest.raises(BuildFailed, match="'web' is defined twice"):
+        parse_procfile("web: a\nweb: b\n")
+
+
+def test_no_procfile_means_no_process_types(tmp_path):
+    assert read_procfile(tmp_path) == {}

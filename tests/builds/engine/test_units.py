@@ -1,0 +1,90 @@
+"""Pieces of the engine that need neither root nor a registry."""
+
+import json
+import os
+
+from paas.builds.engine import image as oci
+from paas.builds.engine.files import materialize_copy, resolve
+from paas.builds.engine.plan import CopyItem, CopyStep, ImageSettings
+from paas.builds.engine.redact import BuildLog
+from paas.builds.engine.source import source_digest
+from paas.builds.engine.steps import _keep_only
+from runtime_agent.layers import LayerInfo
+
+
+def test_every_secret_is_masked_in_every_line():
+    lines: list[str] = []
+    log = BuildLog(lines.append, ["hunter22", "tok-abc"])
+    log("password=hunter22\nheader: Bearer tok-abc and hunter22")
+    assert lines == ["password=***", "header: Bearer *** and ***"]
+
+
+def test_a_longer_secret_containing_a_shorter_one_is_masked_whole():
+    lines: list[str] = []
+    BuildLog(lines.append, ["abc", "abcdef"])("x abcdef y")
+    assert lines == ["x *** y"]
+
+
+def test_source_digest_ignores_timestamps_but_not_content(tmp_path):
+    (tmp_path / "a.py").write_text("print(1)")
+    first = source_digest(tmp_path)
+    os.utime(tmp_path / "a.py", (1, 1))
+    assert source_digest(tmp_path) == first
+    (tmp_path / "a.py").write_text("print(2)")
+    assert source_digest(tmp_path) != first
+
+
+def test_copy_follows_the_image_symlinks(tmp_path):
+    # bookworm's /bin is a link to usr/bin: a COPY to /bin/x lands in usr/bin.
+    lower = tmp_path / "lower"
+    (lower / "usr/bin").mkdir(parents=True)
+    (lower / "bin").symlink_to("usr/bin")
+    (lower / "tmp").mkdir()
+    os.chmod(lower / "tmp", 0o1777)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "tool").write_text("#!/bin/sh\n")
+    assert resolve([lower], "/bin/tool", "t") == "usr/bin/tool"
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    step = CopyStep(
+        name="COPY",
+        items=[CopyItem(src / "tool", "/bin/"), CopyItem(src / "tool", "/tmp/x/tool")],
+    )
+    materialize_copy(step, layer, [lower])
+    assert (layer / "usr/bin/tool").is_file()
+    assert not (layer / "bin").exists()
+    assert (layer / "tmp").stat().st_mode & 0o7777 == 0o1777  # parent mode kept
+
+
+def test_keep_only_leaves_the_kept_paths_and_their_parents(tmp_path):
+    (tmp_path / "app/.venv/bin").mkdir(parents=True)
+    (tmp_path / "app/.venv/bin/python").write_text("x")
+    (tmp_path / "app/junk").write_text("x")
+    (tmp_path / "root/.cache").mkdir(parents=True)
+    _keep_only(tmp_path, ("app/.venv",))
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "app", "app/.venv", "app/.venv/bin", "app/.venv/bin/python",
+    ]  # fmt: skip
+
+
+def test_image_config_and_manifest_are_oci_documents():
+    base = oci.Layer(LayerInfo("sha256:" + "a" * 64, "sha256:" + "b" * 64, 10), None, "stacks/x")
+    new = oci.Layer(LayerInfo("sha256:" + "c" * 64, "sha256:" + "d" * 64, 20), None, None, "add")
+    new = oci.Layer(new.info, path=__import__("pathlib").Path("/x"), created_by="add source")
+    settings = ImageSettings(
+        env={"PORT": "8080"}, cmd=["/bin/sh", "-c", "exec x"], exposed_ports=["8080/tcp"],
+        labels={"paas.app": "demo"},
+    )  # fmt: skip
+    config = oci.image_config(settings, [base, new], created="2026-01-01T00:00:00Z",
+                              base_history=[{"created_by": "debootstrap"}])  # fmt: skip
+    assert config["rootfs"]["diff_ids"] == ["sha256:" + "b" * 64, "sha256:" + "d" * 64]
+    assert config["config"]["WorkingDir"] == "/app"
+    assert config["config"]["ExposedPorts"] == {"8080/tcp": {}}
+    assert [h["created_by"] for h in config["history"]] == ["debootstrap", "add source"]
+    body = oci.canonical(config)
+    manifest = oci.manifest(body, "sha256:" + "e" * 64, [base, new])
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["config"]["size"] == len(body)
+    assert [layer["size"] for layer in manifest["layers"]] == [10, 20]
+    assert json.loads(oci.canonical(manifest)) == manifest

@@ -1,0 +1,16 @@
+import http.server
+import os
+
+import tinydep
+
+
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = tinydep.GREETING.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Hello).serve_forever()
