@@ -6,6 +6,7 @@ of an overlay mount is spelled out in full in its options)::
     layers/<hex>/        one unpacked layer, named by its blob digest
     blobs/sha256/<hex>   manifests and configs (layer tars are not kept)
     images/<hex>.json    what a pulled manifest resolved to
+    tags/<hash>.json     the digest a tag reference had when last pulled
     tmp/                 work in progress; renamed into place when complete
     locks/               flock files (one per layer, one for gc)
 
@@ -54,6 +55,7 @@ from runtime_agent.registry import (
     OCI_MANIFEST,
     ImageRef,
     RegistryClient,
+    sha256_digest,
 )
 
 log = logging.getLogger("runtime_agent.images")
@@ -118,7 +120,7 @@ class ImageStore:
         self._clients: dict[str, RegistryClient] = {}
         self._clients_lock = threading.Lock()
         self.stats = StoreStats()
-        for sub in ("layers", "blobs/sha256", "images", "tmp", "locks"):
+        for sub in ("layers", "blobs/sha256", "images", "tags", "tmp", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def close(self) -> None:
@@ -129,32 +131,40 @@ class ImageStore:
 
     # -------------------------------------------------------------- pulling
 
-    def pull(self, ref: str) -> Image:
+    def pull(self, ref: str, *, refresh: bool = True) -> Image:
         """Make ``ref`` available locally and describe it.
 
         A digest reference already in the store needs no network at all; a
         tag costs one manifest request (tags move), and nothing more when
-        its layers are here.
+        its layers are here. ``refresh=False`` trusts the last pull of the
+        tag instead (like ``docker run``'s pull policy "missing").
         """
         parsed = ImageRef.parse(ref)
         with self._shared_lock():
-            if parsed.digest:
-                cached = self._cached(parsed.digest, ref)
+            known = parsed.digest or (None if refresh else self._tag_digest(ref))
+            if known:
+                cached = self._cached(known, ref)
                 if cached:
                     return cached
-            client = self._client(parsed.registry)
-            data, digest, media_type = client.get_manifest(parsed.repository, parsed.reference)
-            index_digest = None
-            if media_type in INDEX_TYPES:
-                index_digest = digest
-                child = _pick_platform(data, ref)
-                data, digest, media_type = client.get_manifest(parsed.repository, child)
-            cached = self._cached(digest, ref)
-            if cached:
-                return cached
-            image = self._pull_manifest(client, parsed, ref, data, digest, media_type)
-            self._save_record(image, index_digest)
+            image = self._pull_from_registry(parsed, ref)
+            if not parsed.digest:
+                self._save_tag(ref, image.digest)
             return image
+
+    def _pull_from_registry(self, parsed: ImageRef, ref: str) -> Image:
+        client = self._client(parsed.registry)
+        data, digest, media_type = client.get_manifest(parsed.repository, parsed.reference)
+        index_digest = None
+        if media_type in INDEX_TYPES:
+            index_digest = digest
+            child = _pick_platform(data, ref)
+            data, digest, media_type = client.get_manifest(parsed.repository, child)
+        cached = self._cached(digest, ref)
+        if cached:
+            return cached
+        image = self._pull_manifest(client, parsed, ref, data, digest, media_type)
+        self._save_record(image, index_digest)
+        return image
 
     def _pull_manifest(
         self,
@@ -288,6 +298,19 @@ class ImageStore:
                 out.append(image)
         return out
 
+    def _tag_path(self, ref: str) -> Path:
+        return self.root / "tags" / (sha256_digest(ref.encode())[7:39] + ".json")
+
+    def _tag_digest(self, ref: str) -> str | None:
+        path = self._tag_path(ref)
+        if not path.exists():
+            return None
+        info = _json(path.read_bytes(), str(path))
+        return str(info["digest"]) if info.get("ref") == ref else None
+
+    def _save_tag(self, ref: str, digest: str) -> None:
+        _write_json_atomic(self._tag_path(ref), {"ref": ref, "digest": digest})
+
     # ----------------------------------------------------------------- gc
 
     def gc(self, in_use_digests: set[str]) -> list[str]:
@@ -314,6 +337,9 @@ class ImageStore:
                     keep_blobs.update([info["digest"], info.get("config_digest", "")])
                 else:
                     record.unlink()
+            for tag in (self.root / "tags").glob("*.json"):
+                if _json(tag.read_bytes(), str(tag))["digest"] not in in_use:
+                    tag.unlink()
             self._remove_blobs(keep_blobs)
             removed = self._remove_layers(keep_layers)
             for leftover in (self.root / "tmp").iterdir():  # from a crashed pull

@@ -288,3 +288,22 @@ def test_concurrent_pulls_of_one_image_fetch_each_layer_once(
     for layer in built.layers:
         assert len([g for g in gets if layer.digest in g]) == 1, layer.digest
     assert sum(s.stats.layers_unpacked for s in stores) == len(built.layers)
+
+
+def test_a_pull_without_refresh_trusts_the_last_pull_of_the_tag(
+    tmp_agent_root: Path, registry: TestRegistry, busybox_image: BuiltImage
+):
+    store = make_store(tmp_agent_root, registry)
+    first = store.pull(busybox_image.ref)
+    requests_before = len(registry.access_log())
+    again = make_store(tmp_agent_root, registry).pull(busybox_image.ref, refresh=False)
+    assert again.digest == first.digest
+    assert len(registry.access_log()) == requests_before
+    # A tag never pulled here still goes to the registry.
+    from runtime_agent.errors import ImageNotFound
+
+    with pytest.raises(ImageNotFound):
+        store.pull(f"{busybox_image.registry}/{busybox_image.repository}:unknown", refresh=False)
+    # gc forgets tags of images not in use.
+    store.gc(set())
+    assert list((tmp_agent_root / "tags").iterdir()) == []
