@@ -1,0 +1,275 @@
+"""Benchmark: how much slower is starting a container through the agent's API
+than a bare ``runc run -d`` of the same bundle?
+
+Needs root, runc, docker-registry and nftables (as the agent's tests do).
+From the repository root::
+
+    .venv/bin/python bench/agent_start.py [--runs 25]
+
+What it does: starts a real registry (tests/support/registry.py), pushes the
+busybox httpd test image, starts a real agent process (``python -m
+runtime_agent``) and pulls the image through the API once (pulls are not
+what is measured). Then, alternating the two so drift hits both alike:
+
+- agent: ``POST /v1/containers`` with a published port, timing (a) request
+  -> the answer says running with a pid, (b) request -> ``GET /`` through the
+  published port on 127.0.0.1 answers 200; then the container is removed
+  (untimed);
+- bare runc: the bundle of a container the agent prepared but did not start
+  (same rootfs overlay, same spec, same netns), copied with its own cgroup,
+  timing (a) ``runc run -d`` returning (the process has started), (b) ``GET /``
+  on the container's address answering 200; then killed and deleted (untimed).
+
+Prints p50/p95 of each and the agent/bare ratios; the last line is one JSON
+object: {"bench": "agent_start", "figures": {...}, "goals": {...}, "ok": ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make `runtime_agent` and `tests` importable
+    sys.path.insert(0, str(REPO))
+
+from runtime_agent.cmd import run  # noqa: E402
+from tests.agent.agentproc import AgentProcess, cleanup, free_port  # noqa: E402
+from tests.support.images import HTTP_PORT, build_busybox_image  # noqa: E402
+from tests.support.registry import run_registry  # noqa: E402
+
+GOAL_RATIO = 2.0
+WARMUP = 2
+READY_TIMEOUT_S = 10.0
+
+
+def http_ok(host: str, port: int) -> bool:
+    """One plain HTTP/1.0 GET /; True on a 200. Raw sockets: cheap per try."""
+    try:
+        with socket.create_connection((host, port), timeout=1) as s:
+            s.sendall(b"GET / HTTP/1.0\r\nHost: bench\r\n\r\n")
+            status_line = s.recv(64).split(b"\r\n", 1)[0]
+            return status_line.startswith(b"HTTP/1.") and status_line[9:12] == b"200"
+    except OSError:
+        return False
+
+
+def wait_http(host: str, port: int) -> float:
+    """Poll until GET / answers 200; returns the monotonic time it did."""
+    deadline = time.perf_counter() + READY_TIMEOUT_S
+    while time.perf_counter() < deadline:
+        if http_ok(host, port):
+            return time.perf_counter()
+        time.sleep(0.0005)
+    raise RuntimeError(f"{host}:{port} did not answer within {READY_TIMEOUT_S}s")
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (no interpolation: a real sample)."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+class Bench:
+    def __init__(self, agent: AgentProcess, image_ref: str, workdir: Path) -> None:
+        self.agent = agent
+        self.image_ref = image_ref
+        self.workdir = workdir
+        self.runc_root = workdir / "bare-runc"  # our own runc state, apart from the agent's
+        self.tag = secrets.token_hex(3)
+        self.bare_ids: set[str] = set()
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        status, data = self.agent.request(method, path, body)
+        if status >= 300:
+            raise RuntimeError(f"{method} {path}: {status} {data}")
+        return data
+
+    # --- through the agent --------------------------------------------------------
+
+    def agent_once(self, i: int) -> tuple[float, float]:
+        name, port = f"bench-{self.tag}-{i}", free_port()
+        body = {
+            "name": name,
+            "image": self.image_ref,
+            "ports": [{"container_port": HTTP_PORT, "host_port": port}],
+        }
+        t0 = time.perf_counter()
+        info = self.api("POST", "/v1/containers", body)
+        deadline = t0 + READY_TIMEOUT_S
+        while not (info["state"] == "running" and info["pid"]):
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{name} did not start: {info}")
+            info = self.api("GET", f"/v1/containers/{name}")
+        started = time.perf_counter()
+        ready = wait_http("127.0.0.1", port)
+        self.api("DELETE", f"/v1/containers/{name}?force=1")
+        return started - t0, ready - t0
+
+    # --- bare runc ------------------------------------------------------------------
+
+    def prepare_bare(self) -> tuple[dict[str, Any], str]:
+        """A container the agent prepares but never starts: its bundle is ours to copy."""
+        name = f"bench-{self.tag}-bare"
+        info = self.api(
+            "POST", "/v1/containers", {"name": name, "image": self.image_ref, "start": False}
+        )
+        spec = json.loads(
+            (self.agent.root / "containers" / name / "bundle" / "config.json").read_text()
+        )
+        return spec, info["address"]
+
+    def bare_once(self, i: int, spec: dict[str, Any], address: str) -> tuple[float, float]:
+        cid = f"bare-{self.tag}-{i}"
+        bundle = self.workdir / "bundles" / cid
+        bundle.mkdir(parents=True)
+        # Same rootfs (absolute path to the agent's overlay), namespaces, mounts
+        # and limits; only the cgroup is the run's own.
+        spec = {**spec, "linux": {**spec["linux"], "cgroupsPath": f"/paas-bench-{cid}"}}
+        (bundle / "config.json").write_text(json.dumps(spec))
+        self.bare_ids.add(cid)
+        with open(bundle / "out.log", "wb") as out:
+            t0 = time.perf_counter()
+            run(
+                ["runc", "--root", str(self.runc_root), "run", "-d", "--bundle", str(bundle), cid],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                timeout=READY_TIMEOUT_S,
+            )
+            started = time.perf_counter()
+        ready = wait_http(address, HTTP_PORT)
+        self.remove_bare(cid)
+        shutil.rmtree(bundle, ignore_errors=True)
+        return started - t0, ready - t0
+
+    def remove_bare(self, cid: str) -> None:
+        run(["runc", "--root", str(self.runc_root), "kill", cid, "KILL"], check=False)
+        run(["runc", "--root", str(self.runc_root), "delete", "--force", cid], check=False)
+        self.bare_ids.discard(cid)
+
+
+def measure(bench: Bench, runs: int) -> dict[str, list[float]]:
+    spec, address = bench.prepare_bare()
+    samples: dict[str, list[float]] = {k: [] for k in ("agent_start", "agent_http", "bare_start",
+                                                       "bare_http")}  # fmt: skip
+    steps: list[tuple[str, Callable[[int], tuple[float, float]]]] = [
+        ("agent", bench.agent_once),
+        ("bare", lambda i: bench.bare_once(i, spec, address)),
+    ]
+    for i in range(WARMUP + runs):
+        # Alternate which goes first so neither always follows the other's teardown.
+        for kind, step in steps if i % 2 == 0 else steps[::-1]:
+            start, http = step(i)
+            if i >= WARMUP:
+                samples[f"{kind}_start"].append(start)
+                samples[f"{kind}_http"].append(http)
+    return samples
+
+
+def summarise(samples: dict[str, list[float]]) -> tuple[dict[str, Any], bool]:
+    figures: dict[str, Any] = {"runs": len(samples["agent_start"])}
+    for key, values in samples.items():
+        figures[f"{key}_p50_ms"] = round(pct(values, 50) * 1000, 2)
+        figures[f"{key}_p95_ms"] = round(pct(values, 95) * 1000, 2)
+        figures[f"{key}_mean_ms"] = round(statistics.fmean(values) * 1000, 2)
+    for what in ("start", "http"):
+        for q in ("p50", "p95"):
+            agent, bare = figures[f"agent_{what}_{q}_ms"], figures[f"bare_{what}_{q}_ms"]
+            figures[f"{what}_ratio_{q}"] = round(agent / bare, 2)
+    ok = figures["start_ratio_p50"] <= GOAL_RATIO and figures["http_ratio_p50"] <= GOAL_RATIO
+    return figures, ok
+
+
+def report(figures: dict[str, Any], ok: bool) -> None:
+    print(f"agent_start: {figures['runs']} runs each (after {WARMUP} warm-up runs)")
+    print(f"{'':32} {'p50 ms':>9} {'p95 ms':>9}")
+    rows = [
+        ("agent: request -> running (pid)", "agent_start"),
+        ("bare:  runc run -d returned", "bare_start"),
+        ("agent: request -> HTTP via port", "agent_http"),
+        ("bare:  run -> HTTP at address", "bare_http"),
+    ]
+    for label, key in rows:
+        print(f"{label:32} {figures[key + '_p50_ms']:>9} {figures[key + '_p95_ms']:>9}")
+    for what in ("start", "http"):
+        print(
+            f"ratio agent/bare ({what}): p50 {figures[what + '_ratio_p50']}x, "
+            f"p95 {figures[what + '_ratio_p95']}x (goal <= {GOAL_RATIO}x at p50)"
+        )
+    result = {
+        "bench": "agent_start",
+        "figures": figures,
+        "goals": {"start_overhead_ratio_max": GOAL_RATIO},
+        "ok": ok,
+    }
+    print(json.dumps(result, sort_keys=True))
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[Path]:
+    # Short path: overlay mount options repeat the layer paths and are capped at a page.
+    path = Path(tempfile.mkdtemp(prefix="pb-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=25, help="measured runs of each (>= 20)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("agent_start: needs root (runc, netns, nftables)", file=sys.stderr)
+        return 2
+    with scratch() as workdir:
+        (workdir / "registry").mkdir()
+        samples = _run(workdir, args.runs)
+    figures, ok = summarise(samples)
+    report(figures, ok)
+    return 0
+
+
+def _run(workdir: Path, runs: int) -> dict[str, list[float]]:
+    with run_registry(workdir / "registry") as registry:
+        image = build_busybox_image(registry, workdir / "image")
+        agent = AgentProcess.fresh(
+            workdir / "agent",
+            PAAS_AGENT_REGISTRY_USER=registry.username or "",
+            PAAS_AGENT_REGISTRY_PASSWORD=registry.password or "",
+            PAAS_AGENT_REGISTRY_CA=str(registry.ca_file or ""),
+            PAAS_AGENT_LOG_LEVEL="WARNING",
+        )
+        bench = Bench(agent, image.ref, workdir)
+        try:
+            agent.start()
+            bench.api("POST", "/v1/images/pull", {"ref": image.ref})
+            samples = measure(bench, runs)
+        finally:
+            for cid in list(bench.bare_ids):
+                bench.remove_bare(cid)
+            with contextlib.suppress(Exception):
+                for info in bench.api("GET", "/v1/containers")["containers"]:
+                    bench.api("DELETE", f"/v1/containers/{info['name']}?force=1")
+            with contextlib.suppress(Exception):
+                agent.terminate()
+            cleanup(agent)
+    return samples
+
+
+if __name__ == "__main__":
+    sys.exit(main())
