@@ -307,3 +307,59 @@ def test_a_pull_without_refresh_trusts_the_last_pull_of_the_tag(
     # gc forgets tags of images not in use.
     store.gc(set())
     assert list((tmp_agent_root / "tags").iterdir()) == []
+
+
+CHILD_PULL = """
+import sys
+from pathlib import Path
+from runtime_agent.images import ImageStore
+root, ref, host, user, password, ca = sys.argv[1:7]
+creds = lambda h: (user, password) if h == host else None
+ImageStore(Path(root), creds, ca_file=ca).pull(ref)
+"""
+
+
+@pytest.mark.slow
+def test_a_pull_killed_mid_unpack_leaves_no_half_layer(
+    tmp_agent_root: Path, registry: TestRegistry, tmp_path: Path
+):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    many = tmp_path / "many"
+    for i in range(3000):  # slow enough to unpack that we can kill it midway
+        d = many / f"d{i // 100}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_text(str(i))
+    layers = pack_dirs(tmp_path, [many])
+    repo = "test/many-files"
+    with registry.client() as client:
+        push_image(client, repo, "v1", layers, image_config([layers[0][1].diff_id]))
+    ref = f"{registry.host}/{repo}:v1"
+    args = [ref, registry.host, registry.username, registry.password, str(registry.ca_file)]
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_PULL, str(tmp_agent_root), *args],
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            partial = list((tmp_agent_root / "tmp").glob("*/root/d*"))
+            if len(partial) >= 3 or child.poll() is not None:
+                break
+            time.sleep(0.005)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL, "the pull finished before it could be killed"
+    store = make_store(tmp_agent_root, registry)
+    layer_dir = store.layer_dir(layers[0][1].digest)
+    assert not layer_dir.exists()  # the half-unpacked dir is in tmp/, not in layers/
+    assert list((tmp_agent_root / "tmp").iterdir())
+
+    image = store.pull(ref)  # starts over and completes
+    assert (store.lower_dirs(image)[0] / "d29/f2999").read_text() == "2999"
+    store.gc({image.digest})
+    assert list((tmp_agent_root / "tmp").iterdir()) == []
