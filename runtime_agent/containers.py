@@ -36,10 +36,10 @@ import shutil
 import signal as signals
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from runtime_agent import cgroups, overlay, spec, wire
 from runtime_agent.config import AgentConfig
@@ -63,6 +63,7 @@ from runtime_agent.supervision import (
 )
 
 log = logging.getLogger("runtime_agent.containers")
+T = TypeVar("T")
 
 S = ContainerState
 PR_SET_CHILD_SUBREAPER = 36
@@ -227,6 +228,9 @@ class ContainerManager:
         Idempotent by name: the same request again returns the existing
         container; a different request under a taken name is a Conflict.
         """
+        return await self._complete(self._create(req))
+
+    async def _create(self, req: wire.CreateContainer) -> wire.ContainerInfo:
         async with self._lock(req.name):
             rec = self.records.get(req.name)
             if rec is not None:
@@ -252,17 +256,26 @@ class ContainerManager:
             return self.inspect(req.name)
 
     async def start_container(self, name: str) -> None:
+        await self._complete(self._start(name))
+
+    async def _start(self, name: str) -> None:
         async with self._lock(name):
             await self._start_locked(self._get(name))
 
     async def stop(self, name: str, timeout_s: float | None = None) -> None:
         """SIGTERM, then SIGKILL after ``timeout_s``; the policy will not restart it."""
         grace = self.config.stop_grace_s if timeout_s is None else timeout_s
+        await self._complete(self._stop(name, grace))
+
+    async def _stop(self, name: str, grace: float) -> None:
         async with self._lock(name):
             await self._stop_locked(self._get(name), grace)
 
     async def restart(self, name: str, timeout_s: float | None = None) -> None:
         grace = self.config.stop_grace_s if timeout_s is None else timeout_s
+        await self._complete(self._restart(name, grace))
+
+    async def _restart(self, name: str, grace: float) -> None:
         async with self._lock(name):
             rec = self._get(name)
             await self._stop_locked(rec, grace)
@@ -281,6 +294,9 @@ class ContainerManager:
     async def remove(self, name: str, force: bool = False) -> None:
         """Remove the container and everything it holds (process, runc state,
         ports, network, rootfs mount, files). A running one needs ``force``."""
+        await self._complete(self._remove(name, force))
+
+    async def _remove(self, name: str, force: bool) -> None:
         async with self._lock(name):
             rec = self._get(name)
             if rec.sup.pid is not None:
@@ -381,10 +397,11 @@ class ContainerManager:
         if rec.sup.pid is None:
             return
         exited = self._exited[rec.name]
-        await self._signal(rec.name, "TERM")
-        if await _wait(exited, grace):
-            return
-        log.info("%s did not stop within %.1fs: SIGKILL", rec.name, grace)
+        if grace > 0:
+            await self._signal(rec.name, "TERM")
+            if await _wait(exited, grace):
+                return
+            log.info("%s did not stop within %.1fs: SIGKILL", rec.name, grace)
         await self._signal(rec.name, "KILL", all=True)
         if not await _wait(exited, KILL_WAIT_S):
             raise AgentError(f"container {rec.name} did not die after SIGKILL", name=rec.name)
@@ -663,10 +680,26 @@ class ContainerManager:
             raise NotFound(f"no container named {name!r}", name=name)
         return rec
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_note_failure)
+        return task
+
+    async def _complete(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run an operation to its end even if the caller goes away (an HTTP
+        client that disconnects): a create or stop cut in the middle would
+        leave runc, mounts and the record disagreeing. Shutdown waits for it."""
+        task: asyncio.Task[T] = self._spawn(coro, "operation")
+        return await asyncio.shield(task)
+
+
+def _note_failure(task: asyncio.Task[Any]) -> None:
+    # Retrieving the exception keeps asyncio from warning about it when the
+    # caller that would have received it went away.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.debug("task %s failed: %s", task.get_name(), exc)
 
 
 def _reap_if_child(pid: int) -> int | None:

@@ -344,3 +344,22 @@ async def test_log_lines_reach_the_redis_stream_when_configured(tmp_agent_root, 
         (b"stderr", b"err"),
         (b"stdout", b"to-redis"),
     ]
+
+
+async def test_a_create_whose_caller_goes_away_still_completes(manager):
+    name = unique()
+    task = asyncio.create_task(manager.create(request(name, ["sh", "-c", DEAF])))
+    await asyncio.sleep(0.01)  # mid-way: pulling, mounting or in runc
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    def running():
+        try:
+            return manager.inspect(name).state == S.RUNNING
+        except NotFound:  # not yet: the record appears once the rootfs is ready
+            return False
+
+    await eventually(running, 10, "the create to finish")
+    assert manager.inspect(name).pid is not None
+    await manager.remove(name, force=True)
