@@ -125,7 +125,7 @@ def test_rotation_caps_each_file_and_keeps_only_max_files(log_dir, fds):
     assert kept == sorted(kept)  # oldest first, no gaps inside what is kept
     assert len(kept) < 200  # the oldest were dropped
     # A tail longer than the newest file reads on into the rotated one.
-    newest = sum(1 for _ in open(log_dir / "log.jsonl"))
+    newest = len((log_dir / "log.jsonl").read_text().splitlines())
     tail = [r.line[:9] for r in tailer.read(tail=newest + 5)]
     assert tail == [f"line {i:04d}" for i in range(200 - newest - 5, 200)]
 
@@ -197,6 +197,7 @@ async def test_lines_are_pushed_to_a_redis_stream(tmp_path, log_dir, fds):
     out, err = fds
     with run_redis(tmp_path / "redis") as url:
         redis = connect_redis(url)
+        assert redis is not None
         try:
             tailer = LogTailer("web", log_dir, LogConfig(poll_s=0.01, redis_maxlen=100), redis)
             tailer.start()
@@ -220,6 +221,7 @@ async def test_a_redis_outage_does_not_stop_the_log_file(tmp_path, log_dir, fds)
     with run_redis(tmp_path / "redis") as url:
         pass  # started and stopped: nothing listens there any more
     redis = connect_redis(url)
+    assert redis is not None
     try:
         tailer = LogTailer("web", log_dir, FAST, redis)
         tailer.start()
