@@ -225,7 +225,7 @@ class ImageStore:
             try:
                 blob = work / "blob"
                 started = time.monotonic()
-                size = client.fetch_blob(repo, digest, blob, max_size=self._max_layer_bytes)
+                size = client.fetch_blob(repo, digest, blob, max_size=self._size_cap(desc))
                 self.stats.blobs_fetched += 1
                 self.stats.bytes_fetched += size
                 self._unpack_verified(blob, work / "root", digest, diff_id)
@@ -238,6 +238,13 @@ class ImageStore:
                 )
             finally:
                 shutil.rmtree(work, ignore_errors=True)
+
+    def _size_cap(self, desc: dict[str, Any]) -> int | None:
+        """No more bytes than the manifest announced: a registry streaming
+        endless data is cut off, not only caught by the digest at the end."""
+        declared = desc.get("size")
+        caps = [c for c in (declared, self._max_layer_bytes) if isinstance(c, int) and c >= 0]
+        return min(caps) if caps else None
 
     def _unpack_verified(self, blob: Path, dest: Path, digest: str, diff_id: str) -> None:
         dest.mkdir(mode=0o755)

@@ -363,3 +363,20 @@ def test_a_pull_killed_mid_unpack_leaves_no_half_layer(
     assert (store.lower_dirs(image)[0] / "d29/f2999").read_text() == "2999"
     store.gc({image.digest})
     assert list((tmp_agent_root / "tmp").iterdir()) == []
+
+
+def test_it_stops_reading_a_layer_at_the_size_the_manifest_announced(
+    tmp_agent_root: Path, registry: TestRegistry, tmp_path: Path
+):
+    from runtime_agent.errors import RegistryError
+
+    built = build_busybox_image(registry, tmp_path)
+    with registry.client() as client:
+        data, _, media_type = client.get_manifest(built.repository, "v1")
+        manifest = json.loads(data)
+        manifest["layers"][0]["size"] = 1000  # the real blob is about 1 MB
+        client.push_manifest(built.repository, canonical_json(manifest), "short", media_type)
+    store = make_store(tmp_agent_root, registry)
+    with pytest.raises(RegistryError, match="over 1000 bytes"):
+        store.pull(f"{built.registry}/{built.repository}:short")
+    assert list((tmp_agent_root / "layers").iterdir()) == []
