@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -116,10 +117,14 @@ class AgentUnderTest:
             with contextlib.suppress(Exception):
                 await m.shutdown()
         m = ContainerManager(self.config, self.images, self.network, self.runc)
+        pids = []
         for name in list(m.store.names()):
             with contextlib.suppress(Exception):
                 rec = m.store.load(name)
+                pids.append(rec.sup.pid)
                 await m._teardown(rec)
+        for pid in pids:
+            _reap(pid)
         for item in self.runc.list():
             with contextlib.suppress(AgentError):
                 self.runc.delete(item["id"], force=True)
@@ -127,6 +132,18 @@ class AgentUnderTest:
             with contextlib.suppress(AgentError):
                 overlay.unmount(cdir)
         await asyncio.to_thread(self.network.teardown)
+
+
+def _reap(pid: int | None) -> None:
+    """Collect a killed container's zombie if this process was its subreaper."""
+    deadline = time.monotonic() + 2
+    while pid and time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.02)
 
 
 def request(name: str, cmd: list[str], **kwargs: Any) -> wire.CreateContainer:
