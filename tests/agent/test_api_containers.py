@@ -294,3 +294,26 @@ async def test_pulling_an_unknown_image_is_an_error_naming_it(api, busybox_image
     resp = await api.post("/v1/images/pull", json={"ref": ref})
     assert resp.status == 404
     assert "none-" in (await resp.json())["message"]
+
+
+async def test_an_exec_whose_client_leaves_is_killed_in_the_container(api, busybox_image):
+    name = unique("leave")
+    await create(api, {"name": name, "image": busybox_image.ref, "cmd": ["sleep", "300"]})
+    resp = await api.post(
+        f"/v1/containers/{name}/exec", json={"cmd": ["sh", "-c", "echo started; sleep 271"]}
+    )
+    first = json.loads(await asyncio.wait_for(resp.content.readline(), 10))
+    assert first == {"stream": "stdout", "data": "started\n"}
+    resp.close()  # the client goes away while the command still runs
+
+    async def processes() -> str:
+        resp = await api.post(f"/v1/containers/{name}/exec", json={"cmd": ["ps", "-o", "args"]})
+        return "".join(x.get("data", "") for x in ndjson(await resp.text()))
+
+    for _ in range(100):
+        listing = await processes()
+        if "sleep 271" not in listing:
+            break
+        await asyncio.sleep(0.1)
+    assert "sleep 300" in listing  # the container itself is untouched
+    assert "sleep 271" not in listing
