@@ -5,10 +5,31 @@ the image store) and their results back into JSON; every decision lives in
 the manager. Errors travel as :class:`AgentError` and leave as
 ``{"error", "message", "permanent", ...}`` with the error's status.
 
-Middleware order matters: the error middleware is outermost so that every
+Routes (every one needs ``Authorization: Bearer <token>``)::
+
+    GET    /v1/info                         host capacity and usage, agent pid/uptime
+    GET    /v1/containers                   {"containers": [ContainerInfo...]}
+    POST   /v1/containers                   wire.CreateContainer -> ContainerInfo;
+                                            201 new, 200 same request again, 409 other request
+    GET    /v1/containers/{name}            ContainerInfo
+    DELETE /v1/containers/{name}?force=1    {"name", "removed": true|false} (idempotent)
+    POST   /v1/containers/{name}/start      -> ContainerInfo
+    POST   /v1/containers/{name}/stop       timeout_s (query or JSON) -> ContainerInfo
+    POST   /v1/containers/{name}/restart    timeout_s -> ContainerInfo
+    POST   /v1/containers/{name}/kill       signal (9, "KILL", "SIGKILL") -> ContainerInfo
+    GET    /v1/containers/{name}/logs       tail=N|all, since=RFC3339|unix, follow=1
+                                            NDJSON of wire.LogLine {"time","stream","line"}
+    GET    /v1/containers/{name}/stats      wire.Stats + name
+    POST   /v1/containers/{name}/exec       wire.ExecRequest -> NDJSON
+                                            {"stream":"stdout"|"stderr","data"}..., {"exit_code"}
+    POST   /v1/images/pull                  {"ref"} -> {"ref","digest","layers"}
+    POST   /v1/images/gc                    -> {"removed": [layer digests], "in_use": [...]}
+
+A stream that fails after its 200 went out ends with an ``{"error": ...}``
+line. Middleware order matters: the error middleware is outermost so that every
 failure, auth included, answers JSON; auth runs next, before any handler
-reads a body, so an anonymous client cannot make the agent parse (or even
-receive) a large body.
+reads a body, so an anonymous client cannot make the agent read or parse
+a body at all.
 """
 
 from __future__ import annotations
