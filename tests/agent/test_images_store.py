@@ -338,7 +338,8 @@ def test_a_pull_killed_mid_unpack_leaves_no_half_layer(
     with registry.client() as client:
         push_image(client, repo, "v1", layers, image_config([layers[0][1].diff_id]))
     ref = f"{registry.host}/{repo}:v1"
-    args = [ref, registry.host, registry.username, registry.password, str(registry.ca_file)]
+    creds = [str(registry.username), str(registry.password), str(registry.ca_file)]
+    args = [ref, registry.host, *creds]
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD_PULL, str(tmp_agent_root), *args],
         cwd=Path(__file__).parents[2],
