@@ -167,7 +167,7 @@ class AgentConfig:
     log_max_files: int = 5
     stop_grace_s: float = 10.0
     max_body_bytes: int = 1024 * 1024
-    drain_timeout_s: float = 5.0
+    drain_timeout_s: float = 10.0  # a create in flight may be pulling an image
 
     # The data root's layout (see the agent contract); one place to read it.
     @property
@@ -238,7 +238,7 @@ class AgentConfig:
             log_max_files=env_int(env, "LOG_MAX_FILES", 5, minimum=1),
             stop_grace_s=env_float(env, "STOP_GRACE_S", 10.0, minimum=0.0),
             max_body_bytes=env_int(env, "MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
-            drain_timeout_s=env_float(env, "DRAIN_TIMEOUT_S", 5.0, minimum=0.0),
+            drain_timeout_s=env_float(env, "DRAIN_TIMEOUT_S", 10.0, minimum=0.0),
         )
 
 
