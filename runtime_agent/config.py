@@ -238,7 +238,8 @@ class AgentConfig:
             log_max_files=env_int(env, "LOG_MAX_FILES", 5, minimum=1),
             stop_grace_s=env_float(env, "STOP_GRACE_S", 10.0, minimum=0.0),
             max_body_bytes=env_int(env, "MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
-            drain_timeout_s=env_float(env, "DRAIN_TIMEOUT_S", 10.0, minimum=0.0),
+            # aiohttp reads a drain deadline of 0 as "wait forever": keep it positive.
+            drain_timeout_s=env_float(env, "DRAIN_TIMEOUT_S", 10.0, minimum=0.1),
         )
 
 

@@ -5,8 +5,10 @@ agent process re-adopts the container the first one left running."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -181,3 +183,39 @@ def test_sigterm_leaves_a_container_serving_and_the_next_agent_process_readopts_
     assert (status, removed) == (200, {"name": name, "removed": True})
     assert not alive(info["pid"])
     assert agent.terminate() == 0
+
+
+@needs_root
+@pytest.mark.root
+def test_sigterm_lets_a_request_in_flight_finish_before_the_agent_exits(
+    agent, registry, busybox_image
+):
+    agent.extra_env = {
+        "PAAS_AGENT_REGISTRY_USER": registry.username,
+        "PAAS_AGENT_REGISTRY_PASSWORD": registry.password,
+        "PAAS_AGENT_REGISTRY_CA": str(registry.ca_file),
+    }
+    agent.start()
+    name = f"stubborn-{agent.bridge[2:]}"
+    # A shell ignoring SIGTERM: a stop with a 1.5 s grace period takes 1.5 s.
+    status, _ = agent.request(
+        "POST",
+        "/v1/containers",
+        {"name": name, "image": busybox_image.ref, "cmd": ["sh", "-c", "trap '' TERM; sleep 300"]},
+    )
+    assert status == 201
+    answers: list[tuple[int, object]] = []
+    stopper = threading.Thread(
+        target=lambda: answers.append(
+            agent.request("POST", f"/v1/containers/{name}/stop", {"timeout_s": 1.5})
+        )
+    )
+    stopper.start()
+    time.sleep(0.5)  # the stop is now in flight
+    assert agent.proc is not None
+    os.kill(agent.proc.pid, signal.SIGTERM)
+    stopper.join(timeout=15)
+    status, info = answers[0]
+    assert status == 200
+    assert isinstance(info, dict) and info["state"] == "exited"
+    assert agent.proc.wait(timeout=15) == 0

@@ -75,6 +75,7 @@ def test_it_reads_every_typed_value(tmp_path):
         ("STOP_GRACE_S", "soon", "PAAS_AGENT_STOP_GRACE_S"),
         ("STOP_GRACE_S", "nan", "PAAS_AGENT_STOP_GRACE_S"),
         ("BACKOFF_CAP_S", "0.1", "PAAS_AGENT_BACKOFF_CAP_S"),
+        ("DRAIN_TIMEOUT_S", "0", "PAAS_AGENT_DRAIN_TIMEOUT_S"),
         ("ROOT", "relative/dir", "PAAS_AGENT_ROOT"),
         ("REGISTRY_USER", "bob", "PAAS_AGENT_REGISTRY_PASSWORD"),
         ("REGISTRY_CA", "/nonexistent/ca.pem", "PAAS_AGENT_REGISTRY_CA"),
