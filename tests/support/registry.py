@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import os
 import re
@@ -193,6 +194,12 @@ def _wait_until_answering(url: str, ca_file: Path | None, proc: subprocess.Popen
     raise RuntimeError(f"docker-registry did not answer on {url} within {START_TIMEOUT_S}s")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: a SIGKILLed pytest must not leave a
+    registry behind (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
@@ -266,6 +273,7 @@ def _serve(
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C in pytest must not race our stop
+                preexec_fn=_die_with_parent,
             )
         url = f"{scheme}://127.0.0.1:{port}"
         try:
