@@ -330,6 +330,7 @@ def _run_steps(
         runc=Runc(config.runc_root, binary=config.runc_binary),
         network=_network(config),
         limits=config.limits,
+        cgroup_parent=config.cgroup_parent,
     )
     for index, step in enumerate(plan.steps):
         t0 = time.monotonic()

@@ -63,6 +63,7 @@ class BuildConfig:
     npm_registry_url: str | None = None  # None: npm's default
     keep_images: int = 10  # per app; 0 keeps all
     runc_binary: str = "runc"
+    cgroup_parent: str = "paas-build"  # build steps' cgroups are /<parent>/<step id>
     build_args: dict[str, str] = field(default_factory=dict)  # Dockerfile ARG values
     # The pulled-image store (unpacked base layers); default <cache_dir>/images.
     # The runtime agent's store may be shared: it is content-addressed and locked.

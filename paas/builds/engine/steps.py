@@ -34,7 +34,6 @@ from runtime_agent.spec import Mount, build_spec, resolve_user
 from runtime_agent.wire import Limits
 
 MAX_LINE = 4000
-CGROUP_PARENT = "paas-build"
 HOSTNAME = "build"
 NO_NETWORK_ADDRESS = "127.0.0.1"
 
@@ -46,6 +45,7 @@ class StepEnv:
     runc: Runc
     network: HostNetwork | None
     limits: BuildLimits
+    cgroup_parent: str = "paas-build"
 
 
 def run_step(
@@ -66,7 +66,7 @@ def run_step(
     for directory in step.mkdirs:
         rel = resolve(lowers, directory, step.name)
         make_parents(upper, lowers, f"{rel}/x")
-    cgroups_path = f"/{CGROUP_PARENT}/{cid}"
+    cgroups_path = f"/{env.cgroup_parent}/{cid}"
     mounted = attached = False
     try:
         overlay.mount(list(lowers), upper, work, rootfs)

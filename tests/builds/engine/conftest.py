@@ -21,7 +21,7 @@ from paas.builds.engine.config import BuildConfig, BuildLimits, BuildNetwork, Re
 from paas.builds.engine.stack import StackSpec, publish_stack
 from runtime_agent.images import ImageStore
 from runtime_agent.network import HostNetwork
-from tests.builds.engine.support import make_wheel, serve_index
+from tests.builds.engine.support import make_wheel, remove_cgroup_dirs, serve_index
 from tests.support.registry import TestRegistry, run_registry
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -108,8 +108,17 @@ def package_index(
         yield index
 
 
+@pytest.fixture(scope="session")
+def cgroup_parent(run_id: str) -> Iterator[str]:
+    """Build steps' cgroups live under this parent; removed at the end."""
+    name = f"paas-build-test-{run_id}"
+    yield name
+    remove_cgroup_dirs(name)
+
+
 @pytest.fixture
 def engine_config(
+    cgroup_parent: str,
     tmp_path: Path,
     registry_settings: RegistrySettings,
     stack_ref: str,
@@ -130,6 +139,7 @@ def engine_config(
         npm_registry_url=f"http://{build_network[1].gateway}:9/",  # nothing there: no internet
         keep_images=10,
         image_store_dir=image_store_dir,
+        cgroup_parent=cgroup_parent,
     )
 
 

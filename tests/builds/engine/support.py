@@ -151,7 +151,7 @@ def run_image(
             uid=uid, gid=gid, additional_gids=groups, hostname="app",
             netns_path=att.netns_path,
             mounts=[Mount("/etc/hosts", hosts, True), Mount("/etc/resolv.conf", resolv, True)],
-            limits=Limits(memory_bytes=512 << 20), cgroups_path=f"/paas-build-test/{cid}",
+            limits=Limits(memory_bytes=512 << 20), cgroups_path=f"/{cid}",
         )  # fmt: skip
         (base / "config.json").write_text(json.dumps(spec))
         out = base / "stdout.log"
@@ -192,3 +192,13 @@ def mounts_under(path: Path) -> list[str]:
     prefix = os.path.realpath(path)
     with open("/proc/self/mountinfo") as f:
         return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+
+
+def remove_cgroup_dirs(name: str) -> None:
+    """rmdir a top-level cgroup in every hierarchy (v1 controllers and the
+    unified one); children must be gone already (runc delete removes them)."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        path = hierarchy / name
+        if path.is_dir():
+            with contextlib.suppress(OSError):
+                path.rmdir()

@@ -37,6 +37,8 @@ def assert_nothing_left(config, app: str, build_network) -> None:
     assert mounts_under(config.work_dir) == []
     assert list(config.work_dir.iterdir()) == []
     assert build_network[1].attachments() == {}
+    parent = Path("/sys/fs/cgroup/memory") / config.cgroup_parent
+    assert not parent.exists() or [p for p in parent.iterdir() if p.is_dir()] == []
 
 
 @pytest.mark.root
