@@ -615,7 +615,8 @@ class ApiServer:
     def __init__(self, app: web.Application, host: str, port: int, drain_timeout_s: float) -> None:
         self.runner = web.AppRunner(
             app,
-            shutdown_timeout=drain_timeout_s,
+            # aiohttp takes a deadline <= 0 as "no deadline"; a drain must end.
+            shutdown_timeout=max(drain_timeout_s, 0.001),
             access_log=logging.getLogger("runtime_agent.access"),
             access_log_format='%a "%r" %s %b %Tfs',
         )
