@@ -232,6 +232,7 @@ def scratch() -> Iterator[Path]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=25, help="measured runs of each (>= 20)")
+    parser.add_argument("--samples", action="store_true", help="also print every sample (ms)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("agent_start: needs root (runc, netns, nftables)", file=sys.stderr)
@@ -240,6 +241,9 @@ def main() -> int:
         (workdir / "registry").mkdir()
         samples = _run(workdir, args.runs)
     figures, ok = summarise(samples)
+    if args.samples:
+        for key, values in samples.items():
+            print(f"{key}: " + " ".join(f"{v * 1000:.0f}" for v in values))
     report(figures, ok)
     return 0
 
