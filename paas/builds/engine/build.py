@@ -30,6 +30,7 @@ from paas.builds.engine.errors import BuildFailed
 from paas.builds.engine.files import materialize_copy
 from paas.builds.engine.plan import BuildPlan, CopyStep, RunStep
 from paas.builds.engine.procfile import read_procfile
+from paas.builds.engine.reaper import held
 from paas.builds.engine.redact import BuildLog
 from paas.builds.engine.source import hash_parts, source_digest
 from paas.builds.engine.steps import StepEnv, run_step
@@ -98,7 +99,8 @@ def build_image(
     work.mkdir(parents=True)
     client = config.registry.client()
     try:
-        return _build(source_dir, app, build_id, version, config, say, work, client, started)
+        with held(work):
+            return _build(source_dir, app, build_id, version, config, say, work, client, started)
     except BuildFailed as exc:
         # The message and command end up in the Build record: mask them too.
         failed = BuildFailed(
@@ -212,8 +214,13 @@ def _build_with_store(
     )
     records.append(StepRecord("push", "", time.monotonic() - t0, False))
     say(f"-----> pushed {config.registry.host}/{repo}:{tag} ({digest}, {size} bytes)")
-    for old in oci.prune_versions(client, repo, config.keep_images):
-        say(f"       deleted old image {old}")
+    try:
+        for old in oci.prune_versions(client, repo, config.keep_images):
+            say(f"       deleted old image {old}")
+    except AgentError as exc:
+        # The image is built and tagged: a registry that refuses deletes
+        # must not turn a good build into a failed one.
+        say(f"       could not delete old images: {exc.message}")
     return BuildResult(
         image_ref=f"{config.registry.host}/{repo}:{tag}",
         digest=digest,

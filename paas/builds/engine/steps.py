@@ -63,6 +63,8 @@ def run_step(
     upper, work, rootfs = step_dir / "upper", step_dir / "work", step_dir / "rootfs"
     for d in (upper, work, rootfs):
         d.mkdir(parents=True)
+    # For the reaper, should this worker die before the finally below runs.
+    (step_dir / "cid").write_text(cid)
     for directory in step.mkdirs:
         rel = resolve(lowers, directory, step.name)
         make_parents(upper, lowers, f"{rel}/x")

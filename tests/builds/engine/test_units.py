@@ -88,3 +88,28 @@ def test_image_config_and_manifest_are_oci_documents():
     assert manifest["config"]["size"] == len(body)
     assert [layer["size"] for layer in manifest["layers"]] == [10, 20]
     assert json.loads(oci.canonical(manifest)) == manifest
+
+
+def test_pyproject_dependencies_are_the_requirements(tmp_path):
+    from paas.builds.engine.buildpacks.python import has_requirements, requirements_text
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\ndependencies = ["flask>=3", "gunicorn"]\n'
+    )
+    text, origin = requirements_text(tmp_path)
+    assert origin == "pyproject.toml"
+    assert text == "flask>=3\ngunicorn\n"
+    assert has_requirements(text)
+    assert not has_requirements("# only a comment\n\n")
+
+
+def test_the_python_web_command_prefers_procfile_then_gunicorn_then_app_py(tmp_path):
+    from paas.builds.engine.buildpacks.common import web_command
+    from paas.builds.engine.buildpacks.python import default_command, requirement_names
+
+    (tmp_path / "app.py").write_text("")
+    names = requirement_names("Gunicorn==22.0  # server\nflask\n")
+    assert default_command(tmp_path, names) == "gunicorn --bind 0.0.0.0:$PORT app:app"
+    assert default_command(tmp_path, {"flask"}) == "python3 app.py"
+    assert web_command({"web": "x"}, "python3 app.py", "Python") == "x"
+    assert web_command({"worker": "w"}, None, "Python") == "w"

@@ -1,0 +1,74 @@
+"""Cleaning up after builds whose worker died mid-step (SIGKILL, OOM of the
+worker, a reboot): their containers, overlay mounts, network attachments
+and scratch directories.
+
+A running build holds an exclusive ``flock`` on ``<build dir>/.lock`` for
+its whole life; a build dir whose lock can be taken belongs to nobody, so
+the reaper may run at any time (worker start, periodic task) without
+touching builds in progress on other workers sharing the same work dir."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from paas.builds.engine.config import BuildConfig
+from runtime_agent import overlay
+from runtime_agent.errors import AgentError
+from runtime_agent.network import HostNetwork
+from runtime_agent.runc import Runc
+
+log = logging.getLogger("paas.builds.engine")
+LOCK_NAME = ".lock"
+CID_FILE = "cid"
+
+
+@contextlib.contextmanager
+def held(build_dir: Path) -> Iterator[None]:
+    """Hold the build dir's lock while the build runs."""
+    with open(build_dir / LOCK_NAME, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def reap_stale_builds(config: BuildConfig) -> list[str]:
+    """Undo what dead builds left; returns the build dirs removed."""
+    if not config.work_dir.is_dir():
+        return []
+    runc = Runc(config.runc_root, binary=config.runc_binary)
+    network = None
+    if config.network is not None:
+        n = config.network
+        network = HostNetwork(n.state_dir, n.bridge, n.subnet, n.nft_table)
+    reaped = []
+    for build_dir in sorted(config.work_dir.glob("build-*")):
+        with open(build_dir / LOCK_NAME, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live build
+            _reap(build_dir, runc, network)
+        shutil.rmtree(build_dir, ignore_errors=True)
+        reaped.append(build_dir.name)
+        log.warning("reaped the leftovers of a dead build in %s", build_dir)
+    return reaped
+
+
+def _reap(build_dir: Path, runc: Runc, network: HostNetwork | None) -> None:
+    for step_dir in sorted(build_dir.glob("step-*")):
+        cid_file = step_dir / CID_FILE
+        if cid_file.exists():
+            cid = cid_file.read_text().strip()
+            with contextlib.suppress(AgentError):
+                runc.delete(cid, force=True)
+            if network is not None:
+                with contextlib.suppress(AgentError):
+                    network.detach(cid)
+        rootfs = step_dir / "rootfs"
+        if os.path.ismount(rootfs):
+            overlay.unmount(rootfs)

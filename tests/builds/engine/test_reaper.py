@@ -1,0 +1,68 @@
+"""A worker killed mid-build leaves a container, a mount and a netns behind;
+the reaper removes them without touching builds still running."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from paas.builds.engine.build import build_image
+from paas.builds.engine.reaper import reap_stale_builds
+from runtime_agent.runc import Runc
+from tests.builds.engine.support import mounts_under
+
+
+def _build_in_child(config, source: Path) -> None:
+    try:
+        build_image(
+            source_dir=source, app=f"killed-{uuid.uuid4().hex[:6]}", build_id="b", version=1,
+            config=config, log=lambda line: None,
+        )  # fmt: skip
+    finally:
+        os._exit(0)
+
+
+def wait_for(predicate, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.mark.root
+def test_the_reaper_cleans_up_after_a_killed_worker(engine_config, tmp_path, build_network):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Dockerfile").write_text("FROM stack\nRUN sleep 120\n")
+    runc = Runc(engine_config.runc_root)
+    child = multiprocessing.get_context("fork").Process(
+        target=_build_in_child, args=(engine_config, src)
+    )
+    child.start()
+    assert child.pid is not None
+    pid = child.pid
+    try:
+        wait_for(lambda: engine_config.runc_root.exists() and runc.list() != [])
+        assert reap_stale_builds(engine_config) == []  # alive: not touched
+        os.kill(pid, signal.SIGKILL)
+        child.join(timeout=10)
+        assert mounts_under(engine_config.work_dir) != []
+        assert build_network[1].attachments() != {}
+
+        reaped = reap_stale_builds(engine_config)
+
+        assert len(reaped) == 1
+        wait_for(lambda: runc.list() == [], timeout_s=10)
+        assert mounts_under(engine_config.work_dir) == []
+        assert build_network[1].attachments() == {}
+        assert list(engine_config.work_dir.iterdir()) == []
+    finally:
+        if child.is_alive():
+            os.kill(pid, signal.SIGKILL)
+        reap_stale_builds(engine_config)
