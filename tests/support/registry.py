@@ -30,18 +30,15 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime_agent.cmd import run
-
-with warnings.catch_warnings():
-    # bcrypt through libxcrypt, so no extra package is needed. Deprecated in
-    # 3.11, present until 3.13 (the project pins <3.13).
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import crypt
+from paas.builds.registry_server import (
+    bcrypt_htpasswd_line,
+    config_lines,
+    make_self_signed_cert,
+)
 from runtime_agent.registry import RegistryClient
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
@@ -105,35 +102,6 @@ class TestRegistry:
         return None
 
 
-def bcrypt_htpasswd_line(username: str, password: str) -> str:
-    """An htpasswd entry Distribution accepts (bcrypt only). Cost 4, the
-    minimum: the registry re-checks the hash on EVERY request, and cost 12
-    costs about 240 ms each time."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
-    if not hashed or not hashed.startswith("$2"):
-        raise RuntimeError("this libcrypt cannot make bcrypt hashes")
-    return f"{username}:{hashed}\n"
-
-
-def make_self_signed_cert(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
-    """A throwaway EC certificate for ``host`` (an IP SAN: Go ignores the CN)."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    san = f"IP:{host}" if re.match(r"^[0-9.]+$", host) else f"DNS:{host}"
-    run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec",
-            "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", f"/CN={host}", "-addext", f"subjectAltName={san},DNS:localhost",
-        ],
-        timeout=30,
-    )  # fmt: skip
-    os.chmod(key, 0o600)
-    return cert, key
-
-
 def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -147,19 +115,14 @@ def _write_config(
     tls: tuple[Path, Path] | None,
     token_realm: str | None = None,
 ) -> Path:
-    lines = [
-        "version: 0.1",
-        "log: {level: info, formatter: text}",
-        f"storage: {{filesystem: {{rootdirectory: {workdir / 'storage'}}}, "
-        "delete: {enabled: true}, maintenance: {uploadpurging: {enabled: false}}}",
-        "http:",
-        f"  addr: 127.0.0.1:{port}",
-        f"  secret: {secrets.token_hex(16)}",
-    ]
-    if tls:
-        lines += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
-    if htpasswd:
-        lines += ["auth:", "  htpasswd:", "    realm: paas-test", f"    path: {htpasswd}"]
+    lines = config_lines(
+        storage_dir=workdir / "storage",
+        addr=f"127.0.0.1:{port}",
+        http_secret=secrets.token_hex(16),
+        tls=tls,
+        htpasswd=htpasswd,
+        realm="paas-test",
+    )
     if token_realm and tls:
         from tests.support.token_server import ISSUER, SERVICE
 

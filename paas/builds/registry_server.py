@@ -1,0 +1,125 @@
+"""The platform's own registry: configuration for the Distribution server
+(``docker-registry`` from Debian) with htpasswd auth over TLS.
+
+TLS even on loopback because python-dxf (our registry client) refuses to
+send credentials over plain HTTP, and a clear-text password is not what a
+deployment should do either. The certificate is self-signed for the
+registry's address; clients trust it through ``ca_file``.
+
+Used by ``manage.py setup_registry`` (scripts/up) and by the tests' registry
+fixture, so both run the registry the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from runtime_agent.cmd import run
+
+with warnings.catch_warnings():
+    # bcrypt through libxcrypt, so no extra package is needed. Deprecated in
+    # 3.11, present until 3.13 (the project pins <3.13).
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt
+
+CERT_DAYS = 825
+
+
+def bcrypt_htpasswd_line(username: str, password: str) -> str:
+    """An htpasswd entry Distribution accepts (bcrypt only). Cost 4, the
+    minimum: the registry re-checks the hash on EVERY request, and cost 12
+    costs about 240 ms each time."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+    if not hashed or not hashed.startswith("$2"):
+        raise RuntimeError("this libcrypt cannot make bcrypt hashes")
+    return f"{username}:{hashed}\n"
+
+
+def make_self_signed_cert(
+    directory: Path, host: str = "127.0.0.1", days: int = 2
+) -> tuple[Path, Path]:
+    """An EC certificate for ``host`` (an IP SAN: Go ignores the CN)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    san = f"IP:{host}" if re.match(r"^[0-9.]+$", host) else f"DNS:{host}"
+    run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec",
+            "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(key), "-out", str(cert), "-days", str(days),
+            "-subj", f"/CN={host}", "-addext", f"subjectAltName={san},DNS:localhost",
+        ],
+        timeout=30,
+    )  # fmt: skip
+    os.chmod(key, 0o600)
+    return cert, key
+
+
+def config_lines(
+    *,
+    storage_dir: Path,
+    addr: str,
+    http_secret: str,
+    tls: tuple[Path, Path] | None,
+    htpasswd: Path | None,
+    realm: str = "paas",
+) -> list[str]:
+    lines = [
+        "version: 0.1",
+        "log: {level: info, formatter: text}",
+        f"storage: {{filesystem: {{rootdirectory: {storage_dir}}}, "
+        "delete: {enabled: true}, maintenance: {uploadpurging: {enabled: false}}}",
+        "http:",
+        f"  addr: {addr}",
+        f"  secret: {http_secret}",
+    ]
+    if tls:
+        lines += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
+    if htpasswd:
+        lines += ["auth:", "  htpasswd:", f"    realm: {realm}", f"    path: {htpasswd}"]
+    return lines
+
+
+@dataclass(frozen=True)
+class RegistrySetup:
+    host: str  # what image references start with: "127.0.0.1:5000"
+    username: str
+    password: str
+    ca_file: str
+    config_file: str
+
+
+def prepare(directory: Path, *, host: str = "127.0.0.1", port: int = 5000) -> RegistrySetup:
+    """Write (once) the credentials, certificate and config of the platform's
+    registry under ``directory``; later calls reuse them, so images and
+    clients configured earlier keep working."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = directory / "setup.json"
+    if state.exists():
+        return RegistrySetup(**json.loads(state.read_text()))
+    password = secrets.token_urlsafe(24)
+    htpasswd = directory / "htpasswd"
+    htpasswd.write_text(bcrypt_htpasswd_line("paas", password))
+    cert, key = make_self_signed_cert(directory, host, days=CERT_DAYS)
+    config = directory / "config.yml"
+    lines = config_lines(
+        storage_dir=directory / "storage",
+        addr=f"{host}:{port}",
+        http_secret=secrets.token_hex(16),
+        tls=(cert, key),
+        htpasswd=htpasswd,
+    )
+    config.write_text("\n".join(lines) + "\n")
+    setup = RegistrySetup(f"{host}:{port}", "paas", password, str(cert), str(config))
+    # Holds the password: readable by root only.
+    fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(asdict(setup), fh)
+    return setup
