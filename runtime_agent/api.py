@@ -239,7 +239,7 @@ def container_name(request: web.Request) -> str:
     name = request.match_info["name"]
     # A name the manager would refuse to create cannot exist: 404 without
     # handing an odd string any further.
-    if not wire.NAME_RE.match(name):
+    if not wire.NAME_RE.fullmatch(name):
         raise NotFound(f"no container named {name!r}", name=name)
     return name
 

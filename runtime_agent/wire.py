@@ -142,7 +142,7 @@ def _str_map(value: Any, name: str, key_re: re.Pattern[str] | None = None) -> di
     ):
         raise InvalidRequest(f"{name} must be an object of strings", field=name)
     for k in value:
-        if key_re and not key_re.match(k):
+        if key_re and not key_re.fullmatch(k):
             raise InvalidRequest(f"{name}: {k!r} is not a valid name", field=name)
     return dict(value)
 
@@ -221,7 +221,7 @@ def parse_create(data: Any) -> CreateContainer:
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object", field="")
     name = _require(data, "name", str, "")
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # fullmatch: "$" alone lets a trailing newline in
         raise InvalidRequest(
             "name must be 1-63 lowercase letters, digits, '_', '.' or '-', "
             "starting with a letter or digit",

@@ -301,6 +301,8 @@ async def test_create_with_the_same_name_and_another_spec_is_a_409(client):
         (b"[1, 2]", "", "JSON object"),
         (b'{"image": "r/a:1"}', "name", "name is required"),
         (b'{"name": "Web 1", "image": "r/a:1"}', "name", "lowercase"),
+        (b'{"name": "web\\n", "image": "r/a:1"}', "name", "lowercase"),
+        (b'{"name": "w", "image": "r/a:1", "env": {"A\\n": "1"}}', "env", "valid name"),
         (
             b'{"name": "w", "image": "r/a:1", "ports": [{"container_port": 80}]}',
             "ports[0].host_port",
@@ -374,10 +376,17 @@ async def test_an_unknown_container_is_a_404(client, method, suffix):
     assert "nobody" in error["message"]
 
 
-async def test_a_name_that_cannot_exist_is_a_404_without_reaching_the_manager(client, manager):
-    resp = await client.get("/v1/containers/..%2Fetc", headers=AUTH)
+@pytest.mark.parametrize("quoted", ["..%2Fetc", "web%0A", "UPPER"])
+async def test_a_name_that_cannot_exist_is_a_404_without_reaching_the_manager(
+    client, manager, quoted
+):
+    def must_not_be_called(name: str) -> None:
+        raise AssertionError(f"the manager was asked about {name!r}")
+
+    manager.inspect = must_not_be_called
+    resp = await client.get(f"/v1/containers/{quoted}", headers=AUTH)
     assert resp.status == 404
-    assert manager.calls == []
+    assert "no container named" in (await resp.json())["message"]
 
 
 async def test_an_unknown_route_is_a_json_404_and_a_wrong_method_a_405(client):
