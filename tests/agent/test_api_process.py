@@ -219,3 +219,25 @@ def test_sigterm_lets_a_request_in_flight_finish_before_the_agent_exits(
     assert status == 200
     assert isinstance(info, dict) and info["state"] == "exited"
     assert agent.proc.wait(timeout=15) == 0
+
+
+@needs_root
+@pytest.mark.root
+def test_without_a_token_it_generates_a_private_one_says_where_and_accepts_only_it(agent):
+    agent.extra_env = {"PAAS_AGENT_TOKEN": ""}  # empty counts as unset
+    token_file = agent.root / "token"
+    agent.token = "not-known-yet-0123456789"
+    agent.start(wait=False)
+    deadline = time.monotonic() + 30
+    # Until the file is there AND written (it is created first, then filled).
+    while time.monotonic() < deadline:
+        if token_file.exists() and token_file.read_text().strip():
+            break
+        time.sleep(0.05)
+    agent.token = token_file.read_text().strip()
+    agent.wait_ready()
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    assert str(token_file) in agent.stderr()
+    assert agent.token not in agent.stderr()  # the secret itself is never logged
+    assert agent.request("GET", "/v1/info", token="bob-token-0123456789abcdef")[0] == 403
+    assert agent.terminate() == 0
