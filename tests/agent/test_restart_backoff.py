@@ -44,10 +44,13 @@ async def test_a_crash_looping_container_backs_off_with_growing_delays(manager):
 
     times = await eventually(five_starts, 20, "five starts")
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)][:4]
-    # Expected delays 0.2, 0.4, 0.8, 1.6 s (+ start time and the 50 ms tick).
+    # Expected delays 0.2, 0.4, 0.8, 1.6 s, plus the start itself and the
+    # 50 ms tick. The lower bounds are the backoff's promise; the first gap
+    # being short shows the delays grow rather than start long (a loaded
+    # host can stretch any gap, so no tight upper bounds).
     for gap, delay in zip(gaps, [0.2, 0.4, 0.8, 1.6], strict=True):
-        assert delay - 0.05 <= gap <= delay + 0.6, (gaps, delay)
-    assert gaps == sorted(gaps)
+        assert gap >= delay - 0.05, (gaps, delay)
+    assert gaps[0] < 1.2, gaps
     info = manager.inspect(name)
     assert info.restart_count >= 4
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import secrets
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 from runtime_agent import overlay, wire
 from runtime_agent.config import AgentConfig
-from runtime_agent.containers import ContainerManager
+from runtime_agent.containers import PR_SET_CHILD_SUBREAPER, ContainerManager
 from runtime_agent.errors import AgentError
 from runtime_agent.network import HostNetwork
 from runtime_agent.runc import Runc
@@ -132,6 +133,9 @@ class AgentUnderTest:
             with contextlib.suppress(AgentError):
                 overlay.unmount(cdir)
         await asyncio.to_thread(self.network.teardown)
+        # The manager made this (test) process a child subreaper; undo it so
+        # later tests in the session see orphans go to init as usual.
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 def _reap(pid: int | None) -> None:
