@@ -143,3 +143,24 @@ async def test_a_restarted_manager_can_still_stop_an_adopted_container(agent):
     assert info.pid is None
     await second.remove(name)
     assert not (agent.config.containers_dir / name).exists()
+
+
+async def test_an_exit_while_no_agent_process_runs_is_noticed_with_an_unknown_code(agent):
+    name = unique()
+    body = {"name": name, "image": "local/busybox:1", "cmd": ["sh", "-c", "sleep 0.5; exit 4"]}
+    creator = run_agent(agent, "create", json.dumps(body))
+    out, _ = await asyncio.to_thread(creator.communicate, timeout=60)
+    assert creator.returncode == 0
+    pid = json.loads(out)["pid"]
+    try:
+        await asyncio.sleep(1.5)  # it exits with no agent at all
+        watcher = run_agent(agent, "watch", name, "0")
+        out, _ = await asyncio.to_thread(watcher.communicate, timeout=30)
+        noticed = json.loads(out.splitlines()[0])
+        assert noticed["state"] == "exited"
+        assert noticed["exit_code"] is None  # its parent was not the new agent
+        assert noticed["finished_at"] is not None
+        assert agent.runc.state(name) is None
+    finally:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
