@@ -368,9 +368,13 @@ class ContainerManager:
     async def stats(self, name: str) -> wire.Stats:
         rec = self._get(name)
         limit = rec.request.limits.memory_bytes
+        idle = wire.Stats(cpu_usage_ns=0, memory_bytes=0, memory_limit_bytes=limit, pids=0)
         if rec.sup.pid is None:
-            return wire.Stats(cpu_usage_ns=0, memory_bytes=0, memory_limit_bytes=limit, pids=0)
-        return await asyncio.to_thread(cgroups.stats, self._cgroups_path(name))
+            return idle
+        try:
+            return await asyncio.to_thread(cgroups.stats, self._cgroups_path(name))
+        except NotFound:
+            return idle  # it exited (and runc deleted its cgroup) since we looked
 
     def host_info(self) -> dict[str, Any]:
         """Capacity of the host and what the containers use of it."""
