@@ -15,13 +15,13 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from paas.builds.engine import image as oci
 from paas.builds.engine.buildpacks import node, python, static
-from paas.builds.engine.buildpacks.common import BuildpackInput
+from paas.builds.engine.buildpacks.common import DEFAULT_PORT, BuildpackInput
 from paas.builds.engine.cache import LayerCache
 from paas.builds.engine.config import BuildConfig
 from paas.builds.engine.detect import AppKind, detect_kind
@@ -92,15 +92,17 @@ def build_image(
     """Build ``source_dir`` as ``<registry>/<app>:v<version>``; every log line
     goes to ``log`` with secret values masked. Raises :class:`BuildFailed`."""
     started = time.monotonic()
-    say = BuildLog(
-        log, [*secrets, *([config.registry.password] if config.registry.password else [])]
-    )
+    password = config.registry.password
+    say = BuildLog(log, [*secrets, *([password] if password else [])])
     work = config.work_dir / f"build-{uuid.uuid4().hex[:12]}"
     work.mkdir(parents=True)
     client = config.registry.client()
+    store = ImageStore(config.images_dir, **_store_kwargs(config))
+    build = _Build(source_dir, app, build_id, version, config, say, work, client, store)
     try:
         with held(work):
-            return _build(source_dir, app, build_id, version, config, say, work, client, started)
+            result = build.run()
+        return replace(result, duration_s=time.monotonic() - started)
     except BuildFailed as exc:
         # The message and command end up in the Build record: mask them too.
         failed = BuildFailed(
@@ -115,121 +117,163 @@ def build_image(
         say(f"build failed: {exc.message}")
         raise BuildFailed(say.redact(exc.message), step="build") from exc
     finally:
+        store.close()
         client.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _build(
-    source_dir: Path,
-    app: str,
-    build_id: str,
-    version: int,
-    config: BuildConfig,
-    say: BuildLog,
-    work: Path,
-    client: RegistryClient,
-    started: float,
-) -> BuildResult:
-    kind, why = detect_kind(source_dir)
-    say(f"-----> detected a {kind} app ({why})")
-    process_types = read_procfile(source_dir)
-    for name, command in process_types.items():
-        say(f"       Procfile: {name}: {command}")
-    src_digest = source_digest(source_dir)
-    store = ImageStore(config.images_dir, **_store_kwargs(config))
-    try:
-        return _build_with_store(
-            source_dir, app, build_id, version, config, say, work, client, started, store,
-            kind, process_types, src_digest,
-        )  # fmt: skip
-    finally:
-        store.close()
+@dataclass
+class _Build:
+    """One build's context, so the steps below need not pass ten arguments."""
 
+    source_dir: Path
+    app: str
+    build_id: str
+    version: int
+    config: BuildConfig
+    say: BuildLog
+    work: Path
+    client: RegistryClient
+    store: ImageStore
 
-def _build_with_store(
-    source_dir: Path,
-    app: str,
-    build_id: str,
-    version: int,
-    config: BuildConfig,
-    say: BuildLog,
-    work: Path,
-    client: RegistryClient,
-    started: float,
-    store: ImageStore,
-    kind: AppKind,
-    process_types: dict[str, str],
-    src_digest: str,
-) -> BuildResult:
-    bases: list[_Base] = []
+    @property
+    def tag(self) -> str:
+        return f"v{self.version}"
 
-    def load_base(ref: str) -> BaseImage:
-        bases.append(_pull_base(store, ref, say))
-        return bases[-1].settings
+    @property
+    def image_ref(self) -> str:
+        return f"{self.config.registry.host}/{self.app}:{self.tag}"
 
-    plan = _plan(kind, source_dir, config, load_base, process_types, bases, work)
-    base = bases[-1]
-    reuse_key = hash_parts(
-        ENGINE_VERSION,
-        app,
-        src_digest,
-        base.image.digest,
-        json.dumps(config.build_args, sort_keys=True),
-    )
-    repo = app
-    tag = f"v{version}"
-    reused = _reuse(client, repo, reuse_key, tag, say)
-    if reused is not None:
-        digest, size = reused
-        say(f"-----> tagged {config.registry.host}/{repo}:{tag} ({digest})")
-        return BuildResult(
-            image_ref=f"{config.registry.host}/{repo}:{tag}",
-            digest=digest,
-            size=size,
-            kind=str(kind),
-            process_types=process_types,
-            steps=[StepRecord("reuse identical image", "", 0.0, True)],
-            duration_s=time.monotonic() - started,
-            reused=True,
+    def run(self) -> BuildResult:
+        kind, why = detect_kind(self.source_dir)
+        self.say(f"-----> detected a {kind} app ({why})")
+        process_types = read_procfile(self.source_dir)
+        for name, command in process_types.items():
+            self.say(f"       Procfile: {name}: {command}")
+        src_digest = source_digest(self.source_dir)
+        plan, base = self.plan(kind, process_types)
+        reuse_key = hash_parts(
+            ENGINE_VERSION,
+            self.app,
+            src_digest,
+            base.image.digest,
+            json.dumps(self.config.build_args, sort_keys=True),
         )
-    layers, records = _run_steps(plan, base, store, client, config, say, work)
-    plan.settings.labels.update(
-        {
-            f"{LABEL_PREFIX}app": app,
-            f"{LABEL_PREFIX}build-id": build_id,
-            f"{LABEL_PREFIX}source-digest": src_digest,
-            f"{LABEL_PREFIX}kind": str(kind),
-            f"{LABEL_PREFIX}procfile": json.dumps(process_types, sort_keys=True),
-            f"{LABEL_PREFIX}build-key": reuse_key,
-        }
-    )
-    created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    config_doc = oci.image_config(
-        plan.settings, layers, created=created, base_history=base.image.config.get("history", [])
-    )
-    say(f"-----> pushing {config.registry.host}/{repo}:{tag}")
-    t0 = time.monotonic()
-    digest, size = oci.push_image(
-        client, repo, layers, config_doc, [f"{REUSE_TAG_PREFIX}{reuse_key[:64]}", tag], say
-    )
-    records.append(StepRecord("push", "", time.monotonic() - t0, False))
-    say(f"-----> pushed {config.registry.host}/{repo}:{tag} ({digest}, {size} bytes)")
-    try:
-        for old in oci.prune_versions(client, repo, config.keep_images):
-            say(f"       deleted old image {old}")
-    except AgentError as exc:
-        # The image is built and tagged: a registry that refuses deletes
-        # must not turn a good build into a failed one.
-        say(f"       could not delete old images: {exc.message}")
-    return BuildResult(
-        image_ref=f"{config.registry.host}/{repo}:{tag}",
-        digest=digest,
-        size=size,
-        kind=str(kind),
-        process_types=process_types,
-        steps=records,
-        duration_s=time.monotonic() - started,
-    )
+        reused = _reuse(self.client, self.app, reuse_key, self.tag, self.say)
+        if reused is not None:
+            digest, size = reused
+            self.say(f"-----> tagged {self.image_ref} ({digest})")
+            steps = [StepRecord("reuse identical image", "", 0.0, True)]
+            return BuildResult(self.image_ref, digest, size, str(kind), process_types, steps,
+                               reused=True)  # fmt: skip
+        layers, records = self.run_steps(plan, base)
+        plan.settings.labels.update(
+            {
+                f"{LABEL_PREFIX}app": self.app,
+                f"{LABEL_PREFIX}build-id": self.build_id,
+                f"{LABEL_PREFIX}source-digest": src_digest,
+                f"{LABEL_PREFIX}kind": str(kind),
+                f"{LABEL_PREFIX}procfile": json.dumps(process_types, sort_keys=True),
+                f"{LABEL_PREFIX}build-key": reuse_key,
+            }
+        )
+        digest, size, seconds = self.push(plan, base, layers, reuse_key)
+        records.append(StepRecord("push", "", seconds, False))
+        self.prune()
+        return BuildResult(self.image_ref, digest, size, str(kind), process_types, records)
+
+    def plan(self, kind: AppKind, process_types: dict[str, str]) -> tuple[BuildPlan, _Base]:
+        bases: list[_Base] = []
+
+        def load_base(ref: str) -> BaseImage:
+            bases.append(_pull_base(self.store, ref, self.say))
+            return bases[-1].settings
+
+        config = self.config
+        if kind == AppKind.DOCKERFILE:
+            plan = parse_dockerfile(
+                read_dockerfile(self.source_dir),
+                source_dir=self.source_dir,
+                stack_ref=config.stack_ref,
+                registry_host=config.registry.host,
+                load_base=load_base,
+                build_args=config.build_args,
+            )
+            plan.process_types = dict(process_types)
+            plan.settings.env.setdefault("PORT", DEFAULT_PORT)
+            return plan, bases[-1]
+        base_settings = load_base(config.stack_ref)
+        inp = BuildpackInput(
+            source_dir=self.source_dir,
+            base=base_settings,
+            base_digest=bases[-1].image.digest,
+            config=config,
+            process_types=process_types,
+            scratch_dir=self.work / "scratch",
+        )
+        return BUILDPACKS[kind](inp), bases[-1]
+
+    def run_steps(self, plan: BuildPlan, base: _Base) -> tuple[list[oci.Layer], list[StepRecord]]:
+        """Each step makes one layer on top of the ones before it."""
+        say = self.say
+        cache = LayerCache(self.config.cache_dir)
+        layers = _base_layers(self.client, base)
+        lowers = list(self.store.lower_dirs(base.image))
+        records: list[StepRecord] = []
+        env = StepEnv(
+            runc=Runc(self.config.runc_root, binary=self.config.runc_binary),
+            network=_network(self.config),
+            limits=self.config.limits,
+            cgroup_parent=self.config.cgroup_parent,
+        )
+        for index, step in enumerate(plan.steps):
+            t0 = time.monotonic()
+            step_dir = self.work / f"step-{index}"
+            try:
+                if isinstance(step, CopyStep):
+                    say(f"-----> {step.name}")
+                    tree, layer = _copy_layer(step, lowers, step_dir)
+                    cached = False
+                else:
+                    tree, layer, cached = _run_or_reuse(
+                        step, layers, lowers, step_dir, env, cache, say
+                    )
+            except AgentError as exc:
+                # runc, mount or netns trouble: still name the step it broke.
+                raise BuildFailed(exc.message, step=step.name) from exc
+            lowers.insert(0, tree)
+            layers.append(layer)
+            duration = time.monotonic() - t0
+            command = step.command if isinstance(step, RunStep) else ""
+            records.append(StepRecord(say.redact(step.name), say.redact(command), duration, cached))
+            say(f"       {step.name}: {duration:.2f} s{' (cached)' if cached else ''}")
+        return layers, records
+
+    def push(
+        self, plan: BuildPlan, base: _Base, layers: list[oci.Layer], reuse_key: str
+    ) -> tuple[str, int, float]:
+        """Blobs first, then the manifest under its tags: a failed push
+        leaves no tag on a half-pushed image."""
+        t0 = time.monotonic()
+        created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        config_doc = oci.image_config(
+            plan.settings, layers, created=created,
+            base_history=base.image.config.get("history", []),
+        )  # fmt: skip
+        self.say(f"-----> pushing {self.image_ref}")
+        tags = [f"{REUSE_TAG_PREFIX}{reuse_key[:64]}", self.tag]
+        digest, size = oci.push_image(self.client, self.app, layers, config_doc, tags, self.say)
+        self.say(f"-----> pushed {self.image_ref} ({digest}, {size} bytes)")
+        return digest, size, time.monotonic() - t0
+
+    def prune(self) -> None:
+        try:
+            for old in oci.prune_versions(self.client, self.app, self.config.keep_images):
+                self.say(f"       deleted old image {old}")
+        except AgentError as exc:
+            # The image is built and tagged: a registry that refuses deletes
+            # must not turn a good build into a failed one.
+            self.say(f"       could not delete old images: {exc.message}")
 
 
 def _store_kwargs(config: BuildConfig) -> dict[str, Any]:
@@ -270,40 +314,6 @@ def _pull_base(store: ImageStore, ref: str, say: BuildLog) -> _Base:
     return _Base(image=image, settings=settings, repo=ImageRef.parse(ref).repository)
 
 
-def _plan(
-    kind: AppKind,
-    source_dir: Path,
-    config: BuildConfig,
-    load_base: Callable[[str], BaseImage],
-    process_types: dict[str, str],
-    bases: list[_Base],
-    work: Path,
-) -> BuildPlan:
-    if kind == AppKind.DOCKERFILE:
-        plan = parse_dockerfile(
-            read_dockerfile(source_dir),
-            source_dir=source_dir,
-            stack_ref=config.stack_ref,
-            registry_host=config.registry.host,
-            load_base=load_base,
-            build_args=config.build_args,
-        )
-        plan.process_types = dict(process_types)
-        if "PORT" not in plan.settings.env:
-            plan.settings.env["PORT"] = "8080"
-        return plan
-    base_settings = load_base(config.stack_ref)
-    inp = BuildpackInput(
-        source_dir=source_dir,
-        base=base_settings,
-        base_digest=bases[-1].image.digest,
-        config=config,
-        process_types=process_types,
-        scratch_dir=work / "scratch",
-    )
-    return BUILDPACKS[kind](inp)
-
-
 def _reuse(
     client: RegistryClient, repo: str, key: str, tag: str, say: BuildLog
 ) -> tuple[str, int] | None:
@@ -318,47 +328,6 @@ def _reuse(
     doc = json.loads(data)
     size = int(doc["config"]["size"]) + sum(int(layer["size"]) for layer in doc["layers"])
     return digest, size
-
-
-def _run_steps(
-    plan: BuildPlan,
-    base: _Base,
-    store: ImageStore,
-    client: RegistryClient,
-    config: BuildConfig,
-    say: BuildLog,
-    work: Path,
-) -> tuple[list[oci.Layer], list[StepRecord]]:
-    cache = LayerCache(config.cache_dir)
-    layers = _base_layers(client, base)
-    lowers = list(store.lower_dirs(base.image))
-    records: list[StepRecord] = []
-    env = StepEnv(
-        runc=Runc(config.runc_root, binary=config.runc_binary),
-        network=_network(config),
-        limits=config.limits,
-        cgroup_parent=config.cgroup_parent,
-    )
-    for index, step in enumerate(plan.steps):
-        t0 = time.monotonic()
-        step_dir = work / f"step-{index}"
-        try:
-            if isinstance(step, CopyStep):
-                say(f"-----> {step.name}")
-                tree, layer = _copy_layer(step, lowers, step_dir)
-                cached = False
-            else:
-                tree, layer, cached = _run_or_reuse(step, layers, lowers, step_dir, env, cache, say)
-        except AgentError as exc:
-            # runc, mount or netns trouble: still name the step it broke.
-            raise BuildFailed(exc.message, step=step.name) from exc
-        lowers.insert(0, tree)
-        layers.append(layer)
-        duration = time.monotonic() - t0
-        command = step.command if isinstance(step, RunStep) else ""
-        records.append(StepRecord(say.redact(step.name), say.redact(command), duration, cached))
-        say(f"       {step.name}: {duration:.2f} s{' (cached)' if cached else ''}")
-    return layers, records
 
 
 def _copy_layer(step: CopyStep, lowers: list[Path], step_dir: Path) -> tuple[Path, oci.Layer]:
