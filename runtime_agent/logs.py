@@ -221,12 +221,23 @@ class LogTailer:
 
         Synchronous on purpose: writing the file and notifying the followers
         happen in one step of the event loop (see the module docstring).
-        ``final`` flushes a last line without a newline (the writer has exited).
+        ``final`` (the writer has exited) reads to the end of the files and
+        flushes a last line that has no newline.
         """
+        out = self._pump_once(final=final)
+        while final and (more := self._pump_once(final=True)):
+            out.extend(more)
+        return out
+
+    def _pump_once(self, *, final: bool) -> list[wire.LogLine]:
+        """At most one READ_CHUNK per stream, so a poll never stalls the loop."""
         out: list[wire.LogLine] = []
         for stream, raw in self.streams.items():
             data = raw.read_new()
-            lines, used = split_lines(data, final=final)
+            # Only at the end of the file is a partial line really the last one;
+            # a chunk boundary can fall anywhere.
+            at_end = len(data) < READ_CHUNK
+            lines, used = split_lines(data, final=final and at_end)
             now = rfc3339(_now())
             out.extend(wire.LogLine(now, stream, _decode(b)) for b in lines)
             raw.offset += used

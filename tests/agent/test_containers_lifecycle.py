@@ -363,3 +363,17 @@ async def test_a_create_whose_caller_goes_away_still_completes(manager):
     await eventually(running, 10, "the create to finish")
     assert manager.inspect(name).pid is not None
     await manager.remove(name, force=True)
+
+
+async def test_a_chatty_container_keeps_its_raw_log_files_small_on_disk(manager, agent):
+    name = unique()
+    # 2 MiB of 'x' in 100-char lines; the last 52 chars end without a newline.
+    script = "dd if=/dev/zero bs=1024 count=2048 2>/dev/null | tr '\\0' x | fold -w 100"
+    await manager.create(request(name, ["sh", "-c", script]))
+    await wait_state(manager, name, S.EXITED)
+    got = [ln.line async for ln in manager.logs(name)]
+    assert len(got) == 2 * 1024 * 1024 // 100 + 1
+    assert set(got[:-1]) == {"x" * 100} and got[-1] == "x" * 52
+    raw = os.stat(agent.config.containers_dir / name / "logs" / "stdout.raw")
+    assert raw.st_size == 2 * 1024 * 1024 + len(got) - 1  # sizes and offsets stay as written
+    assert raw.st_blocks * 512 <= 128 * 1024  # but the consumed bytes were freed

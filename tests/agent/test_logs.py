@@ -15,6 +15,7 @@ import pytest
 from runtime_agent.logs import (
     MAX_LINE,
     PUNCH_EVERY,
+    READ_CHUNK,
     REDIS_STREAM_PREFIX,
     LogConfig,
     LogTailer,
@@ -66,6 +67,15 @@ def test_a_partial_line_waits_for_its_newline_unless_the_writer_is_gone(log_dir,
     os.write(out, b" and half\nlast words")
     assert lines_of(tailer.pump()) == [("stdout", "half and half")]
     assert lines_of(tailer.pump(final=True)) == [("stdout", "last words")]
+
+
+def test_a_final_flush_of_a_big_backlog_splits_no_line_at_a_read_boundary(log_dir, fds):
+    out, _ = fds
+    line = b"y" * 99 + b"\n"
+    count = 3 * READ_CHUNK // len(line) + 7  # the backlog spans several reads
+    os.write(out, line * count + b"tail")
+    got = LogTailer("web", log_dir, FAST).pump(final=True)
+    assert [len(r.line) for r in got] == [99] * count + [4]
 
 
 def test_a_runaway_line_is_cut_at_the_maximum_length(log_dir, fds):
