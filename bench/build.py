@@ -50,11 +50,13 @@ SAMPLES = ROOT / "tests" / "builds" / "samples"
 STACK_CACHE = Path(os.environ.get("PAAS_BUILD_TEST_CACHE", "/var/cache/paas-build-test"))
 
 
-def timed_builds(config: BuildConfig, src: Path, app: str, first_version: int) -> list[float]:
+def timed_builds(
+    config: BuildConfig, src: Path, script: str, app: str, first_version: int
+) -> list[float]:
     times = []
     for i in range(RUNS):
         # A real build each time: changed code, so no identical image to reuse.
-        with open(src / "app.py", "a") as f:
+        with open(src / script, "a") as f:
             f.write(f"# bench run {i}\n")
         result = build(config, src, app, first_version + i)
         assert not result.reused
@@ -107,13 +109,13 @@ def run_benchmarks(config: BuildConfig, tmp: Path) -> dict[str, Any]:
     nodeps = tmp / "src-nodeps"
     shutil.copytree(SAMPLES / "python-nodeps", nodeps)
     build(config, nodeps, "bench-nodeps", 100)  # warm: stack pulled, blobs in the repo
-    nodeps_times = timed_builds(config, nodeps, "bench-nodeps", 1)
+    nodeps_times = timed_builds(config, nodeps, "app.py", "bench-nodeps", 1)
 
     deps = tmp / "src-deps"
     shutil.copytree(SAMPLES / "python-deps", deps)
     first = build(config, deps, "bench-deps", 100)  # installs tinydep
     assert first.steps[0].cached is False
-    deps_times = timed_builds(config, deps, "bench-deps", 1)
+    deps_times = timed_builds(config, deps, "main.py", "bench-deps", 1)
     figures = {
         "python_nodeps_s": round(statistics.median(nodeps_times), 3),
         "python_deps_rebuild_s": round(statistics.median(deps_times), 3),

@@ -35,7 +35,7 @@ def test_a_rebuild_with_unchanged_dependencies_does_not_run_pip(
     assert install.name == "install dependencies (requirements.txt)"
     assert install.cached is False
 
-    (src / "app.py").write_text((src / "app.py").read_text() + "\n# changed code\n")
+    (src / "main.py").write_text((src / "main.py").read_text() + "\n# changed code\n")
     asked_before = len(package_index.requests)
     lines: list[str] = []
     second = build(engine_config, src, app, 2, lines)

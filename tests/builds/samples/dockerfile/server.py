@@ -1,11 +1,12 @@
 import http.server
 import os
 
-BUILT = open("built.txt").read()
+with open("built.txt") as f:
+    BUILT = f.read()
 
 
 class Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
+    def do_GET(self) -> None:
         body = f"{os.environ['GREETING']} ({BUILT})".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))

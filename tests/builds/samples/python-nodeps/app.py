@@ -3,7 +3,7 @@ import os
 
 
 class Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
+    def do_GET(self) -> None:
         body = b"hello from python-nodeps"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))

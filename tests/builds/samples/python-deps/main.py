@@ -5,7 +5,7 @@ import tinydep
 
 
 class Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
+    def do_GET(self) -> None:
         body = tinydep.GREETING.encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
