@@ -76,14 +76,18 @@ Infos = list[wire.ContainerInfo]
 
 
 class Image(Protocol):
-    digest: str
-    config: dict[str, Any]
+    """What the manager reads of a pulled image (read-only, like images.Image)."""
+
+    @property
+    def digest(self) -> str: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
 
 
 class Images(Protocol):
     """What the manager needs from :class:`images.ImageStore` (blocking calls)."""
 
-    def pull(self, ref: str) -> Any: ...
+    def pull(self, ref: str) -> Image: ...
     def lower_dirs(self, image: Any) -> list[Path]: ...
 
 
