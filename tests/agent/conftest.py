@@ -3,6 +3,7 @@ image pushed to it, and a short-pathed scratch agent root."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import tempfile
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from runtime_agent.cmd import run
+from runtime_agent.containers import PR_SET_CHILD_SUBREAPER
 from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry, run_registry
 
@@ -51,3 +53,12 @@ def tmp_agent_root() -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
         else:  # never delete through a mount
             os.sync()
+
+
+@pytest.fixture(autouse=True)
+def _not_a_subreaper_after_the_test() -> Iterator[None]:
+    """A ContainerManager made in this process makes it a child subreaper
+    (that is how the agent learns exit codes); undo it after every test so a
+    later test sees orphans go to init as on a normal host."""
+    yield
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
