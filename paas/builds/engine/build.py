@@ -30,7 +30,7 @@ from paas.builds.engine.errors import BuildFailed
 from paas.builds.engine.files import materialize_copy
 from paas.builds.engine.plan import BuildPlan, CopyStep, RunStep
 from paas.builds.engine.procfile import read_procfile
-from paas.builds.engine.reaper import held
+from paas.builds.engine.reaper import new_build_dir
 from paas.builds.engine.redact import BuildLog
 from paas.builds.engine.source import hash_parts, source_digest
 from paas.builds.engine.steps import StepEnv, run_step
@@ -94,13 +94,12 @@ def build_image(
     started = time.monotonic()
     password = config.registry.password
     say = BuildLog(log, [*secrets, *([password] if password else [])])
-    work = config.work_dir / f"build-{uuid.uuid4().hex[:12]}"
-    work.mkdir(parents=True)
     client = config.registry.client()
     store = ImageStore(config.images_dir, **_store_kwargs(config))
-    build = _Build(source_dir, app, build_id, version, config, say, work, client, store)
+    work = config.work_dir / f"build-{uuid.uuid4().hex[:12]}"
     try:
-        with held(work):
+        with new_build_dir(work):
+            build = _Build(source_dir, app, build_id, version, config, say, work, client, store)
             result = build.run()
         return replace(result, duration_s=time.monotonic() - started)
     except BuildFailed as exc:

@@ -22,6 +22,7 @@ from dockerfile_parse import DockerfileParser
 from dockerfile_parse.util import WordSplitter, extract_key_values
 
 from paas.builds.engine.errors import BuildFailed
+from paas.builds.engine.ignore import DockerIgnore, read_dockerignore
 from paas.builds.engine.plan import (
     BuildPlan,
     CopyItem,
@@ -89,6 +90,7 @@ class _State:
     steps: list[RunStep | CopyStep] = field(default_factory=list)
     base: BaseImage | None = None
     cmd_set: bool = False
+    ignore: DockerIgnore = field(default_factory=DockerIgnore)
 
     def substitute(self, text: str) -> str:
         return str(WordSplitter(text, args=self.args, envs=self.env).dequote())
@@ -113,7 +115,7 @@ def parse_dockerfile(
     """The plan for a Dockerfile. ``load_base`` pulls the FROM image and
     returns its settings (called once, when FROM is reached)."""
     parser = DockerfileParser(fileobj=io.BytesIO(text.encode()), env_replace=False)
-    state = _State(source_dir=source_dir)
+    state = _State(source_dir=source_dir, ignore=read_dockerignore(source_dir))
     given_args = dict(build_args or {})
     for entry in parser.structure:
         instruction = str(entry["instruction"]).upper()
@@ -321,11 +323,15 @@ def _copy_or_add(state: _State, value: str, line: int, instruction: str) -> None
                 "(no auto-extraction); COPY it and extract it in a RUN step",
                 step=step_name,
             )
-        expanded.extend(_context_paths(state.source_dir, src, line, step_name))
+        expanded.extend(_context_paths(state, src, line, step_name))
     if len(expanded) > 1 and not dest_abs.endswith("/"):
         dest_abs += "/"  # several sources always go into a directory
     items = [CopyItem(path, dest_abs) for path in expanded]
-    state.steps.append(CopyStep(name=step_name, items=items, chown=chown))
+    state.steps.append(
+        CopyStep(
+            name=step_name, items=items, chown=chown, ignore=state.ignore, context=state.source_dir
+        )
+    )
 
 
 def _copy_words(state: _State, value: str) -> list[str]:
@@ -350,9 +356,11 @@ def _numeric_owner(spec: str, line: int, step: str) -> tuple[int, int]:
     return int(user), int(group or user)
 
 
-def _context_paths(source_dir: Path, pattern: str, line: int, step: str) -> list[Path]:
-    """The source files a COPY names, which must exist and stay inside the
-    build context (no ``..``, no symlink leading out)."""
+def _context_paths(state: _State, pattern: str, line: int, step: str) -> list[Path]:
+    """The source files a COPY names, which must exist, stay inside the
+    build context (no ``..``, no symlink leading out) and not be ignored by
+    .dockerignore."""
+    source_dir = state.source_dir
     root = os.path.realpath(source_dir)
     rel = posixpath.normpath(pattern.lstrip("/")) if pattern not in (".", "./") else "."
     if rel == ".." or rel.startswith("../"):
@@ -364,9 +372,15 @@ def _context_paths(source_dir: Path, pattern: str, line: int, step: str) -> list
     else:
         candidate = os.path.join(root, rel)
         matches = [candidate] if os.path.lexists(candidate) else []
+    matches = [
+        m for m in matches
+        if m == root or not state.ignore.ignored(os.path.relpath(m, root))
+    ]  # fmt: skip
     if not matches:
         raise BuildFailed(
-            f"Dockerfile line {line}: {pattern} was not found in the source", step=step
+            f"Dockerfile line {line}: {pattern} was not found in the source "
+            "(or .dockerignore leaves it out)",
+            step=step,
         )
     out = []
     for match in matches:

@@ -96,7 +96,7 @@ def materialize_copy(step: CopyStep, layer_dir: Path, lowers: Sequence[Path]) ->
         if item.source.is_dir() and not item.source.is_symlink():
             target_rel = rel
             make_parents(layer_dir, lowers, f"{rel}/x")
-            _copy_tree(item.source, layer_dir / rel, step.exclude, step.chown)
+            _copy_tree(item.source, layer_dir / rel, step)
             _chown_new_dir(layer_dir / rel, lowers, rel, step.chown)
             continue
         into_dir = item.destination.endswith("/") or is_dir_in_image(lowers, rel)
@@ -122,19 +122,27 @@ def _chown_new_dir(path: Path, lowers: Sequence[Path], rel: str, owner: tuple[in
         os.lchown(path, *owner)
 
 
-def _copy_tree(src: Path, dest: Path, exclude: tuple[str, ...], owner: tuple[int, int]) -> None:
+def _copy_tree(src: Path, dest: Path, step: CopyStep) -> None:
     dest.mkdir(exist_ok=True)
+
+    def ignored(directory: str, names: list[str]) -> list[str]:
+        if step.context is None or not step.ignore.rules:
+            return []
+        base = os.path.relpath(directory, step.context)
+        return [n for n in names if step.ignore.ignored(os.path.normpath(os.path.join(base, n)))]
+
+    skip = set(step.exclude) | set(ignored(str(src), os.listdir(src)))
     for entry in sorted(os.scandir(src), key=lambda e: e.name):
-        if entry.name in exclude:
+        if entry.name in skip:
             continue
         target = dest / entry.name
         if entry.is_dir(follow_symlinks=False):
-            shutil.copytree(entry.path, target, symlinks=True, dirs_exist_ok=True)
+            shutil.copytree(entry.path, target, symlinks=True, dirs_exist_ok=True, ignore=ignored)
         else:
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
             shutil.copy2(entry.path, target, follow_symlinks=False)
-        _chown_all(target, owner)
+        _chown_all(target, step.chown)
 
 
 def _chown_all(path: Path, owner: tuple[int, int]) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from paas.builds.engine.ignore import DockerIgnore
+
 
 @dataclass(frozen=True)
 class BindMount:
@@ -63,6 +65,9 @@ class CopyStep:
     chown: tuple[int, int] = (0, 0)
     exclude: tuple[str, ...] = ()  # top-level names of a directory source to skip
     dirs: list[str] = field(default_factory=list)  # directories to create (WORKDIR)
+    # .dockerignore: paths relative to ``context`` that are never copied.
+    ignore: DockerIgnore = field(default_factory=DockerIgnore)
+    context: Path | None = None
 
 
 Step = RunStep | CopyStep

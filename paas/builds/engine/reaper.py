@@ -29,10 +29,16 @@ CID_FILE = "cid"
 
 
 @contextlib.contextmanager
-def held(build_dir: Path) -> Iterator[None]:
-    """Hold the build dir's lock while the build runs."""
-    with open(build_dir / LOCK_NAME, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+def new_build_dir(path: Path) -> Iterator[None]:
+    """Create the build dir ``path`` already locked (made under a hidden
+    name, locked, then renamed: the reaper never sees it unlocked) and hold
+    the lock while the build runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hidden = path.with_name(f".{path.name}")
+    hidden.mkdir()
+    with open(hidden / LOCK_NAME, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # the lock stays with the inode on rename
+        os.rename(hidden, path)
         yield
 
 

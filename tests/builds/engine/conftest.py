@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from paas.builds.engine.config import BuildConfig, BuildLimits, BuildNetwork, RegistrySettings
-from paas.builds.engine.stack import StackSpec, publish_stack
+from paas.builds.engine.stack import StackSpec, publish_stack, stack_dir
 from runtime_agent.images import ImageStore
 from runtime_agent.network import HostNetwork
 from tests.builds.engine.support import make_wheel, remove_cgroup_dirs, serve_index
@@ -33,11 +33,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root_items = [i for i in items if "root" in i.keywords and "builds/engine" in str(i.path)]
     if os.geteuid() != 0:
         skip = pytest.mark.skip(reason="needs root, runc and overlayfs")
-        for item in items:
-            if "root" in item.keywords:
-                item.add_marker(skip)
+        for item in root_items:
+            item.add_marker(skip)
+    elif not (stack_dir(StackSpec(), STACK_CACHE) / "layer.json").exists():
+        # No stack on this machine yet: the first test's setup makes it
+        # (debootstrap + apt + packing, several minutes on 2 cores).
+        for item in root_items:
+            item.add_marker(pytest.mark.timeout(1800))
 
 
 @pytest.fixture(scope="session")

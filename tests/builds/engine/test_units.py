@@ -113,3 +113,39 @@ def test_the_python_web_command_prefers_procfile_then_gunicorn_then_app_py(tmp_p
     assert default_command(tmp_path, {"flask"}) == "python3 app.py"
     assert web_command({"web": "x"}, "python3 app.py", "Python") == "x"
     assert web_command({"worker": "w"}, None, "Python") == "w"
+
+
+def test_dockerignore_patterns_exceptions_and_directories():
+    from paas.builds.engine.ignore import DockerIgnore
+
+    ignore = DockerIgnore.parse("# comment\nnode_modules\n*.log\n!keep.log\n**/secret.txt\n")
+    assert ignore.ignored("node_modules")
+    assert ignore.ignored("node_modules/left-pad/index.js")  # below an ignored dir
+    assert ignore.ignored("debug.log")
+    assert not ignore.ignored("keep.log")
+    assert not ignore.ignored("sub/debug.log")  # * stays within a segment
+    assert ignore.ignored("a/b/secret.txt") and ignore.ignored("secret.txt")
+    assert not ignore.ignored("server.js")
+
+
+def test_copy_leaves_out_what_dockerignore_names(tmp_path):
+    from paas.builds.engine.dockerfile import BaseImage, parse_dockerfile
+
+    src = tmp_path / "src"
+    (src / "node_modules/x").mkdir(parents=True)
+    (src / "node_modules/x/i.js").write_text("x")
+    (src / "server.js").write_text("s")
+    (src / "debug.log").write_text("d")
+    (src / ".dockerignore").write_text("node_modules\n*.log\n")
+    plan = parse_dockerfile(
+        "FROM stack\nCOPY . /app/\n", source_dir=src, stack_ref="r/s:1", registry_host="r:1",
+        load_base=lambda ref: BaseImage(ref=ref, env={}),
+    )  # fmt: skip
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    step = plan.steps[-1]
+    assert isinstance(step, CopyStep)
+    materialize_copy(step, layer, [lower])
+    assert sorted(p.name for p in (layer / "app").iterdir()) == [".dockerignore", "server.js"]
