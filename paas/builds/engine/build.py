@@ -221,7 +221,10 @@ class _Build:
         records: list[StepRecord] = []
         env = StepEnv(
             runc=Runc(self.config.runc_root, binary=self.config.runc_binary),
-            network=_network(self.config),
+            # Only a build with a command to run needs the bridge set up.
+            network=_network(self.config)
+            if any(isinstance(s, RunStep) for s in plan.steps)
+            else None,
             limits=self.config.limits,
             cgroup_parent=self.config.cgroup_parent,
         )
