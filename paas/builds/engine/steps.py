@@ -10,6 +10,7 @@ a pipe. Everything a step sets up (container, mount, netns) is undone in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -146,7 +147,8 @@ def _run(
             remaining = deadline - time.monotonic()
             if remaining <= 0 and not timed_out:
                 timed_out = True
-                runc.kill(cid, "KILL", all=True)
+                with contextlib.suppress(AgentError):  # it may be exiting already
+                    runc.kill(cid, "KILL", all=True)
                 deadline = time.monotonic() + 30  # for the pipe to close
                 continue
             if remaining <= 0:

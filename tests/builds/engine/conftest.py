@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -88,12 +89,26 @@ def build_network(
 
 
 @pytest.fixture(scope="session")
-def image_store_dir() -> Path:
-    # Content-addressed and locked: sharing it across sessions only saves
-    # unpacking the stack again.
+def image_store_dir() -> Iterator[Path]:
+    """Content-addressed and locked: sharing it across sessions saves
+    unpacking the stack (20 s) each time. At the end, app images pulled more
+    than an hour ago (by earlier sessions) are dropped, so the store stays
+    small without touching a session running beside this one."""
     path = STACK_CACHE / "image-store"
     path.mkdir(parents=True, exist_ok=True)
-    return path
+    yield path
+    store = ImageStore(path)
+    try:
+        cutoff = time.time() - 3600
+        keep = {
+            image.digest
+            for image in store.images()
+            if "stack.key" in (image.config.get("config", {}).get("Labels") or {})
+            or (path / "images" / f"{image.digest[7:]}.json").stat().st_mtime > cutoff
+        }
+        store.gc(keep)
+    finally:
+        store.close()
 
 
 @pytest.fixture(scope="session")
