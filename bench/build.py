@@ -41,7 +41,11 @@ from paas.builds.engine.config import (  # noqa: E402
 )
 from paas.builds.engine.stack import StackSpec, publish_stack  # noqa: E402
 from runtime_agent.network import HostNetwork  # noqa: E402
-from tests.builds.engine.support import make_wheel, serve_index  # noqa: E402
+from tests.builds.engine.support import (  # noqa: E402
+    make_wheel,
+    remove_cgroup_dirs,
+    serve_index,
+)
 from tests.support.registry import run_registry  # noqa: E402
 
 RUNS = 5
@@ -95,11 +99,13 @@ def main() -> int:
                     work_dir=tmp / "work", runc_root=tmp / "runc", network=netcfg,
                     limits=BuildLimits(), pip_index_url=index.url,
                     image_store_dir=STACK_CACHE / "image-store",
+                    cgroup_parent=f"paas-bench-{suffix}",
                 )  # fmt: skip
                 figures = run_benchmarks(config, tmp)
     finally:
         net.teardown()
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_cgroup_dirs(f"paas-bench-{suffix}")
     ok = all(figures[name] <= goal for name, goal in GOALS.items())
     print(json.dumps({"bench": "build", "figures": figures, "goals": GOALS, "ok": ok}))
     return 0 if ok else 1
