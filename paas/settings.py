@@ -6,12 +6,13 @@ PAAS_MODE=production turns on the secure defaults that `manage.py check
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from paas.env import env_bool, env_int, env_list, env_path, env_str, secret_key
+from paas.env import env_bool, env_float, env_int, env_list, env_path, env_str, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 MODE = env_str("PAAS_MODE", "development")
@@ -145,6 +146,39 @@ PAAS_ARCHIVE_MAX_FILES = env_int("PAAS_ARCHIVE_MAX_FILES", 20_000, minimum=1)
 PAAS_ARCHIVE_MAX_RATIO = env_int("PAAS_ARCHIVE_MAX_RATIO", 200, minimum=1)
 # A build whose worker has not renewed its lease for this long is failed.
 PAAS_BUILD_LEASE_SECONDS = env_int("PAAS_BUILD_LEASE_SECONDS", 120, minimum=5)
+
+# The registry images are pushed to. `manage.py setup_registry` (scripts/up)
+# writes the platform's own under $PAAS_DATA_DIR/registry; any OCI registry
+# can be named instead with PAAS_REGISTRY and its credentials.
+_REGISTRY_SETUP = DATA_DIR / "registry" / "setup.json"
+_registry = json.loads(_REGISTRY_SETUP.read_text()) if _REGISTRY_SETUP.exists() else {}
+PAAS_REGISTRY = env_str("PAAS_REGISTRY", _registry.get("host", "127.0.0.1:5000"))
+PAAS_REGISTRY_USER = env_str("PAAS_REGISTRY_USER", _registry.get("username", ""))
+PAAS_REGISTRY_PASSWORD = env_str("PAAS_REGISTRY_PASSWORD", _registry.get("password", ""))
+PAAS_REGISTRY_CA = env_str("PAAS_REGISTRY_CA", _registry.get("ca_file", ""))
+PAAS_REGISTRY_SCHEME = env_str("PAAS_REGISTRY_SCHEME", "https")
+if PAAS_REGISTRY_SCHEME not in {"http", "https"}:
+    raise ImproperlyConfigured(f"PAAS_REGISTRY_SCHEME={PAAS_REGISTRY_SCHEME!r}: http or https")
+
+# The builder (see paas/builds/engine).
+PAAS_BUILD_CACHE_DIR = env_path("PAAS_BUILD_CACHE_DIR", DATA_DIR / "build-cache")
+PAAS_STACK_NAME = env_str("PAAS_STACK_NAME", "bookworm")
+PAAS_STACK_MIRROR = env_str("PAAS_STACK_MIRROR", "http://deb.debian.org/debian")
+PAAS_STACK_PACKAGES = env_list(
+    "PAAS_STACK_PACKAGES",
+    ["python3", "python3-venv", "python3-pip", "nodejs", "npm", "ca-certificates"],
+)
+PAAS_BUILD_MEMORY_BYTES = env_int("PAAS_BUILD_MEMORY_BYTES", 2 * 1024**3, minimum=64 * 1024**2)
+PAAS_BUILD_CPUS = env_float("PAAS_BUILD_CPUS", 1.0, minimum=0.1)
+PAAS_BUILD_PIDS = env_int("PAAS_BUILD_PIDS", 1024, minimum=16)
+PAAS_BUILD_STEP_TIMEOUT = env_int("PAAS_BUILD_STEP_TIMEOUT", 900, minimum=5)
+PAAS_BUILD_BRIDGE = env_str("PAAS_BUILD_BRIDGE", "paasbuild0")
+PAAS_BUILD_SUBNET = env_str("PAAS_BUILD_SUBNET", "10.89.0.0/24")
+PAAS_BUILD_NFT_TABLE = env_str("PAAS_BUILD_NFT_TABLE", "paas_build")
+PAAS_PIP_INDEX_URL = env_str("PAAS_PIP_INDEX_URL", "")
+PAAS_NPM_REGISTRY_URL = env_str("PAAS_NPM_REGISTRY_URL", "")
+PAAS_KEEP_IMAGES = env_int("PAAS_KEEP_IMAGES", 10, minimum=0)
+
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 

@@ -34,6 +34,10 @@
         state.textContent = msg.state;
         state.className = "state state-" + msg.state;
         if (msg.error) { error.textContent = msg.error; error.hidden = false; }
+        if (msg.image) {
+          document.getElementById("image-ref").textContent = msg.image;
+          document.getElementById("image").hidden = false;
+        }
         done = FINAL.indexOf(msg.state) >= 0;
       }
     };

@@ -36,6 +36,9 @@ class Build(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Taken when the build starts, given back if it fails: successful builds
+    # of an app are tagged v1, v2, ... in the registry.
+    version = models.PositiveIntegerField(null=True, blank=True)
     # Filled by the builder.
     kind = models.CharField(max_length=20, blank=True)
     image_ref = models.CharField(max_length=500, blank=True)
@@ -48,11 +51,19 @@ class Build(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["app", "number"], name="one_build_number_per_app")
+            models.UniqueConstraint(fields=["app", "number"], name="one_build_number_per_app"),
+            models.UniqueConstraint(fields=["app", "version"], name="one_build_per_version"),
         ]
 
     def __str__(self) -> str:
         return f"{self.app.name} build #{self.number}"
+
+    @property
+    def digest_ref(self) -> str:
+        """The image pinned by digest: what a deploy runs."""
+        if not self.image_digest:
+            return ""
+        return f"{self.image_ref.rsplit(':', 1)[0]}@{self.image_digest}"
 
     @property
     def is_final(self) -> bool:

@@ -7,8 +7,9 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from django.utils import timezone
 
 from paas.applications.models import App
 from paas.builds.archive import ArchiveLimits, detect_format, extract_archive
+from paas.builds.engine import BuildFailed
+from paas.builds.imaging import build_app_image
 from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.core.errors import ValidationFailed
 from paas.core.events import group_send
@@ -136,11 +139,13 @@ class BuildLog:
             )
 
 
+def build_state_event(build: Build) -> dict[str, str]:
+    """What the build page shows of a build's state, live or on connect."""
+    return {"state": build.state, "error": build.error, "image": build.digest_ref}
+
+
 def _publish_state(build: Build) -> None:
-    group_send(
-        build_group(build.pk),
-        {"type": "build.state", "state": build.state, "error": build.error},
-    )
+    group_send(build_group(build.pk), {"type": "build.state", **build_state_event(build)})
 
 
 def build_claim(*, build_id: str) -> bool:
@@ -157,10 +162,29 @@ def build_claim(*, build_id: str) -> bool:
     return bool(won)
 
 
+def _take_version(build_id: str) -> int:
+    """The app's next version for this build. Two builds of one app may run
+    at once: the unique (app, version) constraint makes the loser retry."""
+    build = Build.objects.get(pk=build_id)
+    for _ in range(10):
+        latest = Build.objects.filter(app_id=build.app_id).aggregate(v=Max("version"))["v"]
+        try:
+            with transaction.atomic():
+                Build.objects.filter(pk=build_id).update(version=(latest or 0) + 1)
+            return (latest or 0) + 1
+        except IntegrityError:
+            continue
+    raise ValidationFailed("Too many builds of this app at once; try again.")
+
+
 def build_finish(*, build_id: str, state: BuildState, error: str = "", **fields: object) -> bool:
     """Record the outcome, only if the build is still building (a cancel or
     the abandoned-build sweep may have ended it first)."""
     now = timezone.now()
+    if state != BuildState.SUCCEEDED:
+        # Only successful builds keep a version, so the tags have no holes
+        # (unless a later build of the same app was already running).
+        fields.setdefault("version", None)
     done = Build.objects.filter(pk=build_id, state=BuildState.BUILDING).update(
         state=state, error=error, finished_at=now, lease_expires_at=None, **fields
     )
@@ -226,9 +250,7 @@ def _archive_limits() -> ArchiveLimits:
     )
 
 
-def build_run(
-    *, build_id: str, builder: Callable[[Build, Path, BuildLog], dict] | None = None
-) -> None:
+def build_run(*, build_id: str) -> None:
     """Claim, extract and build. Safe to call twice: the second call sees the
     build claimed and returns."""
     if not build_claim(build_id=build_id):
@@ -240,15 +262,16 @@ def build_run(
     try:
         with _lease_kept(build_id):
             out(f"-----> Build #{build.number} of {build.app.name} from {build.archive_name}")
-            summary = extract_archive(
+            extract_archive(
                 Path(build.archive_path),
                 source,
                 limits=_archive_limits(),
-                log=out,
+                log=lambda line: out(f"       {line}"),
                 filename=build.archive_name,
             )
-            out(f"-----> Extracted {summary.files} files ({summary.total_bytes} bytes)")
-            fields = (builder or _inventory)(build, source, out)
+            fields = _build_image(build, source, out)
+    except BuildFailed as exc:  # the engine has logged it
+        build_finish(build_id=build_id, state=BuildState.FAILED, error=str(exc))
     except AgentError as exc:
         out(f"!!     {exc.message}")
         build_finish(build_id=build_id, state=BuildState.FAILED, error=exc.message)
@@ -263,10 +286,20 @@ def build_run(
         shutil.rmtree(source.parent, ignore_errors=True)
 
 
-def _inventory(build: Build, source: Path, out: Callable[[str], None]) -> dict[str, Any]:
-    """List what the source holds, file by file (kept for sources the image
-    builder is not asked to build)."""
-    for path in sorted(source.rglob("*")):
-        if path.is_file():
-            out(f"       {path.relative_to(source)} ({path.stat().st_size} bytes)")
-    return {}
+def _build_image(build: Build, source: Path, out: BuildLog) -> dict[str, Any]:
+    """Build and push the image; the fields to record on the Build."""
+    version = _take_version(str(build.pk))
+    result = build_app_image(
+        app=build.app.name, build_id=str(build.pk), version=version, source=source, log=out
+    )
+    out(f"-----> {result.image_ref} ({result.digest}) in {result.duration_s:.2f} s")
+    return {
+        "version": version,
+        "kind": result.kind,
+        "image_ref": result.image_ref,
+        "image_digest": result.digest,
+        "image_size": result.size,
+        "process_types": result.process_types,
+        "steps": [asdict(step) for step in result.steps],
+        "duration_s": result.duration_s,
+    }

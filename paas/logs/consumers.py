@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from paas.builds.selectors import build_for_user, build_log_since
-from paas.builds.services import build_group
+from paas.builds.services import build_group, build_state_event
 from paas.core.errors import PaasError
 
 # Close codes in the application range (4000-4999), mirroring HTTP statuses.
@@ -38,8 +38,7 @@ class BuildLogConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "state", **snapshot})
 
     def _snapshot(self, build_id: str) -> dict[str, Any]:
-        build = build_for_user(user=self.scope["user"], build_id=build_id)
-        return {"state": build.state, "error": build.error}
+        return build_state_event(build_for_user(user=self.scope["user"], build_id=build_id))
 
     async def disconnect(self, code: int) -> None:
         if self.group:
@@ -53,7 +52,10 @@ class BuildLogConsumer(AsyncJsonWebsocketConsumer):
         await self._send_line(event["seq"], event["text"])
 
     async def build_state(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "state", "state": event["state"], "error": event["error"]})
+        await self.send_json(
+            {"type": "state", "state": event["state"], "error": event["error"],
+             "image": event["image"]}
+        )  # fmt: skip
 
     async def _send_line(self, seq: int, text: str) -> None:
         if seq <= self.last_seq:

@@ -19,7 +19,9 @@ from django.db import connection
 from paas.accounts.models import Role, Team
 from paas.accounts.services import team_add_member
 from paas.celery import app as celery_app
+from tests.support.build_env import build_environment
 from tests.support.redis_server import run_redis
+from tests.support.registry import TestRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,6 +30,25 @@ ROOT = Path(__file__).resolve().parents[2]
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with run_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def _build_environment(
+    tmp_path_factory: pytest.TempPathFactory, run_id: str
+) -> Iterator[tuple[TestRegistry, dict[str, str]]]:
+    """A real registry and build network for the worker's builds."""
+    with build_environment(tmp_path_factory.mktemp("build-env"), run_id) as both:
+        yield both
+
+
+@pytest.fixture(scope="session")
+def build_env(_build_environment: tuple[TestRegistry, dict[str, str]]) -> dict[str, str]:
+    return _build_environment[1]
+
+
+@pytest.fixture(scope="session")
+def registry(_build_environment: tuple[TestRegistry, dict[str, str]]) -> TestRegistry:
+    return _build_environment[0]
 
 
 @pytest.fixture(autouse=True)
@@ -62,8 +83,8 @@ class Workers:
     """Starts real `celery worker` processes on this run's Redis and test
     database, and stops them (by PID) at the end of the test."""
 
-    def __init__(self, redis_url: str, tmp_path: Path) -> None:
-        self.env = _worker_env(redis_url)
+    def __init__(self, redis_url: str, tmp_path: Path, build_env: dict[str, str]) -> None:
+        self.env = {**_worker_env(redis_url), **build_env}
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -97,8 +118,10 @@ class Workers:
 
 
 @pytest.fixture
-def workers(redis_url: str, transactional_db: None, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(redis_url, tmp_path)
+def workers(
+    redis_url: str, transactional_db: None, tmp_path: Path, build_env: dict[str, str]
+) -> Iterator[Workers]:
+    pool = Workers(redis_url, tmp_path, build_env)
     try:
         yield pool
     finally:

@@ -104,7 +104,8 @@ def test_alice_uploads_a_zip_and_watches_the_log_live(
     expect(page.locator("#state")).to_have_text("succeeded", timeout=30_000)
     log = page.locator("#log")
     expect(log).to_contain_text("-----> Build #1 of hello-web from hello.zip")
-    expect(log).to_contain_text("app.py (15 bytes)")
+    expect(log).to_contain_text("detected a python app")
+    expect(page.locator("#image-ref")).to_contain_text("/hello-web@sha256:")
     expect(log).to_contain_text("-----> Build succeeded")
     if os.environ.get("PAAS_SCREENSHOTS"):
         page.screenshot(path=os.environ["PAAS_SCREENSHOTS"] + "/build.png", full_page=True)

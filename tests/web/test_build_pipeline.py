@@ -56,13 +56,13 @@ async def _read_until_final(communicator, timeout=60):
     return lines, states
 
 
-async def test_the_log_streams_live_while_the_worker_builds(client, alice, workers):
+async def test_the_log_streams_live_while_the_worker_builds(client, alice, workers, registry):
     await sync_to_async(app_create)(user=alice, team=alice.personal_team, name="hello")
     build, session = await sync_to_async(_upload_as)(client, alice, "hello", targz(HELLO))
     # Subscribe before any worker runs: every line must then arrive live.
     communicator = await _open_log(build, session)
     first = await communicator.receive_json_from(timeout=5)
-    assert first == {"type": "state", "state": "queued", "error": ""}
+    assert first == {"type": "state", "state": "queued", "error": "", "image": ""}
     await sync_to_async(workers.start)()
     lines, states = await _read_until_final(communicator)
     await communicator.disconnect()
@@ -70,12 +70,20 @@ async def test_the_log_streams_live_while_the_worker_builds(client, alice, worke
     assert states[-2:] == ["building", "succeeded"]
     texts = [text for _, text in lines]
     assert texts[0] == "-----> Build #1 of hello from src.tar.gz"
-    assert "-----> Extracted 3 files (21 bytes)" in texts
-    assert any("app.py" in t for t in texts)
+    assert any(t.startswith("       Extracted 3 files") for t in texts), texts
+    assert any("detected a python app" in t for t in texts), texts
+    assert texts[-1] == "-----> Build succeeded"
     assert [seq for seq, _ in lines] == list(range(1, len(lines) + 1))
     stored = await sync_to_async(Build.objects.get)(pk=build.pk)
     assert stored.state == BuildState.SUCCEEDED
     assert await sync_to_async(stored.log_lines.count)() == len(lines)
+    # A real image, tagged v1 in the real registry.
+    assert stored.version == 1
+    assert stored.kind == "python"
+    assert stored.image_ref.endswith("/hello:v1")
+    with registry.client() as client:
+        _, digest, _ = client.get_manifest("hello", "v1")
+    assert digest == stored.image_digest
 
 
 async def test_a_late_subscriber_gets_the_whole_log_replayed(client, alice, workers):

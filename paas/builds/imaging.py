@@ -1,0 +1,104 @@
+"""The bridge between Django settings and the Django-free build engine."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Callable
+from dataclasses import replace
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from django.conf import settings
+
+from paas.builds.engine import (
+    BuildConfig,
+    BuildLimits,
+    BuildNetwork,
+    BuildResult,
+    RegistrySettings,
+    StackSpec,
+    build_image,
+    publish_stack,
+)
+
+
+def registry_settings() -> RegistrySettings:
+    return RegistrySettings(
+        host=settings.PAAS_REGISTRY,
+        username=settings.PAAS_REGISTRY_USER or None,
+        password=settings.PAAS_REGISTRY_PASSWORD or None,
+        scheme=settings.PAAS_REGISTRY_SCHEME,
+        ca_file=settings.PAAS_REGISTRY_CA or None,
+    )
+
+
+def stack_spec() -> StackSpec:
+    return StackSpec(
+        name=settings.PAAS_STACK_NAME,
+        mirror=settings.PAAS_STACK_MIRROR,
+        packages=tuple(settings.PAAS_STACK_PACKAGES),
+    )
+
+
+def engine_config(stack_ref: str = "") -> BuildConfig:
+    # The cache (stack, dependency layers, downloads) may be shared by many
+    # workers; runc state and the build network are this host's own.
+    build_dir = Path(settings.BUILD_DIR)
+    return BuildConfig(
+        registry=registry_settings(),
+        stack_ref=stack_ref,
+        cache_dir=Path(settings.PAAS_BUILD_CACHE_DIR),
+        work_dir=build_dir / "work",
+        runc_root=build_dir / "runc",
+        network=BuildNetwork(
+            state_dir=build_dir / "net",
+            bridge=settings.PAAS_BUILD_BRIDGE,
+            subnet=IPv4Network(settings.PAAS_BUILD_SUBNET),
+            nft_table=settings.PAAS_BUILD_NFT_TABLE,
+        ),
+        limits=BuildLimits(
+            memory_bytes=settings.PAAS_BUILD_MEMORY_BYTES,
+            cpus=settings.PAAS_BUILD_CPUS,
+            pids=settings.PAAS_BUILD_PIDS,
+            wall_time_s=settings.PAAS_BUILD_STEP_TIMEOUT,
+        ),
+        pip_index_url=settings.PAAS_PIP_INDEX_URL or None,
+        npm_registry_url=settings.PAAS_NPM_REGISTRY_URL or None,
+        keep_images=settings.PAAS_KEEP_IMAGES,
+    )
+
+
+# Per worker process: (registry, stack key) -> the pushed stack's reference.
+_stacks: dict[tuple[str, str], str] = {}
+
+
+def ensure_stack(log: Callable[[str], None]) -> str:
+    """The stack's reference, made and pushed the first time (about a
+    minute), reused after. A file lock keeps two workers from running
+    debootstrap side by side."""
+    spec = stack_spec()
+    key = (settings.PAAS_REGISTRY, spec.key())
+    if key in _stacks:
+        return _stacks[key]
+    cache = Path(settings.PAAS_BUILD_CACHE_DIR)
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".stack.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with registry_settings().client() as client:
+            _stacks[key] = publish_stack(spec, cache, client, log)
+    return _stacks[key]
+
+
+def build_app_image(
+    *, app: str, build_id: str, version: int, source: Path, log: Callable[[str], None]
+) -> BuildResult:
+    config = replace(engine_config(), stack_ref=ensure_stack(log))
+    return build_image(
+        source_dir=source,
+        app=app,
+        build_id=build_id,
+        version=version,
+        config=config,
+        log=log,
+        secrets=(),
+    )

@@ -1,0 +1,43 @@
+"""A real build environment for control-plane tests: a registry, a build
+network and the shared stack cache, as environment variables for the Django
+processes (the Celery worker) that build."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from runtime_agent.network import HostNetwork
+from tests.support.registry import TestRegistry, run_registry
+
+# The stack's root filesystem is cached per machine, like a worker's: only
+# the first session pays for debootstrap. Shared with tests/builds/engine.
+STACK_CACHE = Path(os.environ.get("PAAS_BUILD_TEST_CACHE", "/var/cache/paas-build-test"))
+
+
+@contextlib.contextmanager
+def build_environment(workdir: Path, run_id: str) -> Iterator[tuple[TestRegistry, dict[str, str]]]:
+    subnet = IPv4Network(f"10.{secrets.choice(range(100, 200))}.{secrets.randbelow(256)}.0/24")
+    bridge, table = f"pw{run_id}", f"paasweb_{run_id}"
+    with run_registry(workdir / "registry") as registry:
+        env = {
+            "PAAS_REGISTRY": registry.host,
+            "PAAS_REGISTRY_USER": registry.username or "",
+            "PAAS_REGISTRY_PASSWORD": registry.password or "",
+            "PAAS_REGISTRY_CA": str(registry.ca_file or ""),
+            "PAAS_BUILD_CACHE_DIR": str(STACK_CACHE),
+            "PAAS_BUILD_BRIDGE": bridge,
+            "PAAS_BUILD_SUBNET": str(subnet),
+            "PAAS_BUILD_NFT_TABLE": table,
+            "PAAS_BUILD_DIR": str(workdir / "builds"),
+        }
+        try:
+            yield registry, env
+        finally:
+            # The engine set the network up on the first build; take it down.
+            # (paas.builds.imaging keeps its state in PAAS_BUILD_DIR/net).
+            HostNetwork(workdir / "builds" / "net", bridge, subnet, table).teardown()
