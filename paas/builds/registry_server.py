@@ -118,8 +118,21 @@ def prepare(directory: Path, *, host: str = "127.0.0.1", port: int = 5000) -> Re
     )
     config.write_text("\n".join(lines) + "\n")
     setup = RegistrySetup(f"{host}:{port}", "paas", password, str(cert), str(config))
-    # Holds the password: readable by root only.
-    fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(asdict(setup), fh)
+    _write_private(directory / "password", password)
+    # What the runtime agent needs to pull (an env file honcho reads).
+    _write_private(
+        directory / "agent.env",
+        f"PAAS_AGENT_REGISTRY_USER=paas\n"
+        f"PAAS_AGENT_REGISTRY_PASSWORD_FILE={directory / 'password'}\n"
+        f"PAAS_AGENT_REGISTRY_CA={cert}\n"
+        f"PAAS_REGISTRY_CONFIG={config}\n",
+    )
+    _write_private(state, json.dumps(asdict(setup)))
     return setup
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Files holding the password: readable by root only, from the start."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)

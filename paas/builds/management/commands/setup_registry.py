@@ -19,5 +19,4 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         setup = prepare(settings.DATA_DIR / "registry", port=options["port"])
-        # The one line scripts/up reads: the config file to serve.
-        self.stdout.write(setup.config_file)
+        self.stdout.write(f"registry {setup.host}: config {setup.config_file}")
