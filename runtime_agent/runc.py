@@ -1,9 +1,10 @@
 """runc, driven through the one command wrapper (:mod:`runtime_agent.cmd`).
 
-Containers are created *detached*: ``runc create`` hands the container's
-init our log files as stdout/stderr and exits, so no process of ours stays
-behind per container (no shim, no conmon). runc's own diagnostics go to a
-JSON ``--log`` file in the bundle, read back into the error when create fails.
+Containers are created *detached*: ``runc create`` (or ``runc run
+--detach``) hands the container's init our log files as stdout/stderr and
+exits, so no process of ours stays behind per container (no shim, no
+conmon). runc's own diagnostics go to a JSON ``--log`` file in the bundle,
+read back into the error when create fails.
 """
 
 from __future__ import annotations
@@ -58,12 +59,35 @@ class Runc:
         fails runc's one-line complaint also lands in ``stderr_fd``; the full
         story comes from runc's log into the raised :class:`CommandFailed`.
         """
+        return self._detached(
+            "create", cid, bundle, stdout_fd=stdout_fd, stderr_fd=stderr_fd, pid_file=pid_file
+        )
+
+    def run_detached(
+        self, cid: str, bundle: Path, *, stdout_fd: int, stderr_fd: int, pid_file: Path
+    ) -> int:
+        """Create and start the container in one runc process (``runc run
+        --detach``) and return its host pid; stdio and errors as in :meth:`create`.
+
+        Half the runc processes of create + start: each runc invocation costs
+        ~10 ms of Go start-up and state loading, and the container's process is
+        running when this returns. When it fails, runc has already removed
+        what it made of the container.
+        """
+        return self._detached(
+            "run", cid, bundle, stdout_fd=stdout_fd, stderr_fd=stderr_fd, pid_file=pid_file
+        )
+
+    def _detached(
+        self, verb: str, cid: str, bundle: Path, *, stdout_fd: int, stderr_fd: int, pid_file: Path
+    ) -> int:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_file = Path(bundle) / LOG_NAME
         log_file.unlink(missing_ok=True)
+        detach = ["--detach"] if verb == "run" else []
         argv = self._argv(
             "--log", str(log_file), "--log-format", "json",
-            "create", "--bundle", str(bundle), "--pid-file", str(pid_file), cid,
+            verb, *detach, "--bundle", str(bundle), "--pid-file", str(pid_file), cid,
         )  # fmt: skip
         try:
             # runc passes its own stdio to the detached container, so these

@@ -171,6 +171,36 @@ def test_it_refuses_a_second_container_with_the_same_id(harness):
         os.close(null)
 
 
+def run_detached(harness: Harness, args: list[str]) -> tuple[str, Path, int]:
+    cid, bundle, _ = harness.prepare(args)
+    out = os.open(bundle / "stdout", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        pid = harness.runc.run_detached(
+            cid, bundle, stdout_fd=out, stderr_fd=out, pid_file=bundle / "pid"
+        )
+    finally:
+        os.close(out)
+    return cid, bundle, pid
+
+
+def test_run_detached_creates_and_starts_in_one_call(harness):
+    cid, bundle, pid = run_detached(harness, ["sh", "-c", "echo started; sleep 100"])
+    state = harness.runc.state(cid)
+    assert (state["status"], state["pid"]) == ("running", pid)
+    deadline = time.monotonic() + 5
+    while (bundle / "stdout").read_text() != "started\n" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (bundle / "stdout").read_text() == "started\n"
+
+
+def test_a_failed_run_detached_says_why_and_leaves_no_container(harness):
+    with pytest.raises(CommandFailed) as err:
+        run_detached(harness, ["/no/such/program"])
+    assert "/no/such/program" in err.value.message
+    assert err.value.permanent
+    assert harness.runc.list() == []
+
+
 # --- exec ----------------------------------------------------------------------
 
 
