@@ -2,10 +2,10 @@
 logs and stats of the containers of one host, with restart policies, and
 re-adoption of running containers when the agent restarts.
 
-No process of ours stays behind per container: ``runc create`` detaches the
-container's init, whose stdout/stderr are plain files (:mod:`logs`). To still
-learn exit codes, the agent makes itself a *child subreaper*
-(``prctl(PR_SET_CHILD_SUBREAPER)``): when ``runc create`` exits, the orphaned
+No process of ours stays behind per container: ``runc run --detach`` detaches
+the container's init, whose stdout/stderr are plain files (:mod:`logs`). To
+still learn exit codes, the agent makes itself a *child subreaper*
+(``prctl(PR_SET_CHILD_SUBREAPER)``): when ``runc run`` exits, the orphaned
 container init is re-parented to the agent, which reaps it with
 ``waitpid(pid, WNOHANG)`` on each tick. Only container pids are waited for,
 never ``-1``, so ``subprocess`` calls elsewhere keep their own children.
@@ -19,6 +19,15 @@ Blocking work (runc, mount, netlink, image pulls) runs in threads via
 :func:`asyncio.to_thread`; each container's operations are serialised by a
 per-name :class:`asyncio.Lock`. A single tick task (every ``tick_s``) notices
 exits and advances the restart policy (:mod:`supervision`).
+
+The start path is kept short because it is what a deploy waits for (goal:
+at most twice a bare ``runc run``, see bench/agent_start.py): the image is
+looked up without a registry round trip when the reference is a digest or a
+tag pulled before (Docker's "missing" pull policy; ``POST /v1/images/pull``
+refreshes a tag), the rootfs and the network are prepared side by side, and
+one ``runc run --detach`` replaces ``runc create`` + ``runc start``: the
+network namespace exists before runc runs, so nothing has to happen between
+the two.
 """
 
 from __future__ import annotations
@@ -87,7 +96,7 @@ class Image(Protocol):
 class Images(Protocol):
     """What the manager needs from :class:`images.ImageStore` (blocking calls)."""
 
-    def pull(self, ref: str) -> Image: ...
+    def pull(self, ref: str, *, refresh: bool = True) -> Image: ...
     def lower_dirs(self, image: Any) -> list[Path]: ...
 
 
@@ -248,7 +257,7 @@ class ContainerManager:
             rec = ContainerRecord(name=req.name, request=req, created_at=time.time())
             self.store.save(rec)
             try:
-                await asyncio.to_thread(self._prepare, rec)
+                await self._prepare(rec)
             except BaseException:
                 await self._teardown(rec)
                 raise
@@ -415,16 +424,10 @@ class ContainerManager:
             raise AgentError(f"container {rec.name} did not die after SIGKILL", name=rec.name)
 
     async def _launch(self, rec: ContainerRecord, *, raise_errors: bool) -> None:
-        """runc create (the container writes to its log files) then runc start."""
+        """One ``runc run --detach``: the container writes to its log files."""
         name = rec.name
         try:
-            await asyncio.to_thread(self._ensure_runtime, rec)
-            pid = await asyncio.to_thread(self._create_process, rec)
-            try:
-                await asyncio.to_thread(self.runc.start, name)
-            except BaseException:
-                await self._delete_runc(name)
-                raise
+            pid = await asyncio.to_thread(self._launch_blocking, rec)
         except Exception as exc:
             log.error("could not start %s: %s", name, exc)
             self._advance(rec, StartFailed(str(exc)))
@@ -435,54 +438,93 @@ class ContainerManager:
         self._advance(rec, Started(pid))
         log.info("started %s (pid %d)", name, pid)
 
-    def _create_process(self, rec: ContainerRecord) -> int:
+    def _launch_blocking(self, rec: ContainerRecord) -> int:
+        # One thread hop for both: each hop costs a wake-up of the event loop.
+        self._ensure_runtime(rec)
+        return self._run_process(rec)
+
+    def _run_process(self, rec: ContainerRecord) -> int:
         cdir = self.store.container_dir(rec.name)
-        if (self.runc.root / rec.name).exists():
+        state_dir = self.runc.root / rec.name
+        if state_dir.exists():
             # A stopped leftover (e.g. from before a host reboot) blocks the id.
-            # Checked first: a runc call costs as much as the create itself.
+            # Checked first: a runc call costs as much as the run itself.
             with contextlib.suppress(NotFound):
                 self.runc.delete(rec.name, force=True)
         out, err = open_raw_fds(cdir / "logs")
         try:
-            return self.runc.create(
+            return self.runc.run_detached(
                 rec.name,
                 cdir / "bundle",
                 stdout_fd=out,
                 stderr_fd=err,
                 pid_file=cdir / "bundle" / "pid",
             )
+        except BaseException:
+            # runc removes a container it failed to start; should it have
+            # left one behind anyway, the next start must not find it.
+            if state_dir.exists():
+                with contextlib.suppress(Exception):
+                    self.runc.delete(rec.name, force=True)
+            raise
         finally:
             os.close(out)
             os.close(err)
 
     # --- preparing and tearing down ---------------------------------------------------
 
-    def _prepare(self, rec: ContainerRecord) -> None:
-        """Pull the image and build everything the process needs (blocking).
-        On failure the caller tears down whatever was done."""
-        image = self.images.pull(rec.request.image)
-        rec.image_digest = image.digest
-        rec.lowers = [str(p) for p in self.images.lower_dirs(image)]
-        self.store.save(rec)  # from here on a teardown knows what to undo
-        self._ensure_runtime(rec, force=True)
-        self._write_bundle(rec, image.config)
+    async def _prepare(self, rec: ContainerRecord) -> None:
+        """Pull the image and mount the rootfs, and meanwhile plumb the network
+        (neither needs the other), then write the bundle. On failure the
+        caller tears down whatever was done."""
+        results = await asyncio.gather(
+            asyncio.to_thread(self._prepare_rootfs, rec),
+            asyncio.to_thread(self._plumb_network, rec),
+            return_exceptions=True,
+        )
+        # gather waited for both: a teardown never races a step still running.
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        image = results[0]
+        assert not isinstance(image, BaseException)
+        await asyncio.to_thread(self._write_bundle, rec, image.config)
         rec.prepared = True
 
-    def _ensure_runtime(self, rec: ContainerRecord, *, force: bool = False) -> None:
+    def _prepare_rootfs(self, rec: ContainerRecord) -> Image:
+        # No refresh: a digest (what the control plane sends) or a tag pulled
+        # before is used as stored, like Docker's "missing" pull policy.
+        image = self.images.pull(rec.request.image, refresh=False)
+        rec.image_digest = image.digest
+        rec.lowers = [str(p) for p in self.images.lower_dirs(image)]
+        self._mount_rootfs(rec)
+        return image
+
+    def _ensure_runtime(self, rec: ContainerRecord) -> None:
         """Rootfs mounted and network plumbed: already true unless the host
         rebooted (mounts and netns do not survive that), so launches stay fast."""
+        if not os.path.ismount(self.store.container_dir(rec.name) / "rootfs"):
+            self._mount_rootfs(rec)
+        if not (rec.netns_path and os.path.exists(rec.netns_path)):
+            self._plumb_network(rec)
+
+    def _mount_rootfs(self, rec: ContainerRecord) -> None:
         cdir = self.store.container_dir(rec.name)
-        rootfs = cdir / "rootfs"
-        if force or not os.path.ismount(rootfs):
-            for sub in ("rootfs", "upper", "work"):
-                (cdir / sub).mkdir(parents=True, exist_ok=True)
-            if not os.path.ismount(rootfs):
-                overlay.mount([Path(p) for p in rec.lowers], cdir / "upper", cdir / "work", rootfs)
-        if force or not (rec.netns_path and os.path.exists(rec.netns_path)):
-            att = self.network.attach(rec.name)
-            rec.address, rec.netns_path = att.address, att.netns_path
-            write_etc_files(cdir / "etc", hostname_for(rec.request), att.address)
-            self.network.publish(rec.name, att.address, list(rec.request.ports))
+        for sub in ("rootfs", "upper", "work"):
+            (cdir / sub).mkdir(parents=True, exist_ok=True)
+        if not os.path.ismount(cdir / "rootfs"):
+            overlay.mount(
+                [Path(p) for p in rec.lowers], cdir / "upper", cdir / "work", cdir / "rootfs"
+            )
+
+    def _plumb_network(self, rec: ContainerRecord) -> None:
+        """Netns, veth, address, /etc files and published ports (idempotent)."""
+        att = self.network.attach(rec.name)
+        rec.address, rec.netns_path = att.address, att.netns_path
+        write_etc_files(
+            self.store.container_dir(rec.name) / "etc", hostname_for(rec.request), att.address
+        )
+        self.network.publish(rec.name, att.address, list(rec.request.ports))
 
     def _write_bundle(self, rec: ContainerRecord, image_config: dict[str, Any]) -> None:
         req = rec.request

@@ -47,7 +47,7 @@ class LocalImages:
         )
         self.pulls: list[str] = []
 
-    def pull(self, ref: str) -> LocalImage:
+    def pull(self, ref: str, *, refresh: bool = True) -> LocalImage:
         self.pulls.append(ref)
         return self.image
 
