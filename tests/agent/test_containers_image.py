@@ -11,7 +11,7 @@ import pytest
 
 from runtime_agent import wire
 from runtime_agent.containers import merge_env, resolve_args
-from runtime_agent.errors import InvalidRequest
+from runtime_agent.errors import InvalidRequest, RegistryError
 from runtime_agent.images import ImageStore
 from runtime_agent.states import ContainerState as S
 from tests.support.agent import AgentUnderTest, eventually, unique, wait_state
@@ -80,6 +80,32 @@ async def test_a_second_container_of_the_same_image_reuses_the_layers(agent, bus
     lines = [ln.line async for ln in manager.logs(first)]
     assert lines[1] == "/www"  # the image's WorkingDir
     assert "/bin" in lines[0]
+
+
+@pytest.mark.root
+async def test_a_create_asks_the_registry_nothing_for_a_pulled_tag_or_a_stored_digest(
+    agent, busybox_image, registry
+):
+    agent.images.pull(busybox_image.ref)
+    # The same store with a wrong password: any registry request would fail.
+    offline = ImageStore(
+        agent.config.root,
+        credentials=lambda host: ("nobody", "wrong"),
+        ca_file=str(registry.ca_file),
+    )
+    agent.images = offline
+    try:
+        manager = await agent.manager()
+        for ref in (busybox_image.ref, busybox_image.pinned_ref):
+            info = await manager.create(
+                wire.parse_create({"name": unique("off"), "image": ref, "cmd": ["true"]})
+            )
+            assert info.image_digest == busybox_image.digest
+        # The control: a refreshing pull of the same tag does ask, and is refused.
+        with pytest.raises(RegistryError):
+            offline.pull(busybox_image.ref)
+    finally:
+        offline.close()
 
 
 IMAGE = {"config": {"Entrypoint": ["/entry"], "Cmd": ["serve"], "Env": ["A=1", "B=2"]}}
