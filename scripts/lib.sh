@@ -8,7 +8,7 @@ VENV="$ROOT/.venv"
 # tiny test images).
 RUN_PACKAGES=(python3 python3-venv python3-dev gcc git redis-server runc nginx debootstrap
               docker-registry nftables iproute2 openssl ca-certificates curl)
-TEST_PACKAGES=(postgresql chromium busybox-static apache2-utils)
+TEST_PACKAGES=(postgresql chromium busybox-static skopeo umoci docker.io)
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then

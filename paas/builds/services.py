@@ -22,8 +22,8 @@ from django.utils import timezone
 
 from paas.applications.models import App
 from paas.builds.archive import ArchiveLimits, detect_format, extract_archive
-from paas.builds.engine import BuildFailed
-from paas.builds.imaging import build_app_image
+from paas.builds.engine import BuildFailed, reap_stale_builds
+from paas.builds.imaging import build_app_image, engine_config
 from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.core.errors import ValidationFailed
 from paas.core.events import group_send
@@ -215,6 +215,12 @@ def builds_fail_abandoned() -> int:
         ):
             count += 1
     return count
+
+
+def builds_reap_leftovers() -> list[str]:
+    """Remove the containers, mounts and scratch dirs of builds whose worker
+    died mid-step on this host (live builds hold a lock and are left alone)."""
+    return reap_stale_builds(engine_config())
 
 
 @contextmanager

@@ -14,4 +14,5 @@ def run_build(build_id: str) -> None:
 
 @shared_task(name="builds.fail_abandoned")
 def fail_abandoned_builds() -> int:
+    services.builds_reap_leftovers()
     return services.builds_fail_abandoned()

@@ -28,14 +28,10 @@ from runtime_agent.images import ImageStore
 from runtime_agent.network import HostNetwork
 from runtime_agent.runc import Runc
 from tests.agent.agentproc import free_port, unused_subnet
-from tests.conftest import have, is_root
 from tests.support.images import HTTP_PORT, BuiltImage
 from tests.support.registry import TestRegistry
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(not (is_root() and have("runc")), reason="needs root and runc"),
-]
+pytestmark = pytest.mark.root
 
 TOKEN = "alice-token-" + secrets.token_hex(8)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.agent.agentproc import REPO, AgentProcess, cleanup, free_port
-from tests.conftest import have, is_root
 from tests.support.images import HTTP_PORT
 
-needs_root = pytest.mark.skipif(not (is_root() and have("runc")), reason="needs root and runc")
+needs_root = pytest.mark.root
 
 
 @pytest.fixture

@@ -18,12 +18,8 @@ from runtime_agent.images import ImageStore
 from tests.support.images import BuiltImage, image_config, pack_dirs, push_image
 from tests.support.registry import TestRegistry
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(
-        not (shutil.which("skopeo") and shutil.which("umoci")), reason="needs skopeo and umoci"
-    ),
-]
+# skopeo and umoci come from scripts/test's package list.
+pytestmark = pytest.mark.root
 
 
 def tree_listing(root: Path) -> dict[str, tuple[object, ...]]:

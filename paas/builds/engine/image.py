@@ -129,29 +129,12 @@ def push_layers(
         if client.has_blob(repo, digest):
             continue
         if layer.path is None:
-            if layer.source_repo and mount_blob(client, repo, digest, layer.source_repo):
+            if layer.source_repo and client.mount_blob(repo, digest, layer.source_repo):
                 say(f"layer {digest[:19]} mounted from {layer.source_repo}")
                 continue
             raise RegistryError(f"base layer {digest} is not in the registry any more")
         client.push_blob(repo, layer.path)
         say(f"layer {digest[:19]} pushed ({layer.info.size} bytes)")
-
-
-def mount_blob(client: RegistryClient, repo: str, digest: str, from_repo: str) -> bool:
-    """Cross-repository blob mount (``POST .../blobs/uploads/?mount=&from=``).
-
-    Adapter: RegistryClient has no mount yet (asked of its owner); this uses
-    the python-dxf call it wraps, under its lock."""
-    native = getattr(client, "mount_blob", None)
-    if native is not None:
-        return bool(native(repo, digest, from_repo))
-    try:
-        with client._lock:
-            client._repo(repo).mount_blob(from_repo, digest)
-    except Exception:
-        log.info("mount of %s from %s into %s failed", digest, from_repo, repo)
-        return False
-    return True
 
 
 def push_image(

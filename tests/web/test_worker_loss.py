@@ -1,0 +1,61 @@
+"""A worker killed in the middle of a build: the build ends failed, never
+stuck in "building", and what the dead build left on the host is removed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from paas.applications.services import app_create
+from paas.builds import services
+from paas.builds.models import Build, BuildState
+from tests.web.archives import targz
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SLOW = {"Dockerfile": b'FROM stack\nRUN echo started && sleep 120\nCMD ["true"]\n'}
+
+
+def _wait_for(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_a_build_whose_worker_is_killed_ends_failed(client, alice, workers, build_env, settings):
+    app_create(user=alice, team=alice.personal_team, name="slow")
+    workers.env["PAAS_BUILD_LEASE_SECONDS"] = "6"
+    worker = workers.start()
+    client.force_login(alice)
+    client.post("/apps/slow/builds", {"source": SimpleUploadedFile("s.tar.gz", targz(SLOW))})
+    build = Build.objects.get()
+    _wait_for(lambda: build.log_lines.filter(text__contains="started").exists())
+
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    build.refresh_from_db()
+    assert build.state == BuildState.BUILDING
+
+    # The sweep (a beat task) fails it once the dead worker's lease has run
+    # out. (The task itself comes back later, acked late: a second run finds
+    # the build no longer queued and does nothing; see test_build_states.)
+    settings.BUILD_DIR = build_env["PAAS_BUILD_DIR"]
+    for key in ("PAAS_BUILD_BRIDGE", "PAAS_BUILD_SUBNET", "PAAS_BUILD_NFT_TABLE"):
+        setattr(settings, key, build_env[key])
+    time.sleep(7)
+    assert services.builds_fail_abandoned() == 1
+    build.refresh_from_db()
+    assert build.state == BuildState.FAILED
+    assert "worker running this build stopped" in build.error
+
+    reaped = services.builds_reap_leftovers()
+    assert len(reaped) == 1
+    work = os.path.join(build_env["PAAS_BUILD_DIR"], "work")
+    assert not [d for d in os.listdir(work) if d.startswith("build-")]
+    with open("/proc/self/mountinfo") as mounts:
+        assert build_env["PAAS_BUILD_DIR"] not in mounts.read()
