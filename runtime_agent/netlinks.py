@@ -99,6 +99,14 @@ def delete_link(ifname: str) -> bool:
         return True
 
 
+def _delete_if_present(ipr: IPRoute, ifname: str) -> None:
+    try:
+        ipr.link("del", ifname=ifname)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:  # absent (or raced with another deleter): fine
+            raise
+
+
 def bridge_ports(bridge: str) -> list[str]:
     with _netlink(f"listing ports of {bridge}") as ipr:
         idx = _index(ipr, bridge)
@@ -124,15 +132,19 @@ def _is_nsfs(path: Path) -> bool:
     return path.stat().st_dev != path.parent.stat().st_dev
 
 
-def ensure_netns(name: str) -> None:
+def ensure_netns(name: str) -> bool:
+    """Create the named netns unless it exists; True if it was created now
+    (then it is empty: nothing in it needs checking)."""
     path = netns_path(name)
     if path.exists() and not _is_nsfs(path):
         path.unlink()  # left by a create that died before its bind mount
-    if not path.exists():
-        try:
-            nsthread.create(path)
-        except OSError as exc:
-            raise NetworkError(f"creating netns {name} failed: {exc}") from exc
+    if path.exists():
+        return False
+    try:
+        nsthread.create(path)
+    except OSError as exc:
+        raise NetworkError(f"creating netns {name} failed: {exc}") from exc
+    return True
 
 
 def remove_netns(name: str) -> bool:
@@ -170,13 +182,23 @@ def container_side_ready(ns: str, address: IPv4Interface, gateway: IPv4Address) 
 
 
 def plumb_veth(
-    host_ifname: str, bridge: str, ns: str, address: IPv4Interface, gateway: IPv4Address
+    host_ifname: str,
+    bridge: str,
+    ns: str,
+    address: IPv4Interface,
+    gateway: IPv4Address,
+    *,
+    replace: bool = False,
 ) -> None:
-    """Create a veth pair: host end on the bridge, other end as eth0 in ``ns``."""
+    """Create a veth pair: host end on the bridge, other end as eth0 in ``ns``.
+    ``replace`` first deletes a host link of that name (a half-made pair left
+    by a crash), on the same netlink socket: cheaper than a separate call."""
     # The peer is born inside the netns (named eth0 there), so it never
     # occupies a name in the host namespace.
     peer: dict[str, Any] = {"ifname": CONTAINER_IFNAME, "net_ns_fd": ns}
     with _netlink(f"creating veth {host_ifname}") as ipr:
+        if replace:
+            _delete_if_present(ipr, host_ifname)
         ipr.link("add", ifname=host_ifname, kind="veth", peer=peer)
         idx = _index(ipr, host_ifname)
         master = _index(ipr, bridge)

@@ -40,12 +40,15 @@ class NetStateStore:
         # Re-entrant so a transaction may call helpers that read the state.
         self._thread_lock = threading.RLock()
         self._depth = 0
+        # The file's text as of the last read or write in a transaction.
+        self._written: str | None = None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[dict[str, Any]]:
         """Yield the state for changing; it is written back only on success."""
         with self._locked():
-            state = self.read()
+            self._written = self._read_text()
+            state = _parse(self._written)
             yield state
             self._write(state)
 
@@ -56,13 +59,13 @@ class NetStateStore:
         self._write(state)
 
     def read(self) -> dict[str, Any]:
+        return _parse(self._read_text())
+
+    def _read_text(self) -> str | None:
         try:
-            data: dict[str, Any] = json.loads(self.path.read_text())
+            return self.path.read_text()
         except FileNotFoundError:
-            return empty_state()
-        for key, value in empty_state().items():
-            data.setdefault(key, value)
-        return data
+            return None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -87,9 +90,28 @@ class NetStateStore:
                 os.close(fd)  # closing releases the flock
 
     def _write(self, state: dict[str, Any]) -> None:
+        data = _dump(state)
+        if data == self._written:
+            # Unchanged (an idempotent call, or nothing after a checkpoint):
+            # an fsync'd rewrite costs about a millisecond on every start.
+            return
+        self._written = data
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}")
         with open(tmp, "w") as f:
-            json.dump(state, f, indent=1, sort_keys=True)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+
+def _parse(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return empty_state()
+    data: dict[str, Any] = json.loads(text)
+    for key, value in empty_state().items():
+        data.setdefault(key, value)
+    return data
+
+
+def _dump(state: dict[str, Any]) -> str:
+    return json.dumps(state, indent=1, sort_keys=True)

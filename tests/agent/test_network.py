@@ -195,6 +195,20 @@ def test_attach_is_idempotent_and_survives_a_new_agent(
     assert fetch(first.address, 8000) == f"carol {first.gateway}"
 
 
+def test_an_attach_that_changes_nothing_does_not_rewrite_the_state(
+    net: HostNetwork, params: dict
+) -> None:
+    state_file = params["state_dir"] / "state.json"
+    ivan = net.attach("ivan")
+    written = state_file.stat().st_ino  # every write is a rename: a new inode
+    assert net.attach("ivan") == ivan
+    net.publish("ivan", ivan.address, [])
+    assert state_file.stat().st_ino == written
+    net.detach("ivan")
+    assert state_file.stat().st_ino != written
+    assert "ivan" not in json.loads(state_file.read_text())["attachments"]
+
+
 def test_concurrent_attaches_in_threads_get_distinct_addresses(net: HostNetwork) -> None:
     names = [f"c{i}" for i in range(8)]
     errors: list[BaseException] = []
@@ -416,6 +430,24 @@ def test_attach_repairs_a_half_made_attachment(net: HostNetwork, servers: Server
     assert net.attach("grace") == grace
     servers.start(grace.netns_name, grace.address, 8000, "grace")
     assert fetch(grace.address, 8000) == f"grace {grace.gateway}"
+
+
+def test_attach_replaces_a_host_veth_left_over_with_a_lost_netns(
+    net: HostNetwork, servers: Servers
+) -> None:
+    heidi = net.attach("heidi")
+    # As if the agent died with the pair made but its netns since removed and
+    # the host end still there (here: a pair whose other end is on the host).
+    netlinks.remove_netns(heidi.netns_name)
+    netlinks.delete_link(heidi.host_veth)
+    peer = f"vp{secrets.token_hex(5)}"
+    ip_link = ["ip", "link", "add", heidi.host_veth, "type", "veth", "peer", "name", peer]
+    subprocess.run(ip_link, check=True, timeout=10)
+
+    assert net.attach("heidi") == heidi
+    servers.start(heidi.netns_name, heidi.address, 8000, "heidi")
+    assert fetch(heidi.address, 8000) == f"heidi {heidi.gateway}"
+    assert peer not in link_names()  # the leftover pair went as a whole
 
 
 def test_setup_moves_the_bridge_to_a_new_subnet_when_nothing_is_attached(params: dict) -> None:
