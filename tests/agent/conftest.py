@@ -7,13 +7,14 @@ import ctypes
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from runtime_agent.cmd import run
-from runtime_agent.containers import PR_SET_CHILD_SUBREAPER
+from runtime_agent.containers import PR_SET_CHILD_SUBREAPER, ContainerManager
+from tests.support.agent import AgentUnderTest, LocalImages
 from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry, run_registry
 
@@ -62,3 +63,19 @@ def _not_a_subreaper_after_the_test() -> Iterator[None]:
     later test sees orphans go to init as on a normal host."""
     yield
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+@pytest.fixture
+async def agent(tmp_agent_root: Path, tmp_path: Path) -> AsyncIterator[AgentUnderTest]:
+    """A container manager on a fresh root, its network and runc state
+    removed afterwards (tests/support/agent.py)."""
+    a = AgentUnderTest(tmp_agent_root, LocalImages(tmp_path / "images"))
+    try:
+        yield await a.setup()
+    finally:
+        await a.cleanup()
+
+
+@pytest.fixture
+async def manager(agent: AgentUnderTest) -> ContainerManager:
+    return await agent.manager()

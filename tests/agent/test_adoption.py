@@ -16,21 +16,12 @@ from pathlib import Path
 import pytest
 
 from runtime_agent.states import ContainerState as S
-from tests.support.agent import AgentUnderTest, LocalImages, eventually, request, unique, wait_state
+from tests.support.agent import AgentUnderTest, eventually, request, unique, wait_state
 
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
 COUNTER = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.02; done"
-
-
-@pytest.fixture
-async def agent(tmp_agent_root, tmp_path):
-    a = AgentUnderTest(tmp_agent_root, LocalImages(tmp_path / "images"))
-    try:
-        yield await a.setup()
-    finally:
-        await a.cleanup()
 
 
 async def numbers(manager, name):

@@ -35,20 +35,6 @@ TRAP_143 = "trap 'exit 143' TERM; echo ready; while true; do sleep 0.05; done"
 DEAF = "echo ready; while true; do sleep 0.05; done"
 
 
-@pytest.fixture
-async def agent(tmp_agent_root, tmp_path):
-    a = AgentUnderTest(tmp_agent_root, LocalImages(tmp_path / "images"))
-    try:
-        yield await a.setup()
-    finally:
-        await a.cleanup()
-
-
-@pytest.fixture
-async def manager(agent):
-    return await agent.manager()
-
-
 async def lines(manager, name, **kwargs):
     return [(ln.stream, ln.line) async for ln in manager.logs(name, **kwargs)]
 

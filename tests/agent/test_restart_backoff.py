@@ -11,23 +11,9 @@ import pytest
 
 from runtime_agent.logs import parse_time
 from runtime_agent.states import ContainerState as S
-from tests.support.agent import AgentUnderTest, LocalImages, eventually, request, unique, wait_state
+from tests.support.agent import eventually, request, unique, wait_state
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-async def agent(tmp_agent_root, tmp_path):
-    a = AgentUnderTest(tmp_agent_root, LocalImages(tmp_path / "images"))
-    try:
-        yield await a.setup()
-    finally:
-        await a.cleanup()
-
-
-@pytest.fixture
-async def manager(agent):
-    return await agent.manager()
 
 
 async def start_times(manager, name):
