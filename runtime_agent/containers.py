@@ -408,8 +408,6 @@ class ContainerManager:
         actions = self._advance(rec, StartRequested())
         if Action.LAUNCH in actions:
             await self._launch(rec, raise_errors=True)
-        else:  # no launch to run them beside: ports recorded at create go in now
-            await asyncio.to_thread(self.network.apply_rules)
 
     async def _stop_locked(self, rec: ContainerRecord, grace: float) -> None:
         self._advance(rec, StopRequested())
@@ -426,11 +424,10 @@ class ContainerManager:
             raise AgentError(f"container {rec.name} did not die after SIGKILL", name=rec.name)
 
     async def _launch(self, rec: ContainerRecord, *, raise_errors: bool) -> None:
-        """One ``runc run --detach`` (the container writes to its log files),
-        beside the ``nft`` run for ports that a create recorded but left to us."""
+        """One ``runc run --detach``: the container writes to its log files."""
         name = rec.name
         try:
-            pid = await self._run_and_apply_rules(rec)
+            pid = await asyncio.to_thread(self._launch_blocking, rec)
         except Exception as exc:
             log.error("could not start %s: %s", name, exc)
             self._advance(rec, StartFailed(str(exc)))
@@ -441,22 +438,10 @@ class ContainerManager:
         self._advance(rec, Started(pid))
         log.info("started %s (pid %d)", name, pid)
 
-    async def _run_and_apply_rules(self, rec: ContainerRecord) -> int:
-        await asyncio.to_thread(self._ensure_runtime, rec)
-        started, applied = await asyncio.gather(
-            asyncio.to_thread(self._run_process, rec),
-            asyncio.to_thread(self.network.apply_rules),
-            return_exceptions=True,
-        )
-        if isinstance(applied, BaseException):
-            if not isinstance(started, BaseException):
-                # Running without its ports is not what was asked for.
-                await self._delete_runc(rec.name)
-                await asyncio.to_thread(_reap_soon, started)
-            raise applied
-        if isinstance(started, BaseException):
-            raise started
-        return started
+    def _launch_blocking(self, rec: ContainerRecord) -> int:
+        # One thread hop for both: each hop costs a wake-up of the event loop.
+        self._ensure_runtime(rec)
+        return self._run_process(rec)
 
     def _run_process(self, rec: ContainerRecord) -> int:
         cdir = self.store.container_dir(rec.name)
@@ -494,8 +479,7 @@ class ContainerManager:
         caller tears down whatever was done."""
         results = await asyncio.gather(
             asyncio.to_thread(self._prepare_rootfs, rec),
-            # With a start to follow, the nft run waits to run beside runc's.
-            asyncio.to_thread(self._plumb_network, rec, apply_ports=not rec.request.start),
+            asyncio.to_thread(self._plumb_network, rec),
             return_exceptions=True,
         )
         # gather waited for both: a teardown never races a step still running.
@@ -533,16 +517,14 @@ class ContainerManager:
                 [Path(p) for p in rec.lowers], cdir / "upper", cdir / "work", cdir / "rootfs"
             )
 
-    def _plumb_network(self, rec: ContainerRecord, *, apply_ports: bool = True) -> None:
-        """Netns, veth, address, /etc files and published ports (idempotent);
-        without ``apply_ports`` the ports are checked and recorded but reach
-        the kernel with the next :meth:`HostNetwork.apply_rules`."""
+    def _plumb_network(self, rec: ContainerRecord) -> None:
+        """Netns, veth, address, /etc files and published ports (idempotent)."""
         att = self.network.attach(rec.name)
         rec.address, rec.netns_path = att.address, att.netns_path
         write_etc_files(
             self.store.container_dir(rec.name) / "etc", hostname_for(rec.request), att.address
         )
-        self.network.publish(rec.name, att.address, list(rec.request.ports), apply=apply_ports)
+        self.network.publish(rec.name, att.address, list(rec.request.ports))
 
     def _write_bundle(self, rec: ContainerRecord, image_config: dict[str, Any]) -> None:
         req = rec.request
@@ -768,17 +750,6 @@ def _note_failure(task: asyncio.Task[Any]) -> None:
     # caller that would have received it went away.
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.debug("task %s failed: %s", task.get_name(), exc)
-
-
-def _reap_soon(pid: int, timeout_s: float = 2.0) -> None:
-    """Collect a just-killed child of ours (its exit is not news to anyone)."""
-    deadline = time.monotonic() + timeout_s
-    while _reap_if_child(pid) is None and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.01)
 
 
 def _reap_if_child(pid: int) -> int | None:

@@ -84,7 +84,6 @@ class HostNetwork:
         self.nft_table = nft_table
         self.store = NetStateStore(state_dir)
         self._table_ready = False  # set once this instance has written the whole table
-        self._rules_behind = False  # a publish(apply=False) is not in the kernel yet
 
     # --- host side --------------------------------------------------------
 
@@ -152,16 +151,8 @@ class HostNetwork:
         state = self.store.read()
         return {cid: Attachment.from_dict(a) for cid, a in state["attachments"].items()}
 
-    def publish(
-        self, cid: str, address: str, bindings: list[PortBinding], *, apply: bool = True
-    ) -> None:
-        """Make ``bindings`` the ports published for ``cid`` (replacing earlier ones).
-
-        ``apply=False`` checks and records them (a conflict is refused here
-        all the same) but leaves the ``nft`` run, ~5 ms, to :meth:`apply_rules`,
-        so that a caller can overlap it with other work: the container manager
-        runs it beside ``runc run``. Until then the ports do not answer.
-        """
+    def publish(self, cid: str, address: str, bindings: list[PortBinding]) -> None:
+        """Make ``bindings`` the ports published for ``cid`` (replacing earlier ones)."""
         self._check_cid(cid)
         wanted = ports.validate(bindings)
         if IPv4Address(address) not in self.subnet:
@@ -181,18 +172,7 @@ class HostNetwork:
                 del state["ports"][cid]
             else:
                 state["ports"][cid] = new
-            if apply:
-                self._apply_rules(state)
-            else:
-                self._rules_behind = True
-
-    def apply_rules(self) -> None:
-        """Put what :meth:`publish` recorded with ``apply=False`` into the
-        kernel (nothing to do, and no ``nft`` run, when it is there already).
-        Every other change renders the whole state, so it catches up too."""
-        with self.store.transaction() as state:
-            if self._rules_behind:
-                self._apply_rules(state)
+            self._apply_rules(state)
 
     def unpublish(self, cid: str) -> None:
         self._check_cid(cid)
@@ -275,10 +255,8 @@ class HostNetwork:
         if self._table_ready:
             try:
                 ports.apply(ports.render_publish(self.nft_table, published))
-                self._rules_behind = False
                 return
             except CommandFailed:
                 log.warning("nft table %s was changed behind our back: rebuilding", self.nft_table)
         ports.apply(ports.render(self.nft_table, self.bridge, self.subnet, published))
         self._table_ready = True
-        self._rules_behind = False

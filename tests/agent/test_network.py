@@ -259,23 +259,6 @@ def test_a_published_port_answers_on_loopback_and_on_the_container_address(
     assert publish_comments(net.nft_table) == ["web"]
 
 
-def test_a_publish_left_for_later_is_checked_now_and_answers_after_apply_rules(
-    net: HostNetwork, servers: Servers
-) -> None:
-    judy, kim = net.attach("judy"), net.attach("kim")
-    servers.start(judy.netns_name, "0.0.0.0", 9000, "judy")
-    host_port = free_port()
-    binding = PortBinding(container_port=9000, host_port=host_port)
-    net.publish("judy", judy.address, [binding], apply=False)
-    assert publish_comments(net.nft_table) == []  # not in the kernel yet...
-    with pytest.raises(Conflict):  # ...but already held against others
-        net.publish("kim", kim.address, [binding], apply=False)
-
-    net.apply_rules()
-    assert fetch("127.0.0.1", host_port) == f"judy {judy.gateway}"
-    assert publish_comments(net.nft_table) == ["judy"]
-
-
 @dataclass(frozen=True)
 class OtherHost:
     netns: str
