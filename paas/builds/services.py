@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from django import db
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -230,11 +231,16 @@ def _lease_kept(build_id: str) -> Iterator[None]:
     every = settings.PAAS_BUILD_LEASE_SECONDS / 3
 
     def renew() -> None:
-        while not stop.wait(every):
-            Build.objects.filter(pk=build_id, state=BuildState.BUILDING).update(
-                lease_expires_at=timezone.now()
-                + timedelta(seconds=settings.PAAS_BUILD_LEASE_SECONDS)
-            )
+        try:
+            while not stop.wait(every):
+                Build.objects.filter(pk=build_id, state=BuildState.BUILDING).update(
+                    lease_expires_at=timezone.now()
+                    + timedelta(seconds=settings.PAAS_BUILD_LEASE_SECONDS)
+                )
+        finally:
+            # This thread's own database connection: close it, or every
+            # build would leave one open (PostgreSQL counts them).
+            db.connection.close()
 
     thread = threading.Thread(target=renew, name=f"lease-{build_id}", daemon=True)
     thread.start()
