@@ -4,12 +4,17 @@ than a bare ``runc run -d`` of the same bundle?
 Needs root, runc, docker-registry and nftables (as the agent's tests do).
 From the repository root::
 
-    .venv/bin/python bench/agent_start.py [--runs 25]
+    .venv/bin/python bench/agent_start.py [--runs 40] [--samples]
 
 What it does: starts a real registry (tests/support/registry.py), pushes the
 busybox httpd test image, starts a real agent process (``python -m
 runtime_agent``) and pulls the image through the API once (pulls are not
-what is measured). Then, alternating the two so drift hits both alike:
+what is measured). Containers are then created from the image's pinned
+reference (``registry/repo@sha256:...``), because that is what the platform
+sends: a release names the exact image it was built as, so a deploy never
+picks up a tag that moved, and an image already in the agent's store costs
+no registry round trip to start. Then, alternating the two so drift hits
+both alike (and switching which goes first every round):
 
 - agent: ``POST /v1/containers`` with a published port, timing (a) request
   -> the answer says running with a pid, (b) request -> ``GET /`` through the
@@ -20,8 +25,21 @@ what is measured). Then, alternating the two so drift hits both alike:
   timing (a) ``runc run -d`` returning (the process has started), (b) ``GET /``
   on the container's address answering 200; then killed and deleted (untimed).
 
-Prints p50/p95 of each and the agent/bare ratios; the last line is one JSON
+Prints p50/p95 of each and the agent/bare ratios; ``ok`` is the goal: the
+ratio of the p50s at most 2 for both (a) and (b). The last line is one JSON
 object: {"bench": "agent_start", "figures": {...}, "goals": {...}, "ok": ...}.
+
+On reading the figures: on the 2-core VMs of this project, ``runc`` itself
+is bimodal: ~33 ms or ~65 ms for the same bundle, with the same CPU time
+(the slow runs wait rather than work), for the agent's runc and the bare
+one alike. The p50 of each side lands in whichever mode holds half of its
+runs, so few runs can put the two p50s in different modes by chance; 30
+runs at least (40 by default) make that rarer, and the ratio of the means,
+which averages over both modes, is printed beside it as the steadier
+figure. The agent's runc has been seen to land in the slow mode more often
+than the bare one (cause not found: neither the spec, the stdio files, the
+thread runc is started from, the subreaper flag, a fresh netns or overlay,
+nor a pause before runc changes the mode in isolation). ``--samples`` prints every sample.
 """
 
 from __future__ import annotations
@@ -53,6 +71,7 @@ from tests.support.registry import run_registry  # noqa: E402
 
 GOAL_RATIO = 2.0
 WARMUP = 2
+MIN_RUNS = 30
 READY_TIMEOUT_S = 10.0
 
 
@@ -187,7 +206,7 @@ def summarise(samples: dict[str, list[float]]) -> tuple[dict[str, Any], bool]:
         figures[f"{key}_p95_ms"] = round(pct(values, 95) * 1000, 2)
         figures[f"{key}_mean_ms"] = round(statistics.fmean(values) * 1000, 2)
     for what in ("start", "http"):
-        for q in ("p50", "p95"):
+        for q in ("p50", "p95", "mean"):
             agent, bare = figures[f"agent_{what}_{q}_ms"], figures[f"bare_{what}_{q}_ms"]
             figures[f"{what}_ratio_{q}"] = round(agent / bare, 2)
     ok = figures["start_ratio_p50"] <= GOAL_RATIO and figures["http_ratio_p50"] <= GOAL_RATIO
@@ -208,7 +227,8 @@ def report(figures: dict[str, Any], ok: bool) -> None:
     for what in ("start", "http"):
         print(
             f"ratio agent/bare ({what}): p50 {figures[what + '_ratio_p50']}x, "
-            f"p95 {figures[what + '_ratio_p95']}x (goal <= {GOAL_RATIO}x at p50)"
+            f"p95 {figures[what + '_ratio_p95']}x, mean {figures[what + '_ratio_mean']}x "
+            f"(goal <= {GOAL_RATIO}x at p50)"
         )
     result = {
         "bench": "agent_start",
@@ -231,9 +251,13 @@ def scratch() -> Iterator[Path]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=25, help="measured runs of each (>= 20)")
+    parser.add_argument(
+        "--runs", type=int, default=40, help=f"measured runs of each (>= {MIN_RUNS})"
+    )
     parser.add_argument("--samples", action="store_true", help="also print every sample (ms)")
     args = parser.parse_args()
+    if args.runs < MIN_RUNS:
+        parser.error(f"--runs must be at least {MIN_RUNS}: fewer do not give a stable p50")
     if os.geteuid() != 0:
         print("agent_start: needs root (runc, netns, nftables)", file=sys.stderr)
         return 2
@@ -258,10 +282,10 @@ def _run(workdir: Path, runs: int) -> dict[str, list[float]]:
             PAAS_AGENT_REGISTRY_CA=str(registry.ca_file or ""),
             PAAS_AGENT_LOG_LEVEL="WARNING",
         )
-        bench = Bench(agent, image.ref, workdir)
+        bench = Bench(agent, image.pinned_ref, workdir)
         try:
             agent.start()
-            bench.api("POST", "/v1/images/pull", {"ref": image.ref})
+            bench.api("POST", "/v1/images/pull", {"ref": image.pinned_ref})
             samples = measure(bench, runs)
         finally:
             for cid in list(bench.bare_ids):
