@@ -519,12 +519,11 @@ class ContainerManager:
 
     def _plumb_network(self, rec: ContainerRecord) -> None:
         """Netns, veth, address, /etc files and published ports (idempotent)."""
-        att = self.network.attach(rec.name)
+        att = self.network.attach(rec.name, list(rec.request.ports))
         rec.address, rec.netns_path = att.address, att.netns_path
         write_etc_files(
             self.store.container_dir(rec.name) / "etc", hostname_for(rec.request), att.address
         )
-        self.network.publish(rec.name, att.address, list(rec.request.ports))
 
     def _write_bundle(self, rec: ContainerRecord, image_config: dict[str, Any]) -> None:
         req = rec.request

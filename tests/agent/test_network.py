@@ -24,7 +24,7 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from runtime_agent import netlinks
-from runtime_agent.errors import Conflict
+from runtime_agent.errors import Conflict, NetworkError
 from runtime_agent.network import HostNetwork
 from runtime_agent.wire import PortBinding
 
@@ -257,6 +257,35 @@ def test_a_published_port_answers_on_loopback_and_on_the_container_address(
     assert fetch("127.0.0.1", host_port) == f"web {web.gateway}"
     assert fetch(web.address, 9000) == f"web {web.gateway}"
     assert publish_comments(net.nft_table) == ["web"]
+
+
+def test_attach_with_ports_publishes_them_and_refuses_a_taken_one(
+    net: HostNetwork, servers: Servers
+) -> None:
+    host_port = free_port()
+    binding = PortBinding(container_port=9000, host_port=host_port)
+    judy = net.attach("judy", [binding])
+    servers.start(judy.netns_name, "0.0.0.0", 9000, "judy")
+    assert fetch("127.0.0.1", host_port) == f"judy {judy.gateway}"
+    assert publish_comments(net.nft_table) == ["judy"]
+    assert net.attach("judy", [binding]) == judy  # idempotent
+
+    with pytest.raises(Conflict):
+        net.attach("kim", [binding])
+    assert publish_comments(net.nft_table) == ["judy"]
+    assert "kim" not in net.published()
+
+
+def test_an_attach_that_fails_after_its_rules_went_in_records_them_for_the_detach(
+    net: HostNetwork,
+) -> None:
+    netlinks.delete_link(net.bridge)  # plumbing fails: the veth has no bridge to join
+    with pytest.raises(NetworkError):
+        net.attach("liam", [PortBinding(container_port=9000, host_port=free_port())])
+    assert "liam" in net.published()
+    assert publish_comments(net.nft_table) == ["liam"]
+    net.detach("liam")
+    assert publish_comments(net.nft_table) == []
 
 
 @dataclass(frozen=True)
