@@ -39,7 +39,9 @@ which averages over both modes, is printed beside it as the steadier
 figure. The agent's runc has been seen to land in the slow mode more often
 than the bare one (cause not found: neither the spec, the stdio files, the
 thread runc is started from, the subreaper flag, a fresh netns or overlay,
-nor a pause before runc changes the mode in isolation). ``--samples`` prints every sample.
+nor a pause before runc changes the mode in isolation); running anything
+beside it (an ``nft`` run was tried) makes the slow mode more frequent.
+``--samples`` prints every sample.
 """
 
 from __future__ import annotations
