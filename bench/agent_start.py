@@ -20,10 +20,12 @@ both alike (and switching which goes first every round):
   -> the answer says running with a pid, (b) request -> ``GET /`` through the
   published port on 127.0.0.1 answers 200; then the container is removed
   (untimed);
-- bare runc: the bundle of a container the agent prepared but did not start
-  (same rootfs overlay, same spec, same netns), copied with its own cgroup,
-  timing (a) ``runc run -d`` returning (the process has started), (b) ``GET /``
-  on the container's address answering 200; then killed and deleted (untimed).
+- bare runc: the bundle of a container the agent has just prepared but not
+  started (a new one each round, untimed: same rootfs overlay, same spec,
+  same netns), copied with its own cgroup, timing (a) ``runc run -d``
+  returning (the process has started), (b) ``GET /`` on the container's
+  address answering 200; then killed and deleted, and the prepared
+  container removed (untimed).
 
 Prints p50/p95 of each and the agent/bare ratios; ``ok`` is the goal: the
 ratio of the p50s at most 2 for both (a) and (b). The last line is one JSON
@@ -142,18 +144,22 @@ class Bench:
 
     # --- bare runc ------------------------------------------------------------------
 
-    def prepare_bare(self) -> tuple[dict[str, Any], str]:
-        """A container the agent prepares but never starts: its bundle is ours to copy."""
-        name = f"bench-{self.tag}-bare"
+    def prepare_bare(self, i: int) -> tuple[str, dict[str, Any], str]:
+        """A container the agent prepares but never starts: its bundle is ours
+        to copy. A new one every round, so that the bare runc, like the
+        agent's, starts in a netns and on an overlay made moments before: the
+        same kernel conditions, not a netns and a mount warm from earlier runs."""
+        name = f"bench-{self.tag}-bare-{i}"
         info = self.api(
             "POST", "/v1/containers", {"name": name, "image": self.image_ref, "start": False}
         )
         spec = json.loads(
             (self.agent.root / "containers" / name / "bundle" / "config.json").read_text()
         )
-        return spec, info["address"]
+        return name, spec, info["address"]
 
-    def bare_once(self, i: int, spec: dict[str, Any], address: str) -> tuple[float, float]:
+    def bare_once(self, i: int) -> tuple[float, float]:
+        prepared, spec, address = self.prepare_bare(i)  # untimed
         cid = f"bare-{self.tag}-{i}"
         bundle = self.workdir / "bundles" / cid
         bundle.mkdir(parents=True)
@@ -175,6 +181,7 @@ class Bench:
         ready = wait_http(address, HTTP_PORT)
         self.remove_bare(cid)
         shutil.rmtree(bundle, ignore_errors=True)
+        self.api("DELETE", f"/v1/containers/{prepared}?force=1")
         return started - t0, ready - t0
 
     def remove_bare(self, cid: str) -> None:
@@ -184,12 +191,11 @@ class Bench:
 
 
 def measure(bench: Bench, runs: int) -> dict[str, list[float]]:
-    spec, address = bench.prepare_bare()
     samples: dict[str, list[float]] = {k: [] for k in ("agent_start", "agent_http", "bare_start",
                                                        "bare_http")}  # fmt: skip
     steps: list[tuple[str, Callable[[int], tuple[float, float]]]] = [
         ("agent", bench.agent_once),
-        ("bare", lambda i: bench.bare_once(i, spec, address)),
+        ("bare", bench.bare_once),
     ]
     for i in range(WARMUP + runs):
         # Alternate which goes first so neither always follows the other's teardown.
