@@ -155,6 +155,16 @@ class Runc:
                 raise Conflict(f"container {cid} is not running", container=cid) from exc
             raise
 
+    def run_foreground(self, cid: str, bundle: Path) -> subprocess.Popen[bytes]:
+        """``runc run --keep`` attached: the container's stdout and stderr come
+        through one pipe and ``wait()`` gives its exit code, with no
+        subreaper needed (build steps use this). ``--keep`` leaves the
+        container for the caller to read its cgroup (the OOM flag) before
+        :meth:`delete`."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        argv = self._argv("run", "--keep", "--bundle", str(bundle), cid)
+        return cmd.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
     # --- exec ----------------------------------------------------------------
 
     def exec(

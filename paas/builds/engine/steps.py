@@ -15,7 +15,6 @@ import json
 import os
 import select
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from paas.builds.engine.errors import BuildFailed
 from paas.builds.engine.files import lookup, make_parents, resolve
 from paas.builds.engine.plan import RunStep
 from runtime_agent import cgroups, overlay
-from runtime_agent.cmd import popen
 from runtime_agent.errors import AgentError
 from runtime_agent.etcfiles import write_etc_files
 from runtime_agent.network import HostNetwork
@@ -134,9 +132,7 @@ def _run(
 ) -> tuple[int, bool]:
     """``runc run`` in the foreground; stream its output; kill it at the
     wall-time limit. Returns (exit code, timed out)."""
-    argv = [runc.binary, "--root", str(runc.root), "run", "--keep", "--bundle", str(bundle), cid]
-    runc.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    proc = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = runc.run_foreground(cid, bundle)
     assert proc.stdout is not None
     deadline = time.monotonic() + wall_time_s
     timed_out = False
