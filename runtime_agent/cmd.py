@@ -29,8 +29,12 @@ def run(
     stderr: int | IO[Any] | None = subprocess.PIPE,
     pass_fds: Sequence[int] = (),
     permanent: bool = False,
+    failure_expected: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv`` and return the completed process.
+
+    ``failure_expected`` logs a failure at debug level: for probes whose
+    refusal is the good outcome, so the log keeps warnings for real trouble.
 
     ``stdin`` (exclusive with ``input``) lets a detached child, such as a
     container started by ``runc create``, get /dev/null instead of our stdin.
@@ -61,7 +65,8 @@ def run(
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else ""
         how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
-        log.warning("command failed (%s, %.0f ms): %s: %s", how, elapsed, args, err.strip())
+        level = logging.DEBUG if failure_expected else logging.WARNING
+        log.log(level, "command failed (%s, %.0f ms): %s: %s", how, elapsed, args, err.strip())
         if check:
             raise CommandFailed(args, proc.returncode, err, permanent=permanent)
     else:

@@ -49,7 +49,14 @@ class Runc:
     # --- lifecycle -----------------------------------------------------------
 
     def create(
-        self, cid: str, bundle: Path, *, stdout_fd: int, stderr_fd: int, pid_file: Path
+        self,
+        cid: str,
+        bundle: Path,
+        *,
+        stdout_fd: int,
+        stderr_fd: int,
+        pid_file: Path,
+        failure_expected: bool = False,
     ) -> int:
         """Create the container (its init waits for :meth:`start`) and return
         its host pid. The container writes straight to ``stdout_fd`` and
@@ -60,8 +67,9 @@ class Runc:
         story comes from runc's log into the raised :class:`CommandFailed`.
         """
         return self._detached(
-            "create", cid, bundle, stdout_fd=stdout_fd, stderr_fd=stderr_fd, pid_file=pid_file
-        )
+            "create", cid, bundle, stdout_fd=stdout_fd, stderr_fd=stderr_fd, pid_file=pid_file,
+            failure_expected=failure_expected,
+        )  # fmt: skip
 
     def run_detached(
         self, cid: str, bundle: Path, *, stdout_fd: int, stderr_fd: int, pid_file: Path
@@ -79,7 +87,15 @@ class Runc:
         )
 
     def _detached(
-        self, verb: str, cid: str, bundle: Path, *, stdout_fd: int, stderr_fd: int, pid_file: Path
+        self,
+        verb: str,
+        cid: str,
+        bundle: Path,
+        *,
+        stdout_fd: int,
+        stderr_fd: int,
+        pid_file: Path,
+        failure_expected: bool = False,
     ) -> int:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_file = Path(bundle) / LOG_NAME
@@ -98,6 +114,7 @@ class Runc:
                 stdout=stdout_fd,
                 stderr=stderr_fd,
                 timeout=self.timeout_s,
+                failure_expected=failure_expected,
             )
         except CommandFailed as exc:
             raise _create_error(cid, exc, log_file) from None
@@ -327,7 +344,7 @@ def _probe(runc: Runc, bundle: Path, cwd: str) -> CommandFailed | None:
         try:
             runc.create(
                 cid, bundle, stdout_fd=null.fileno(), stderr_fd=null.fileno(),
-                pid_file=bundle / "probe.pid",
+                pid_file=bundle / "probe.pid", failure_expected=True,
             )  # fmt: skip
         except CommandFailed as exc:
             log.debug("probe with cwd %s refused: %s", cwd, exc.stderr.strip())
