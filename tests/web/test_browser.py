@@ -109,3 +109,35 @@ def test_alice_uploads_a_zip_and_watches_the_log_live(
     expect(log).to_contain_text("-----> Build succeeded")
     if os.environ.get("PAAS_SCREENSHOTS"):
         page.screenshot(path=os.environ["PAAS_SCREENSHOTS"] + "/build.png", full_page=True)
+
+
+def test_a_zip_dropped_on_the_page_uploads_with_a_progress_bar(
+    alice, daphne, browser, workers: Workers, settings
+):
+    import base64
+
+    workers.env["PAAS_UPLOAD_DIR"] = str(settings.UPLOAD_DIR)
+    workers.start()
+    page = browser.new_page()
+    page.goto(f"{daphne}/login/")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", "alice-pw-123")
+    page.click("button[type=submit]")
+    page.fill("input[name=name]", "dropped")
+    page.click("text=Create app")
+    # A drop as the browser makes it: a DataTransfer holding the file.
+    payload = base64.b64encode(zipped(HELLO)).decode()
+    transfer = page.evaluate_handle(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "dropped.zip", {type: "application/zip"}));
+            return dt;
+        }""",
+        payload,
+    )
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": transfer})
+    expect(page.locator("#progress")).to_be_visible()
+    page.wait_for_url("**/builds/**")
+    expect(page.locator("#state")).to_have_text("succeeded", timeout=30_000)
+    expect(page.locator("#log")).to_contain_text("from dropped.zip")
