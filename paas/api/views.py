@@ -14,7 +14,7 @@ from paas.applications.selectors import app_for_user, apps_visible_to
 from paas.applications.services import app_create
 from paas.builds.models import Build
 from paas.builds.selectors import build_for_user, build_log_since
-from paas.builds.services import build_create_from_upload
+from paas.builds.services import build_create_from_upload, upload_refuse_early
 from paas.core.errors import NotFound, ValidationFailed
 
 
@@ -68,6 +68,7 @@ def app_builds(request: HttpRequest, name: str) -> HttpResponse:
         app = app_for_user(user=request.user, name=name)
         return JsonResponse({"builds": [_build_json(b) for b in app.builds.all()[:100]]})
     app = app_for_user(user=request.user, name=name, action="deploy")
+    upload_refuse_early(content_length=request.META.get("CONTENT_LENGTH"))
     upload = request.FILES.get("source")
     if upload is None:
         raise ValidationFailed("Send the source as a multipart field named 'source'.")

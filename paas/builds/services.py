@@ -40,6 +40,22 @@ def build_group(build_id: uuid.UUID | str) -> str:
 # --- intake ------------------------------------------------------------------
 
 
+def _too_large() -> ValidationFailed:
+    limit = settings.PAAS_MAX_UPLOAD_BYTES
+    shown = f"{limit // (1024 * 1024)} MiB" if limit >= 1024 * 1024 else f"{limit} bytes"
+    return ValidationFailed(f"The upload is larger than the limit of {shown}.", field="source")
+
+
+def upload_refuse_early(*, content_length: str | None) -> None:
+    """Refuse a body that announces more than the limit before it is parsed
+    (a proxy in front should also cap it, since the server reads it first)."""
+    # Room for the multipart boundaries and headers around the file.
+    slack = 64 * 1024
+    announced = int(content_length) if content_length and content_length.isdigit() else 0
+    if announced > settings.PAAS_MAX_UPLOAD_BYTES + slack:
+        raise _too_large()
+
+
 def _store_upload(chunks: Iterator[bytes], dest: Path) -> int:
     """Write the upload to a temp name and rename it into place, so a failed
     upload never leaves a half-written archive that a build could pick up."""
@@ -51,11 +67,7 @@ def _store_upload(chunks: Iterator[bytes], dest: Path) -> int:
             for chunk in chunks:
                 size += len(chunk)
                 if size > settings.PAAS_MAX_UPLOAD_BYTES:
-                    raise ValidationFailed(
-                        f"The upload is larger than the limit of "
-                        f"{settings.PAAS_MAX_UPLOAD_BYTES // (1024 * 1024)} MiB.",
-                        field="source",
-                    )
+                    raise _too_large()
                 fh.write(chunk)
         os.replace(tmp, dest)
     finally:

@@ -22,7 +22,7 @@ from paas.accounts.types import signed_in
 from paas.applications.selectors import app_for_user, apps_visible_to
 from paas.applications.services import app_create
 from paas.builds.selectors import build_for_user, build_log_since
-from paas.builds.services import build_create_from_upload
+from paas.builds.services import build_create_from_upload, upload_refuse_early
 from paas.core.errors import NotFound, PaasError
 
 
@@ -68,10 +68,11 @@ def app_detail(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 def build_upload(request: HttpRequest, name: str) -> HttpResponse:
     app = _or_404(app_for_user, user=request.user, name=name)
-    upload = request.FILES.get("source")
     wants_json = "application/json" in request.headers.get("Accept", "")
     try:
         require_role(user=request.user, team_id=app.team_id, action="deploy")
+        upload_refuse_early(content_length=request.META.get("CONTENT_LENGTH"))
+        upload = request.FILES.get("source")
         if upload is None:
             raise PaasError("Choose a .tar, .tar.gz, .tgz or .zip file to upload.")
         build = build_create_from_upload(

@@ -52,6 +52,17 @@ def test_it_refuses_an_upload_over_the_limit(client, alice, app, settings):
     assert not any(settings.UPLOAD_DIR.glob("*"))
 
 
+def test_it_refuses_a_body_announced_over_the_limit_before_reading_it(client, alice, app, settings):
+    settings.PAAS_MAX_UPLOAD_BYTES = 1024
+    client.force_login(alice)
+    big = SimpleUploadedFile("src.tar.gz", b"\x1f\x8b" + b"x" * 200_000)
+    response = client.post("/apps/up/builds", {"source": big}, HTTP_ACCEPT="application/json")
+    assert response.status_code == 400
+    assert response.json()["message"] == "The upload is larger than the limit of 1024 bytes."
+    assert Build.objects.count() == 0
+    assert not any(settings.UPLOAD_DIR.glob("*"))
+
+
 def test_it_asks_for_a_file_when_none_is_sent(client, alice, app):
     client.force_login(alice)
     response = client.post("/apps/up/builds", {}, HTTP_ACCEPT="application/json")
