@@ -54,7 +54,7 @@ from aiohttp import web
 
 from runtime_agent import wire
 from runtime_agent.config import AgentConfig
-from runtime_agent.errors import AgentError, InvalidRequest, NotFound
+from runtime_agent.errors import AgentError, Forbidden, InvalidRequest, NotFound, Unauthorized
 
 log = logging.getLogger("runtime_agent.api")
 
@@ -68,18 +68,6 @@ FIRST_ITEM_WAIT_S = 0.5
 # half-done create must not be cancelled because a client gave up).
 STREAM_POLL_S = 0.5
 MAX_TIMEOUT_S = 3600.0
-
-
-class Unauthorized(AgentError):
-    code = "unauthorized"
-    status = 401
-    permanent = True
-
-
-class Forbidden(AgentError):
-    code = "forbidden"
-    status = 403
-    permanent = True
 
 
 class Manager(Protocol):

@@ -39,6 +39,22 @@ class NotFound(AgentError):
     permanent = True
 
 
+class Unauthorized(AgentError):
+    """No bearer token was sent (the API answers 401 with WWW-Authenticate)."""
+
+    code = "unauthorized"
+    status = 401
+    permanent = True
+
+
+class Forbidden(AgentError):
+    """A token was sent, but not this agent's."""
+
+    code = "forbidden"
+    status = 403
+    permanent = True
+
+
 class Conflict(AgentError):
     code = "conflict"
     status = 409
