@@ -67,7 +67,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `runtime_agent` and `tests` importable
     sys.path.insert(0, str(REPO))
 
-from runtime_agent.cmd import run  # noqa: E402
+from runtime_agent.host.cmd import run  # noqa: E402
 from tests.agent.agentproc import AgentProcess, cleanup, free_port  # noqa: E402
 from tests.support.images import HTTP_PORT, build_busybox_image  # noqa: E402
 from tests.support.registry import run_registry  # noqa: E402

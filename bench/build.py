@@ -40,7 +40,7 @@ from paas.builds.engine.config import (  # noqa: E402
     RegistrySettings,
 )
 from paas.builds.engine.stack import StackSpec, publish_stack  # noqa: E402
-from runtime_agent.network import HostNetwork  # noqa: E402
+from runtime_agent.net.bridge import HostNetwork  # noqa: E402
 from tests.builds.engine.support import (  # noqa: E402
     make_wheel,
     remove_cgroup_dirs,

@@ -22,13 +22,13 @@ import signal
 import sys
 import time
 
-from runtime_agent.api import ApiServer, create_app
+from runtime_agent.api.server import ApiServer, create_app
 from runtime_agent.config import AgentConfig, ConfigError
-from runtime_agent.containers import ContainerManager
-from runtime_agent.errors import AgentError
-from runtime_agent.images import ImageStore
-from runtime_agent.network import HostNetwork
-from runtime_agent.runc import Runc, check_runtime_safe
+from runtime_agent.containers.manager import ContainerManager
+from runtime_agent.host.errors import AgentError
+from runtime_agent.images.store import ImageStore
+from runtime_agent.net.bridge import HostNetwork
+from runtime_agent.oci.runc import Runc, check_runtime_safe
 
 log = logging.getLogger("runtime_agent")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from runtime_agent.errors import AgentError
+from runtime_agent.host.errors import AgentError
 
 log = logging.getLogger("runtime_agent.config")
 

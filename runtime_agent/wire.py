@@ -9,14 +9,31 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from runtime_agent.errors import InvalidRequest
-from runtime_agent.states import ContainerState, RestartPolicyName
+from runtime_agent.host.errors import InvalidRequest
 
 API_VERSION = "v1"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# Container states, as the agent reports them (supervisor's state machine).
+class ContainerState(StrEnum):
+    CREATED = "created"  # bundle and network ready, process not started
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "restarting"  # exited, waiting out the crash backoff before a restart
+    STOPPING = "stopping"
+    EXITED = "exited"  # stopped by request or exited and not to be restarted
+    DEAD = "dead"  # gave up: restart limit reached or the runtime failed for good
+
+
+class RestartPolicyName(StrEnum):
+    NO = "no"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
 
 
 @dataclass(frozen=True)

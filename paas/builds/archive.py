@@ -38,8 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from runtime_agent.errors import UnsafeArchive
-from runtime_agent.safepath import clean_member_name, link_target_inside, resolve_inside
+from paas.core.errors import PaasError
+from runtime_agent.host import errors as host_errors
+from runtime_agent.host import safepath
+from runtime_agent.host.safepath import link_target_inside
 
 ACCEPTED_FORMATS = ".tar, .tar.gz/.tgz or .zip"
 
@@ -67,6 +69,13 @@ class ArchiveFormat(enum.Enum):
     TAR = "tar"
     TAR_GZ = "tar.gz"
     ZIP = "zip"
+
+
+class UnsafeArchive(PaasError):
+    """An entry tried to escape the destination, or the archive broke a rule."""
+
+    code = "unsafe_archive"
+    status = 422
 
 
 class ArchiveError(UnsafeArchive):
@@ -522,6 +531,28 @@ class _Writer:
             )
         os.link(resolve_inside(self.root, source), target, follow_symlinks=False)
         self.files += 1
+
+
+def clean_member_name(name: str) -> str:
+    """The toolkit's name check, refusing with this module's error."""
+    with _refusals_as_ours():
+        return safepath.clean_member_name(name)
+
+
+def resolve_inside(dest: Path, rel: str) -> Path:
+    """The toolkit's write-through-a-link check, refusing with this module's error."""
+    with _refusals_as_ours():
+        return safepath.resolve_inside(dest, rel)
+
+
+@contextlib.contextmanager
+def _refusals_as_ours() -> Iterator[None]:
+    # The control plane's callers catch PaasError; the toolkit's own error
+    # family stays on its side of the line.
+    try:
+        yield
+    except host_errors.UnsafeArchive as exc:
+        raise UnsafeArchive(exc.message, **exc.data) from None
 
 
 def _link_stays_beneath(root: Path, rel: str) -> bool:

@@ -20,7 +20,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from runtime_agent.cmd import run
+from runtime_agent.host.cmd import run
 
 with warnings.catch_warnings():
     # bcrypt through libxcrypt, so no extra package is needed. Deprecated in

@@ -22,13 +22,13 @@ from django.db.models import Max
 from django.utils import timezone
 
 from paas.applications.models import App
-from paas.builds.archive import ArchiveLimits, detect_format, extract_archive
+from paas.builds.archive import ArchiveLimits, UnsafeArchive, detect_format, extract_archive
 from paas.builds.engine import BuildFailed, reap_stale_builds
-from paas.builds.imaging import build_app_image, engine_config
+from paas.builds.engine_adapter import build_app_image, engine_config
 from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.core.errors import ValidationFailed
 from paas.core.events import group_send
-from runtime_agent.errors import AgentError
+from runtime_agent.host.errors import AgentError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def build_create_from_upload(
             raise ValidationFailed("The uploaded file is empty.", field="source")
         try:
             detect_format(path, filename)
-        except AgentError as exc:
+        except UnsafeArchive as exc:
             raise ValidationFailed(exc.message, field="source") from None
         build = _create_build_row(build_id, user, app, filename, path, size)
     except BaseException:
@@ -132,7 +132,7 @@ def _create_build_row(
 # --- log and state -------------------------------------------------------------
 
 
-class BuildLog:
+class BuildLogWriter:
     """Appends numbered lines to a build's log and streams each one live.
 
     Only the worker that claimed the build writes, so a local counter is safe.
@@ -281,7 +281,7 @@ def build_run(*, build_id: str) -> None:
         log.info("build %s is not queued; nothing to do", build_id)
         return
     build = Build.objects.select_related("app").get(pk=build_id)
-    out = BuildLog(build_id)
+    out = BuildLogWriter(build_id)
     source = Path(settings.BUILD_DIR) / str(build_id) / "source"
     try:
         with _lease_kept(build_id):
@@ -296,7 +296,7 @@ def build_run(*, build_id: str) -> None:
             fields = _build_image(build, source, out)
     except BuildFailed as exc:  # the engine has logged it
         build_finish(build_id=build_id, state=BuildState.FAILED, error=str(exc))
-    except AgentError as exc:
+    except (AgentError, UnsafeArchive) as exc:
         out(f"!!     {exc.message}")
         build_finish(build_id=build_id, state=BuildState.FAILED, error=exc.message)
     except Exception as exc:
@@ -310,7 +310,7 @@ def build_run(*, build_id: str) -> None:
         shutil.rmtree(source.parent, ignore_errors=True)
 
 
-def _build_image(build: Build, source: Path, out: BuildLog) -> dict[str, Any]:
+def _build_image(build: Build, source: Path, out: BuildLogWriter) -> dict[str, Any]:
     """Build and push the image; the fields to record on the Build."""
     version = _take_version(str(build.pk))
     result = build_app_image(

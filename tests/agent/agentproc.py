@@ -21,8 +21,8 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from runtime_agent.cmd import output, run
-from runtime_agent.network import HostNetwork
+from runtime_agent.host.cmd import output, run
+from runtime_agent.net.bridge import HostNetwork
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent.cmd import run
-from runtime_agent.containers import PR_SET_CHILD_SUBREAPER, ContainerManager
+from runtime_agent.containers.manager import PR_SET_CHILD_SUBREAPER, ContainerManager
+from runtime_agent.host.cmd import run
 from tests.support.agent import AgentUnderTest, LocalImages
 from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry, run_registry

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent.states import ContainerState as S
+from runtime_agent.wire import ContainerState as S
 from tests.support.agent import AgentUnderTest, eventually, request, unique, wait_state
 
 pytestmark = pytest.mark.root

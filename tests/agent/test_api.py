@@ -21,10 +21,10 @@ import aiohttp
 import pytest
 
 from runtime_agent import wire
-from runtime_agent.api import ApiServer, create_app
+from runtime_agent.api.server import ApiServer, create_app
 from runtime_agent.config import AgentConfig
-from runtime_agent.errors import Conflict, NotFound
-from runtime_agent.states import ContainerState
+from runtime_agent.host.errors import Conflict, NotFound
+from runtime_agent.wire import ContainerState
 
 TOKEN = "alice-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -20,13 +20,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from runtime_agent.api import ApiServer, create_app
-from runtime_agent.cmd import output
+from runtime_agent.api.server import ApiServer, create_app
 from runtime_agent.config import AgentConfig
-from runtime_agent.containers import ContainerManager
-from runtime_agent.images import ImageStore
-from runtime_agent.network import HostNetwork
-from runtime_agent.runc import Runc
+from runtime_agent.containers.manager import ContainerManager
+from runtime_agent.host.cmd import output
+from runtime_agent.images.store import ImageStore
+from runtime_agent.net.bridge import HostNetwork
+from runtime_agent.oci.runc import Runc
 from tests.agent.agentproc import free_port, unused_subnet
 from tests.support.images import HTTP_PORT, BuiltImage
 from tests.support.registry import TestRegistry

@@ -10,10 +10,10 @@ import urllib.request
 import pytest
 
 from runtime_agent import wire
-from runtime_agent.containers import merge_env, resolve_args
-from runtime_agent.errors import InvalidRequest, RegistryError
-from runtime_agent.images import ImageStore
-from runtime_agent.states import ContainerState as S
+from runtime_agent.containers.manager import merge_env, resolve_args
+from runtime_agent.host.errors import InvalidRequest, RegistryError
+from runtime_agent.images.store import ImageStore
+from runtime_agent.wire import ContainerState as S
 from tests.support.agent import AgentUnderTest, eventually, unique, wait_state
 from tests.support.images import HTTP_PORT
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
-from runtime_agent.errors import Conflict, NotFound
-from runtime_agent.logs import REDIS_STREAM_PREFIX, parse_time
-from runtime_agent.states import ContainerState as S
+from runtime_agent.containers.logs import REDIS_STREAM_PREFIX, parse_time
+from runtime_agent.host.errors import Conflict, NotFound
+from runtime_agent.wire import ContainerState as S
 from runtime_agent.wire import ExecRequest
 from tests.support.agent import (
     AgentUnderTest,

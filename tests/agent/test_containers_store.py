@@ -7,10 +7,10 @@ import json
 import pytest
 
 from runtime_agent import wire
-from runtime_agent.errors import NotFound
-from runtime_agent.states import ContainerState
-from runtime_agent.store import ContainerRecord, Store, atomic_write
-from runtime_agent.supervision import Supervision
+from runtime_agent.containers.records import ContainerRecord, Store, atomic_write
+from runtime_agent.containers.supervision import Supervision
+from runtime_agent.host.errors import NotFound
+from runtime_agent.wire import ContainerState
 
 
 def _request(name: str = "web") -> wire.CreateContainer:

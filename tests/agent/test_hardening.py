@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent import spec
+from runtime_agent.oci import spec
 from tests.support.rootfs import Harness, Started
 
 pytestmark = pytest.mark.root

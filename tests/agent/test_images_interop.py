@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent import overlay
-from runtime_agent.cmd import run
-from runtime_agent.images import ImageStore
+from runtime_agent.host.cmd import run
+from runtime_agent.images.store import ImageStore
+from runtime_agent.oci import overlay
 from tests.support.images import BuiltImage, image_config, pack_dirs, push_image
 from tests.support.registry import TestRegistry
 

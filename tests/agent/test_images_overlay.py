@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent import overlay
-from runtime_agent.errors import MountFailed
-from runtime_agent.images import ImageStore
-from runtime_agent.layers import pack_layer
+from runtime_agent.host.errors import MountFailed
+from runtime_agent.images.layers import pack_layer
+from runtime_agent.images.store import ImageStore
+from runtime_agent.oci import overlay
 from tests.support.images import image_config, pack_dirs, push_image
 from tests.support.registry import TestRegistry
 

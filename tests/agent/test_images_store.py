@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent.errors import DigestMismatch, ImageNotSupported, NotFound, UnsafeArchive
-from runtime_agent.images import ImageStore
-from runtime_agent.layers import pack_layer
-from runtime_agent.registry import OCI_INDEX, sha256_file
+from runtime_agent.host.errors import DigestMismatch, ImageNotSupported, NotFound, UnsafeArchive
+from runtime_agent.images.layers import pack_layer
+from runtime_agent.images.registry import OCI_INDEX, sha256_file
+from runtime_agent.images.store import ImageStore
 from tests.support.images import (
     BuiltImage,
     build_busybox_image,
@@ -183,7 +183,7 @@ def test_a_failed_unpack_leaves_no_half_layer(
         info = tarfile.TarInfo("../escape")
         tar.addfile(info, io.BytesIO(b""))
     diff_id = sha256_file(blob)
-    from runtime_agent.layers import LayerInfo
+    from runtime_agent.images.layers import LayerInfo
 
     info_ = LayerInfo(digest=diff_id, diff_id=diff_id, size=blob.stat().st_size)
     repo = "test/half-layer"
@@ -200,7 +200,7 @@ def test_a_failed_unpack_leaves_no_half_layer(
 def test_an_unknown_tag_is_reported_as_not_found(
     tmp_agent_root: Path, registry: TestRegistry, busybox_image: BuiltImage
 ):
-    from runtime_agent.errors import ImageNotFound
+    from runtime_agent.host.errors import ImageNotFound
 
     store = make_store(tmp_agent_root, registry)
     with pytest.raises(ImageNotFound):
@@ -300,7 +300,7 @@ def test_a_pull_without_refresh_trusts_the_last_pull_of_the_tag(
     assert again.digest == first.digest
     assert len(registry.access_log()) == requests_before
     # A tag never pulled here still goes to the registry.
-    from runtime_agent.errors import ImageNotFound
+    from runtime_agent.host.errors import ImageNotFound
 
     with pytest.raises(ImageNotFound):
         store.pull(f"{busybox_image.registry}/{busybox_image.repository}:unknown", refresh=False)
@@ -312,7 +312,7 @@ def test_a_pull_without_refresh_trusts_the_last_pull_of_the_tag(
 CHILD_PULL = """
 import sys
 from pathlib import Path
-from runtime_agent.images import ImageStore
+from runtime_agent.images.store import ImageStore
 root, ref, host, user, password, ca = sys.argv[1:7]
 creds = lambda h: (user, password) if h == host else None
 ImageStore(Path(root), creds, ca_file=ca).pull(ref)
@@ -369,7 +369,7 @@ def test_a_pull_killed_mid_unpack_leaves_no_half_layer(
 def test_it_stops_reading_a_layer_at_the_size_the_manifest_announced(
     tmp_agent_root: Path, registry: TestRegistry, tmp_path: Path
 ):
-    from runtime_agent.errors import RegistryError
+    from runtime_agent.host.errors import RegistryError
 
     built = build_busybox_image(registry, tmp_path)
     with registry.client() as client:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent.layers import FIXED_MTIME, OPAQUE_XATTR, pack_layer, unpack_layer
+from runtime_agent.images.layers import FIXED_MTIME, OPAQUE_XATTR, pack_layer, unpack_layer
 
 
 def make_tree(root: Path) -> Path:
@@ -137,7 +137,7 @@ def test_pack_then_unpack_gives_back_the_same_tree(tmp_path: Path):
 
 @pytest.mark.root
 def test_it_packs_a_mount_point_but_not_the_filesystem_mounted_there(tmp_path: Path):
-    from runtime_agent.cmd import run
+    from runtime_agent.host.cmd import run
 
     tree = make_tree(tmp_path / "tree")
     (tree / "proc").mkdir()

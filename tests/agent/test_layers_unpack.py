@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent.errors import UnsafeArchive
-from runtime_agent.layers import OPAQUE_XATTR, unpack_layer
+from runtime_agent.host.errors import UnsafeArchive
+from runtime_agent.images.layers import OPAQUE_XATTR, unpack_layer
 
 
 def make_tar(path: Path, entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]]) -> Path:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent import cgroups
-from runtime_agent.errors import NotFound
+from runtime_agent.host.errors import NotFound
+from runtime_agent.oci import cgroups
 from runtime_agent.wire import Limits
 from tests.support.rootfs import Harness
 

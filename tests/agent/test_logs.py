@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from runtime_agent.logs import (
+from runtime_agent.containers.logs import (
     MAX_LINE,
     PUNCH_EVERY,
     READ_CHUNK,

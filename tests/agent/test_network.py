@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute, netns
 
-from runtime_agent import netlinks
-from runtime_agent.errors import Conflict, NetworkError
-from runtime_agent.network import HostNetwork
+from runtime_agent.host.errors import Conflict, NetworkError
+from runtime_agent.net import links
+from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.wire import PortBinding
 
 pytestmark = pytest.mark.root
@@ -279,7 +279,7 @@ def test_attach_with_ports_publishes_them_and_refuses_a_taken_one(
 def test_an_attach_that_fails_after_its_rules_went_in_records_them_for_the_detach(
     net: HostNetwork,
 ) -> None:
-    netlinks.delete_link(net.bridge)  # plumbing fails: the veth has no bridge to join
+    links.delete_link(net.bridge)  # plumbing fails: the veth has no bridge to join
     with pytest.raises(NetworkError):
         net.attach("liam", [PortBinding(container_port=9000, host_port=free_port())])
     assert "liam" in net.published()
@@ -316,8 +316,8 @@ def other_host(params: dict) -> Iterator[OtherHost]:
             ipr.route("add", dst="0.0.0.0/0", gateway=host_ip)
         yield OtherHost(netns=ns, address=its_ip, via=host_ip)
     finally:
-        netlinks.delete_link(host_end)
-        netlinks.remove_netns(ns)
+        links.delete_link(host_end)
+        links.remove_netns(ns)
 
 
 def test_a_published_port_answers_a_client_on_another_host(
@@ -424,7 +424,7 @@ def test_teardown_leaves_no_bridge_netns_veth_or_table(params: dict) -> None:
     names = link_names()
     assert hn.bridge not in names
     assert not {a.host_veth for a in atts} & names
-    assert not [ns for ns in netlinks.list_netns() if ns.startswith(hn.bridge)]
+    assert not [ns for ns in links.list_netns() if ns.startswith(hn.bridge)]
     assert f"table ip {hn.nft_table}" not in nft_tables()
     assert hn.attachments() == {}
     hn.teardown()  # idempotent
@@ -454,7 +454,7 @@ def test_a_container_cannot_reach_services_on_host_loopback(net: HostNetwork) ->
 
 def test_attach_repairs_a_half_made_attachment(net: HostNetwork, servers: Servers) -> None:
     grace = net.attach("grace")
-    netlinks.delete_link(grace.host_veth)  # as if the agent died mid-attach
+    links.delete_link(grace.host_veth)  # as if the agent died mid-attach
 
     assert net.attach("grace") == grace
     servers.start(grace.netns_name, grace.address, 8000, "grace")
@@ -467,8 +467,8 @@ def test_attach_replaces_a_host_veth_left_over_with_a_lost_netns(
     heidi = net.attach("heidi")
     # As if the agent died with the pair made but its netns since removed and
     # the host end still there (here: a pair whose other end is on the host).
-    netlinks.remove_netns(heidi.netns_name)
-    netlinks.delete_link(heidi.host_veth)
+    links.remove_netns(heidi.netns_name)
+    links.delete_link(heidi.host_veth)
     peer = f"vp{secrets.token_hex(5)}"
     ip_link = ["ip", "link", "add", heidi.host_veth, "type", "veth", "peer", "name", peer]
     subprocess.run(ip_link, check=True, timeout=10)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent import ipam, ports
-from runtime_agent.errors import Conflict, InvalidRequest, NetworkError
-from runtime_agent.netstate import NetStateStore
-from runtime_agent.network import HostNetwork, write_etc_files
+from runtime_agent.host.errors import Conflict, InvalidRequest, NetworkError
+from runtime_agent.net import ipam, ports
+from runtime_agent.net.bridge import HostNetwork, write_etc_files
+from runtime_agent.net.state import NetStateStore
 from runtime_agent.wire import PortBinding
 
 SUBNET = IPv4Network("10.250.1.0/29")  # gateway .1, containers .2 to .6

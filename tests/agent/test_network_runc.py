@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent.network import HostNetwork, write_etc_files
-from runtime_agent.spec import Mount
+from runtime_agent.net.bridge import HostNetwork, write_etc_files
+from runtime_agent.oci.spec import Mount
 from runtime_agent.wire import PortBinding
 from tests.support.rootfs import Harness
 

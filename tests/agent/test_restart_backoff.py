@@ -9,8 +9,8 @@ import asyncio
 
 import pytest
 
-from runtime_agent.logs import parse_time
-from runtime_agent.states import ContainerState as S
+from runtime_agent.containers.logs import parse_time
+from runtime_agent.wire import ContainerState as S
 from tests.support.agent import eventually, request, unique, wait_state
 
 pytestmark = pytest.mark.root

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime_agent.states import ContainerState as S
-from runtime_agent.states import RestartPolicyName as P
-from runtime_agent.supervision import (
+from runtime_agent.containers.supervision import (
     Action,
     BackoffConfig,
     Exited,
@@ -19,7 +17,9 @@ from runtime_agent.supervision import (
     Tick,
     transition,
 )
+from runtime_agent.wire import ContainerState as S
 from runtime_agent.wire import RestartPolicy
+from runtime_agent.wire import RestartPolicyName as P
 
 CFG = BackoffConfig(base_s=1.0, cap_s=8.0, reset_after_s=60.0)
 

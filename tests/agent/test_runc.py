@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent import runc as runc_mod
-from runtime_agent.errors import CommandFailed, Conflict, NotFound, UnsafeRuntime
-from runtime_agent.runc import Runc, check_runtime_safe, stop_exec
+from runtime_agent.host.errors import CommandFailed, Conflict, NotFound, UnsafeRuntime
+from runtime_agent.oci import runc as runc_mod
+from runtime_agent.oci.runc import Runc, check_runtime_safe, stop_exec
 from tests.support.rootfs import Harness, new_id
 
 pytestmark = pytest.mark.root
@@ -34,7 +34,7 @@ def harness(tmp_path):
 SUBREAPER = """
 import ctypes, json, os, sys, time
 from pathlib import Path
-from runtime_agent.runc import Runc
+from runtime_agent.oci.runc import Runc
 ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 root, bundle, cid, sig = sys.argv[1:5]
 runc = Runc(Path(root))

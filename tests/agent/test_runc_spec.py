@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from runtime_agent import seccomp, spec
-from runtime_agent.errors import InvalidRequest
+from runtime_agent.host.errors import InvalidRequest
+from runtime_agent.oci import seccomp, spec
 from runtime_agent.wire import Limits
 from tests.support.rootfs import GROUP, PASSWD
 

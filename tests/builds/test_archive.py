@@ -25,11 +25,11 @@ from paas.builds.archive import (
     ArchiveFormat,
     ArchiveLimits,
     ArchiveTooLarge,
+    UnsafeArchive,
     detect_format,
     extract_archive,
 )
-from runtime_agent import cmd
-from runtime_agent.errors import UnsafeArchive
+from runtime_agent.host import cmd
 
 LIMITS = ArchiveLimits()
 TarMode = Literal["w", "w:gz", "w:bz2"]

@@ -17,13 +17,14 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from runtime_agent import overlay, wire
+from runtime_agent import wire
 from runtime_agent.config import AgentConfig
-from runtime_agent.containers import PR_SET_CHILD_SUBREAPER, ContainerManager
-from runtime_agent.errors import AgentError
-from runtime_agent.network import HostNetwork
-from runtime_agent.runc import Runc
-from runtime_agent.states import ContainerState
+from runtime_agent.containers.manager import PR_SET_CHILD_SUBREAPER, ContainerManager
+from runtime_agent.host.errors import AgentError
+from runtime_agent.net.bridge import HostNetwork
+from runtime_agent.oci import overlay
+from runtime_agent.oci.runc import Runc
+from runtime_agent.wire import ContainerState
 from tests.support.rootfs import make_busybox_rootfs
 
 

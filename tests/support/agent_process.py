@@ -22,10 +22,10 @@ from typing import Any
 
 from runtime_agent import wire
 from runtime_agent.config import AgentConfig
-from runtime_agent.containers import ContainerManager
-from runtime_agent.network import HostNetwork
-from runtime_agent.runc import Runc
-from runtime_agent.states import ContainerState
+from runtime_agent.containers.manager import ContainerManager
+from runtime_agent.net.bridge import HostNetwork
+from runtime_agent.oci.runc import Runc
+from runtime_agent.wire import ContainerState
 from tests.support.agent import LocalImages
 
 

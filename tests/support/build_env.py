@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from runtime_agent.network import HostNetwork
+from runtime_agent.net.bridge import HostNetwork
 from tests.support.registry import TestRegistry, run_registry
 
 # The stack's root filesystem is cached per machine, like a worker's: only
@@ -39,5 +39,5 @@ def build_environment(workdir: Path, run_id: str) -> Iterator[tuple[TestRegistry
             yield registry, env
         finally:
             # The engine set the network up on the first build; take it down.
-            # (paas.builds.imaging keeps its state in PAAS_BUILD_DIR/net).
+            # (paas.builds.engine_adapter keeps its state in PAAS_BUILD_DIR/net).
             HostNetwork(workdir / "builds" / "net", bridge, subnet, table).teardown()

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime_agent.cmd import output
-from runtime_agent.layers import LayerInfo, pack_layer
-from runtime_agent.registry import (
+from runtime_agent.host.cmd import output
+from runtime_agent.images.layers import LayerInfo, pack_layer
+from runtime_agent.images.registry import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,

@@ -39,7 +39,7 @@ from paas.builds.registry_server import (
     config_lines,
     make_self_signed_cert,
 )
-from runtime_agent.registry import RegistryClient
+from runtime_agent.images.registry import RegistryClient
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 START_TIMEOUT_S = 15.0

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime_agent import spec
-from runtime_agent.errors import AgentError
-from runtime_agent.runc import Runc
+from runtime_agent.host.errors import AgentError
+from runtime_agent.oci import spec
+from runtime_agent.oci.runc import Runc
 from runtime_agent.wire import Limits
 
 BUSYBOX = Path("/bin/busybox")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from paas.builds.engine import image as oci
+from paas.builds.engine import publish
 from paas.builds.engine.buildpacks import node, python, static
 from paas.builds.engine.buildpacks.common import DEFAULT_PORT, BuildpackInput
 from paas.builds.engine.cache import LayerCache
@@ -31,15 +31,15 @@ from paas.builds.engine.files import materialize_copy
 from paas.builds.engine.plan import BuildPlan, CopyStep, RunStep
 from paas.builds.engine.procfile import read_procfile
 from paas.builds.engine.reaper import new_build_dir
-from paas.builds.engine.redact import BuildLog
+from paas.builds.engine.redact import RedactingLog
 from paas.builds.engine.source import hash_parts, source_digest
 from paas.builds.engine.steps import StepEnv, run_step
-from runtime_agent.errors import AgentError, ImageNotFound
-from runtime_agent.images import Image, ImageStore
-from runtime_agent.layers import LayerInfo, pack_layer
-from runtime_agent.network import HostNetwork
-from runtime_agent.registry import OCI_MANIFEST, ImageRef, RegistryClient
-from runtime_agent.runc import Runc
+from runtime_agent.host.errors import AgentError, ImageNotFound
+from runtime_agent.images.layers import LayerInfo, pack_layer
+from runtime_agent.images.registry import OCI_MANIFEST, ImageRef, RegistryClient
+from runtime_agent.images.store import Image, ImageStore
+from runtime_agent.net.bridge import HostNetwork
+from runtime_agent.oci.runc import Runc
 
 # Part of every reuse key: bump when the engine's output changes.
 ENGINE_VERSION = "1"
@@ -93,7 +93,7 @@ def build_image(
     goes to ``log`` with secret values masked. Raises :class:`BuildFailed`."""
     started = time.monotonic()
     password = config.registry.password
-    say = BuildLog(log, [*secrets, *([password] if password else [])])
+    say = RedactingLog(log, [*secrets, *([password] if password else [])])
     client = config.registry.client()
     store = ImageStore(config.images_dir, **_store_kwargs(config))
     work = config.work_dir / f"build-{uuid.uuid4().hex[:12]}"
@@ -130,7 +130,7 @@ class _Build:
     build_id: str
     version: int
     config: BuildConfig
-    say: BuildLog
+    say: RedactingLog
     work: Path
     client: RegistryClient
     store: ImageStore
@@ -212,7 +212,9 @@ class _Build:
         )
         return BUILDPACKS[kind](inp), bases[-1]
 
-    def run_steps(self, plan: BuildPlan, base: _Base) -> tuple[list[oci.Layer], list[StepRecord]]:
+    def run_steps(
+        self, plan: BuildPlan, base: _Base
+    ) -> tuple[list[publish.Layer], list[StepRecord]]:
         """Each step makes one layer on top of the ones before it."""
         say = self.say
         cache = LayerCache(self.config.cache_dir)
@@ -252,25 +254,25 @@ class _Build:
         return layers, records
 
     def push(
-        self, plan: BuildPlan, base: _Base, layers: list[oci.Layer], reuse_key: str
+        self, plan: BuildPlan, base: _Base, layers: list[publish.Layer], reuse_key: str
     ) -> tuple[str, int, float]:
         """Blobs first, then the manifest under its tags: a failed push
         leaves no tag on a half-pushed image."""
         t0 = time.monotonic()
         created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        config_doc = oci.image_config(
+        config_doc = publish.image_config(
             plan.settings, layers, created=created,
             base_history=base.image.config.get("history", []),
         )  # fmt: skip
         self.say(f"-----> pushing {self.image_ref}")
         tags = [f"{REUSE_TAG_PREFIX}{reuse_key[:64]}", self.tag]
-        digest, size = oci.push_image(self.client, self.app, layers, config_doc, tags, self.say)
+        digest, size = publish.push_image(self.client, self.app, layers, config_doc, tags, self.say)
         self.say(f"-----> pushed {self.image_ref} ({digest}, {size} bytes)")
         return digest, size, time.monotonic() - t0
 
     def prune(self) -> None:
         try:
-            for old in oci.prune_versions(self.client, self.app, self.config.keep_images):
+            for old in publish.prune_versions(self.client, self.app, self.config.keep_images):
                 self.say(f"       deleted old image {old}")
         except AgentError as exc:
             # The image is built and tagged: a registry that refuses deletes
@@ -293,7 +295,7 @@ def _store_kwargs(config: BuildConfig) -> dict[str, Any]:
     }
 
 
-def _pull_base(store: ImageStore, ref: str, say: BuildLog) -> _Base:
+def _pull_base(store: ImageStore, ref: str, say: RedactingLog) -> _Base:
     say(f"-----> base image {ref}")
     try:
         image = store.pull(ref)
@@ -317,7 +319,7 @@ def _pull_base(store: ImageStore, ref: str, say: BuildLog) -> _Base:
 
 
 def _reuse(
-    client: RegistryClient, repo: str, key: str, tag: str, say: BuildLog
+    client: RegistryClient, repo: str, key: str, tag: str, say: RedactingLog
 ) -> tuple[str, int] | None:
     """An identical earlier build (same source, base and engine): tag its
     image again instead of making a new one, so the digest is the same."""
@@ -332,23 +334,23 @@ def _reuse(
     return digest, size
 
 
-def _copy_layer(step: CopyStep, lowers: list[Path], step_dir: Path) -> tuple[Path, oci.Layer]:
+def _copy_layer(step: CopyStep, lowers: list[Path], step_dir: Path) -> tuple[Path, publish.Layer]:
     tree = step_dir / "tree"
     tree.mkdir(parents=True)
     materialize_copy(step, tree, lowers)
     info = pack_layer(tree, step_dir / "layer.tar.gz", from_overlay_upper=False)
-    return tree, oci.Layer(info, step_dir / "layer.tar.gz", created_by=step.name)
+    return tree, publish.Layer(info, step_dir / "layer.tar.gz", created_by=step.name)
 
 
 def _run_or_reuse(
     step: RunStep,
-    layers: list[oci.Layer],
+    layers: list[publish.Layer],
     lowers: list[Path],
     step_dir: Path,
     env: StepEnv,
     cache: LayerCache,
-    say: BuildLog,
-) -> tuple[Path, oci.Layer, bool]:
+    say: RedactingLog,
+) -> tuple[Path, publish.Layer, bool]:
     key = step.cache_key
     if key is None and step.chain_cache:
         key = hash_parts(
@@ -359,7 +361,7 @@ def _run_or_reuse(
     if hit is not None:
         what = f"{step.installer} not run" if step.installer else "not run again"
         say(f"-----> {step.name}: unchanged, using the cached layer ({what})")
-        return hit.tree, oci.Layer(hit.info, hit.blob, created_by=step.name), True
+        return hit.tree, publish.Layer(hit.info, hit.blob, created_by=step.name), True
     say(f"-----> {step.name}")
     say(f"       $ {step.command}")
     cid = f"build-{uuid.uuid4().hex[:12]}"
@@ -367,11 +369,11 @@ def _run_or_reuse(
     info = pack_layer(upper, step_dir / "layer.tar.gz", from_overlay_upper=True)
     if key:
         hit = cache.put(key, upper, step_dir / "layer.tar.gz", info, step.name)
-        return hit.tree, oci.Layer(hit.info, hit.blob, created_by=step.name), False
-    return upper, oci.Layer(info, step_dir / "layer.tar.gz", created_by=step.name), False
+        return hit.tree, publish.Layer(hit.info, hit.blob, created_by=step.name), False
+    return upper, publish.Layer(info, step_dir / "layer.tar.gz", created_by=step.name), False
 
 
-def _base_layers(client: RegistryClient, base: _Base) -> list[oci.Layer]:
+def _base_layers(client: RegistryClient, base: _Base) -> list[publish.Layer]:
     """The base's layers as the registry describes them (size and media
     type come from its manifest; they are mounted, never re-uploaded)."""
     data, _digest, _media = client.get_manifest(base.repo, base.image.digest)
@@ -383,11 +385,11 @@ def _base_layers(client: RegistryClient, base: _Base) -> list[oci.Layer]:
             step="FROM",
         )
     return [
-        oci.Layer(
+        publish.Layer(
             info=LayerInfo(digest=d["digest"], diff_id=diff_id, size=int(d["size"])),
             path=None,
             source_repo=base.repo,
-            media_type=d.get("mediaType", oci.OCI_LAYER_GZIP),
+            media_type=d.get("mediaType", publish.OCI_LAYER_GZIP),
         )
         for d, diff_id in zip(descriptors, diff_ids, strict=True)
     ]

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime_agent.layers import LayerInfo
+from runtime_agent.images.layers import LayerInfo
 
 KEY_CHARS = set("0123456789abcdef")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from runtime_agent.registry import RegistryClient
+from runtime_agent.images.registry import RegistryClient
 
 
 @dataclass(frozen=True)

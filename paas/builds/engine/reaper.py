@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from paas.builds.engine.config import BuildConfig
-from runtime_agent import overlay
-from runtime_agent.errors import AgentError
-from runtime_agent.network import HostNetwork
-from runtime_agent.runc import Runc
+from runtime_agent.host.errors import AgentError
+from runtime_agent.net.bridge import HostNetwork
+from runtime_agent.oci import overlay
+from runtime_agent.oci.runc import Runc
 
 log = logging.getLogger("paas.builds.engine")
 LOCK_NAME = ".lock"

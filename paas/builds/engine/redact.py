@@ -11,7 +11,7 @@ MASK = "***"
 MIN_SECRET_LEN = 3
 
 
-class BuildLog:
+class RedactingLog:
     def __init__(self, sink: Callable[[str], None], secrets: Iterable[str] = ()) -> None:
         self._sink = sink
         # Longest first, so a secret containing another is masked whole.

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from paas.builds.engine.image import Layer, image_config, push_image
 from paas.builds.engine.plan import ImageSettings
-from runtime_agent.cmd import run
-from runtime_agent.layers import LayerInfo, pack_layer
-from runtime_agent.registry import RegistryClient
+from paas.builds.engine.publish import Layer, image_config, push_image
+from runtime_agent.host.cmd import run
+from runtime_agent.images.layers import LayerInfo, pack_layer
+from runtime_agent.images.registry import RegistryClient
 
 # Bumped when the way a stack is made changes (so cached stacks are rebuilt).
 STACK_FORMAT = "3"

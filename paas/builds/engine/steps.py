@@ -24,12 +24,12 @@ from paas.builds.engine.config import BuildLimits
 from paas.builds.engine.errors import BuildFailed
 from paas.builds.engine.files import lookup, make_parents, resolve
 from paas.builds.engine.plan import RunStep
-from runtime_agent import cgroups, overlay
-from runtime_agent.errors import AgentError
-from runtime_agent.etcfiles import write_etc_files
-from runtime_agent.network import HostNetwork
-from runtime_agent.runc import Runc
-from runtime_agent.spec import Mount, build_spec, resolve_user
+from runtime_agent.host.errors import AgentError
+from runtime_agent.net.bridge import HostNetwork
+from runtime_agent.oci import cgroups, overlay
+from runtime_agent.oci.etcfiles import write_etc_files
+from runtime_agent.oci.runc import Runc
+from runtime_agent.oci.spec import Mount, build_spec, resolve_user
 from runtime_agent.wire import Limits
 
 MAX_LINE = 4000

@@ -20,8 +20,8 @@ import pytest
 
 from paas.builds.engine.config import BuildConfig, BuildLimits, BuildNetwork, RegistrySettings
 from paas.builds.engine.stack import StackSpec, publish_stack, stack_dir
-from runtime_agent.images import ImageStore
-from runtime_agent.network import HostNetwork
+from runtime_agent.images.store import ImageStore
+from runtime_agent.net.bridge import HostNetwork
 from tests.builds.engine.support import make_wheel, remove_cgroup_dirs, serve_index
 from tests.support.registry import TestRegistry, run_registry
 

@@ -19,12 +19,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime_agent import overlay
-from runtime_agent.etcfiles import write_etc_files
-from runtime_agent.images import ImageStore
-from runtime_agent.network import HostNetwork
-from runtime_agent.runc import Runc
-from runtime_agent.spec import Mount, build_spec, resolve_user
+from runtime_agent.images.store import ImageStore
+from runtime_agent.net.bridge import HostNetwork
+from runtime_agent.oci import overlay
+from runtime_agent.oci.etcfiles import write_etc_files
+from runtime_agent.oci.runc import Runc
+from runtime_agent.oci.spec import Mount, build_spec, resolve_user
 from runtime_agent.wire import Limits
 
 # --- a package index ----------------------------------------------------------

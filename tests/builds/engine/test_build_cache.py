@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from paas.builds.engine.build import build_image
-from runtime_agent.errors import ImageNotFound
+from runtime_agent.host.errors import ImageNotFound
 from tests.builds.engine.support import http_get, run_image
 
 

@@ -12,7 +12,7 @@ import pytest
 from paas.builds.engine.build import build_image
 from paas.builds.engine.config import BuildLimits
 from paas.builds.engine.errors import BuildFailed
-from runtime_agent.runc import Runc
+from runtime_agent.oci.runc import Runc
 from tests.builds.engine.support import mounts_under
 
 

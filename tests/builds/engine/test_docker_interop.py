@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from paas.builds.engine.build import build_image
-from runtime_agent.cmd import run
+from runtime_agent.host.cmd import run
 from tests.builds.engine.support import http_get, mounts_under
 
 DOCKER = "/usr/bin/docker"

@@ -14,7 +14,7 @@ import pytest
 
 from paas.builds.engine.build import build_image
 from paas.builds.engine.reaper import reap_stale_builds
-from runtime_agent.runc import Runc
+from runtime_agent.oci.runc import Runc
 from tests.builds.engine.support import mounts_under
 
 

@@ -3,25 +3,25 @@
 import json
 import os
 
-from paas.builds.engine import image as oci
+from paas.builds.engine import publish
 from paas.builds.engine.files import materialize_copy, resolve
 from paas.builds.engine.plan import CopyItem, CopyStep, ImageSettings
-from paas.builds.engine.redact import BuildLog
+from paas.builds.engine.redact import RedactingLog
 from paas.builds.engine.source import source_digest
 from paas.builds.engine.steps import _keep_only
-from runtime_agent.layers import LayerInfo
+from runtime_agent.images.layers import LayerInfo
 
 
 def test_every_secret_is_masked_in_every_line():
     lines: list[str] = []
-    log = BuildLog(lines.append, ["hunter22", "tok-abc"])
+    log = RedactingLog(lines.append, ["hunter22", "tok-abc"])
     log("password=hunter22\nheader: Bearer tok-abc and hunter22")
     assert lines == ["password=***", "header: Bearer *** and ***"]
 
 
 def test_a_longer_secret_containing_a_shorter_one_is_masked_whole():
     lines: list[str] = []
-    BuildLog(lines.append, ["abc", "abcdef"])("x abcdef y")
+    RedactingLog(lines.append, ["abc", "abcdef"])("x abcdef y")
     assert lines == ["x *** y"]
 
 
@@ -69,25 +69,29 @@ def test_keep_only_leaves_the_kept_paths_and_their_parents(tmp_path):
 
 
 def test_image_config_and_manifest_are_oci_documents():
-    base = oci.Layer(LayerInfo("sha256:" + "a" * 64, "sha256:" + "b" * 64, 10), None, "stacks/x")
-    new = oci.Layer(LayerInfo("sha256:" + "c" * 64, "sha256:" + "d" * 64, 20), None, None, "add")
-    new = oci.Layer(new.info, path=__import__("pathlib").Path("/x"), created_by="add source")
+    base = publish.Layer(
+        LayerInfo("sha256:" + "a" * 64, "sha256:" + "b" * 64, 10), None, "stacks/x"
+    )
+    new = publish.Layer(
+        LayerInfo("sha256:" + "c" * 64, "sha256:" + "d" * 64, 20), None, None, "add"
+    )
+    new = publish.Layer(new.info, path=__import__("pathlib").Path("/x"), created_by="add source")
     settings = ImageSettings(
         env={"PORT": "8080"}, cmd=["/bin/sh", "-c", "exec x"], exposed_ports=["8080/tcp"],
         labels={"paas.app": "demo"},
     )  # fmt: skip
-    config = oci.image_config(settings, [base, new], created="2026-01-01T00:00:00Z",
+    config = publish.image_config(settings, [base, new], created="2026-01-01T00:00:00Z",
                               base_history=[{"created_by": "debootstrap"}])  # fmt: skip
     assert config["rootfs"]["diff_ids"] == ["sha256:" + "b" * 64, "sha256:" + "d" * 64]
     assert config["config"]["WorkingDir"] == "/app"
     assert config["config"]["ExposedPorts"] == {"8080/tcp": {}}
     assert [h["created_by"] for h in config["history"]] == ["debootstrap", "add source"]
-    body = oci.canonical(config)
-    manifest = oci.manifest(body, "sha256:" + "e" * 64, [base, new])
+    body = publish.canonical(config)
+    manifest = publish.manifest(body, "sha256:" + "e" * 64, [base, new])
     assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     assert manifest["config"]["size"] == len(body)
     assert [layer["size"] for layer in manifest["layers"]] == [10, 20]
-    assert json.loads(oci.canonical(manifest)) == manifest
+    assert json.loads(publish.canonical(manifest)) == manifest
 
 
 def test_pyproject_dependencies_are_the_requirements(tmp_path):

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from paas.builds.engine.stack import pack_stack
-from paas.builds.imaging import stack_spec
+from paas.builds.engine_adapter import stack_spec
 
 
 class Command(BaseCommand):

@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime_agent.errors import MountFailed
+from runtime_agent.host.errors import MountFailed
 
 log = logging.getLogger("runtime_agent.overlay")
 

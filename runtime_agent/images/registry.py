@@ -24,7 +24,7 @@ import requests
 from dxf import DXF, DXFBase
 from dxf import exceptions as dxf_errors
 
-from runtime_agent.errors import (
+from runtime_agent.host.errors import (
     DigestMismatch,
     ImageNotFound,
     InvalidRequest,

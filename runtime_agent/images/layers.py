@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from runtime_agent.errors import AgentError, UnsafeArchive
-from runtime_agent.safepath import clean_member_name, link_target_inside, resolve_inside
+from runtime_agent.host.errors import AgentError, UnsafeArchive
+from runtime_agent.host.safepath import clean_member_name, link_target_inside, resolve_inside
 
 log = logging.getLogger("runtime_agent.layers")
 

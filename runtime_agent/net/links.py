@@ -20,8 +20,8 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from runtime_agent import nsthread
-from runtime_agent.errors import NetworkError
+from runtime_agent.host.errors import NetworkError
+from runtime_agent.net import nsthread
 
 NETNS_DIR = Path("/var/run/netns")
 CONTAINER_IFNAME = "eth0"

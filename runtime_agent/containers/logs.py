@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime_agent import wire
-from runtime_agent.store import atomic_write
+from runtime_agent.containers.records import atomic_write
 
 log = logging.getLogger("runtime_agent.logs")
 

@@ -54,7 +54,7 @@ from aiohttp import web
 
 from runtime_agent import wire
 from runtime_agent.config import AgentConfig
-from runtime_agent.errors import AgentError, Forbidden, InvalidRequest, NotFound, Unauthorized
+from runtime_agent.host.errors import AgentError, Forbidden, InvalidRequest, NotFound, Unauthorized
 
 log = logging.getLogger("runtime_agent.api")
 

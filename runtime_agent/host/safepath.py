@@ -7,7 +7,7 @@ import os
 import posixpath
 from pathlib import Path
 
-from runtime_agent.errors import UnsafeArchive
+from runtime_agent.host.errors import UnsafeArchive
 
 
 def clean_member_name(name: str) -> str:

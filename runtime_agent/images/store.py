@@ -34,15 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime_agent.errors import (
+from runtime_agent.host.errors import (
     AgentError,
     DigestMismatch,
     ImageNotSupported,
     InvalidRequest,
     NotFound,
 )
-from runtime_agent.layers import LayerInfo, unpack_layer
-from runtime_agent.registry import (
+from runtime_agent.images.layers import LayerInfo, unpack_layer
+from runtime_agent.images.registry import (
     DIGEST_RE,
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,

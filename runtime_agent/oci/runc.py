@@ -1,4 +1,4 @@
-"""runc, driven through the one command wrapper (:mod:`runtime_agent.cmd`).
+"""runc, driven through the one command wrapper (:mod:`runtime_agent.host.cmd`).
 
 Containers are created *detached*: ``runc create`` (or ``runc run
 --detach``) hands the container's init our log files as stdout/stderr and
@@ -21,8 +21,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime_agent import cmd, spec
-from runtime_agent.errors import CommandFailed, Conflict, NotFound, UnsafeRuntime
+from runtime_agent.host import cmd
+from runtime_agent.host.errors import CommandFailed, Conflict, NotFound, UnsafeRuntime
+from runtime_agent.oci import spec
 from runtime_agent.wire import Limits
 
 log = logging.getLogger("runtime_agent.runc")

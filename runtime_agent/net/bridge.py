@@ -1,6 +1,6 @@
 """Container networking for one host: a bridge, and per container a named
 network namespace, a veth pair and an address; published ports and outbound
-NAT (see :mod:`runtime_agent.ports` for why nftables DNAT).
+NAT (see :mod:`runtime_agent.net.ports` for why nftables DNAT).
 
 Layout of one agent's objects, all derived from the bridge name so that two
 agents (or two test runs) on one machine never touch each other's:
@@ -27,10 +27,10 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from runtime_agent import ipam, netlinks, ports
-from runtime_agent.errors import CommandFailed, Conflict, InvalidRequest, NetworkError
-from runtime_agent.etcfiles import write_etc_files
-from runtime_agent.netstate import NetStateStore
+from runtime_agent.host.errors import CommandFailed, Conflict, InvalidRequest, NetworkError
+from runtime_agent.net import ipam, links, ports
+from runtime_agent.net.state import NetStateStore
+from runtime_agent.oci.etcfiles import write_etc_files
 from runtime_agent.wire import PortBinding
 
 __all__ = ["Attachment", "HostNetwork", "write_etc_files"]
@@ -119,7 +119,7 @@ class HostNetwork:
         with self.store.transaction() as state:
             self._check_subnet(state)
             state["subnet"] = str(self.subnet)
-            netlinks.ensure_bridge(
+            links.ensure_bridge(
                 self.bridge, IPv4Interface(f"{self.gateway}/{self.subnet.prefixlen}")
             )
             # Containers reach the world (package downloads in builds) through the host.
@@ -135,11 +135,11 @@ class HostNetwork:
         self._table_ready = False
         with self.store.transaction() as state:
             names = {a["host_veth"] for a in state["attachments"].values()}
-            for ifname in sorted(names | set(netlinks.bridge_ports(self.bridge))):
-                netlinks.delete_link(ifname)
-            for ns in filter(self.owns_netns, netlinks.list_netns()):
-                netlinks.remove_netns(ns)
-            netlinks.delete_link(self.bridge)
+            for ifname in sorted(names | set(links.bridge_ports(self.bridge))):
+                links.delete_link(ifname)
+            for ns in filter(self.owns_netns, links.list_netns()):
+                links.remove_netns(ns)
+            links.delete_link(self.bridge)
             state["attachments"] = {}
             state["ports"] = {}
             state["last"] = None
@@ -174,12 +174,12 @@ class HostNetwork:
 
     def _plumb(self, att: Attachment) -> None:
         addr = IPv4Interface(f"{att.address}/{att.prefixlen}")
-        fresh = netlinks.ensure_netns(att.netns_name)
+        fresh = links.ensure_netns(att.netns_name)
         # A netns made just now is empty: no need to look inside (~3 ms
         # of netlink round trips on every container start).
         if fresh or not self._plumbed(att, addr):
             # replace: a half-made pair from a crash goes first.
-            netlinks.plumb_veth(
+            links.plumb_veth(
                 att.host_veth, self.bridge, att.netns_name, addr, self.gateway, replace=True
             )
             log.info("attached %s at %s (netns %s)", att.cid, att.address, att.netns_name)
@@ -191,8 +191,8 @@ class HostNetwork:
             state["attachments"].pop(cid, None)
             if state["ports"].pop(cid, None) is not None:
                 self._apply_rules(state)
-            netlinks.delete_link(self._host_veth(cid))
-            netlinks.remove_netns(self._netns_name(cid))
+            links.delete_link(self._host_veth(cid))
+            links.remove_netns(self._netns_name(cid))
             log.info("detached %s", cid)
 
     def attachments(self) -> dict[str, Attachment]:
@@ -276,7 +276,7 @@ class HostNetwork:
         att = Attachment(
             cid=cid,
             netns_name=name,
-            netns_path=str(netlinks.netns_path(name)),
+            netns_path=str(links.netns_path(name)),
             address=str(address),
             gateway=str(self.gateway),
             prefixlen=self.subnet.prefixlen,
@@ -291,9 +291,9 @@ class HostNetwork:
 
     def _plumbed(self, att: Attachment, addr: IPv4Interface) -> bool:
         return (
-            netlinks.netns_alive(att.netns_name)
-            and netlinks.link_exists(att.host_veth)
-            and netlinks.container_side_ready(att.netns_name, addr, self.gateway)
+            links.netns_alive(att.netns_name)
+            and links.link_exists(att.host_veth)
+            and links.container_side_ready(att.netns_name, addr, self.gateway)
         )
 
     def _published(self, state: dict[str, Any]) -> dict[str, ports.Published]:

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from runtime_agent.states import ContainerState, RestartPolicyName
-from runtime_agent.wire import RestartPolicy
+from runtime_agent.wire import ContainerState, RestartPolicy, RestartPolicyName
 
 S = ContainerState
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime_agent import seccomp
-from runtime_agent.errors import InvalidRequest
+from runtime_agent.host.errors import InvalidRequest
+from runtime_agent.oci import seccomp
 from runtime_agent.wire import Limits
 
 OCI_VERSION = "1.0.2"

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from runtime_agent.errors import CommandFailed
+from runtime_agent.host.errors import CommandFailed
 
 log = logging.getLogger("runtime_agent.cmd")
 

@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from runtime_agent.errors import InvalidRequest
+from runtime_agent.host.errors import InvalidRequest
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*$")

@@ -1,5 +1,5 @@
 """Address allocation inside the host subnet (pure functions; persistence is
-the caller's, see :mod:`runtime_agent.netstate`).
+the caller's, see :mod:`runtime_agent.net.state`).
 
 The gateway is the subnet's first address (it lives on the bridge). Addresses
 are handed out round-robin after the last one given, so a just-released
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from ipaddress import IPv4Address, IPv4Network
 
-from runtime_agent.errors import NetworkError
+from runtime_agent.host.errors import NetworkError
 
 
 def gateway_of(subnet: IPv4Network) -> IPv4Address:

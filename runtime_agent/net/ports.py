@@ -40,8 +40,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 
-from runtime_agent import cmd
-from runtime_agent.errors import Conflict, InvalidRequest
+from runtime_agent.host import cmd
+from runtime_agent.host.errors import Conflict, InvalidRequest
 from runtime_agent.wire import PortBinding
 
 PROTOCOLS = ("tcp", "udp")

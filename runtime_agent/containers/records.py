@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime_agent import wire
-from runtime_agent.errors import AgentError, NotFound
-from runtime_agent.supervision import Supervision
+from runtime_agent.containers.supervision import Supervision
+from runtime_agent.host.errors import AgentError, NotFound
 
 log = logging.getLogger("runtime_agent.store")
 

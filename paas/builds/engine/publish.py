@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from paas.builds.engine.plan import ImageSettings
-from runtime_agent.errors import RegistryError
-from runtime_agent.layers import LayerInfo
-from runtime_agent.registry import (
+from runtime_agent.host.errors import RegistryError
+from runtime_agent.images.layers import LayerInfo
+from runtime_agent.images.registry import (
     OCI_CONFIG,
     OCI_LAYER_GZIP,
     OCI_MANIFEST,

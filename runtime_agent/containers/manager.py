@@ -50,15 +50,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from runtime_agent import cgroups, overlay, spec, wire
+from runtime_agent import wire
 from runtime_agent.config import AgentConfig
-from runtime_agent.errors import AgentError, Conflict, InvalidRequest, NotFound
-from runtime_agent.logs import LogConfig, LogTailer, connect_redis, open_raw_fds, rfc3339
-from runtime_agent.network import HostNetwork, write_etc_files
-from runtime_agent.runc import Runc, stop_exec
-from runtime_agent.states import ContainerState
-from runtime_agent.store import ContainerRecord, Store
-from runtime_agent.supervision import (
+from runtime_agent.containers.logs import LogConfig, LogTailer, connect_redis, open_raw_fds, rfc3339
+from runtime_agent.containers.records import ContainerRecord, Store
+from runtime_agent.containers.supervision import (
     Action,
     BackoffConfig,
     Event,
@@ -70,6 +66,11 @@ from runtime_agent.supervision import (
     Tick,
     transition,
 )
+from runtime_agent.host.errors import AgentError, Conflict, InvalidRequest, NotFound
+from runtime_agent.net.bridge import HostNetwork, write_etc_files
+from runtime_agent.oci import cgroups, overlay, spec
+from runtime_agent.oci.runc import Runc, stop_exec
+from runtime_agent.wire import ContainerState
 
 log = logging.getLogger("runtime_agent.containers")
 T = TypeVar("T")

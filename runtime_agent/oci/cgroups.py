@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime_agent.errors import NotFound
+from runtime_agent.host.errors import NotFound
 from runtime_agent.wire import Stats
 
 MOUNTINFO = Path("/proc/self/mountinfo")
