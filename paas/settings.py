@@ -6,6 +6,7 @@ PAAS_MODE=production turns on the secure defaults that `manage.py check
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
     "paas.applications",
     "paas.builds",
     "paas.hosts",
+    "paas.router",
     "paas.logs",
     "paas.front",
     "paas.api",
@@ -178,6 +180,27 @@ PAAS_BUILD_NFT_TABLE = env_str("PAAS_BUILD_NFT_TABLE", "paas_build")
 PAAS_PIP_INDEX_URL = env_str("PAAS_PIP_INDEX_URL", "")
 PAAS_NPM_REGISTRY_URL = env_str("PAAS_NPM_REGISTRY_URL", "")
 PAAS_KEEP_IMAGES = env_int("PAAS_KEEP_IMAGES", 10, minimum=0)
+
+# The router: the platform's own nginx (see paas/router and README "Routing").
+PAAS_ROUTER_DIR = env_path("PAAS_ROUTER_DIR", DATA_DIR / "router")
+PAAS_ROUTER_PORT = env_int("PAAS_ROUTER_PORT", 8080, minimum=1)
+PAAS_ROUTER_HTTPS_PORT = env_int("PAAS_ROUTER_HTTPS_PORT", 8443, minimum=1)
+PAAS_ROUTER_LISTEN = env_list("PAAS_ROUTER_LISTEN", ["127.0.0.1"])
+PAAS_ROUTER_NGINX = env_str("PAAS_ROUTER_NGINX", "/usr/sbin/nginx")
+PAAS_ROUTER_WORKERS = env_int("PAAS_ROUTER_WORKERS", 0, minimum=0)  # 0: one per CPU
+PAAS_ROUTER_MAX_BODY_MB = env_int("PAAS_ROUTER_MAX_BODY_MB", 100, minimum=0)
+PAAS_ROUTER_READ_TIMEOUT = env_int("PAAS_ROUTER_READ_TIMEOUT", 60, minimum=1)
+PAAS_ROUTER_RELOAD_TIMEOUT = env_float("PAAS_ROUTER_RELOAD_TIMEOUT", 10.0, minimum=0.5)
+for _port_name in ("PAAS_ROUTER_PORT", "PAAS_ROUTER_HTTPS_PORT"):
+    if globals()[_port_name] > 65535:
+        raise ImproperlyConfigured(f"{_port_name}={globals()[_port_name]} is not a TCP port")
+for _address in PAAS_ROUTER_LISTEN:
+    try:
+        ipaddress.ip_address(_address)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"PAAS_ROUTER_LISTEN: {_address!r} is not an IP address (e.g. 127.0.0.1,::1)"
+        ) from None
 
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -1,0 +1,109 @@
+"""Run the platform's REAL router (nginx) for a test, on free loopback ports.
+
+    with run_router(tmp_path / "router") as router:
+        router_apply(routes=[...])          # this process: settings overridden
+        router.get("hello.localhost", "/")  # through nginx
+        # a worker process gets router.env in its environment
+
+The nginx master runs from ``router_prepare()``'s argv (what ``manage.py
+router_serve`` execs), is waited for on its status socket and stopped by its
+PID at the end. It dies with the test process (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import http.client
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.test import override_settings
+
+from paas.router.services import router_prepare, router_status
+from tests.support.redis_server import free_port
+
+START_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class TestRouter:
+    __test__ = False
+
+    directory: Path
+    http_port: int
+    https_port: int
+    pid: int
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What another process (a Celery worker) needs to apply routes here."""
+        return {
+            "PAAS_ROUTER_DIR": str(self.directory),
+            "PAAS_ROUTER_PORT": str(self.http_port),
+            "PAAS_ROUTER_HTTPS_PORT": str(self.https_port),
+            "PAAS_ROUTER_LISTEN": "127.0.0.1",
+        }
+
+    def get(self, host: str, path: str = "/", **headers: str) -> http.client.HTTPResponse:
+        """One GET through the router with ``Host: host`` (body already read:
+        ``.data``)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
+        try:
+            conn.request("GET", path, headers={"Host": host, **headers})
+            response = conn.getresponse()
+            response.data = response.read()  # type: ignore[attr-defined]
+            return response
+        finally:
+            conn.close()
+
+    def access_log(self) -> Path:
+        return self.directory / "logs" / "access.log"
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)  # nginx: fast shutdown
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def run_router(directory: Path, *, workers: int = 2) -> Iterator[TestRouter]:
+    http_port, https_port = free_port(), free_port()
+    with override_settings(
+        PAAS_ROUTER_DIR=directory,
+        PAAS_ROUTER_PORT=http_port,
+        PAAS_ROUTER_HTTPS_PORT=https_port,
+        PAAS_ROUTER_LISTEN=["127.0.0.1"],
+        PAAS_ROUTER_WORKERS=workers,
+    ):
+        argv = router_prepare()
+        out = open(directory / "logs" / "nginx.out", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        out.close()
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not router_status().running:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log = (directory / "logs" / "error.log").read_text(errors="replace")
+                    raise RuntimeError(f"the router's nginx did not start: {log[-2000:]}")
+                time.sleep(0.02)
+            yield TestRouter(directory, http_port, https_port, proc.pid)
+        finally:
+            _stop(proc)
