@@ -89,7 +89,9 @@ def test_an_app_whose_instances_refuse_answers_502(router: TestRouter) -> None:
     assert b"gone is not answering" in response.data  # type: ignore[attr-defined]
 
 
-def test_every_request_is_logged_as_a_json_line(router: TestRouter, backends: list[Backend]) -> None:
+def test_every_request_is_logged_as_a_json_line(
+    router: TestRouter, backends: list[Backend]
+) -> None:
     router_apply(routes=[Route("web", ("web.localhost",), (_up(backends[0]),))])
     router.get("web.localhost", "/hello?x=1")
     router.get("unknown.localhost", "/")

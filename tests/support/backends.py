@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import socket
 import threading
@@ -29,7 +30,9 @@ class Backend:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
-async def _handle(backend: Backend, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _handle(
+    backend: Backend, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     with backend._lock:
@@ -73,9 +76,7 @@ def run_backends(*names: str) -> Iterator[list[Backend]]:
 
     async def start() -> None:
         for backend in backends:
-            server = await asyncio.start_server(
-                lambda r, w, b=backend: _handle(b, r, w), "127.0.0.1", 0
-            )
+            server = await asyncio.start_server(functools.partial(_handle, backend), "127.0.0.1", 0)
             backend.port = server.sockets[0].getsockname()[1]
             servers.append(server)
 

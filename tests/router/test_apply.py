@@ -1,0 +1,57 @@
+"""A config nginx refuses never replaces the one it serves."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from paas.router.errors import RouterConfigRejected
+from paas.router.routes import Route, TlsCert, Upstream
+from paas.router.services import RouterState, router_apply, router_status
+from tests.support.backends import Backend
+from tests.support.router import TestRouter
+
+
+def _garbage_cert(name: str) -> TlsCert:
+    # Made by hand, past tls_cert_load's checks: nginx itself must refuse it.
+    return TlsCert(
+        cert_pem="-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+        key_pem="-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+        names=(name,),
+        not_after=datetime(2100, 1, 1, tzinfo=UTC),
+        fingerprint="ab" * 32,
+    )
+
+
+def test_a_broken_candidate_is_never_applied(router: TestRouter, backends: list[Backend]) -> None:
+    good = [Route("web", ("web.localhost",), (Upstream("127.0.0.1", backends[0].port),))]
+    router_apply(routes=good)
+    before = router_status()
+    generations = sorted(p.name for p in (router.directory / "generations").iterdir())
+
+    broken = [
+        *good,
+        Route("shop", ("shop.example.com",), (), tls=_garbage_cert("shop.example.com")),
+    ]
+    with pytest.raises(RouterConfigRejected) as refused:
+        router_apply(routes=broken)
+
+    assert "cannot load certificate" in refused.value.message
+    after = router_status()
+    assert after.live_generation == after.serving_generation == before.live_generation
+    assert sorted(p.name for p in (router.directory / "generations").iterdir()) == generations
+    response = router.get("web.localhost")
+    assert response.status == 200
+    assert json.loads(response.data)["backend"] == "one"  # type: ignore[attr-defined]
+    assert router.get("shop.example.com").status == 404
+
+
+def test_apply_without_a_running_nginx_makes_the_config_live(tmp_path, settings) -> None:
+    settings.PAAS_ROUTER_DIR = tmp_path / "router"
+    router_apply(routes=[Route("web", ("web.localhost",), ())])
+    status = router_status()
+    assert status.state is RouterState.STOPPED
+    assert status.live_generation == 1
+    assert "web.localhost" in (tmp_path / "router" / "live" / "nginx.conf").read_text()
