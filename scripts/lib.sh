@@ -5,10 +5,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 # Debian packages the platform runs on (services, container runtime, build
 # tools) and those the tests add (a PostgreSQL server, a browser, busybox for
-# tiny test images).
+# tiny test images, wrk for bench/router.py).
 RUN_PACKAGES=(python3 python3-venv python3-dev gcc git redis-server runc nginx debootstrap
               docker-registry nftables iproute2 openssl ca-certificates curl)
-TEST_PACKAGES=(postgresql chromium busybox-static skopeo umoci docker.io)
+TEST_PACKAGES=(postgresql chromium busybox-static skopeo umoci docker.io wrk)
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then

@@ -117,7 +117,8 @@ def _http_settings(config: RouterConfig) -> list[str]:
         "uninitialized_variable_warn off;",
         "default_type text/plain;",
         f"log_format paas_router escape=json '{ACCESS_LOG_FORMAT}';",
-        f"access_log {quote(str(config.access_log))} paas_router;",
+        # Buffered: one write per 64 KiB or 200 ms instead of one per request.
+        f"access_log {quote(str(config.access_log))} paas_router buffer=64k flush=200ms;",
         "sendfile on;",
         "tcp_nodelay on;",
         "keepalive_timeout 65s;",

@@ -95,12 +95,13 @@ def test_every_request_is_logged_as_a_json_line(
     router_apply(routes=[Route("web", ("web.localhost",), (_up(backends[0]),))])
     router.get("web.localhost", "/hello?x=1")
     router.get("unknown.localhost", "/")
-    lines = [json.loads(line) for line in router.access_log().read_text().splitlines()]
+    lines = router.access_lines(count=2)
     web, unknown = lines[-2], lines[-1]
     assert web["app"] == "web"
     assert (web["method"], web["path"], web["status"]) == ("GET", "/hello?x=1", 200)
     assert web["upstream"] == f"127.0.0.1:{backends[0].port}"
     assert isinstance(web["request_time"], float)
+    assert web["request_id"] and web["upstream_status"] == "200"
     assert (unknown["app"], unknown["status"], unknown["error"]) == ("", 404, "unknown_host")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.test import override_settings
 
@@ -64,6 +66,17 @@ class TestRouter:
 
     def access_log(self) -> Path:
         return self.directory / "logs" / "access.log"
+
+    def access_lines(self, *, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """The access log's JSON lines once there are at least ``count``
+        (nginx buffers the log and writes it within a fraction of a second)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = self.access_log().read_text() if self.access_log().exists() else ""
+            lines = [json.loads(line) for line in text.splitlines()]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
 
 
 def _die_with_parent() -> None:
