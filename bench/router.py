@@ -120,7 +120,7 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def _wrk(port: int, seconds: int) -> dict[str, float]:
-    from runtime_agent.cmd import run
+    from runtime_agent.host.cmd import run
 
     argv = [
         "wrk", "-t1", "-c8", f"-d{seconds}s", "--latency",

@@ -1,5 +1,5 @@
 """The one wrapper for the ``nginx`` command: every nginx run goes through
-here and through ``runtime_agent.cmd.run`` (argv lists, logged, raising).
+here and through ``runtime_agent.host.cmd.run`` (argv lists, logged, raising).
 
 nginx always gets ``-p`` (our prefix), ``-e`` (our error log: otherwise it
 first tries /var/log/nginx) and ``-c``, so it never reads the system's
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from paas.router.config import RouterConfig
 from paas.router.errors import RouterConfigRejected
-from runtime_agent.cmd import run
-from runtime_agent.errors import CommandFailed
+from runtime_agent.host.cmd import run
+from runtime_agent.host.errors import CommandFailed
 
 TEST_TIMEOUT_S = 60
 
