@@ -4,9 +4,7 @@ with plain HTTP redirected."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,18 +18,6 @@ from paas.router.services import router_apply
 from tests.support.backends import Backend
 from tests.support.certs import key_pem, new_key, self_signed
 from tests.support.router import TestRouter
-
-
-def _https_get(router: TestRouter, ca: Path, sni: str, path: str = "/") -> http.client.HTTPResponse:
-    context = ssl.create_default_context(cafile=str(ca))
-    raw = socket.create_connection(("127.0.0.1", router.https_port), timeout=10)
-    tls = context.wrap_socket(raw, server_hostname=sni)  # checks the name too
-    tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
-    response = http.client.HTTPResponse(tls)
-    response.begin()
-    response.data = response.read()  # type: ignore[attr-defined]
-    tls.close()
-    return response
 
 
 def test_an_uploaded_certificate_is_served_and_http_redirected(
@@ -50,7 +36,7 @@ def test_an_uploaded_certificate_is_served_and_http_redirected(
     ca = tmp_path / "ca.pem"
     ca.write_text(pem.cert)
 
-    response = _https_get(router, ca, "shop.example.com", "/cart?id=3")
+    response = router.get_https("shop.example.com", ca, "/cart?id=3")
     assert response.status == 200
     body = json.loads(response.data)  # type: ignore[attr-defined]
     assert (body["backend"], body["path"], body["x-forwarded-proto"]) == (
@@ -70,7 +56,7 @@ def test_an_unknown_name_over_tls_is_refused(router: TestRouter, tmp_path: Path)
     ca = tmp_path / "ca.pem"
     ca.write_text(self_signed("other.example.com").cert)
     with pytest.raises(ssl.SSLError):
-        _https_get(router, ca, "other.example.com")
+        router.get_https("other.example.com", ca)
 
 
 def test_a_key_of_another_certificate_is_refused() -> None:

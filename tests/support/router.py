@@ -18,6 +18,8 @@ import http.client
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -63,6 +65,19 @@ class TestRouter:
             return response
         finally:
             conn.close()
+
+    def get_https(self, host: str, ca_file: Path, path: str = "/") -> http.client.HTTPResponse:
+        """One GET over TLS with SNI and Host ``host``, trusting ``ca_file``
+        and checking the certificate names ``host``."""
+        context = ssl.create_default_context(cafile=str(ca_file))
+        raw = socket.create_connection(("127.0.0.1", self.https_port), timeout=10)
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            tls.sendall(request.encode())
+            response = http.client.HTTPResponse(tls)
+            response.begin()
+            response.data = response.read()  # type: ignore[attr-defined]
+        return response
 
     def access_log(self) -> Path:
         return self.directory / "logs" / "access.log"

@@ -1,0 +1,48 @@
+"""Reads for the router: an app's hostnames and the Routes that serve it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.conf import settings
+
+from paas.applications.models import App
+from paas.router import keys
+from paas.router.models import Domain
+from paas.router.routes import Route, TlsCert, Upstream, app_routes
+
+
+def app_hostnames(*, app: App) -> list[str]:
+    """``<app>.<PAAS_DOMAIN>`` first, then the custom domains."""
+    return [
+        f"{app.name}.{settings.PAAS_DOMAIN}",
+        *(d.hostname for d in Domain.objects.filter(app=app)),
+    ]
+
+
+def domain_tls_cert(*, domain: Domain) -> TlsCert | None:
+    if not domain.has_certificate or domain.cert_not_after is None:
+        return None
+    return TlsCert(
+        cert_pem=domain.cert_pem,
+        key_pem=keys.unseal(domain.key_sealed),
+        names=tuple(domain.cert_names),
+        not_after=domain.cert_not_after,
+        fingerprint=domain.cert_fingerprint,
+    )
+
+
+def app_routes_for(*, app: App, upstreams: Iterable[Upstream]) -> list[Route]:
+    """The Routes of ``app`` to ``upstreams`` (its healthy web instances):
+    its platform name and every custom domain, those with a certificate over
+    HTTPS. What the deploy code hands to ``router_apply`` for each app."""
+    domains = list(Domain.objects.filter(app=app))
+    certificates = {}
+    for domain in domains:
+        cert = domain_tls_cert(domain=domain)
+        if cert is not None:
+            certificates[domain.hostname] = cert
+    hostnames = [f"{app.name}.{settings.PAAS_DOMAIN}", *(d.hostname for d in domains)]
+    return app_routes(
+        app=app.name, hostnames=hostnames, upstreams=upstreams, certificates=certificates
+    )
