@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from paas.front import views
+from paas.front import domains, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -13,6 +13,7 @@ urlpatterns = [
     path("apps/<str:name>/", views.app_detail, name="app-detail"),
     path("apps/<str:name>/builds", views.build_upload, name="build-upload"),
     path("apps/<str:name>/builds/<str:build_id>/", views.build_detail, name="build-detail"),
+    path("apps/<str:name>/domains/", domains.app_domains, name="app-domains"),
     path("api/v1/", include("paas.api.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from django.conf import settings
 
 from paas.applications.models import App
+from paas.core.errors import NotFound
 from paas.router import keys
 from paas.router.models import Domain
 from paas.router.routes import Route, TlsCert, Upstream, app_routes
@@ -46,3 +47,14 @@ def app_routes_for(*, app: App, upstreams: Iterable[Upstream]) -> list[Route]:
     return app_routes(
         app=app.name, hostnames=hostnames, upstreams=upstreams, certificates=certificates
     )
+
+
+def domain_of_app(*, app: App, hostname: str) -> Domain:
+    domain = Domain.objects.filter(app=app, hostname=hostname.strip().lower()).first()
+    if domain is None:
+        raise NotFound(f"{app.name} has no domain {hostname[:253]!r}.")
+    return domain
+
+
+def domains_of_app(*, app: App) -> list[Domain]:
+    return list(Domain.objects.filter(app=app))
