@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import UTC, datetime
 
 import pytest
 
-from paas.router.errors import RouterConfigRejected
+from paas.router.errors import RouterConfigRejected, RouterReloadFailed
 from paas.router.routes import Route, TlsCert, Upstream
 from paas.router.services import RouterState, router_apply, router_status
 from tests.support.backends import Backend
@@ -55,3 +56,20 @@ def test_apply_without_a_running_nginx_makes_the_config_live(tmp_path, settings)
     assert status.state is RouterState.STOPPED
     assert status.live_generation == 1
     assert "web.localhost" in (tmp_path / "router" / "live" / "nginx.conf").read_text()
+
+
+def test_a_reload_nginx_cannot_carry_out_leaves_the_old_config_live(
+    router: TestRouter, backends: list[Backend], settings
+) -> None:
+    routes = [Route("web", ("web.localhost",), (Upstream("127.0.0.1", backends[0].port),))]
+    router_apply(routes=routes)
+    before = router_status()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        # `nginx -t` does not bind, so only the reload finds the port taken.
+        settings.PAAS_ROUTER_PORT = taken.getsockname()[1]
+        with pytest.raises(RouterReloadFailed, match="Address already in use"):
+            router_apply(routes=routes)
+    settings.PAAS_ROUTER_PORT = router.http_port
+    after = router_status()
+    assert after.live_generation == after.serving_generation == before.live_generation
+    assert router.get("web.localhost").status == 200
