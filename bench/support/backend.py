@@ -8,9 +8,10 @@ Nagle and delayed ACKs a keep-alive connection to it crawls at 25-50
 requests/s (see MACHINE-NOTES), which would measure the stall, not the
 router. Two kinds:
 
-- ``app``: what a small Python web app does per request, and no more: parse
-  the request line and headers into a dict, call a handler, answer JSON
-  (its name, the path, a counter) with a Date header. The stand-in for "the
+- ``stdlib``: a hello-world app as the platform's samples are written:
+  Python's ``http.server`` (a thread per connection), HTTP/1.1 keep-alive,
+  TCP_NODELAY on each connection, a JSON answer. A few thousand requests/s,
+  the order of a real Python web app per process. The stand-in for "the
   container" in the router's goal.
 - ``raw``: the least a server can do (asyncio Protocol, a fixed response
   per blank line seen, no parsing). Against it the router's own cost per
@@ -23,7 +24,8 @@ import asyncio
 import json
 import socket
 import sys
-from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
 
 
 class _Http(asyncio.Protocol):
@@ -46,44 +48,47 @@ class _Http(asyncio.Protocol):
             self.transport.write(self.response * count)
 
 
-class _App:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.count = 0
+class _StdlibHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    name = "backend"
 
-    def handle(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
-        self.count += 1
-        body = {"backend": self.name, "method": method, "path": path, "n": self.count}
-        return 200, json.dumps(body).encode()
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                request_line, *lines = head.split("\r\n")
-                method, path, _ = request_line.split(" ", 2)
-                headers = {}
-                for line in lines:
-                    if line:
-                        key, _, value = line.partition(":")
-                        headers[key.strip().lower()] = value.strip()
-                if headers.get("content-length"):
-                    await reader.readexactly(int(headers["content-length"]))
-                status, body = self.handle(method, path, headers)
-                head_out = (
-                    f"HTTP/1.1 {status} OK\r\nDate: {formatdate(usegmt=True)}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                )
-                writer.write(head_out.encode() + body)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
+    def do_GET(self) -> None:
+        body = json.dumps({"backend": self.name, "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
-async def _serve(kind: str, name: str) -> None:
+class _StdlibServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up getfqdn(), which can hang for seconds.
+        TCPServer.server_bind(self)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # wrk resets its connections when it stops: not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+def _serve_stdlib(name: str) -> None:
+    handler = type("Handler", (_StdlibHandler,), {"name": name})
+    server = _StdlibServer(("127.0.0.1", 0), handler)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+async def _serve_raw(name: str) -> None:
     body = f'{{"backend": "{name}"}}'.encode()
     response = (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -91,15 +96,15 @@ async def _serve(kind: str, name: str) -> None:
         + body
     )
     loop = asyncio.get_running_loop()
-    if kind == "raw":
-        server = await loop.create_server(lambda: _Http(response), "127.0.0.1", 0)
-    else:
-        server = await asyncio.start_server(_App(name).connection, "127.0.0.1", 0)
+    server = await loop.create_server(lambda: _Http(response), "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
     await server.serve_forever()
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in {"app", "raw"}:
-        sys.exit("usage: backend.py app|raw NAME")
-    asyncio.run(_serve(sys.argv[1], sys.argv[2]))
+    if len(sys.argv) != 3 or sys.argv[1] not in {"stdlib", "raw"}:
+        sys.exit("usage: backend.py stdlib|raw NAME")
+    if sys.argv[1] == "stdlib":
+        _serve_stdlib(sys.argv[2])
+    else:
+        asyncio.run(_serve_raw(sys.argv[2]))
