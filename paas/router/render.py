@@ -111,9 +111,14 @@ def _main(config: RouterConfig, generation: int) -> list[str]:
     ]
 
 
-def _http_settings(config: RouterConfig) -> list[str]:
+def _http_settings(config: RouterConfig, names: int) -> list[str]:
     return [
         "server_tokens off;",
+        # Sized for the longest DNS name (253) and for every route's names:
+        # with nginx's defaults one long custom domain, or a few thousand
+        # names, would make every later config fail its test.
+        "server_names_hash_bucket_size 512;",
+        f"server_names_hash_max_size {max(1024, 4 * names)};",
         "uninitialized_variable_warn off;",
         "default_type text/plain;",
         f"log_format paas_router escape=json '{ACCESS_LOG_FORMAT}';",
@@ -259,7 +264,7 @@ def render_config(
     *, config: RouterConfig, routes: Sequence[Route], generation: int, generation_dir: Path
 ) -> str:
     """The whole nginx.conf for ``routes`` as generation ``generation``."""
-    http: list[str] = _http_settings(config)
+    http: list[str] = _http_settings(config, sum(len(r.hostnames) for r in routes))
     servers_total = sum(len(r.upstreams) for r in routes)
     zone_size_kb: int | None = 256 + 2 * servers_total
     for index, route in enumerate(routes):

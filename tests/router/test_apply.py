@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -12,6 +13,7 @@ from paas.router.errors import RouterConfigRejected, RouterReloadFailed
 from paas.router.routes import Route, TlsCert, Upstream
 from paas.router.services import RouterState, router_apply, router_status
 from tests.support.backends import Backend
+from tests.support.http_load import run_load
 from tests.support.router import TestRouter
 
 
@@ -73,3 +75,43 @@ def test_a_reload_nginx_cannot_carry_out_leaves_the_old_config_live(
     after = router_status()
     assert after.live_generation == after.serving_generation == before.live_generation
     assert router.get("web.localhost").status == 200
+
+
+def test_the_longest_names_and_many_routes_still_apply(router: TestRouter) -> None:
+    # nginx's default server-name hash refuses names over ~50 characters:
+    # one tenant's long domain must not break every later apply.
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    routes = [Route(f"app{i}", (f"app{i}.localhost",), ()) for i in range(500)]
+    router_apply(routes=[*routes, Route("long", (longest,), ())])
+    assert b"long is not running" in router.get(longest).data  # type: ignore[attr-defined]
+    assert b"app499 is not running" in router.get("app499.localhost").data  # type: ignore[attr-defined]
+
+
+def test_reloads_under_load_drop_no_request(router: TestRouter, backends: list[Backend]) -> None:
+    ups = [Upstream("127.0.0.1", b.port) for b in backends]
+    router_apply(routes=[Route("web", ("web.localhost",), tuple(ups))])
+    stop = threading.Event()
+    results = []
+    load = threading.Thread(
+        target=lambda: results.append(
+            run_load(
+                host="127.0.0.1",
+                port=router.http_port,
+                host_header="web.localhost",
+                workers=2,
+                duration_s=120,
+                stop=stop,
+            )  # fmt: skip
+        )
+    )
+    load.start()
+    try:
+        for i in range(10):
+            router_apply(routes=[Route("web", ("web.localhost",), (ups[i % 3],))])
+    finally:
+        stop.set()
+        load.join()
+    (result,) = results
+    assert result.requests > 0
+    assert result.failed == 0, result.errors
+    assert result.ok == result.requests
