@@ -5,8 +5,11 @@ as one JSON line naming the app."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
+
+from django.core.management import call_command
 
 from paas.router.routes import Route, Upstream
 from paas.router.services import router_apply, router_status
@@ -112,3 +115,11 @@ def test_status_says_which_generation_serves(router: TestRouter) -> None:
     after = router_status()
     assert after.running and after.pid == router.pid
     assert after.serving_generation == after.live_generation == before.live_generation + 1  # type: ignore[operator]
+
+
+def test_the_status_command_says_what_serves(router: TestRouter) -> None:
+    out = io.StringIO()
+    call_command("router_status", stdout=out)
+    generation = router_status().serving_generation
+    assert f"router running: pid {router.pid}" in out.getvalue()
+    assert f"serving {generation}" in out.getvalue()
