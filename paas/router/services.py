@@ -6,7 +6,8 @@ graceful reload (new workers take new connections, old ones finish what they
 have in flight). It returns once the new workers answer, which the status
 socket shows (every config answers ``GET /generation`` with its own
 number), and none of the old workers accepts new connections any more.
-A config nginx refuses is deleted and never becomes live; a reload that
+Applying the routes that are already served does nothing (no reload). A
+config nginx refuses is deleted and never becomes live; a reload that
 fails after the test (nginx logs an [emerg], or the new generation does not
 answer in time) puts ``live`` back to the generation nginx still runs.
 """
@@ -57,6 +58,8 @@ def router_apply(*, routes: Sequence[Route]) -> None:
     config = RouterConfig.from_settings()
     config.make_dirs()
     with store.apply_lock(config):
+        if _already_served(config, routes):
+            return
         previous = store.live_generation(config)
         generation = _write_tested(config, routes)
         store.swap_live(config, generation)
@@ -113,6 +116,16 @@ def router_prepare() -> list[str]:
     # nginx refuses to bind a unix socket whose file is left from a crash.
     config.status_socket.unlink(missing_ok=True)
     return Nginx(config).serve_argv(config.live_conf)
+
+
+def _already_served(config: RouterConfig, routes: list[Route]) -> bool:
+    """The same routes as the live generation, which nginx serves (or would
+    serve when it starts): nothing to do. A periodic reconcile then costs no
+    reload, so clients' keep-alive connections are left alone."""
+    if store.live_digest(config) != store.routes_digest(config, routes):
+        return False
+    pid = master.master_pid(config)
+    return pid is None or master.serving_generation(config) == store.live_generation(config)
 
 
 def _check_unique(routes: list[Route]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -53,6 +54,19 @@ def live_generation(config: RouterConfig) -> int | None:
     return int(name) if name.isdigit() else None
 
 
+def routes_digest(config: RouterConfig, routes: Sequence[Route]) -> str:
+    """Equal for two applies that would render the same config."""
+    text = json.dumps([_route_json(r) for r in routes]) + repr(config)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def live_digest(config: RouterConfig) -> str | None:
+    try:
+        return (config.live / "digest").read_text().strip()
+    except OSError:
+        return None
+
+
 def write_generation(config: RouterConfig, routes: Sequence[Route]) -> tuple[int, Path]:
     """Write the next generation's files; the caller tests and swaps it."""
     existing = generations(config)
@@ -67,6 +81,7 @@ def write_generation(config: RouterConfig, routes: Sequence[Route]) -> tuple[int
         _write(crt, cert.cert_pem, 0o600)
         _write(key, cert.key_pem, 0o600)
     _write(directory / "routes.json", json.dumps([_route_json(r) for r in routes]), 0o600)
+    _write(directory / "digest", routes_digest(config, routes), 0o644)
     conf = render_config(
         config=config, routes=routes, generation=generation, generation_dir=directory
     )

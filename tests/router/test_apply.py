@@ -115,3 +115,13 @@ def test_reloads_under_load_drop_no_request(router: TestRouter, backends: list[B
     assert result.requests > 0
     assert result.failed == 0, result.errors
     assert result.ok == result.requests
+
+
+def test_applying_what_is_served_does_not_reload(router: TestRouter) -> None:
+    routes = [Route("web", ("web.localhost",), ())]
+    router_apply(routes=routes)
+    served = router_status()
+    router_apply(routes=list(routes))
+    assert router_status().serving_generation == served.serving_generation
+    router_apply(routes=[Route("web", ("web.localhost", "www.web.example"), ())])
+    assert router_status().serving_generation == served.serving_generation + 1  # type: ignore[operator]
