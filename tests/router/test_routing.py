@@ -15,6 +15,7 @@ from paas.router.routes import Route, Upstream
 from paas.router.services import router_apply, router_status
 from tests.support.backends import Backend
 from tests.support.http_load import Connection
+from tests.support.redis_server import free_port
 from tests.support.router import TestRouter
 
 
@@ -84,8 +85,6 @@ def test_an_app_without_instances_answers_503(router: TestRouter) -> None:
 
 
 def test_an_app_whose_instances_refuse_answers_502(router: TestRouter) -> None:
-    from tests.support.redis_server import free_port
-
     router_apply(routes=[Route("gone", ("gone.localhost",), (Upstream("127.0.0.1", free_port()),))])
     response = router.get("gone.localhost")
     assert response.status == 502
@@ -123,3 +122,14 @@ def test_the_status_command_says_what_serves(router: TestRouter) -> None:
     generation = router_status().serving_generation
     assert f"router running: pid {router.pid}" in out.getvalue()
     assert f"serving {generation}" in out.getvalue()
+
+
+def test_a_dead_instance_costs_no_request_while_another_answers(
+    router: TestRouter, backends: list[Backend]
+) -> None:
+    dead = Upstream("127.0.0.1", free_port())
+    router_apply(routes=[Route("web", ("web.localhost",), (dead, _up(backends[0])))])
+    for _ in range(6):
+        response = router.get("web.localhost")
+        assert response.status == 200
+        assert json.loads(response.data)["backend"] == "one"  # type: ignore[attr-defined]
