@@ -48,16 +48,27 @@ def serving_generation(config: RouterConfig) -> int | None:
     return int(body)
 
 
+def _children(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # a kernel without CONFIG_PROC_CHILDREN: scan /proc
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[1] == str(pid):
+                children.append(stat.parent.name)
+        return children
+
+
 def _accepting_workers(master: int) -> set[int]:
     """The master's workers that still accept connections. A worker told to
     quit renames itself "... is shutting down" and closes its listening
     sockets in the same step of its event loop, so it never accepts again."""
-    try:
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    except OSError:
-        return set()
     accepting = set()
-    for child in children:
+    for child in _children(master):
         try:
             title = Path(f"/proc/{child}/cmdline").read_bytes().rstrip(b"\0")
         except OSError:
