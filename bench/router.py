@@ -34,8 +34,9 @@ CPU) with a route ``bench.localhost``.
    reused connection, counted) sends requests through the router while
    ``router_apply`` is called ``--reloads`` times, each with a different set
    of upstreams (first backend, second, both), as a deploy does. Figures:
-   requests, failed (goal 0), retries, and the wall time of one apply (write,
-   ``nginx -t``, swap, SIGHUP, wait until only new workers accept).
+   requests, failed (goal 0), retries, p99 latency meanwhile, and the wall
+   time of one apply (write, ``nginx -t``, swap, SIGHUP, wait until only
+   new workers accept).
 
 The last line is {"bench": "router", "figures": {...}, "goals": {...}, "ok": ...}.
 """
@@ -215,6 +216,7 @@ def _reloads(router_port: int, ports: list[int], reloads: int) -> dict[str, Any]
         "failed": result.failed,
         "retries": result.retries,
         "errors": result.errors[:5],
+        "p99_ms": round(statistics.quantiles(result.latencies_s, n=100)[98] * 1000, 2),
         "apply_ms_p50": round(statistics.median(applies) * 1000, 1),
         "apply_ms_max": round(max(applies) * 1000, 1),
         "reload_seconds": round(result.elapsed_s, 2),
