@@ -171,10 +171,14 @@ def _default_servers(config: RouterConfig) -> list[str]:
         f"location / {{ return 404 {quote(UNKNOWN_HOST_PAGE, multiline=True)}; }}",
     ]
     # An unknown name over TLS: refuse the handshake rather than show some
-    # other domain's certificate.
+    # other domain's certificate. A request whose Host differs from the name
+    # its handshake was for lands here too: 421 Misdirected Request.
     https = [
         *_listen(config, config.https_port, " ssl http2 default_server"),
         "ssl_reject_handshake on;",
+        'set $paas_app "";',
+        'set $paas_error "misdirected";',
+        "return 421;",
     ]
     return _block("server", http) + _block("server", https)
 

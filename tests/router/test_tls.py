@@ -123,3 +123,27 @@ def test_the_loaded_certificate_keeps_its_expiry_and_hides_its_key() -> None:
     cert = tls_cert_load(cert_pem=pem.cert, key_pem=pem.key, hostnames=["shop.example.com"])
     assert cert.not_after > datetime.now(UTC) + timedelta(days=29)
     assert "PRIVATE KEY" not in repr(cert)
+
+
+def test_a_host_other_than_the_tls_name_is_misdirected(
+    router: TestRouter, backends: list[Backend], tmp_path: Path
+) -> None:
+    pem = self_signed("shop.example.com")
+    cert = tls_cert_load(cert_pem=pem.cert, key_pem=pem.key, hostnames=["shop.example.com"])
+    upstreams = [Upstream("127.0.0.1", backends[0].port)]
+    router_apply(
+        routes=[
+            *app_routes(
+                app="shop",
+                hostnames=["shop.example.com"],
+                upstreams=upstreams,
+                certificates={"shop.example.com": cert},
+            ),
+            *app_routes(app="web", hostnames=["web.localhost"], upstreams=upstreams),
+        ]
+    )
+    ca = tmp_path / "ca.pem"
+    ca.write_text(pem.cert)
+    response = router.get_https("shop.example.com", ca, "/", host_header="web.localhost")
+    assert response.status == 421
+    assert backends[0].requests == 0

@@ -66,13 +66,18 @@ class TestRouter:
         finally:
             conn.close()
 
-    def get_https(self, host: str, ca_file: Path, path: str = "/") -> http.client.HTTPResponse:
-        """One GET over TLS with SNI and Host ``host``, trusting ``ca_file``
-        and checking the certificate names ``host``."""
+    def get_https(
+        self, host: str, ca_file: Path, path: str = "/", *, host_header: str | None = None
+    ) -> http.client.HTTPResponse:
+        """One GET over TLS with SNI ``host`` (and Host ``host_header``, by
+        default the same), trusting ``ca_file`` and checking the certificate
+        names ``host``."""
         context = ssl.create_default_context(cafile=str(ca_file))
         raw = socket.create_connection(("127.0.0.1", self.https_port), timeout=10)
         with context.wrap_socket(raw, server_hostname=host) as tls:
-            request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            request = (
+                f"GET {path} HTTP/1.1\r\nHost: {host_header or host}\r\nConnection: close\r\n\r\n"
+            )
             tls.sendall(request.encode())
             response = http.client.HTTPResponse(tls)
             response.begin()
