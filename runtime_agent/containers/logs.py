@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import json
 import logging
@@ -39,6 +37,7 @@ from typing import Any
 
 from runtime_agent import wire
 from runtime_agent.containers.records import atomic_write
+from runtime_agent.host.libc import get_errno, libc
 
 log = logging.getLogger("runtime_agent.logs")
 
@@ -100,9 +99,6 @@ def open_raw_fds(log_dir: Path) -> tuple[int, int]:
     return out, err
 
 
-_libc: Any = None
-
-
 def punch_hole(fd: int, length: int) -> bool:
     """Free the disk blocks of the first ``length`` bytes of ``fd``.
 
@@ -113,19 +109,10 @@ def punch_hole(fd: int, length: int) -> bool:
     the blocks of already-consumed bytes to the filesystem, so the raw files
     stay small on disk however long the container runs.
     """
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        _libc.fallocate.argtypes = [
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.c_longlong,
-            ctypes.c_longlong,
-        ]
     mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-    if _libc.fallocate(fd, mode, 0, length) == 0:
+    if libc.fallocate(fd, mode, 0, length) == 0:
         return True
-    code = ctypes.get_errno()
+    code = get_errno()
     if code in (errno.EOPNOTSUPP, errno.ENOSYS):
         return False  # a filesystem without hole punching: the file just keeps its blocks
     raise OSError(code, os.strerror(code))

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import hashlib
 import json
@@ -67,6 +66,7 @@ from runtime_agent.containers.supervision import (
     transition,
 )
 from runtime_agent.host.errors import AgentError, Conflict, InvalidRequest, NotFound
+from runtime_agent.host.libc import set_child_subreaper
 from runtime_agent.net.bridge import HostNetwork, write_etc_files
 from runtime_agent.oci import cgroups, overlay, spec
 from runtime_agent.oci.runc import Runc, stop_exec
@@ -76,7 +76,6 @@ log = logging.getLogger("runtime_agent.containers")
 T = TypeVar("T")
 
 S = ContainerState
-PR_SET_CHILD_SUBREAPER = 36
 ALIVE = (S.STARTING, S.RUNNING, S.STOPPING)
 KILL_WAIT_S = 10.0  # after SIGKILL the kernel needs moments, not seconds; beyond this, a bug
 EXEC_READ = 64 * 1024
@@ -99,14 +98,6 @@ class Images(Protocol):
 
     def pull(self, ref: str, *, refresh: bool = True) -> Image: ...
     def lower_dirs(self, image: Any) -> list[Path]: ...
-
-
-def set_child_subreaper() -> None:
-    """Become the reaper of our orphaned descendants (the detached container inits)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 
 
 def exit_code_of(status: int) -> int:

@@ -19,7 +19,6 @@ image fetches and unpacks nothing.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import logging
@@ -41,6 +40,7 @@ from runtime_agent.host.errors import (
     InvalidRequest,
     NotFound,
 )
+from runtime_agent.host.libc import get_errno, libc
 from runtime_agent.images.layers import LayerInfo, unpack_layer
 from runtime_agent.images.registry import (
     DIGEST_RE,
@@ -72,7 +72,6 @@ LAYER_TYPES = {
     "application/vnd.docker.image.rootfs.diff.tar",
 }
 MAX_CONFIG_BYTES = 8 << 20
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -523,8 +522,8 @@ def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
 def _syncfs(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if _libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
+        if libc.syncfs(fd) != 0:
+            err = get_errno()
             raise AgentError(f"syncfs {path} failed: {os.strerror(err)}")
     finally:
         os.close(fd)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import secrets
 import time
@@ -19,8 +18,9 @@ from typing import Any
 
 from runtime_agent import wire
 from runtime_agent.config import AgentConfig
-from runtime_agent.containers.manager import PR_SET_CHILD_SUBREAPER, ContainerManager
+from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.host.errors import AgentError
+from runtime_agent.host.libc import set_child_subreaper
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci import overlay
 from runtime_agent.oci.runc import Runc
@@ -136,7 +136,7 @@ class AgentUnderTest:
         await asyncio.to_thread(self.network.teardown)
         # The manager made this (test) process a child subreaper; undo it so
         # later tests in the session see orphans go to init as usual.
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        set_child_subreaper(False)
 
 
 def _reap(pid: int | None) -> None:
