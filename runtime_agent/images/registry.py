@@ -89,9 +89,6 @@ class ImageRef:
         """What to ask the registry for: the digest when pinned, else the tag."""
         return self.digest or self.tag or "latest"
 
-    def with_digest(self, digest: str) -> ImageRef:
-        return ImageRef(self.registry, self.repository, self.tag, digest)
-
     def __str__(self) -> str:
         out = f"{self.registry}/{self.repository}"
         if self.tag:
