@@ -393,3 +393,54 @@ def connect_redis(url: str | None) -> Any | None:
     import redis.asyncio
 
     return redis.asyncio.Redis.from_url(url)
+
+
+class LogStreams:
+    """The log tailer of every container, and the Redis client they share."""
+
+    def __init__(self, cfg: LogConfig) -> None:
+        self.cfg = cfg
+        self._tailers: dict[str, LogTailer] = {}
+        self._redis: Any = None
+
+    def connect(self) -> None:
+        self._redis = connect_redis(self.cfg.redis_url)
+
+    def open(self, name: str, log_dir: Path) -> None:
+        """Start tailing a container's raw files (also after an agent restart)."""
+        tailer = LogTailer(name, log_dir, self.cfg, self._redis)
+        self._tailers[name] = tailer
+        tailer.start()
+
+    def lines(
+        self, name: str, tail: int | None, since: float | None, follow: bool
+    ) -> AsyncIterator[wire.LogLine]:
+        """Stored lines (the last ``tail``, at or after ``since``), and with
+        ``follow`` every new one until the container's tailer closes."""
+        tailer = self._tailers[name]
+        if follow:
+            return tailer.follow(tail, since)
+        return _iterate(tailer.read(tail, since))
+
+    def flush(self, name: str) -> None:
+        """Take in the last bytes a container wrote before it exited."""
+        tailer = self._tailers.get(name)
+        if tailer is not None:
+            tailer.pump(final=True)
+
+    async def close(self, name: str) -> None:
+        tailer = self._tailers.pop(name, None)
+        if tailer is not None:
+            await tailer.close()
+
+    async def close_all(self) -> None:
+        for tailer in self._tailers.values():
+            await tailer.close()
+        self._tailers.clear()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+async def _iterate(lines: list[wire.LogLine]) -> AsyncIterator[wire.LogLine]:
+    for line in lines:
+        yield line

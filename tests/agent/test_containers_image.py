@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from runtime_agent import wire
-from runtime_agent.containers.manager import merge_env, resolve_args
+from runtime_agent.containers.prepare import merge_env, resolve_args
 from runtime_agent.host.errors import InvalidRequest, RegistryError
 from runtime_agent.images.store import ImageStore
 from runtime_agent.wire import ContainerState as S

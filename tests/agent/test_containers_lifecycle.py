@@ -238,7 +238,7 @@ async def test_remove_leaves_no_mount_netns_veth_runc_state_or_directory(manager
     assert str(cdir / "rootfs") in _mounts()
     assert os.path.exists(att.netns_path)
     assert agent.runc.state(name) is not None
-    assert list(Path("/sys/fs/cgroup").glob(f"*{manager._cgroups_path(name)}"))
+    assert list(Path("/sys/fs/cgroup").glob(f"*{manager.preparer.cgroups_path(name)}"))
     await manager.remove(name, force=True)
     assert str(cdir / "rootfs") not in _mounts()
     assert not os.path.exists(att.netns_path)
@@ -246,7 +246,7 @@ async def test_remove_leaves_no_mount_netns_veth_runc_state_or_directory(manager
     assert not Path(f"/sys/class/net/{att.host_veth}").exists()
     assert agent.runc.state(name) is None
     assert not cdir.exists()
-    cgroup = manager._cgroups_path(name)
+    cgroup = manager.preparer.cgroups_path(name)
     assert not list(Path("/sys/fs/cgroup").glob(f"*{cgroup}"))
 
 
