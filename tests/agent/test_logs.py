@@ -18,6 +18,7 @@ from runtime_agent.containers.logs import (
     READ_CHUNK,
     REDIS_STREAM_PREFIX,
     LogConfig,
+    LogStreams,
     LogTailer,
     connect_redis,
     open_raw_fds,
@@ -244,3 +245,18 @@ async def test_a_redis_outage_does_not_stop_the_log_file(tmp_path, log_dir, fds)
     finally:
         await redis.aclose()
     assert [r.line for r in tailer.read()] == ["kept on disk"]
+
+
+async def test_log_streams_keep_one_tailer_per_container_and_flush_its_last_words(log_dir, fds):
+    out, _ = fds
+    streams = LogStreams(FAST)
+    streams.connect()  # no Redis URL: lines go to the file only
+    streams.open("web", log_dir)
+    os.write(out, b"first\nno newline at exit")
+    streams.flush("web")  # the container exited: the partial line counts too
+    got = [(line.stream, line.line) async for line in streams.lines("web", None, None, False)]
+    assert got == [("stdout", "first"), ("stdout", "no newline at exit")]
+    await streams.close("web")
+    with pytest.raises(KeyError):
+        streams.lines("web", None, None, False)
+    await streams.close_all()
