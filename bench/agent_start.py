@@ -68,7 +68,7 @@ if str(REPO) not in sys.path:  # run as a script: make `runtime_agent` and `test
     sys.path.insert(0, str(REPO))
 
 from runtime_agent.host.cmd import run  # noqa: E402
-from tests.agent.agentproc import AgentProcess, cleanup, free_port  # noqa: E402
+from tests.support.agent_harness import AgentProcess, cleanup, free_port  # noqa: E402
 from tests.support.images import HTTP_PORT, build_busybox_image  # noqa: E402
 from tests.support.registry import run_registry  # noqa: E402
 

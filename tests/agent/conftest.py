@@ -14,7 +14,7 @@ import pytest
 from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.host.cmd import run
 from runtime_agent.host.libc import set_child_subreaper
-from tests.support.agent import AgentUnderTest, LocalImages
+from tests.support.agent_harness import AgentUnderTest, LocalImages
 from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry, run_registry
 
@@ -68,7 +68,7 @@ def _not_a_subreaper_after_the_test() -> Iterator[None]:
 @pytest.fixture
 async def agent(tmp_agent_root: Path, tmp_path: Path) -> AsyncIterator[AgentUnderTest]:
     """A container manager on a fresh root, its network and runc state
-    removed afterwards (tests/support/agent.py)."""
+    removed afterwards (tests/support/agent_harness.py)."""
     a = AgentUnderTest(tmp_agent_root, LocalImages(tmp_path / "images"))
     try:
         yield await a.setup()

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from runtime_agent.wire import ContainerState as S
-from tests.support.agent import AgentUnderTest, eventually, request, unique, wait_state
+from tests.support.agent_harness import AgentUnderTest, request, unique, wait_state
+from tests.support.processes import async_wait_until
 
 pytestmark = pytest.mark.root
 
@@ -32,7 +33,7 @@ async def test_a_new_manager_keeps_the_container_running_with_continuous_logs(ag
     first = await agent.manager()
     name = unique()
     info = await first.create(request(name, ["sh", "-c", COUNTER]))
-    await eventually(lambda: numbers(first, name), 5, "first lines")
+    await async_wait_until(lambda: numbers(first, name), timeout_s=5, what="first lines")
     await first.shutdown()
     await asyncio.sleep(0.5)  # the container writes while no manager tails it
     assert os.path.exists(f"/proc/{info.pid}")
@@ -46,7 +47,7 @@ async def test_a_new_manager_keeps_the_container_running_with_continuous_logs(ag
         got = await numbers(second, name)
         return got if len(got) > before + 20 else None
 
-    got = await eventually(grown, 10, "more lines")
+    got = await async_wait_until(grown, timeout_s=10, what="more lines")
     assert got == list(range(len(got)))  # nothing lost, nothing repeated
 
 
@@ -80,12 +81,12 @@ async def test_a_container_that_died_while_the_manager_was_down_is_restarted_by_
         now = second.inspect(name)
         return now.pid not in (None, info.pid) and now
 
-    again = await eventually(restarted, 10, "a restart")
+    again = await async_wait_until(restarted, timeout_s=10, what="a restart")
     assert again.restart_count == 1
 
 
 def run_agent(agent: AgentUnderTest, *args: str, **popen: object) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "tests.support.agent_process", json.dumps(agent.to_json())]
+    argv = [sys.executable, "-m", "tests.support.agent_harness", json.dumps(agent.to_json())]
     return subprocess.Popen([*argv, *args], cwd=REPO, stdout=subprocess.PIPE, text=True, **popen)  # type: ignore[call-overload]
 
 

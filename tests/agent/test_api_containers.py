@@ -27,7 +27,7 @@ from runtime_agent.host.cmd import output
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci.runc import Runc
-from tests.agent.agentproc import free_port, unused_subnet
+from tests.support.agent_harness import free_port, unused_subnet
 from tests.support.images import HTTP_PORT, BuiltImage
 from tests.support.registry import TestRegistry
 

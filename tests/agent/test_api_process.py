@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.agentproc import REPO, AgentProcess, cleanup, free_port
+from tests.support.agent_harness import REPO, AgentProcess, cleanup, free_port
 from tests.support.images import HTTP_PORT
 
 needs_root = pytest.mark.root

@@ -14,8 +14,9 @@ from runtime_agent.containers.prepare import merge_env, resolve_args
 from runtime_agent.host.errors import InvalidRequest, RegistryError
 from runtime_agent.images.store import ImageStore
 from runtime_agent.wire import ContainerState as S
-from tests.support.agent import AgentUnderTest, eventually, unique, wait_state
+from tests.support.agent_harness import AgentUnderTest, unique, wait_state
 from tests.support.images import HTTP_PORT
+from tests.support.processes import async_wait_until
 
 
 def free_port() -> int:
@@ -60,7 +61,9 @@ async def test_a_pulled_image_serves_http_on_its_published_port_and_address(agen
     assert info.state == S.RUNNING
     assert info.image_digest == busybox_image.digest
     body = busybox_image.index_body
-    assert await eventually(lambda: fetch(f"http://127.0.0.1:{port}/") == body, 10, "the port")
+    assert await async_wait_until(
+        lambda: fetch(f"http://127.0.0.1:{port}/") == body, timeout_s=10, what="the port"
+    )
     assert fetch(f"http://{info.address}:{HTTP_PORT}/") == body
     await manager.stop(name, 5.0)
     await manager.remove(name)

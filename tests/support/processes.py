@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from runtime_agent.host.libc import libc
@@ -31,16 +31,13 @@ def wait_until(
         if result:
             return result
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen within {timeout_s}s")
+            raise TimeoutError(f"{what} did not happen within {timeout_s}s (last: {result!r})")
         time.sleep(POLL_S)
 
 
 async def async_wait_until(
-    predicate: Callable[[], T | Awaitable[T]],
-    *,
-    timeout_s: float = 30.0,
-    what: str = "the condition",
-) -> T:
+    predicate: Callable[[], Any], *, timeout_s: float = 30.0, what: str = "the condition"
+) -> Any:
     """:func:`wait_until` for the event loop; ``predicate`` may be async."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -48,9 +45,9 @@ async def async_wait_until(
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
             result = await result
         if result:
-            return result  # type: ignore[return-value]
+            return result
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen within {timeout_s}s")
+            raise TimeoutError(f"{what} did not happen within {timeout_s}s (last: {result!r})")
         await asyncio.sleep(POLL_S)
 
 
