@@ -22,7 +22,7 @@ POLL_S = 0.02
 
 
 def wait_until(
-    predicate: Callable[[], T], *, timeout_s: float = 30.0, what: str = "the condition"
+    predicate: Callable[[], T | None], *, timeout_s: float = 30.0, what: str = "the condition"
 ) -> T:
     """Poll ``predicate`` until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout_s
