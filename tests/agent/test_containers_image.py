@@ -4,7 +4,6 @@ and on its own address; command, env and working dir resolved Docker-style."""
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 
 import pytest
@@ -16,13 +15,7 @@ from runtime_agent.images.store import ImageStore
 from runtime_agent.wire import ContainerState as S
 from tests.support.agent_harness import AgentUnderTest, unique, wait_state
 from tests.support.images import HTTP_PORT
-from tests.support.processes import async_wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.processes import async_wait_until, free_port
 
 
 def fetch(url: str) -> str | None:

@@ -51,9 +51,10 @@ async def async_wait_until(
         await asyncio.sleep(POLL_S)
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (``0.0.0.0``: free on every address)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
