@@ -6,8 +6,8 @@ From the repository root::
 
     .venv/bin/python bench/agent_start.py [--runs 40] [--samples]
 
-What it does: starts a real registry (tests/support/registry.py), pushes the
-busybox httpd test image, starts a real agent process (``python -m
+What it does: starts a real registry (set up like the platform's own, see
+bench/support.py), pushes a busybox httpd image, starts a real agent process (``python -m
 runtime_agent``) and pulls the image through the API once (pulls are not
 what is measured). Containers are then created from the image's pinned
 reference (``registry/repo@sha256:...``), because that is what the platform
@@ -64,13 +64,17 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: make `runtime_agent` and `tests` importable
+if str(REPO) not in sys.path:  # run as a script: make `runtime_agent` and `bench` importable
     sys.path.insert(0, str(REPO))
 
+from bench.support.harness import (  # noqa: E402
+    HTTP_PORT,
+    AgentDaemon,
+    free_port,
+    push_busybox_image,
+    registry,
+)
 from runtime_agent.host.cmd import run  # noqa: E402
-from tests.agent.agentproc import AgentProcess, cleanup, free_port  # noqa: E402
-from tests.support.images import HTTP_PORT, build_busybox_image  # noqa: E402
-from tests.support.registry import run_registry  # noqa: E402
 
 GOAL_RATIO = 2.0
 WARMUP = 2
@@ -106,7 +110,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, agent: AgentProcess, image_ref: str, workdir: Path) -> None:
+    def __init__(self, agent: AgentDaemon, image_ref: str, workdir: Path) -> None:
         self.agent = agent
         self.image_ref = image_ref
         self.workdir = workdir
@@ -280,19 +284,22 @@ def main() -> int:
 
 
 def _run(workdir: Path, runs: int) -> dict[str, list[float]]:
-    with run_registry(workdir / "registry") as registry:
-        image = build_busybox_image(registry, workdir / "image")
-        agent = AgentProcess.fresh(
+    with registry(workdir / "registry") as setup:
+        (workdir / "image").mkdir()
+        image_ref = push_busybox_image(setup, workdir / "image")
+        agent = AgentDaemon(
             workdir / "agent",
-            PAAS_AGENT_REGISTRY_USER=registry.username or "",
-            PAAS_AGENT_REGISTRY_PASSWORD=registry.password or "",
-            PAAS_AGENT_REGISTRY_CA=str(registry.ca_file or ""),
-            PAAS_AGENT_LOG_LEVEL="WARNING",
+            env={
+                "PAAS_AGENT_REGISTRY_USER": setup.username,
+                "PAAS_AGENT_REGISTRY_PASSWORD": setup.password,
+                "PAAS_AGENT_REGISTRY_CA": setup.ca_file,
+                "PAAS_AGENT_LOG_LEVEL": "WARNING",
+            },
         )
-        bench = Bench(agent, image.pinned_ref, workdir)
+        bench = Bench(agent, image_ref, workdir)
         try:
             agent.start()
-            bench.api("POST", "/v1/images/pull", {"ref": image.pinned_ref})
+            bench.api("POST", "/v1/images/pull", {"ref": image_ref})
             samples = measure(bench, runs)
         finally:
             for cid in list(bench.bare_ids):
@@ -300,9 +307,7 @@ def _run(workdir: Path, runs: int) -> dict[str, list[float]]:
             with contextlib.suppress(Exception):
                 for info in bench.api("GET", "/v1/containers")["containers"]:
                     bench.api("DELETE", f"/v1/containers/{info['name']}?force=1")
-            with contextlib.suppress(Exception):
-                agent.terminate()
-            cleanup(agent)
+            agent.cleanup()
     return samples
 
 

@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.support.harness import make_wheel, registry, remove_cgroup_dirs, serve_wheel  # noqa: E402
 from paas.builds.engine.build import BuildResult, build_image  # noqa: E402
 from paas.builds.engine.config import (  # noqa: E402
     BuildConfig,
@@ -41,12 +42,6 @@ from paas.builds.engine.config import (  # noqa: E402
 )
 from paas.builds.engine.stack import StackSpec, publish_stack  # noqa: E402
 from runtime_agent.net.bridge import HostNetwork  # noqa: E402
-from tests.builds.engine.support import (  # noqa: E402
-    make_wheel,
-    remove_cgroup_dirs,
-    serve_index,
-)
-from tests.support.registry import run_registry  # noqa: E402
 
 RUNS = 5
 GOALS = {"python_nodeps_s": 1.5, "python_deps_rebuild_s": 3.0}
@@ -86,18 +81,16 @@ def main() -> int:
     net = HostNetwork(netcfg.state_dir, netcfg.bridge, netcfg.subnet, netcfg.nft_table)
     try:
         net.setup()
-        with run_registry(tmp / "registry") as reg:
-            settings = RegistrySettings(
-                reg.host, reg.username, reg.password, reg.scheme, str(reg.ca_file)
-            )
+        with registry(tmp / "registry") as reg:
+            settings = RegistrySettings(reg.host, reg.username, reg.password, "https", reg.ca_file)
             with settings.client() as client:
                 stack_ref = publish_stack(StackSpec(), STACK_CACHE, client, lambda line: None)
             wheel = make_wheel(tmp, "tinydep", "1.0", 'GREETING = "hello from tinydep"\n')
-            with serve_index(str(net.gateway), [wheel]) as index:
+            with serve_wheel(str(net.gateway), wheel) as index_url:
                 config = BuildConfig(
                     registry=settings, stack_ref=stack_ref, cache_dir=tmp / "cache",
                     work_dir=tmp / "work", runc_root=tmp / "runc", network=netcfg,
-                    limits=BuildLimits(), pip_index_url=index.url,
+                    limits=BuildLimits(), pip_index_url=index_url,
                     image_store_dir=STACK_CACHE / "image-store",
                     cgroup_parent=f"paas-bench-{suffix}",
                 )  # fmt: skip

@@ -186,10 +186,6 @@ class AgentConfig:
     def net_dir(self) -> Path:
         return self.root / "net"
 
-    @property
-    def token_path(self) -> Path:
-        return self.root / "token"
-
     def registry_credentials(self, registry: str) -> tuple[str, str] | None:
         """The credentials callback the image store wants (the same for every registry)."""
         if self.registry_user is None or self.registry_password is None:

@@ -16,17 +16,12 @@ import json
 import os
 import re
 import secrets
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from runtime_agent.host.cmd import run
+import bcrypt
 
-with warnings.catch_warnings():
-    # bcrypt through libxcrypt, so no extra package is needed. Deprecated in
-    # 3.11, present until 3.13 (the project pins <3.13).
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import crypt
+from runtime_agent.host.cmd import run
 
 CERT_DAYS = 825
 
@@ -35,11 +30,7 @@ def bcrypt_htpasswd_line(username: str, password: str) -> str:
     """An htpasswd entry Distribution accepts (bcrypt only). Cost 4, the
     minimum: the registry re-checks the hash on EVERY request, and cost 12
     costs about 240 ms each time."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
-    if not hashed or not hashed.startswith("$2"):
-        raise RuntimeError("this libcrypt cannot make bcrypt hashes")
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
     return f"{username}:{hashed}\n"
 
 

@@ -53,8 +53,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from runtime_agent import wire
+from runtime_agent.api.errors import Forbidden, Unauthorized, http_status
 from runtime_agent.config import AgentConfig
-from runtime_agent.host.errors import AgentError, Forbidden, InvalidRequest, NotFound, Unauthorized
+from runtime_agent.host.errors import AgentError, InvalidRequest, NotFound
 
 log = logging.getLogger("runtime_agent.api")
 
@@ -262,12 +263,13 @@ async def error_middleware(
     try:
         return await handler(request)
     except AgentError as exc:
-        if exc.status >= 500:
+        status = http_status(exc)
+        if status >= 500:
             log.warning("%s %s failed: %s", request.method, request.path, exc.message)
         headers = {}
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="paas-agent"'
-        return json_response(exc.as_dict(), status=exc.status, headers=headers)
+        return json_response(exc.as_dict(), status=status, headers=headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

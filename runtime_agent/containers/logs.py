@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import json
 import logging
@@ -39,6 +37,7 @@ from typing import Any
 
 from runtime_agent import wire
 from runtime_agent.containers.records import atomic_write
+from runtime_agent.host.libc import get_errno, libc
 
 log = logging.getLogger("runtime_agent.logs")
 
@@ -100,9 +99,6 @@ def open_raw_fds(log_dir: Path) -> tuple[int, int]:
     return out, err
 
 
-_libc: Any = None
-
-
 def punch_hole(fd: int, length: int) -> bool:
     """Free the disk blocks of the first ``length`` bytes of ``fd``.
 
@@ -113,19 +109,10 @@ def punch_hole(fd: int, length: int) -> bool:
     the blocks of already-consumed bytes to the filesystem, so the raw files
     stay small on disk however long the container runs.
     """
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        _libc.fallocate.argtypes = [
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.c_longlong,
-            ctypes.c_longlong,
-        ]
     mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-    if _libc.fallocate(fd, mode, 0, length) == 0:
+    if libc.fallocate(fd, mode, 0, length) == 0:
         return True
-    code = ctypes.get_errno()
+    code = get_errno()
     if code in (errno.EOPNOTSUPP, errno.ENOSYS):
         return False  # a filesystem without hole punching: the file just keeps its blocks
     raise OSError(code, os.strerror(code))
@@ -406,3 +393,54 @@ def connect_redis(url: str | None) -> Any | None:
     import redis.asyncio
 
     return redis.asyncio.Redis.from_url(url)
+
+
+class LogStreams:
+    """The log tailer of every container, and the Redis client they share."""
+
+    def __init__(self, cfg: LogConfig) -> None:
+        self.cfg = cfg
+        self._tailers: dict[str, LogTailer] = {}
+        self._redis: Any = None
+
+    def connect(self) -> None:
+        self._redis = connect_redis(self.cfg.redis_url)
+
+    def open(self, name: str, log_dir: Path) -> None:
+        """Start tailing a container's raw files (also after an agent restart)."""
+        tailer = LogTailer(name, log_dir, self.cfg, self._redis)
+        self._tailers[name] = tailer
+        tailer.start()
+
+    def lines(
+        self, name: str, tail: int | None, since: float | None, follow: bool
+    ) -> AsyncIterator[wire.LogLine]:
+        """Stored lines (the last ``tail``, at or after ``since``), and with
+        ``follow`` every new one until the container's tailer closes."""
+        tailer = self._tailers[name]
+        if follow:
+            return tailer.follow(tail, since)
+        return _iterate(tailer.read(tail, since))
+
+    def flush(self, name: str) -> None:
+        """Take in the last bytes a container wrote before it exited."""
+        tailer = self._tailers.get(name)
+        if tailer is not None:
+            tailer.pump(final=True)
+
+    async def close(self, name: str) -> None:
+        tailer = self._tailers.pop(name, None)
+        if tailer is not None:
+            await tailer.close()
+
+    async def close_all(self) -> None:
+        for tailer in self._tailers.values():
+            await tailer.close()
+        self._tailers.clear()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+async def _iterate(lines: list[wire.LogLine]) -> AsyncIterator[wire.LogLine]:
+    for line in lines:
+        yield line

@@ -1,5 +1,9 @@
-"""One error family for the agent: every failure carries a code, whether it is
-permanent (retrying will not help) and the data a person needs to act."""
+"""The host toolkit's error family: every failure carries a code, whether it
+is permanent (retrying will not help) and the data a person needs to act.
+
+Used by the builder and the agent alike, so nothing here knows HTTP: the
+agent's API maps these classes to statuses (:mod:`runtime_agent.api.errors`).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,9 @@ from typing import Any
 
 
 class AgentError(Exception):
-    """Base error. ``status`` is the HTTP status the API answers with."""
+    """Base error of the toolkit and the agent daemon."""
 
     code = "agent_error"
-    status = 500
     permanent = False
 
     def __init__(self, message: str, **data: Any) -> None:
@@ -29,35 +32,16 @@ class AgentError(Exception):
 
 class InvalidRequest(AgentError):
     code = "invalid_request"
-    status = 400
     permanent = True
 
 
 class NotFound(AgentError):
     code = "not_found"
-    status = 404
-    permanent = True
-
-
-class Unauthorized(AgentError):
-    """No bearer token was sent (the API answers 401 with WWW-Authenticate)."""
-
-    code = "unauthorized"
-    status = 401
-    permanent = True
-
-
-class Forbidden(AgentError):
-    """A token was sent, but not this agent's."""
-
-    code = "forbidden"
-    status = 403
     permanent = True
 
 
 class Conflict(AgentError):
     code = "conflict"
-    status = 409
     permanent = True
 
 
@@ -65,13 +49,11 @@ class UnsafeArchive(AgentError):
     """A layer or source archive tried to escape its directory or was too big."""
 
     code = "unsafe_archive"
-    status = 422
     permanent = True
 
 
 class RegistryError(AgentError):
     code = "registry_error"
-    status = 502
 
 
 class DigestMismatch(RegistryError):
@@ -115,7 +97,6 @@ class ImageNotFound(RegistryError):
     """The registry has no such repository, tag or manifest."""
 
     code = "image_not_found"
-    status = 404
     permanent = True
 
 
@@ -131,5 +112,4 @@ class ImageNotSupported(RegistryError):
     zstd layers, foreign layers, another platform)."""
 
     code = "image_not_supported"
-    status = 422
     permanent = True

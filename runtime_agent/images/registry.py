@@ -12,11 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
@@ -30,6 +28,7 @@ from runtime_agent.host.errors import (
     InvalidRequest,
     RegistryError,
 )
+from runtime_agent.images.refs import DIGEST_RE, REPOSITORY_RE
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -41,64 +40,7 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
-# The reference grammar of the Distribution project, reduced to what we use.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
-DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """``registry/repository[:tag][@digest]``; the registry part is required
-    (no implicit docker.io: the agent talks to configured registries only)."""
-
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @classmethod
-    def parse(cls, ref: str) -> ImageRef:
-        rest, _, digest = ref.partition("@")
-        if digest and not DIGEST_RE.match(digest):
-            raise InvalidRequest(f"image reference {ref!r}: bad digest {digest!r}", field="image")
-        first, slash, path = rest.partition("/")
-        if not slash or not ("." in first or ":" in first or first == "localhost"):
-            raise InvalidRequest(
-                f"image reference {ref!r} has no registry host (like 127.0.0.1:5000/app:v1)",
-                field="image",
-            )
-        repository, tag = path, None
-        last = path.rsplit("/", 1)[-1]
-        if ":" in last:
-            repository, _, tag = path.rpartition(":")
-            if not _TAG_RE.match(tag):
-                raise InvalidRequest(f"image reference {ref!r}: bad tag {tag!r}", field="image")
-        if not _REPOSITORY_RE.match(repository):
-            raise InvalidRequest(
-                f"image reference {ref!r}: bad repository name {repository!r}", field="image"
-            )
-        if tag is None and not digest:
-            tag = "latest"
-        return cls(first, repository, tag, digest or None)
-
-    @property
-    def reference(self) -> str:
-        """What to ask the registry for: the digest when pinned, else the tag."""
-        return self.digest or self.tag or "latest"
-
-    def with_digest(self, digest: str) -> ImageRef:
-        return ImageRef(self.registry, self.repository, self.tag, digest)
-
-    def __str__(self) -> str:
-        out = f"{self.registry}/{self.repository}"
-        if self.tag:
-            out += f":{self.tag}"
-        if self.digest:
-            out += f"@{self.digest}"
-        return out
 
 
 def sha256_digest(data: bytes) -> str:
@@ -174,47 +116,13 @@ class RegistryClient:
 
     def _repo(self, repo: str) -> DXF:
         if repo not in self._repos:
-            if not _REPOSITORY_RE.match(repo):
+            if not REPOSITORY_RE.match(repo):
                 raise InvalidRequest(f"bad repository name {repo!r}", field="repository")
             self._repos[repo] = DXF.from_base(self._base, repo)
         return self._repos[repo]
 
     def _fail(self, exc: Exception, what: str, repo: str) -> NoReturn:
-        """Turn dxf/requests errors into the agent's family with a clear message."""
-        where = f"{self.registry}/{repo}"
-        if isinstance(exc, dxf_errors.DXFUnauthorizedError):
-            err = RegistryError(
-                f"registry {self.registry} refused the credentials"
-                f" for user {self._username!r} ({what} {where}): 401 unauthorized",
-                registry=self.registry,
-            )
-            err.permanent = True
-            raise err from exc
-        if isinstance(exc, dxf_errors.DXFDigestMismatchError):
-            raise DigestMismatch(
-                f"{what} {where}: expected {exc.expected}, got {exc.got}",
-                expected=exc.expected,
-                got=exc.got,
-            ) from exc
-        if isinstance(exc, requests.HTTPError) and exc.response is not None:
-            status = exc.response.status_code
-            body = exc.response.text[:500]
-            if status == 404:
-                raise ImageNotFound(f"{what} {where}: not found", registry=self.registry) from exc
-            err = RegistryError(f"{what} {where}: HTTP {status}: {body}", registry=self.registry)
-            err.permanent = 400 <= status < 500 and status != 429
-            raise err from exc
-        if isinstance(exc, requests.exceptions.SSLError):
-            err = RegistryError(f"{what} {where}: TLS failed: {exc}", registry=self.registry)
-            err.permanent = True
-            raise err from exc
-        if isinstance(exc, requests.RequestException):
-            raise RegistryError(
-                f"{what} {where}: cannot reach the registry: {exc}", registry=self.registry
-            ) from exc
-        if isinstance(exc, dxf_errors.DXFError):
-            raise RegistryError(f"{what} {where}: {exc}", registry=self.registry) from exc
-        raise exc
+        _raise_registry_error(exc, what, self.registry, repo, self._username)
 
     def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str, str]:
         """The manifest's exact bytes, its digest and its media type.
@@ -384,3 +292,43 @@ def _media_type(data: bytes, content_type: str) -> str:
     except InvalidRequest as exc:
         raise RegistryError(f"registry sent a manifest that is not JSON: {exc.message}") from exc
     return declared or content_type.split(";")[0].strip()
+
+
+def _raise_registry_error(
+    exc: Exception, what: str, registry: str, repo: str, username: str | None
+) -> NoReturn:
+    """Turn dxf/requests errors into the agent's family with a clear message."""
+    where = f"{registry}/{repo}"
+    if isinstance(exc, dxf_errors.DXFUnauthorizedError):
+        err = RegistryError(
+            f"registry {registry} refused the credentials"
+            f" for user {username!r} ({what} {where}): 401 unauthorized",
+            registry=registry,
+        )
+        err.permanent = True
+        raise err from exc
+    if isinstance(exc, dxf_errors.DXFDigestMismatchError):
+        raise DigestMismatch(
+            f"{what} {where}: expected {exc.expected}, got {exc.got}",
+            expected=exc.expected,
+            got=exc.got,
+        ) from exc
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        status = exc.response.status_code
+        body = exc.response.text[:500]
+        if status == 404:
+            raise ImageNotFound(f"{what} {where}: not found", registry=registry) from exc
+        err = RegistryError(f"{what} {where}: HTTP {status}: {body}", registry=registry)
+        err.permanent = 400 <= status < 500 and status != 429
+        raise err from exc
+    if isinstance(exc, requests.exceptions.SSLError):
+        err = RegistryError(f"{what} {where}: TLS failed: {exc}", registry=registry)
+        err.permanent = True
+        raise err from exc
+    if isinstance(exc, requests.RequestException):
+        raise RegistryError(
+            f"{what} {where}: cannot reach the registry: {exc}", registry=registry
+        ) from exc
+    if isinstance(exc, dxf_errors.DXFError):
+        raise RegistryError(f"{what} {where}: {exc}", registry=registry) from exc
+    raise exc

@@ -19,71 +19,36 @@ image fetches and unpacks nothing.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runtime_agent.host.errors import (
     AgentError,
     DigestMismatch,
-    ImageNotSupported,
     InvalidRequest,
     NotFound,
 )
+from runtime_agent.host.libc import get_errno, libc
 from runtime_agent.images.layers import LayerInfo, unpack_layer
+from runtime_agent.images.manifests import Image, parse_json
+from runtime_agent.images.pull import RegistryPuller
+from runtime_agent.images.refs import DIGEST_RE, ImageRef
 from runtime_agent.images.registry import (
-    DIGEST_RE,
-    DOCKER_CONFIG,
-    DOCKER_LAYER_GZIP,
-    DOCKER_LIST,
-    DOCKER_MANIFEST,
-    OCI_CONFIG,
-    OCI_INDEX,
-    OCI_LAYER_GZIP,
-    OCI_LAYER_TAR,
-    OCI_MANIFEST,
-    ImageRef,
-    RegistryClient,
     sha256_digest,
 )
 
 log = logging.getLogger("runtime_agent.images")
 
 Credentials = Callable[[str], "tuple[str, str] | None"]
-
-MANIFEST_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
-INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
-CONFIG_TYPES = {OCI_CONFIG, DOCKER_CONFIG}
-LAYER_TYPES = {
-    OCI_LAYER_GZIP,
-    OCI_LAYER_TAR,
-    DOCKER_LAYER_GZIP,
-    "application/vnd.docker.image.rootfs.diff.tar",
-}
-MAX_CONFIG_BYTES = 8 << 20
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-@dataclass(frozen=True)
-class Image:
-    ref: str  # as asked for
-    digest: str  # manifest digest (the platform manifest, for an index)
-    config: dict[str, Any]  # the whole OCI image config ("config", "rootfs", ...)
-    layer_digests: list[str]  # blob digests, bottom layer first
-    diff_ids: list[str] = field(default_factory=list)
-    media_type: str = OCI_MANIFEST
-    config_digest: str = ""
 
 
 @dataclass
@@ -113,21 +78,20 @@ class ImageStore:
         max_layer_bytes: int | None = None,
     ) -> None:
         self.root = Path(root)
-        self._credentials = credentials
-        self._ca_file = ca_file
-        self._http = http_registries
         self._max_layer_bytes = max_layer_bytes
-        self._clients: dict[str, RegistryClient] = {}
-        self._clients_lock = threading.Lock()
         self.stats = StoreStats()
+        self._puller = RegistryPuller(
+            self,
+            credentials,
+            ca_file=ca_file,
+            http_registries=http_registries,
+            max_layer_bytes=max_layer_bytes,
+        )
         for sub in ("layers", "blobs/sha256", "images", "tags", "tmp", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def close(self) -> None:
-        with self._clients_lock:
-            for client in self._clients.values():
-                client.close()
-            self._clients.clear()
+        self._puller.close()
 
     # -------------------------------------------------------------- pulling
 
@@ -143,110 +107,15 @@ class ImageStore:
         with self._shared_lock():
             known = parsed.digest or (None if refresh else self._tag_digest(ref))
             if known:
-                cached = self._cached(known, ref)
+                cached = self.cached(known, ref)
                 if cached:
                     return cached
-            image = self._pull_from_registry(parsed, ref)
+            image = self._puller.pull(parsed, ref)
             if not parsed.digest:
                 self._save_tag(ref, image.digest)
             return image
 
-    def _pull_from_registry(self, parsed: ImageRef, ref: str) -> Image:
-        client = self._client(parsed.registry)
-        data, digest, media_type = client.get_manifest(parsed.repository, parsed.reference)
-        index_digest = None
-        if media_type in INDEX_TYPES:
-            index_digest = digest
-            child = _pick_platform(data, ref)
-            data, digest, media_type = client.get_manifest(parsed.repository, child)
-        cached = self._cached(digest, ref)
-        if cached:
-            return cached
-        image = self._pull_manifest(client, parsed, ref, data, digest, media_type)
-        self._save_record(image, index_digest)
-        return image
-
-    def _pull_manifest(
-        self,
-        client: RegistryClient,
-        parsed: ImageRef,
-        ref: str,
-        data: bytes,
-        digest: str,
-        media_type: str,
-    ) -> Image:
-        if media_type not in MANIFEST_TYPES:
-            raise ImageNotSupported(
-                f"{ref}: manifest type {media_type!r} is not supported"
-                " (OCI or Docker schema 2 image manifests only)",
-                media_type=media_type,
-            )
-        manifest = _json(data, f"{ref}: manifest")
-        config_desc, layer_descs = _descriptors(manifest, ref)
-        self._write_blob(data, digest)
-        config = self._fetch_config(client, parsed.repository, config_desc, ref)
-        diff_ids = _diff_ids(config, len(layer_descs), ref)
-        for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
-            self._ensure_layer(client, parsed.repository, desc, diff_id)
-        return Image(
-            ref=ref,
-            digest=digest,
-            config=config,
-            layer_digests=[d["digest"] for d in layer_descs],
-            diff_ids=diff_ids,
-            media_type=media_type,
-            config_digest=config_desc["digest"],
-        )
-
-    def _fetch_config(
-        self, client: RegistryClient, repo: str, desc: dict[str, Any], ref: str
-    ) -> dict[str, Any]:
-        digest = desc["digest"]
-        path = self._blob_path(digest)
-        if not path.exists():
-            client.fetch_blob(repo, digest, path, max_size=MAX_CONFIG_BYTES)
-            self.stats.blobs_fetched += 1
-        config = _json(path.read_bytes(), f"{ref}: image config")
-        if not isinstance(config, dict):
-            raise ImageNotSupported(f"{ref}: image config is not a JSON object")
-        return config
-
-    def _ensure_layer(
-        self, client: RegistryClient, repo: str, desc: dict[str, Any], diff_id: str
-    ) -> None:
-        digest = desc["digest"]
-        final = self.layer_dir(digest)
-        if final.is_dir():
-            return
-        with self._flock(f"layer-{digest[7:]}", fcntl.LOCK_EX):
-            if final.is_dir():  # another thread or process got there first
-                return
-            work = Path(tempfile.mkdtemp(prefix=digest[7:19] + "-", dir=self.root / "tmp"))
-            try:
-                blob = work / "blob"
-                started = time.monotonic()
-                size = client.fetch_blob(repo, digest, blob, max_size=self._size_cap(desc))
-                self.stats.blobs_fetched += 1
-                self.stats.bytes_fetched += size
-                self._unpack_verified(blob, work / "root", digest, diff_id)
-                os.replace(work / "root", final)
-                log.info(
-                    "layer %s: %d bytes fetched and unpacked in %.0f ms",
-                    digest[:19],
-                    size,
-                    (time.monotonic() - started) * 1000,
-                )
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-
-    def _size_cap(self, desc: dict[str, Any]) -> int | None:
-        """No more bytes than the manifest announced: a registry streaming
-        endless data is cut off, not only caught by the digest at the end."""
-        declared = desc.get("size")
-        caps = [c for c in (declared, self._max_layer_bytes) if isinstance(c, int) and c >= 0]
-        return min(caps) if caps else None
-
-    def _unpack_verified(self, blob: Path, dest: Path, digest: str, diff_id: str) -> None:
+    def unpack_verified(self, blob: Path, dest: Path, digest: str, diff_id: str) -> None:
         dest.mkdir(mode=0o755)
         unpacked = unpack_layer(blob, dest, max_bytes=self._max_layer_bytes)
         if unpacked.diff_id != diff_id:
@@ -265,12 +134,12 @@ class ImageStore:
         final = self.layer_dir(info.digest)
         if final.is_dir():
             return final
-        with self._shared_lock(), self._flock(f"layer-{info.digest[7:]}", fcntl.LOCK_EX):
+        with self._shared_lock(), self.flock(f"layer-{info.digest[7:]}", fcntl.LOCK_EX):
             if final.is_dir():
                 return final
             work = Path(tempfile.mkdtemp(prefix=info.digest[7:19] + "-", dir=self.root / "tmp"))
             try:
-                self._unpack_verified(blob, work / "root", info.digest, info.diff_id)
+                self.unpack_verified(blob, work / "root", info.digest, info.diff_id)
                 os.replace(work / "root", final)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
@@ -295,12 +164,12 @@ class ImageStore:
 
     def get(self, digest: str) -> Image | None:
         """An image already in the store, by manifest (or index) digest."""
-        return self._cached(digest, digest)
+        return self.cached(digest, digest)
 
     def images(self) -> list[Image]:
         out = []
         for record in sorted((self.root / "images").glob("*.json")):
-            image = self._cached("sha256:" + record.stem, "")
+            image = self.cached("sha256:" + record.stem, "")
             if image and image.digest == "sha256:" + record.stem:
                 out.append(image)
         return out
@@ -312,7 +181,7 @@ class ImageStore:
         path = self._tag_path(ref)
         if not path.exists():
             return None
-        info = _json(path.read_bytes(), str(path))
+        info = parse_json(path.read_bytes(), str(path))
         return str(info["digest"]) if info.get("ref") == ref else None
 
     def _save_tag(self, ref: str, digest: str) -> None:
@@ -325,9 +194,9 @@ class ImageStore:
         (manifest digests; layer digests are kept as such too, for layers a
         build is still using). Images not in use are forgotten along with
         their manifests and configs. Returns the removed layer digests."""
-        with self._flock("gc", fcntl.LOCK_EX):
+        with self.flock("gc", fcntl.LOCK_EX):
             records = {
-                path: _json(path.read_bytes(), str(path))
+                path: parse_json(path.read_bytes(), str(path))
                 for path in (self.root / "images").glob("*.json")
             }
             in_use = set(in_use_digests)
@@ -345,7 +214,7 @@ class ImageStore:
                 else:
                     record.unlink()
             for tag in (self.root / "tags").glob("*.json"):
-                if _json(tag.read_bytes(), str(tag))["digest"] not in in_use:
+                if parse_json(tag.read_bytes(), str(tag))["digest"] not in in_use:
                     tag.unlink()
             self._remove_blobs(keep_blobs)
             removed = self._remove_layers(keep_layers)
@@ -377,42 +246,29 @@ class ImageStore:
 
     # ------------------------------------------------------------- helpers
 
-    def _client(self, registry: str) -> RegistryClient:
-        with self._clients_lock:
-            if registry not in self._clients:
-                creds = self._credentials(registry) if self._credentials else None
-                self._clients[registry] = RegistryClient(
-                    registry,
-                    username=creds[0] if creds else None,
-                    password=creds[1] if creds else None,
-                    scheme="http" if registry in self._http else "https",
-                    ca_file=self._ca_file,
-                )
-            return self._clients[registry]
-
-    def _cached(self, digest: str, ref: str) -> Image | None:
+    def cached(self, digest: str, ref: str) -> Image | None:
         record = self.root / "images" / f"{digest[7:]}.json"
         if not DIGEST_RE.match(digest) or not record.exists():
             return None
-        info = _json(record.read_bytes(), str(record))
+        info = parse_json(record.read_bytes(), str(record))
         if info.get("alias_of"):  # an index digest pointing at its platform manifest
-            return self._cached(info["alias_of"], ref)
+            return self.cached(info["alias_of"], ref)
         if not all(self.layer_dir(d).is_dir() for d in info["layers"]):
             return None  # gc'd meanwhile: pull again
-        config_path = self._blob_path(info["config_digest"])
+        config_path = self.blob_path(info["config_digest"])
         if not config_path.exists():
             return None
         return Image(
             ref=ref,
             digest=info["digest"],
-            config=_json(config_path.read_bytes(), str(config_path)),
+            config=parse_json(config_path.read_bytes(), str(config_path)),
             layer_digests=list(info["layers"]),
             diff_ids=list(info["diff_ids"]),
             media_type=info["media_type"],
             config_digest=info["config_digest"],
         )
 
-    def _save_record(self, image: Image, index_digest: str | None) -> None:
+    def save_record(self, image: Image, index_digest: str | None) -> None:
         record = {
             "digest": image.digest,
             "config_digest": image.config_digest,
@@ -425,20 +281,20 @@ class ImageStore:
             alias = {"digest": index_digest, "alias_of": image.digest}
             _write_json_atomic(self.root / "images" / f"{index_digest[7:]}.json", alias)
 
-    def _blob_path(self, digest: str) -> Path:
+    def blob_path(self, digest: str) -> Path:
         if not DIGEST_RE.match(digest):
             raise InvalidRequest(f"bad digest {digest!r}", field="digest")
         return self.root / "blobs/sha256" / digest[7:]
 
-    def _write_blob(self, data: bytes, digest: str) -> None:
-        path = self._blob_path(digest)
+    def write_blob(self, data: bytes, digest: str) -> None:
+        path = self.blob_path(digest)
         if not path.exists():
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
             tmp.write_bytes(data)
             os.replace(tmp, path)
 
     @contextlib.contextmanager
-    def _flock(self, name: str, mode: int) -> Iterator[None]:
+    def flock(self, name: str, mode: int) -> Iterator[None]:
         fd = os.open(self.root / "locks" / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, mode)
@@ -449,69 +305,7 @@ class ImageStore:
     def _shared_lock(self) -> contextlib.AbstractContextManager[None]:
         """Pulls share this lock; gc takes it exclusively, so it never deletes
         a layer a pull has just unpacked but not yet recorded."""
-        return self._flock("gc", fcntl.LOCK_SH)
-
-
-# ------------------------------------------------------------- manifests
-
-
-def _json(data: bytes, what: str) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise ImageNotSupported(f"{what} is not valid JSON: {exc}") from exc
-
-
-def _descriptors(manifest: Any, ref: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    try:
-        config, layers = manifest["config"], manifest["layers"]
-        descs = [config, *layers]
-        for d in descs:
-            if not DIGEST_RE.match(d["digest"]) or not isinstance(d["mediaType"], str):
-                raise ValueError(f"bad descriptor {d!r}")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ImageNotSupported(f"{ref}: malformed manifest: {exc}") from exc
-    if config["mediaType"] not in CONFIG_TYPES:
-        raise ImageNotSupported(f"{ref}: config type {config['mediaType']!r} is not an image")
-    for layer in layers:
-        if layer["mediaType"] not in LAYER_TYPES:
-            raise ImageNotSupported(
-                f"{ref}: layer {layer['digest']} has type {layer['mediaType']!r};"
-                " only tar and tar+gzip layers are supported"
-            )
-    return config, layers
-
-
-def _diff_ids(config: dict[str, Any], n_layers: int, ref: str) -> list[str]:
-    rootfs = config.get("rootfs")
-    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(diff_ids, list) or len(diff_ids) != n_layers:
-        raise ImageNotSupported(
-            f"{ref}: the config lists {len(diff_ids or [])} diff_ids for {n_layers} layers"
-        )
-    for d in diff_ids:
-        if not isinstance(d, str) or not DIGEST_RE.match(d):
-            raise ImageNotSupported(f"{ref}: bad diff_id {d!r}")
-    return diff_ids
-
-
-def host_platform() -> tuple[str, str]:
-    machine = platform.machine()
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
-    return "linux", arch
-
-
-def _pick_platform(index_data: bytes, ref: str) -> str:
-    """The manifest of a multi-platform index that this host can run."""
-    index = _json(index_data, f"{ref}: index")
-    want_os, want_arch = host_platform()
-    for entry in index.get("manifests", []):
-        plat = entry.get("platform") or {}
-        if plat.get("os") == want_os and plat.get("architecture") == want_arch:
-            digest = entry.get("digest", "")
-            if DIGEST_RE.match(digest):
-                return str(digest)
-    raise ImageNotSupported(f"{ref}: no manifest for {want_os}/{want_arch} in the index")
+        return self.flock("gc", fcntl.LOCK_SH)
 
 
 def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
@@ -523,8 +317,8 @@ def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
 def _syncfs(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if _libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
+        if libc.syncfs(fd) != 0:
+            err = get_errno()
             raise AgentError(f"syncfs {path} failed: {os.strerror(err)}")
     finally:
         os.close(fd)

@@ -12,13 +12,14 @@ no other code ever runs in the wrong namespace.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from runtime_agent.host.libc import check, libc
 
 T = TypeVar("T")
 
@@ -29,20 +30,13 @@ MS_SHARED = 1 << 20
 MNT_DETACH = 2
 NETLINK_ROUTE = 0
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _shared_dirs: set[Path] = set()
 _shared_lock = threading.Lock()
 
 
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
 def _mount(source: str, target: str, flags: int) -> None:
-    ret = _libc.mount(source.encode(), target.encode(), b"none", flags, None)
-    _check(ret, f"mount {source} on {target}")
+    ret = libc.mount(source.encode(), target.encode(), b"none", flags, None)
+    check(ret, f"mount {source} on {target}")
 
 
 def _make_shared(directory: Path) -> None:
@@ -85,7 +79,7 @@ def create(path: Path) -> None:
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
 
     def enter() -> None:
-        _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        check(libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
 
     def bind() -> None:
         _mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", str(path), MS_BIND)
@@ -99,7 +93,7 @@ def create(path: Path) -> None:
 
 def remove(path: Path) -> None:
     """Unmount and unlink; the namespace itself lives on while a process uses it."""
-    _libc.umount2(str(path).encode(), MNT_DETACH)  # fails harmlessly if not mounted
+    libc.umount2(str(path).encode(), MNT_DETACH)  # fails harmlessly if not mounted
     path.unlink()
 
 
@@ -109,7 +103,7 @@ def netlink_socket(path: Path) -> socket.socket:
     def enter() -> None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _check(_libc.setns(fd, CLONE_NEWNET), f"setns({path})")
+            check(libc.setns(fd, CLONE_NEWNET), f"setns({path})")
         finally:
             os.close(fd)
 

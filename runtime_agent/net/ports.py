@@ -176,7 +176,3 @@ def apply(ruleset: str) -> None:
 def delete_table(table: str) -> None:
     # Declaring then deleting makes this succeed whether or not the table exists.
     cmd.run(["nft", "-f", "-"], input=f"table ip {table} {{}}\ndelete table ip {table}\n".encode())
-
-
-def table_exists(table: str) -> bool:
-    return f"table ip {table}" in cmd.output(["nft", "list", "tables"]).splitlines()

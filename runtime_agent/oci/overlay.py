@@ -21,7 +21,6 @@ layer as is (the builder does that), whatever the module defaults are.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -30,10 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runtime_agent.host.errors import MountFailed
+from runtime_agent.host.libc import get_errno, libc
 
 log = logging.getLogger("runtime_agent.overlay")
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _FSOPEN_CLOEXEC = 0x1
 _FSCONFIG_SET_STRING = 1
 _FSCONFIG_CMD_CREATE = 6
@@ -89,17 +88,17 @@ def unmount(target: Path, *, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     path = os.fsencode(target)
     while True:
-        if _libc.umount2(path, _UMOUNT_NOFOLLOW) == 0:
+        if libc.umount2(path, _UMOUNT_NOFOLLOW) == 0:
             return
-        err = ctypes.get_errno()
+        err = get_errno()
         if err in (errno.EINVAL, errno.ENOENT):
             return  # not a mount point (any more)
         if err != errno.EBUSY:
             raise _failed("umount", target, err)
         if time.monotonic() > deadline:
             log.warning("%s still busy after %.1fs: detaching it lazily", target, timeout_s)
-            if _libc.umount2(path, _UMOUNT_NOFOLLOW | _MNT_DETACH) != 0:
-                raise _failed("umount --lazy", target, ctypes.get_errno())
+            if libc.umount2(path, _UMOUNT_NOFOLLOW | _MNT_DETACH) != 0:
+                raise _failed("umount --lazy", target, get_errno())
             return
         time.sleep(0.05)
 
@@ -120,36 +119,36 @@ class _NoNewApi(Exception):
 def _mount_new_api(
     lowers: Sequence[Path], upper: Path | None, work: Path | None, target: Path
 ) -> None:
-    if not hasattr(_libc, "fsopen"):
+    if not hasattr(libc, "fsopen"):
         raise _NoNewApi("libc has no fsopen")
-    fs_fd = _libc.fsopen(b"overlay", _FSOPEN_CLOEXEC)
+    fs_fd = libc.fsopen(b"overlay", _FSOPEN_CLOEXEC)
     if fs_fd < 0:
-        err = ctypes.get_errno()
+        err = get_errno()
         if err in (errno.ENOSYS, errno.EPERM):
             raise _NoNewApi(os.strerror(err))
         raise _failed("fsopen overlay", target, err)
     try:
         for i, lower in enumerate(lowers):
             if not _set(fs_fd, "lowerdir+", str(lower)):
-                err = ctypes.get_errno()
+                err = get_errno()
                 if i == 0 and err == errno.EINVAL:
                     raise _NoNewApi("kernel has no lowerdir+ (needs Linux 6.8)")
                 raise _failed(f"fsconfig lowerdir+={lower}", target, err, fs_fd)
         settings = [("upperdir", str(upper)), ("workdir", str(work))] if upper else []
         for key, value in [*settings, *_FIXED_OPTIONS]:
             if not _set(fs_fd, key, value):
-                raise _failed(f"fsconfig {key}={value}", target, ctypes.get_errno(), fs_fd)
-        if _libc.fsconfig(fs_fd, _FSCONFIG_CMD_CREATE, None, None, 0) != 0:
-            raise _failed("fsconfig create", target, ctypes.get_errno(), fs_fd)
-        mnt_fd = _libc.fsmount(fs_fd, _FSMOUNT_CLOEXEC, 0)
+                raise _failed(f"fsconfig {key}={value}", target, get_errno(), fs_fd)
+        if libc.fsconfig(fs_fd, _FSCONFIG_CMD_CREATE, None, None, 0) != 0:
+            raise _failed("fsconfig create", target, get_errno(), fs_fd)
+        mnt_fd = libc.fsmount(fs_fd, _FSMOUNT_CLOEXEC, 0)
         if mnt_fd < 0:
-            raise _failed("fsmount", target, ctypes.get_errno(), fs_fd)
+            raise _failed("fsmount", target, get_errno(), fs_fd)
         try:
-            rc = _libc.move_mount(
+            rc = libc.move_mount(
                 mnt_fd, b"", _AT_FDCWD, os.fsencode(target), _MOVE_MOUNT_F_EMPTY_PATH
             )
             if rc != 0:
-                raise _failed("move_mount", target, ctypes.get_errno())
+                raise _failed("move_mount", target, get_errno())
         finally:
             os.close(mnt_fd)
     finally:
@@ -157,7 +156,7 @@ def _mount_new_api(
 
 
 def _set(fs_fd: int, key: str, value: str) -> bool:
-    rc = _libc.fsconfig(fs_fd, _FSCONFIG_SET_STRING, key.encode(), os.fsencode(value), 0)
+    rc = libc.fsconfig(fs_fd, _FSCONFIG_SET_STRING, key.encode(), os.fsencode(value), 0)
     return bool(rc == 0)
 
 
@@ -174,9 +173,9 @@ def _mount_classic(
             f" {_PAGE}-byte mount(2) limit (a kernel with lowerdir+, 6.8+, has no limit)",
             target=str(target),
         )
-    rc = _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, options.encode())
+    rc = libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, options.encode())
     if rc != 0:
-        raise _failed("mount -t overlay", target, ctypes.get_errno(), options=options)
+        raise _failed("mount -t overlay", target, get_errno(), options=options)
 
 
 def _failed(

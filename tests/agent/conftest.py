@@ -3,7 +3,6 @@ image pushed to it, and a short-pathed scratch agent root."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import tempfile
@@ -12,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime_agent.containers.manager import PR_SET_CHILD_SUBREAPER, ContainerManager
+from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.host.cmd import run
-from tests.support.agent import AgentUnderTest, LocalImages
+from runtime_agent.host.libc import set_child_subreaper
+from tests.support.agent_harness import AgentUnderTest, LocalImages
 from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry, run_registry
 
@@ -62,13 +62,13 @@ def _not_a_subreaper_after_the_test() -> Iterator[None]:
     (that is how the agent learns exit codes); undo it after every test so a
     later test sees orphans go to init as on a normal host."""
     yield
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+    set_child_subreaper(False)
 
 
 @pytest.fixture
 async def agent(tmp_agent_root: Path, tmp_path: Path) -> AsyncIterator[AgentUnderTest]:
     """A container manager on a fresh root, its network and runc state
-    removed afterwards (tests/support/agent.py)."""
+    removed afterwards (tests/support/agent_harness.py)."""
     a = AgentUnderTest(tmp_agent_root, LocalImages(tmp_path / "images"))
     try:
         yield await a.setup()

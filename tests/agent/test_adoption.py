@@ -16,12 +16,27 @@ from pathlib import Path
 import pytest
 
 from runtime_agent.wire import ContainerState as S
-from tests.support.agent import AgentUnderTest, eventually, request, unique, wait_state
+from tests.support.agent_harness import AgentUnderTest, request, unique, wait_state
+from tests.support.processes import async_wait_until
 
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
 COUNTER = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.02; done"
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody has reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def raw_lines(agent: AgentUnderTest, name: str) -> int:
+    """Lines the container wrote to its stdout file, tailed or not."""
+    raw = agent.config.containers_dir / name / "logs" / "stdout.raw"
+    return raw.read_bytes().count(b"\n")
 
 
 async def numbers(manager, name):
@@ -32,9 +47,11 @@ async def test_a_new_manager_keeps_the_container_running_with_continuous_logs(ag
     first = await agent.manager()
     name = unique()
     info = await first.create(request(name, ["sh", "-c", COUNTER]))
-    await eventually(lambda: numbers(first, name), 5, "first lines")
+    await async_wait_until(lambda: numbers(first, name), timeout_s=5, what="first lines")
     await first.shutdown()
-    await asyncio.sleep(0.5)  # the container writes while no manager tails it
+    written = raw_lines(agent, name)
+    # The container writes while no manager tails it.
+    await async_wait_until(lambda: raw_lines(agent, name) > written + 10, what="untailed lines")
     assert os.path.exists(f"/proc/{info.pid}")
 
     second = await agent.manager()
@@ -46,16 +63,17 @@ async def test_a_new_manager_keeps_the_container_running_with_continuous_logs(ag
         got = await numbers(second, name)
         return got if len(got) > before + 20 else None
 
-    got = await eventually(grown, 10, "more lines")
+    got = await async_wait_until(grown, timeout_s=10, what="more lines")
     assert got == list(range(len(got)))  # nothing lost, nothing repeated
 
 
 async def test_a_container_that_exited_while_the_manager_was_down_is_noticed(agent):
     first = await agent.manager()
     name = unique()
-    await first.create(request(name, ["sh", "-c", "sleep 0.5; echo done; exit 4"]))
+    info = await first.create(request(name, ["sh", "-c", "sleep 0.5; echo done; exit 4"]))
     await first.shutdown()
-    await asyncio.sleep(1.0)
+    assert info.pid is not None
+    await async_wait_until(lambda: gone(info.pid), what="the exit with no manager")
 
     second = await agent.manager()
     info = second.inspect(name)
@@ -72,7 +90,8 @@ async def test_a_container_that_died_while_the_manager_was_down_is_restarted_by_
     script = "echo start; sleep 0.5; exit 1"
     info = await first.create(request(name, ["sh", "-c", script], restart="always"))
     await first.shutdown()
-    await asyncio.sleep(1.0)
+    assert info.pid is not None
+    await async_wait_until(lambda: gone(info.pid), what="the death with no manager")
 
     second = await agent.manager()
 
@@ -80,12 +99,12 @@ async def test_a_container_that_died_while_the_manager_was_down_is_restarted_by_
         now = second.inspect(name)
         return now.pid not in (None, info.pid) and now
 
-    again = await eventually(restarted, 10, "a restart")
+    again = await async_wait_until(restarted, timeout_s=10, what="a restart")
     assert again.restart_count == 1
 
 
 def run_agent(agent: AgentUnderTest, *args: str, **popen: object) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "tests.support.agent_process", json.dumps(agent.to_json())]
+    argv = [sys.executable, "-m", "tests.support.agent_harness", json.dumps(agent.to_json())]
     return subprocess.Popen([*argv, *args], cwd=REPO, stdout=subprocess.PIPE, text=True, **popen)  # type: ignore[call-overload]
 
 
@@ -144,7 +163,7 @@ async def test_an_exit_while_no_agent_process_runs_is_noticed_with_an_unknown_co
     assert creator.returncode == 0
     pid = json.loads(out)["pid"]
     try:
-        await asyncio.sleep(1.5)  # it exits with no agent at all
+        await async_wait_until(lambda: gone(pid), what="the exit with no agent at all")
         watcher = run_agent(agent, "watch", name, "0")
         out, _ = await asyncio.to_thread(watcher.communicate, timeout=30)
         noticed = json.loads(out.splitlines()[0])

@@ -19,12 +19,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from runtime_agent import wire
 from runtime_agent.api.server import ApiServer, create_app
 from runtime_agent.config import AgentConfig
 from runtime_agent.host.errors import Conflict, NotFound
 from runtime_agent.wire import ContainerState
+from tests.support.processes import async_wait_until, port_open
 
 TOKEN = "alice-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -38,8 +40,11 @@ class FakeManager:
         self.requests: dict[str, wire.CreateContainer] = {}
         self.calls: list[tuple[Any, ...]] = []
         self.log_lines: list[wire.LogLine] = []
-        self.stop_delay = 0.0
-        self.create_delay = 0.0
+        # Gates a test may set: the call waits inside the manager until the
+        # test opens the gate (``*_entered`` says it got there).
+        self.create_gate: asyncio.Event | None = None
+        self.stop_gate: asyncio.Event | None = None
+        self.stop_entered = asyncio.Event()
         self.follow_forever = False
         self.follow_closed = asyncio.Event()
 
@@ -50,7 +55,8 @@ class FakeManager:
 
     async def create(self, req: wire.CreateContainer) -> wire.ContainerInfo:
         self.calls.append(("create", req.name))
-        await asyncio.sleep(self.create_delay)
+        if self.create_gate is not None:
+            await self.create_gate.wait()
         if req.name in self.containers:
             if self.requests[req.name] != req:
                 raise Conflict(f"{req.name} exists with another spec", name=req.name)
@@ -69,7 +75,9 @@ class FakeManager:
     async def stop(self, name: str, timeout_s: float) -> None:
         self.calls.append(("stop", name, timeout_s))
         self._get(name)
-        await asyncio.sleep(self.stop_delay)
+        self.stop_entered.set()
+        if self.stop_gate is not None:
+            await self.stop_gate.wait()
         self.containers[name] = replace(self._get(name), state=ContainerState.EXITED, exit_code=0)
 
     async def restart(self, name: str, timeout_s: float) -> None:
@@ -111,8 +119,8 @@ class FakeManager:
         for line in lines[-tail:] if tail else lines:
             yield line
         try:
-            while follow and self.follow_forever:
-                await asyncio.sleep(0.05)
+            if follow and self.follow_forever:
+                await asyncio.Event().wait()  # until the stream is closed (cancelled)
         finally:
             self.follow_closed.set()
 
@@ -275,12 +283,31 @@ async def test_create_answers_201_then_200_for_a_retry_without_a_duplicate(clien
     assert list(manager.containers) == ["web-1"]
 
 
-async def test_of_two_racing_identical_creates_exactly_one_is_told_201(client, manager):
-    manager.create_delay = 0.2
-    first, second = await asyncio.gather(
-        client.post("/v1/containers", json=CREATE, headers=AUTH),
-        client.post("/v1/containers", json=CREATE, headers=AUTH),
-    )
+async def test_of_two_racing_identical_creates_exactly_one_is_told_201(tmp_path, manager, images):
+    # The first create stays inside the manager until both requests have
+    # reached the server: the second arrives while the first is not done.
+    arrived: list[str] = []
+    manager.create_gate = both_arrived = asyncio.Event()
+
+    @web.middleware
+    async def count_arrivals(request: web.Request, handler: Any) -> web.StreamResponse:
+        arrived.append(request.path)
+        if len(arrived) == 2:
+            both_arrived.set()
+        return await handler(request)
+
+    app = create_app(manager, images, config(tmp_path))
+    app.middlewares.insert(0, count_arrivals)
+    server = ApiServer(app, "127.0.0.1", 0, drain_timeout_s=1.0)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as c:
+            first, second = await asyncio.gather(
+                c.post("/v1/containers", json=CREATE, headers=AUTH),
+                c.post("/v1/containers", json=CREATE, headers=AUTH),
+            )
+    finally:
+        await server.stop()
     assert sorted([first.status, second.status]) == [200, 201]
 
 
@@ -609,15 +636,19 @@ async def test_gc_keeps_the_images_of_existing_containers(client, images):
 
 
 async def test_a_drain_finishes_requests_in_flight_and_refuses_new_connections(tmp_path, manager):
-    manager.stop_delay = 0.5
+    manager.stop_gate = asyncio.Event()
     server = ApiServer(create_app(manager, None, config(tmp_path)), "127.0.0.1", 0, 5.0)
     await server.start()
     base = f"http://127.0.0.1:{server.port}"
     async with aiohttp.ClientSession(headers=AUTH) as session:
         await session.post(base + "/v1/containers", json=CREATE)
         in_flight = asyncio.ensure_future(session.post(base + "/v1/containers/web-1/stop"))
-        await asyncio.sleep(0.1)  # the stop is now inside the manager
+        await asyncio.wait_for(manager.stop_entered.wait(), 5)  # the stop is in the manager
         stopping = asyncio.ensure_future(server.stop())
+        # The drain closes the listening socket first; the stop is still in flight.
+        await async_wait_until(lambda: not port_open("127.0.0.1", server.port))
+        assert not in_flight.done()
+        manager.stop_gate.set()
         resp = await asyncio.wait_for(in_flight, 5)
         assert resp.status == 200
         assert (await resp.json())["state"] == "exited"

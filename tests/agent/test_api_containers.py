@@ -27,8 +27,9 @@ from runtime_agent.host.cmd import output
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci.runc import Runc
-from tests.agent.agentproc import free_port, unused_subnet
+from tests.support.agent_harness import free_port, unused_subnet
 from tests.support.images import HTTP_PORT, BuiltImage
+from tests.support.processes import async_wait_until
 from tests.support.registry import TestRegistry
 
 pytestmark = pytest.mark.root
@@ -113,18 +114,17 @@ def unique(prefix: str) -> str:
 async def http_get(host: str, port: int, timeout_s: float = 10.0) -> str:
     """GET / until it answers (the server needs a moment after its process starts)."""
 
-    def fetch() -> str:
-        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=2) as resp:
-            return resp.read().decode()
-
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
+    def fetch() -> str | None:
         try:
-            return await asyncio.to_thread(fetch)
+            with urllib.request.urlopen(f"http://{host}:{port}/", timeout=2) as resp:
+                return str(resp.read().decode())
         except OSError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.05)
+            return None
+
+    body: str = await async_wait_until(
+        lambda: asyncio.to_thread(fetch), timeout_s=timeout_s, what=f"an answer on {host}:{port}"
+    )
+    return body
 
 
 def port_is_closed(port: int) -> bool:
@@ -235,11 +235,12 @@ async def test_logs_tail_and_follow_through_the_api(api, busybox_image):
         assert resp.status == 200
         return ndjson(await resp.text())
 
-    for _ in range(100):  # the tailer picks lines up within its poll interval
+    async def four_lines() -> list[dict[str, Any]] | None:
         got = await lines("tail=all")
-        if len(got) >= 4:
-            break
-        await asyncio.sleep(0.05)
+        return got if len(got) >= 4 else None
+
+    # The tailer picks lines up within its poll interval.
+    got = await async_wait_until(four_lines, timeout_s=10, what="four log lines")
     # stdout and stderr are separate files: order holds within a stream only.
     stdout = [x["line"] for x in got if x["stream"] == "stdout"]
     stderr = [x["line"] for x in got if x["stream"] == "stderr"]
@@ -264,11 +265,12 @@ async def test_kill_sends_a_signal_and_the_exit_code_says_which(api, busybox_ima
     await create(api, {"name": name, "image": busybox_image.ref, "cmd": ["sleep", "300"]})
     resp = await api.post(f"/v1/containers/{name}/kill", json={"signal": "KILL"})
     assert resp.status == 200
-    for _ in range(100):
+
+    async def exited() -> dict[str, Any] | None:
         info = await (await api.get(f"/v1/containers/{name}")).json()
-        if info["state"] == "exited":
-            break
-        await asyncio.sleep(0.05)
+        return info if info["state"] == "exited" else None
+
+    info = await async_wait_until(exited, timeout_s=10, what=f"{name} exited")
     assert (info["state"], info["exit_code"]) == ("exited", 137)
 
 
@@ -306,10 +308,10 @@ async def test_an_exec_whose_client_leaves_is_killed_in_the_container(api, busyb
         resp = await api.post(f"/v1/containers/{name}/exec", json={"cmd": ["ps", "-o", "args"]})
         return "".join(x.get("data", "") for x in ndjson(await resp.text()))
 
-    for _ in range(100):
+    async def exec_gone() -> str | None:
         listing = await processes()
-        if "sleep 271" not in listing:
-            break
-        await asyncio.sleep(0.1)
+        return listing if "sleep 271" not in listing else None
+
+    listing = await async_wait_until(exec_gone, timeout_s=10, what="the exec stopped")
     assert "sleep 300" in listing  # the container itself is untouched
     assert "sleep 271" not in listing

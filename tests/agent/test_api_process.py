@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.agentproc import REPO, AgentProcess, cleanup, free_port
+from tests.support.agent_harness import REPO, AgentProcess, cleanup, free_port
 from tests.support.images import HTTP_PORT
+from tests.support.processes import wait_until
 
 needs_root = pytest.mark.root
 
@@ -104,15 +105,14 @@ def test_it_exits_1_when_its_port_is_taken(agent):
 
 
 def fetch(port: int, timeout_s: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def body() -> str | None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
-                return resp.read().decode()
+                return str(resp.read().decode())
         except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+            return None
+
+    return wait_until(body, timeout_s=timeout_s, what=f"an answer on port {port}")
 
 
 def alive(pid: int) -> bool:
@@ -123,6 +123,12 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def raw_ticks(agent: AgentProcess, name: str) -> int:
+    """Ticks the container wrote to its stdout file (readable with no agent)."""
+    raw = agent.root / "containers" / name / "logs" / "stdout.raw"
+    return raw.read_bytes().count(b"tick ")
 
 
 def ticks(agent: AgentProcess, name: str) -> list[int]:
@@ -164,14 +170,19 @@ def test_sigterm_leaves_a_container_serving_and_the_next_agent_process_readopts_
     assert agent.terminate() == 0
     assert alive(info["pid"])  # still running without any agent
     assert fetch(host_port) == busybox_image.index_body  # and still published
-    time.sleep(0.5)  # it keeps logging while no agent is there
+    written = raw_ticks(agent, name)
+    # It keeps logging while no agent is there.
+    wait_until(lambda: raw_ticks(agent, name) >= written + 3, what="ticks with no agent")
 
     agent.start()  # a second agent process on the same root
     status, again = agent.request("GET", f"/v1/containers/{name}")
     assert status == 200
     assert (again["state"], again["pid"]) == ("running", info["pid"])
     assert again["address"] == info["address"]
-    time.sleep(0.3)
+    wait_until(
+        lambda: len(ticks(agent, name)) >= len(before) + 5,
+        what="the ticks written while no agent ran, read by the next one",
+    )
     after = ticks(agent, name)
     # Continuous: every tick from before, through the gap, with none missing.
     assert after[: len(before)] == before
@@ -210,7 +221,10 @@ def test_sigterm_lets_a_request_in_flight_finish_before_the_agent_exits(
         )
     )
     stopper.start()
-    time.sleep(0.5)  # the stop is now in flight
+    wait_until(  # the stop is now in flight
+        lambda: agent.request("GET", f"/v1/containers/{name}")[1]["state"] == "stopping",
+        what=f"{name} stopping",
+    )
     assert agent.proc is not None
     os.kill(agent.proc.pid, signal.SIGTERM)
     stopper.join(timeout=15)
@@ -227,12 +241,8 @@ def test_without_a_token_it_generates_a_private_one_says_where_and_accepts_only_
     token_file = agent.root / "token"
     agent.token = "not-known-yet-0123456789"
     agent.start(wait=False)
-    deadline = time.monotonic() + 30
     # Until the file is there AND written (it is created first, then filled).
-    while time.monotonic() < deadline:
-        if token_file.exists() and token_file.read_text().strip():
-            break
-        time.sleep(0.05)
+    wait_until(lambda: token_file.exists() and token_file.read_text().strip(), what="the token")
     agent.token = token_file.read_text().strip()
     agent.wait_ready()
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"

@@ -4,24 +4,18 @@ and on its own address; command, env and working dir resolved Docker-style."""
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 
 import pytest
 
 from runtime_agent import wire
-from runtime_agent.containers.manager import merge_env, resolve_args
+from runtime_agent.containers.prepare import merge_env, resolve_args
 from runtime_agent.host.errors import InvalidRequest, RegistryError
 from runtime_agent.images.store import ImageStore
 from runtime_agent.wire import ContainerState as S
-from tests.support.agent import AgentUnderTest, eventually, unique, wait_state
+from tests.support.agent_harness import AgentUnderTest, unique, wait_state
 from tests.support.images import HTTP_PORT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.processes import async_wait_until, free_port
 
 
 def fetch(url: str) -> str | None:
@@ -60,7 +54,9 @@ async def test_a_pulled_image_serves_http_on_its_published_port_and_address(agen
     assert info.state == S.RUNNING
     assert info.image_digest == busybox_image.digest
     body = busybox_image.index_body
-    assert await eventually(lambda: fetch(f"http://127.0.0.1:{port}/") == body, 10, "the port")
+    assert await async_wait_until(
+        lambda: fetch(f"http://127.0.0.1:{port}/") == body, timeout_s=10, what="the port"
+    )
     assert fetch(f"http://{info.address}:{HTTP_PORT}/") == body
     await manager.stop(name, 5.0)
     await manager.remove(name)

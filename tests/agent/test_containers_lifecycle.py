@@ -16,14 +16,14 @@ from runtime_agent.containers.logs import REDIS_STREAM_PREFIX, parse_time
 from runtime_agent.host.errors import Conflict, NotFound
 from runtime_agent.wire import ContainerState as S
 from runtime_agent.wire import ExecRequest
-from tests.support.agent import (
+from tests.support.agent_harness import (
     AgentUnderTest,
     LocalImages,
-    eventually,
     request,
     unique,
     wait_state,
 )
+from tests.support.processes import async_wait_until
 from tests.support.redis_server import run_redis
 
 pytestmark = pytest.mark.root
@@ -43,7 +43,7 @@ async def logged(manager, name, text, timeout_s=10.0):
     async def check():
         return any(line == text for _, line in await lines(manager, name))
 
-    await eventually(check, timeout_s, f"{text!r} in the logs of {name}")
+    await async_wait_until(check, timeout_s=timeout_s, what=f"{text!r} in the logs of {name}")
 
 
 async def test_a_container_runs_and_reports_its_exit_code(manager):
@@ -238,7 +238,7 @@ async def test_remove_leaves_no_mount_netns_veth_runc_state_or_directory(manager
     assert str(cdir / "rootfs") in _mounts()
     assert os.path.exists(att.netns_path)
     assert agent.runc.state(name) is not None
-    assert list(Path("/sys/fs/cgroup").glob(f"*{manager._cgroups_path(name)}"))
+    assert list(Path("/sys/fs/cgroup").glob(f"*{manager.preparer.cgroups_path(name)}"))
     await manager.remove(name, force=True)
     assert str(cdir / "rootfs") not in _mounts()
     assert not os.path.exists(att.netns_path)
@@ -246,7 +246,7 @@ async def test_remove_leaves_no_mount_netns_veth_runc_state_or_directory(manager
     assert not Path(f"/sys/class/net/{att.host_veth}").exists()
     assert agent.runc.state(name) is None
     assert not cdir.exists()
-    cgroup = manager._cgroups_path(name)
+    cgroup = manager.preparer.cgroups_path(name)
     assert not list(Path("/sys/fs/cgroup").glob(f"*{cgroup}"))
 
 
@@ -320,7 +320,7 @@ async def test_log_lines_reach_the_redis_stream_when_configured(tmp_agent_root, 
                     got = await client.xrange(REDIS_STREAM_PREFIX + name)
                     return got if len(got) == 2 else None
 
-                got = await eventually(entries, 10, "two stream entries")
+                got = await async_wait_until(entries, timeout_s=10, what="two stream entries")
             finally:
                 await client.aclose()
         finally:
@@ -345,7 +345,7 @@ async def test_a_create_whose_caller_goes_away_still_completes(manager):
         except NotFound:  # not yet: the record appears once the rootfs is ready
             return False
 
-    await eventually(running, 10, "the create to finish")
+    await async_wait_until(running, timeout_s=10, what="the create to finish")
     assert manager.inspect(name).pid is not None
     await manager.remove(name, force=True)
 

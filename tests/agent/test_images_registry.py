@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from runtime_agent.host.errors import DigestMismatch, ImageNotFound, InvalidRequest, RegistryError
-from runtime_agent.images.registry import OCI_MANIFEST, ImageRef, RegistryClient, sha256_file
+from runtime_agent.images.refs import ImageRef
+from runtime_agent.images.registry import OCI_MANIFEST, RegistryClient, sha256_file
 from tests.support.images import BuiltImage
 from tests.support.registry import TestRegistry
 

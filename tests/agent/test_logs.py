@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import Any
 
 import pytest
 
@@ -18,12 +19,14 @@ from runtime_agent.containers.logs import (
     READ_CHUNK,
     REDIS_STREAM_PREFIX,
     LogConfig,
+    LogStreams,
     LogTailer,
     connect_redis,
     open_raw_fds,
     parse_time,
     rfc3339,
 )
+from tests.support.processes import async_wait_until
 from tests.support.redis_server import run_redis
 
 FAST = LogConfig(poll_s=0.01)
@@ -169,12 +172,9 @@ async def test_follow_gives_history_then_new_lines_and_ends_on_close(log_dir, fd
             got.append((line.stream, line.line))
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.05)
+    await async_wait_until(lambda: len(got) == 1, what="the history line")
     os.write(err, b"after\n")
-    for _ in range(100):
-        if len(got) == 2:
-            break
-        await asyncio.sleep(0.01)
+    await async_wait_until(lambda: len(got) == 2, what="the new line")
     await tailer.close()
     await asyncio.wait_for(task, 2)
     assert got == [("stdout", "before"), ("stderr", "after")]
@@ -189,8 +189,7 @@ async def test_a_cancelled_follower_is_forgotten(log_dir, fds):
             pass
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.05)
-    assert len(tailer._followers) == 1
+    await async_wait_until(lambda: len(tailer._followers) == 1, what="the follower subscribed")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -213,12 +212,12 @@ async def test_lines_are_pushed_to_a_redis_stream(tmp_path, log_dir, fds):
             tailer.start()
             os.write(out, b"to redis\n")
             os.write(err, b"errors too\n")
-            entries = []
-            for _ in range(200):
+
+            async def both() -> list[Any] | None:
                 entries = await redis.xrange(REDIS_STREAM_PREFIX + "web")
-                if len(entries) == 2:
-                    break
-                await asyncio.sleep(0.01)
+                return entries if len(entries) == 2 else None
+
+            entries = await async_wait_until(both, what="two stream entries")
             await tailer.close()
         finally:
             await redis.aclose()
@@ -236,11 +235,23 @@ async def test_a_redis_outage_does_not_stop_the_log_file(tmp_path, log_dir, fds)
         tailer = LogTailer("web", log_dir, FAST, redis)
         tailer.start()
         os.write(out, b"kept on disk\n")
-        for _ in range(200):
-            if tailer.read():
-                break
-            await asyncio.sleep(0.01)
+        await async_wait_until(tailer.read, what="the line on disk")
         await tailer.close()
     finally:
         await redis.aclose()
     assert [r.line for r in tailer.read()] == ["kept on disk"]
+
+
+async def test_log_streams_keep_one_tailer_per_container_and_flush_its_last_words(log_dir, fds):
+    out, _ = fds
+    streams = LogStreams(FAST)
+    streams.connect()  # no Redis URL: lines go to the file only
+    streams.open("web", log_dir)
+    os.write(out, b"first\nno newline at exit")
+    streams.flush("web")  # the container exited: the partial line counts too
+    got = [(line.stream, line.line) async for line in streams.lines("web", None, None, False)]
+    assert got == [("stdout", "first"), ("stdout", "no newline at exit")]
+    await streams.close("web")
+    with pytest.raises(KeyError):
+        streams.lines("web", None, None, False)
+    await streams.close_all()

@@ -27,6 +27,7 @@ from runtime_agent.host.errors import Conflict, NetworkError
 from runtime_agent.net import links
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.wire import PortBinding
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.root
 
@@ -54,12 +55,6 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as c:
 
 def random_subnet() -> IPv4Network:
     return IPv4Network(f"10.{secrets.choice(range(200, 256))}.{secrets.randbelow(256)}.0/24")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
 
 
 def fetch(host: str, port: int) -> str:
@@ -249,7 +244,7 @@ def test_a_published_port_answers_on_loopback_and_on_the_container_address(
 ) -> None:
     web = net.attach("web")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
-    host_port = free_port()
+    host_port = free_port("0.0.0.0")
     net.publish("web", web.address, [PortBinding(container_port=9000, host_port=host_port)])
     net.publish("web", web.address, [PortBinding(container_port=9000, host_port=host_port)])
 
@@ -262,7 +257,7 @@ def test_a_published_port_answers_on_loopback_and_on_the_container_address(
 def test_attach_with_ports_publishes_them_and_refuses_a_taken_one(
     net: HostNetwork, servers: Servers
 ) -> None:
-    host_port = free_port()
+    host_port = free_port("0.0.0.0")
     binding = PortBinding(container_port=9000, host_port=host_port)
     judy = net.attach("judy", [binding])
     servers.start(judy.netns_name, "0.0.0.0", 9000, "judy")
@@ -281,7 +276,7 @@ def test_an_attach_that_fails_after_its_rules_went_in_records_them_for_the_detac
 ) -> None:
     links.delete_link(net.bridge)  # plumbing fails: the veth has no bridge to join
     with pytest.raises(NetworkError):
-        net.attach("liam", [PortBinding(container_port=9000, host_port=free_port())])
+        net.attach("liam", [PortBinding(container_port=9000, host_port=free_port("0.0.0.0"))])
     assert "liam" in net.published()
     assert publish_comments(net.nft_table) == ["liam"]
     net.detach("liam")
@@ -325,7 +320,7 @@ def test_a_published_port_answers_a_client_on_another_host(
 ) -> None:
     web = net.attach("web")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
-    host_port = free_port()
+    host_port = free_port("0.0.0.0")
     net.publish("web", web.address, [PortBinding(container_port=9000, host_port=host_port)])
 
     # The container sees the real client address: DNAT, not a proxy.
@@ -347,7 +342,7 @@ def test_containers_reach_other_hosts_behind_the_host_address(
 
 def test_it_refuses_a_host_port_another_container_published(net: HostNetwork) -> None:
     a, b = net.attach("a"), net.attach("b")
-    host_port = free_port()
+    host_port = free_port("0.0.0.0")
     net.publish("a", a.address, [PortBinding(container_port=80, host_port=host_port)])
     with pytest.raises(Conflict, match="already published by a"):
         net.publish("b", b.address, [PortBinding(container_port=81, host_port=host_port)])
@@ -380,7 +375,7 @@ def test_unpublish_removes_exactly_that_containers_rules(
 ) -> None:
     a, b = net.attach("a"), net.attach("b")
     servers.start(b.netns_name, "0.0.0.0", 9000, "b")
-    port_a1, port_a2, port_b = free_port(), free_port(), free_port()
+    port_a1, port_a2, port_b = free_port("0.0.0.0"), free_port("0.0.0.0"), free_port("0.0.0.0")
     net.publish("a", a.address, [PortBinding(80, port_a1), PortBinding(81, port_a2)])
     net.publish("b", b.address, [PortBinding(9000, port_b)])
     assert publish_comments(net.nft_table) == ["a", "a", "b"]
@@ -396,7 +391,7 @@ def test_published_ports_survive_an_agent_restart(
 ) -> None:
     web = net.attach("web")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
-    host_port = free_port()
+    host_port = free_port("0.0.0.0")
     net.publish("web", web.address, [PortBinding(9000, host_port)])
 
     restarted = HostNetwork(**params)
@@ -407,7 +402,7 @@ def test_published_ports_survive_an_agent_restart(
 
 def test_detach_also_unpublishes(net: HostNetwork) -> None:
     web = net.attach("web")
-    net.publish("web", web.address, [PortBinding(9000, free_port())])
+    net.publish("web", web.address, [PortBinding(9000, free_port("0.0.0.0"))])
     net.detach("web")
     assert publish_comments(net.nft_table) == []
     assert net.published() == {}
@@ -417,7 +412,7 @@ def test_teardown_leaves_no_bridge_netns_veth_or_table(params: dict) -> None:
     hn = HostNetwork(**params)
     hn.setup()
     atts = [hn.attach(name) for name in ("x", "y")]
-    hn.publish("x", atts[0].address, [PortBinding(80, free_port())])
+    hn.publish("x", atts[0].address, [PortBinding(80, free_port("0.0.0.0"))])
     assert f"table ip {hn.nft_table}" in nft_tables()
 
     hn.teardown()
@@ -509,7 +504,7 @@ def test_a_port_published_on_one_host_address_answers_only_there(
 ) -> None:
     web = net.attach("web")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
-    host_port = free_port()
+    host_port = free_port("0.0.0.0")
     net.publish("web", web.address, [PortBinding(9000, host_port, host_ip="127.0.0.1")])
 
     assert fetch("127.0.0.1", host_port) == f"web {web.gateway}"
@@ -523,7 +518,7 @@ def test_containers_reach_published_ports_on_the_host_address(
 ) -> None:
     web, client = net.attach("web"), net.attach("client")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
-    host_port = free_port()
+    host_port = free_port("0.0.0.0")
     net.publish("web", web.address, [PortBinding(9000, host_port)])
 
     assert fetch_from_netns(client.netns_name, client.gateway, host_port) == f"web {web.gateway}"
@@ -534,9 +529,9 @@ def test_containers_reach_published_ports_on_the_host_address(
 def test_publish_rebuilds_a_table_someone_deleted(net: HostNetwork, servers: Servers) -> None:
     web = net.attach("web")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
-    net.publish("web", web.address, [PortBinding(9000, free_port())])
+    net.publish("web", web.address, [PortBinding(9000, free_port("0.0.0.0"))])
     subprocess.run(["nft", "delete", "table", "ip", net.nft_table], check=True)
 
-    host_port = free_port()
+    host_port = free_port("0.0.0.0")
     net.publish("web", web.address, [PortBinding(9000, host_port)])
     assert fetch("127.0.0.1", host_port) == f"web {web.gateway}"

@@ -4,7 +4,6 @@ path, as the spec says) and is reached through its published port."""
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 from runtime_agent.net.bridge import HostNetwork, write_etc_files
 from runtime_agent.oci.spec import Mount
 from runtime_agent.wire import PortBinding
+from tests.support.processes import free_port
 from tests.support.rootfs import Harness
 
 pytestmark = pytest.mark.root
@@ -43,12 +43,6 @@ def net(tmp_path: Path) -> Iterator[HostNetwork]:
         hn.teardown()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
 def get(url: str, deadline_s: float = 10.0) -> str:
     deadline = time.monotonic() + deadline_s
     while True:
@@ -66,7 +60,7 @@ def test_a_runc_container_in_its_netns_answers_on_its_published_port(
 ) -> None:
     att = net.attach("web")
     hosts, resolv = write_etc_files(tmp_path / "etc", "web", att.address)
-    host_port = free_port()
+    host_port = free_port("0.0.0.0")
     net.publish("web", att.address, [PortBinding(8000, host_port)])
 
     script = "echo hello from web > /tmp/index.html && exec httpd -f -p 8000 -h /tmp"

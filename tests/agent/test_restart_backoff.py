@@ -11,7 +11,8 @@ import pytest
 
 from runtime_agent.containers.logs import parse_time
 from runtime_agent.wire import ContainerState as S
-from tests.support.agent import eventually, request, unique, wait_state
+from tests.support.agent_harness import request, unique, wait_state
+from tests.support.processes import async_wait_until
 
 pytestmark = pytest.mark.root
 
@@ -28,7 +29,7 @@ async def test_a_crash_looping_container_backs_off_with_growing_delays(manager):
         times = await start_times(manager, name)
         return times if len(times) >= 5 else None
 
-    times = await eventually(five_starts, 20, "five starts")
+    times = await async_wait_until(five_starts, timeout_s=20, what="five starts")
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)][:4]
     # Expected delays 0.2, 0.4, 0.8, 1.6 s, plus the start itself and the
     # 50 ms tick. The lower bounds are the backoff's promise; the first gap
@@ -99,5 +100,5 @@ async def test_a_killed_container_with_always_comes_back_with_a_new_pid(manager)
         now = manager.inspect(name)
         return now.state == S.RUNNING and now.pid not in (None, info.pid) and now
 
-    again = await eventually(restarted, 10, "a restart")
+    again = await async_wait_until(restarted, timeout_s=10, what="a restart")
     assert again.restart_count == 1

@@ -4,21 +4,14 @@ persistence; stopped by its PID (never by name: other runs share the machine).""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.processes import free_port, start_process, stop_process, wait_until
+
 START_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _answers(port: int) -> bool:
@@ -40,19 +33,15 @@ def run_redis(tmp_dir: Path) -> Iterator[str]:
         "--save", "", "--appendonly", "no", "--daemonize", "no",
     ]  # fmt: skip
     with open(tmp_dir / "redis.log", "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = start_process(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _answers(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
+
+        def answers() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError((tmp_dir / "redis.log").read_text())
-            time.sleep(0.05)
+            return _answers(port)
+
+        wait_until(answers, timeout_s=START_TIMEOUT_S, what=f"redis-server on port {port}")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

@@ -18,16 +18,11 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
-import os
 import re
 import secrets
-import signal
-import socket
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -40,6 +35,7 @@ from paas.builds.registry_server import (
     make_self_signed_cert,
 )
 from runtime_agent.images.registry import RegistryClient
+from tests.support.processes import free_port, start_process, stop_process, wait_until
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 START_TIMEOUT_S = 15.0
@@ -102,12 +98,6 @@ class TestRegistry:
         return None
 
 
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _write_config(
     workdir: Path,
     port: int,
@@ -141,36 +131,26 @@ def _write_config(
 
 def _wait_until_answering(url: str, ca_file: Path | None, proc: subprocess.Popen[bytes]) -> None:
     ctx = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"docker-registry exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url + "/v2/", timeout=2, context=ctx):
-                return
+                return True
         except urllib.error.HTTPError as exc:
-            if exc.code == 401:  # auth required: it is up
-                return
+            return exc.code == 401  # auth required: it is up
         except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"docker-registry did not answer on {url} within {START_TIMEOUT_S}s")
+            return False
 
-
-def _die_with_parent() -> None:
-    """In the child before exec: a SIGKILLed pytest must not leave a
-    registry behind (PR_SET_PDEATHSIG)."""
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+    try:
+        wait_until(answers, timeout_s=START_TIMEOUT_S, what=f"docker-registry on {url}")
+    except TimeoutError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    stop_process(proc)
 
 
 @contextlib.contextmanager
@@ -227,16 +207,15 @@ def _serve(
     # A port picked by binding 0 can be taken by someone else before the
     # registry binds it: retry a few times with a new one.
     for _attempt in range(5):
-        port = free_loopback_port()
+        port = free_port()
         config = _write_config(workdir, port, htpasswd, cert_key, token_realm)
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
+            proc = start_process(
                 [REGISTRY_BINARY, "serve", str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C in pytest must not race our stop
-                preexec_fn=_die_with_parent,
             )
         url = f"{scheme}://127.0.0.1:{port}"
         try:

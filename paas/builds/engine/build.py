@@ -36,8 +36,10 @@ from paas.builds.engine.source import hash_parts, source_digest
 from paas.builds.engine.steps import StepEnv, run_step
 from runtime_agent.host.errors import AgentError, ImageNotFound
 from runtime_agent.images.layers import LayerInfo, pack_layer
-from runtime_agent.images.registry import OCI_MANIFEST, ImageRef, RegistryClient
-from runtime_agent.images.store import Image, ImageStore
+from runtime_agent.images.manifests import Image
+from runtime_agent.images.refs import ImageRef
+from runtime_agent.images.registry import OCI_MANIFEST, RegistryClient
+from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci.runc import Runc
 

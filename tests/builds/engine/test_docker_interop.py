@@ -11,10 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +21,7 @@ import pytest
 from paas.builds.engine.build import build_image
 from runtime_agent.host.cmd import run
 from tests.builds.engine.support import http_get, mounts_under
+from tests.support.processes import free_port, start_process, stop_process, wait_until
 
 DOCKER = "/usr/bin/docker"
 DOCKERD = "/usr/sbin/dockerd"
@@ -41,7 +39,7 @@ def running_dockerd(base: Path, insecure_registry: str) -> Iterator[list[str]]:
     """Yields the docker client argv prefix for this daemon."""
     sock = base / "docker.sock"
     log = open(base / "dockerd.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
+    proc = start_process(
         [
             DOCKERD, "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
             "--pidfile", str(base / "docker.pid"), "--host", f"unix://{sock}",
@@ -53,29 +51,19 @@ def running_dockerd(base: Path, insecure_registry: str) -> Iterator[list[str]]:
     )  # fmt: skip
     client = [DOCKER, "--host", f"unix://{sock}"]
     try:
-        deadline = time.monotonic() + 60
-        while run([*client, "version"], check=False).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
+
+        def answers() -> bool:
+            if proc.poll() is not None:
                 raise AssertionError((base / "dockerd.log").read_text(errors="replace")[-3000:])
-            time.sleep(0.3)
+            return run([*client, "version"], check=False).returncode == 0
+
+        wait_until(answers, timeout_s=60, what="dockerd")
         yield client
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process(proc, grace_s=30)
         log.close()
         for mount in reversed(mounts_under(base)):
             run(["umount", "-l", mount], check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_docker_pulls_and_runs_an_image_we_built(engine_config, sample, registry):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import time
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from paas.builds.engine.build import build_image
 from paas.builds.engine.reaper import reap_stale_builds
 from runtime_agent.oci.runc import Runc
 from tests.builds.engine.support import mounts_under
+from tests.support.processes import wait_until
 
 
 def _build_in_child(config, source: Path) -> None:
@@ -26,13 +26,6 @@ def _build_in_child(config, source: Path) -> None:
         )  # fmt: skip
     finally:
         os._exit(0)
-
-
-def wait_for(predicate, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 @pytest.mark.root
@@ -48,7 +41,7 @@ def test_the_reaper_cleans_up_after_a_killed_worker(engine_config, tmp_path, bui
     assert child.pid is not None
     pid = child.pid
     try:
-        wait_for(lambda: engine_config.runc_root.exists() and runc.list() != [])
+        wait_until(lambda: engine_config.runc_root.exists() and runc.list() != [], timeout_s=60)
         assert reap_stale_builds(engine_config) == []  # alive: not touched
         os.kill(pid, signal.SIGKILL)
         child.join(timeout=10)
@@ -58,7 +51,7 @@ def test_the_reaper_cleans_up_after_a_killed_worker(engine_config, tmp_path, bui
         reaped = reap_stale_builds(engine_config)
 
         assert len(reaped) == 1
-        wait_for(lambda: runc.list() == [], timeout_s=10)
+        wait_until(lambda: runc.list() == [], timeout_s=10)
         assert mounts_under(engine_config.work_dir) == []
         assert build_network[1].attachments() == {}
         assert list(engine_config.work_dir.iterdir()) == []
