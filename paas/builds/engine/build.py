@@ -24,7 +24,7 @@ from paas.builds.engine.buildpacks import node, python, static
 from paas.builds.engine.buildpacks.common import DEFAULT_PORT, BuildpackInput
 from paas.builds.engine.cache import LayerCache
 from paas.builds.engine.config import BuildConfig
-from paas.builds.engine.detect import AppKind, detect_kind
+from paas.builds.engine.detect import AppKind, detect
 from paas.builds.engine.dockerfile import BaseImage, parse_dockerfile, read_dockerfile
 from paas.builds.engine.errors import BuildFailed
 from paas.builds.engine.files import materialize_copy
@@ -144,8 +144,9 @@ class _Build:
         return f"{self.config.registry.host}/{self.app}:{self.tag}"
 
     def run(self) -> BuildResult:
-        kind, why = detect_kind(self.source_dir)
-        self.say(f"-----> detected a {kind} app ({why})")
+        detection = detect(self.source_dir)
+        kind = detection.kind
+        self.say(f"-----> detected a {kind} app: {detection.reason}")
         process_types = read_procfile(self.source_dir)
         for name, command in process_types.items():
             self.say(f"       Procfile: {name}: {command}")
