@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -180,6 +181,24 @@ PAAS_BUILD_NFT_TABLE = env_str("PAAS_BUILD_NFT_TABLE", "paas_build")
 PAAS_PIP_INDEX_URL = env_str("PAAS_PIP_INDEX_URL", "")
 PAAS_NPM_REGISTRY_URL = env_str("PAAS_NPM_REGISTRY_URL", "")
 PAAS_KEEP_IMAGES = env_int("PAAS_KEEP_IMAGES", 10, minimum=0)
+# What build steps trust and go through to reach package indexes: the host's
+# CA bundle (mounted read-only; empty mounts none) and proxies (default: the
+# host's HTTP_PROXY, HTTPS_PROXY, NO_PROXY, upper- or lower-case).
+_HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+PAAS_BUILD_CA_BUNDLE = env_str(
+    "PAAS_BUILD_CA_BUNDLE", _HOST_CA_BUNDLE if Path(_HOST_CA_BUNDLE).is_file() else ""
+)
+if PAAS_BUILD_CA_BUNDLE and not Path(PAAS_BUILD_CA_BUNDLE).is_file():
+    raise ImproperlyConfigured(f"PAAS_BUILD_CA_BUNDLE={PAAS_BUILD_CA_BUNDLE!r} is not a file")
+
+
+def _host_proxy(name: str) -> str:
+    return os.environ.get(name) or os.environ.get(name.lower()) or ""
+
+
+PAAS_BUILD_HTTP_PROXY = env_str("PAAS_BUILD_HTTP_PROXY", _host_proxy("HTTP_PROXY"))
+PAAS_BUILD_HTTPS_PROXY = env_str("PAAS_BUILD_HTTPS_PROXY", _host_proxy("HTTPS_PROXY"))
+PAAS_BUILD_NO_PROXY = env_str("PAAS_BUILD_NO_PROXY", _host_proxy("NO_PROXY"))
 
 # The router: the platform's own nginx (see paas/router and README "Routing").
 PAAS_ROUTER_DIR = env_path("PAAS_ROUTER_DIR", DATA_DIR / "router")

@@ -15,6 +15,7 @@ from paas.builds.engine import (
     BuildLimits,
     BuildNetwork,
     BuildResult,
+    HostTrust,
     RegistrySettings,
     StackSpec,
     build_image,
@@ -65,6 +66,12 @@ def engine_config(stack_ref: str = "") -> BuildConfig:
         pip_index_url=settings.PAAS_PIP_INDEX_URL or None,
         npm_registry_url=settings.PAAS_NPM_REGISTRY_URL or None,
         keep_images=settings.PAAS_KEEP_IMAGES,
+        trust=HostTrust(
+            ca_bundle=Path(bundle) if (bundle := settings.PAAS_BUILD_CA_BUNDLE) else None,
+            http_proxy=settings.PAAS_BUILD_HTTP_PROXY,
+            https_proxy=settings.PAAS_BUILD_HTTPS_PROXY,
+            no_proxy=settings.PAAS_BUILD_NO_PROXY,
+        ),
     )
 
 

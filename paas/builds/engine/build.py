@@ -14,7 +14,7 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,11 @@ from paas.builds.engine.detect import AppKind, detect
 from paas.builds.engine.dockerfile import BaseImage, parse_dockerfile, read_dockerfile
 from paas.builds.engine.errors import BuildFailed
 from paas.builds.engine.files import materialize_copy
+from paas.builds.engine.outbound import trust_env, trust_mounts, write_secrets
 from paas.builds.engine.plan import BuildPlan, CopyStep, RunStep
 from paas.builds.engine.procfile import read_procfile
 from paas.builds.engine.reaper import new_build_dir
-from paas.builds.engine.redact import RedactingLog
+from paas.builds.engine.redact import RedactingLog, url_secrets
 from paas.builds.engine.source import hash_parts, source_digest
 from paas.builds.engine.steps import StepEnv, run_step
 from runtime_agent.host.errors import AgentError, ImageNotFound
@@ -87,19 +88,23 @@ def build_image(
     version: int,
     config: BuildConfig,
     log: Callable[[str], None],
-    secrets: Sequence[str] = (),
+    secrets: Mapping[str, str] | Sequence[str] = (),
 ) -> BuildResult:
     """Build ``source_dir`` as ``<registry>/<app>:v<version>``; every log line
-    goes to ``log`` with secret values masked. Raises :class:`BuildFailed`."""
+    goes to ``log`` with secret values masked. ``secrets`` maps names to
+    values (files under /run/secrets in every RUN step); a plain list of
+    values is only masked. Raises :class:`BuildFailed`."""
     started = time.monotonic()
-    password = config.registry.password
-    say = RedactingLog(log, [*secrets, *([password] if password else [])])
+    files = dict(secrets) if isinstance(secrets, Mapping) else {}
+    say = RedactingLog(log, _masked_values(config, secrets))
     client = config.registry.client()
     store = ImageStore(config.images_dir, **_store_kwargs(config))
     work = config.work_dir / f"build-{uuid.uuid4().hex[:12]}"
     try:
         with new_build_dir(work):
-            build = _Build(source_dir, app, build_id, version, config, say, work, client, store)
+            build = _Build(
+                source_dir, app, build_id, version, config, say, work, client, store, files
+            )
             result = build.run()
         return replace(result, duration_s=time.monotonic() - started)
     except BuildFailed as exc:
@@ -134,6 +139,7 @@ class _Build:
     work: Path
     client: RegistryClient
     store: ImageStore
+    secrets: dict[str, str] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
@@ -222,14 +228,16 @@ class _Build:
         layers = _base_layers(self.client, base)
         lowers = list(self.store.lower_dirs(base.image))
         records: list[StepRecord] = []
+        has_run = any(isinstance(s, RunStep) for s in plan.steps)
+        secrets = write_secrets(self.secrets, self.work / "private" / "secrets") if has_run else []
         env = StepEnv(
             runc=Runc(self.config.runc_root, binary=self.config.runc_binary),
             # Only a build with a command to run needs the bridge set up.
-            network=_network(self.config)
-            if any(isinstance(s, RunStep) for s in plan.steps)
-            else None,
+            network=_network(self.config) if has_run else None,
             limits=self.config.limits,
             cgroup_parent=self.config.cgroup_parent,
+            extra_env=trust_env(self.config.trust),
+            extra_mounts=(*trust_mounts(self.config.trust), *secrets) if has_run else (),
         )
         for index, step in enumerate(plan.steps):
             t0 = time.monotonic()
@@ -279,6 +287,19 @@ class _Build:
             # The image is built and tagged: a registry that refuses deletes
             # must not turn a good build into a failed one.
             self.say(f"       could not delete old images: {exc.message}")
+
+
+def _masked_values(config: BuildConfig, secrets: Mapping[str, str] | Sequence[str]) -> list[str]:
+    """Every value no log line may show: the build's secrets, the registry
+    password, and passwords in index and proxy URLs."""
+    values = list(secrets.values()) if isinstance(secrets, Mapping) else list(secrets)
+    if config.registry.password:
+        values.append(config.registry.password)
+    trust = config.trust
+    for url in (config.pip_index_url, config.npm_registry_url, trust.http_proxy,
+                trust.https_proxy):  # fmt: skip
+        values += url_secrets(url)
+    return values
 
 
 def _store_kwargs(config: BuildConfig) -> dict[str, Any]:

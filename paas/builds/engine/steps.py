@@ -16,14 +16,14 @@ import os
 import select
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from paas.builds.engine.config import BuildLimits
 from paas.builds.engine.errors import BuildFailed
 from paas.builds.engine.files import lookup, make_parents, resolve
-from paas.builds.engine.plan import RunStep
+from paas.builds.engine.plan import BindMount, RunStep
 from runtime_agent.host.errors import AgentError
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci import cgroups, overlay
@@ -45,6 +45,10 @@ class StepEnv:
     network: HostNetwork | None
     limits: BuildLimits
     cgroup_parent: str = "paas-build"
+    # Given to every step at run time only (host CA bundle, proxies,
+    # secrets: see outbound.py); the step's own env wins.
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    extra_mounts: tuple[BindMount, ...] = ()
 
 
 def run_step(
@@ -59,6 +63,10 @@ def run_step(
     """Run ``step`` and return its upper directory (the new layer, already
     reduced to ``step.keep``). Raises :class:`BuildFailed` on a non-zero
     exit, a timeout or an OOM kill."""
+    if env.extra_env or env.extra_mounts:
+        step = replace(
+            step, env={**env.extra_env, **step.env}, mounts=[*step.mounts, *env.extra_mounts]
+        )
     upper, work, rootfs = step_dir / "upper", step_dir / "work", step_dir / "rootfs"
     for d in (upper, work, rootfs):
         d.mkdir(parents=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from paas.builds.engine.config import RegistrySettings
 from runtime_agent import wire
-from runtime_agent.cmd import run
-from runtime_agent.images import ImageStore
+from runtime_agent.host.cmd import run
+from runtime_agent.images.store import ImageStore
 from tests.support.agent import AgentUnderTest, unique
 
 # Straight to the container: a proxy from the environment must not get it.
@@ -84,3 +84,16 @@ async def get_body(url: str, timeout_s: float = 30.0) -> str:
 def _get(url: str) -> str:
     with _NO_PROXY.open(url, timeout=5) as resp:
         return str(resp.read().decode())
+
+
+def body_served_by_agent(
+    registry: RegistrySettings, image_store_dir: Path, digest_ref: str, path: str = "/"
+) -> str:
+    """For synchronous tests: run the image under a real agent (in an event
+    loop of its own) and return the body of GET ``path``."""
+
+    async def go() -> str:
+        async with served_by_agent(registry, image_store_dir, digest_ref) as url:
+            return await get_body(url + path)
+
+    return asyncio.run(go())

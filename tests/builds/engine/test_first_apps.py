@@ -5,17 +5,16 @@ each built and then served by a real runtime agent."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 
 from paas.builds.engine.build import build_image
-from tests.builds.engine.agent_run import get_body, served_by_agent
+from tests.builds.engine.agent_run import body_served_by_agent
 
 
 @pytest.mark.root
-async def test_a_one_file_hello_world_builds_and_serves_get_slash(
-    engine_config, sample, image_store_dir
-):
+def test_a_one_file_hello_world_builds_and_serves_get_slash(engine_config, sample, image_store_dir):
     app = f"hello-{uuid.uuid4().hex[:6]}"
     lines: list[str] = []
     result = build_image(
@@ -25,5 +24,32 @@ async def test_a_one_file_hello_world_builds_and_serves_get_slash(
     log = "\n".join(lines)
     assert "detected a python app: app.py found and no dependency file" in log
     assert [s.name for s in result.steps] == ["add source", "push"]  # nothing installed
-    async with served_by_agent(engine_config.registry, image_store_dir, result.digest_ref) as url:
-        assert await get_body(url + "/") == "hello, world"
+    body = body_served_by_agent(engine_config.registry, image_store_dir, result.digest_ref)
+    assert body == "hello, world"
+
+
+@pytest.mark.root
+@pytest.mark.timeout(900)
+def test_a_flask_app_builds_against_the_real_index_and_serves_through_gunicorn(
+    engine_config, sample, image_store_dir, tmp_path
+):
+    """The one test that goes to the real package index, as the platform
+    does: pip's default index, reached through the build network with the
+    host's CA bundle mounted (behind a TLS-inspecting proxy nothing else
+    verifies). A fresh download cache, so pip really fetches."""
+    config = replace(engine_config, pip_index_url=None, cache_dir=tmp_path / "cache")
+    assert config.trust.ca_bundle is not None
+    lines: list[str] = []
+    result = build_image(
+        source_dir=sample("flask-gunicorn"), app=f"flask-{uuid.uuid4().hex[:6]}",
+        build_id="b1", version=1, config=config, log=lines.append,
+    )  # fmt: skip
+    log = "\n".join(lines)
+    assert "detected a python app: requirements.txt found" in log
+    assert result.steps[0].name == "install dependencies (requirements.txt)"
+    assert result.steps[0].cached is False
+    installed = next(line for line in lines if "Successfully installed" in line)
+    assert "flask-" in installed and "gunicorn-" in installed
+    assert result.process_types["web"].startswith("gunicorn")
+    body = body_served_by_agent(config.registry, image_store_dir, result.digest_ref)
+    assert body == "hello from flask"
