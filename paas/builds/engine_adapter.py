@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -97,9 +97,18 @@ def ensure_stack(log: Callable[[str], None]) -> str:
 
 
 def build_app_image(
-    *, app: str, build_id: str, version: int, source: Path, log: Callable[[str], None]
+    *,
+    app: str,
+    build_id: str,
+    version: int,
+    source: Path,
+    log: Callable[[str], None],
+    build_args: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> BuildResult:
-    config = replace(engine_config(), stack_ref=ensure_stack(log))
+    config = replace(
+        engine_config(), stack_ref=ensure_stack(log), build_args=dict(build_args or {})
+    )
     return build_image(
         source_dir=source,
         app=app,
@@ -107,5 +116,5 @@ def build_app_image(
         version=version,
         config=config,
         log=log,
-        secrets=(),
+        secrets=dict(secrets or {}),
     )

@@ -22,11 +22,12 @@ from django.db.models import Max
 from django.utils import timezone
 
 from paas.applications.models import App
-from paas.builds.archive import ArchiveLimits, UnsafeArchive, detect_format, extract_archive
+from paas.builds.archive import ArchiveLimits, detect_format, extract_archive
+from paas.builds.buildvars import build_args_of, build_secret_values
 from paas.builds.engine import BuildFailed, reap_stale_builds
 from paas.builds.engine_adapter import build_app_image, engine_config
 from paas.builds.models import Build, BuildLogLine, BuildState
-from paas.core.errors import ValidationFailed
+from paas.core.errors import PaasError, ValidationFailed
 from paas.core.events import group_send
 from runtime_agent.host.errors import AgentError
 
@@ -296,7 +297,7 @@ def build_run(*, build_id: str) -> None:
             fields = _build_image(build, source, out)
     except BuildFailed as exc:  # the engine has logged it
         build_finish(build_id=build_id, state=BuildState.FAILED, error=str(exc))
-    except (AgentError, UnsafeArchive) as exc:
+    except (AgentError, PaasError) as exc:
         out(f"!!     {exc.message}")
         build_finish(build_id=build_id, state=BuildState.FAILED, error=exc.message)
     except Exception as exc:
@@ -314,7 +315,13 @@ def _build_image(build: Build, source: Path, out: BuildLogWriter) -> dict[str, A
     """Build and push the image; the fields to record on the Build."""
     version = _take_version(str(build.pk))
     result = build_app_image(
-        app=build.app.name, build_id=str(build.pk), version=version, source=source, log=out
+        app=build.app.name,
+        build_id=str(build.pk),
+        version=version,
+        source=source,
+        log=out,
+        build_args=build_args_of(app=build.app),
+        secrets=build_secret_values(app=build.app),
     )
     out(f"-----> {result.image_ref} ({result.digest}) in {result.duration_s:.2f} s")
     return {
