@@ -21,4 +21,5 @@ urlpatterns = [
         domains.app_domain_certificate,
         name="api-app-domain-certificate",
     ),
+    path("builds/<str:build_id>/cancel", views.build_cancel_view, name="api-build-cancel"),
 ]

@@ -23,8 +23,8 @@ from paas.builds.buildvars import (
 )
 from paas.builds.models import Build
 from paas.builds.selectors import build_for_user, build_log_since
-from paas.builds.services import build_create_from_upload, upload_refuse_early
-from paas.core.errors import NotFound, ValidationFailed
+from paas.builds.services import build_cancel, build_create_from_upload, upload_refuse_early
+from paas.core.errors import Conflict, NotFound, ValidationFailed
 
 
 def _app_json(app: App) -> dict[str, Any]:
@@ -135,3 +135,14 @@ def app_build_secret(request: HttpRequest, name: str, secret: str) -> HttpRespon
     data = _body(request)
     saved = build_secret_set(app=app, name=secret, value=data.get("value"))
     return JsonResponse({"name": saved.name, "updated_at": saved.updated_at.isoformat()})
+
+
+@api_view
+@require_http_methods(["POST"])
+def build_cancel_view(request: HttpRequest, build_id: str) -> HttpResponse:
+    """Cancel a queued or running build; 409 when it has already ended."""
+    build = build_for_user(user=request.user, build_id=build_id, action="deploy")
+    if not build_cancel(build=build):
+        raise Conflict(f"Build #{build.number} has already ended ({build.state}).")
+    build.refresh_from_db()
+    return JsonResponse(_build_json(build))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from ipaddress import IPv4Network
@@ -105,6 +106,7 @@ def build_app_image(
     log: Callable[[str], None],
     build_args: Mapping[str, str] | None = None,
     secrets: Mapping[str, str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> BuildResult:
     config = replace(
         engine_config(), stack_ref=ensure_stack(log), build_args=dict(build_args or {})
@@ -117,4 +119,5 @@ def build_app_image(
         config=config,
         log=log,
         secrets=dict(secrets or {}),
+        cancel=cancel,
     )

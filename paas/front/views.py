@@ -31,7 +31,7 @@ from paas.builds.buildvars import (
     build_secret_set,
 )
 from paas.builds.selectors import build_for_user, build_log_since
-from paas.builds.services import build_create_from_upload, upload_refuse_early
+from paas.builds.services import build_cancel, build_create_from_upload, upload_refuse_early
 from paas.core.errors import NotFound, PaasError
 
 
@@ -142,6 +142,24 @@ def build_detail(request: HttpRequest, name: str, build_id: str) -> HttpResponse
         raise Http404("No such build.")
     lines = build_log_since(str(build.pk), 0)
     return render(request, "front/build_detail.html", {"build": build, "lines": lines})
+
+
+@login_required
+@require_POST
+def build_cancel_page(request: HttpRequest, name: str, build_id: str) -> HttpResponse:
+    build = _or_404(build_for_user, user=request.user, build_id=build_id)
+    if build.app.name != name:
+        raise Http404("No such build.")
+    try:
+        require_role(user=request.user, team_id=build.app.team_id, action="deploy")
+    except PaasError as exc:
+        messages.error(request, exc.message)
+    else:
+        if build_cancel(build=build):
+            messages.success(request, f"Cancelled build #{build.number}.")
+        else:
+            messages.error(request, f"Build #{build.number} has already ended.")
+    return redirect("build-detail", name=name, build_id=build.pk)
 
 
 @login_required

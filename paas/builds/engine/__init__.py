@@ -17,11 +17,12 @@ from paas.builds.engine.config import (
     HostTrust,
     RegistrySettings,
 )
-from paas.builds.engine.errors import BuildFailed
+from paas.builds.engine.errors import BuildCancelled, BuildFailed
 from paas.builds.engine.reaper import reap_stale_builds
 from paas.builds.engine.stack import StackSpec, publish_stack
 
 __all__ = [
+    "BuildCancelled",
     "BuildConfig",
     "BuildFailed",
     "BuildLimits",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from paas.builds.engine.cache import LayerCache
 from paas.builds.engine.config import BuildConfig
 from paas.builds.engine.detect import AppKind, detect
 from paas.builds.engine.dockerfile import BaseImage, parse_dockerfile, read_dockerfile
-from paas.builds.engine.errors import BuildFailed
+from paas.builds.engine.errors import BuildCancelled, BuildFailed
 from paas.builds.engine.files import materialize_copy
 from paas.builds.engine.outbound import trust_env, trust_mounts, write_secrets
 from paas.builds.engine.plan import BuildPlan, CopyStep, RunStep
@@ -89,11 +90,14 @@ def build_image(
     config: BuildConfig,
     log: Callable[[str], None],
     secrets: Mapping[str, str] | Sequence[str] = (),
+    cancel: threading.Event | None = None,
 ) -> BuildResult:
     """Build ``source_dir`` as ``<registry>/<app>:v<version>``; every log line
     goes to ``log`` with secret values masked. ``secrets`` maps names to
     values (files under /run/secrets in every RUN step); a plain list of
-    values is only masked. Raises :class:`BuildFailed`."""
+    values is only masked. Setting ``cancel`` (from another thread) kills the
+    running step and ends the build with :class:`BuildCancelled`; everything
+    it made is removed. Raises :class:`BuildFailed`."""
     started = time.monotonic()
     files = dict(secrets) if isinstance(secrets, Mapping) else {}
     say = RedactingLog(log, _masked_values(config, secrets))
@@ -103,10 +107,14 @@ def build_image(
     try:
         with new_build_dir(work):
             build = _Build(
-                source_dir, app, build_id, version, config, say, work, client, store, files
-            )
+                source_dir, app, build_id, version, config, say, work, client, store, files,
+                cancel or threading.Event(),
+            )  # fmt: skip
             result = build.run()
         return replace(result, duration_s=time.monotonic() - started)
+    except BuildCancelled:
+        say("-----> build cancelled: the running step was stopped, its files removed")
+        raise
     except BuildFailed as exc:
         # The message and command end up in the Build record: mask them too.
         failed = BuildFailed(
@@ -140,6 +148,11 @@ class _Build:
     client: RegistryClient
     store: ImageStore
     secrets: dict[str, str] = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def check_cancelled(self, where: str) -> None:
+        if self.cancel.is_set():
+            raise BuildCancelled(step=where)
 
     @property
     def tag(self) -> str:
@@ -173,6 +186,7 @@ class _Build:
             return BuildResult(self.image_ref, digest, size, str(kind), process_types, steps,
                                reused=True)  # fmt: skip
         layers, records = self.run_steps(plan, base)
+        self.check_cancelled("push")
         plan.settings.labels.update(
             {
                 f"{LABEL_PREFIX}app": self.app,
@@ -238,8 +252,10 @@ class _Build:
             cgroup_parent=self.config.cgroup_parent,
             extra_env=trust_env(self.config.trust),
             extra_mounts=(*trust_mounts(self.config.trust), *secrets) if has_run else (),
+            cancel=self.cancel,
         )
         for index, step in enumerate(plan.steps):
+            self.check_cancelled(step.name)
             t0 = time.monotonic()
             step_dir = self.work / f"step-{index}"
             try:
