@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -86,8 +87,10 @@ def test_a_worker_build_uses_both_and_logs_no_secret(client, alice, workers):
     client.post(
         "/apps/vars/build-settings", {"kind": "secret", "name": "api_token", "value": SECRET}
     )
+    # A RUN no earlier session ran: the layer cache is shared across sessions.
+    nonce = uuid.uuid4().hex.encode()
     dockerfile = (
-        b'FROM stack\nARG GREETING\nRUN echo "greeting=$GREETING" '
+        b"FROM stack\nARG GREETING\nRUN echo " + nonce + b' && echo "greeting=$GREETING" '
         b'&& cat /run/secrets/api_token && base64 /run/secrets/api_token\nCMD ["true"]\n'
     )
     workers.start()
