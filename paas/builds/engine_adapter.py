@@ -22,6 +22,7 @@ from paas.builds.engine import (
     build_image,
     publish_stack,
 )
+from paas.builds.engine.housekeeping import registry_push_lock
 
 
 def registry_settings() -> RegistrySettings:
@@ -92,7 +93,8 @@ def ensure_stack(log: Callable[[str], None]) -> str:
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".stack.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        with registry_settings().client() as client:
+        # A push like any other: no registry garbage collection meanwhile.
+        with registry_settings().client() as client, registry_push_lock(cache):
             _stacks[key] = publish_stack(spec, cache, client, log)
     return _stacks[key]
 
@@ -107,9 +109,13 @@ def build_app_image(
     build_args: Mapping[str, str] | None = None,
     secrets: Mapping[str, str] | None = None,
     cancel: threading.Event | None = None,
+    protected_digests: frozenset[str] = frozenset(),
 ) -> BuildResult:
     config = replace(
-        engine_config(), stack_ref=ensure_stack(log), build_args=dict(build_args or {})
+        engine_config(),
+        stack_ref=ensure_stack(log),
+        build_args=dict(build_args or {}),
+        protected_digests=protected_digests,
     )
     return build_image(
         source_dir=source,

@@ -28,6 +28,7 @@ from paas.builds.buildvars import build_args_of, build_secret_values
 from paas.builds.engine import BuildCancelled, BuildFailed, reap_stale_builds
 from paas.builds.engine_adapter import build_app_image, engine_config
 from paas.builds.models import Build, BuildLogLine, BuildState
+from paas.builds.selectors import images_in_use
 from paas.core.errors import PaasError, ValidationFailed
 from paas.core.events import group_send
 from runtime_agent.host.errors import AgentError
@@ -359,6 +360,7 @@ def _build_image(
         build_args=build_args_of(app=build.app),
         secrets=build_secret_values(app=build.app),
         cancel=cancel,
+        protected_digests=images_in_use(app_id=build.app_id),
     )
     out(f"-----> {result.image_ref} ({result.digest}) in {result.duration_s:.2f} s")
     return {

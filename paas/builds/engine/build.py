@@ -29,6 +29,7 @@ from paas.builds.engine.detect import AppKind, detect
 from paas.builds.engine.dockerfile import BaseImage, parse_dockerfile, read_dockerfile
 from paas.builds.engine.errors import BuildCancelled, BuildFailed
 from paas.builds.engine.files import materialize_copy
+from paas.builds.engine.housekeeping import mark_gc_needed, registry_push_lock
 from paas.builds.engine.outbound import trust_env, trust_mounts, write_secrets
 from paas.builds.engine.plan import BuildPlan, CopyStep, RunStep
 from paas.builds.engine.procfile import read_procfile
@@ -178,7 +179,8 @@ class _Build:
             base.image.digest,
             json.dumps(self.config.build_args, sort_keys=True),
         )
-        reused = _reuse(self.client, self.app, reuse_key, self.tag, self.say)
+        with registry_push_lock(self.config.cache_dir):  # no garbage collection meanwhile
+            reused = _reuse(self.client, self.app, reuse_key, self.tag, self.say)
         if reused is not None:
             digest, size = reused
             self.say(f"-----> tagged {self.image_ref} ({digest})")
@@ -197,9 +199,12 @@ class _Build:
                 f"{LABEL_PREFIX}build-key": reuse_key,
             }
         )
-        digest, size, seconds = self.push(plan, base, layers, reuse_key)
-        records.append(StepRecord("push", "", seconds, False))
-        self.prune()
+        # Blobs pushed before their manifest are unreferenced until it is:
+        # a garbage collection in between would delete them.
+        with registry_push_lock(self.config.cache_dir):
+            digest, size, seconds = self.push(plan, base, layers, reuse_key)
+            records.append(StepRecord("push", "", seconds, False))
+            self.prune()
         return BuildResult(self.image_ref, digest, size, str(kind), process_types, records)
 
     def plan(self, kind: AppKind, process_types: dict[str, str]) -> tuple[BuildPlan, _Base]:
@@ -297,8 +302,13 @@ class _Build:
 
     def prune(self) -> None:
         try:
-            for old in publish.prune_versions(self.client, self.app, self.config.keep_images):
+            deleted = publish.prune_versions(
+                self.client, self.app, self.config.keep_images, self.config.protected_digests
+            )
+            for old in deleted:
                 self.say(f"       deleted old image {old}")
+            if deleted:
+                mark_gc_needed(self.config.cache_dir)
         except AgentError as exc:
             # The image is built and tagged: a registry that refuses deletes
             # must not turn a good build into a failed one.

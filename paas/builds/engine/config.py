@@ -75,6 +75,8 @@ class BuildConfig:
     pip_index_url: str | None = None  # None: pip's default (PyPI)
     npm_registry_url: str | None = None  # None: npm's default
     keep_images: int = 10  # per app; 0 keeps all
+    # Images a release still references: pruning never deletes them.
+    protected_digests: frozenset[str] = frozenset()
     runc_binary: str = "runc"
     cgroup_parent: str = "paas-build"  # build steps' cgroups are /<parent>/<step id>
     build_args: dict[str, str] = field(default_factory=dict)  # Dockerfile ARG values
