@@ -152,13 +152,16 @@ def _run(
     proc = runc.run_foreground(cid, bundle)
     assert proc.stdout is not None
     deadline = time.monotonic() + wall_time_s
-    timed_out = killed = False
+    timed_out = False
+    next_kill = 0.0
     buffer = b""
     fd = proc.stdout.fileno()
     try:
         while True:
-            if cancel is not None and cancel.is_set() and not killed:
-                killed = True
+            if cancel is not None and cancel.is_set() and time.monotonic() >= next_kill:
+                # Again every second: a kill sent before runc made the
+                # container finds nothing to kill.
+                next_kill = time.monotonic() + 1.0
                 with contextlib.suppress(AgentError):  # it may be exiting already
                     runc.kill(cid, "KILL", all=True)
             remaining = deadline - time.monotonic()
