@@ -68,6 +68,7 @@ def engine_config(stack_ref: str = "") -> BuildConfig:
         pip_index_url=settings.PAAS_PIP_INDEX_URL or None,
         npm_registry_url=settings.PAAS_NPM_REGISTRY_URL or None,
         keep_images=settings.PAAS_KEEP_IMAGES,
+        registry_lock_dir=Path(settings.PAAS_BUILD_CACHE_DIR),
         trust=HostTrust(
             ca_bundle=Path(bundle) if (bundle := settings.PAAS_BUILD_CA_BUNDLE) else None,
             http_proxy=settings.PAAS_BUILD_HTTP_PROXY,

@@ -139,6 +139,7 @@ def disk_usage() -> list[tuple[str, Path, int]]:
         ("dependency layers (evictable)", cache / "layers"),
         ("pip downloads (evictable)", cache / "downloads" / "pip"),
         ("npm downloads (evictable)", cache / "downloads" / "npm"),
+        ("per-team dependency layers and downloads (evictable)", cache / "teams"),
         ("build scratch directories", Path(settings.BUILD_DIR)),
         ("uploaded source archives", Path(settings.UPLOAD_DIR)),
     ]

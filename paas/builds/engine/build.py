@@ -179,7 +179,7 @@ class _Build:
             base.image.digest,
             json.dumps(self.config.build_args, sort_keys=True),
         )
-        with registry_push_lock(self.config.cache_dir):  # no garbage collection meanwhile
+        with registry_push_lock(self.config.lock_dir):  # no garbage collection meanwhile
             reused = _reuse(self.client, self.app, reuse_key, self.tag, self.say)
         if reused is not None:
             digest, size = reused
@@ -201,7 +201,7 @@ class _Build:
         )
         # Blobs pushed before their manifest are unreferenced until it is:
         # a garbage collection in between would delete them.
-        with registry_push_lock(self.config.cache_dir):
+        with registry_push_lock(self.config.lock_dir):
             digest, size, seconds = self.push(plan, base, layers, reuse_key)
             records.append(StepRecord("push", "", seconds, False))
             self.prune()
@@ -308,7 +308,7 @@ class _Build:
             for old in deleted:
                 self.say(f"       deleted old image {old}")
             if deleted:
-                mark_gc_needed(self.config.cache_dir)
+                mark_gc_needed(self.config.lock_dir)
         except AgentError as exc:
             # The image is built and tagged: a registry that refuses deletes
             # must not turn a good build into a failed one.

@@ -77,6 +77,14 @@ class BuildConfig:
     keep_images: int = 10  # per app; 0 keeps all
     # Images a release still references: pruning never deletes them.
     protected_digests: frozenset[str] = frozenset()
+    # Where the registry push lock lives (housekeeping.registry_push_lock):
+    # one place for every build of the host, whatever cache dir a build uses.
+    registry_lock_dir: Path | None = None
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.registry_lock_dir or self.cache_dir
+
     runc_binary: str = "runc"
     cgroup_parent: str = "paas-build"  # build steps' cgroups are /<parent>/<step id>
     build_args: dict[str, str] = field(default_factory=dict)  # Dockerfile ARG values

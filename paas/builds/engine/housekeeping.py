@@ -68,9 +68,23 @@ def tree_size(path: Path) -> int:
     return total
 
 
+def cache_roots(cache_dir: Path) -> list[Path]:
+    """The cache directory and each team's own under ``teams/`` (builds of
+    different teams never share dependency layers or downloads)."""
+    teams = cache_dir / "teams"
+    roots = [cache_dir]
+    if teams.is_dir() and not teams.is_symlink():
+        roots += sorted(p for p in teams.iterdir() if p.is_dir() and not p.is_symlink())
+    return roots
+
+
 def cache_entries(cache_dir: Path) -> list[CacheEntry]:
-    """Every evictable entry: each dependency layer (as a whole) and each
-    download-cache file."""
+    """Every evictable entry of every team: each dependency layer (as a
+    whole) and each download-cache file."""
+    return [entry for root in cache_roots(cache_dir) for entry in _entries(root)]
+
+
+def _entries(cache_dir: Path) -> list[CacheEntry]:
     entries: list[CacheEntry] = []
     layers = cache_dir / LAYERS
     if layers.is_dir():
@@ -110,7 +124,8 @@ def evict_cache(
         _remove(entry.path)
         total -= entry.size
         report.removed.append(entry)
-    _prune_empty_dirs(cache_dir / DOWNLOADS)
+    for root in cache_roots(cache_dir):
+        _prune_empty_dirs(root / DOWNLOADS)
     report.after_bytes = total
     return report
 
@@ -143,14 +158,15 @@ def remove_stale_temporaries(cache_dir: Path, *, min_age_s: float) -> list[Path]
     """Half-made layer entries (``.tmp-*``) and renamed-away evictions left
     by a worker that died."""
     removed: list[Path] = []
-    layers = cache_dir / LAYERS
-    if not layers.is_dir():
-        return removed
     cutoff = time.time() - min_age_s
-    for entry in layers.iterdir():
-        if entry.name.startswith((".tmp-", ".evicted-")) and entry.lstat().st_mtime < cutoff:
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
+    for root in cache_roots(cache_dir):
+        layers = root / LAYERS
+        if not layers.is_dir():
+            continue
+        for entry in layers.iterdir():
+            if entry.name.startswith((".tmp-", ".evicted-")) and entry.lstat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
     return removed
 
 

@@ -103,6 +103,20 @@ def test_download_cache_files_go_oldest_first(tmp_path):
     assert sorted(p.name for p in pip.iterdir()) == ["mid", "new"]
 
 
+def test_every_teams_cache_counts_against_one_budget(tmp_path):
+    now = time.time()
+    old_layer = tmp_path / "teams" / "alice" / "layers" / ("a" * 64)
+    new_file = tmp_path / "teams" / "bob" / "downloads" / "npm" / "content" / "x"
+    for path, age in ((old_layer / "layer.tar.gz", 9000), (new_file, 8000)):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(os.urandom(64 * 1024))
+        os.utime(path, (now - age, now - age))
+    os.utime(old_layer, (now - 9000, now - 9000))
+    report = evict_cache(tmp_path, budget_bytes=100 * 1024, min_age_s=600, now=now)
+    assert [e.path for e in report.removed] == [old_layer]
+    assert not old_layer.exists() and new_file.exists()
+
+
 def blobs_on_disk(registry) -> int:
     return tree_size(registry.storage_dir / "docker" / "registry" / "v2" / "blobs")
 
