@@ -11,6 +11,7 @@ import pytest
 
 from paas.builds.engine.build import build_image
 from tests.builds.engine.agent_run import body_served_by_agent
+from tests.builds.engine.support import http_get, run_image
 
 
 @pytest.mark.root
@@ -53,3 +54,33 @@ def test_a_flask_app_builds_against_the_real_index_and_serves_through_gunicorn(
     assert result.process_types["web"].startswith("gunicorn")
     body = body_served_by_agent(config.registry, image_store_dir, result.digest_ref)
     assert body == "hello from flask"
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(
+    ("name", "why", "body"),
+    [
+        ("wsgi-only", "wsgi.py found and no dependency file", "hello from a lone wsgi.py"),
+        ("procfile-only", "the Procfile's 'web' process runs python",
+         "hello from a Procfile-only app"),
+    ],
+)  # fmt: skip
+def test_other_small_python_apps_build_without_an_install_step(
+    name, why, body, engine_config, sample, image_store, build_network, tmp_path
+):
+    lines: list[str] = []
+    result = build_image(
+        source_dir=sample(name), app=f"{name}-{uuid.uuid4().hex[:6]}", build_id="b1",
+        version=1, config=engine_config, log=lines.append,
+    )  # fmt: skip
+    assert why in "\n".join(lines)
+    assert [s.name for s in result.steps] == ["add source", "push"]
+    with run_image(image_store, result.digest_ref, build_network[1], tmp_path / "run") as (
+        address,
+        output,
+    ):
+        try:
+            assert http_get(address, 8080) == body
+        except AssertionError:
+            print(output.read_text(errors="replace"))
+            raise
