@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import time
 import uuid
 from datetime import timedelta
@@ -18,6 +20,7 @@ from django.utils import timezone
 from paas.applications.services import app_create
 from paas.builds.housekeeping import builds_housekeep
 from paas.builds.models import Build, BuildState
+from tests.web.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -86,3 +89,33 @@ def test_the_usage_command_names_what_uses_the_disk(dirs):
     out = io.StringIO()
     call_command("build_housekeeping", stdout=out)
     assert "cache" in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_celery_beat_runs_the_housekeeping_on_a_real_worker(alice, workers, build_env, tmp_path):
+    """celery beat (its shortest allowed interval) sends builds.housekeep to a
+    real worker, which removes a finished build's scratch directory."""
+    app = app_create(user=alice, team=alice.personal_team, name="beat")
+    finished = make_build(app, 1, BuildState.SUCCEEDED, 3600)
+    build_dir = Path(build_env["PAAS_BUILD_DIR"]) / str(finished.pk) / "source"
+    build_dir.mkdir(parents=True)
+    workers.env.update(
+        PAAS_HOUSEKEEPING_INTERVAL="10",
+        PAAS_REGISTRY_CONFIG="",
+        # The shared test cache is other sessions' too: evict nothing of it.
+        PAAS_BUILD_CACHE_MAX_BYTES=str(1 << 50),
+    )
+    workers.start()
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "paas", "beat", "--loglevel", "INFO",
+         "-s", str(tmp_path / "beat-schedule")],
+        cwd=ROOT, env=workers.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while build_dir.parent.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not build_dir.parent.exists()
+    finally:
+        beat.terminate()
+        beat.wait(timeout=20)
