@@ -110,3 +110,35 @@ def test_a_worker_build_uses_both_and_logs_no_secret(client, alice, workers):
     assert "greeting=hi" in log
     assert SECRET not in log
     assert base64.b64encode(SECRET.encode()).decode() not in log
+
+
+def test_an_index_password_never_reaches_the_stored_log(client, alice, workers, build_env):
+    """PAAS_PIP_INDEX_URL with credentials, an index that refuses the
+    connection (the build bridge's gateway, a closed port): pip fails
+    naming the index, and no stored line shows the password."""
+    subnet = build_env["PAAS_BUILD_SUBNET"]
+    gateway = subnet.rsplit(".", 1)[0] + ".1"
+    password = "ind3x-Pa55word"
+    workers.env["PAAS_PIP_INDEX_URL"] = f"http://builder:{password}@{gateway}:9/simple/"
+    app_create(user=alice, team=alice.personal_team, name="private-index")
+    workers.start()
+    client.force_login(alice)
+    source = {
+        "app.py": b"print('hi')\n",
+        "requirements.txt": f"tinydep  # {uuid.uuid4()}\n".encode(),
+    }
+    response = client.post(
+        "/apps/private-index/builds",
+        {"source": SimpleUploadedFile("src.tar.gz", targz(source))},
+        HTTP_ACCEPT="application/json",
+    )
+    build = Build.objects.get(pk=response.json()["build"])
+    deadline = time.monotonic() + 240
+    while not build.is_final and time.monotonic() < deadline:
+        time.sleep(0.2)
+        build.refresh_from_db()
+    log = "\n".join(build.log_lines.values_list("text", flat=True))
+    assert build.state == BuildState.FAILED, log
+    assert f"Looking in indexes: http://builder:***@{gateway}:9/simple/" in log
+    assert password not in log
+    assert password not in build.error
