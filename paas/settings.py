@@ -192,12 +192,14 @@ PAAS_KEEP_IMAGES = env_int("PAAS_KEEP_IMAGES", 10, minimum=0)
 # counted: they are needed by every build).
 PAAS_BUILD_CACHE_MAX_BYTES = env_int("PAAS_BUILD_CACHE_MAX_BYTES", 20 * 1024**3, minimum=0)
 # What build steps trust and go through to reach package indexes: the host's
-# CA bundle (mounted read-only; empty mounts none) and proxies (default: the
+# CA bundle (mounted read-only; "none" mounts none) and proxies (default: the
 # host's HTTP_PROXY, HTTPS_PROXY, NO_PROXY, upper- or lower-case).
 _HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 PAAS_BUILD_CA_BUNDLE = env_str(
     "PAAS_BUILD_CA_BUNDLE", _HOST_CA_BUNDLE if Path(_HOST_CA_BUNDLE).is_file() else ""
 )
+if PAAS_BUILD_CA_BUNDLE.lower() == "none":
+    PAAS_BUILD_CA_BUNDLE = ""
 if PAAS_BUILD_CA_BUNDLE and not Path(PAAS_BUILD_CA_BUNDLE).is_file():
     raise ImproperlyConfigured(f"PAAS_BUILD_CA_BUNDLE={PAAS_BUILD_CA_BUNDLE!r} is not a file")
 
