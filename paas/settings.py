@@ -191,6 +191,8 @@ PAAS_KEEP_IMAGES = env_int("PAAS_KEEP_IMAGES", 10, minimum=0)
 # used first, down to this size (the stack and pulled base images are not
 # counted: they are needed by every build).
 PAAS_BUILD_CACHE_MAX_BYTES = env_int("PAAS_BUILD_CACHE_MAX_BYTES", 20 * 1024**3, minimum=0)
+# Uploaded archives of finished builds are deleted after this many days (0 keeps them).
+PAAS_UPLOAD_RETENTION_DAYS = env_int("PAAS_UPLOAD_RETENTION_DAYS", 7, minimum=0)
 # What build steps trust and go through to reach package indexes: the host's
 # CA bundle (mounted read-only; "none" mounts none) and proxies (default: the
 # host's HTTP_PROXY, HTTPS_PROXY, NO_PROXY, upper- or lower-case).

@@ -43,6 +43,7 @@ class HousekeepingReport:
     eviction: EvictionReport
     build_dirs_removed: list[str] = field(default_factory=list)
     temporaries_removed: int = 0
+    uploads_removed: int = 0
     registry_gc: GarbageCollection | None = None
     registry_gc_skipped: str = ""
 
@@ -54,6 +55,7 @@ class HousekeepingReport:
             + (f", {e.in_use_bytes} bytes in use kept" if e.in_use_bytes else "")
             + ")",
             f"{len(self.build_dirs_removed)} build directories removed",
+            f"{self.uploads_removed} old uploads removed",
         ]
         if self.registry_gc:
             parts.append(f"registry GC deleted {self.registry_gc.blobs_deleted} blobs")
@@ -95,6 +97,25 @@ def build_dirs_remove_finished(*, grace: timedelta | None = None) -> list[str]:
     return removed
 
 
+def build_uploads_remove_old(*, older_than: timedelta) -> int:
+    """Delete the uploaded archives of builds that ended more than
+    ``older_than`` ago (their images are in the registry; nothing builds
+    from an old upload again). Returns how many were deleted."""
+    upload_dir = Path(settings.UPLOAD_DIR).resolve()
+    old = Build.objects.filter(
+        state__in=FINAL_STATES, finished_at__lt=timezone.now() - older_than
+    ).exclude(archive_path="")
+    count = 0
+    for build_id, archive in old.values_list("pk", "archive_path"):
+        path = Path(archive)
+        # Only files of the upload directory, named by the platform.
+        if path.parent.resolve() == upload_dir and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            count += 1
+        Build.objects.filter(pk=build_id).update(archive_path="")
+    return count
+
+
 def registry_collect_garbage(*, force: bool = False) -> GarbageCollection | str:
     """Run the registry's garbage collection if versions were deleted since
     the last one (or ``force``); a string says why it did not run."""
@@ -121,6 +142,10 @@ def builds_housekeep(*, force_gc: bool = False) -> HousekeepingReport:
     )
     report.temporaries_removed = len(remove_stale_temporaries(cache, min_age_s=grace))
     report.build_dirs_removed = build_dirs_remove_finished()
+    if settings.PAAS_UPLOAD_RETENTION_DAYS:
+        report.uploads_removed = build_uploads_remove_old(
+            older_than=timedelta(days=settings.PAAS_UPLOAD_RETENTION_DAYS)
+        )
     gc = registry_collect_garbage(force=force_gc)
     if isinstance(gc, GarbageCollection):
         report.registry_gc = gc

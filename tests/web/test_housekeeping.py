@@ -65,6 +65,31 @@ def test_finished_builds_lose_their_directories_running_ones_keep_them(dirs, ali
     assert "registry GC skipped" in report.summary()
 
 
+def test_old_uploads_of_finished_builds_are_deleted(dirs, alice, settings):
+    settings.PAAS_UPLOAD_RETENTION_DAYS = 7
+    app = app_create(user=alice, team=alice.personal_team, name="uploads")
+    (dirs / "uploads").mkdir()
+    builds = []
+    for number, (state, ago) in enumerate(
+        [(BuildState.SUCCEEDED, 8 * 86400), (BuildState.FAILED, 86400), (BuildState.QUEUED, None)],
+        start=1,
+    ):
+        archive = dirs / "uploads" / f"{number}.upload"
+        archive.write_bytes(b"x")
+        build = make_build(app, number, state, ago)
+        Build.objects.filter(pk=build.pk).update(archive_path=str(archive))
+        builds.append(archive)
+    outside = dirs / "elsewhere.tar"
+    outside.write_bytes(b"x")
+    stray = make_build(app, 4, BuildState.FAILED, 30 * 86400)
+    Build.objects.filter(pk=stray.pk).update(archive_path=str(outside))
+
+    report = builds_housekeep()
+    assert report.uploads_removed == 1
+    assert [a.exists() for a in builds] == [False, True, True]
+    assert outside.exists()  # not a file of the upload directory: never touched
+
+
 def test_the_cache_is_evicted_to_its_budget_oldest_first(dirs):
     pip = dirs / "cache" / "downloads" / "pip" / "http"
     pip.mkdir(parents=True)
