@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -137,8 +138,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
 # Redis redelivers an unacked task after this long; it must outlast the
 # longest task or a healthy build would be handed to a second worker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 60}
+PAAS_HOUSEKEEPING_INTERVAL = env_int("PAAS_HOUSEKEEPING_INTERVAL", 600, minimum=10)
 CELERY_BEAT_SCHEDULE = {
     "fail-abandoned-builds": {"task": "builds.fail_abandoned", "schedule": 30.0},
+    "build-housekeeping": {"task": "builds.housekeep", "schedule": PAAS_HOUSEKEEPING_INTERVAL},
 }
 
 # Source intake limits (the archive is untrusted input).
@@ -159,6 +162,10 @@ PAAS_REGISTRY_USER = env_str("PAAS_REGISTRY_USER", _registry.get("username", "")
 PAAS_REGISTRY_PASSWORD = env_str("PAAS_REGISTRY_PASSWORD", _registry.get("password", ""))
 PAAS_REGISTRY_CA = env_str("PAAS_REGISTRY_CA", _registry.get("ca_file", ""))
 PAAS_REGISTRY_SCHEME = env_str("PAAS_REGISTRY_SCHEME", "https")
+# The registry's own config: its garbage collection runs with it (on the
+# registry's host); empty skips the collection.
+PAAS_REGISTRY_CONFIG = env_str("PAAS_REGISTRY_CONFIG", _registry.get("config_file", ""))
+PAAS_REGISTRY_BINARY = env_str("PAAS_REGISTRY_BINARY", "docker-registry")
 if PAAS_REGISTRY_SCHEME not in {"http", "https"}:
     raise ImproperlyConfigured(f"PAAS_REGISTRY_SCHEME={PAAS_REGISTRY_SCHEME!r}: http or https")
 
@@ -180,6 +187,32 @@ PAAS_BUILD_NFT_TABLE = env_str("PAAS_BUILD_NFT_TABLE", "paas_build")
 PAAS_PIP_INDEX_URL = env_str("PAAS_PIP_INDEX_URL", "")
 PAAS_NPM_REGISTRY_URL = env_str("PAAS_NPM_REGISTRY_URL", "")
 PAAS_KEEP_IMAGES = env_int("PAAS_KEEP_IMAGES", 10, minimum=0)
+# Dependency layers and pip/npm download caches are evicted, least recently
+# used first, down to this size (the stack and pulled base images are not
+# counted: they are needed by every build).
+PAAS_BUILD_CACHE_MAX_BYTES = env_int("PAAS_BUILD_CACHE_MAX_BYTES", 20 * 1024**3, minimum=0)
+# Uploaded archives of finished builds are deleted after this many days (0 keeps them).
+PAAS_UPLOAD_RETENTION_DAYS = env_int("PAAS_UPLOAD_RETENTION_DAYS", 7, minimum=0)
+# What build steps trust and go through to reach package indexes: the host's
+# CA bundle (mounted read-only; "none" mounts none) and proxies (default: the
+# host's HTTP_PROXY, HTTPS_PROXY, NO_PROXY, upper- or lower-case).
+_HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+PAAS_BUILD_CA_BUNDLE = env_str(
+    "PAAS_BUILD_CA_BUNDLE", _HOST_CA_BUNDLE if Path(_HOST_CA_BUNDLE).is_file() else ""
+)
+if PAAS_BUILD_CA_BUNDLE.lower() == "none":
+    PAAS_BUILD_CA_BUNDLE = ""
+if PAAS_BUILD_CA_BUNDLE and not Path(PAAS_BUILD_CA_BUNDLE).is_file():
+    raise ImproperlyConfigured(f"PAAS_BUILD_CA_BUNDLE={PAAS_BUILD_CA_BUNDLE!r} is not a file")
+
+
+def _host_proxy(name: str) -> str:
+    return os.environ.get(name) or os.environ.get(name.lower()) or ""
+
+
+PAAS_BUILD_HTTP_PROXY = env_str("PAAS_BUILD_HTTP_PROXY", _host_proxy("HTTP_PROXY"))
+PAAS_BUILD_HTTPS_PROXY = env_str("PAAS_BUILD_HTTPS_PROXY", _host_proxy("HTTPS_PROXY"))
+PAAS_BUILD_NO_PROXY = env_str("PAAS_BUILD_NO_PROXY", _host_proxy("NO_PROXY"))
 
 # The router: the platform's own nginx (see paas/router and README "Routing").
 PAAS_ROUTER_DIR = env_path("PAAS_ROUTER_DIR", DATA_DIR / "router")

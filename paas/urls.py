@@ -12,8 +12,14 @@ urlpatterns = [
     path("apps/new", views.app_new, name="app-new"),
     path("apps/<str:name>/", views.app_detail, name="app-detail"),
     path("apps/<str:name>/builds", views.build_upload, name="build-upload"),
+    path("apps/<str:name>/build-settings", views.build_settings, name="build-settings"),
     path("apps/<str:name>/builds/<str:build_id>/", views.build_detail, name="build-detail"),
     path("apps/<str:name>/domains/", domains.app_domains, name="app-domains"),
+    path(
+        "apps/<str:name>/builds/<str:build_id>/cancel",
+        views.build_cancel_page,
+        name="build-cancel",
+    ),
     path("api/v1/", include("paas.api.urls")),
     path("admin/", admin.site.urls),
 ]

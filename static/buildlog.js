@@ -39,6 +39,8 @@
           document.getElementById("image").hidden = false;
         }
         done = FINAL.indexOf(msg.state) >= 0;
+        const cancel = document.getElementById("cancel");
+        if (done && cancel) cancel.hidden = true;
       }
     };
     ws.onclose = function () {

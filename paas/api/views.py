@@ -4,6 +4,7 @@ import json
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods
 
 from paas.accounts.models import Team
@@ -12,10 +13,18 @@ from paas.api.auth import api_view
 from paas.applications.models import App
 from paas.applications.selectors import app_for_user, apps_visible_to
 from paas.applications.services import app_create
+from paas.builds.buildvars import (
+    build_arg_delete,
+    build_arg_set,
+    build_args_of,
+    build_secret_delete,
+    build_secret_names,
+    build_secret_set,
+)
 from paas.builds.models import Build
 from paas.builds.selectors import build_for_user, build_log_since
-from paas.builds.services import build_create_from_upload, upload_refuse_early
-from paas.core.errors import NotFound, ValidationFailed
+from paas.builds.services import build_cancel, build_create_from_upload, upload_refuse_early
+from paas.core.errors import Conflict, NotFound, ValidationFailed
 
 
 def _app_json(app: App) -> dict[str, Any]:
@@ -86,3 +95,54 @@ def build_detail(request: HttpRequest, build_id: str) -> HttpResponse:
     data = _build_json(build)
     data["log"] = [{"seq": s, "text": t} for s, t in build_log_since(str(build.pk), since)]
     return JsonResponse(data)
+
+
+@api_view
+@require_http_methods(["GET"])
+def app_build_args(request: HttpRequest, name: str) -> HttpResponse:
+    app = app_for_user(user=request.user, name=name)
+    return JsonResponse({"build_args": build_args_of(app=app)})
+
+
+@api_view
+@require_http_methods(["PUT", "DELETE"])
+def app_build_arg(request: HttpRequest, name: str, arg: str) -> HttpResponse:
+    app = app_for_user(user=request.user, name=name, action="deploy")
+    if request.method == "DELETE":
+        build_arg_delete(app=app, name=arg)
+        return HttpResponse(status=204)
+    saved = build_arg_set(app=app, name=arg, value=_body(request).get("value"))
+    return JsonResponse({"name": saved.name, "value": saved.value})
+
+
+@api_view
+@require_http_methods(["GET"])
+def app_build_secrets(request: HttpRequest, name: str) -> HttpResponse:
+    """Names only: a secret's value is never shown again once entered."""
+    app = app_for_user(user=request.user, name=name)
+    return JsonResponse({"build_secrets": build_secret_names(app=app)})
+
+
+@sensitive_variables("data")
+@sensitive_post_parameters()
+@api_view
+@require_http_methods(["PUT", "DELETE"])
+def app_build_secret(request: HttpRequest, name: str, secret: str) -> HttpResponse:
+    app = app_for_user(user=request.user, name=name, action="deploy")
+    if request.method == "DELETE":
+        build_secret_delete(app=app, name=secret)
+        return HttpResponse(status=204)
+    data = _body(request)
+    saved = build_secret_set(app=app, name=secret, value=data.get("value"))
+    return JsonResponse({"name": saved.name, "updated_at": saved.updated_at.isoformat()})
+
+
+@api_view
+@require_http_methods(["POST"])
+def build_cancel_view(request: HttpRequest, build_id: str) -> HttpResponse:
+    """Cancel a queued or running build; 409 when it has already ended."""
+    build = build_for_user(user=request.user, build_id=build_id, action="deploy")
+    if not build_cancel(build=build):
+        raise Conflict(f"Build #{build.number} has already ended ({build.state}).")
+    build.refresh_from_db()
+    return JsonResponse(_build_json(build))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -15,11 +16,13 @@ from paas.builds.engine import (
     BuildLimits,
     BuildNetwork,
     BuildResult,
+    HostTrust,
     RegistrySettings,
     StackSpec,
     build_image,
     publish_stack,
 )
+from paas.builds.engine.housekeeping import registry_push_lock
 
 
 def registry_settings() -> RegistrySettings:
@@ -65,6 +68,13 @@ def engine_config(stack_ref: str = "") -> BuildConfig:
         pip_index_url=settings.PAAS_PIP_INDEX_URL or None,
         npm_registry_url=settings.PAAS_NPM_REGISTRY_URL or None,
         keep_images=settings.PAAS_KEEP_IMAGES,
+        registry_lock_dir=Path(settings.PAAS_BUILD_CACHE_DIR),
+        trust=HostTrust(
+            ca_bundle=Path(bundle) if (bundle := settings.PAAS_BUILD_CA_BUNDLE) else None,
+            http_proxy=settings.PAAS_BUILD_HTTP_PROXY,
+            https_proxy=settings.PAAS_BUILD_HTTPS_PROXY,
+            no_proxy=settings.PAAS_BUILD_NO_PROXY,
+        ),
     )
 
 
@@ -84,15 +94,30 @@ def ensure_stack(log: Callable[[str], None]) -> str:
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".stack.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        with registry_settings().client() as client:
+        # A push like any other: no registry garbage collection meanwhile.
+        with registry_settings().client() as client, registry_push_lock(cache):
             _stacks[key] = publish_stack(spec, cache, client, log)
     return _stacks[key]
 
 
 def build_app_image(
-    *, app: str, build_id: str, version: int, source: Path, log: Callable[[str], None]
+    *,
+    app: str,
+    build_id: str,
+    version: int,
+    source: Path,
+    log: Callable[[str], None],
+    build_args: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str] | None = None,
+    cancel: threading.Event | None = None,
+    protected_digests: frozenset[str] = frozenset(),
 ) -> BuildResult:
-    config = replace(engine_config(), stack_ref=ensure_stack(log))
+    config = replace(
+        engine_config(),
+        stack_ref=ensure_stack(log),
+        build_args=dict(build_args or {}),
+        protected_digests=protected_digests,
+    )
     return build_image(
         source_dir=source,
         app=app,
@@ -100,5 +125,6 @@ def build_app_image(
         version=version,
         config=config,
         log=log,
-        secrets=(),
+        secrets=dict(secrets or {}),
+        cancel=cancel,
     )

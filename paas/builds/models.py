@@ -82,3 +82,38 @@ class BuildLogLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.seq}: {self.text[:60]}"
+
+
+class BuildArg(models.Model):
+    """A Dockerfile ``ARG`` value for every build of the app. Not secret: it
+    is shown on the app page and may end up in the image (like Docker's)."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="build_args")
+    name = models.CharField(max_length=64)
+    value = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["app", "name"], name="one_arg_per_name")]
+
+    def __str__(self) -> str:
+        return f"{self.app_id} ARG {self.name}"
+
+
+class BuildSecret(models.Model):
+    """A build secret: a file under /run/secrets in RUN steps. Stored
+    encrypted (paas.builds.secretbox), never shown again after it is entered
+    (pages and the API list names only) and masked in every log line."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="build_secrets")
+    name = models.CharField(max_length=64)
+    sealed = models.TextField(help_text="The value, encrypted; never displayed.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["app", "name"], name="one_secret_per_name")]
+
+    def __str__(self) -> str:
+        return f"{self.app_id} secret {self.name}"

@@ -127,3 +127,24 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+
+
+@dataclass(frozen=True)
+class GarbageCollection:
+    blobs_deleted: int
+    manifests_deleted: int
+
+
+def registry_garbage_collect(
+    config_file: Path, *, binary: str = "docker-registry", timeout: float = 1800
+) -> GarbageCollection:
+    """``registry garbage-collect`` on the registry's storage: blobs no
+    manifest references are deleted. The caller makes sure no push is in
+    flight (engine.housekeeping.registry_push_lock). Manifests that lost
+    their tags are kept: a deploy may pin one by digest."""
+    proc = run([binary, "garbage-collect", str(config_file)], timeout=timeout)
+    out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+    return GarbageCollection(
+        blobs_deleted=len(re.findall(r"^blob eligible for deletion", out, re.M)),
+        manifests_deleted=len(re.findall(r"^manifest eligible for deletion", out, re.M)),
+    )

@@ -28,3 +28,14 @@ def build_log_since(build_id: str, seq: int) -> list[tuple[int, str]]:
         .order_by("seq")
         .values_list("seq", "text")
     )
+
+
+def images_in_use(*, app_id: int) -> frozenset[str]:
+    """Manifest digests of the app's images that pruning must never delete.
+
+    HOOK for releases (the deploy work adds Release to paas/applications):
+    return the digests every kept release references, so that rollback to
+    any kept release always works and PAAS_KEEP_IMAGES counts releases.
+    Until releases exist nothing more is protected than the newest
+    PAAS_KEEP_IMAGES versions, which the engine keeps anyway."""
+    return frozenset()

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,10 +24,12 @@ from django.utils import timezone
 
 from paas.applications.models import App
 from paas.builds.archive import ArchiveLimits, UnsafeArchive, detect_format, extract_archive
-from paas.builds.engine import BuildFailed, reap_stale_builds
+from paas.builds.buildvars import build_args_of, build_secret_values
+from paas.builds.engine import BuildCancelled, BuildFailed, reap_stale_builds
 from paas.builds.engine_adapter import build_app_image, engine_config
 from paas.builds.models import Build, BuildLogLine, BuildState
-from paas.core.errors import ValidationFailed
+from paas.builds.selectors import images_in_use
+from paas.core.errors import PaasError, ValidationFailed
 from paas.core.events import group_send
 from runtime_agent.host.errors import AgentError
 
@@ -207,13 +210,29 @@ def build_finish(*, build_id: str, state: BuildState, error: str = "", **fields:
 
 
 def build_cancel(*, build: Build) -> bool:
-    cancelled = Build.objects.filter(pk=build.pk, state=BuildState.QUEUED).update(
-        state=BuildState.CANCELLED, finished_at=timezone.now()
+    """Cancel a queued or running build. The state changes at once (a queued
+    build's task then finds nothing to claim); the worker running a build
+    notices within a second, kills its step and removes what it made.
+    False when the build had already ended."""
+    cancelled = Build.objects.filter(
+        pk=build.pk, state__in=[BuildState.QUEUED, BuildState.BUILDING]
+    ).update(
+        state=BuildState.CANCELLED,
+        finished_at=timezone.now(),
+        lease_expires_at=None,
+        error="Cancelled.",
+        version=None,
     )
     if cancelled:
         build.refresh_from_db()
         _publish_state(build)
     return bool(cancelled)
+
+
+def _after_cancel(build_id: str, out: BuildLogWriter) -> None:
+    # The version may have been taken between the claim and the cancel.
+    Build.objects.filter(pk=build_id, state=BuildState.CANCELLED).update(version=None)
+    out("-----> Build cancelled")
 
 
 def builds_fail_abandoned() -> int:
@@ -236,19 +255,31 @@ def builds_reap_leftovers() -> list[str]:
     return reap_stale_builds(engine_config())
 
 
+# How often the worker looks whether its build was cancelled.
+CANCEL_POLL_S = 0.5
+
+
 @contextmanager
-def _lease_kept(build_id: str) -> Iterator[None]:
-    """Renew the build's lease from a side thread while the build runs."""
-    stop = threading.Event()
+def _lease_kept(build_id: str) -> Iterator[threading.Event]:
+    """Renew the build's lease from a side thread while the build runs, and
+    set the yielded event when the build is cancelled (by a person, from
+    any process: the database says so)."""
+    stop, cancelled = threading.Event(), threading.Event()
     every = settings.PAAS_BUILD_LEASE_SECONDS / 3
 
     def renew() -> None:
+        next_renewal = time.monotonic() + every
         try:
-            while not stop.wait(every):
-                Build.objects.filter(pk=build_id, state=BuildState.BUILDING).update(
-                    lease_expires_at=timezone.now()
-                    + timedelta(seconds=settings.PAAS_BUILD_LEASE_SECONDS)
-                )
+            while not stop.wait(CANCEL_POLL_S):
+                if Build.objects.filter(pk=build_id, state=BuildState.CANCELLED).exists():
+                    cancelled.set()
+                    return
+                if time.monotonic() >= next_renewal:
+                    next_renewal = time.monotonic() + every
+                    Build.objects.filter(pk=build_id, state=BuildState.BUILDING).update(
+                        lease_expires_at=timezone.now()
+                        + timedelta(seconds=settings.PAAS_BUILD_LEASE_SECONDS)
+                    )
         finally:
             # This thread's own database connection: close it, or every
             # build would leave one open (PostgreSQL counts them).
@@ -257,7 +288,7 @@ def _lease_kept(build_id: str) -> Iterator[None]:
     thread = threading.Thread(target=renew, name=f"lease-{build_id}", daemon=True)
     thread.start()
     try:
-        yield
+        yield cancelled
     finally:
         stop.set()
         thread.join()
@@ -284,7 +315,7 @@ def build_run(*, build_id: str) -> None:
     out = BuildLogWriter(build_id)
     source = Path(settings.BUILD_DIR) / str(build_id) / "source"
     try:
-        with _lease_kept(build_id):
+        with _lease_kept(build_id) as cancelled:
             out(f"-----> Build #{build.number} of {build.app.name} from {build.archive_name}")
             extract_archive(
                 Path(build.archive_path),
@@ -293,10 +324,12 @@ def build_run(*, build_id: str) -> None:
                 log=lambda line: out(f"       {line}"),
                 filename=build.archive_name,
             )
-            fields = _build_image(build, source, out)
+            fields = _build_image(build, source, out, cancelled)
+    except BuildCancelled:
+        _after_cancel(build_id, out)
     except BuildFailed as exc:  # the engine has logged it
         build_finish(build_id=build_id, state=BuildState.FAILED, error=str(exc))
-    except (AgentError, UnsafeArchive) as exc:
+    except (AgentError, PaasError) as exc:
         out(f"!!     {exc.message}")
         build_finish(build_id=build_id, state=BuildState.FAILED, error=exc.message)
     except Exception as exc:
@@ -304,17 +337,30 @@ def build_run(*, build_id: str) -> None:
         out(f"!!     internal error: {exc}")
         build_finish(build_id=build_id, state=BuildState.FAILED, error=f"internal error: {exc}")
     else:
-        out("-----> Build succeeded")
-        build_finish(build_id=build_id, state=BuildState.SUCCEEDED, **fields)
+        if cancelled.is_set():  # cancelled after the last step: not recorded as built
+            _after_cancel(build_id, out)
+        else:
+            out("-----> Build succeeded")
+            build_finish(build_id=build_id, state=BuildState.SUCCEEDED, **fields)
     finally:
         shutil.rmtree(source.parent, ignore_errors=True)
 
 
-def _build_image(build: Build, source: Path, out: BuildLogWriter) -> dict[str, Any]:
+def _build_image(
+    build: Build, source: Path, out: BuildLogWriter, cancel: threading.Event
+) -> dict[str, Any]:
     """Build and push the image; the fields to record on the Build."""
     version = _take_version(str(build.pk))
     result = build_app_image(
-        app=build.app.name, build_id=str(build.pk), version=version, source=source, log=out
+        app=build.app.name,
+        build_id=str(build.pk),
+        version=version,
+        source=source,
+        log=out,
+        build_args=build_args_of(app=build.app),
+        secrets=build_secret_values(app=build.app),
+        cancel=cancel,
+        protected_digests=images_in_use(app_id=build.app_id),
     )
     out(f"-----> {result.image_ref} ({result.digest}) in {result.duration_s:.2f} s")
     return {

@@ -16,3 +16,11 @@ def run_build(build_id: str) -> None:
 def fail_abandoned_builds() -> int:
     services.builds_reap_leftovers()
     return services.builds_fail_abandoned()
+
+
+@shared_task(name="builds.housekeep")
+def housekeep_builds() -> str:
+    """Keep the build cache, scratch dirs and registry within bounds."""
+    from paas.builds.housekeeping import builds_housekeep
+
+    return builds_housekeep().summary()

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from paas.accounts.models import ApiToken, Membership
@@ -21,8 +22,16 @@ from paas.accounts.services import (
 from paas.accounts.types import signed_in
 from paas.applications.selectors import app_for_user, apps_visible_to
 from paas.applications.services import app_create
+from paas.builds.buildvars import (
+    build_arg_delete,
+    build_arg_set,
+    build_args_of,
+    build_secret_delete,
+    build_secret_names,
+    build_secret_set,
+)
 from paas.builds.selectors import build_for_user, build_log_since
-from paas.builds.services import build_create_from_upload, upload_refuse_early
+from paas.builds.services import build_cancel, build_create_from_upload, upload_refuse_early
 from paas.core.errors import NotFound, PaasError
 
 
@@ -61,7 +70,42 @@ def app_new(request: HttpRequest) -> HttpResponse:
 def app_detail(request: HttpRequest, name: str) -> HttpResponse:
     app = _or_404(app_for_user, user=request.user, name=name)
     builds = app.builds.all()[:50]
-    return render(request, "front/app_detail.html", {"app": app, "builds": builds})
+    context = {
+        "app": app,
+        "builds": builds,
+        "build_args": build_args_of(app=app),
+        "build_secrets": build_secret_names(app=app),
+    }
+    return render(request, "front/app_detail.html", context)
+
+
+@sensitive_post_parameters("value")
+@login_required
+@require_POST
+def build_settings(request: HttpRequest, name: str) -> HttpResponse:
+    """Set or delete a build argument or secret (a secret's value is
+    write-only: the page lists names only)."""
+    app = _or_404(app_for_user, user=request.user, name=name)
+    post = request.POST
+    key, kind, delete = post.get("name", "").strip(), post.get("kind"), "delete" in post
+    try:
+        require_role(user=request.user, team_id=app.team_id, action="deploy")
+        if kind == "arg" and delete:
+            build_arg_delete(app=app, name=key)
+        elif kind == "arg":
+            build_arg_set(app=app, name=key, value=post.get("value", ""))
+        elif kind == "secret" and delete:
+            build_secret_delete(app=app, name=key)
+        elif kind == "secret":
+            build_secret_set(app=app, name=key, value=post.get("value", ""))
+        else:
+            raise PaasError("Unknown kind of build setting.")
+    except PaasError as exc:
+        messages.error(request, exc.message)
+    else:
+        what = "build argument" if kind == "arg" else "build secret"
+        messages.success(request, f"{'Deleted' if delete else 'Saved'} {what} {key}.")
+    return redirect("app-detail", name=app.name)
 
 
 @login_required
@@ -98,6 +142,24 @@ def build_detail(request: HttpRequest, name: str, build_id: str) -> HttpResponse
         raise Http404("No such build.")
     lines = build_log_since(str(build.pk), 0)
     return render(request, "front/build_detail.html", {"build": build, "lines": lines})
+
+
+@login_required
+@require_POST
+def build_cancel_page(request: HttpRequest, name: str, build_id: str) -> HttpResponse:
+    build = _or_404(build_for_user, user=request.user, build_id=build_id)
+    if build.app.name != name:
+        raise Http404("No such build.")
+    try:
+        require_role(user=request.user, team_id=build.app.team_id, action="deploy")
+    except PaasError as exc:
+        messages.error(request, exc.message)
+    else:
+        if build_cancel(build=build):
+            messages.success(request, f"Cancelled build #{build.number}.")
+        else:
+            messages.error(request, f"Build #{build.number} has already ended.")
+    return redirect("build-detail", name=name, build_id=build.pk)
 
 
 @login_required

@@ -56,15 +56,23 @@ def test_the_sweep_leaves_builds_with_a_live_lease_alone(build):
     assert build.state == BuildState.BUILDING
 
 
-def test_a_queued_build_can_be_cancelled_but_not_a_running_one(build, alice):
+def test_a_queued_or_running_build_can_be_cancelled_but_not_a_finished_one(build, alice):
     assert services.build_cancel(build=build) is True
     build.refresh_from_db()
     assert build.state == BuildState.CANCELLED
-    other = Build.objects.create(
+    running = Build.objects.create(
         app=build.app, number=2, archive_name="a.tar", archive_path=build.archive_path
     )
-    services.build_claim(build_id=str(other.pk))
-    assert services.build_cancel(build=other) is False
+    services.build_claim(build_id=str(running.pk))
+    assert services.build_cancel(build=running) is True
+    running.refresh_from_db()
+    assert (running.state, running.lease_expires_at) == (BuildState.CANCELLED, None)
+    done = Build.objects.create(
+        app=build.app, number=3, archive_name="a.tar", archive_path=build.archive_path
+    )
+    services.build_claim(build_id=str(done.pk))
+    services.build_finish(build_id=str(done.pk), state=BuildState.FAILED, error="x")
+    assert services.build_cancel(build=done) is False
 
 
 def test_finishing_a_cancelled_build_does_not_resurrect_it(build):

@@ -10,17 +10,25 @@ Django-free (the Celery task calls it). Public interface::
 """
 
 from paas.builds.engine.build import BuildResult, StepRecord, build_image
-from paas.builds.engine.config import BuildConfig, BuildLimits, BuildNetwork, RegistrySettings
-from paas.builds.engine.errors import BuildFailed
+from paas.builds.engine.config import (
+    BuildConfig,
+    BuildLimits,
+    BuildNetwork,
+    HostTrust,
+    RegistrySettings,
+)
+from paas.builds.engine.errors import BuildCancelled, BuildFailed
 from paas.builds.engine.reaper import reap_stale_builds
 from paas.builds.engine.stack import StackSpec, publish_stack
 
 __all__ = [
+    "BuildCancelled",
     "BuildConfig",
     "BuildFailed",
     "BuildLimits",
     "BuildNetwork",
     "BuildResult",
+    "HostTrust",
     "RegistrySettings",
     "StackSpec",
     "StepRecord",

@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,16 @@ from paas.builds.engine.buildpacks import node, python, static
 from paas.builds.engine.buildpacks.common import DEFAULT_PORT, BuildpackInput
 from paas.builds.engine.cache import LayerCache
 from paas.builds.engine.config import BuildConfig
-from paas.builds.engine.detect import AppKind, detect_kind
+from paas.builds.engine.detect import AppKind, detect
 from paas.builds.engine.dockerfile import BaseImage, parse_dockerfile, read_dockerfile
-from paas.builds.engine.errors import BuildFailed
+from paas.builds.engine.errors import BuildCancelled, BuildFailed
 from paas.builds.engine.files import materialize_copy
+from paas.builds.engine.housekeeping import mark_gc_needed, registry_push_lock
+from paas.builds.engine.outbound import trust_env, trust_mounts, write_secrets
 from paas.builds.engine.plan import BuildPlan, CopyStep, RunStep
 from paas.builds.engine.procfile import read_procfile
 from paas.builds.engine.reaper import new_build_dir
-from paas.builds.engine.redact import RedactingLog
+from paas.builds.engine.redact import RedactingLog, url_secrets
 from paas.builds.engine.source import hash_parts, source_digest
 from paas.builds.engine.steps import StepEnv, run_step
 from runtime_agent.host.errors import AgentError, ImageNotFound
@@ -89,21 +92,32 @@ def build_image(
     version: int,
     config: BuildConfig,
     log: Callable[[str], None],
-    secrets: Sequence[str] = (),
+    secrets: Mapping[str, str] | Sequence[str] = (),
+    cancel: threading.Event | None = None,
 ) -> BuildResult:
     """Build ``source_dir`` as ``<registry>/<app>:v<version>``; every log line
-    goes to ``log`` with secret values masked. Raises :class:`BuildFailed`."""
+    goes to ``log`` with secret values masked. ``secrets`` maps names to
+    values (files under /run/secrets in every RUN step); a plain list of
+    values is only masked. Setting ``cancel`` (from another thread) kills the
+    running step and ends the build with :class:`BuildCancelled`; everything
+    it made is removed. Raises :class:`BuildFailed`."""
     started = time.monotonic()
-    password = config.registry.password
-    say = RedactingLog(log, [*secrets, *([password] if password else [])])
+    files = dict(secrets) if isinstance(secrets, Mapping) else {}
+    say = RedactingLog(log, _masked_values(config, secrets))
     client = config.registry.client()
     store = ImageStore(config.images_dir, **_store_kwargs(config))
     work = config.work_dir / f"build-{uuid.uuid4().hex[:12]}"
     try:
         with new_build_dir(work):
-            build = _Build(source_dir, app, build_id, version, config, say, work, client, store)
+            build = _Build(
+                source_dir, app, build_id, version, config, say, work, client, store, files,
+                cancel or threading.Event(),
+            )  # fmt: skip
             result = build.run()
         return replace(result, duration_s=time.monotonic() - started)
+    except BuildCancelled:
+        say("-----> build cancelled: the running step was stopped, its files removed")
+        raise
     except BuildFailed as exc:
         # The message and command end up in the Build record: mask them too.
         failed = BuildFailed(
@@ -136,6 +150,12 @@ class _Build:
     work: Path
     client: RegistryClient
     store: ImageStore
+    secrets: dict[str, str] = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def check_cancelled(self, where: str) -> None:
+        if self.cancel.is_set():
+            raise BuildCancelled(step=where)
 
     @property
     def tag(self) -> str:
@@ -146,8 +166,9 @@ class _Build:
         return f"{self.config.registry.host}/{self.app}:{self.tag}"
 
     def run(self) -> BuildResult:
-        kind, why = detect_kind(self.source_dir)
-        self.say(f"-----> detected a {kind} app ({why})")
+        detection = detect(self.source_dir)
+        kind = detection.kind
+        self.say(f"-----> detected a {kind} app: {detection.reason}")
         process_types = read_procfile(self.source_dir)
         for name, command in process_types.items():
             self.say(f"       Procfile: {name}: {command}")
@@ -160,7 +181,8 @@ class _Build:
             base.image.digest,
             json.dumps(self.config.build_args, sort_keys=True),
         )
-        reused = _reuse(self.client, self.app, reuse_key, self.tag, self.say)
+        with registry_push_lock(self.config.lock_dir):  # no garbage collection meanwhile
+            reused = _reuse(self.client, self.app, reuse_key, self.tag, self.say)
         if reused is not None:
             digest, size = reused
             self.say(f"-----> tagged {self.image_ref} ({digest})")
@@ -168,6 +190,7 @@ class _Build:
             return BuildResult(self.image_ref, digest, size, str(kind), process_types, steps,
                                reused=True)  # fmt: skip
         layers, records = self.run_steps(plan, base)
+        self.check_cancelled("push")
         plan.settings.labels.update(
             {
                 f"{LABEL_PREFIX}app": self.app,
@@ -178,9 +201,12 @@ class _Build:
                 f"{LABEL_PREFIX}build-key": reuse_key,
             }
         )
-        digest, size, seconds = self.push(plan, base, layers, reuse_key)
-        records.append(StepRecord("push", "", seconds, False))
-        self.prune()
+        # Blobs pushed before their manifest are unreferenced until it is:
+        # a garbage collection in between would delete them.
+        with registry_push_lock(self.config.lock_dir):
+            digest, size, seconds = self.push(plan, base, layers, reuse_key)
+            records.append(StepRecord("push", "", seconds, False))
+            self.prune()
         return BuildResult(self.image_ref, digest, size, str(kind), process_types, records)
 
     def plan(self, kind: AppKind, process_types: dict[str, str]) -> tuple[BuildPlan, _Base]:
@@ -223,16 +249,20 @@ class _Build:
         layers = _base_layers(self.client, base)
         lowers = list(self.store.lower_dirs(base.image))
         records: list[StepRecord] = []
+        has_run = any(isinstance(s, RunStep) for s in plan.steps)
+        secrets = write_secrets(self.secrets, self.work / "private" / "secrets") if has_run else []
         env = StepEnv(
             runc=Runc(self.config.runc_root, binary=self.config.runc_binary),
             # Only a build with a command to run needs the bridge set up.
-            network=_network(self.config)
-            if any(isinstance(s, RunStep) for s in plan.steps)
-            else None,
+            network=_network(self.config) if has_run else None,
             limits=self.config.limits,
             cgroup_parent=self.config.cgroup_parent,
+            extra_env=trust_env(self.config.trust),
+            extra_mounts=(*trust_mounts(self.config.trust), *secrets) if has_run else (),
+            cancel=self.cancel,
         )
         for index, step in enumerate(plan.steps):
+            self.check_cancelled(step.name)
             t0 = time.monotonic()
             step_dir = self.work / f"step-{index}"
             try:
@@ -274,12 +304,30 @@ class _Build:
 
     def prune(self) -> None:
         try:
-            for old in publish.prune_versions(self.client, self.app, self.config.keep_images):
+            deleted = publish.prune_versions(
+                self.client, self.app, self.config.keep_images, self.config.protected_digests
+            )
+            for old in deleted:
                 self.say(f"       deleted old image {old}")
+            if deleted:
+                mark_gc_needed(self.config.lock_dir)
         except AgentError as exc:
             # The image is built and tagged: a registry that refuses deletes
             # must not turn a good build into a failed one.
             self.say(f"       could not delete old images: {exc.message}")
+
+
+def _masked_values(config: BuildConfig, secrets: Mapping[str, str] | Sequence[str]) -> list[str]:
+    """Every value no log line may show: the build's secrets, the registry
+    password, and passwords in index and proxy URLs."""
+    values = list(secrets.values()) if isinstance(secrets, Mapping) else list(secrets)
+    if config.registry.password:
+        values.append(config.registry.password)
+    trust = config.trust
+    for url in (config.pip_index_url, config.npm_registry_url, trust.http_proxy,
+                trust.https_proxy):  # fmt: skip
+        values += url_secrets(url)
+    return values
 
 
 def _store_kwargs(config: BuildConfig) -> dict[str, Any]:

@@ -51,6 +51,19 @@ class BuildNetwork:
 
 
 @dataclass(frozen=True)
+class HostTrust:
+    """What build steps need to reach package indexes from this host: the
+    CA bundle the host trusts (mounted read-only into every step; behind a
+    TLS-inspecting proxy or a private index, the stack's own CAs are not
+    enough) and the host's proxy settings. Empty fields are left out."""
+
+    ca_bundle: Path | None = None
+    http_proxy: str = ""
+    https_proxy: str = ""
+    no_proxy: str = ""
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     registry: RegistrySettings
     stack_ref: str  # "127.0.0.1:5000/stacks/bookworm:20261130"
@@ -62,9 +75,20 @@ class BuildConfig:
     pip_index_url: str | None = None  # None: pip's default (PyPI)
     npm_registry_url: str | None = None  # None: npm's default
     keep_images: int = 10  # per app; 0 keeps all
+    # Images a release still references: pruning never deletes them.
+    protected_digests: frozenset[str] = frozenset()
+    # Where the registry push lock lives (housekeeping.registry_push_lock):
+    # one place for every build of the host, whatever cache dir a build uses.
+    registry_lock_dir: Path | None = None
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.registry_lock_dir or self.cache_dir
+
     runc_binary: str = "runc"
     cgroup_parent: str = "paas-build"  # build steps' cgroups are /<parent>/<step id>
     build_args: dict[str, str] = field(default_factory=dict)  # Dockerfile ARG values
+    trust: HostTrust = field(default_factory=HostTrust)
     # The pulled-image store (unpacked base layers); default <cache_dir>/images.
     # The runtime agent's store may be shared: it is content-addressed and locked.
     image_store_dir: Path | None = None

@@ -41,3 +41,11 @@ class BuildFailed(Exception):
             "command": self.command,
             "exit_code": self.exit_code,
         }
+
+
+class BuildCancelled(BuildFailed):
+    """Someone cancelled the build: its step was killed and whatever it had
+    made is removed like after any failure."""
+
+    def __init__(self, *, step: str) -> None:
+        super().__init__("the build was cancelled", step=step)

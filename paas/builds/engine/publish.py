@@ -8,7 +8,7 @@ import json
 import logging
 import platform
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,10 +157,13 @@ def push_image(
     return digest, size
 
 
-def prune_versions(client: RegistryClient, repo: str, keep: int) -> list[str]:
+def prune_versions(
+    client: RegistryClient, repo: str, keep: int, protected: Collection[str] = ()
+) -> list[str]:
     """Delete the images of all but the newest ``keep`` version tags. A digest
     still tagged by a kept version (an identical rebuild) is kept: deleting a
-    manifest deletes every tag on it."""
+    manifest deletes every tag on it. ``protected`` digests (images a
+    release still references) are never deleted."""
     if keep <= 0:
         return []
     versions = sorted(
@@ -173,7 +176,7 @@ def prune_versions(client: RegistryClient, repo: str, keep: int) -> list[str]:
     deleted: list[str] = []
     for _n, tag in versions[:-keep]:
         digest = digest_of[tag]
-        if digest not in kept and digest not in deleted:
+        if digest not in kept and digest not in deleted and digest not in protected:
             client.delete_manifest(repo, digest)
             deleted.append(digest)
     return deleted

@@ -15,15 +15,16 @@ import json
 import os
 import select
 import shutil
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from paas.builds.engine.config import BuildLimits
-from paas.builds.engine.errors import BuildFailed
+from paas.builds.engine.errors import BuildCancelled, BuildFailed
 from paas.builds.engine.files import lookup, make_parents, resolve
-from paas.builds.engine.plan import RunStep
+from paas.builds.engine.plan import BindMount, RunStep
 from runtime_agent.host.errors import AgentError
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci import cgroups, overlay
@@ -45,6 +46,11 @@ class StepEnv:
     network: HostNetwork | None
     limits: BuildLimits
     cgroup_parent: str = "paas-build"
+    # Given to every step at run time only (host CA bundle, proxies,
+    # secrets: see outbound.py); the step's own env wins.
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    extra_mounts: tuple[BindMount, ...] = ()
+    cancel: threading.Event | None = None  # set: kill the running step
 
 
 def run_step(
@@ -59,6 +65,10 @@ def run_step(
     """Run ``step`` and return its upper directory (the new layer, already
     reduced to ``step.keep``). Raises :class:`BuildFailed` on a non-zero
     exit, a timeout or an OOM kill."""
+    if env.extra_env or env.extra_mounts:
+        step = replace(
+            step, env={**env.extra_env, **step.env}, mounts=[*step.mounts, *env.extra_mounts]
+        )
     upper, work, rootfs = step_dir / "upper", step_dir / "work", step_dir / "rootfs"
     for d in (upper, work, rootfs):
         d.mkdir(parents=True)
@@ -79,10 +89,12 @@ def run_step(
             netns_path, address = att.netns_path, att.address
         spec = _spec(step, rootfs, step_dir, netns_path, address, env.limits, cgroups_path)
         (step_dir / "config.json").write_text(json.dumps(spec))
-        code, timed_out = _run(env.runc, cid, step_dir, env.limits.wall_time_s, say)
+        code, timed_out = _run(env.runc, cid, step_dir, env.limits.wall_time_s, say, env.cancel)
         oom = _oom_killed(cgroups_path)
     finally:
         _cleanup(env, cid, rootfs if mounted else None, attached)
+    if env.cancel is not None and env.cancel.is_set():
+        raise BuildCancelled(step=step.name)
     _check(step, code, timed_out, oom, env.limits)
     _drop_mountpoints(upper, lowers, step)
     if step.keep is not None:
@@ -128,18 +140,30 @@ def _spec(
 
 
 def _run(
-    runc: Runc, cid: str, bundle: Path, wall_time_s: float, say: Callable[[str], None]
+    runc: Runc,
+    cid: str,
+    bundle: Path,
+    wall_time_s: float,
+    say: Callable[[str], None],
+    cancel: threading.Event | None = None,
 ) -> tuple[int, bool]:
     """``runc run`` in the foreground; stream its output; kill it at the
-    wall-time limit. Returns (exit code, timed out)."""
+    wall-time limit or when ``cancel`` is set. Returns (exit code, timed out)."""
     proc = runc.run_foreground(cid, bundle)
     assert proc.stdout is not None
     deadline = time.monotonic() + wall_time_s
     timed_out = False
+    next_kill = 0.0
     buffer = b""
     fd = proc.stdout.fileno()
     try:
         while True:
+            if cancel is not None and cancel.is_set() and time.monotonic() >= next_kill:
+                # Again every second: a kill sent before runc made the
+                # container finds nothing to kill.
+                next_kill = time.monotonic() + 1.0
+                with contextlib.suppress(AgentError):  # it may be exiting already
+                    runc.kill(cid, "KILL", all=True)
             remaining = deadline - time.monotonic()
             if remaining <= 0 and not timed_out:
                 timed_out = True
@@ -149,7 +173,8 @@ def _run(
                 continue
             if remaining <= 0:
                 break
-            ready, _, _ = select.select([fd], [], [], min(remaining, 1.0))
+            # Short waits: a cancel is noticed within a quarter second.
+            ready, _, _ = select.select([fd], [], [], min(remaining, 0.25))
             if not ready:
                 continue
             chunk = os.read(fd, 65536)

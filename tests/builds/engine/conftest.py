@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from paas.builds.engine.config import BuildConfig, BuildLimits, BuildNetwork, RegistrySettings
+from paas.builds.engine.config import (
+    BuildConfig,
+    BuildLimits,
+    BuildNetwork,
+    HostTrust,
+    RegistrySettings,
+)
 from paas.builds.engine.stack import StackSpec, publish_stack, stack_dir
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
@@ -27,6 +33,9 @@ from tests.support.registry import TestRegistry, run_registry
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 STACK_CACHE = Path(os.environ.get("PAAS_BUILD_TEST_CACHE", "/var/cache/paas-build-test"))
+# The host's CA bundle, mounted into build steps as the platform does
+# (PAAS_BUILD_CA_BUNDLE's default).
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -156,6 +165,7 @@ def engine_config(
         keep_images=10,
         image_store_dir=image_store_dir,
         cgroup_parent=cgroup_parent,
+        trust=HostTrust(ca_bundle=HOST_CA_BUNDLE),
     )
 
 

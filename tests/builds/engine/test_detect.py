@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from paas.builds.engine.detect import AppKind, detect_kind
+from paas.builds.engine.detect import AppKind, detect, detect_kind
 from paas.builds.engine.errors import BuildFailed
 from paas.builds.engine.procfile import parse_procfile, read_procfile
 
@@ -71,3 +71,59 @@ def test_procfile_refuses_a_duplicated_type():
 
 def test_no_procfile_means_no_process_types(tmp_path):
     assert read_procfile(tmp_path) == {}
+
+
+@pytest.mark.parametrize("script", ["app.py", "main.py", "wsgi.py"])
+def test_a_lone_python_script_is_a_python_app(tmp_path, script):
+    write(tmp_path, script)
+    found = detect(tmp_path)
+    assert (found.kind, found.file) == (AppKind.PYTHON, script)
+    assert "no dependency file" in found.reason
+
+
+def test_a_dependency_file_is_named_as_the_reason(tmp_path):
+    write(tmp_path, "app.py")
+    write(tmp_path, "requirements.txt", "flask\n")
+    found = detect(tmp_path)
+    assert found.file == "requirements.txt"
+    assert "dependencies are installed" in found.reason
+
+
+def test_a_node_app_with_a_helper_app_py_stays_node(tmp_path):
+    write(tmp_path, "package.json", "{}")
+    write(tmp_path, "app.py")
+    assert detect_kind(tmp_path)[0] == AppKind.NODE
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["python3 web.py --port $PORT", "python server.py", "gunicorn app:app",
+     "exec python3 -m http.server $PORT", "PYTHONUNBUFFERED=1 uvicorn api:app"],
+)  # fmt: skip
+def test_a_procfile_running_python_is_a_python_app(tmp_path, command):
+    write(tmp_path, "Procfile", f"web: {command}\n")
+    found = detect(tmp_path)
+    assert (found.kind, found.file) == (AppKind.PYTHON, "Procfile")
+    assert "'web' process runs python" in found.reason
+
+
+def test_a_procfile_running_something_else_is_not_python(tmp_path):
+    write(tmp_path, "Procfile", "web: ./server --port $PORT\n")
+    with pytest.raises(BuildFailed):
+        detect(tmp_path)
+
+
+def test_a_python_procfile_wins_over_a_static_index(tmp_path):
+    write(tmp_path, "Procfile", "web: python3 serve.py\n")
+    write(tmp_path, "index.html")
+    assert detect_kind(tmp_path) == (AppKind.PYTHON, "Procfile")
+
+
+def test_the_error_names_the_small_apps_and_the_readme_section(tmp_path):
+    write(tmp_path, "notes.txt")
+    with pytest.raises(BuildFailed) as exc:
+        detect(tmp_path)
+    for name in ("app.py", "main.py", "wsgi.py", "Procfile running python"):
+        assert name in exc.value.message
+    assert "Making your app buildable" in exc.value.message
+    assert "README.md#making-your-app-buildable" in exc.value.message

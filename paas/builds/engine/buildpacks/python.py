@@ -26,17 +26,26 @@ VENV = "/app/.venv"
 PIP_CACHE = "/var/cache/paas/pip"
 DEPS_MOUNT = "/var/lib/paas/deps"
 SOURCE_MOUNT = "/workspace"
+# wsgi.py's ``application`` (or ``app``) on $PORT with wsgiref, for an app
+# that names no server; a Procfile or gunicorn in requirements does better.
+WSGIREF_COMMAND = (
+    "python3 -c 'import os, wsgi; from wsgiref.simple_server import make_server; "
+    'make_server("0.0.0.0", int(os.environ["PORT"]), '
+    'getattr(wsgi, "application", None) or wsgi.app).serve_forever()\''
+)
 _INCLUDE_RE = re.compile(r"^\s*(-r|-c|--requirement|--constraint)[\s=]+(\S+)")
 _NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def requirements_text(source_dir: Path) -> tuple[str, str]:
     """(the dependency list, where it came from). requirements.txt wins over
-    pyproject.toml; an empty text means no dependencies."""
+    pyproject.toml; an empty text means no dependencies (a one-file app)."""
     req = source_dir / "requirements.txt"
     if real_file(req):
         return req.read_text(errors="replace"), "requirements.txt"
     pyproject = source_dir / "pyproject.toml"
+    if not real_file(pyproject):
+        return "", ""
     try:
         doc = tomllib.loads(pyproject.read_text(errors="replace"))
     except tomllib.TOMLDecodeError as exc:
@@ -84,6 +93,9 @@ def default_command(source_dir: Path, names: set[str]) -> str | None:
     for script in ("app.py", "main.py"):
         if real_file(source_dir / script):
             return f"python3 {script}"
+    if real_file(source_dir / "wsgi.py"):
+        # No WSGI server installed: the standard library's serves it.
+        return WSGIREF_COMMAND
     return None
 
 
