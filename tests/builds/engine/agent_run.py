@@ -17,7 +17,7 @@ from paas.builds.engine.config import RegistrySettings
 from runtime_agent import wire
 from runtime_agent.host.cmd import run
 from runtime_agent.images.store import ImageStore
-from tests.support.agent import AgentUnderTest, unique
+from tests.support.agent_harness import AgentUnderTest, unique
 
 # Straight to the container: a proxy from the environment must not get it.
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
