@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ class ExecRunner:
         self.runc = runc
         self.store = store
 
-    def start(self, name: str, req: wire.ExecRequest) -> AsyncIterator[tuple[str, bytes | int]]:
+    def start(
+        self, name: str, req: wire.ExecRequest
+    ) -> AsyncGenerator[tuple[str, bytes | int], None]:
         """Yields ``(stream, chunk)`` as output arrives, then ``("exit", code)``."""
         pid_file = self.store.container_dir(name) / f"exec-{uuid.uuid4().hex[:12]}.pid"
         proc = self.runc.exec(name, req.cmd, req.env, req.working_dir, pid_file=pid_file)
@@ -39,7 +41,7 @@ class ExecRunner:
 
 async def _exec_stream(
     proc: Any, pid_file: Path, timeout_s: float
-) -> AsyncIterator[tuple[str, bytes | int]]:
+) -> AsyncGenerator[tuple[str, bytes | int], None]:
     """Stream a ``runc exec``'s output without threads: its pipes are read
     by the event loop as they become readable."""
     loop = asyncio.get_running_loop()
