@@ -79,15 +79,18 @@ def _mask_wrapped(text: str, fragment: str) -> str:
     body = text.strip()
     if len(body) >= MIN_WRAP_LEN and body in fragment:
         return text[: len(text) - len(text.lstrip())] + MASK
-    for k in range(min(len(fragment), len(body)) - 1, MIN_WRAP_LEN - 1, -1):
-        if body.endswith(fragment[:k]):
-            text = text.rstrip()[:-k] + MASK
-            break
+    # (The quick membership tests keep ordinary lines cheap.)
+    if body[-MIN_WRAP_LEN:] in fragment:
+        for k in range(min(len(fragment), len(body)) - 1, MIN_WRAP_LEN - 1, -1):
+            if body.endswith(fragment[:k]):
+                text = text.rstrip()[:-k] + MASK
+                break
     body = text.lstrip()
-    indent = text[: len(text) - len(body)]
-    for k in range(min(len(fragment), len(body)) - 1, MIN_WRAP_LEN - 1, -1):
-        if body.startswith(fragment[-k:]):
-            return indent + MASK + body[k:]
+    if body[:MIN_WRAP_LEN] in fragment:
+        indent = text[: len(text) - len(body)]
+        for k in range(min(len(fragment), len(body)) - 1, MIN_WRAP_LEN - 1, -1):
+            if body.startswith(fragment[-k:]):
+                return indent + MASK + body[k:]
     return text
 
 
