@@ -142,7 +142,7 @@ def app_build_secret(request: HttpRequest, name: str, secret: str) -> HttpRespon
 def build_cancel_view(request: HttpRequest, build_id: str) -> HttpResponse:
     """Cancel a queued or running build; 409 when it has already ended."""
     build = build_for_user(user=request.user, build_id=build_id, action="deploy")
-    if not build_cancel(build=build):
+    if not build_cancel(build=build, user=signed_in(request)):
         raise Conflict(f"Build #{build.number} has already ended ({build.state}).")
     build.refresh_from_db()
     return JsonResponse(_build_json(build))

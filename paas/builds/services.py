@@ -209,7 +209,7 @@ def build_finish(*, build_id: str, state: BuildState, error: str = "", **fields:
     return bool(done)
 
 
-def build_cancel(*, build: Build) -> bool:
+def build_cancel(*, build: Build, user: User | None = None) -> bool:
     """Cancel a queued or running build. The state changes at once (a queued
     build's task then finds nothing to claim); the worker running a build
     notices within a second, kills its step and removes what it made.
@@ -220,7 +220,7 @@ def build_cancel(*, build: Build) -> bool:
         state=BuildState.CANCELLED,
         finished_at=timezone.now(),
         lease_expires_at=None,
-        error="Cancelled.",
+        error=f"Cancelled by {user.username}." if user else "Cancelled.",
         version=None,
     )
     if cancelled:

@@ -155,7 +155,7 @@ def build_cancel_page(request: HttpRequest, name: str, build_id: str) -> HttpRes
     except PaasError as exc:
         messages.error(request, exc.message)
     else:
-        if build_cancel(build=build):
+        if build_cancel(build=build, user=signed_in(request)):
             messages.success(request, f"Cancelled build #{build.number}.")
         else:
             messages.error(request, f"Build #{build.number} has already ended.")

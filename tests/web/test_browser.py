@@ -141,3 +141,46 @@ def test_a_zip_dropped_on_the_page_uploads_with_a_progress_bar(
     page.wait_for_url("**/builds/**")
     expect(page.locator("#state")).to_have_text("succeeded", timeout=30_000)
     expect(page.locator("#log")).to_contain_text("from dropped.zip")
+
+
+def test_alice_saves_a_build_secret_and_cancels_a_running_build(
+    alice, daphne, browser, workers: Workers, tmp_path: Path, settings
+):
+    import uuid
+
+    from tests.web.archives import targz
+
+    workers.env["PAAS_UPLOAD_DIR"] = str(settings.UPLOAD_DIR)
+    workers.start()
+    page = browser.new_page()
+    page.goto(f"{daphne}/login/")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", "alice-pw-123")
+    page.click("button[type=submit]")
+    page.fill("input[name=name]", "slow")
+    page.click("text=Create app")
+
+    settings_form = page.locator("#build-settings")
+    settings_form.locator("input[name=name]").nth(1).fill("api_token")
+    settings_form.locator("input[name=value]").nth(1).fill("s3cret-value-from-the-page")
+    page.click("text=Save secret")
+    expect(page.locator(".flash")).to_contain_text("Saved build secret api_token")
+    expect(settings_form).to_contain_text("api_token")
+    assert "s3cret-value-from-the-page" not in page.content()
+    if os.environ.get("PAAS_SCREENSHOTS"):
+        page.screenshot(path=os.environ["PAAS_SCREENSHOTS"] + "/settings.png", full_page=True)
+
+    marker = f"started-{uuid.uuid4().hex[:8]}"
+    dockerfile = f'FROM stack\nRUN echo {marker} && sleep 600\nCMD ["true"]\n'.encode()
+    source = tmp_path / "slow.tar.gz"
+    source.write_bytes(targz({"Dockerfile": dockerfile}))
+    page.set_input_files("#source", str(source))
+    page.wait_for_url("**/builds/**")
+    expect(page.locator("#log")).to_contain_text(f"       {marker}", timeout=60_000)
+    page.click("text=Cancel this build")
+    expect(page.locator("#state")).to_have_text("cancelled", timeout=15_000)
+    expect(page.locator("#log")).to_contain_text("-----> Build cancelled", timeout=15_000)
+    expect(page.locator("#cancel")).to_be_hidden()
+    expect(page.locator("#error")).to_have_text("Cancelled by alice.")
+    if os.environ.get("PAAS_SCREENSHOTS"):
+        page.screenshot(path=os.environ["PAAS_SCREENSHOTS"] + "/cancelled.png", full_page=True)

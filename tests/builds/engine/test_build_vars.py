@@ -18,6 +18,7 @@ from paas.builds.engine.build import build_image
 from paas.builds.engine.errors import BuildFailed
 
 SECRET = "tok-3xampl3+S3cr3t/value"
+LONG_SECRET = "ghp_" + "L0ngT0kenMaterial" * 6  # its base64 wraps over two lines
 
 DOCKERFILE = """\
 FROM stack
@@ -27,6 +28,7 @@ RUN sha256sum /run/secrets/api_token && cat /run/secrets/api_token && echo \
     && base64 /run/secrets/api_token && (printf 'Bearer '; cat /run/secrets/api_token) | base64 \
     && python3 -c 'import sys, urllib.parse as u; print(u.quote(open(sys.argv[1]).read(), ""))' \
        /run/secrets/api_token \
+    && base64 /run/secrets/long_token \
     && echo "token in env: ${API_TOKEN:-none}" && ls -l /run/secrets
 CMD ["true"]
 """
@@ -56,7 +58,8 @@ def test_an_arg_reaches_the_step_and_a_secret_is_a_file_in_no_layer_and_no_log(
     lines: list[str] = []
     result = build_image(
         source_dir=src, app=f"vars-{uuid.uuid4().hex[:6]}", build_id="b", version=1,
-        config=config, log=lines.append, secrets={"api_token": SECRET},
+        config=config, log=lines.append,
+        secrets={"api_token": SECRET, "long_token": LONG_SECRET},
     )  # fmt: skip
     log = "\n".join(lines)
     assert "greeting=hello-arg" in log
@@ -71,6 +74,10 @@ def test_an_arg_reaches_the_step_and_a_secret_is_a_file_in_no_layer_and_no_log(
     ):
         assert form not in log, form
     assert "***" in log
+    wrapped = base64.b64encode(LONG_SECRET.encode()).decode()
+    assert len(wrapped) > 76
+    for i in range(0, len(wrapped) - 12):
+        assert wrapped[i : i + 12] not in log
     layers = layer_blobs(config, result, tmp_path)
     assert any(b"greeting=hello-arg" in blob for blob in layers)
     for blob in layers:

@@ -42,8 +42,18 @@ def build(config, src, app, version, lines=None):
     )  # fmt: skip
 
 
+def layer_dirs(cache: Path) -> dict[str, Path]:
+    """The cache's layer entries by key, wherever they live (the cache dir
+    or a team's under teams/)."""
+    return {
+        e.path.name: e.path
+        for e in cache_entries(cache)
+        if e.kind == "layer" and not e.path.name.startswith(".")
+    }
+
+
 def layer_keys(cache: Path) -> set[str]:
-    return {p.name for p in (cache / "layers").iterdir() if not p.name.startswith(".")}
+    return set(layer_dirs(cache))
 
 
 @pytest.mark.root
@@ -53,14 +63,14 @@ def test_the_oldest_entries_go_the_newest_stay_and_a_rebuild_still_works(engine_
     app = f"evict-{uuid.uuid4().hex[:6]}"
     keys: list[str] = []
     for n in range(3):
-        before = layer_keys(cache) if (cache / "layers").exists() else set()
+        before = layer_keys(cache)
         build(config, dockerfile_app(tmp_path, n), app, n + 1)
         (new,) = layer_keys(cache) - before
         keys.append(new)
     now = time.time()
     for age, key in zip((3000, 2000, 1000), keys, strict=True):  # keys[0] used longest ago
-        os.utime(cache / "layers" / key, (now - age, now - age))
-    sizes = {key: tree_size(cache / "layers" / key) for key in keys}
+        os.utime(layer_dirs(cache)[key], (now - age, now - age))
+    sizes = {key: tree_size(layer_dirs(cache)[key]) for key in keys}
     budget = sizes[keys[1]] + sizes[keys[2]] + 1024
 
     report = evict_cache(cache, budget_bytes=budget, min_age_s=600, now=now)

@@ -128,3 +128,26 @@ def test_a_secret_is_masked_plain_url_encoded_and_base64_at_any_offset():
     assert quote(secret, safe="") not in text
     assert base64.b64encode(secret.encode()).decode()[:12] not in text
     assert text.count("***") == len(out)
+
+
+def test_a_long_secret_base64_wrapped_over_lines_is_masked_on_every_line():
+    import base64
+    import textwrap
+
+    secret = "ghp_" + "k3yMaterial" * 9  # 103 characters: its base64 spans two lines
+    # Every 12 characters of its encoding, at any alignment: none may remain.
+    grams = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + secret.encode()).decode()
+        grams |= {encoded[i : i + 12] for i in range(4, len(encoded) - 15)}
+    for prefix in (b"", b"token=", b"Authorization: Bearer "):
+        out: list[str] = []
+        log = RedactingLog(out.append, [secret])
+        encoded = base64.b64encode(prefix + secret.encode() + b"\n").decode()
+        lines = textwrap.wrap(encoded, 76)  # as coreutils' base64 prints it
+        assert len(lines) >= 2
+        for line in lines:
+            log.step(line)
+        for line in out:
+            for piece in line.strip().split("***"):
+                assert not any(piece[i : i + 12] in grams for i in range(len(piece))), out
