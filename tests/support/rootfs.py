@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from runtime_agent.host.errors import AgentError
 from runtime_agent.oci import spec
 from runtime_agent.oci.runc import Runc
 from runtime_agent.wire import Limits
+from tests.support.processes import wait_until
 
 BUSYBOX = Path("/bin/busybox")
 
@@ -166,13 +166,11 @@ class Harness:
         return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
     def wait_status(self, cid: str, status: str, timeout_s: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def reached() -> dict[str, Any] | None:
             state = self.runc.state(cid)
-            if state and state["status"] == status:
-                return state
-            time.sleep(0.02)
-        raise AssertionError(f"{cid} did not reach {status!r}: {self.runc.state(cid)}")
+            return state if state and state["status"] == status else None
+
+        return wait_until(reached, timeout_s=timeout_s, what=f"{cid} {status}")
 
     def cleanup(self) -> None:
         for cid in self.cids:
