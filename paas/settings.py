@@ -1,7 +1,10 @@
 """Settings, all read from the environment (see README "Settings").
 
-PAAS_MODE=production turns on the secure defaults that `manage.py check
---deploy` asks for; the default, development, serves plain HTTP on loopback.
+PAAS_MODE=production turns DEBUG off (no traceback ever reaches a browser)
+and insists on a strong SECRET_KEY; the default, development, shows
+tracebacks. Independently, the HTTPS-only settings (secure cookies, HSTS,
+SSL redirect) follow PAAS_PANEL_URL: on when the panel is served over HTTPS,
+off for the default plain http://127.0.0.1:8000, which they would break.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import ipaddress
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -29,7 +33,17 @@ BUILD_DIR = env_path("PAAS_BUILD_DIR", DATA_DIR / "builds")
 SECRET_KEY = secret_key("SECRET_KEY", DATA_DIR)
 DEBUG = env_bool("DEBUG", not PRODUCTION)
 PAAS_DOMAIN = env_str("PAAS_DOMAIN", "localhost")
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", f".{PAAS_DOMAIN}"])
+PANEL_URL = env_str("PAAS_PANEL_URL", "http://127.0.0.1:8000")
+_panel = urlsplit(PANEL_URL)
+_panel_host = _panel.hostname or ""
+if _panel.scheme not in {"http", "https"} or not _panel_host:
+    raise ImproperlyConfigured(
+        f"PAAS_PANEL_URL={PANEL_URL!r}: give the panel's address as http(s)://host[:port]"
+    )
+PANEL_HTTPS = _panel.scheme == "https"
+ALLOWED_HOSTS = env_list(
+    "ALLOWED_HOSTS", sorted({"127.0.0.1", "localhost", _panel_host, f".{PAAS_DOMAIN}"})
+)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -243,7 +257,9 @@ CSRF_COOKIE_HTTPONLY = False  # the upload script reads it for XHR posts
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
-if PRODUCTION:
+if PANEL_HTTPS:
+    # Only when the panel really is served over HTTPS: over plain HTTP a
+    # secure cookie is never sent back and the redirect leads nowhere.
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
@@ -251,8 +267,8 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
-    if SECRET_KEY.startswith("django-insecure") or len(set(SECRET_KEY)) < 5:
-        raise ImproperlyConfigured("SECRET_KEY is too weak for production")
+if PRODUCTION and (SECRET_KEY.startswith("django-insecure") or len(set(SECRET_KEY)) < 5):
+    raise ImproperlyConfigured("SECRET_KEY is too weak for production")
 
 LOGGING = {
     "version": 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -24,19 +25,77 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_production_mode_passes_the_deploy_checks(tmp_path):
+def test_production_mode_over_https_passes_the_deploy_checks(tmp_path):
     result = _manage(
         "check",
         "--deploy",
         "--fail-level",
         "WARNING",
         PAAS_MODE="production",
+        PAAS_PANEL_URL="https://paas.example.com",
         SECRET_KEY=secrets.token_urlsafe(60),
-        ALLOWED_HOSTS="paas.example.com",
         PAAS_DATA_DIR=str(tmp_path),
     )
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+# What a fresh process makes of its settings, and how it answers a plain-HTTP
+# GET of the login page on the default address (as a browser would send it).
+_PROBE = """
+import json
+from django.conf import settings as s
+from django.test import Client
+r = Client().get("/login/", HTTP_HOST="127.0.0.1:8000")
+print(json.dumps({
+    "debug": s.DEBUG,
+    "secure_cookies": [s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE],
+    "hsts": s.SECURE_HSTS_SECONDS,
+    "ssl_redirect": s.SECURE_SSL_REDIRECT,
+    "login": [r.status_code, r.get("Location", "")],
+}))
+"""
+
+
+def _probe(tmp_path, **env):
+    result = _manage("shell", "-c", _PROBE, PAAS_DATA_DIR=str(tmp_path), **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_production_over_plain_http_has_no_debug_and_no_https_only_settings(tmp_path):
+    seen = _probe(tmp_path, PAAS_MODE="production", PAAS_PANEL_URL="http://127.0.0.1:8000")
+    assert seen == {
+        "debug": False,
+        "secure_cookies": [False, False],
+        "hsts": 0,
+        "ssl_redirect": False,
+        "login": [200, ""],
+    }
+
+
+def test_a_panel_served_over_https_gets_secure_cookies_hsts_and_the_redirect(tmp_path):
+    seen = _probe(
+        tmp_path,
+        PAAS_MODE="production",
+        PAAS_PANEL_URL="https://paas.example.com",
+        ALLOWED_HOSTS="127.0.0.1",
+    )
+    assert seen["secure_cookies"] == [True, True]
+    assert seen["hsts"] == 31536000
+    assert seen["ssl_redirect"] is True
+    assert seen["login"] == [301, "https://127.0.0.1:8000/login/"]
+
+
+def test_development_mode_shows_tracebacks(tmp_path):
+    assert _probe(tmp_path, PAAS_MODE="development")["debug"] is True
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://paas.example.com", "https://"])
+def test_a_panel_url_that_is_not_one_stops_the_process(tmp_path, url):
+    result = _manage("check", PAAS_PANEL_URL=url, PAAS_DATA_DIR=str(tmp_path))
+    assert result.returncode != 0
+    assert f"PAAS_PANEL_URL={url!r}" in result.stderr
 
 
 def test_a_bad_setting_stops_the_process_with_its_name(tmp_path):
