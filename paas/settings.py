@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from paas.core.files import private_dir
 from paas.env import env_bool, env_float, env_int, env_list, env_path, env_str, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -26,7 +27,7 @@ if MODE not in {"development", "production"}:
     raise ImproperlyConfigured(f"PAAS_MODE={MODE!r}: use development or production")
 PRODUCTION = MODE == "production"
 
-DATA_DIR = env_path("PAAS_DATA_DIR", BASE_DIR / "var")
+DATA_DIR = private_dir(env_path("PAAS_DATA_DIR", BASE_DIR / "var"), 0o750)
 UPLOAD_DIR = env_path("PAAS_UPLOAD_DIR", DATA_DIR / "uploads")
 BUILD_DIR = env_path("PAAS_BUILD_DIR", DATA_DIR / "builds")
 
@@ -96,12 +97,18 @@ TEMPLATES = [
     },
 ]
 
+# SQLite's default home is a directory of its own: the web (the service user)
+# and the worker (root) both write it, and SQLite makes its -wal and -shm
+# files beside the database.
+_SQLITE_DEFAULT = DATA_DIR / "db" / "paas.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'paas.sqlite3'}"),
+        env_str("DATABASE_URL", f"sqlite:///{_SQLITE_DEFAULT}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
     )
 }
+if DATABASES["default"]["NAME"] == str(_SQLITE_DEFAULT):
+    private_dir(_SQLITE_DEFAULT.parent)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat write to one file: wait for the lock instead of
     # failing with "database is locked", and let readers run beside a writer.
@@ -129,8 +136,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATIC_ROOT = private_dir(DATA_DIR / "static", 0o750)
 # Serve straight from static/ while developing; collectstatic is for production.
 WHITENOISE_USE_FINDERS = DEBUG
 
@@ -170,7 +176,9 @@ PAAS_BUILD_LEASE_SECONDS = env_int("PAAS_BUILD_LEASE_SECONDS", 120, minimum=5)
 # writes the platform's own under $PAAS_DATA_DIR/registry; any OCI registry
 # can be named instead with PAAS_REGISTRY and its credentials.
 _REGISTRY_SETUP = DATA_DIR / "registry" / "setup.json"
-_registry = json.loads(_REGISTRY_SETUP.read_text()) if _REGISTRY_SETUP.exists() else {}
+# Readable by root only (it holds the push password): the web and beat run as
+# the service user and never push, so they go without it.
+_registry = json.loads(_REGISTRY_SETUP.read_text()) if os.access(_REGISTRY_SETUP, os.R_OK) else {}
 PAAS_REGISTRY = env_str("PAAS_REGISTRY", _registry.get("host", "127.0.0.1:5000"))
 PAAS_REGISTRY_USER = env_str("PAAS_REGISTRY_USER", _registry.get("username", ""))
 PAAS_REGISTRY_PASSWORD = env_str("PAAS_REGISTRY_PASSWORD", _registry.get("password", ""))

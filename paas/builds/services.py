@@ -33,6 +33,7 @@ from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.builds.selectors import images_in_use
 from paas.core.errors import PaasError, ValidationFailed
 from paas.core.events import group_send
+from paas.core.files import private_dir
 from runtime_agent.host.errors import AgentError
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,12 @@ def upload_refuse_early(*, content_length: str | None) -> None:
 def _store_upload(chunks: Iterator[bytes], dest: Path) -> int:
     """Write the upload to a temp name and rename it into place, so a failed
     upload never leaves a half-written archive that a build could pick up."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(dest.parent)
     tmp = dest.with_name(dest.name + ".part")
     size = 0
     try:
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fh:
             for chunk in chunks:
                 size += len(chunk)
                 if size > settings.PAAS_MAX_UPLOAD_BYTES:
@@ -341,7 +343,7 @@ def build_run(*, build_id: str) -> None:
         return
     build = Build.objects.select_related("app").get(pk=build_id)
     out = BuildLogWriter(build_id)
-    source = Path(settings.BUILD_DIR) / str(build_id) / "source"
+    source = private_dir(Path(settings.BUILD_DIR)) / str(build_id) / "source"
     try:
         with _lease_kept(build_id) as cancelled:
             out(f"-----> Build #{build.number} of {build.app.name} from {build.archive_name}")

@@ -1,0 +1,25 @@
+"""The platform's own directories are private to root and its service user.
+
+What the platform keeps (database, uploads, build trees, caches, registry
+files) lives under a few roots made here with explicit modes, so no other
+local user can enter them, whatever the umask of the process that made them
+and whatever the modes of the tenants' trees inside (those keep the modes
+their image gives them, which containers need).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+
+def private_dir(path: Path, mode: int = 0o700) -> Path:
+    """``path`` as a directory that only its owner (and with ``mode`` 0o750,
+    its group) may enter. Missing parents are made too; an existing directory
+    loses any access for other users (its owner's choice otherwise stands)."""
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    current = stat.S_IMODE(path.stat().st_mode)
+    if current & 0o007:
+        os.chmod(path, current & ~0o007)
+    return path
