@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SLOW = {"Dockerfile": b'FROM stack\nRUN echo started && sleep 120\nCMD ["true"]\n'}
 
 
-def _wait_for(predicate, timeout=60.0):
+def _wait_for(predicate, timeout=120.0):
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
