@@ -19,7 +19,19 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from paas.core.files import private_dir
-from paas.env import env_bool, env_float, env_int, env_list, env_path, env_str, secret_key
+from paas.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_name,
+    env_optional_path,
+    env_path,
+    env_str,
+    env_subnet,
+    secret_key,
+)
+from runtime_agent.net.names import IFNAME_RE, IFNAME_RULE, NFT_TABLE_RE, NFT_TABLE_RULE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 MODE = env_str("PAAS_MODE", "development")
@@ -182,7 +194,7 @@ _registry = json.loads(_REGISTRY_SETUP.read_text()) if os.access(_REGISTRY_SETUP
 PAAS_REGISTRY = env_str("PAAS_REGISTRY", _registry.get("host", "127.0.0.1:5000"))
 PAAS_REGISTRY_USER = env_str("PAAS_REGISTRY_USER", _registry.get("username", ""))
 PAAS_REGISTRY_PASSWORD = env_str("PAAS_REGISTRY_PASSWORD", _registry.get("password", ""))
-PAAS_REGISTRY_CA = env_str("PAAS_REGISTRY_CA", _registry.get("ca_file", ""))
+PAAS_REGISTRY_CA = str(env_optional_path("PAAS_REGISTRY_CA") or _registry.get("ca_file", ""))
 PAAS_REGISTRY_SCHEME = env_str("PAAS_REGISTRY_SCHEME", "https")
 # The registry's own config: its garbage collection runs with it (on the
 # registry's host); empty skips the collection.
@@ -203,9 +215,9 @@ PAAS_BUILD_MEMORY_BYTES = env_int("PAAS_BUILD_MEMORY_BYTES", 2 * 1024**3, minimu
 PAAS_BUILD_CPUS = env_float("PAAS_BUILD_CPUS", 1.0, minimum=0.1)
 PAAS_BUILD_PIDS = env_int("PAAS_BUILD_PIDS", 1024, minimum=16)
 PAAS_BUILD_STEP_TIMEOUT = env_int("PAAS_BUILD_STEP_TIMEOUT", 900, minimum=5)
-PAAS_BUILD_BRIDGE = env_str("PAAS_BUILD_BRIDGE", "paasbuild0")
-PAAS_BUILD_SUBNET = env_str("PAAS_BUILD_SUBNET", "10.89.0.0/24")
-PAAS_BUILD_NFT_TABLE = env_str("PAAS_BUILD_NFT_TABLE", "paas_build")
+PAAS_BUILD_BRIDGE = env_name("PAAS_BUILD_BRIDGE", "paasbuild0", IFNAME_RE, IFNAME_RULE)
+PAAS_BUILD_SUBNET = env_subnet("PAAS_BUILD_SUBNET", "10.89.0.0/24")
+PAAS_BUILD_NFT_TABLE = env_name("PAAS_BUILD_NFT_TABLE", "paas_build", NFT_TABLE_RE, NFT_TABLE_RULE)
 PAAS_PIP_INDEX_URL = env_str("PAAS_PIP_INDEX_URL", "")
 PAAS_NPM_REGISTRY_URL = env_str("PAAS_NPM_REGISTRY_URL", "")
 PAAS_KEEP_IMAGES = env_int("PAAS_KEEP_IMAGES", 10, minimum=0)

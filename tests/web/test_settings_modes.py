@@ -98,10 +98,32 @@ def test_a_panel_url_that_is_not_one_stops_the_process(tmp_path, url):
     assert f"PAAS_PANEL_URL={url!r}" in result.stderr
 
 
-def test_a_bad_setting_stops_the_process_with_its_name(tmp_path):
-    result = _manage("check", PAAS_MAX_UPLOAD_BYTES="lots", PAAS_DATA_DIR=str(tmp_path))
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("PAAS_MAX_UPLOAD_BYTES", "lots", "PAAS_MAX_UPLOAD_BYTES='lots' is not a whole number"),
+        ("PAAS_BUILD_CPUS", "nan", "PAAS_BUILD_CPUS='nan' is not a finite number"),
+        ("PAAS_UPLOAD_DIR", "var/up", "PAAS_UPLOAD_DIR must be an absolute path"),
+        ("PAAS_BUILD_BRIDGE", "bad bridge", "PAAS_BUILD_BRIDGE must be 1-15 ASCII letters"),
+        ("SECRET_KEY_FILE", "/nonexistent/key", "SECRET_KEY_FILE: cannot read"),
+    ],
+)
+def test_a_bad_setting_stops_the_process_with_its_name(tmp_path, name, value, says):
+    result = _manage("check", **{name: value}, PAAS_DATA_DIR=str(tmp_path))
     assert result.returncode != 0
-    assert "PAAS_MAX_UPLOAD_BYTES='lots' is not a whole number" in result.stderr
+    assert says in result.stderr
+
+
+def test_a_setting_and_its_file_together_stop_the_process(tmp_path):
+    (tmp_path / "url").write_text("redis://127.0.0.1:1/0\n")
+    result = _manage(
+        "check",
+        REDIS_URL="redis://127.0.0.1:2/0",
+        REDIS_URL_FILE=str(tmp_path / "url"),
+        PAAS_DATA_DIR=str(tmp_path),
+    )
+    assert result.returncode != 0
+    assert "set REDIS_URL or REDIS_URL_FILE, not both" in result.stderr
 
 
 def test_an_unknown_mode_is_refused(tmp_path):
