@@ -33,6 +33,14 @@ def env_str(name: str, default: str) -> str:
     return _read(lambda s: s.text(name, default))
 
 
+def env_optional(name: str) -> str | None:
+    return _read(lambda s: s.optional(name))
+
+
+def env_log_level(name: str) -> str:
+    return _read(lambda s: s.log_level(name))
+
+
 def env_bool(name: str, default: bool) -> bool:
     return _read(lambda s: s.flag(name, default))
 

@@ -24,6 +24,7 @@ from paas.env import (
     env_float,
     env_int,
     env_list,
+    env_log_level,
     env_name,
     env_optional_path,
     env_path,
@@ -295,5 +296,5 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL")},
 }

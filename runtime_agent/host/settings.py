@@ -25,6 +25,7 @@ from pathlib import Path
 
 from runtime_agent.host.errors import AgentError
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -148,6 +149,15 @@ class Settings:
         value = self.text(name, default)
         if not pattern.fullmatch(value):
             raise SettingError(f"{self.prefix}{name} must be {what}, got {value!r}")
+        return value
+
+    def log_level(self, name: str, default: str = "INFO") -> str:
+        """A logging level name, in any case: DEBUG, INFO, WARNING, ERROR, CRITICAL."""
+        value = self.text(name, default).upper()
+        if value not in _LOG_LEVELS:
+            raise SettingError(
+                f"{self.prefix}{name} must be one of {', '.join(_LOG_LEVELS)}, got {value!r}"
+            )
         return value
 
     def listen(self, name: str, default: str) -> tuple[str, int]:

@@ -124,3 +124,10 @@ def test_it_reads_listen_addresses_and_subnets():
     for bad, says in [("10.0.0.1/16", "IPv4 network"), ("10.0.0.0/30", "too small")]:
         with pytest.raises(SettingError, match=says):
             read(X_S=bad).subnet("S", "10.0.0.0/16")
+
+
+def test_a_log_level_is_one_of_the_five_in_any_case():
+    assert read().log_level("LOG") == "INFO"
+    assert read(X_LOG="debug").log_level("LOG") == "DEBUG"
+    with pytest.raises(SettingError, match="X_LOG must be one of DEBUG, INFO"):
+        read(X_LOG="loud").log_level("LOG")

@@ -144,3 +144,17 @@ def test_the_first_admin_password_is_printed_once(tmp_path):
     assert "with password: " in first.read_text()
     assert "exists already" in second.read_text()
     assert "password" not in second.read_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_admin_password_may_come_from_a_file(tmp_path, monkeypatch):
+    from django.contrib.auth import authenticate
+    from django.core.management import call_command
+
+    (tmp_path / "pw").write_text("alice-admin-pw-123\n")
+    monkeypatch.setenv("PAAS_ADMIN_USER", "alice")
+    monkeypatch.setenv("PAAS_ADMIN_PASSWORD_FILE", str(tmp_path / "pw"))
+    with open(tmp_path / "out", "w") as out:
+        call_command("ensure_admin", stdout=out)
+    assert "with PAAS_ADMIN_PASSWORD" in (tmp_path / "out").read_text()
+    assert authenticate(username="alice", password="alice-admin-pw-123") is not None
