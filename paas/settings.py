@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from paas.core.files import private_dir
 from paas.env import (
     env_bool,
     env_float,
@@ -32,6 +31,7 @@ from paas.env import (
     env_subnet,
     secret_key,
 )
+from runtime_agent.host.private import private_dir
 from runtime_agent.net.names import IFNAME_RE, IFNAME_RULE, NFT_TABLE_RE, NFT_TABLE_RULE
 
 BASE_DIR = Path(__file__).resolve().parent.parent

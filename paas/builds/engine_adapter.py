@@ -23,7 +23,7 @@ from paas.builds.engine import (
     publish_stack,
 )
 from paas.builds.engine.housekeeping import registry_push_lock
-from paas.core.files import private_dir
+from runtime_agent.host.private import private_dir
 
 
 def registry_settings() -> RegistrySettings:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import bcrypt
 
-from paas.core.files import private_dir
 from runtime_agent.host.cmd import run
+from runtime_agent.host.private import private_dir
 
 CERT_DAYS = 825
 

@@ -33,8 +33,8 @@ from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.builds.selectors import images_in_use
 from paas.core.errors import PaasError, ValidationFailed
 from paas.core.events import group_send
-from paas.core.files import private_dir
 from runtime_agent.host.errors import AgentError
+from runtime_agent.host.private import private_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
 """The platform's own directories are private to root and its service user.
 
 What the platform keeps (database, uploads, build trees, caches, registry
-files) lives under a few roots made here with explicit modes, so no other
-local user can enter them, whatever the umask of the process that made them
-and whatever the modes of the tenants' trees inside (those keep the modes
-their image gives them, which containers need).
+files, the agent's layer store and token) lives under a few roots made here
+with explicit modes, so no other local user can enter them, whatever the
+umask of the process that made them and whatever the modes of the tenants'
+trees inside (those keep the modes their image gives them, which containers
+need). Part of the host toolkit: the agent and the control plane both use it.
 """
 
 from __future__ import annotations
