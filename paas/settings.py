@@ -40,7 +40,10 @@ if MODE not in {"development", "production"}:
     raise ImproperlyConfigured(f"PAAS_MODE={MODE!r}: use development or production")
 PRODUCTION = MODE == "production"
 
-DATA_DIR = private_dir(env_path("PAAS_DATA_DIR", BASE_DIR / "var"), 0o750)
+# Others may pass through the data dir but not list it: the agent's root may
+# live in it, and a container's unprivileged uids must reach their rootfs
+# there. Every root inside is private on its own (0700/0750).
+DATA_DIR = private_dir(env_path("PAAS_DATA_DIR", BASE_DIR / "var"), 0o751)
 UPLOAD_DIR = env_path("PAAS_UPLOAD_DIR", DATA_DIR / "uploads")
 BUILD_DIR = env_path("PAAS_BUILD_DIR", DATA_DIR / "builds")
 

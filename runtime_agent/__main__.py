@@ -26,7 +26,6 @@ from runtime_agent.api.server import ApiServer, create_app
 from runtime_agent.config import PREFIX, AgentConfig, ConfigError
 from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.host.errors import AgentError
-from runtime_agent.host.private import private_dir
 from runtime_agent.host.settings import Settings
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
@@ -61,7 +60,7 @@ async def serve(config: AgentConfig) -> int:
         loop.add_signal_handler(sig, _on_signal, sig, stop)
 
     for d in (config.root, config.containers_dir, config.runc_root, config.net_dir):
-        private_dir(d)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
     runc = Runc(config.runc_root, config.runc_binary)
     await asyncio.to_thread(check_runtime_safe, runc, config.root)
     network = HostNetwork(config.net_dir, config.bridge, config.subnet, config.nft_table)

@@ -16,11 +16,13 @@ from pathlib import Path
 
 
 def private_dir(path: Path, mode: int = 0o700) -> Path:
-    """``path`` as a directory that only its owner (and with ``mode`` 0o750,
-    its group) may enter. Missing parents are made too; an existing directory
-    loses any access for other users (its owner's choice otherwise stands)."""
+    """``path`` as a directory other users get no more of than ``mode`` gives
+    them (nothing with the default 0o700; only passage with 0o751). Missing
+    parents are made too; an existing directory loses what others had beyond
+    that (its owner's and group's bits stand)."""
     path.mkdir(mode=mode, parents=True, exist_ok=True)
     current = stat.S_IMODE(path.stat().st_mode)
-    if current & 0o007:
-        os.chmod(path, current & ~0o007)
+    too_much = current & 0o007 & ~mode
+    if too_much:
+        os.chmod(path, current & ~too_much)
     return path

@@ -33,3 +33,12 @@ def test_it_leaves_a_private_directory_alone(tmp_path):
     private_dir(tight, 0o750)
     assert _mode(tight) == 0o700
     assert tight.stat().st_ctime_ns == before
+
+
+def test_a_mode_that_lets_others_pass_keeps_only_passage(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o755)
+    private_dir(shared, 0o751)
+    assert _mode(shared) == 0o751
+    assert _mode(private_dir(tmp_path / "new", 0o751)) == 0o751
