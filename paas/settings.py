@@ -202,7 +202,9 @@ PAAS_REGISTRY_CA = str(env_optional_path("PAAS_REGISTRY_CA") or _registry.get("c
 PAAS_REGISTRY_SCHEME = env_str("PAAS_REGISTRY_SCHEME", "https")
 # The registry's own config: its garbage collection runs with it (on the
 # registry's host); empty skips the collection.
-PAAS_REGISTRY_CONFIG = env_str("PAAS_REGISTRY_CONFIG", _registry.get("config_file", ""))
+PAAS_REGISTRY_CONFIG = str(
+    env_optional_path("PAAS_REGISTRY_CONFIG") or _registry.get("config_file", "")
+)
 PAAS_REGISTRY_BINARY = env_str("PAAS_REGISTRY_BINARY", "docker-registry")
 if PAAS_REGISTRY_SCHEME not in {"http", "https"}:
     raise ImproperlyConfigured(f"PAAS_REGISTRY_SCHEME={PAAS_REGISTRY_SCHEME!r}: http or https")
