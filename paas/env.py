@@ -1,90 +1,83 @@
-"""Typed readers for settings from the environment.
-
-Each fails loudly with ImproperlyConfigured naming the variable, so a typo in
-a deployment is caught at start-up rather than as odd behaviour later. Every
-reader also accepts ``<NAME>_FILE`` pointing at a file holding the value
-(for secrets mounted as files).
+"""The control plane's settings readers, over the one settings helper both
+processes share (:mod:`runtime_agent.host.settings`, where the rules are
+written): ``<NAME>_FILE`` for any variable, empty means unset, absolute
+paths, finite numbers. A bad value raises ImproperlyConfigured naming the
+variable, so a typo in a deployment stops the process at start rather than
+showing as odd behaviour later.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+from runtime_agent.host.settings import SettingError, Settings
+
+T = TypeVar("T")
 
 
-def _raw(name: str) -> str | None:
-    file_var = os.environ.get(f"{name}_FILE")
-    if file_var:
-        try:
-            return Path(file_var).read_text().strip()
-        except OSError as exc:
-            raise ImproperlyConfigured(f"{name}_FILE={file_var!r} cannot be read: {exc}") from exc
-    return os.environ.get(name)
+def _read(get: Callable[[Settings], T]) -> T:
+    # The environment as it is now: tests change it between calls.
+    try:
+        return get(Settings(os.environ))
+    except SettingError as exc:
+        raise ImproperlyConfigured(exc.message) from None
 
 
 def env_str(name: str, default: str) -> str:
-    value = _raw(name)
-    return default if value is None else value
+    return _read(lambda s: s.text(name, default))
+
+
+def env_optional(name: str) -> str | None:
+    return _read(lambda s: s.optional(name))
+
+
+def env_log_level(name: str) -> str:
+    return _read(lambda s: s.log_level(name))
 
 
 def env_bool(name: str, default: bool) -> bool:
-    value = _raw(name)
-    if value is None:
-        return default
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use 1/0, true/false)")
+    return _read(lambda s: s.flag(name, default))
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
-    value = _raw(name)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number") from None
-    if minimum is not None and number < minimum:
-        raise ImproperlyConfigured(f"{name}={number} is below the minimum of {minimum}")
-    return number
+    return _read(lambda s: s.integer(name, default, minimum=minimum))
 
 
 def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
-    value = _raw(name)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
-    if number != number or minimum is not None and number < minimum:
-        raise ImproperlyConfigured(f"{name}={value!r} must be a number >= {minimum}")
-    return number
+    return _read(lambda s: s.number(name, default, minimum=minimum))
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
-    value = _raw(name)
-    if value is None:
-        return default
-    return [item.strip() for item in value.split(",") if item.strip()]
+    return _read(lambda s: s.items(name, default))
 
 
 def env_path(name: str, default: Path) -> Path:
-    value = _raw(name)
-    return default if not value else Path(value).expanduser().resolve()
+    return _read(lambda s: s.path(name, default))
+
+
+def env_optional_path(name: str) -> Path | None:
+    return _read(lambda s: s.optional_path(name))
+
+
+def env_subnet(name: str, default: str) -> str:
+    """An IPv4 network, checked, in its text form."""
+    return _read(lambda s: str(s.subnet(name, default)))
+
+
+def env_name(name: str, default: str, pattern: re.Pattern[str], rule: str) -> str:
+    """A name handed to the kernel or a tool, checked against ``pattern``."""
+    return _read(lambda s: s.matching(name, default, pattern, rule))
 
 
 def secret_key(name: str, data_dir: Path) -> str:
     """The env value, or one generated once and kept in the data directory."""
-    value = _raw(name)
+    value = _read(lambda s: s.optional(name))
     if value:
         return value
     path = data_dir / "secret_key"

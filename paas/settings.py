@@ -1,7 +1,10 @@
 """Settings, all read from the environment (see README "Settings").
 
-PAAS_MODE=production turns on the secure defaults that `manage.py check
---deploy` asks for; the default, development, serves plain HTTP on loopback.
+PAAS_MODE=production turns DEBUG off (no traceback ever reaches a browser)
+and insists on a strong SECRET_KEY; the default, development, shows
+tracebacks. Independently, the HTTPS-only settings (secure cookies, HSTS,
+SSL redirect) follow PAAS_PANEL_URL: on when the panel is served over HTTPS,
+off for the default plain http://127.0.0.1:8000, which they would break.
 """
 
 from __future__ import annotations
@@ -10,11 +13,26 @@ import ipaddress
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from paas.env import env_bool, env_float, env_int, env_list, env_path, env_str, secret_key
+from paas.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_log_level,
+    env_name,
+    env_optional_path,
+    env_path,
+    env_str,
+    env_subnet,
+    secret_key,
+)
+from runtime_agent.host.private import private_dir
+from runtime_agent.net.names import IFNAME_RE, IFNAME_RULE, NFT_TABLE_RE, NFT_TABLE_RULE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 MODE = env_str("PAAS_MODE", "development")
@@ -22,14 +40,27 @@ if MODE not in {"development", "production"}:
     raise ImproperlyConfigured(f"PAAS_MODE={MODE!r}: use development or production")
 PRODUCTION = MODE == "production"
 
-DATA_DIR = env_path("PAAS_DATA_DIR", BASE_DIR / "var")
+# Others may pass through the data dir but not list it: the agent's root may
+# live in it, and a container's unprivileged uids must reach their rootfs
+# there. Every root inside is private on its own (0700/0750).
+DATA_DIR = private_dir(env_path("PAAS_DATA_DIR", BASE_DIR / "var"), 0o751)
 UPLOAD_DIR = env_path("PAAS_UPLOAD_DIR", DATA_DIR / "uploads")
 BUILD_DIR = env_path("PAAS_BUILD_DIR", DATA_DIR / "builds")
 
 SECRET_KEY = secret_key("SECRET_KEY", DATA_DIR)
 DEBUG = env_bool("DEBUG", not PRODUCTION)
 PAAS_DOMAIN = env_str("PAAS_DOMAIN", "localhost")
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", f".{PAAS_DOMAIN}"])
+PANEL_URL = env_str("PAAS_PANEL_URL", "http://127.0.0.1:8000")
+_panel = urlsplit(PANEL_URL)
+_panel_host = _panel.hostname or ""
+if _panel.scheme not in {"http", "https"} or not _panel_host:
+    raise ImproperlyConfigured(
+        f"PAAS_PANEL_URL={PANEL_URL!r}: give the panel's address as http(s)://host[:port]"
+    )
+PANEL_HTTPS = _panel.scheme == "https"
+ALLOWED_HOSTS = env_list(
+    "ALLOWED_HOSTS", sorted({"127.0.0.1", "localhost", _panel_host, f".{PAAS_DOMAIN}"})
+)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -82,12 +113,18 @@ TEMPLATES = [
     },
 ]
 
+# SQLite's default home is a directory of its own: the web (the service user)
+# and the worker (root) both write it, and SQLite makes its -wal and -shm
+# files beside the database.
+_SQLITE_DEFAULT = DATA_DIR / "db" / "paas.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'paas.sqlite3'}"),
+        env_str("DATABASE_URL", f"sqlite:///{_SQLITE_DEFAULT}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
     )
 }
+if DATABASES["default"]["NAME"] == str(_SQLITE_DEFAULT):
+    private_dir(_SQLITE_DEFAULT.parent)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat write to one file: wait for the lock instead of
     # failing with "database is locked", and let readers run beside a writer.
@@ -115,8 +152,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATIC_ROOT = private_dir(DATA_DIR / "static", 0o750)
 # Serve straight from static/ while developing; collectstatic is for production.
 WHITENOISE_USE_FINDERS = DEBUG
 
@@ -156,15 +192,19 @@ PAAS_BUILD_LEASE_SECONDS = env_int("PAAS_BUILD_LEASE_SECONDS", 120, minimum=5)
 # writes the platform's own under $PAAS_DATA_DIR/registry; any OCI registry
 # can be named instead with PAAS_REGISTRY and its credentials.
 _REGISTRY_SETUP = DATA_DIR / "registry" / "setup.json"
-_registry = json.loads(_REGISTRY_SETUP.read_text()) if _REGISTRY_SETUP.exists() else {}
+# Readable by root only (it holds the push password): the web and beat run as
+# the service user and never push, so they go without it.
+_registry = json.loads(_REGISTRY_SETUP.read_text()) if os.access(_REGISTRY_SETUP, os.R_OK) else {}
 PAAS_REGISTRY = env_str("PAAS_REGISTRY", _registry.get("host", "127.0.0.1:5000"))
 PAAS_REGISTRY_USER = env_str("PAAS_REGISTRY_USER", _registry.get("username", ""))
 PAAS_REGISTRY_PASSWORD = env_str("PAAS_REGISTRY_PASSWORD", _registry.get("password", ""))
-PAAS_REGISTRY_CA = env_str("PAAS_REGISTRY_CA", _registry.get("ca_file", ""))
+PAAS_REGISTRY_CA = str(env_optional_path("PAAS_REGISTRY_CA") or _registry.get("ca_file", ""))
 PAAS_REGISTRY_SCHEME = env_str("PAAS_REGISTRY_SCHEME", "https")
 # The registry's own config: its garbage collection runs with it (on the
 # registry's host); empty skips the collection.
-PAAS_REGISTRY_CONFIG = env_str("PAAS_REGISTRY_CONFIG", _registry.get("config_file", ""))
+PAAS_REGISTRY_CONFIG = str(
+    env_optional_path("PAAS_REGISTRY_CONFIG") or _registry.get("config_file", "")
+)
 PAAS_REGISTRY_BINARY = env_str("PAAS_REGISTRY_BINARY", "docker-registry")
 if PAAS_REGISTRY_SCHEME not in {"http", "https"}:
     raise ImproperlyConfigured(f"PAAS_REGISTRY_SCHEME={PAAS_REGISTRY_SCHEME!r}: http or https")
@@ -181,9 +221,9 @@ PAAS_BUILD_MEMORY_BYTES = env_int("PAAS_BUILD_MEMORY_BYTES", 2 * 1024**3, minimu
 PAAS_BUILD_CPUS = env_float("PAAS_BUILD_CPUS", 1.0, minimum=0.1)
 PAAS_BUILD_PIDS = env_int("PAAS_BUILD_PIDS", 1024, minimum=16)
 PAAS_BUILD_STEP_TIMEOUT = env_int("PAAS_BUILD_STEP_TIMEOUT", 900, minimum=5)
-PAAS_BUILD_BRIDGE = env_str("PAAS_BUILD_BRIDGE", "paasbuild0")
-PAAS_BUILD_SUBNET = env_str("PAAS_BUILD_SUBNET", "10.89.0.0/24")
-PAAS_BUILD_NFT_TABLE = env_str("PAAS_BUILD_NFT_TABLE", "paas_build")
+PAAS_BUILD_BRIDGE = env_name("PAAS_BUILD_BRIDGE", "paasbuild0", IFNAME_RE, IFNAME_RULE)
+PAAS_BUILD_SUBNET = env_subnet("PAAS_BUILD_SUBNET", "10.89.0.0/24")
+PAAS_BUILD_NFT_TABLE = env_name("PAAS_BUILD_NFT_TABLE", "paas_build", NFT_TABLE_RE, NFT_TABLE_RULE)
 PAAS_PIP_INDEX_URL = env_str("PAAS_PIP_INDEX_URL", "")
 PAAS_NPM_REGISTRY_URL = env_str("PAAS_NPM_REGISTRY_URL", "")
 PAAS_KEEP_IMAGES = env_int("PAAS_KEEP_IMAGES", 10, minimum=0)
@@ -243,7 +283,9 @@ CSRF_COOKIE_HTTPONLY = False  # the upload script reads it for XHR posts
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
-if PRODUCTION:
+if PANEL_HTTPS:
+    # Only when the panel really is served over HTTPS: over plain HTTP a
+    # secure cookie is never sent back and the redirect leads nowhere.
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
@@ -251,13 +293,13 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
-    if SECRET_KEY.startswith("django-insecure") or len(set(SECRET_KEY)) < 5:
-        raise ImproperlyConfigured("SECRET_KEY is too weak for production")
+if PRODUCTION and (SECRET_KEY.startswith("django-insecure") or len(set(SECRET_KEY)) < 5):
+    raise ImproperlyConfigured("SECRET_KEY is too weak for production")
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL")},
 }

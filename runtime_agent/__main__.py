@@ -23,9 +23,10 @@ import sys
 import time
 
 from runtime_agent.api.server import ApiServer, create_app
-from runtime_agent.config import AgentConfig, ConfigError
+from runtime_agent.config import PREFIX, AgentConfig, ConfigError
 from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.host.errors import AgentError
+from runtime_agent.host.settings import Settings
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci.runc import Runc, check_runtime_safe
@@ -97,8 +98,9 @@ def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
 
 
 def main() -> int:
-    setup_logging(os.environ.get("PAAS_AGENT_LOG_LEVEL"))
+    setup_logging(None)
     try:
+        setup_logging(Settings(os.environ, PREFIX).log_level("LOG_LEVEL"))
         config = AgentConfig.from_env()
     except ConfigError as exc:
         log.error("configuration error: %s", exc.message)

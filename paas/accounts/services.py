@@ -66,6 +66,22 @@ def require_role(*, user: AnyUser, team_id: int, action: str) -> Role:
     return role
 
 
+def team_for_user(*, user: User, team_id: object, action: str) -> Team:
+    """The team ``user`` asks to act in: ``team_id`` as a form or a JSON body
+    sent it, or the personal team when none was sent. A team the user is not
+    in is NotFound, exactly like a missing one; a role that does not allow
+    ``action`` there is PermissionDenied."""
+    if team_id is None or team_id == "":
+        return team_ensure_personal(user=user)
+    if isinstance(team_id, bool) or not str(team_id).isdigit():
+        raise NotFound("No such team.")
+    try:
+        require_role(user=user, team_id=int(str(team_id)), action=action)
+    except NotFound:
+        raise NotFound("No such team.") from None
+    return Team.objects.get(pk=int(str(team_id)))
+
+
 def _digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 

@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods
 
-from paas.accounts.models import Team
+from paas.accounts.services import team_for_user
 from paas.accounts.types import signed_in
 from paas.api.auth import api_view
 from paas.applications.models import App
@@ -23,8 +23,8 @@ from paas.builds.buildvars import (
 )
 from paas.builds.models import Build
 from paas.builds.selectors import build_for_user, build_log_since
-from paas.builds.services import build_cancel, build_create_from_upload, upload_refuse_early
-from paas.core.errors import Conflict, NotFound, ValidationFailed
+from paas.builds.services import build_accept_upload, build_cancel
+from paas.core.errors import Conflict, ValidationFailed
 
 
 def _app_json(app: App) -> dict[str, Any]:
@@ -62,10 +62,7 @@ def apps(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return JsonResponse({"apps": [_app_json(a) for a in apps_visible_to(user=request.user)]})
     data = _body(request)
-    team_id = data.get("team") or signed_in(request).personal_team.pk
-    team = Team.objects.filter(pk=team_id, memberships__user=signed_in(request)).first()
-    if team is None:
-        raise NotFound("No such team.")
+    team = team_for_user(user=signed_in(request), team_id=data.get("team"), action="deploy")
     app = app_create(user=signed_in(request), team=team, name=str(data.get("name", "")))
     return JsonResponse(_app_json(app), status=201)
 
@@ -76,13 +73,11 @@ def app_builds(request: HttpRequest, name: str) -> HttpResponse:
     if request.method == "GET":
         app = app_for_user(user=request.user, name=name)
         return JsonResponse({"builds": [_build_json(b) for b in app.builds.all()[:100]]})
-    app = app_for_user(user=request.user, name=name, action="deploy")
-    upload_refuse_early(content_length=request.META.get("CONTENT_LENGTH"))
-    upload = request.FILES.get("source")
-    if upload is None:
-        raise ValidationFailed("Send the source as a multipart field named 'source'.")
-    build = build_create_from_upload(
-        user=signed_in(request), app=app, filename=upload.name or "", chunks=upload.chunks()
+    build = build_accept_upload(
+        user=signed_in(request),
+        app_name=name,
+        content_length=request.META.get("CONTENT_LENGTH"),
+        read_source=lambda: request.FILES.get("source"),
     )
     return JsonResponse(_build_json(build), status=201)
 

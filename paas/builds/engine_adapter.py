@@ -23,6 +23,7 @@ from paas.builds.engine import (
     publish_stack,
 )
 from paas.builds.engine.housekeeping import registry_push_lock
+from runtime_agent.host.private import private_dir
 
 
 def registry_settings() -> RegistrySettings:
@@ -46,11 +47,11 @@ def stack_spec() -> StackSpec:
 def engine_config(stack_ref: str = "") -> BuildConfig:
     # The cache (stack, dependency layers, downloads) may be shared by many
     # workers; runc state and the build network are this host's own.
-    build_dir = Path(settings.BUILD_DIR)
+    build_dir = private_dir(Path(settings.BUILD_DIR))
     return BuildConfig(
         registry=registry_settings(),
         stack_ref=stack_ref,
-        cache_dir=Path(settings.PAAS_BUILD_CACHE_DIR),
+        cache_dir=private_dir(Path(settings.PAAS_BUILD_CACHE_DIR)),
         work_dir=build_dir / "work",
         runc_root=build_dir / "runc",
         network=BuildNetwork(
@@ -90,8 +91,7 @@ def ensure_stack(log: Callable[[str], None]) -> str:
     key = (settings.PAAS_REGISTRY, spec.key())
     if key in _stacks:
         return _stacks[key]
-    cache = Path(settings.PAAS_BUILD_CACHE_DIR)
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = private_dir(Path(settings.PAAS_BUILD_CACHE_DIR))
     with open(cache / ".stack.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         # A push like any other: no registry garbage collection meanwhile.

@@ -22,6 +22,7 @@ from pathlib import Path
 import bcrypt
 
 from runtime_agent.host.cmd import run
+from runtime_agent.host.private import private_dir
 
 CERT_DAYS = 825
 
@@ -91,14 +92,19 @@ def prepare(directory: Path, *, host: str = "127.0.0.1", port: int = 5000) -> Re
     """Write (once) the credentials, certificate and config of the platform's
     registry under ``directory``; later calls reuse them, so images and
     clients configured earlier keep working."""
-    directory.mkdir(parents=True, exist_ok=True)
+    # The registry itself runs as the service user (scripts/up gives these
+    # files its group): it reads config, htpasswd, certificate and key; the
+    # password and what the agent and the worker read stay root's.
+    private_dir(directory, 0o750)
     state = directory / "setup.json"
     if state.exists():
         return RegistrySetup(**json.loads(state.read_text()))
     password = secrets.token_urlsafe(24)
     htpasswd = directory / "htpasswd"
-    htpasswd.write_text(bcrypt_htpasswd_line("paas", password))
+    _write_private(htpasswd, bcrypt_htpasswd_line("paas", password), 0o640)
     cert, key = make_self_signed_cert(directory, host, days=CERT_DAYS)
+    os.chmod(cert, 0o640)
+    os.chmod(key, 0o640)
     config = directory / "config.yml"
     lines = config_lines(
         storage_dir=directory / "storage",
@@ -107,7 +113,7 @@ def prepare(directory: Path, *, host: str = "127.0.0.1", port: int = 5000) -> Re
         tls=(cert, key),
         htpasswd=htpasswd,
     )
-    config.write_text("\n".join(lines) + "\n")
+    _write_private(config, "\n".join(lines) + "\n", 0o640)
     setup = RegistrySetup(f"{host}:{port}", "paas", password, str(cert), str(config))
     _write_private(directory / "password", password)
     # What the runtime agent needs to pull (an env file honcho reads).
@@ -122,9 +128,9 @@ def prepare(directory: Path, *, host: str = "127.0.0.1", port: int = 5000) -> Re
     return setup
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Files holding the password: readable by root only, from the start."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Files holding secrets: private from the start (root's alone by default)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
 

@@ -8,7 +8,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import timedelta
@@ -18,11 +18,13 @@ from typing import Any
 from django import db
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from paas.applications.models import App
+from paas.applications.selectors import app_for_user
 from paas.builds.archive import ArchiveLimits, UnsafeArchive, detect_format, extract_archive
 from paas.builds.buildvars import build_args_of, build_secret_values
 from paas.builds.engine import BuildCancelled, BuildFailed, reap_stale_builds
@@ -32,6 +34,7 @@ from paas.builds.selectors import images_in_use
 from paas.core.errors import PaasError, ValidationFailed
 from paas.core.events import group_send
 from runtime_agent.host.errors import AgentError
+from runtime_agent.host.private import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +65,12 @@ def upload_refuse_early(*, content_length: str | None) -> None:
 def _store_upload(chunks: Iterator[bytes], dest: Path) -> int:
     """Write the upload to a temp name and rename it into place, so a failed
     upload never leaves a half-written archive that a build could pick up."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(dest.parent)
     tmp = dest.with_name(dest.name + ".part")
     size = 0
     try:
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fh:
             for chunk in chunks:
                 size += len(chunk)
                 if size > settings.PAAS_MAX_UPLOAD_BYTES:
@@ -76,6 +80,32 @@ def _store_upload(chunks: Iterator[bytes], dest: Path) -> int:
     finally:
         tmp.unlink(missing_ok=True)
     return size
+
+
+def build_accept_upload(
+    *,
+    user: User,
+    app_name: str,
+    content_length: str | None,
+    read_source: Callable[[], UploadedFile | None],
+) -> Build:
+    """Accept an upload for the app named ``app_name`` and queue its build:
+    the one place that checks the uploader may deploy this app.
+
+    ``read_source`` parses the request body; it is called only once the user
+    may deploy and the announced size fits, so a refused upload is never read.
+    """
+    app = app_for_user(user=user, name=app_name, action="deploy")
+    upload_refuse_early(content_length=content_length)
+    upload = read_source()
+    if upload is None:
+        raise ValidationFailed(
+            "Choose a .tar, .tar.gz, .tgz or .zip file to upload (the multipart field 'source').",
+            field="source",
+        )
+    return build_create_from_upload(
+        user=user, app=app, filename=upload.name or "", chunks=upload.chunks()
+    )
 
 
 def _next_number(app: App) -> int:
@@ -313,7 +343,7 @@ def build_run(*, build_id: str) -> None:
         return
     build = Build.objects.select_related("app").get(pk=build_id)
     out = BuildLogWriter(build_id)
-    source = Path(settings.BUILD_DIR) / str(build_id) / "source"
+    source = private_dir(Path(settings.BUILD_DIR)) / str(build_id) / "source"
     try:
         with _lease_kept(build_id) as cancelled:
             out(f"-----> Build #{build.number} of {build.app.name} from {build.archive_name}")

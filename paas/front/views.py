@@ -16,8 +16,8 @@ from paas.accounts.models import ApiToken, Membership
 from paas.accounts.services import (
     api_token_create,
     api_token_revoke,
-    require_role,
     team_ensure_personal,
+    team_for_user,
 )
 from paas.accounts.types import signed_in
 from paas.applications.selectors import app_for_user, apps_visible_to
@@ -31,7 +31,7 @@ from paas.builds.buildvars import (
     build_secret_set,
 )
 from paas.builds.selectors import build_for_user, build_log_since
-from paas.builds.services import build_cancel, build_create_from_upload, upload_refuse_early
+from paas.builds.services import build_accept_upload, build_cancel
 from paas.core.errors import NotFound, PaasError
 
 
@@ -53,12 +53,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def app_new(request: HttpRequest) -> HttpResponse:
-    membership = get_object_or_404(
-        Membership, user=signed_in(request), team_id=request.POST.get("team") or 0
-    )
-    name = request.POST.get("name", "").strip()
+    user = signed_in(request)
+    team = _or_404(team_for_user, user=user, team_id=request.POST.get("team"), action="deploy")
     try:
-        app = app_create(user=signed_in(request), team=membership.team, name=name)
+        app = app_create(user=user, team=team, name=request.POST.get("name", "").strip())
     except PaasError as exc:
         messages.error(request, exc.message)
         return redirect("dashboard")
@@ -85,11 +83,10 @@ def app_detail(request: HttpRequest, name: str) -> HttpResponse:
 def build_settings(request: HttpRequest, name: str) -> HttpResponse:
     """Set or delete a build argument or secret (a secret's value is
     write-only: the page lists names only)."""
-    app = _or_404(app_for_user, user=request.user, name=name)
     post = request.POST
     key, kind, delete = post.get("name", "").strip(), post.get("kind"), "delete" in post
     try:
-        require_role(user=request.user, team_id=app.team_id, action="deploy")
+        app = _or_404(app_for_user, user=request.user, name=name, action="deploy")
         if kind == "arg" and delete:
             build_arg_delete(app=app, name=key)
         elif kind == "arg":
@@ -105,29 +102,27 @@ def build_settings(request: HttpRequest, name: str) -> HttpResponse:
     else:
         what = "build argument" if kind == "arg" else "build secret"
         messages.success(request, f"{'Deleted' if delete else 'Saved'} {what} {key}.")
-    return redirect("app-detail", name=app.name)
+    return redirect("app-detail", name=name)
 
 
 @login_required
 @require_POST
 def build_upload(request: HttpRequest, name: str) -> HttpResponse:
-    app = _or_404(app_for_user, user=request.user, name=name)
     wants_json = "application/json" in request.headers.get("Accept", "")
     try:
-        require_role(user=request.user, team_id=app.team_id, action="deploy")
-        upload_refuse_early(content_length=request.META.get("CONTENT_LENGTH"))
-        upload = request.FILES.get("source")
-        if upload is None:
-            raise PaasError("Choose a .tar, .tar.gz, .tgz or .zip file to upload.")
-        build = build_create_from_upload(
-            user=signed_in(request), app=app, filename=upload.name or "", chunks=upload.chunks()
+        build = _or_404(
+            build_accept_upload,
+            user=signed_in(request),
+            app_name=name,
+            content_length=request.META.get("CONTENT_LENGTH"),
+            read_source=lambda: request.FILES.get("source"),
         )
     except PaasError as exc:
         if wants_json:
             return JsonResponse(exc.as_dict(), status=exc.status)
         messages.error(request, exc.message)
-        return redirect("app-detail", name=app.name)
-    url = reverse("build-detail", kwargs={"name": app.name, "build_id": build.pk})
+        return redirect("app-detail", name=name)
+    url = reverse("build-detail", kwargs={"name": name, "build_id": build.pk})
     if wants_json:
         return JsonResponse(
             {"build": str(build.pk), "number": build.number, "url": url}, status=201
@@ -147,18 +142,17 @@ def build_detail(request: HttpRequest, name: str, build_id: str) -> HttpResponse
 @login_required
 @require_POST
 def build_cancel_page(request: HttpRequest, name: str, build_id: str) -> HttpResponse:
-    build = _or_404(build_for_user, user=request.user, build_id=build_id)
-    if build.app.name != name:
-        raise Http404("No such build.")
     try:
-        require_role(user=request.user, team_id=build.app.team_id, action="deploy")
+        build = _or_404(build_for_user, user=request.user, build_id=build_id, action="deploy")
     except PaasError as exc:
         messages.error(request, exc.message)
+        return redirect("build-detail", name=name, build_id=build_id)
+    if build.app.name != name:
+        raise Http404("No such build.")
+    if build_cancel(build=build, user=signed_in(request)):
+        messages.success(request, f"Cancelled build #{build.number}.")
     else:
-        if build_cancel(build=build, user=signed_in(request)):
-            messages.success(request, f"Cancelled build #{build.number}.")
-        else:
-            messages.error(request, f"Build #{build.number} has already ended.")
+        messages.error(request, f"Build #{build.number} has already ended.")
     return redirect("build-detail", name=name, build_id=build.pk)
 
 

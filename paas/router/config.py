@@ -22,6 +22,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from runtime_agent.host.private import private_dir
+
 GENERATION_DIGITS = 6
 
 
@@ -95,5 +97,8 @@ class RouterConfig:
         return self.directory / "lock"
 
     def make_dirs(self) -> None:
+        # Root's alone (nginx's workers open nothing here): the logs name
+        # clients and hosts, and the status socket answers whoever connects.
+        private_dir(self.directory)
         for path in (self.directory, self.generations, self.run_dir, self.logs_dir):
             path.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 from runtime_agent.host.errors import CommandFailed, Conflict, InvalidRequest, NetworkError
 from runtime_agent.net import ipam, links, ports
+from runtime_agent.net.names import IFNAME_RE, IFNAME_RULE, NFT_TABLE_RE, NFT_TABLE_RULE
 from runtime_agent.net.state import NetStateStore
 from runtime_agent.oci.etcfiles import write_etc_files
 from runtime_agent.wire import PortBinding
@@ -38,8 +39,6 @@ __all__ = ["Attachment", "HostNetwork", "write_etc_files"]
 log = logging.getLogger("runtime_agent.network")
 
 CID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-BRIDGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,14}$")  # IFNAMSIZ is 16 with the NUL
-TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 SYSCTL = Path("/proc/sys/net/ipv4")
 
 
@@ -99,10 +98,10 @@ class _Background:
 
 class HostNetwork:
     def __init__(self, state_dir: Path, bridge: str, subnet: IPv4Network, nft_table: str) -> None:
-        if not BRIDGE_RE.fullmatch(bridge):
-            raise InvalidRequest(f"bridge name {bridge!r} must be 1-15 letters/digits/-/_")
-        if not TABLE_RE.fullmatch(nft_table):
-            raise InvalidRequest(f"nft table name {nft_table!r} is not valid")
+        if not IFNAME_RE.fullmatch(bridge):
+            raise InvalidRequest(f"bridge name {bridge!r} must be {IFNAME_RULE}")
+        if not NFT_TABLE_RE.fullmatch(nft_table):
+            raise InvalidRequest(f"nft table name {nft_table!r} must be {NFT_TABLE_RULE}")
         if subnet.prefixlen > 29:
             raise InvalidRequest(f"subnet {subnet} is too small for containers")
         self.bridge = bridge

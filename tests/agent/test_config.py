@@ -1,4 +1,6 @@
-"""AgentConfig from the environment: defaults, typed values, loud failures."""
+"""AgentConfig from the environment: defaults, typed values, loud failures.
+(The rules every variable follows are tested with the helper, in
+tests/agent/test_settings.py.)"""
 
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ def test_it_reads_every_typed_value(tmp_path):
         ("BRIDGE", "0bridge", "PAAS_AGENT_BRIDGE"),
         ("BRIDGE", "brü", "PAAS_AGENT_BRIDGE"),
         ("NFT_TABLE", "bad table", "PAAS_AGENT_NFT_TABLE"),
+        ("NFT_TABLE", "tablé", "PAAS_AGENT_NFT_TABLE"),
         ("LOG_MAX_FILES", "three", "PAAS_AGENT_LOG_MAX_FILES"),
         ("LOG_MAX_FILES", "0", "PAAS_AGENT_LOG_MAX_FILES"),
         ("STOP_GRACE_S", "soon", "PAAS_AGENT_STOP_GRACE_S"),
@@ -102,22 +105,6 @@ def test_it_reads_secrets_from_files(tmp_path):
     assert config.registry_password == "s3cret"
 
 
-def test_it_refuses_a_secret_given_twice(tmp_path):
-    (tmp_path / "token.txt").write_text(TOKEN)
-    values = env(tmp_path, TOKEN_FILE=str(tmp_path / "token.txt"))
-    with pytest.raises(ConfigError, match="PAAS_AGENT_TOKEN or PAAS_AGENT_TOKEN_FILE"):
-        AgentConfig.from_env(values)
-
-
-def test_it_refuses_an_unreadable_or_empty_secret_file(tmp_path):
-    (tmp_path / "empty").write_text("\n")
-    base = {"PAAS_AGENT_ROOT": str(tmp_path)}
-    with pytest.raises(ConfigError, match="PAAS_AGENT_TOKEN_FILE.*empty"):
-        AgentConfig.from_env({**base, "PAAS_AGENT_TOKEN_FILE": str(tmp_path / "empty")})
-    with pytest.raises(ConfigError, match="PAAS_AGENT_TOKEN_FILE: cannot read"):
-        AgentConfig.from_env({**base, "PAAS_AGENT_TOKEN_FILE": str(tmp_path / "missing")})
-
-
 def test_it_refuses_a_short_token(tmp_path):
     with pytest.raises(ConfigError, match="at least 16"):
         AgentConfig.from_env(env(tmp_path, TOKEN="short"))
@@ -137,3 +124,11 @@ def test_it_generates_a_private_token_once_and_keeps_it(tmp_path):
     assert len(first.token) >= 32
     again = AgentConfig.from_env({"PAAS_AGENT_ROOT": str(root)}, generate_token=False)
     assert again.token == first.token
+
+
+def test_an_empty_variable_means_unset_and_any_may_come_from_a_file(tmp_path):
+    (tmp_path / "bridge").write_text("paasf1\n")
+    values = env(tmp_path, LISTEN="", BRIDGE_FILE=str(tmp_path / "bridge"))
+    config = AgentConfig.from_env(values)
+    assert (config.listen_host, config.listen_port) == ("127.0.0.1", 7070)
+    assert config.bridge == "paasf1"

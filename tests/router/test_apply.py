@@ -125,3 +125,13 @@ def test_applying_what_is_served_does_not_reload(router: TestRouter) -> None:
     assert router_status().serving_generation == served.serving_generation
     router_apply(routes=[Route("web", ("web.localhost", "www.web.example"), ())])
     assert router_status().serving_generation == served.serving_generation + 1  # type: ignore[operator]
+
+
+def test_the_router_dir_is_root_s_alone(router: TestRouter, backends: list[Backend]) -> None:
+    from tests.support.private import exposed
+
+    router_apply(
+        routes=[Route("web", ("web.localhost",), (Upstream("127.0.0.1", backends[0].port),))]
+    )
+    assert router.get("web.localhost").status == 200  # a request, so the logs have a line
+    assert exposed(router.directory) == []

@@ -98,10 +98,11 @@ class Workers:
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.procs.append(proc)
-        deadline = time.monotonic() + 30
+        # Generous: a worker starts in seconds, but the machine may be loaded.
+        deadline = time.monotonic() + 90
         while b"ready." not in log_path.read_bytes():
             assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "the worker did not start in 30 s"
+            assert time.monotonic() < deadline, "the worker did not start in 90 s"
             time.sleep(0.1)
         return proc
 

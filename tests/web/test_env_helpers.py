@@ -1,57 +1,42 @@
+"""The control plane's side of the settings helper (whose rules are tested in
+tests/agent/test_settings.py): Django's error, the names and networks it
+checks, and the secret key it keeps."""
+
 from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from paas.env import env_bool, env_int, env_list, env_str, secret_key
+from paas.env import env_int, env_name, env_path, env_subnet, secret_key
+from runtime_agent.net.names import IFNAME_RE, IFNAME_RULE
 
 
-def test_it_reads_booleans_in_the_usual_spellings(monkeypatch):
-    for raw, expected in [("1", True), ("true", True), ("On", True), ("0", False), ("no", False)]:
-        monkeypatch.setenv("X_FLAG", raw)
-        assert env_bool("X_FLAG", not expected) is expected
-
-
-def test_it_refuses_a_boolean_it_does_not_understand(monkeypatch):
-    monkeypatch.setenv("X_FLAG", "maybe")
-    with pytest.raises(ImproperlyConfigured, match="X_FLAG='maybe' is not a boolean"):
-        env_bool("X_FLAG", False)
-
-
-def test_it_refuses_a_number_that_is_not_one(monkeypatch):
+def test_a_bad_value_is_improperly_configured_naming_the_variable(monkeypatch):
     monkeypatch.setenv("X_NUM", "12a")
     with pytest.raises(ImproperlyConfigured, match="X_NUM='12a' is not a whole number"):
         env_int("X_NUM", 1)
 
 
-def test_it_enforces_a_minimum(monkeypatch):
-    monkeypatch.setenv("X_NUM", "3")
-    with pytest.raises(ImproperlyConfigured, match="below the minimum of 5"):
-        env_int("X_NUM", 10, minimum=5)
+def test_a_relative_path_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("X_DIR", "var")
+    with pytest.raises(ImproperlyConfigured, match="X_DIR must be an absolute path"):
+        env_path("X_DIR", tmp_path)
 
 
-def test_it_uses_the_default_when_unset(monkeypatch):
-    monkeypatch.delenv("X_UNSET", raising=False)
-    assert env_int("X_UNSET", 7) == 7
-    assert env_str("X_UNSET", "d") == "d"
-    assert env_list("X_UNSET", ["a"]) == ["a"]
+def test_a_bridge_name_follows_the_network_codes_rule(monkeypatch):
+    monkeypatch.setenv("X_BRIDGE", "a-bridge-name-too-long")
+    with pytest.raises(ImproperlyConfigured, match="X_BRIDGE must be 1-15 ASCII letters"):
+        env_name("X_BRIDGE", "paasbuild0", IFNAME_RE, IFNAME_RULE)
+    monkeypatch.setenv("X_BRIDGE", "")
+    assert env_name("X_BRIDGE", "paasbuild0", IFNAME_RE, IFNAME_RULE) == "paasbuild0"
 
 
-def test_it_splits_lists_and_drops_blanks(monkeypatch):
-    monkeypatch.setenv("X_LIST", "a.example, b.example,,")
-    assert env_list("X_LIST", []) == ["a.example", "b.example"]
-
-
-def test_it_reads_a_secret_from_a_file(monkeypatch, tmp_path):
-    (tmp_path / "pw").write_text("s3cret\n")
-    monkeypatch.setenv("X_PW_FILE", str(tmp_path / "pw"))
-    assert env_str("X_PW", "") == "s3cret"
-
-
-def test_it_says_which_secret_file_is_missing(monkeypatch, tmp_path):
-    monkeypatch.setenv("X_PW_FILE", str(tmp_path / "nope"))
-    with pytest.raises(ImproperlyConfigured, match="X_PW_FILE="):
-        env_str("X_PW", "")
+def test_a_subnet_is_checked_and_kept_as_text(monkeypatch):
+    monkeypatch.setenv("X_NET", "10.89.1.0/24")
+    assert env_subnet("X_NET", "10.89.0.0/24") == "10.89.1.0/24"
+    monkeypatch.setenv("X_NET", "10.89.1.7/24")
+    with pytest.raises(ImproperlyConfigured, match="X_NET must be an IPv4 network"):
+        env_subnet("X_NET", "10.89.0.0/24")
 
 
 def test_it_generates_a_secret_key_once_and_keeps_it(monkeypatch, tmp_path):
@@ -60,3 +45,9 @@ def test_it_generates_a_secret_key_once_and_keeps_it(monkeypatch, tmp_path):
     assert len(first) >= 50
     assert secret_key("X_KEY", tmp_path) == first
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_secret_key_may_come_from_a_file(monkeypatch, tmp_path):
+    (tmp_path / "key").write_text("k" * 60 + "\n")
+    monkeypatch.setenv("X_KEY_FILE", str(tmp_path / "key"))
+    assert secret_key("X_KEY", tmp_path / "data") == "k" * 60

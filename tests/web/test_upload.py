@@ -72,14 +72,15 @@ def test_it_asks_for_a_file_when_none_is_sent(client, alice, app):
 
 def test_it_stores_the_archive_and_queues_a_numbered_build(client, alice, app, settings):
     client.force_login(alice)
-    first = _post(client, targz(HELLO)).json()
-    second = _post(client, targz(HELLO)).json()
+    sent = targz(HELLO)
+    first = _post(client, sent).json()
+    second = _post(client, sent).json()
     assert (first["number"], second["number"]) == (1, 2)
     build = Build.objects.get(pk=first["build"])
     assert build.state == "queued"
     assert build.archive_size > 0
     with open(build.archive_path, "rb") as fh:
-        assert fh.read() == targz(HELLO)
+        assert fh.read() == sent
 
 
 def test_it_redirects_a_plain_form_post_to_the_build_page(client, alice, app):

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from paas.applications.services import app_create
 from paas.builds import services
@@ -20,11 +21,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SLOW = {"Dockerfile": b'FROM stack\nRUN echo started && sleep 120\nCMD ["true"]\n'}
 
 
-def _wait_for(predicate, timeout=60.0):
+def _wait_for(predicate, timeout=120.0):
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
+
+
+def _lease_expired(build):
+    return Build.objects.filter(pk=build.pk, lease_expires_at__lt=timezone.now()).exists()
 
 
 def test_a_build_whose_worker_is_killed_ends_failed(client, alice, workers, build_env, settings):
@@ -47,7 +52,9 @@ def test_a_build_whose_worker_is_killed_ends_failed(client, alice, workers, buil
     settings.BUILD_DIR = build_env["PAAS_BUILD_DIR"]
     for key in ("PAAS_BUILD_BRIDGE", "PAAS_BUILD_SUBNET", "PAAS_BUILD_NFT_TABLE"):
         setattr(settings, key, build_env[key])
-    time.sleep(7)
+    # Wait for the lease the dead worker last renewed to run out (nobody
+    # renews it now), then sweep once.
+    _wait_for(lambda: _lease_expired(build))
     assert services.builds_fail_abandoned() == 1
     build.refresh_from_db()
     assert build.state == BuildState.FAILED

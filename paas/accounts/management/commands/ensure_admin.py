@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+
+from paas.env import env_optional, env_str
 
 
 class Command(BaseCommand):
@@ -18,10 +19,11 @@ class Command(BaseCommand):
         if users.objects.filter(is_superuser=True).exists():
             self.stdout.write("An admin account exists already; leaving it as it is.")
             return
-        username = os.environ.get("PAAS_ADMIN_USER", "admin")
-        password = os.environ.get("PAAS_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        username = env_str("PAAS_ADMIN_USER", "admin")
+        given = env_optional("PAAS_ADMIN_PASSWORD")
+        password = given or secrets.token_urlsafe(12)
         users.objects.create_superuser(username=username, email="", password=password)
-        if os.environ.get("PAAS_ADMIN_PASSWORD"):
+        if given:
             self.stdout.write(f"Created admin account {username!r} with PAAS_ADMIN_PASSWORD.")
         else:
             self.stdout.write(
