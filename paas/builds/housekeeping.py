@@ -13,7 +13,6 @@ paas/builds/engine/housekeeping.py)."""
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -33,9 +32,16 @@ from paas.builds.engine.housekeeping import (
     tree_size,
 )
 from paas.builds.models import FINAL_STATES, Build
-from paas.builds.registry_server import GarbageCollection, registry_garbage_collect
+from paas.builds.registry_server import (
+    GarbageCollection,
+    registry_garbage_collect,
+    registry_storage_dir,
+    uploads_in_flight,
+)
 
 log = logging.getLogger(__name__)
+# An open upload that has not moved for this long is a push that died.
+UPLOAD_IDLE_S = 600.0
 
 
 @dataclass
@@ -126,6 +132,12 @@ def registry_collect_garbage(*, force: bool = False) -> GarbageCollection | str:
     if not force and not gc_needed(cache):
         return "no image was deleted since the last collection"
     with registry_push_lock(cache, exclusive=True):
+        # The lock holds off the platform's pushes; an upload open in the
+        # registry is a push from elsewhere: never collect under it.
+        storage = registry_storage_dir(Path(config))
+        busy = uploads_in_flight(storage, within_s=UPLOAD_IDLE_S) if storage else []
+        if busy:
+            return f"{len(busy)} blob uploads are in flight in the registry; next time"
         clear_gc_needed(cache)
         result = registry_garbage_collect(Path(config), binary=settings.PAAS_REGISTRY_BINARY)
     log.info("registry garbage collection: %d blobs deleted", result.blobs_deleted)
@@ -168,16 +180,8 @@ def disk_usage() -> list[tuple[str, Path, int]]:
         ("build scratch directories", Path(settings.BUILD_DIR)),
         ("uploaded source archives", Path(settings.UPLOAD_DIR)),
     ]
-    storage = _registry_storage(settings.PAAS_REGISTRY_CONFIG)
+    config = settings.PAAS_REGISTRY_CONFIG
+    storage = registry_storage_dir(Path(config)) if config else None
     if storage is not None:
         rows.append(("registry storage", storage))
     return [(what, path, tree_size(path) if path.exists() else 0) for what, path in rows]
-
-
-def _registry_storage(config: str) -> Path | None:
-    try:
-        text = Path(config).read_text() if config else ""
-    except OSError:
-        return None
-    match = re.search(r"rootdirectory:\s*([^}\s,]+)", text)
-    return Path(match.group(1)) if match else None

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -154,3 +155,34 @@ def registry_garbage_collect(
         blobs_deleted=len(re.findall(r"^blob eligible for deletion", out, re.M)),
         manifests_deleted=len(re.findall(r"^manifest eligible for deletion", out, re.M)),
     )
+
+
+def registry_storage_dir(config_file: Path) -> Path | None:
+    """The filesystem root the registry's config names, if it names one."""
+    try:
+        text = config_file.read_text()
+    except OSError:
+        return None
+    match = re.search(r"rootdirectory:\s*([^}\s,]+)", text)
+    return Path(match.group(1)) if match else None
+
+
+def uploads_in_flight(storage: Path, *, within_s: float) -> list[Path]:
+    """Blob uploads the registry has open (``<repo>/_uploads/<id>``) that
+    moved within ``within_s`` seconds: a push, ours or anyone's, is under
+    way. Older ones are pushes that died (the registry purges none here)."""
+    root = storage / "docker" / "registry" / "v2" / "repositories"
+    cutoff = time.time() - within_s
+    found = []
+    for dirpath, dirnames, _files in os.walk(root):
+        if os.path.basename(dirpath) != "_uploads":
+            continue
+        for upload in dirnames:
+            path = Path(dirpath) / upload
+            newest = max(
+                (f.lstat().st_mtime for f in path.iterdir()), default=path.lstat().st_mtime
+            )
+            if newest >= cutoff:
+                found.append(path)
+        dirnames[:] = []  # nothing to find below an upload
+    return found

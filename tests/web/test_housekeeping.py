@@ -144,3 +144,31 @@ def test_celery_beat_runs_the_housekeeping_on_a_real_worker(alice, workers, buil
     finally:
         beat.terminate()
         beat.wait(timeout=20)
+
+
+def test_no_registry_gc_while_a_blob_upload_is_open(dirs, settings):
+    """A push from outside the platform (an open upload in the registry's
+    storage) holds the collection off; the next pass collects."""
+    from paas.builds.engine.housekeeping import gc_needed, mark_gc_needed
+
+    storage = dirs / "registry-storage"
+    config = dirs / "config.yml"
+    config.write_text(f"version: 0.1\nstorage: {{filesystem: {{rootdirectory: {storage}}}}}\n")
+    upload = storage / "docker/registry/v2/repositories/stacks/x/_uploads" / str(uuid.uuid4())
+    upload.mkdir(parents=True)
+    (upload / "startedat").write_text("now")
+    settings.PAAS_REGISTRY_CONFIG = str(config)
+    settings.PAAS_REGISTRY_BINARY = "/bin/false"  # would fail the pass if it ran
+    mark_gc_needed(dirs / "cache")
+
+    report = builds_housekeep()
+    assert "1 blob uploads are in flight" in report.registry_gc_skipped
+    assert gc_needed(dirs / "cache")  # still to do
+
+    old = time.time() - 3600  # the push died an hour ago: not in flight
+    os.utime(upload / "startedat", (old, old))
+    os.utime(upload, (old, old))
+    settings.PAAS_REGISTRY_BINARY = "/bin/true"  # stands in for the registry here
+    report = builds_housekeep()
+    assert report.registry_gc is not None and report.registry_gc.blobs_deleted == 0
+    assert not gc_needed(dirs / "cache")

@@ -188,6 +188,7 @@ def registry_push_lock(cache_dir: Path, *, exclusive: bool = False) -> Iterator[
 
 def mark_gc_needed(cache_dir: Path) -> None:
     """Manifests were deleted: the next housekeeping collects their blobs."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / GC_NEEDED).touch()
 
 
