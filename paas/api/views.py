@@ -4,7 +4,6 @@ import json
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods
 
 from paas.accounts.services import team_for_user
@@ -118,8 +117,6 @@ def app_build_secrets(request: HttpRequest, name: str) -> HttpResponse:
     return JsonResponse({"build_secrets": build_secret_names(app=app)})
 
 
-@sensitive_variables("data")
-@sensitive_post_parameters()
 @api_view
 @require_http_methods(["PUT", "DELETE"])
 def app_build_secret(request: HttpRequest, name: str, secret: str) -> HttpResponse:
@@ -127,8 +124,7 @@ def app_build_secret(request: HttpRequest, name: str, secret: str) -> HttpRespon
     if request.method == "DELETE":
         build_secret_delete(app=app, name=secret)
         return HttpResponse(status=204)
-    data = _body(request)
-    saved = build_secret_set(app=app, name=secret, value=data.get("value"))
+    saved = build_secret_set(app=app, name=secret, value=_body(request).get("value"))
     return JsonResponse({"name": saved.name, "updated_at": saved.updated_at.isoformat()})
 
 

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from paas.applications.models import App
 from paas.builds.models import BuildArg, BuildSecret
@@ -62,6 +63,7 @@ def build_arg_delete(*, app: App, name: str) -> None:
         raise NotFound(f"No build argument named {name!r}.")
 
 
+@sensitive_variables("value")  # kept out of error reports
 def build_secret_set(*, app: App, name: str, value: Any) -> BuildSecret:
     """Store (or replace) a secret. The value is sealed at once; nothing
     returns it afterwards but :func:`build_secret_values` (for the build)."""
