@@ -127,3 +127,31 @@ def test_the_error_names_the_small_apps_and_the_readme_section(tmp_path):
         assert name in exc.value.message
     assert "Making your app buildable" in exc.value.message
     assert "README.md#making-your-app-buildable" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("command", "requirements", "ok"),
+    [
+        ("gunicorn app:app", None, False),
+        ("gunicorn app:app", "flask\n", False),
+        ("exec gunicorn --bind 0.0.0.0:$PORT app:app", "flask\ngunicorn==22\n", True),
+        ("PYTHONUNBUFFERED=1 uvicorn api:app", "uvicorn[standard]\n", True),
+        ("waitress-serve app:app", "Waitress\n", True),
+        ("python3 server.py", None, True),
+    ],
+)
+def test_a_procfile_server_must_be_in_the_requirements(command, requirements, ok):
+    from paas.builds.engine.buildpacks.python import (
+        check_server_installed,
+        requirement_names,
+    )
+
+    names = requirement_names(requirements or "")
+    origin = "requirements.txt" if requirements is not None else ""
+    if ok:
+        check_server_installed(command, names, origin)
+        return
+    with pytest.raises(BuildFailed) as exc:
+        check_server_installed(command, names, origin)
+    assert "add 'gunicorn' to requirements.txt" in exc.value.message
+    assert exc.value.step == "detect"

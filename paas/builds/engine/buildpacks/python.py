@@ -99,6 +99,32 @@ def default_command(source_dir: Path, names: set[str]) -> str | None:
     return None
 
 
+# Servers a Procfile may run that the stack does not have: the package
+# that installs each.
+SERVER_PACKAGES = {
+    "gunicorn": "gunicorn",
+    "uvicorn": "uvicorn",
+    "hypercorn": "hypercorn",
+    "waitress-serve": "waitress",
+}
+_PROGRAM_RE = re.compile(r"^(?:exec\s+)?(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*(?:\S*/)?(\S+)")
+
+
+def check_server_installed(command: str, names: set[str], origin: str) -> None:
+    """A Procfile that runs gunicorn (say) with no dependency file listing
+    it would build an image that cannot start: say so at build time."""
+    match = _PROGRAM_RE.match(command.strip())
+    package = SERVER_PACKAGES.get(match.group(1)) if match else None
+    if package is None or package in names:
+        return
+    where = f"{origin} does not list it" if origin else "there is no requirements.txt"
+    raise BuildFailed(
+        f"the Procfile runs {match.group(1) if match else package}, which is not installed: "
+        f"{where}; add {package!r} to requirements.txt",
+        step="detect",
+    )
+
+
 def _wsgi_module(source_dir: Path) -> str | None:
     for script, target in (("app.py", "app:app"), ("main.py", "main:app"), ("wsgi.py", "wsgi")):
         if real_file(source_dir / script):
@@ -113,9 +139,10 @@ def plan(inp: BuildpackInput) -> BuildPlan:
     steps: list[Step] = []
     if has_requirements(text):
         steps.append(_install_step(inp, text, origin))
-    web = web_command(
-        inp.process_types, default_command(inp.source_dir, requirement_names(text)), "Python"
-    )
+    names = requirement_names(text)
+    web = web_command(inp.process_types, default_command(inp.source_dir, names), "Python")
+    for command in inp.process_types.values():
+        check_server_installed(command, names, origin)
     path = inp.base.env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
     env = {"PATH": f"{VENV}/bin:{path}", "PYTHONUNBUFFERED": "1"}
     steps.append(source_step(inp.source_dir, exclude=(".venv", "venv", "__pycache__")))
