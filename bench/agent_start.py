@@ -290,6 +290,7 @@ def _run(workdir: Path, runs: int) -> dict[str, list[float]]:
         agent = AgentDaemon(
             workdir / "agent",
             env={
+                "PAAS_AGENT_REGISTRY": setup.host,
                 "PAAS_AGENT_REGISTRY_USER": setup.username,
                 "PAAS_AGENT_REGISTRY_PASSWORD": setup.password,
                 "PAAS_AGENT_REGISTRY_CA": setup.ca_file,

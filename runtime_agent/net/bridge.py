@@ -32,7 +32,7 @@ from runtime_agent.net import ipam, links, ports
 from runtime_agent.net.names import IFNAME_RE, IFNAME_RULE, NFT_TABLE_RE, NFT_TABLE_RULE
 from runtime_agent.net.state import NetStateStore
 from runtime_agent.oci.etcfiles import write_etc_files
-from runtime_agent.wire import PortBinding
+from runtime_agent.wire import IdRange, PortBinding
 
 __all__ = ["Attachment", "HostNetwork", "write_etc_files"]
 
@@ -51,10 +51,11 @@ class Attachment:
     gateway: str
     prefixlen: int
     host_veth: str
+    group: str | None = None  # network group (the app): see net/policy.py
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Attachment:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 def write_sysctl(path: Path, value: str) -> None:
@@ -145,7 +146,13 @@ class HostNetwork:
 
     # --- containers ---------------------------------------------------------
 
-    def attach(self, cid: str, bindings: list[PortBinding] | None = None) -> Attachment:
+    def attach(
+        self,
+        cid: str,
+        bindings: list[PortBinding] | None = None,
+        group: str | None = None,
+        id_range: IdRange | None = None,
+    ) -> Attachment:
         """Give ``cid`` its netns, veth and address; the same ones if called again.
 
         With ``bindings``, also :meth:`publish` them at that address: the
@@ -155,12 +162,12 @@ class HostNetwork:
         self._check_cid(cid)
         wanted = None if bindings is None else ports.validate(bindings)
         with self.store.transaction() as state:
-            att = self._allocate(state, cid)
+            att = self._allocate(state, cid, group)
             rules = None
             if wanted is not None and self._record_ports(state, cid, att.address, wanted):
                 rules = _Background(lambda: self._apply_rules(state), "nft-apply")
             try:
-                self._plumb(att)
+                self._plumb(att, id_range)
             except BaseException:
                 if rules is not None and rules.wait_quietly():
                     # The rules are in the kernel: the record must say so, or
@@ -171,9 +178,9 @@ class HostNetwork:
                 rules.wait()  # nft failed: the transaction records no ports
             return att
 
-    def _plumb(self, att: Attachment) -> None:
+    def _plumb(self, att: Attachment, id_range: IdRange | None) -> None:
         addr = IPv4Interface(f"{att.address}/{att.prefixlen}")
-        fresh = links.ensure_netns(att.netns_name)
+        fresh = links.ensure_netns(att.netns_name, id_range)
         # A netns made just now is empty: no need to look inside (~3 ms
         # of netlink round trips on every container start).
         if fresh or not self._plumbed(att, addr):
@@ -266,7 +273,7 @@ class HostNetwork:
                 field="subnet",
             )
 
-    def _allocate(self, state: dict[str, Any], cid: str) -> Attachment:
+    def _allocate(self, state: dict[str, Any], cid: str, group: str | None) -> Attachment:
         if cid in state["attachments"]:
             return Attachment.from_dict(state["attachments"][cid])
         in_use = {a["address"] for a in state["attachments"].values()}
@@ -280,6 +287,7 @@ class HostNetwork:
             gateway=str(self.gateway),
             prefixlen=self.subnet.prefixlen,
             host_veth=self._host_veth(cid),
+            group=group,
         )
         # Recorded before the links exist: a crash in between leaves an
         # allocation that the retried attach reuses, never a lost address.
