@@ -254,6 +254,9 @@ def report(figures: dict[str, Any], ok: bool) -> None:
 def scratch() -> Iterator[Path]:
     # Short path: overlay mount options repeat the layer paths and are capped at a page.
     path = Path(tempfile.mkdtemp(prefix="pb-", dir="/tmp"))
+    # Traversable (not listable): the agent root is below it, and runc
+    # resolves each rootfs as the container's unprivileged host uid.
+    path.chmod(0o711)
     try:
         yield path
     finally:

@@ -17,6 +17,7 @@ them again (:meth:`HostNetwork.attachments`) and re-renders the same rules.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -29,9 +30,10 @@ from typing import Any
 
 from runtime_agent.host.errors import CommandFailed, Conflict, InvalidRequest, NetworkError
 from runtime_agent.net import ipam, links, ports
+from runtime_agent.net import policy as _policy
 from runtime_agent.net.names import IFNAME_RE, IFNAME_RULE, NFT_TABLE_RE, NFT_TABLE_RULE
 from runtime_agent.net.state import NetStateStore
-from runtime_agent.oci.etcfiles import write_etc_files
+from runtime_agent.oci.etcfiles import host_nameservers, write_etc_files
 from runtime_agent.wire import IdRange, PortBinding
 
 __all__ = ["Attachment", "HostNetwork", "write_etc_files"]
@@ -68,6 +70,12 @@ def write_sysctl(path: Path, value: str) -> None:
         raise NetworkError(f"cannot set {path} to {value}: {exc}") from exc
 
 
+def _with_host_nameservers(settings: _policy.PolicySettings) -> _policy.PolicySettings:
+    """The containers get the host's nameservers (oci/etcfiles.py): open port 53 there."""
+    servers = {*settings.dns_servers, *host_nameservers()}
+    return dataclasses.replace(settings, dns_servers=tuple(sorted(servers)))
+
+
 def _binding_from_dict(data: dict[str, Any]) -> PortBinding:
     return PortBinding(**data)
 
@@ -98,7 +106,14 @@ class _Background:
 
 
 class HostNetwork:
-    def __init__(self, state_dir: Path, bridge: str, subnet: IPv4Network, nft_table: str) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        bridge: str,
+        subnet: IPv4Network,
+        nft_table: str,
+        policy: _policy.PolicySettings | None = None,
+    ) -> None:
         if not IFNAME_RE.fullmatch(bridge):
             raise InvalidRequest(f"bridge name {bridge!r} must be {IFNAME_RULE}")
         if not NFT_TABLE_RE.fullmatch(nft_table):
@@ -109,6 +124,7 @@ class HostNetwork:
         self.subnet = subnet
         self.gateway = ipam.gateway_of(subnet)
         self.nft_table = nft_table
+        self.policy = _with_host_nameservers(policy or _policy.PolicySettings())
         self.store = NetStateStore(state_dir)
         self._table_ready = False  # set once this instance has written the whole table
 
@@ -126,12 +142,17 @@ class HostNetwork:
             write_sysctl(SYSCTL / "ip_forward", "1")
             # Only on our bridge: lets a DNATed 127.0.0.1 packet be routed to it.
             write_sysctl(SYSCTL / "conf" / self.bridge / "route_localnet", "1")
+            # No IPv6 for containers (net/policy.py): not on the bridge either.
+            ipv6 = SYSCTL.parent / "ipv6" / "conf" / self.bridge / "disable_ipv6"
+            if ipv6.exists():
+                write_sysctl(ipv6, "1")
             self._table_ready = False  # repair: always the whole table here
             self._apply_rules(state)
 
     def teardown(self) -> None:
         """Remove everything this agent made: rules, veths, netns, bridge, state."""
         ports.delete_table(self.nft_table)
+        ports.apply(_policy.delete_bridge_table(self.nft_table))
         self._table_ready = False
         with self.store.transaction() as state:
             names = {a["host_veth"] for a in state["attachments"].values()}
@@ -162,9 +183,13 @@ class HostNetwork:
         self._check_cid(cid)
         wanted = None if bindings is None else ports.validate(bindings)
         with self.store.transaction() as state:
+            joined = cid not in state["attachments"]  # a new member of the policy
             att = self._allocate(state, cid, group)
             rules = None
-            if wanted is not None and self._record_ports(state, cid, att.address, wanted):
+            ports_changed = wanted is not None and self._record_ports(
+                state, cid, att.address, wanted
+            )
+            if joined or ports_changed:
                 rules = _Background(lambda: self._apply_rules(state), "nft-apply")
             try:
                 self._plumb(att, id_range)
@@ -194,8 +219,8 @@ class HostNetwork:
         """Undo :meth:`attach` and :meth:`publish`; the address becomes free."""
         self._check_cid(cid)
         with self.store.transaction() as state:
-            state["attachments"].pop(cid, None)
-            if state["ports"].pop(cid, None) is not None:
+            member = state["attachments"].pop(cid, None)
+            if state["ports"].pop(cid, None) is not None or member is not None:
                 self._apply_rules(state)
             links.delete_link(self._host_veth(cid))
             links.remove_netns(self._netns_name(cid))
@@ -312,15 +337,28 @@ class HostNetwork:
             for cid, entry in state["ports"].items()
         }
 
+    def _members(self, state: dict[str, Any]) -> list[_policy.Member]:
+        return [
+            _policy.Member(cid, a["address"], a["host_veth"], a.get("group") or f"-{cid}")
+            for cid, a in state["attachments"].items()
+        ]
+
     def _apply_rules(self, state: dict[str, Any]) -> None:
-        """The whole table (on setup, or if someone removed it), else just the
-        publish chain."""
-        published = self._published(state)
+        """The whole tables (on setup, or if someone removed them), else just
+        the publish and membership chains, in one transaction."""
+        published, members = self._published(state), self._members(state)
         if self._table_ready:
             try:
-                ports.apply(ports.render_publish(self.nft_table, published))
+                ports.apply(
+                    ports.render_publish(self.nft_table, published)
+                    + _policy.render_members(self.nft_table, members)
+                )
                 return
             except CommandFailed:
                 log.warning("nft table %s was changed behind our back: rebuilding", self.nft_table)
-        ports.apply(ports.render(self.nft_table, self.bridge, self.subnet, published))
+        filters = _policy.render_ip_chains(self.bridge, self.gateway, self.policy, members)
+        ports.apply(
+            ports.render(self.nft_table, self.bridge, self.subnet, published, filters)
+            + _policy.render_bridge_table(self.nft_table, members)
+        )
         self._table_ready = True

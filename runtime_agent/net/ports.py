@@ -142,8 +142,15 @@ def render_publish(table: str, published: Mapping[str, Published]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(table: str, bridge: str, subnet: IPv4Network, published: Mapping[str, Published]) -> str:
-    """The complete ruleset for one agent's table, as ``nft -f`` input."""
+def render(
+    table: str,
+    bridge: str,
+    subnet: IPv4Network,
+    published: Mapping[str, Published],
+    filters: str = "",
+) -> str:
+    """The complete ruleset for one agent's table, as ``nft -f`` input;
+    ``filters`` are more chains for it (net/policy.py's)."""
     body = "\n".join(f"\t\t{r}" for r in _publish_rules(published))
     return f"""table ip {table} {{}}
 delete table ip {table}
@@ -169,7 +176,7 @@ table ip {table} {{
 \t\tip saddr {subnet} oifname != "{bridge}" masquerade comment "containers going out"
 \t\tip saddr {subnet} oifname "{bridge}" ct status dnat masquerade comment "hairpin"
 \t}}
-}}
+{filters}}}
 """
 
 
