@@ -75,6 +75,7 @@ async def serve(config: AgentConfig) -> int:
         config.root,
         credentials=config.registry_credentials,
         ca_file=str(config.registry_ca) if config.registry_ca else None,
+        layer_limits=config.unpack_limits(),
     )
     manager = ContainerManager(config, images, network, runc)
     await manager.start()
