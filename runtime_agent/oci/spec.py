@@ -89,6 +89,8 @@ ALLOWED_DEVICES: tuple[tuple[str, int | None, int | None, str], ...] = (
 # systemd); we cannot raise a hard limit past our own without
 # CAP_SYS_RESOURCE, so we cap it there.
 NOFILE_WANTED = 1_048_576
+# When the caller leaves the pids limit unset (the agent fills its default first).
+FALLBACK_PIDS = 512
 
 
 @dataclass(frozen=True)
@@ -279,9 +281,9 @@ def _resources(limits: Limits) -> dict[str, Any]:
         if minor is not None:
             rule["minor"] = minor
         devices.append(rule)
-    out: dict[str, Any] = {"devices": devices}
-    if limits.pids is not None:
-        out["pids"] = {"limit": limits.pids}
+    # Never without a pids limit: a fork bomb would take the host's pid space.
+    pids = limits.pids if limits.pids is not None else FALLBACK_PIDS
+    out: dict[str, Any] = {"devices": devices, "pids": {"limit": pids}}
     if limits.memory_bytes is not None:
         # memory+swap equal to memory: the container cannot swap its way
         # past the limit; at the limit it is OOM-killed.
