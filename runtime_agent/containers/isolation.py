@@ -37,6 +37,17 @@ def limits_for(req: wire.CreateContainer, config: AgentConfig) -> wire.Limits:
     )
 
 
+def cgroup_limits(limits: wire.Limits) -> wire.Limits:
+    """What the container's cgroup gets: its memory limit plus its writable
+    layer, which lives in a tmpfs (oci/rootfs.py) whose pages the kernel
+    charges to the container's memory cgroup. Without the addition a
+    container filling its writable layer would be OOM-killed before it
+    ever saw ENOSPC, and the disk it writes would eat its app's memory."""
+    if limits.memory_bytes is None or limits.writable_bytes is None:
+        return limits
+    return dataclasses.replace(limits, memory_bytes=limits.memory_bytes + limits.writable_bytes)
+
+
 def userns_path_for(netns_path: str | None) -> str | None:
     """The user namespace that owns a container's netns (net/links.py)."""
     return str(links.userns_path(Path(netns_path).name)) if netns_path else None

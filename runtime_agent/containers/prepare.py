@@ -176,7 +176,7 @@ class Preparer:
                 spec.Mount("/etc/hosts", cdir / "etc" / "hosts"),
                 spec.Mount("/etc/resolv.conf", cdir / "etc" / "resolv.conf"),
             ],
-            limits=isolation.limits_for(req, self.config),
+            limits=isolation.cgroup_limits(isolation.limits_for(req, self.config)),
             cgroups_path=self.cgroups_path(rec.name),
             id_range=isolation.id_range_for(req, self.config),
             userns_path=isolation.userns_path_for(rec.netns_path),

@@ -13,9 +13,13 @@ the container (no periodic ``du`` that kills afterwards). It costs one
 mount (~0.1 ms) on the start path, where a loop-mounted filesystem would
 cost an ``mkfs`` and a project quota would need the agent's disk to be
 XFS/ext4 with quotas on. The price, documented in the README: the layer
-lives in memory (pages are charged to the container's memory cgroup, so
-its memory limit covers them too) and does not survive a host reboot,
-like the container's processes (an app's durable data belongs elsewhere).
+lives in memory (the kernel charges its pages to the container's memory
+cgroup, whose limit is therefore the app's memory plus the layer's size:
+containers/isolation.py) and does not survive a host reboot, like the
+container's processes (an app's durable data belongs elsewhere). Measured
+here: mkfs.ext4 + a loop mount per container cost ~50 ms of a start that
+bare runc does in ~35 ms; XFS project quotas are not built into this
+kernel, and ext4's answer EDQUOT, not ENOSPC.
 
 The network namespace is owned by the container's user namespace
 (runtime_agent/net/nsthread.py ``create_owned``; runc joins both by path)

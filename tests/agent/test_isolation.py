@@ -178,18 +178,32 @@ async def test_writes_past_the_writable_layer_cap_fail_with_enospc(
     assert (code, out.strip()) == (0, "small")  # freed space is writable again
 
 
+async def test_a_full_writable_layer_gives_enospc_not_an_oom_kill(
+    manager: ContainerManager,
+) -> None:
+    # A layer larger than the app's memory: its pages are charged to the
+    # container's memory cgroup, whose limit covers both.
+    limits = {"memory_bytes": 16 * MiB, "writable_bytes": 48 * MiB}
+    name = await start(manager, ALICE_TEAM, limits=limits)
+    code, out = await run(manager, name, "dd if=/dev/zero of=/big bs=1M count=64")
+    assert code != 0 and "No space left on device" in out, out
+    code, out = await run(manager, name, "echo alive")
+    assert (code, out.strip()) == (0, "alive")
+    assert manager.inspect(name).state == wire.ContainerState.RUNNING
+
+
 async def test_unset_limits_take_the_agents_defaults(
     manager: ContainerManager, agent: AgentUnderTest
 ) -> None:
     name = await start(manager, ALICE_TEAM)
     bundle = agent.config.containers_dir / name / "bundle" / "config.json"
     resources = json.loads(bundle.read_text())["linux"]["resources"]
-    assert resources["memory"]["limit"] == 96 * MiB
+    assert resources["memory"]["limit"] == (96 + 8) * MiB  # memory + the in-memory layer
     assert resources["pids"]["limit"] == 64
     assert resources["cpu"]["quota"] == 50_000
     assert resources["cpu"]["period"] == 100_000
     stats = await manager.stats(name)
-    assert stats.memory_limit_bytes == 96 * MiB
+    assert stats.memory_limit_bytes == (96 + 8) * MiB
     code, out = await run(manager, name, "df -k / | tail -1")
     assert code == 0, out
     assert int(out.split()[1]) == 8 * 1024  # the writable layer's size, in KiB
@@ -201,7 +215,7 @@ async def test_a_request_overrides_the_defaults(
     name = await start(manager, ALICE_TEAM, limits={"memory_bytes": 64 * MiB, "pids": 32})
     bundle = agent.config.containers_dir / name / "bundle" / "config.json"
     resources = json.loads(bundle.read_text())["linux"]["resources"]
-    assert (resources["memory"]["limit"], resources["pids"]["limit"]) == (64 * MiB, 32)
+    assert (resources["memory"]["limit"], resources["pids"]["limit"]) == ((64 + 8) * MiB, 32)
 
 
 async def test_removing_a_container_leaves_no_mount_or_namespace_behind(
