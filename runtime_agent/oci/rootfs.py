@@ -58,10 +58,16 @@ MOUNTS = ("rootfs", "rw")  # unmount order: the overlay uses rw/
 
 def open_for_ranges(agent_root: Path, containers_dir: Path) -> None:
     """Make the agent's root and containers dir traversable (0711) by any
-    range's root, and refuse to go on if a parent directory is not."""
+    range's root, every other directory in the root private (0700), and
+    refuse to go on if a parent directory is not traversable."""
     for d in (agent_root, containers_dir):
         d.mkdir(parents=True, exist_ok=True, mode=0o711)
         os.chmod(d, 0o711)
+    # Everything else under the root (image layers above all: tenants' code
+    # and baked secrets) stays root's alone now that the root is traversable.
+    for entry in os.scandir(agent_root):
+        if entry.is_dir(follow_symlinks=False) and entry.path != str(containers_dir):
+            os.chmod(entry.path, 0o700)
     for parent in agent_root.resolve().parents:
         if not os.stat(parent).st_mode & stat.S_IXOTH:
             raise AgentError(

@@ -231,3 +231,17 @@ async def test_removing_a_container_leaves_no_mount_or_namespace_behind(
     await manager.remove(name, force=True)
     assert not cdir.exists()
     assert not os.path.exists(netns) and not userns.exists()
+
+
+async def test_only_the_containers_dir_of_the_agent_root_is_open_to_ranges(
+    manager: ContainerManager, agent: AgentUnderTest
+) -> None:
+    name = await start(manager, ALICE_TEAM)
+    root = agent.config.root
+    assert os.stat(root).st_mode & 0o777 == 0o711  # traversable, not listable
+    assert os.stat(root / "containers").st_mode & 0o777 == 0o711
+    cdir = os.stat(root / "containers" / name)
+    assert (cdir.st_mode & 0o777, cdir.st_uid, cdir.st_gid) == (0o710, 0, ALICE_TEAM)
+    for entry in os.scandir(root):
+        if entry.is_dir(follow_symlinks=False) and entry.name != "containers":
+            assert os.stat(entry.path).st_mode & 0o077 == 0, entry.name
