@@ -163,6 +163,7 @@ class HostNetwork:
             links.delete_link(self.bridge)
             state["attachments"] = {}
             state["ports"] = {}
+            state["groups"] = {}
             state["last"] = None
 
     # --- containers ---------------------------------------------------------
@@ -190,7 +191,8 @@ class HostNetwork:
                 state, cid, att.address, wanted
             )
             if joined or ports_changed:
-                rules = _Background(lambda: self._apply_rules(state), "nft-apply")
+                join = self._member(state, cid) if joined else None
+                rules = _Background(lambda: self._apply_rules(state, join=join), "nft-apply")
             try:
                 self._plumb(att, id_range)
             except BaseException:
@@ -219,9 +221,11 @@ class HostNetwork:
         """Undo :meth:`attach` and :meth:`publish`; the address becomes free."""
         self._check_cid(cid)
         with self.store.transaction() as state:
-            member = state["attachments"].pop(cid, None)
-            if state["ports"].pop(cid, None) is not None or member is not None:
-                self._apply_rules(state)
+            left = self._member(state, cid) if cid in state["attachments"] else None
+            state["attachments"].pop(cid, None)
+            state["groups"].pop(f"-{cid}", None)
+            if state["ports"].pop(cid, None) is not None or left is not None:
+                self._apply_rules(state, leave=left)
             links.delete_link(self._host_veth(cid))
             links.remove_netns(self._netns_name(cid))
             log.info("detached %s", cid)
@@ -337,25 +341,38 @@ class HostNetwork:
             for cid, entry in state["ports"].items()
         }
 
-    def _members(self, state: dict[str, Any]) -> list[_policy.Member]:
-        return [
-            _policy.Member(cid, a["address"], a["host_veth"], a.get("group") or f"-{cid}")
-            for cid, a in state["attachments"].items()
-        ]
+    def _member(self, state: dict[str, Any], cid: str) -> _policy.Member:
+        """``cid`` as the policy sees it; its group gets a number (the
+        packet mark of net/policy.py) when first seen, kept in the state."""
+        a = state["attachments"][cid]
+        groups = state["groups"]
+        key = a.get("group") or f"-{cid}"  # no group: a group of its own
+        if key not in groups:
+            groups[key] = state["next_gid"] = state.get("next_gid", 0) + 1
+        return _policy.Member(cid, a["address"], a["host_veth"], groups[key])
 
-    def _apply_rules(self, state: dict[str, Any]) -> None:
-        """The whole tables (on setup, or if someone removed them), else just
-        the publish and membership chains, in one transaction."""
-        published, members = self._published(state), self._members(state)
+    def _apply_rules(
+        self,
+        state: dict[str, Any],
+        *,
+        join: _policy.Member | None = None,
+        leave: _policy.Member | None = None,
+    ) -> None:
+        """The whole tables (on setup, or if someone removed them), else the
+        publish chain and the membership change, in one transaction."""
+        published = self._published(state)
         if self._table_ready:
+            change = ""
+            if join is not None:
+                change += _policy.render_join(self.nft_table, join)
+            if leave is not None:
+                change += _policy.render_leave(self.nft_table, leave)
             try:
-                ports.apply(
-                    ports.render_publish(self.nft_table, published)
-                    + _policy.render_members(self.nft_table, members)
-                )
+                ports.apply(ports.render_publish(self.nft_table, published) + change)
                 return
             except CommandFailed:
                 log.warning("nft table %s was changed behind our back: rebuilding", self.nft_table)
+        members = [self._member(state, cid) for cid in sorted(state["attachments"])]
         filters = _policy.render_ip_chains(self.bridge, self.gateway, self.policy, members)
         ports.apply(
             ports.render(self.nft_table, self.bridge, self.subnet, published, filters)

@@ -37,10 +37,10 @@ Refusals at the IP layer answer (TCP reset, ICMP admin-prohibited) rather
 than drop, so a blocked client fails at once instead of waiting out its
 timeout.
 
-Container membership lives in chains (``same_app`` in both tables,
-``antispoof``) and a set (``ports``) that are flushed and refilled in the
-same ``nft`` transaction as the publish chain whenever a container comes or
-goes; the rest of the ruleset is written once, with the tables, at setup.
+Container membership lives in sets and maps (see ``_IP_SETS``), changed by a
+few elements in the same ``nft`` transaction as the publish chain when a
+container comes or goes; the rules are written once, with the tables, at
+setup.
 """
 
 from __future__ import annotations
@@ -87,57 +87,59 @@ class Member:
     cid: str
     address: str
     veth: str
-    group: str  # its network group, or a group of its own
+    gid: (
+        int  # its network group's number (HostNetwork numbers groups; a lone container has its own)
+    )
 
 
 def _set(items: Iterable[object]) -> str:
     return "{ " + ", ".join(str(i) for i in items) + " }"
 
 
-def _groups(members: Iterable[Member]) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {}
-    for m in sorted(members, key=lambda m: m.cid):
-        groups.setdefault(m.group, []).append(m.address)
-    return groups
+# Membership is data, not rules: sets and maps that a container's attach or
+# detach changes by a few elements (one short nft transaction; no rule is
+# rewritten). "Same group" is two lookups: the source address's group goes
+# into the packet mark, then (destination, mark) must be a member. The mark
+# never leaves the host: it is scrubbed when the packet crosses into the
+# container's namespace.
+_IP_SETS = (
+    ("map group_of", "type ipv4_addr : mark", lambda m: f"{m.address} : {m.gid}"),
+    ("set addr_group", "type ipv4_addr . mark", lambda m: f"{m.address} . {m.gid}"),
+)
+_BRIDGE_SETS = (
+    *_IP_SETS,
+    ("set ports", "type ifname", lambda m: f'"{m.veth}"'),
+    ("set port_addr", "type ifname . ipv4_addr", lambda m: f'"{m.veth}" . {m.address}'),
+)
+SAME_APP = ["meta mark set ip saddr map @group_of", "ip daddr . meta mark @addr_group accept"]
 
 
-def _same_app_rules(members: Iterable[Member]) -> list[str]:
-    # One rule per group; a lone member's still lets it reach its own
-    # published port on a host address (the DNAT brings it back to itself).
-    return [
-        f"ip saddr {_set(addrs)} ip daddr {_set(addrs)} accept"
-        for _, addrs in sorted(_groups(members).items())
-    ]
+def _declare(sets: Iterable[tuple[str, str, object]], members: list[Member]) -> str:
+    out = []
+    for kind_name, type_line, element in sets:
+        elements = _set(element(m) for m in members) if members else ""  # type: ignore[operator]
+        body = f"\t\t{type_line}\n" + (f"\t\telements = {elements}\n" if elements else "")
+        out.append(f"\t{kind_name} {{\n{body}\t}}\n")
+    return "".join(out)
 
 
-def _antispoof_rules(members: Iterable[Member]) -> list[str]:
-    rules = []
-    for m in sorted(members, key=lambda m: m.cid):
-        rules.append(f'iifname "{m.veth}" ether type ip ip saddr != {m.address} drop')
-        rules.append(f'iifname "{m.veth}" ether type arp arp saddr ip != {m.address} drop')
-    return rules
+def render_join(table: str, member: Member) -> str:
+    """Add one container to the sets (nft -f input; idempotent)."""
+    return _elements("add", table, member)
 
 
-def render_members(table: str, members: Iterable[Member]) -> str:
-    """Refill the membership chains (one nft transaction with the caller's)."""
-    members = list(members)
+def render_leave(table: str, member: Member) -> str:
+    """Take one container out of the sets (its elements must be there)."""
+    return _elements("delete", table, member)
+
+
+def _elements(verb: str, table: str, m: Member) -> str:
     lines = [
-        f"flush chain ip {table} same_app",
-        f"flush chain bridge {table} same_app",
-        f"flush chain bridge {table} antispoof",
-        f"flush set bridge {table} ports",
+        f"{verb} element {family} {table} {kind_name.split()[1]} {{ {element(m)} }}"
+        for family, sets in (("ip", _IP_SETS), ("bridge", _BRIDGE_SETS))
+        for kind_name, _, element in sets
     ]
-    if members:
-        lines.append(f"add element bridge {table} ports {_ports(members)}")
-    for rule in _same_app_rules(members):
-        lines.append(f"add rule ip {table} same_app {rule}")
-        lines.append(f"add rule bridge {table} same_app {rule}")
-    lines += [f"add rule bridge {table} antispoof {r}" for r in _antispoof_rules(members)]
     return "\n".join(lines) + "\n"
-
-
-def _ports(members: Iterable[Member]) -> str:
-    return _set(f'"{m.veth}"' for m in sorted(members, key=lambda m: m.cid))
 
 
 def _host_rules(gateway: IPv4Address, settings: PolicySettings) -> list[str]:
@@ -174,9 +176,9 @@ def render_ip_chains(
 ) -> str:
     """The filter chains of the agent's ``ip`` table (inside its braces)."""
     members = list(members)
-    return "".join(
+    return _declare(_IP_SETS, members) + "".join(
         [
-            _chain("same_app", _same_app_rules(members)),
+            _chain("same_app", SAME_APP),
             _chain("refuse", [REFUSE]),
             _chain(
                 "filter_input",
@@ -218,12 +220,16 @@ def render_ip_chains(
 def render_bridge_table(table: str, members: Iterable[Member]) -> str:
     """The agent's ``bridge`` table, created afresh (nft -f input)."""
     members = list(members)
-    elements = f"\t\telements = {_ports(members)}\n" if members else ""
-    ports_set = f"\tset ports {{\n\t\ttype ifname\n{elements}\t}}\n"
     chains = "".join(
         [
-            _chain("antispoof", _antispoof_rules(members)),
-            _chain("same_app", _same_app_rules(members)),
+            _chain(
+                "antispoof",
+                [
+                    "ether type ip iifname . ip saddr != @port_addr drop",
+                    "ether type arp iifname . arp saddr ip != @port_addr drop",
+                ],
+            ),
+            _chain("same_app", SAME_APP),
             _chain(
                 "forward",
                 ["iifname @ports jump antispoof", "iifname @ports goto between_containers"],
@@ -243,7 +249,7 @@ def render_bridge_table(table: str, members: Iterable[Member]) -> str:
     )
     return (
         f"table bridge {table} {{}}\ndelete table bridge {table}\n"
-        f"table bridge {table} {{\n{ports_set}{chains}}}\n"
+        f"table bridge {table} {{\n{_declare(_BRIDGE_SETS, members)}{chains}}}\n"
     )
 
 
