@@ -28,7 +28,7 @@ from pyroute2 import IPRoute, netns
 from runtime_agent import wire
 from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.net import links
-from tests.support.agent import AgentUnderTest, LocalImages, request, unique
+from tests.support.agent_harness import AgentUnderTest, LocalImages, request, unique
 
 pytestmark = pytest.mark.root
 
