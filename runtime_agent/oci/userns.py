@@ -128,7 +128,8 @@ def unshared(id_range: IdRange, *, net: bool = False) -> Iterator[int]:
     finally:
         assert child.stdin is not None
         child.stdin.close()  # cat ends; what was opened or bound keeps the namespaces
-        child.wait()
+        # Reaped aside: its exit is no business of a container's start path.
+        threading.Thread(target=child.wait, name="unshare-reaper", daemon=True).start()
 
 
 def _wait_unshared(pid: int) -> None:

@@ -151,7 +151,7 @@ async def test_capabilities_are_the_documented_set_and_no_new_privs_is_on(
 
 async def test_raw_sockets_and_forged_addresses_fail(manager: ContainerManager) -> None:
     name = await start(manager, ALICE_TEAM)
-    gateway = str(manager.network.gateway)
+    gateway = str(manager.preparer.network.gateway)
     # arping needs a packet socket (CAP_NET_RAW); ip addr needs CAP_NET_ADMIN.
     code, out = await run(manager, name, f"arping -c 1 -w 1 -I eth0 {gateway}")
     assert code != 0 and "Operation not permitted" in out, out

@@ -234,7 +234,7 @@ async def test_another_apps_published_port_is_refused_own_apps_is_open(
     ports = [{"container_port": PORT, "host_port": host_port}]
     await manager.create(request(name, cmd, network_group="shop", hostname=name, ports=ports))
     sibling, stranger = await container(manager, "shop"), await container(manager, "blog")
-    gateway = str(manager.network.gateway)
+    gateway = str(manager.preparer.network.gateway)
     assert await connect(manager, sibling, gateway, host_port) == name
     # Rejected after the DNAT, so the reset carries the container's address
     # and the client waits it out: dropped, to the client.
@@ -245,7 +245,7 @@ async def test_the_hosts_ports_are_refused_but_the_routers(
     manager: ContainerManager, world: World, router_port: int
 ) -> None:
     probe = await container(manager, "shop")
-    gateway = str(manager.network.gateway)
+    gateway = str(manager.preparer.network.gateway)
     closed, port = host_listener(gateway)
     router, _ = host_listener(gateway, router_port)
     elsewhere, other_port = host_listener(world.outside.via)  # another of the host's addresses
@@ -292,7 +292,7 @@ async def test_a_forged_source_address_does_not_get_through(manager: ContainerMa
     forger = await container(manager, "shop")
     server_addr, forger_ns = manager.inspect(server).address, manager.records[forger].netns_path
     assert server_addr is not None and forger_ns is not None
-    spoofed = str(manager.network.subnet.broadcast_address - 1)  # nobody's address
+    spoofed = str(manager.preparer.network.subnet.broadcast_address - 1)  # nobody's address
     in_ns = ["ip", "netns", "exec", Path(forger_ns).name]
     subprocess.run([*in_ns, "ip", "addr", "add", f"{spoofed}/32", "dev", "eth0"], check=True)
     client = (
