@@ -78,6 +78,7 @@ def open_for_ranges(agent_root: Path, containers_dir: Path) -> None:
 
 def mount(cdir: Path, lowers: Sequence[Path], id_range: IdRange, writable_bytes: int) -> None:
     """Mount (idempotently) the rw tmpfs and the idmapped overlay under ``cdir``."""
+    cdir.mkdir(parents=True, exist_ok=True, mode=0o710)
     os.chown(cdir, 0, id_range.host_id)
     os.chmod(cdir, 0o710)
     rw, rootfs = cdir / "rw", cdir / "rootfs"
