@@ -106,17 +106,20 @@ def create_owned(path: Path, user_path: Path, id_range: IdRange) -> None:
     _make_shared(path.parent)
     user_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     made: list[Path] = []
+    fds = userns.owned_netns_pair(id_range)
     try:
-        with userns.unshared(id_range, net=True) as pid:
-            for kind, target in (("user", user_path), ("net", path)):
-                os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-                made.append(target)
-                _mount(f"/proc/{pid}/ns/{kind}", str(target), MS_BIND)
+        for fd, target in zip(fds, (user_path, path), strict=True):
+            os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+            made.append(target)
+            _mount(f"/proc/self/fd/{fd}", str(target), MS_BIND)
     except BaseException:
         for target in made:
             libc.umount2(str(target).encode(), MNT_DETACH)
             target.unlink(missing_ok=True)
         raise
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def remove(path: Path) -> None:
