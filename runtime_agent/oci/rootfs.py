@@ -38,7 +38,6 @@ be traversable by it: the agent root and its containers directory are 0711
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import stat
@@ -46,12 +45,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runtime_agent.host.errors import AgentError, MountFailed
+from runtime_agent.host.libc import get_errno, libc
 from runtime_agent.oci import overlay, userns
 from runtime_agent.wire import IdRange
 
 log = logging.getLogger("runtime_agent.rootfs")
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _MS_NOSUID, _MS_NODEV = 0x2, 0x4
 MOUNTS = ("rootfs", "rw")  # unmount order: the overlay uses rw/
 
@@ -115,6 +114,6 @@ def any_mounted(cdir: Path) -> bool:
 
 def _mount_tmpfs(target: Path, size: int) -> None:
     options = f"size={size},mode=0700,uid=0,gid=0".encode()
-    if _libc.mount(b"tmpfs", os.fsencode(target), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
-        err = ctypes.get_errno()
+    if libc.mount(b"tmpfs", os.fsencode(target), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
+        err = get_errno()
         raise MountFailed(f"mount tmpfs at {target}: {os.strerror(err)}", target=str(target))

@@ -46,11 +46,11 @@ from typing import Any
 
 from runtime_agent.host import cmd
 from runtime_agent.host.errors import InvalidRequest, MountFailed
+from runtime_agent.host.libc import get_errno, libc
 from runtime_agent.wire import ID_RANGE_SIZE, IdRange
 
 log = logging.getLogger("runtime_agent.userns")
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _SYS_OPEN_TREE = 428
 _SYS_MOUNT_SETATTR = 442
 _AT_FDCWD = -100
@@ -204,13 +204,13 @@ def _refill(id_range: IdRange) -> None:
 def idmapped_tree(path: Path, id_range: IdRange) -> int:
     """A detached, read-only clone of the mount at ``path`` with ids shifted
     into ``id_range``: an fd for overlayfs' ``lowerdir+``. The caller closes it."""
-    fd = _libc.syscall(
+    fd = libc.syscall(
         _SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(path), _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC
     )
     if fd < 0:
         raise _failed("open_tree", path)
     attr = _MountAttr(_MOUNT_ATTR_IDMAP | _MOUNT_ATTR_RDONLY, 0, 0, userns_fd(id_range))
-    rc = _libc.syscall(
+    rc = libc.syscall(
         _SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)
     )
     if rc != 0:
@@ -221,5 +221,5 @@ def idmapped_tree(path: Path, id_range: IdRange) -> int:
 
 
 def _failed(what: str, path: Path) -> MountFailed:
-    err = ctypes.get_errno()
+    err = get_errno()
     return MountFailed(f"{what} of {path} failed: {os.strerror(err)}", target=str(path), errno=err)
