@@ -76,6 +76,34 @@ def _with_host_nameservers(settings: _policy.PolicySettings) -> _policy.PolicySe
     return dataclasses.replace(settings, dns_servers=tuple(sorted(servers)))
 
 
+def _ipv6_off(bridge: str) -> None:
+    """No IPv6 for containers (net/policy.py): not on their bridge either."""
+    knob = SYSCTL.parent / "ipv6" / "conf" / bridge / "disable_ipv6"
+    if knob.exists():  # a host without IPv6 has nothing to switch off
+        write_sysctl(knob, "1")
+
+
+def _published(state: dict[str, Any]) -> dict[str, ports.Published]:
+    return {
+        cid: ports.Published(
+            address=entry["address"],
+            bindings=tuple(_binding_from_dict(b) for b in entry["bindings"]),
+        )
+        for cid, entry in state["ports"].items()
+    }
+
+
+def _member(state: dict[str, Any], cid: str) -> _policy.Member:
+    """``cid`` as the policy sees it; its group gets a number (the packet
+    mark of net/policy.py) when first seen, kept in the state."""
+    a = state["attachments"][cid]
+    groups = state["groups"]
+    key = a.get("group") or f"-{cid}"  # no group: a group of its own
+    if key not in groups:
+        groups[key] = state["next_gid"] = state.get("next_gid", 0) + 1
+    return _policy.Member(cid, a["address"], a["host_veth"], groups[key])
+
+
 def _binding_from_dict(data: dict[str, Any]) -> PortBinding:
     return PortBinding(**data)
 
@@ -142,10 +170,7 @@ class HostNetwork:
             write_sysctl(SYSCTL / "ip_forward", "1")
             # Only on our bridge: lets a DNATed 127.0.0.1 packet be routed to it.
             write_sysctl(SYSCTL / "conf" / self.bridge / "route_localnet", "1")
-            # No IPv6 for containers (net/policy.py): not on the bridge either.
-            ipv6 = SYSCTL.parent / "ipv6" / "conf" / self.bridge / "disable_ipv6"
-            if ipv6.exists():
-                write_sysctl(ipv6, "1")
+            _ipv6_off(self.bridge)
             self._table_ready = False  # repair: always the whole table here
             self._apply_rules(state)
 
@@ -191,7 +216,7 @@ class HostNetwork:
                 state, cid, att.address, wanted
             )
             if joined or ports_changed:
-                join = self._member(state, cid) if joined else None
+                join = _member(state, cid) if joined else None
                 rules = _Background(lambda: self._apply_rules(state, join=join), "nft-apply")
             try:
                 self._plumb(att, id_range)
@@ -221,7 +246,7 @@ class HostNetwork:
         """Undo :meth:`attach` and :meth:`publish`; the address becomes free."""
         self._check_cid(cid)
         with self.store.transaction() as state:
-            left = self._member(state, cid) if cid in state["attachments"] else None
+            left = _member(state, cid) if cid in state["attachments"] else None
             state["attachments"].pop(cid, None)
             state["groups"].pop(f"-{cid}", None)
             if state["ports"].pop(cid, None) is not None or left is not None:
@@ -250,7 +275,7 @@ class HostNetwork:
         """Check ``wanted`` against every holder of a host port and record it;
         False when nothing changed (idempotent, and no nft run for a container
         without ports)."""
-        current = self._published(state)
+        current = _published(state)
         ports.check_conflicts(cid, wanted, current)
         held = current[cid].bindings if cid in current else ()
         for b in wanted:
@@ -273,7 +298,7 @@ class HostNetwork:
                 self._apply_rules(state)
 
     def published(self) -> dict[str, ports.Published]:
-        return self._published(self.store.read())
+        return _published(self.store.read())
 
     # --- helpers ----------------------------------------------------------
 
@@ -332,25 +357,6 @@ class HostNetwork:
             and links.container_side_ready(att.netns_name, addr, self.gateway)
         )
 
-    def _published(self, state: dict[str, Any]) -> dict[str, ports.Published]:
-        return {
-            cid: ports.Published(
-                address=entry["address"],
-                bindings=tuple(_binding_from_dict(b) for b in entry["bindings"]),
-            )
-            for cid, entry in state["ports"].items()
-        }
-
-    def _member(self, state: dict[str, Any], cid: str) -> _policy.Member:
-        """``cid`` as the policy sees it; its group gets a number (the
-        packet mark of net/policy.py) when first seen, kept in the state."""
-        a = state["attachments"][cid]
-        groups = state["groups"]
-        key = a.get("group") or f"-{cid}"  # no group: a group of its own
-        if key not in groups:
-            groups[key] = state["next_gid"] = state.get("next_gid", 0) + 1
-        return _policy.Member(cid, a["address"], a["host_veth"], groups[key])
-
     def _apply_rules(
         self,
         state: dict[str, Any],
@@ -360,19 +366,15 @@ class HostNetwork:
     ) -> None:
         """The whole tables (on setup, or if someone removed them), else the
         publish chain and the membership change, in one transaction."""
-        published = self._published(state)
+        published = _published(state)
         if self._table_ready:
-            change = ""
-            if join is not None:
-                change += _policy.render_join(self.nft_table, join)
-            if leave is not None:
-                change += _policy.render_leave(self.nft_table, leave)
+            change = _policy.render_change(self.nft_table, join, leave)
             try:
                 ports.apply(ports.render_publish(self.nft_table, published) + change)
                 return
             except CommandFailed:
                 log.warning("nft table %s was changed behind our back: rebuilding", self.nft_table)
-        members = [self._member(state, cid) for cid in sorted(state["attachments"])]
+        members = [_member(state, cid) for cid in sorted(state["attachments"])]
         filters = _policy.render_ip_chains(self.bridge, self.gateway, self.policy, members)
         ports.apply(
             ports.render(self.nft_table, self.bridge, self.subnet, published, filters)

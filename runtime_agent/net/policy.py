@@ -128,6 +128,13 @@ def render_join(table: str, member: Member) -> str:
     return _elements("add", table, member)
 
 
+def render_change(table: str, join: Member | None, leave: Member | None) -> str:
+    """Who joined and who left, as nft -f input (empty for neither)."""
+    return (render_join(table, join) if join else "") + (
+        render_leave(table, leave) if leave else ""
+    )
+
+
 def render_leave(table: str, member: Member) -> str:
     """Take one container out of the sets (its elements must be there)."""
     return _elements("delete", table, member)
