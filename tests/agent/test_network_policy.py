@@ -34,7 +34,7 @@ pytestmark = pytest.mark.root
 
 SERVER = """
 import socket, sys
-s = socket.socket()
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
 s.listen(16)
@@ -312,3 +312,36 @@ async def test_a_forged_source_address_does_not_get_through(manager: ContainerMa
         [*argv, spoofed, server_addr, str(PORT)], capture_output=True, text=True, timeout=20
     )
     assert forged.returncode != 0 and "timed out" in forged.stderr
+
+
+async def test_ipv6_between_containers_is_dropped_even_if_switched_back_on(
+    manager: ContainerManager,
+) -> None:
+    # IPv6 is off in containers; should one get it back (here: root on the
+    # host switches it on in both namespaces), the bridge still drops every
+    # IPv6 frame, so the app's IPv4 policy cannot be walked around.
+    server, client = await container(manager, "shop"), await container(manager, "shop")
+    ns = {n: Path(manager.records[n].netns_path or "").name for n in (server, client)}
+    for name, address in ((server, "fd00:5::b"), (client, "fd00:5::a")):
+        exec_in = ["ip", "netns", "exec", ns[name]]
+        subprocess.run([*exec_in, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0",
+                        "net.ipv6.conf.eth0.disable_ipv6=0"], check=True)  # fmt: skip
+        subprocess.run([*exec_in, "ip", "-6", "addr", "add", f"{address}/64", "dev", "eth0",
+                        "nodad"], check=True)  # fmt: skip
+    hosts = Hosts("unused")
+    try:
+        hosts.serve(ns[server], "::", "app")  # dual stack: IPv4 clients too
+        client_code = (
+            "import socket, sys\n"
+            "s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n"
+            "s.settimeout(3); s.connect((sys.argv[1], int(sys.argv[2])))\n"
+            "print(s.recv(64).decode().strip())\n"
+        )
+        argv = ["ip", "netns", "exec", ns[client], sys.executable, "-c", client_code]
+        server_v4 = manager.inspect(server).address or ""
+        v4 = subprocess.run([*argv, server_v4, str(PORT)], capture_output=True, text=True)
+        assert v4.stdout.strip() == "app"  # same app: IPv4 is open
+        v6 = subprocess.run([*argv, "fd00:5::b", str(PORT)], capture_output=True, text=True)
+        assert v6.returncode != 0 and v6.stdout == "", v6.stdout
+    finally:
+        hosts.cleanup()
