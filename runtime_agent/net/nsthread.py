@@ -130,17 +130,7 @@ def remove(path: Path) -> None:
 
 def netlink_socket(path: Path) -> socket.socket:
     """An rtnetlink socket that talks to the namespace at ``path``."""
-
-    def enter() -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            check(libc.setns(fd, CLONE_NEWNET), f"setns({path})")
-        finally:
-            os.close(fd)
-
-    return _on_fresh_thread(
-        enter, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-    )
+    return run_in(path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
 
 
 def run_in(path: Path, work: Callable[[], T]) -> T:
