@@ -21,8 +21,11 @@ both alike (and switching which goes first every round):
   published port on 127.0.0.1 answers 200; then the container is removed
   (untimed);
 - bare runc: the bundle of a container the agent has just prepared but not
-  started (a new one each round, untimed: same rootfs overlay, same spec,
-  same netns), copied with its own cgroup, timing (a) ``runc run -d``
+  started (a new one each round, untimed: same rootfs overlay with its
+  idmapped layers, same spec, same netns, and the same user namespace: the
+  spec joins the one that owns that netns, with the same id mapping, so
+  both sides pay for user namespaces alike), copied with its own cgroup,
+  timing (a) ``runc run -d``
   returning (the process has started), (b) ``GET /`` on the container's
   address answering 200; then killed and deleted, and the prepared
   container removed (untimed).
@@ -254,6 +257,9 @@ def report(figures: dict[str, Any], ok: bool) -> None:
 def scratch() -> Iterator[Path]:
     # Short path: overlay mount options repeat the layer paths and are capped at a page.
     path = Path(tempfile.mkdtemp(prefix="pb-", dir="/tmp"))
+    # Traversable (not listable): the agent root is below it, and runc
+    # resolves each rootfs as the container's unprivileged host uid.
+    path.chmod(0o711)
     try:
         yield path
     finally:
@@ -290,6 +296,7 @@ def _run(workdir: Path, runs: int) -> dict[str, list[float]]:
         agent = AgentDaemon(
             workdir / "agent",
             env={
+                "PAAS_AGENT_REGISTRY": setup.host,
                 "PAAS_AGENT_REGISTRY_USER": setup.username,
                 "PAAS_AGENT_REGISTRY_PASSWORD": setup.password,
                 "PAAS_AGENT_REGISTRY_CA": setup.ca_file,

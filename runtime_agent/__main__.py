@@ -63,12 +63,19 @@ async def serve(config: AgentConfig) -> int:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
     runc = Runc(config.runc_root, config.runc_binary)
     await asyncio.to_thread(check_runtime_safe, runc, config.root)
-    network = HostNetwork(config.net_dir, config.bridge, config.subnet, config.nft_table)
+    network = HostNetwork(
+        config.net_dir,
+        config.bridge,
+        config.subnet,
+        config.nft_table,
+        policy=config.policy_settings(),
+    )
     await asyncio.to_thread(network.setup)
     images = ImageStore(
         config.root,
         credentials=config.registry_credentials,
         ca_file=str(config.registry_ca) if config.registry_ca else None,
+        layer_limits=config.unpack_limits(),
     )
     manager = ContainerManager(config, images, network, runc)
     await manager.start()

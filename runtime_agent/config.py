@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from runtime_agent.host.settings import SettingError, Settings
+from runtime_agent.images.layers import UnpackLimits
+from runtime_agent.net import policy
 from runtime_agent.net.names import IFNAME_RE, IFNAME_RULE, NFT_TABLE_RE, NFT_TABLE_RULE
+from runtime_agent.wire import ID_RANGE_BASE, ID_RANGE_SIZE
 
 log = logging.getLogger("runtime_agent.config")
 
@@ -29,6 +33,8 @@ PREFIX = "PAAS_AGENT_"
 ConfigError = SettingError
 
 Env = Mapping[str, str]
+REGISTRY_RE = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?")
+USERNS_MIN_ID = ID_RANGE_BASE  # the first host id a range may start at (wire.py)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,27 @@ class AgentConfig:
     stop_grace_s: float = 10.0
     max_body_bytes: int = 1024 * 1024
     drain_timeout_s: float = 10.0  # a create in flight may be pulling an image
+    # The registry the credentials are for (host[:port]); None: no credentials sent.
+    registry: str | None = None
+    # User namespaces (see wire.IdRange).
+    userns_min_id: int = USERNS_MIN_ID
+    default_id_range: int = USERNS_MIN_ID  # for requests without an id_range
+    # Limits of a container whose request leaves them unset.
+    default_memory_bytes: int = 512 * 1024 * 1024
+    default_cpus: float = 1.0
+    default_pids: int = 512
+    default_writable_bytes: int = 128 * 1024 * 1024
+    # Network policy (runtime_agent/net/policy.py).
+    router_ports: tuple[int, ...] = ()
+    dns_port: int | None = None
+    build_subnet: IPv4Network = policy.DEFAULT_BUILD_SUBNET
+    blocked_networks: tuple[IPv4Network, ...] = policy.DEFAULT_BLOCKED
+    allowed_networks: tuple[IPv4Network, ...] = ()
+    # Caps on a layer being unpacked (images/layers.py), like the upload intake's.
+    layer_max_bytes: int = 8 * 1024**3
+    layer_max_entry_bytes: int = 4 * 1024**3
+    layer_max_entries: int = 500_000
+    layer_max_ratio: int = 200
 
     # The data root's layout (see the agent contract); one place to read it.
     @property
@@ -72,10 +99,35 @@ class AgentConfig:
         return self.root / "net"
 
     def registry_credentials(self, registry: str) -> tuple[str, str] | None:
-        """The credentials callback the image store wants (the same for every registry)."""
+        """The credentials callback the image store wants: only for the one
+        registry they belong to. An image reference names its registry, so
+        any other answer would hand our password to whatever host a
+        request names."""
         if self.registry_user is None or self.registry_password is None:
             return None
+        if self.registry is None or registry.lower() != self.registry.lower():
+            if registry:
+                log.info("not sending registry credentials to %s (they are for %s)",
+                         registry, self.registry)  # fmt: skip
+            return None
         return self.registry_user, self.registry_password
+
+    def unpack_limits(self) -> UnpackLimits:
+        return UnpackLimits(
+            max_bytes=self.layer_max_bytes,
+            max_entry_bytes=self.layer_max_entry_bytes,
+            max_entries=self.layer_max_entries,
+            max_ratio=self.layer_max_ratio,
+        )
+
+    def policy_settings(self) -> policy.PolicySettings:
+        return policy.PolicySettings(
+            router_ports=self.router_ports,
+            dns_port=self.dns_port,
+            build_subnet=self.build_subnet,
+            blocked=self.blocked_networks,
+            allowed=self.allowed_networks,
+        )
 
     @classmethod
     def from_env(cls, env: Env | None = None, *, generate_token: bool = True) -> AgentConfig:
@@ -100,6 +152,7 @@ class AgentConfig:
             max_body_bytes=read.integer("MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             # aiohttp reads a drain deadline of 0 as "wait forever": keep it positive.
             drain_timeout_s=read.number("DRAIN_TIMEOUT_S", 10.0, minimum=0.1),
+            **_isolation(read),
         )
 
 
@@ -109,10 +162,75 @@ def _registry(read: Settings) -> dict[str, Any]:
         raise ConfigError(
             f"{PREFIX}REGISTRY_USER and {PREFIX}REGISTRY_PASSWORD go together; set both"
         )
+    registry = read.optional("REGISTRY")
+    if user is not None and registry is None:
+        raise ConfigError(
+            f"{PREFIX}REGISTRY_USER needs {PREFIX}REGISTRY (host:port): credentials "
+            "are only ever sent to the registry they are for"
+        )
+    if registry is not None and not REGISTRY_RE.fullmatch(registry):
+        raise ConfigError(f"{PREFIX}REGISTRY must be host[:port], got {registry!r}")
     ca = read.optional_path("REGISTRY_CA")
     if ca is not None and not ca.is_file():
         raise ConfigError(f"{PREFIX}REGISTRY_CA: {ca} is not a file")
-    return {"registry_user": user, "registry_password": password, "registry_ca": ca}
+    return {
+        "registry": registry,
+        "registry_user": user,
+        "registry_password": password,
+        "registry_ca": ca,
+    }
+
+
+def _isolation(read: Settings) -> dict[str, Any]:
+    """User namespaces, default limits, network policy and unpack caps."""
+    min_id = read.integer("USERNS_MIN_ID", USERNS_MIN_ID, minimum=ID_RANGE_SIZE)
+    default_range = read.integer("USERNS_DEFAULT_ID", min_id, minimum=min_id)
+    if min_id % ID_RANGE_SIZE or default_range % ID_RANGE_SIZE:
+        raise ConfigError(
+            f"{PREFIX}USERNS_MIN_ID and {PREFIX}USERNS_DEFAULT_ID must be multiples of "
+            f"{ID_RANGE_SIZE}"
+        )
+    if default_range + ID_RANGE_SIZE > 2**32 - 1:
+        raise ConfigError(f"{PREFIX}USERNS_DEFAULT_ID leaves no room for a range below 2^32")
+    mib = 1024 * 1024
+    return {
+        "userns_min_id": min_id,
+        "default_id_range": default_range,
+        "default_memory_bytes": read.integer("DEFAULT_MEMORY_BYTES", 512 * mib, minimum=4 * mib),
+        "default_cpus": read.number("DEFAULT_CPUS", 1.0, minimum=0.01),
+        "default_pids": read.integer("DEFAULT_PIDS", 512, minimum=1),
+        "default_writable_bytes": read.integer("DEFAULT_WRITABLE_BYTES", 128 * mib, minimum=mib),
+        "router_ports": tuple(
+            _port(read, "ROUTER_PORTS", p) for p in read.items("ROUTER_PORTS", [])
+        ),
+        "dns_port": read.integer("DNS_PORT", 0, minimum=0, maximum=65535) or None,
+        "build_subnet": read.subnet("BUILD_SUBNET", str(policy.DEFAULT_BUILD_SUBNET)),
+        "blocked_networks": _networks(read, "BLOCKED_NETWORKS", policy.DEFAULT_BLOCKED),
+        "allowed_networks": _networks(read, "ALLOWED_NETWORKS", ()),
+        "layer_max_bytes": read.integer("LAYER_MAX_BYTES", 8 * 1024**3, minimum=1024),
+        "layer_max_entry_bytes": read.integer("LAYER_MAX_ENTRY_BYTES", 4 * 1024**3, minimum=1),
+        "layer_max_entries": read.integer("LAYER_MAX_ENTRIES", 500_000, minimum=1),
+        "layer_max_ratio": read.integer("LAYER_MAX_RATIO", 200, minimum=1),
+    }
+
+
+def _port(read: Settings, name: str, item: str) -> int:
+    if not item.isdigit() or not 0 < int(item) < 65536:
+        raise ConfigError(f"{PREFIX}{name}: {item!r} is not a port number")
+    return int(item)
+
+
+def _networks(
+    read: Settings, name: str, default: tuple[IPv4Network, ...]
+) -> tuple[IPv4Network, ...]:
+    """A comma-separated list of IPv4 networks (``10.0.0.0/8,192.168.1.5/32``)."""
+    out = []
+    for item in read.items(name, [str(n) for n in default]):
+        try:
+            out.append(IPv4Network(item, strict=True))
+        except ValueError as exc:
+            raise ConfigError(f"{PREFIX}{name}: {item!r} is not an IPv4 network: {exc}") from None
+    return tuple(out)
 
 
 def _backoff(read: Settings) -> dict[str, Any]:

@@ -7,6 +7,7 @@ naming the offending field, so the API can answer 400 with a useful message.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -52,11 +53,32 @@ class RestartPolicy:
 
 @dataclass(frozen=True)
 class Limits:
+    """Unset (None) fields take the agent's defaults (``PAAS_AGENT_DEFAULT_*``)."""
+
     memory_bytes: int | None = None
     cpu_shares: int | None = None
     cpu_quota_us: int | None = None
     cpu_period_us: int = 100_000
-    pids: int = 512
+    pids: int | None = None
+    writable_bytes: int | None = None  # size cap of the container's writable layer
+
+
+# User namespaces: uid/gid 0..65535 inside a container map to host ids
+# host_id..host_id+65535. The control plane gives every team its own range
+# (paas/accounts/idranges.py: base + team index * 65536), so two teams'
+# processes and files never share a host id; the agent refuses ranges below
+# its PAAS_AGENT_USERNS_MIN_ID or not aligned to the range size.
+ID_RANGE_SIZE = 65536
+# Where the ranges start (16 Mi): far above every regular and system user,
+# with room for 65280 ranges below 2^32. Range 0 (host ids ID_RANGE_BASE..)
+# is the agent's default for requests that name no team.
+ID_RANGE_BASE = 1 << 24
+
+
+@dataclass(frozen=True)
+class IdRange:
+    host_id: int  # first host uid (and gid) of the range; container root maps here
+    size: int = ID_RANGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,12 @@ class CreateContainer:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     labels: dict[str, str] = field(default_factory=dict)
     start: bool = True
+    # The team's id range; None takes the agent's default range (one shared
+    # range for callers that name no team: tests, an operator's curl).
+    id_range: IdRange | None = None
+    # Containers with the same group (the app) reach each other; no other
+    # container can. None puts the container in a group of its own.
+    network_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +199,17 @@ def _port(value: Any, name: str) -> int:
     return int(port)
 
 
+def _host_ip(value: str, where: str) -> str:
+    """An IPv4 address, parsed (never pattern-matched): it ends up in an nft
+    ruleset, where a newline would start a rule of the caller's choosing."""
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise InvalidRequest(
+            f"{where}host_ip must be an IPv4 address like 127.0.0.1", field=where + "host_ip"
+        ) from None
+
+
 def parse_ports(value: Any) -> list[PortBinding]:
     if not isinstance(value, list):
         raise InvalidRequest("ports must be a list", field="ports")
@@ -188,7 +227,7 @@ def parse_ports(value: Any) -> list[PortBinding]:
             PortBinding(
                 container_port=_port(item.get("container_port"), where + "container_port"),
                 host_port=_port(item.get("host_port"), where + "host_port"),
-                host_ip=_optional(item, "host_ip", str, where, "0.0.0.0"),
+                host_ip=_host_ip(_optional(item, "host_ip", str, where, "0.0.0.0"), where),
             )
         )
     return out
@@ -225,13 +264,46 @@ def parse_limits(value: Any) -> Limits:
         cpu_shares=_optional(value, "cpu_shares", int, w, None),
         cpu_quota_us=_optional(value, "cpu_quota_us", int, w, None),
         cpu_period_us=_optional(value, "cpu_period_us", int, w, 100_000),
-        pids=_optional(value, "pids", int, w, 512),
+        pids=_optional(value, "pids", int, w, None),
+        writable_bytes=_optional(value, "writable_bytes", int, w, None),
     )
     if limits.memory_bytes is not None and limits.memory_bytes < 4 * 1024 * 1024:
         raise InvalidRequest("limits.memory_bytes must be at least 4 MiB", field=w + "memory_bytes")
-    if limits.pids < 1:
+    if limits.pids is not None and limits.pids < 1:
         raise InvalidRequest("limits.pids must be at least 1", field=w + "pids")
+    if limits.writable_bytes is not None and limits.writable_bytes < 1024 * 1024:
+        raise InvalidRequest(
+            "limits.writable_bytes must be at least 1 MiB", field=w + "writable_bytes"
+        )
     return limits
+
+
+def parse_id_range(value: Any) -> IdRange | None:
+    """``{"host_id": N}`` (size, if given, must be 65536); range policy
+    (minimum, alignment) is the agent's to check."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest("id_range must be an object", field="id_range")
+    host_id = _require(value, "host_id", int, "id_range.")
+    size = _optional(value, "size", int, "id_range.", ID_RANGE_SIZE)
+    if size != ID_RANGE_SIZE:
+        raise InvalidRequest(f"id_range.size must be {ID_RANGE_SIZE}", field="id_range.size")
+    if not 0 < host_id <= 2**32 - 1 - size:
+        raise InvalidRequest("id_range.host_id is out of range", field="id_range.host_id")
+    return IdRange(host_id=host_id, size=size)
+
+
+def parse_network_group(value: Any) -> str | None:
+    if value is None:
+        return None
+    group = _typed(value, str, "network_group")
+    if not NAME_RE.fullmatch(group):
+        raise InvalidRequest(
+            "network_group must be 1-63 lowercase letters, digits, '_', '.' or '-'",
+            field="network_group",
+        )
+    return str(group)
 
 
 def parse_create(data: Any) -> CreateContainer:
@@ -263,6 +335,8 @@ def parse_create(data: Any) -> CreateContainer:
         restart=parse_restart(data.get("restart", "no")),
         labels=_str_map(data.get("labels", {}), "labels"),
         start=_optional(data, "start", bool, "", True),
+        id_range=parse_id_range(data.get("id_range")),
+        network_group=parse_network_group(data.get("network_group")),
     )
 
 

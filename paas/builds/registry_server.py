@@ -99,7 +99,9 @@ def prepare(directory: Path, *, host: str = "127.0.0.1", port: int = 5000) -> Re
     private_dir(directory, 0o750)
     state = directory / "setup.json"
     if state.exists():
-        return RegistrySetup(**json.loads(state.read_text()))
+        setup = RegistrySetup(**json.loads(state.read_text()))
+        _write_agent_env(directory, setup)  # rewritten: newer agents read more of it
+        return setup
     password = secrets.token_urlsafe(24)
     htpasswd = directory / "htpasswd"
     _write_private(htpasswd, bcrypt_htpasswd_line("paas", password), 0o640)
@@ -117,16 +119,22 @@ def prepare(directory: Path, *, host: str = "127.0.0.1", port: int = 5000) -> Re
     _write_private(config, "\n".join(lines) + "\n", 0o640)
     setup = RegistrySetup(f"{host}:{port}", "paas", password, str(cert), str(config))
     _write_private(directory / "password", password)
-    # What the runtime agent needs to pull (an env file honcho reads).
-    _write_private(
-        directory / "agent.env",
-        f"PAAS_AGENT_REGISTRY_USER=paas\n"
-        f"PAAS_AGENT_REGISTRY_PASSWORD_FILE={directory / 'password'}\n"
-        f"PAAS_AGENT_REGISTRY_CA={cert}\n"
-        f"PAAS_REGISTRY_CONFIG={config}\n",
-    )
+    _write_agent_env(directory, setup)
     _write_private(state, json.dumps(asdict(setup)))
     return setup
+
+
+def _write_agent_env(directory: Path, setup: RegistrySetup) -> None:
+    """What the runtime agent needs to pull (an env file honcho reads). The
+    agent sends the credentials to PAAS_AGENT_REGISTRY only."""
+    _write_private(
+        directory / "agent.env",
+        f"PAAS_AGENT_REGISTRY={setup.host}\n"
+        f"PAAS_AGENT_REGISTRY_USER={setup.username}\n"
+        f"PAAS_AGENT_REGISTRY_PASSWORD_FILE={directory / 'password'}\n"
+        f"PAAS_AGENT_REGISTRY_CA={setup.ca_file}\n"
+        f"PAAS_REGISTRY_CONFIG={setup.config_file}\n",
+    )
 
 
 def _write_private(path: Path, text: str, mode: int = 0o600) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 
 from runtime_agent import wire
 from runtime_agent.config import AgentConfig
+from runtime_agent.containers import isolation
 from runtime_agent.containers.exec import ExecRunner
 from runtime_agent.containers.lifecycle import Lifecycle
 from runtime_agent.containers.logs import LogConfig, LogStreams, rfc3339
@@ -52,7 +53,7 @@ from runtime_agent.containers.supervision import BackoffConfig
 from runtime_agent.host.errors import Conflict, NotFound
 from runtime_agent.host.libc import set_child_subreaper
 from runtime_agent.net.bridge import HostNetwork
-from runtime_agent.oci import cgroups
+from runtime_agent.oci import cgroups, rootfs
 from runtime_agent.oci.runc import Runc
 from runtime_agent.wire import ContainerState
 
@@ -89,7 +90,7 @@ class ContainerManager:
         # Cgroups are host-global: a prefix unique to this data root keeps two
         # agents (or test runs) with a same-named container apart.
         cgroup_prefix = "paas-" + hashlib.sha256(str(config.root).encode()).hexdigest()[:8]
-        self.preparer = Preparer(images, network, runc, self.store, cgroup_prefix)
+        self.preparer = Preparer(images, network, runc, self.store, cgroup_prefix, config)
         self.execs = ExecRunner(runc, self.store)
         self.log_streams = LogStreams(
             LogConfig(
@@ -117,6 +118,7 @@ class ContainerManager:
         """Re-adopt every stored container and start the tick. Never starts or
         stops a container that is fine as it is."""
         set_child_subreaper()
+        rootfs.open_for_ranges(self.config.root, self.config.containers_dir)
         self.log_streams.connect()
         for name, rec in self.store.load_all().items():
             if not rec.prepared:
@@ -150,6 +152,7 @@ class ContainerManager:
         Idempotent by name: the same request again returns the existing
         container; a different request under a taken name is a Conflict.
         """
+        isolation.id_range_for(req, self.config)  # a bad range fails before anything is made
         return await self.ops.locked(req.name, lambda: self._create(req))
 
     async def _create(self, req: wire.CreateContainer) -> wire.ContainerInfo:

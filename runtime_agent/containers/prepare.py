@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runtime_agent import wire
+from runtime_agent.config import AgentConfig
+from runtime_agent.containers import isolation
 from runtime_agent.containers.logs import open_raw_fds
 from runtime_agent.containers.records import ContainerRecord, Store
 from runtime_agent.host.errors import AgentError, InvalidRequest, NotFound
+from runtime_agent.net import sandbox
 from runtime_agent.net.bridge import HostNetwork, write_etc_files
-from runtime_agent.oci import overlay, spec
+from runtime_agent.oci import rootfs, spec
 from runtime_agent.oci.runc import Runc
 
 log = logging.getLogger("runtime_agent.containers")
@@ -82,8 +85,15 @@ class Preparer:
     """Everything a container holds on the host outside its records."""
 
     def __init__(
-        self, images: Images, network: HostNetwork, runc: Runc, store: Store, cgroup_prefix: str
+        self,
+        images: Images,
+        network: HostNetwork,
+        runc: Runc,
+        store: Store,
+        cgroup_prefix: str,
+        config: AgentConfig,
     ) -> None:
+        self.config = config  # the defaults a request leaves to the agent (isolation.py)
         self.images = images
         self.network = network
         self.runc = runc
@@ -125,25 +135,27 @@ class Preparer:
         rebooted (mounts and netns do not survive that), so launches stay fast."""
         if not os.path.ismount(self.store.container_dir(rec.name) / "rootfs"):
             self._mount_rootfs(rec)
-        if not (rec.netns_path and os.path.exists(rec.netns_path)):
+        userns_path = isolation.userns_path_for(rec.netns_path)
+        if not (rec.netns_path and userns_path and os.path.exists(userns_path)):
             self._plumb_network(rec)
 
     def _mount_rootfs(self, rec: ContainerRecord) -> None:
-        cdir = self.store.container_dir(rec.name)
-        for sub in ("rootfs", "upper", "work"):
-            (cdir / sub).mkdir(parents=True, exist_ok=True)
-        if not os.path.ismount(cdir / "rootfs"):
-            overlay.mount(
-                [Path(p) for p in rec.lowers], cdir / "upper", cdir / "work", cdir / "rootfs"
-            )
+        req = rec.request
+        rootfs.mount(
+            self.store.container_dir(rec.name),
+            [Path(p) for p in rec.lowers],
+            isolation.id_range_for(req, self.config),
+            isolation.limits_for(req, self.config).writable_bytes or 0,
+        )
 
     def _plumb_network(self, rec: ContainerRecord) -> None:
         """Netns, veth, address, /etc files and published ports (idempotent)."""
-        att = self.network.attach(rec.name, list(rec.request.ports))
+        req = rec.request
+        id_range = isolation.id_range_for(req, self.config)
+        att = self.network.attach(rec.name, list(req.ports), req.network_group, id_range)
         rec.address, rec.netns_path = att.address, att.netns_path
-        write_etc_files(
-            self.store.container_dir(rec.name) / "etc", hostname_for(rec.request), att.address
-        )
+        sandbox.seal(att.netns_path)
+        write_etc_files(self.store.container_dir(rec.name) / "etc", hostname_for(req), att.address)
 
     def _write_bundle(self, rec: ContainerRecord, image_config: dict[str, Any]) -> None:
         req = rec.request
@@ -164,8 +176,10 @@ class Preparer:
                 spec.Mount("/etc/hosts", cdir / "etc" / "hosts"),
                 spec.Mount("/etc/resolv.conf", cdir / "etc" / "resolv.conf"),
             ],
-            limits=req.limits,
+            limits=isolation.cgroup_limits(isolation.limits_for(req, self.config)),
             cgroups_path=self.cgroups_path(rec.name),
+            id_range=isolation.id_range_for(req, self.config),
+            userns_path=isolation.userns_path_for(rec.netns_path),
         )
         (cdir / "bundle").mkdir(exist_ok=True)
         (cdir / "bundle" / "config.json").write_text(json.dumps(document))
@@ -208,7 +222,7 @@ class Preparer:
         for step in (
             lambda: self.runc.delete(name, force=True),
             lambda: self.network.detach(name),
-            lambda: overlay.unmount(cdir / "rootfs") if os.path.ismount(cdir / "rootfs") else None,
+            lambda: rootfs.unmount(cdir),
         ):
             try:
                 step()
@@ -216,7 +230,7 @@ class Preparer:
                 pass
             except Exception:
                 log.exception("removing %s: a cleanup step failed", name)
-        if os.path.ismount(cdir / "rootfs"):
+        if rootfs.any_mounted(cdir):
             # Never delete through a mount: that would delete inside the overlay.
             raise AgentError(f"cannot remove {name}: its rootfs is still mounted", name=name)
         if cdir.exists():

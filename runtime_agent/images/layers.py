@@ -14,6 +14,7 @@ the layer dir, no device nodes) and files are opened with O_NOFOLLOW|O_EXCL.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import gzip
 import hashlib
@@ -59,31 +60,62 @@ class LayerInfo:
 
 
 @dataclass(frozen=True)
+class UnpackLimits:
+    """Caps on one layer, like the upload intake's (paas/builds/archive.py):
+    a registry is not trusted to send a sane tar, and a layer bomb would
+    fill the host's disk or memory before any digest check could catch it.
+    Sizes are checked from each entry's header *before* anything is
+    written; the ratio while the stream is decompressed."""
+
+    max_bytes: int = 8 * 1024**3  # file content in total
+    max_entry_bytes: int = 4 * 1024**3  # one file
+    max_entries: int = 500_000
+    max_header_bytes: int = 1024 * 1024  # one pax / GNU long-name header
+    max_ratio: int = 200  # uncompressed / compressed
+    ratio_grace_bytes: int = 1024 * 1024  # below this, any ratio (tiny layers)
+
+
+@dataclass(frozen=True)
 class Unpacked:
     diff_id: str  # sha256 of the uncompressed tar, to check against the config
     file_bytes: int  # bytes of regular files written
 
 
-def unpack_layer(tar_path: Path, dest_dir: Path, *, max_bytes: int | None = None) -> Unpacked:
+def unpack_layer(
+    tar_path: Path,
+    dest_dir: Path,
+    *,
+    max_bytes: int | None = None,
+    limits: UnpackLimits | None = None,
+) -> Unpacked:
     """Unpack one layer tar (gzip or plain) into ``dest_dir``, which must be
-    an empty directory.
+    an empty directory, within ``limits`` (``max_bytes`` overrides theirs).
 
-    Raises :class:`UnsafeArchive` on the first unsafe entry; the caller
-    throws the half-written dir away (see ``images.ImageStore``).
+    Raises :class:`UnsafeArchive` on the first unsafe entry or exceeded
+    cap; the caller throws the half-written dir away (see ``images.ImageStore``).
     """
+    limits = limits or UnpackLimits()
+    if max_bytes is not None:
+        limits = dataclasses.replace(limits, max_bytes=max_bytes)
     dest = Path(os.path.realpath(dest_dir))
     if any(dest.iterdir()):
         raise UnsafeArchive(f"layer destination {dest} is not empty")
-    written = 0
+    written = entries = 0
     dir_times: list[tuple[Path, int]] = []
     with open(tar_path, "rb") as raw:
-        stream = _HashingReader(_decompressed(raw, tar_path))
+        stream = _HashingReader(_decompressed(raw, tar_path), raw, limits)
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
+            # A subclass per call: concurrent pulls may have other limits.
+            capped = type(
+                "CappedTarInfo", (_CappedTarInfo,), {"max_header_bytes": limits.max_header_bytes}
+            )
+            with tarfile.open(fileobj=stream, mode="r|", tarinfo=capped) as tar:
                 for member in tar:
+                    entries += 1
+                    if entries > limits.max_entries:
+                        raise UnsafeArchive(f"layer has more than {limits.max_entries} entries")
+                    _check_size(member, written, limits)
                     written += _unpack_entry(tar, member, dest, dir_times)
-                    if max_bytes is not None and written > max_bytes:
-                        raise UnsafeArchive(f"layer unpacks to more than {max_bytes} bytes")
             stream.drain()  # the zero padding after the end marker is hashed too
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise UnsafeArchive(f"layer {tar_path.name} is not a readable tar: {exc}") from exc
@@ -103,12 +135,46 @@ def _decompressed(raw: BinaryIO, tar_path: Path) -> BinaryIO:
     return raw
 
 
-class _HashingReader(io.RawIOBase):
-    """Reads from ``src`` while hashing what was read (the layer's diff_id)."""
+def _check_size(m: tarfile.TarInfo, written: int, limits: UnpackLimits) -> None:
+    """Refuse an entry by its declared size, before a byte of it is written."""
+    if not m.isreg():
+        return
+    if m.size > limits.max_entry_bytes:
+        raise UnsafeArchive(
+            f"entry {m.name!r} is {m.size} bytes, over the {limits.max_entry_bytes}-byte limit",
+            entry=m.name,
+        )
+    if written + m.size > limits.max_bytes:
+        raise UnsafeArchive(f"layer unpacks to more than {limits.max_bytes} bytes", entry=m.name)
 
-    def __init__(self, src: BinaryIO) -> None:
+
+class _CappedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses an oversized pax or GNU long-name header before
+    tarfile reads it into memory whole."""
+
+    max_header_bytes = UnpackLimits.max_header_bytes
+    _HEADERS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)  # fmt: skip
+
+    def _proc_member(self, tarfile: tarfile.TarFile) -> Any:
+        if self.type in self._HEADERS and self.size > self.max_header_bytes:
+            raise UnsafeArchive(
+                f"a tar header of {self.size} bytes is over the {self.max_header_bytes}-byte limit"
+            )
+        return super()._proc_member(tarfile)  # type: ignore[misc]
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads from ``src`` while hashing what was read (the layer's diff_id),
+    and stops a stream that inflates beyond the ratio cap (``raw`` is the
+    compressed file under ``src``)."""
+
+    def __init__(self, src: BinaryIO, raw: BinaryIO, limits: UnpackLimits) -> None:
         self._src = src
+        self._raw = raw
+        self._limits = limits
         self._hash = hashlib.sha256()
+        self._total = 0
 
     def readable(self) -> bool:
         return True
@@ -118,6 +184,13 @@ class _HashingReader(io.RawIOBase):
         n = len(data)
         buf[:n] = data
         self._hash.update(data)
+        self._total += n
+        if self._total > self._limits.ratio_grace_bytes and self._src is not self._raw:
+            packed = max(self._raw.tell(), 1)
+            if self._total > self._limits.max_ratio * packed:
+                raise UnsafeArchive(
+                    f"layer inflates more than {self._limits.max_ratio} times (a compression bomb?)"
+                )
         return n
 
     def drain(self) -> None:

@@ -38,7 +38,7 @@ from runtime_agent.host.errors import (
     NotFound,
 )
 from runtime_agent.host.libc import get_errno, libc
-from runtime_agent.images.layers import LayerInfo, unpack_layer
+from runtime_agent.images.layers import LayerInfo, UnpackLimits, unpack_layer
 from runtime_agent.images.manifests import Image, parse_json
 from runtime_agent.images.pull import RegistryPuller
 from runtime_agent.images.refs import DIGEST_RE, ImageRef
@@ -76,9 +76,11 @@ class ImageStore:
         ca_file: str | None = None,
         http_registries: frozenset[str] = frozenset(),
         max_layer_bytes: int | None = None,
+        layer_limits: UnpackLimits | None = None,
     ) -> None:
         self.root = Path(root)
         self._max_layer_bytes = max_layer_bytes
+        self._layer_limits = layer_limits or UnpackLimits()
         self.stats = StoreStats()
         self._puller = RegistryPuller(
             self,
@@ -117,7 +119,9 @@ class ImageStore:
 
     def unpack_verified(self, blob: Path, dest: Path, digest: str, diff_id: str) -> None:
         dest.mkdir(mode=0o755)
-        unpacked = unpack_layer(blob, dest, max_bytes=self._max_layer_bytes)
+        unpacked = unpack_layer(
+            blob, dest, max_bytes=self._max_layer_bytes, limits=self._layer_limits
+        )
         if unpacked.diff_id != diff_id:
             raise DigestMismatch(
                 f"layer {digest}: uncompressed content hashes to {unpacked.diff_id},"

@@ -17,6 +17,7 @@ them again (:meth:`HostNetwork.attachments`) and re-renders the same rules.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -29,10 +30,11 @@ from typing import Any
 
 from runtime_agent.host.errors import CommandFailed, Conflict, InvalidRequest, NetworkError
 from runtime_agent.net import ipam, links, ports
+from runtime_agent.net import policy as _policy
 from runtime_agent.net.names import IFNAME_RE, IFNAME_RULE, NFT_TABLE_RE, NFT_TABLE_RULE
 from runtime_agent.net.state import NetStateStore
-from runtime_agent.oci.etcfiles import write_etc_files
-from runtime_agent.wire import PortBinding
+from runtime_agent.oci.etcfiles import host_nameservers, write_etc_files
+from runtime_agent.wire import IdRange, PortBinding
 
 __all__ = ["Attachment", "HostNetwork", "write_etc_files"]
 
@@ -51,10 +53,11 @@ class Attachment:
     gateway: str
     prefixlen: int
     host_veth: str
+    group: str | None = None  # network group (the app): see net/policy.py
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Attachment:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 def write_sysctl(path: Path, value: str) -> None:
@@ -65,6 +68,40 @@ def write_sysctl(path: Path, value: str) -> None:
         path.write_text(value)
     except OSError as exc:
         raise NetworkError(f"cannot set {path} to {value}: {exc}") from exc
+
+
+def _with_host_nameservers(settings: _policy.PolicySettings) -> _policy.PolicySettings:
+    """The containers get the host's nameservers (oci/etcfiles.py): open port 53 there."""
+    servers = {*settings.dns_servers, *host_nameservers()}
+    return dataclasses.replace(settings, dns_servers=tuple(sorted(servers)))
+
+
+def _ipv6_off(bridge: str) -> None:
+    """No IPv6 for containers (net/policy.py): not on their bridge either."""
+    knob = SYSCTL.parent / "ipv6" / "conf" / bridge / "disable_ipv6"
+    if knob.exists():  # a host without IPv6 has nothing to switch off
+        write_sysctl(knob, "1")
+
+
+def _published(state: dict[str, Any]) -> dict[str, ports.Published]:
+    return {
+        cid: ports.Published(
+            address=entry["address"],
+            bindings=tuple(_binding_from_dict(b) for b in entry["bindings"]),
+        )
+        for cid, entry in state["ports"].items()
+    }
+
+
+def _member(state: dict[str, Any], cid: str) -> _policy.Member:
+    """``cid`` as the policy sees it; its group gets a number (the packet
+    mark of net/policy.py) when first seen, kept in the state."""
+    a = state["attachments"][cid]
+    groups = state["groups"]
+    key = a.get("group") or f"-{cid}"  # no group: a group of its own
+    if key not in groups:
+        groups[key] = state["next_gid"] = state.get("next_gid", 0) + 1
+    return _policy.Member(cid, a["address"], a["host_veth"], groups[key])
 
 
 def _binding_from_dict(data: dict[str, Any]) -> PortBinding:
@@ -97,7 +134,14 @@ class _Background:
 
 
 class HostNetwork:
-    def __init__(self, state_dir: Path, bridge: str, subnet: IPv4Network, nft_table: str) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        bridge: str,
+        subnet: IPv4Network,
+        nft_table: str,
+        policy: _policy.PolicySettings | None = None,
+    ) -> None:
         if not IFNAME_RE.fullmatch(bridge):
             raise InvalidRequest(f"bridge name {bridge!r} must be {IFNAME_RULE}")
         if not NFT_TABLE_RE.fullmatch(nft_table):
@@ -108,6 +152,7 @@ class HostNetwork:
         self.subnet = subnet
         self.gateway = ipam.gateway_of(subnet)
         self.nft_table = nft_table
+        self.policy = _with_host_nameservers(policy or _policy.PolicySettings())
         self.store = NetStateStore(state_dir)
         self._table_ready = False  # set once this instance has written the whole table
 
@@ -125,12 +170,14 @@ class HostNetwork:
             write_sysctl(SYSCTL / "ip_forward", "1")
             # Only on our bridge: lets a DNATed 127.0.0.1 packet be routed to it.
             write_sysctl(SYSCTL / "conf" / self.bridge / "route_localnet", "1")
+            _ipv6_off(self.bridge)
             self._table_ready = False  # repair: always the whole table here
             self._apply_rules(state)
 
     def teardown(self) -> None:
         """Remove everything this agent made: rules, veths, netns, bridge, state."""
         ports.delete_table(self.nft_table)
+        ports.apply(_policy.delete_bridge_table(self.nft_table))
         self._table_ready = False
         with self.store.transaction() as state:
             names = {a["host_veth"] for a in state["attachments"].values()}
@@ -141,11 +188,18 @@ class HostNetwork:
             links.delete_link(self.bridge)
             state["attachments"] = {}
             state["ports"] = {}
+            state["groups"] = {}
             state["last"] = None
 
     # --- containers ---------------------------------------------------------
 
-    def attach(self, cid: str, bindings: list[PortBinding] | None = None) -> Attachment:
+    def attach(
+        self,
+        cid: str,
+        bindings: list[PortBinding] | None = None,
+        group: str | None = None,
+        id_range: IdRange | None = None,
+    ) -> Attachment:
         """Give ``cid`` its netns, veth and address; the same ones if called again.
 
         With ``bindings``, also :meth:`publish` them at that address: the
@@ -155,12 +209,17 @@ class HostNetwork:
         self._check_cid(cid)
         wanted = None if bindings is None else ports.validate(bindings)
         with self.store.transaction() as state:
-            att = self._allocate(state, cid)
+            joined = cid not in state["attachments"]  # a new member of the policy
+            att = self._allocate(state, cid, group)
             rules = None
-            if wanted is not None and self._record_ports(state, cid, att.address, wanted):
-                rules = _Background(lambda: self._apply_rules(state), "nft-apply")
+            ports_changed = wanted is not None and self._record_ports(
+                state, cid, att.address, wanted
+            )
+            if joined or ports_changed:
+                join = _member(state, cid) if joined else None
+                rules = _Background(lambda: self._apply_rules(state, join=join), "nft-apply")
             try:
-                self._plumb(att)
+                self._plumb(att, id_range)
             except BaseException:
                 if rules is not None and rules.wait_quietly():
                     # The rules are in the kernel: the record must say so, or
@@ -171,9 +230,9 @@ class HostNetwork:
                 rules.wait()  # nft failed: the transaction records no ports
             return att
 
-    def _plumb(self, att: Attachment) -> None:
+    def _plumb(self, att: Attachment, id_range: IdRange | None) -> None:
         addr = IPv4Interface(f"{att.address}/{att.prefixlen}")
-        fresh = links.ensure_netns(att.netns_name)
+        fresh = links.ensure_netns(att.netns_name, id_range)
         # A netns made just now is empty: no need to look inside (~3 ms
         # of netlink round trips on every container start).
         if fresh or not self._plumbed(att, addr):
@@ -187,9 +246,11 @@ class HostNetwork:
         """Undo :meth:`attach` and :meth:`publish`; the address becomes free."""
         self._check_cid(cid)
         with self.store.transaction() as state:
+            left = _member(state, cid) if cid in state["attachments"] else None
             state["attachments"].pop(cid, None)
-            if state["ports"].pop(cid, None) is not None:
-                self._apply_rules(state)
+            state["groups"].pop(f"-{cid}", None)
+            if state["ports"].pop(cid, None) is not None or left is not None:
+                self._apply_rules(state, leave=left)
             links.delete_link(self._host_veth(cid))
             links.remove_netns(self._netns_name(cid))
             log.info("detached %s", cid)
@@ -214,7 +275,7 @@ class HostNetwork:
         """Check ``wanted`` against every holder of a host port and record it;
         False when nothing changed (idempotent, and no nft run for a container
         without ports)."""
-        current = self._published(state)
+        current = _published(state)
         ports.check_conflicts(cid, wanted, current)
         held = current[cid].bindings if cid in current else ()
         for b in wanted:
@@ -237,7 +298,7 @@ class HostNetwork:
                 self._apply_rules(state)
 
     def published(self) -> dict[str, ports.Published]:
-        return self._published(self.store.read())
+        return _published(self.store.read())
 
     # --- helpers ----------------------------------------------------------
 
@@ -266,7 +327,7 @@ class HostNetwork:
                 field="subnet",
             )
 
-    def _allocate(self, state: dict[str, Any], cid: str) -> Attachment:
+    def _allocate(self, state: dict[str, Any], cid: str, group: str | None) -> Attachment:
         if cid in state["attachments"]:
             return Attachment.from_dict(state["attachments"][cid])
         in_use = {a["address"] for a in state["attachments"].values()}
@@ -280,6 +341,7 @@ class HostNetwork:
             gateway=str(self.gateway),
             prefixlen=self.subnet.prefixlen,
             host_veth=self._host_veth(cid),
+            group=group,
         )
         # Recorded before the links exist: a crash in between leaves an
         # allocation that the retried attach reuses, never a lost address.
@@ -295,24 +357,27 @@ class HostNetwork:
             and links.container_side_ready(att.netns_name, addr, self.gateway)
         )
 
-    def _published(self, state: dict[str, Any]) -> dict[str, ports.Published]:
-        return {
-            cid: ports.Published(
-                address=entry["address"],
-                bindings=tuple(_binding_from_dict(b) for b in entry["bindings"]),
-            )
-            for cid, entry in state["ports"].items()
-        }
-
-    def _apply_rules(self, state: dict[str, Any]) -> None:
-        """The whole table (on setup, or if someone removed it), else just the
-        publish chain."""
-        published = self._published(state)
+    def _apply_rules(
+        self,
+        state: dict[str, Any],
+        *,
+        join: _policy.Member | None = None,
+        leave: _policy.Member | None = None,
+    ) -> None:
+        """The whole tables (on setup, or if someone removed them), else the
+        publish chain and the membership change, in one transaction."""
+        published = _published(state)
         if self._table_ready:
+            change = _policy.render_change(self.nft_table, join, leave)
             try:
-                ports.apply(ports.render_publish(self.nft_table, published))
+                ports.apply(ports.render_publish(self.nft_table, published) + change)
                 return
             except CommandFailed:
                 log.warning("nft table %s was changed behind our back: rebuilding", self.nft_table)
-        ports.apply(ports.render(self.nft_table, self.bridge, self.subnet, published))
+        members = [_member(state, cid) for cid in sorted(state["attachments"])]
+        filters = _policy.render_ip_chains(self.bridge, self.gateway, self.policy, members)
+        ports.apply(
+            ports.render(self.nft_table, self.bridge, self.subnet, published, filters)
+            + _policy.render_bridge_table(self.nft_table, members)
+        )
         self._table_ready = True

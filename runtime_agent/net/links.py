@@ -22,8 +22,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from runtime_agent.host.errors import NetworkError
 from runtime_agent.net import nsthread
+from runtime_agent.wire import IdRange
 
 NETNS_DIR = Path("/var/run/netns")
+USERNS_DIR = Path("/var/run/paas-userns")
 CONTAINER_IFNAME = "eth0"
 
 
@@ -132,16 +134,29 @@ def _is_nsfs(path: Path) -> bool:
     return path.stat().st_dev != path.parent.stat().st_dev
 
 
-def ensure_netns(name: str) -> bool:
+def userns_path(name: str) -> Path:
+    """The user namespace that owns the netns ``name`` (when one does)."""
+    return USERNS_DIR / name
+
+
+def ensure_netns(name: str, id_range: IdRange | None = None) -> bool:
     """Create the named netns unless it exists; True if it was created now
-    (then it is empty: nothing in it needs checking)."""
-    path = netns_path(name)
-    if path.exists() and not _is_nsfs(path):
-        path.unlink()  # left by a create that died before its bind mount
-    if path.exists():
+    (then it is empty: nothing in it needs checking). With ``id_range`` the
+    netns is owned by a user namespace of that range, kept at
+    :func:`userns_path` (see nsthread.create_owned)."""
+    path, user = netns_path(name), userns_path(name)
+    for p in (path, user):
+        if p.exists() and not _is_nsfs(p):
+            p.unlink()  # left by a create that died before its bind mount
+    if path.exists() and (id_range is None or user.exists()):
         return False
+    if path.exists():  # made without its user namespace (an older agent): make it again
+        remove_netns(name)
     try:
-        nsthread.create(path)
+        if id_range is None:
+            nsthread.create(path)
+        else:
+            nsthread.create_owned(path, user, id_range)
     except OSError as exc:
         raise NetworkError(f"creating netns {name} failed: {exc}") from exc
     return True
@@ -149,7 +164,10 @@ def ensure_netns(name: str) -> bool:
 
 def remove_netns(name: str) -> bool:
     """Unmount and remove a named netns; it lives on while a process uses it."""
-    path = netns_path(name)
+    path, user = netns_path(name), userns_path(name)
+    if user.exists():
+        with contextlib.suppress(FileNotFoundError):
+            nsthread.remove(user)
     if not path.exists():
         return False
     try:

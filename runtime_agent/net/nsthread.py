@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from runtime_agent.host.libc import check, libc
+from runtime_agent.oci import userns
+from runtime_agent.wire import IdRange
 
 T = TypeVar("T")
 
@@ -91,6 +93,35 @@ def create(path: Path) -> None:
         raise
 
 
+def create_owned(path: Path, user_path: Path, id_range: IdRange) -> None:
+    """Create a network namespace owned by a new user namespace mapped to
+    ``id_range``, each kept alive by a bind mount (``path``, ``user_path``).
+
+    The container joins both (runc joins the user namespace first, then the
+    network namespace): runc 1.1's ``exec`` joins in that order too, and
+    the kernel lets a process in a user namespace enter only a network
+    namespace that namespace owns; the container's sysfs mount needs the
+    same ownership. See runtime_agent/oci/rootfs.py.
+    """
+    _make_shared(path.parent)
+    user_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    made: list[Path] = []
+    fds = userns.owned_netns_pair(id_range)
+    try:
+        for fd, target in zip(fds, (user_path, path), strict=True):
+            os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+            made.append(target)
+            _mount(f"/proc/self/fd/{fd}", str(target), MS_BIND)
+    except BaseException:
+        for target in made:
+            libc.umount2(str(target).encode(), MNT_DETACH)
+            target.unlink(missing_ok=True)
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def remove(path: Path) -> None:
     """Unmount and unlink; the namespace itself lives on while a process uses it."""
     libc.umount2(str(path).encode(), MNT_DETACH)  # fails harmlessly if not mounted
@@ -99,6 +130,11 @@ def remove(path: Path) -> None:
 
 def netlink_socket(path: Path) -> socket.socket:
     """An rtnetlink socket that talks to the namespace at ``path``."""
+    return run_in(path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
+
+
+def run_in(path: Path, work: Callable[[], T]) -> T:
+    """Run ``work`` on a throwaway thread inside the namespace at ``path``."""
 
     def enter() -> None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -107,6 +143,4 @@ def netlink_socket(path: Path) -> socket.socket:
         finally:
             os.close(fd)
 
-    return _on_fresh_thread(
-        enter, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-    )
+    return _on_fresh_thread(enter, work)

@@ -34,11 +34,12 @@ replacement: their NAT bindings live in conntrack, not in the rules.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 from runtime_agent.host import cmd
 from runtime_agent.host.errors import Conflict, InvalidRequest
@@ -64,11 +65,14 @@ def validate(bindings: Iterable[PortBinding]) -> list[PortBinding]:
         for port in (b.host_port, b.container_port):
             if not 1 <= port <= 65535:
                 raise InvalidRequest(f"port {port} is out of range", field="ports")
+        # ipaddress, not inet_aton: glibc's inet_aton accepts anything after
+        # a space or newline ("1.2.3.4\nadd rule ..."), and host_ip is
+        # written into an nft ruleset. The canonical form is what we keep.
         try:
-            socket.inet_aton(b.host_ip)
-        except OSError as exc:
+            host_ip = str(IPv4Address(b.host_ip))
+        except ValueError as exc:
             raise InvalidRequest(f"host_ip {b.host_ip!r} is not IPv4", field="ports") from exc
-        out.append(b)
+        out.append(dataclasses.replace(b, host_ip=host_ip))
     return out
 
 
@@ -138,8 +142,15 @@ def render_publish(table: str, published: Mapping[str, Published]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(table: str, bridge: str, subnet: IPv4Network, published: Mapping[str, Published]) -> str:
-    """The complete ruleset for one agent's table, as ``nft -f`` input."""
+def render(
+    table: str,
+    bridge: str,
+    subnet: IPv4Network,
+    published: Mapping[str, Published],
+    filters: str = "",
+) -> str:
+    """The complete ruleset for one agent's table, as ``nft -f`` input;
+    ``filters`` are more chains for it (net/policy.py's)."""
     body = "\n".join(f"\t\t{r}" for r in _publish_rules(published))
     return f"""table ip {table} {{}}
 delete table ip {table}
@@ -165,7 +176,7 @@ table ip {table} {{
 \t\tip saddr {subnet} oifname != "{bridge}" masquerade comment "containers going out"
 \t\tip saddr {subnet} oifname "{bridge}" ct status dnat masquerade comment "hairpin"
 \t}}
-}}
+{filters}}}
 """
 
 

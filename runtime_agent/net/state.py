@@ -27,7 +27,15 @@ STATE_VERSION = 1
 
 
 def empty_state() -> dict[str, Any]:
-    return {"version": STATE_VERSION, "last": None, "attachments": {}, "ports": {}}
+    # groups: network group -> its number in the nft policy (net/policy.py)
+    return {
+        "version": STATE_VERSION,
+        "last": None,
+        "attachments": {},
+        "ports": {},
+        "groups": {},
+        "next_gid": 0,
+    }
 
 
 class NetStateStore:

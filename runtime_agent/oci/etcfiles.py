@@ -56,6 +56,23 @@ def resolv_text(host_resolv: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def host_nameservers(host_resolv_conf: Path = HOST_RESOLV_CONF) -> list[ipaddress.IPv4Address]:
+    """The IPv4 nameservers :func:`resolv_text` hands to containers."""
+    try:
+        text = host_resolv_conf.read_text()
+    except FileNotFoundError:
+        return []
+    servers = []
+    for line in resolv_text(text).splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == "nameserver":
+            try:
+                servers.append(ipaddress.IPv4Address(fields[1]))
+            except ValueError:
+                continue  # IPv6: containers have none
+    return servers
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)

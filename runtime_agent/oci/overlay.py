@@ -35,6 +35,7 @@ log = logging.getLogger("runtime_agent.overlay")
 
 _FSOPEN_CLOEXEC = 0x1
 _FSCONFIG_SET_STRING = 1
+_FSCONFIG_SET_FD = 5
 _FSCONFIG_CMD_CREATE = 6
 _FSMOUNT_CLOEXEC = 0x1
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
@@ -103,6 +104,25 @@ def unmount(target: Path, *, timeout_s: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def mount_lower_fds(lower_fds: Sequence[int], upper: Path, work: Path, target: Path) -> None:
+    """Like :func:`mount`, with lower layers given as open mounts (detached
+    idmapped clones from :mod:`runtime_agent.oci.userns`): overlayfs takes
+    each by fd (``FSCONFIG_SET_FD``, Linux 6.13+ for ``lowerdir+``). There
+    is no fallback: mount(2)'s option string cannot name a detached mount."""
+    if not lower_fds:
+        raise MountFailed("an overlay needs at least one lower dir", target=str(target))
+    for p in (upper, work, target):
+        if _FORBIDDEN & set(str(p)):
+            raise MountFailed(f"path {str(p)!r} has a character overlay options cannot carry")
+    try:
+        _mount_new_api(lower_fds, upper, work, target)
+    except _NoNewApi as exc:
+        raise MountFailed(
+            f"idmapped layers need overlayfs layers by fd (Linux 6.13+): {exc}",
+            target=str(target),
+        ) from exc
+
+
 def is_mounted(target: Path) -> bool:
     want = os.path.realpath(target)
     with open("/proc/self/mountinfo") as f:
@@ -117,7 +137,7 @@ class _NoNewApi(Exception):
 
 
 def _mount_new_api(
-    lowers: Sequence[Path], upper: Path | None, work: Path | None, target: Path
+    lowers: Sequence[Path | int], upper: Path | None, work: Path | None, target: Path
 ) -> None:
     if not hasattr(libc, "fsopen"):
         raise _NoNewApi("libc has no fsopen")
@@ -129,7 +149,7 @@ def _mount_new_api(
         raise _failed("fsopen overlay", target, err)
     try:
         for i, lower in enumerate(lowers):
-            if not _set(fs_fd, "lowerdir+", str(lower)):
+            if not _set(fs_fd, "lowerdir+", lower):
                 err = get_errno()
                 if i == 0 and err == errno.EINVAL:
                     raise _NoNewApi("kernel has no lowerdir+ (needs Linux 6.8)")
@@ -155,8 +175,11 @@ def _mount_new_api(
         os.close(fs_fd)
 
 
-def _set(fs_fd: int, key: str, value: str) -> bool:
-    rc = libc.fsconfig(fs_fd, _FSCONFIG_SET_STRING, key.encode(), os.fsencode(value), 0)
+def _set(fs_fd: int, key: str, value: str | Path | int) -> bool:
+    if isinstance(value, int):  # an open directory or detached mount
+        rc = libc.fsconfig(fs_fd, _FSCONFIG_SET_FD, key.encode(), None, value)
+    else:
+        rc = libc.fsconfig(fs_fd, _FSCONFIG_SET_STRING, key.encode(), os.fsencode(value), 0)
     return bool(rc == 0)
 
 

@@ -19,22 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from runtime_agent.host.errors import InvalidRequest
-from runtime_agent.oci import seccomp
-from runtime_agent.wire import Limits
+from runtime_agent.oci import seccomp, userns
+from runtime_agent.wire import IdRange, Limits
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Docker's default set, exactly (CapEff 00000000a80425fb). Never add
-# CAP_SYS_RESOURCE: the agent's own bounding set lacks it on our hosts and
-# runc then fails with "unable to apply caps".
+# Docker's default set less CAP_NET_RAW (CapEff 00000000a80405fb): raw and
+# packet sockets would let a tenant forge source addresses and ARP answers
+# on the shared bridge; ping still works through ICMP datagram sockets
+# (net/sandbox.py sets ping_group_range). Never add CAP_SYS_RESOURCE: the
+# agent's own bounding set lacks it on our hosts and runc then fails with
+# "unable to apply caps".
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
     "CAP_FOWNER",
     "CAP_MKNOD",
-    "CAP_NET_RAW",
     "CAP_SETGID",
     "CAP_SETUID",
     "CAP_SETFCAP",
@@ -87,6 +89,8 @@ ALLOWED_DEVICES: tuple[tuple[str, int | None, int | None, str], ...] = (
 # systemd); we cannot raise a hard limit past our own without
 # CAP_SYS_RESOURCE, so we cap it there.
 NOFILE_WANTED = 1_048_576
+# When the caller leaves the pids limit unset (the agent fills its default first).
+FALLBACK_PIDS = 512
 
 
 @dataclass(frozen=True)
@@ -115,26 +119,37 @@ def build_spec(
     mounts: Sequence[Mount],
     limits: Limits,
     cgroups_path: str,
+    id_range: IdRange | None = None,
+    userns_path: str | None = None,
 ) -> dict[str, Any]:
-    """The full OCI runtime spec for one container."""
+    """The full OCI runtime spec for one container.
+
+    With ``id_range`` the container gets a user namespace mapping its ids
+    0..65535 onto that host range (runtime_agent/oci/userns.py): the one at
+    ``userns_path`` (which owns the netns at ``netns_path``: see
+    runtime_agent/oci/rootfs.py), else a new one.
+    """
     if not args:
         raise InvalidRequest("the container has no command to run", field="cmd")
     if not posixpath.isabs(cwd):
         raise InvalidRequest(f"working dir {cwd!r} must be absolute", field="working_dir")
+    linux: dict[str, Any] = {
+        "namespaces": _namespaces(netns_path, id_range is not None, userns_path),
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+        "resources": _resources(limits),
+        "cgroupsPath": cgroups_path,
+        "seccomp": seccomp.default_profile(),
+    }
+    if id_range is not None:
+        linux.update(userns.spec_fields(id_range))
     return {
         "ociVersion": OCI_VERSION,
         "process": _process(args, _env_list(env, hostname), cwd, uid, gid, additional_gids),
         "root": {"path": str(rootfs), "readonly": False},
         "hostname": hostname,
         "mounts": _default_mounts() + [_bind(m) for m in mounts],
-        "linux": {
-            "namespaces": _namespaces(netns_path),
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-            "resources": _resources(limits),
-            "cgroupsPath": cgroups_path,
-            "seccomp": seccomp.default_profile(),
-        },
+        "linux": linux,
     }
 
 
@@ -244,8 +259,12 @@ def _bind(mount: Mount) -> dict[str, Any]:
     }
 
 
-def _namespaces(netns_path: str | None) -> list[dict[str, str]]:
+def _namespaces(
+    netns_path: str | None, user: bool, userns_path: str | None
+) -> list[dict[str, str]]:
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if user:
+        namespaces.append({"type": "user", **({"path": userns_path} if userns_path else {})})
     # A path joins the namespace the network code prepared (veth, address,
     # routes); without one the container gets a fresh, unconnected one.
     network = {"type": "network", "path": netns_path} if netns_path else {"type": "network"}
@@ -262,7 +281,9 @@ def _resources(limits: Limits) -> dict[str, Any]:
         if minor is not None:
             rule["minor"] = minor
         devices.append(rule)
-    out: dict[str, Any] = {"devices": devices, "pids": {"limit": limits.pids}}
+    # Never without a pids limit: a fork bomb would take the host's pid space.
+    pids = limits.pids if limits.pids is not None else FALLBACK_PIDS
+    out: dict[str, Any] = {"devices": devices, "pids": {"limit": pids}}
     if limits.memory_bytes is not None:
         # memory+swap equal to memory: the container cannot swap its way
         # past the limit; at the limit it is OOM-killed.

@@ -45,6 +45,9 @@ def tmp_agent_root() -> Iterator[Path]:
     Anything left mounted under it is unmounted before it is removed, so a
     failed test never makes rmtree walk into a mounted rootfs."""
     root = tempfile.mkdtemp(prefix="pa-", dir="/tmp")
+    # Traversable (not listable), as an agent root's parents must be: runc
+    # resolves each rootfs as the container's unprivileged host uid.
+    os.chmod(root, 0o711)
     try:
         yield Path(root)
     finally:

@@ -49,6 +49,7 @@ class Agent:
             bridge=f"pa{suffix}",
             subnet=unused_subnet(),
             nft_table=f"paas_a_{suffix}",
+            registry=registry.host,
             registry_user=registry.username,
             registry_password=registry.password,
             registry_ca=registry.ca_file,

@@ -143,6 +143,7 @@ def test_sigterm_leaves_a_container_serving_and_the_next_agent_process_readopts_
     agent, registry, busybox_image
 ):
     agent.extra_env = {
+        "PAAS_AGENT_REGISTRY": registry.host,
         "PAAS_AGENT_REGISTRY_USER": registry.username,
         "PAAS_AGENT_REGISTRY_PASSWORD": registry.password,
         "PAAS_AGENT_REGISTRY_CA": str(registry.ca_file),
@@ -201,6 +202,7 @@ def test_sigterm_lets_a_request_in_flight_finish_before_the_agent_exits(
     agent, registry, busybox_image
 ):
     agent.extra_env = {
+        "PAAS_AGENT_REGISTRY": registry.host,
         "PAAS_AGENT_REGISTRY_USER": registry.username,
         "PAAS_AGENT_REGISTRY_PASSWORD": registry.password,
         "PAAS_AGENT_REGISTRY_CA": str(registry.ca_file),

@@ -46,6 +46,7 @@ def test_it_reads_every_typed_value(tmp_path):
             LOG_MAX_BYTES="65536",
             LOG_MAX_FILES="3",
             STOP_GRACE_S="2.5",
+            REGISTRY="registry.example:5000",
             REGISTRY_USER="bob",
             REGISTRY_PASSWORD="hunter2",
         )
@@ -57,7 +58,16 @@ def test_it_reads_every_typed_value(tmp_path):
     assert (config.backoff_base_s, config.backoff_cap_s) == (0.5, 4.0)
     assert (config.log_max_bytes, config.log_max_files) == (65536, 3)
     assert config.stop_grace_s == 2.5
-    assert config.registry_credentials("any") == ("bob", "hunter2")
+    assert config.registry_credentials("registry.example:5000") == ("bob", "hunter2")
+
+
+def test_it_sends_registry_credentials_only_to_its_registry(tmp_path):
+    config = AgentConfig.from_env(
+        env(tmp_path, REGISTRY="10.0.0.5:5000", REGISTRY_USER="bob", REGISTRY_PASSWORD="pw")
+    )
+    assert config.registry_credentials("10.0.0.5:5000") == ("bob", "pw")
+    for elsewhere in ("attacker.example", "10.0.0.5:5001", "10.0.0.5", "evil.10.0.0.5:5000"):
+        assert config.registry_credentials(elsewhere) is None
 
 
 @pytest.mark.parametrize(
@@ -81,6 +91,12 @@ def test_it_reads_every_typed_value(tmp_path):
         ("DRAIN_TIMEOUT_S", "0", "PAAS_AGENT_DRAIN_TIMEOUT_S"),
         ("ROOT", "relative/dir", "PAAS_AGENT_ROOT"),
         ("REGISTRY_USER", "bob", "PAAS_AGENT_REGISTRY_PASSWORD"),
+        ("REGISTRY", "host/path", "PAAS_AGENT_REGISTRY"),
+        ("USERNS_MIN_ID", "100000", "PAAS_AGENT_USERNS_MIN_ID"),
+        ("USERNS_DEFAULT_ID", "65536", "PAAS_AGENT_USERNS_DEFAULT_ID"),
+        ("ALLOWED_NETWORKS", "10.0.0.1/8", "PAAS_AGENT_ALLOWED_NETWORKS"),
+        ("ROUTER_PORTS", "80,http", "PAAS_AGENT_ROUTER_PORTS"),
+        ("DEFAULT_WRITABLE_BYTES", "1000", "PAAS_AGENT_DEFAULT_WRITABLE_BYTES"),
         ("REGISTRY_CA", "/nonexistent/ca.pem", "PAAS_AGENT_REGISTRY_CA"),
     ],
 )
@@ -97,6 +113,7 @@ def test_it_reads_secrets_from_files(tmp_path):
     values = {
         "PAAS_AGENT_ROOT": str(tmp_path),
         "PAAS_AGENT_TOKEN_FILE": str(tmp_path / "token.txt"),
+        "PAAS_AGENT_REGISTRY": "127.0.0.1:5000",
         "PAAS_AGENT_REGISTRY_USER": "bob",
         "PAAS_AGENT_REGISTRY_PASSWORD_FILE": str(tmp_path / "pw.txt"),
     }
@@ -132,3 +149,9 @@ def test_an_empty_variable_means_unset_and_any_may_come_from_a_file(tmp_path):
     config = AgentConfig.from_env(values)
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", 7070)
     assert config.bridge == "paasf1"
+
+
+def test_it_refuses_registry_credentials_without_their_registry(tmp_path):
+    values = env(tmp_path, REGISTRY_USER="bob", REGISTRY_PASSWORD="pw")
+    with pytest.raises(ConfigError, match="PAAS_AGENT_REGISTRY "):
+        AgentConfig.from_env(values)

@@ -270,7 +270,10 @@ async def test_stats_and_host_info_report_usage(manager):
     await manager.create(req)
     stats = await manager.stats(name)
     assert stats.memory_bytes > 0 and stats.pids >= 1
-    assert stats.memory_limit_bytes == 64 * 1024 * 1024
+    # The cgroup's limit: the memory asked for plus the in-memory writable
+    # layer (runtime_agent/containers/isolation.py cgroup_limits).
+    writable = manager.config.default_writable_bytes
+    assert stats.memory_limit_bytes == 64 * 1024 * 1024 + writable
     host = manager.host_info()
     assert host["cpus"] >= 1 and host["memory_bytes"] > 0 and host["disk_bytes"] > 0
     assert host["containers_running"] == 1

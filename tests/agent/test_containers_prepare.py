@@ -20,7 +20,9 @@ pytestmark = pytest.mark.root
 
 def preparer_of(agent: AgentUnderTest) -> Preparer:
     store = Store(agent.config.containers_dir)
-    return Preparer(agent.images, agent.network, agent.runc, store, "paas-test-prepare")
+    return Preparer(
+        agent.images, agent.network, agent.runc, store, "paas-test-prepare", agent.config
+    )
 
 
 async def test_a_prepared_container_has_its_rootfs_network_and_bundle_and_teardown_removes_all(

@@ -26,6 +26,7 @@ from pyroute2 import IPRoute, netns
 from runtime_agent.host.errors import Conflict, NetworkError
 from runtime_agent.net import links
 from runtime_agent.net.bridge import HostNetwork
+from runtime_agent.net.policy import PolicySettings
 from runtime_agent.wire import PortBinding
 from tests.support.processes import free_port
 
@@ -153,10 +154,10 @@ def servers() -> Iterator[Servers]:
     s.stop()
 
 
-def test_two_containers_get_distinct_addresses_and_reach_each_other_and_the_gateway(
+def test_two_containers_of_one_app_get_distinct_addresses_and_reach_each_other(
     net: HostNetwork, servers: Servers
 ) -> None:
-    alice, bob = net.attach("alice"), net.attach("bob")
+    alice, bob = net.attach("alice", group="shop"), net.attach("bob", group="shop")
     assert alice.address != bob.address
     assert {alice.address, bob.address} <= set(map(str, net.subnet.hosts()))
     assert alice.gateway == bob.gateway == str(net.subnet.network_address + 1)
@@ -164,14 +165,7 @@ def test_two_containers_get_distinct_addresses_and_reach_each_other_and_the_gate
 
     servers.start(bob.netns_name, bob.address, 8000, "bob")
     assert fetch_from_netns(alice.netns_name, bob.address, 8000) == f"bob {alice.address}"
-
-    # The gateway is the host: a server bound to it answers alice.
-    with socket.socket() as host_server:
-        host_server.bind((alice.gateway, 0))
-        host_server.listen(1)
-        port = host_server.getsockname()[1]
-        answer_once(host_server, b"host\n")
-        assert fetch_from_netns(alice.netns_name, alice.gateway, port) == "host"
+    # (The host's own ports, other apps and the rest: tests/agent/test_network_policy.py.)
 
 
 def test_attach_is_idempotent_and_survives_a_new_agent(
@@ -330,14 +324,22 @@ def test_a_published_port_answers_a_client_on_another_host(
 
 
 def test_containers_reach_other_hosts_behind_the_host_address(
-    net: HostNetwork, servers: Servers, other_host: OtherHost
+    params: dict, servers: Servers, other_host: OtherHost
 ) -> None:
-    builder = net.attach("builder")
-    servers.start(other_host.netns, other_host.address, 8080, "mirror")
-    # Masqueraded: the other host sees our host, never the private subnet.
-    assert fetch_from_netns(builder.netns_name, other_host.address, 8080) == (
-        f"mirror {other_host.via}"
-    )
+    # The other host sits on a private network, closed to containers unless
+    # the allow-list names it (tests/agent/test_network_policy.py).
+    allowed = PolicySettings(allowed=(IPv4Network(f"{other_host.address}/32"),))
+    net = HostNetwork(**params, policy=allowed)
+    try:
+        net.setup()
+        builder = net.attach("builder")
+        servers.start(other_host.netns, other_host.address, 8080, "mirror")
+        # Masqueraded: the other host sees our host, never the private subnet.
+        assert fetch_from_netns(builder.netns_name, other_host.address, 8080) == (
+            f"mirror {other_host.via}"
+        )
+    finally:
+        net.teardown()
 
 
 def test_it_refuses_a_host_port_another_container_published(net: HostNetwork) -> None:
@@ -421,6 +423,7 @@ def test_teardown_leaves_no_bridge_netns_veth_or_table(params: dict) -> None:
     assert not {a.host_veth for a in atts} & names
     assert not [ns for ns in links.list_netns() if ns.startswith(hn.bridge)]
     assert f"table ip {hn.nft_table}" not in nft_tables()
+    assert f"table bridge {hn.nft_table}" not in nft_tables()
     assert hn.attachments() == {}
     hn.teardown()  # idempotent
 
@@ -516,7 +519,8 @@ def test_a_port_published_on_one_host_address_answers_only_there(
 def test_containers_reach_published_ports_on_the_host_address(
     net: HostNetwork, servers: Servers
 ) -> None:
-    web, client = net.attach("web"), net.attach("client")
+    # Of one app: another app's container is refused (test_network_policy.py).
+    web, client = net.attach("web", group="shop"), net.attach("client", group="shop")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
     host_port = free_port("0.0.0.0")
     net.publish("web", web.address, [PortBinding(9000, host_port)])

@@ -14,7 +14,7 @@ import pytest
 
 from runtime_agent.host.errors import InvalidRequest
 from runtime_agent.oci import seccomp, spec
-from runtime_agent.wire import Limits
+from runtime_agent.wire import IdRange, Limits
 from tests.support.rootfs import GROUP, PASSWD
 
 
@@ -105,12 +105,13 @@ def test_it_does_not_hang_on_a_passwd_fifo(rootfs):
 # --- the spec --------------------------------------------------------------------
 
 
-def test_it_grants_only_dockers_default_capabilities():
+def test_it_grants_only_dockers_default_capabilities_less_net_raw():
     caps = build()["process"]["capabilities"]
     assert set(caps["bounding"]) == set(spec.DEFAULT_CAPABILITIES)
     assert caps["effective"] == caps["permitted"] == caps["bounding"]
     assert caps["inheritable"] == caps["ambient"] == []
-    assert len(spec.DEFAULT_CAPABILITIES) == 14
+    assert len(spec.DEFAULT_CAPABILITIES) == 13
+    assert "CAP_NET_RAW" not in str(build())  # no forged packets (net/policy.py)
     assert "CAP_SYS_RESOURCE" not in str(build())
     assert "CAP_SYS_ADMIN" not in str(build())
 
@@ -217,3 +218,17 @@ def test_it_filters_every_x86_abi():
     ]
     with pytest.raises(ValueError):
         seccomp.architectures("sparc")
+
+
+def test_a_user_namespace_maps_the_range_and_joins_the_given_namespace():
+    document = build(id_range=IdRange(host_id=1 << 24), userns_path="/run/u/x")
+    linux = document["linux"]
+    assert {"type": "user", "path": "/run/u/x"} in linux["namespaces"]
+    expected = [{"containerID": 0, "hostID": 1 << 24, "size": 65536}]
+    assert linux["uidMappings"] == linux["gidMappings"] == expected
+
+
+def test_without_a_range_there_is_no_user_namespace():
+    linux = build()["linux"]
+    assert not [ns for ns in linux["namespaces"] if ns["type"] == "user"]
+    assert "uidMappings" not in linux

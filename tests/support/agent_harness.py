@@ -45,7 +45,7 @@ from runtime_agent.host.cmd import output, run
 from runtime_agent.host.errors import AgentError
 from runtime_agent.host.libc import set_child_subreaper
 from runtime_agent.net.bridge import HostNetwork
-from runtime_agent.oci import overlay
+from runtime_agent.oci import rootfs
 from runtime_agent.oci.runc import Runc
 from runtime_agent.wire import ContainerState
 from tests.support.processes import async_wait_until, free_port, wait_until
@@ -107,7 +107,11 @@ class AgentUnderTest:
         self.images = images
         self.runc = Runc(self.config.runc_root)
         self.network = HostNetwork(
-            self.config.net_dir, self.config.bridge, self.config.subnet, self.config.nft_table
+            self.config.net_dir,
+            self.config.bridge,
+            self.config.subnet,
+            self.config.nft_table,
+            policy=self.config.policy_settings(),
         )
         self.managers: list[ContainerManager] = []
 
@@ -156,9 +160,9 @@ class AgentUnderTest:
         for item in self.runc.list():
             with contextlib.suppress(AgentError):
                 self.runc.delete(item["id"], force=True)
-        for cdir in self.config.containers_dir.glob("*/rootfs"):
+        for cdir in self.config.containers_dir.glob("*/"):
             with contextlib.suppress(AgentError):
-                overlay.unmount(cdir)
+                rootfs.unmount(cdir)
         await asyncio.to_thread(self.network.teardown)
         # The manager made this (test) process a child subreaper; undo it so
         # later tests in the session see orphans go to init as usual.
@@ -403,7 +407,13 @@ async def main(raw: dict[str, Any], action: str, arg: str, extra: list[str]) -> 
         backoff_cap_s=raw["backoff_cap_s"],
     )
     images = LocalImages(Path("/nonexistent"), layer=Path(raw["layer"]), digest=raw["digest"])
-    network = HostNetwork(config.net_dir, config.bridge, config.subnet, config.nft_table)
+    network = HostNetwork(
+        config.net_dir,
+        config.bridge,
+        config.subnet,
+        config.nft_table,
+        policy=config.policy_settings(),
+    )
     manager = ContainerManager(
         config, images, network, Runc(config.runc_root), tick_s=0.05, log_poll_s=0.02
     )

@@ -1,0 +1,347 @@
+"""The network policy, from inside real containers (runc, netns, nftables):
+own app open; other apps, the host's ports, the build network, link-local
+and private networks refused or dropped; the outside world open; no forged
+source address gets through.
+
+"Other hosts" are network namespaces this test makes, each linked to the
+host by a veth on its own /30: one at a public-looking address (TEST-NET-2,
+standing in for the outside world), one link-local, one in the build
+network, one on a private network. Nothing else is ever contacted.
+"""
+
+from __future__ import annotations
+
+import secrets
+import select
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+from pyroute2 import IPRoute, netns
+
+from runtime_agent import wire
+from runtime_agent.containers.manager import ContainerManager
+from runtime_agent.net import links
+from tests.support.agent_harness import AgentUnderTest, LocalImages, request, unique
+
+pytestmark = pytest.mark.root
+
+SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(16)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept()
+    c.sendall(f"{sys.argv[3]}\\n".encode())
+    c.close()
+"""
+PORT = 8080
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class OtherHost:
+    netns: str
+    address: str
+    via: str  # the host's address on the link (one of the host's own addresses)
+
+
+@dataclass
+class World:
+    outside: OtherHost
+    link_local: OtherHost
+    build: OtherHost
+    private: OtherHost
+
+
+class Hosts:
+    """Namespaces linked to the host, each with a server answering its name."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.made: list[tuple[str, str]] = []
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def add(self, name: str, link: IPv4Network) -> OtherHost:
+        host_ip, its_ip = (str(a) for a in link.hosts())
+        ns, host_end = f"{self.tag}-{name}", f"{self.tag}{name[0]}"
+        netns.create(ns)
+        self.made.append((ns, host_end))
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=host_end, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
+            idx = ipr.link_lookup(ifname=host_end)[0]
+            ipr.addr("add", index=idx, address=host_ip, prefixlen=30)
+            ipr.link("set", index=idx, state="up")
+        with IPRoute(netns=ns, flags=0) as ipr:
+            idx = ipr.link_lookup(ifname="eth0")[0]
+            ipr.addr("add", index=idx, address=its_ip, prefixlen=30)
+            ipr.link("set", index=idx, state="up")
+            ipr.route("add", dst="0.0.0.0/0", gateway=host_ip)
+        self.serve(ns, its_ip, name)
+        return OtherHost(netns=ns, address=its_ip, via=host_ip)
+
+    def serve(self, ns: str, address: str, token: str) -> None:
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, address, str(PORT), token]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        readable, _, _ = select.select([proc.stdout], [], [], 10)
+        assert readable and proc.stdout.readline() == "ready\n", f"server in {ns} did not start"
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(timeout=10)
+        for ns, host_end in self.made:
+            links.delete_link(host_end)
+            links.remove_netns(ns)
+
+
+def slash30(network: str) -> IPv4Network:
+    """A random /30 inside ``network``."""
+    net = IPv4Network(network)
+    return IPv4Network(f"{net.network_address + 4 * secrets.randbelow(net.num_addresses // 4)}/30")
+
+
+@pytest.fixture
+def build_subnet() -> IPv4Network:
+    return IPv4Network(f"10.{secrets.choice(range(100, 140))}.{secrets.randbelow(256)}.0/24")
+
+
+@pytest.fixture
+def router_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+async def agent(
+    tmp_agent_root: Path, tmp_path: Path, build_subnet: IPv4Network, router_port: int
+) -> AsyncIterator[AgentUnderTest]:
+    a = AgentUnderTest(
+        tmp_agent_root,
+        LocalImages(tmp_path / "images"),
+        build_subnet=build_subnet,
+        router_ports=(router_port,),
+    )
+    try:
+        yield await a.setup()
+    finally:
+        await a.cleanup()
+
+
+@pytest.fixture
+def world(build_subnet: IPv4Network) -> Iterator[World]:
+    hosts = Hosts(f"np{secrets.token_hex(3)}")
+    try:
+        yield World(
+            outside=hosts.add("outside", slash30("198.51.100.0/24")),
+            link_local=hosts.add("linklocal", slash30("169.254.0.0/16")),
+            build=hosts.add("build", slash30(str(build_subnet))),
+            private=hosts.add("private", slash30("172.16.0.0/12")),
+        )
+    finally:
+        hosts.cleanup()
+
+
+async def sh(manager: ContainerManager, name: str, script: str) -> tuple[int, str]:
+    out = await manager.exec(name, wire.ExecRequest(cmd=["sh", "-c", script], timeout_s=30))
+    code, text = -1, b""
+    async for stream, chunk in out:
+        if stream == "exit":
+            assert isinstance(chunk, int)
+            code = chunk
+        else:
+            assert isinstance(chunk, bytes)
+            text += chunk
+    return code, text.decode(errors="replace")
+
+
+REFUSED = "refused"  # an nft reject answered (a TCP reset)
+DROPPED = "dropped"  # nothing came back: nc gave up after 3 s
+
+
+async def connect(manager: ContainerManager, name: str, host: str, port: int = PORT) -> str:
+    """What a TCP connection from the container gets: the server's token,
+    REFUSED or DROPPED."""
+    code, out = await sh(manager, name, f"nc -w 3 {host} {port} </dev/null")
+    if code == 0:
+        return out.strip()
+    if "Connection refused" in out:
+        return REFUSED
+    assert "timed out" in out, out
+    return DROPPED
+
+
+async def container(manager: ContainerManager, group: str, *, serve: bool = False) -> str:
+    name = unique(group)
+    cmd = ["nc", "-ll", "-p", str(PORT), "-e", "hostname"] if serve else ["sleep", "1000"]
+    await manager.create(request(name, cmd, network_group=group, hostname=name))
+    return name
+
+
+def host_listener(address: str, port: int = 0) -> tuple[socket.socket, int]:
+    """A server on one of the host's own addresses, answering 'host'."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((address, port))
+    s.listen(8)
+    s.settimeout(15)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = s.accept()
+            except OSError:
+                return  # closed by the test, or nobody came
+            with conn:
+                conn.sendall(b"host\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return s, int(s.getsockname()[1])
+
+
+async def test_a_container_reaches_its_own_apps_instances_and_not_another_apps(
+    manager: ContainerManager,
+) -> None:
+    server = await container(manager, "shop", serve=True)
+    sibling, stranger = await container(manager, "shop"), await container(manager, "blog")
+    address = manager.inspect(server).address
+    assert address is not None
+    assert await connect(manager, sibling, address) == server
+    # Dropped by the bridge table (the bridge family here has no reject).
+    assert await connect(manager, stranger, address) == DROPPED
+
+
+async def test_another_apps_published_port_is_refused_own_apps_is_open(
+    manager: ContainerManager,
+) -> None:
+    name, host_port = unique("shop"), free_port()
+    cmd = ["nc", "-ll", "-p", str(PORT), "-e", "hostname"]
+    ports = [{"container_port": PORT, "host_port": host_port}]
+    await manager.create(request(name, cmd, network_group="shop", hostname=name, ports=ports))
+    sibling, stranger = await container(manager, "shop"), await container(manager, "blog")
+    gateway = str(manager.preparer.network.gateway)
+    assert await connect(manager, sibling, gateway, host_port) == name
+    # Rejected after the DNAT, so the reset carries the container's address
+    # and the client waits it out: dropped, to the client.
+    assert await connect(manager, stranger, gateway, host_port) in (REFUSED, DROPPED)
+
+
+async def test_the_hosts_ports_are_refused_but_the_routers(
+    manager: ContainerManager, world: World, router_port: int
+) -> None:
+    probe = await container(manager, "shop")
+    gateway = str(manager.preparer.network.gateway)
+    closed, port = host_listener(gateway)
+    router, _ = host_listener(gateway, router_port)
+    elsewhere, other_port = host_listener(world.outside.via)  # another of the host's addresses
+    try:
+        assert await connect(manager, probe, gateway, port) == REFUSED
+        assert await connect(manager, probe, world.outside.via, other_port) == REFUSED
+        assert await connect(manager, probe, gateway, router_port) == "host"
+    finally:
+        for s in (closed, router, elsewhere):
+            s.close()
+
+
+async def test_the_outside_world_is_open_and_local_networks_are_not(
+    manager: ContainerManager, world: World
+) -> None:
+    probe = await container(manager, "shop")
+    assert await connect(manager, probe, world.outside.address) == "outside"
+    assert await connect(manager, probe, world.link_local.address) == REFUSED
+    assert await connect(manager, probe, world.build.address) == REFUSED
+    assert await connect(manager, probe, world.private.address) == REFUSED
+
+
+async def test_the_allow_list_opens_a_private_network(
+    tmp_agent_root: Path, tmp_path: Path, world: World
+) -> None:
+    a = AgentUnderTest(
+        tmp_agent_root,
+        LocalImages(tmp_path / "images"),
+        allowed_networks=(IPv4Network(f"{world.private.address}/32"),),
+    )
+    try:
+        manager = await (await a.setup()).manager()
+        probe = await container(manager, "shop")
+        assert await connect(manager, probe, world.private.address) == "private"
+        assert await connect(manager, probe, world.link_local.address) == REFUSED
+    finally:
+        await a.cleanup()
+
+
+async def test_a_forged_source_address_does_not_get_through(manager: ContainerManager) -> None:
+    # Tenant root cannot add an address (no CAP_NET_ADMIN: test_isolation.py);
+    # should a container ever get one, its bridge port still drops it.
+    server = await container(manager, "shop", serve=True)
+    forger = await container(manager, "shop")
+    server_addr, forger_ns = manager.inspect(server).address, manager.records[forger].netns_path
+    assert server_addr is not None and forger_ns is not None
+    spoofed = str(manager.preparer.network.subnet.broadcast_address - 1)  # nobody's address
+    in_ns = ["ip", "netns", "exec", Path(forger_ns).name]
+    subprocess.run([*in_ns, "ip", "addr", "add", f"{spoofed}/32", "dev", "eth0"], check=True)
+    client = (
+        "import socket, sys\n"
+        "s = socket.socket(); s.settimeout(3); s.bind((sys.argv[1], 0))\n"
+        "s.connect((sys.argv[2], int(sys.argv[3]))); print(s.recv(64).decode().strip())\n"
+    )
+    argv = [*in_ns, sys.executable, "-c", client]
+    honest = subprocess.run(
+        [*argv, manager.inspect(forger).address or "", server_addr, str(PORT)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert honest.stdout.strip() == server
+    forged = subprocess.run(
+        [*argv, spoofed, server_addr, str(PORT)], capture_output=True, text=True, timeout=20
+    )
+    assert forged.returncode != 0 and "timed out" in forged.stderr
+
+
+async def test_ipv6_between_containers_is_dropped_even_if_switched_back_on(
+    manager: ContainerManager,
+) -> None:
+    # IPv6 is off in containers; should one get it back (here: root on the
+    # host switches it on in both namespaces), the bridge still drops every
+    # IPv6 frame, so the app's IPv4 policy cannot be walked around.
+    server, client = await container(manager, "shop"), await container(manager, "shop")
+    ns = {n: Path(manager.records[n].netns_path or "").name for n in (server, client)}
+    for name, address in ((server, "fd00:5::b"), (client, "fd00:5::a")):
+        exec_in = ["ip", "netns", "exec", ns[name]]
+        subprocess.run([*exec_in, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0",
+                        "net.ipv6.conf.eth0.disable_ipv6=0"], check=True)  # fmt: skip
+        subprocess.run([*exec_in, "ip", "-6", "addr", "add", f"{address}/64", "dev", "eth0",
+                        "nodad"], check=True)  # fmt: skip
+    hosts = Hosts("unused")
+    try:
+        hosts.serve(ns[server], "::", "app")  # dual stack: IPv4 clients too
+        client_code = (
+            "import socket, sys\n"
+            "s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n"
+            "s.settimeout(3); s.connect((sys.argv[1], int(sys.argv[2])))\n"
+            "print(s.recv(64).decode().strip())\n"
+        )
+        argv = ["ip", "netns", "exec", ns[client], sys.executable, "-c", client_code]
+        server_v4 = manager.inspect(server).address or ""
+        v4 = subprocess.run([*argv, server_v4, str(PORT)], capture_output=True, text=True)
+        assert v4.stdout.strip() == "app"  # same app: IPv4 is open
+        v6 = subprocess.run([*argv, "fd00:5::b", str(PORT)], capture_output=True, text=True)
+        assert v6.returncode != 0 and v6.stdout == "", v6.stdout
+    finally:
+        hosts.cleanup()
