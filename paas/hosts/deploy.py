@@ -1,0 +1,194 @@
+"""Rolling a release out, and keeping an app at its formation.
+
+A new release: place its instances, start them, wait until every web
+instance passes its health check, then make the release current and switch
+the router; the old instances stop after a drain period (another task, so no
+worker sleeps). If any instance fails, the release is marked failed with the
+reason, its instances are removed and the old release keeps serving: the
+router was never touched.
+
+Every step is idempotent (instance rows per slot, containers named after
+the slot, the agent's create answering an existing container), so a task
+delivered twice, or a worker that died half-way, leaves exactly the desired
+containers after the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from paas.applications.audit import audit_record
+from paas.applications.models import App, AuditResult, Formation, Release, ReleaseState
+from paas.core.errors import PaasError
+from paas.hosts.instances import (
+    container_name,
+    instance_ensure,
+    instance_health_check,
+    instance_remove,
+)
+from paas.hosts.models import DesiredState, Instance
+from paas.hosts.routing import routes_apply
+from paas.hosts.scheduler import schedule
+
+log = logging.getLogger(__name__)
+
+
+def _place(release: Release, formation: Formation, indices: list[int]) -> list[Instance]:
+    """Instance rows for the given slots; a slot that has one keeps it (and its host)."""
+    existing = {
+        i.index: i
+        for i in Instance.objects.filter(release=release, process_type=formation.process_type)
+    }
+    missing = [n for n in indices if n not in existing]
+    if missing:
+        hosts = schedule(
+            app_id=release.app_id,
+            process_type=formation.process_type,
+            memory_bytes=formation.memory_bytes,
+            count=len(missing),
+        )
+        for index, host in zip(missing, hosts, strict=True):
+            existing[index] = Instance.objects.create(
+                app=release.app,
+                release=release,
+                process_type=formation.process_type,
+                index=index,
+                host=host,
+                container_name=container_name(
+                    release.app.name, release.number, formation.process_type, index
+                ),
+                memory_bytes=formation.memory_bytes,
+                port=settings.PAAS_INSTANCE_PORT,
+            )
+    return [
+        Instance.objects.select_related("release", "host", "app").get(pk=existing[n].pk)
+        for n in indices
+    ]
+
+
+def _start_and_check(instances: list[Instance]) -> None:
+    # All containers are created first, so they boot side by side.
+    for instance in instances:
+        instance_ensure(instance)
+    for instance in instances:
+        if instance.process_type == "web":
+            instance_health_check(instance)
+
+
+def _formation(app: App) -> list[Formation]:
+    return [f for f in Formation.objects.filter(app=app) if f.count > 0]
+
+
+def release_deploy(*, release_id: int) -> ReleaseState:
+    release = Release.objects.select_related("app").get(pk=release_id)
+    if release.state not in (ReleaseState.PENDING, ReleaseState.DEPLOYING):
+        return ReleaseState(release.state)  # done already: a repeated task
+    newer = Release.objects.filter(app=release.app, number__gt=release.number).exclude(
+        state=ReleaseState.FAILED
+    )
+    if newer.exists():
+        Release.objects.filter(pk=release.pk).update(
+            state=ReleaseState.RETIRED, error="superseded by a newer release before it ran"
+        )
+        return ReleaseState.RETIRED
+    Release.objects.filter(pk=release.pk).update(state=ReleaseState.DEPLOYING)
+    try:
+        for formation in _formation(release.app):
+            indices = list(range(1, formation.count + 1))
+            _start_and_check(_place(release, formation, indices))
+    except PaasError as exc:
+        _fail(release, exc.message)
+        return ReleaseState.FAILED
+    _promote(release)
+    retire_later(app_id=release.app_id)
+    return ReleaseState.CURRENT
+
+
+def _fail(release: Release, reason: str) -> None:
+    log.info("release %s failed: %s", release, reason)
+    Release.objects.filter(pk=release.pk).update(state=ReleaseState.FAILED, error=reason)
+    for instance in Instance.objects.filter(release=release).select_related("host"):
+        instance_remove(instance)
+    audit_record(actor=None, app=release.app, action="deploy", target=release.label,
+                 result=AuditResult.FAILED, detail=reason)  # fmt: skip
+
+
+def _promote(release: Release) -> None:
+    with transaction.atomic():
+        Release.objects.filter(app=release.app, state=ReleaseState.CURRENT).exclude(
+            pk=release.pk
+        ).update(state=ReleaseState.RETIRED)
+        Release.objects.filter(pk=release.pk).update(
+            state=ReleaseState.CURRENT, deployed_at=timezone.now(), error=""
+        )
+    routes_apply()
+    audit_record(actor=None, app=release.app, action="deploy", target=release.label)
+
+
+def retire_later(*, app_id: int) -> None:
+    from paas.hosts.tasks import retire_old
+
+    retire_old.apply_async((app_id,), countdown=settings.PAAS_DRAIN_SECONDS)
+
+
+def app_retire_old(*, app_id: int) -> int:
+    """Stop and remove instances of releases that no longer run (after the drain)."""
+    old = Instance.objects.filter(
+        app_id=app_id, release__state__in=[ReleaseState.RETIRED, ReleaseState.FAILED]
+    ).select_related("host")
+    count = 0
+    for instance in old:
+        instance_remove(instance)
+        count += 1
+    return count
+
+
+def app_converge(*, app_id: int) -> None:
+    """Bring the current release to the formation: start what is missing,
+    stop the surplus (highest indices first, after the router let go)."""
+    app = App.objects.get(pk=app_id)
+    release = Release.objects.filter(app=app, state=ReleaseState.CURRENT).first()
+    if release is None:
+        return
+    surplus = []
+    for formation in Formation.objects.filter(app=app):
+        running = Instance.objects.filter(release=release, process_type=formation.process_type)
+        wanted = list(range(1, formation.count + 1))
+        try:
+            _start_and_check(_place(release, formation, wanted))
+        except PaasError as exc:
+            audit_record(actor=None, app=app, action="scale", result=AuditResult.FAILED,
+                         target=f"{formation.process_type}={formation.count}",
+                         detail=exc.message)  # fmt: skip
+            continue
+        surplus += list(running.filter(index__gt=formation.count).select_related("host"))
+    for instance in surplus:
+        Instance.objects.filter(pk=instance.pk).update(desired=DesiredState.STOPPED, healthy=False)
+    routes_apply()
+    for instance in surplus:
+        instance_remove(instance)
+
+
+def app_set_running(*, user: User, app: App, running: bool) -> None:
+    """Stop or start the whole app (its current release's instances)."""
+    desired = DesiredState.RUNNING if running else DesiredState.STOPPED
+    instances = Instance.objects.filter(
+        app=app, release__state=ReleaseState.CURRENT
+    ).select_related("host", "release", "app")
+    instances.update(desired=desired)
+    if not running:
+        Instance.objects.filter(app=app).update(healthy=False)
+        routes_apply()
+    from paas.hosts.lifecycle import instance_apply_desired
+
+    for instance in instances:
+        instance.desired = desired
+        instance_apply_desired(instance)
+    if running:
+        routes_apply()
+    audit_record(actor=user, app=app, action="app.start" if running else "app.stop")
