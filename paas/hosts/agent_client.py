@@ -24,9 +24,12 @@ from typing import Any
 
 from paas.core.errors import PaasError
 from runtime_agent import wire
-from runtime_agent.states import ContainerState, RestartPolicyName
+from runtime_agent.wire import ContainerState, RestartPolicyName
 
 log = logging.getLogger(__name__)
+
+
+CREATE_TIMEOUT_S = 600.0
 
 
 class AgentUnreachable(PaasError):
@@ -164,7 +167,11 @@ class AgentClient:
     def create(self, req: wire.CreateContainer) -> wire.ContainerInfo:
         """Create (and start, if asked); the same request again answers the
         existing container (idempotent by name)."""
-        return container_info(self._json("POST", "/v1/containers", _create_body(req)))
+        # The first create of an image pulls it (the stack layer is large).
+        body = _create_body(req)
+        return container_info(
+            self._json("POST", "/v1/containers", body, timeout_s=CREATE_TIMEOUT_S)
+        )
 
     def list(self) -> list[wire.ContainerInfo]:
         data = self._json("GET", "/v1/containers")

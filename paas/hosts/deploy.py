@@ -95,16 +95,17 @@ def release_deploy(*, release_id: int) -> ReleaseState:
         Release.objects.filter(pk=release.pk).update(
             state=ReleaseState.RETIRED, error="superseded by a newer release before it ran"
         )
+        retire_later(app_id=release.app_id)
         return ReleaseState.RETIRED
     Release.objects.filter(pk=release.pk).update(state=ReleaseState.DEPLOYING)
     try:
         for formation in _formation(release.app):
             indices = list(range(1, formation.count + 1))
             _start_and_check(_place(release, formation, indices))
+        _promote(release)
     except PaasError as exc:
         _fail(release, exc.message)
         return ReleaseState.FAILED
-    _promote(release)
     retire_later(app_id=release.app_id)
     return ReleaseState.CURRENT
 
@@ -119,6 +120,9 @@ def _fail(release: Release, reason: str) -> None:
 
 
 def _promote(release: Release) -> None:
+    """Switch the router inside the transaction that makes the release
+    current: anyone who sees it current also gets it through the router, and
+    a router that refuses the config leaves the old release current."""
     with transaction.atomic():
         Release.objects.filter(app=release.app, state=ReleaseState.CURRENT).exclude(
             pk=release.pk
@@ -126,7 +130,7 @@ def _promote(release: Release) -> None:
         Release.objects.filter(pk=release.pk).update(
             state=ReleaseState.CURRENT, deployed_at=timezone.now(), error=""
         )
-    routes_apply()
+        routes_apply()
     audit_record(actor=None, app=release.app, action="deploy", target=release.label)
 
 

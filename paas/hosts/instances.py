@@ -16,7 +16,7 @@ from paas.hosts.agent_client import AgentClient
 from paas.hosts.models import DesiredState, Instance, InstanceState
 from paas.hosts.services import host_client
 from runtime_agent import wire
-from runtime_agent.states import ContainerState, RestartPolicyName
+from runtime_agent.wire import ContainerState, RestartPolicyName
 
 log = logging.getLogger(__name__)
 

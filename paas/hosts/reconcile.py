@@ -10,11 +10,11 @@ import logging
 from dataclasses import dataclass, field
 
 from paas.core.errors import PaasError
-from paas.hosts.instances import instance_ensure, instance_observe
+from paas.hosts.instances import instance_ensure, instance_health_check, instance_observe
 from paas.hosts.models import DesiredState, Host, HostState, Instance, InstanceState
 from paas.hosts.routing import routes_apply
 from paas.hosts.services import host_client
-from runtime_agent.states import ContainerState
+from runtime_agent.wire import ContainerState
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,10 @@ def _reconcile_host(host: Host, report: ReconcileReport) -> None:
         info = ours.pop(instance.container_name, None)
         running = instance.desired == DesiredState.RUNNING
         if running and (info is None or info.state in (ContainerState.EXITED,)):
+            Instance.objects.filter(pk=instance.pk).update(healthy=False)
             instance_ensure(instance)
             report.started.append(instance.container_name)
+            _check(instance, report)
         elif not running and info is not None and info.state == ContainerState.RUNNING:
             instance_observe(instance, client.stop(instance.container_name))
             report.stopped.append(instance.container_name)
@@ -46,6 +48,16 @@ def _reconcile_host(host: Host, report: ReconcileReport) -> None:
     for name in ours:
         client.remove(name, force=True)
         report.removed.append(name)
+
+
+def _check(instance: Instance, report: ReconcileReport) -> None:
+    """A restarted web instance rejoins the router only once it answers."""
+    if instance.process_type != "web":
+        return
+    try:
+        instance_health_check(instance)
+    except PaasError as exc:
+        report.errors.append(exc.message)
 
 
 def reconcile() -> ReconcileReport:

@@ -1,0 +1,237 @@
+"""The classic demo, end to end on real parts: upload the hello-world sample,
+a real Celery worker builds it into the real registry, the release runs on a
+real agent process, and nginx routes `Host: hello.localhost` to it. Then
+config changes, a rollback, scaling, lifecycle controls, a zero-downtime
+redeploy, a failing release and the reconcile."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paas.applications.models import AuditEntry, Release, ReleaseState
+from paas.applications.releases import config_set, formation_scale, release_rollback
+from paas.applications.services import app_create
+from paas.hosts import deploy, lifecycle
+from paas.hosts.deploy import _place
+from paas.hosts.instances import instance_ensure
+from paas.hosts.models import Instance, InstanceState
+from paas.hosts.reconcile import reconcile
+from paas.hosts.services import host_client
+from tests.agent.agentproc import AgentProcess, cleanup, free_port
+from tests.support.load_standin import KeepAliveLoad
+from tests.support.registry import TestRegistry
+from tests.support.router_standin import run_router_standin
+from tests.web.deploy_support import (
+    add_host,
+    agent_for,
+    container_names,
+    get,
+    upload,
+    wait_for,
+    wait_release,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
+
+HOST = "hello.localhost"
+
+
+@pytest.fixture(scope="module")
+def agent(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One agent for the module: its image store keeps the stack after the
+    first pull. Each test leaves it empty."""
+    proc = agent_for(registry, tmp_path_factory.mktemp("deploy-agent"))
+    try:
+        proc.start()
+        yield proc
+    finally:
+        cleanup(proc)
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    with run_router_standin(tmp_path_factory.mktemp("router"), free_port()) as env:
+        yield env
+
+
+@pytest.fixture
+def platform(agent: AgentProcess, router: dict[str, str], workers: Any, settings: Any) -> Any:
+    """A worker and this process agree on the router and deploy settings."""
+    deploy_env = {**router, "PAAS_DRAIN_SECONDS": "0.5", "PAAS_HEALTH_TIMEOUT_S": "30"}
+    settings.PAAS_ROUTER_DIR = Path(router["PAAS_ROUTER_DIR"])
+    settings.PAAS_ROUTER_PORT = int(router["PAAS_ROUTER_PORT"])
+    settings.PAAS_HEALTH_TIMEOUT_S = 30.0
+    workers.env.update(deploy_env)
+    add_host(agent)
+    workers.start()
+    yield int(router["PAAS_ROUTER_PORT"])
+    for name in container_names(agent):
+        agent.request("DELETE", f"/v1/containers/{name}?force=1")
+
+
+def _served(port: int) -> str:
+    status, body = get(port, HOST)
+    return body if status == 200 else ""
+
+
+def _instances(number: int) -> list[Instance]:
+    return list(
+        Instance.objects.filter(release__number=number).select_related("host").order_by("index")
+    )
+
+
+def test_upload_build_release_run_route_config_rollback_scale(
+    client: Any, alice: Any, platform: int, agent: AgentProcess
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    v1 = wait_release("hello", 1, timeout_s=600)  # the first pull of the stack is slow
+    assert v1.state == ReleaseState.CURRENT, v1.error
+    assert get(platform, HOST) == (200, "Hello, world from hello-v1-web-1\n")
+    assert get(platform, "nobody.localhost")[0] == 404
+
+    config_set(user=alice, app=app, values={"GREETING": "Bonjour"})
+    assert wait_release("hello", 2).state == ReleaseState.CURRENT
+    assert get(platform, HOST) == (200, "Bonjour from hello-v2-web-1\n")
+    # After the drain, only v2's container is left on the agent.
+    wait_for(lambda: container_names(agent) == ["hello.v2.web.1"], 30, "v1 to be removed")
+    assert Release.objects.get(app=app, number=2).config == {"GREETING": "Bonjour"}
+
+    release_rollback(user=alice, app=app, number=1)
+    v3 = wait_release("hello", 3)
+    assert (v3.state, v3.description) == (ReleaseState.CURRENT, "Rollback to v1")
+    assert get(platform, HOST) == (200, "Hello, world from hello-v3-web-1\n")
+
+    formation_scale(user=alice, app=app, process_type="web", count=3)
+    wait_for(
+        lambda: len([i for i in _instances(3) if i.healthy]) == 3, 120, "three healthy instances"
+    )
+    seen = {get(platform, HOST)[1] for _ in range(30)}
+    assert seen == {f"Hello, world from hello-v3-web-{n}\n" for n in (1, 2, 3)}
+    wait_for(lambda: len(container_names(agent)) == 3, 30, "exactly three containers")
+
+    formation_scale(user=alice, app=app, process_type="web", count=1)
+    wait_for(lambda: container_names(agent) == ["hello.v3.web.1"], 60, "scaled down to one")
+    assert {get(platform, HOST)[1] for _ in range(5)} == {"Hello, world from hello-v3-web-1\n"}
+    actions = set(AuditEntry.objects.filter(app=app).values_list("action", flat=True))
+    assert {"config.set", "release.rollback", "formation.scale", "deploy"} <= actions
+
+
+def test_instance_and_app_lifecycle_is_observed_through_the_agent(
+    client: Any, alice: Any, platform: int, agent: AgentProcess
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+    name = "hello.v1.web.1"
+
+    def agent_state() -> str:
+        return str(agent.request("GET", f"/v1/containers/{name}")[1]["state"])
+
+    lifecycle.instance_action(user=alice, app=app, name=name, action="stop")
+    assert agent_state() == "exited"
+    assert get(platform, HOST)[0] == 404  # no healthy instance: no route
+    lifecycle.instance_action(user=alice, app=app, name=name, action="start")
+    assert agent_state() == "running"
+    assert _served(platform).startswith("Hello")
+
+    pid_before = agent.request("GET", f"/v1/containers/{name}")[1]["pid"]
+    lifecycle.instance_action(user=alice, app=app, name=name, action="restart")
+    assert agent.request("GET", f"/v1/containers/{name}")[1]["pid"] != pid_before
+    assert _served(platform).startswith("Hello")
+
+    lifecycle.instance_action(user=alice, app=app, name=name, action="kill", signal="KILL")
+    # The agent's restart policy brings it back; the reconcile sees it running again.
+    wait_for(lambda: agent_state() == "running", 30, "the killed instance to be restarted")
+
+    deploy.app_set_running(user=alice, app=app, running=False)
+    assert agent_state() == "exited"
+    assert get(platform, HOST)[0] == 404
+    deploy.app_set_running(user=alice, app=app, running=True)
+    assert agent_state() == "running"
+    assert _served(platform).startswith("Hello")
+
+    lifecycle.app_restart(user=alice, app=app)
+    assert _served(platform).startswith("Hello")
+    logged = list(AuditEntry.objects.filter(app=app).values_list("action", "result"))
+    for action in ("instance.stop", "instance.start", "instance.restart", "instance.kill",
+                   "app.stop", "app.start", "app.restart"):  # fmt: skip
+        assert (action, "ok") in logged
+
+
+def test_a_redeploy_drops_no_request_and_a_failing_release_leaves_the_old_one(
+    client: Any, alice: Any, platform: int, agent: AgentProcess
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+
+    with KeepAliveLoad(platform, HOST) as load:
+        config_set(user=alice, app=app, values={"GREETING": "Two"})
+        assert wait_release("hello", 2).state == ReleaseState.CURRENT
+        wait_for(lambda: load.report.bodies.get("Two from hello-v2-web-1", 0) > 20, 30)
+        wait_for(lambda: container_names(agent) == ["hello.v2.web.1"], 30, "v1 removed")
+        config_set(user=alice, app=app, values={"CRASH_ON_START": "1"})
+        v3 = wait_release("hello", 3)
+        served_after_failure = load.report.ok
+        wait_for(lambda: load.report.ok > served_after_failure + 20, 30)
+    report = load.report
+    assert report.failed == 0, report.errors[:5]
+    assert report.bodies.get("Hello, world from hello-v1-web-1", 0) > 0
+    assert set(report.bodies) == {"Hello, world from hello-v1-web-1", "Two from hello-v2-web-1"}
+    print(f"zero-downtime load: {report.ok} ok, {report.retries} retries")
+
+    assert v3.state == ReleaseState.FAILED
+    assert v3.error.startswith("web.1 exited with code 3; its last log lines:"), v3.error
+    assert "CRASH_ON_START is set: exiting with code 3" in v3.error
+    assert Release.objects.get(app=app, number=2).state == ReleaseState.CURRENT
+    assert container_names(agent) == ["hello.v2.web.1"]
+
+
+def test_a_retried_deploy_and_the_reconcile_leave_exactly_the_desired_containers(
+    client: Any, alice: Any, platform: int, agent: AgentProcess, workers: Any
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+    formation_scale(user=alice, app=app, process_type="web", count=2)
+    wait_for(lambda: len(container_names(agent)) == 2, 60, "two instances")
+
+    # A worker that died half-way through v2's deploy: its first instance
+    # was made, then the task is delivered again to a new worker.
+    workers.stop_all()
+    release = config_set(user=alice, app=app, values={"GREETING": "Again"})
+    assert release is not None
+    Release.objects.filter(pk=release.pk).update(state=ReleaseState.DEPLOYING)
+    formation = app.formation.get(process_type="web")
+    first = _place(release, formation, [1])[0]
+    instance_ensure(first)
+    workers.start()
+    from paas.hosts.tasks import deploy_release
+
+    deploy_release.delay(release.pk)  # and once more, as a duplicate delivery
+    assert wait_release("hello", 2).state == ReleaseState.CURRENT
+    wanted = ["hello.v2.web.1", "hello.v2.web.2"]
+    wait_for(lambda: container_names(agent) == wanted, 30, "only v2's two containers")
+
+    # Drift: one instance's container vanished, a stray of ours appeared.
+    client_ = host_client(first.host)
+    client_.remove("hello.v2.web.2", force=True)
+    status, _ = agent.request(
+        "POST", "/v1/containers",
+        {"name": "hello.v9.web.1", "image": release.image, "labels": {"paas.app": "hello"}},
+    )  # fmt: skip
+    assert status == 201
+    report = reconcile()
+    assert report.started == ["hello.v2.web.2"]
+    assert report.removed == ["hello.v9.web.1"]
+    assert container_names(agent) == wanted
+    assert Instance.objects.get(container_name="hello.v2.web.2").state in (
+        InstanceState.STARTING,
+        InstanceState.RUNNING,
+    )
+    assert reconcile().started == reconcile().removed == []
