@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from runtime_agent.cmd import run
+from runtime_agent.host.cmd import run
 
 
 @contextlib.contextmanager
