@@ -135,7 +135,7 @@ class AgentClient:
         log.info("agent %s refused %s: %s %s", self.base_url, path, status, message)
         if status == 404:
             return ContainerMissing(message)
-        if status == 401:
+        if status in (401, 403):
             return AgentRefused(
                 "The agent refused the platform's credential; re-join the host.", status=status
             )
