@@ -85,7 +85,9 @@ def _formation(app: App) -> list[Formation]:
 
 
 def release_deploy(*, release_id: int) -> ReleaseState:
-    release = Release.objects.select_related("app").get(pk=release_id)
+    release = Release.objects.select_related("app").filter(pk=release_id).first()
+    if release is None:
+        return ReleaseState.FAILED  # deleted (with its app) before the task ran
     if release.state not in (ReleaseState.PENDING, ReleaseState.DEPLOYING):
         return ReleaseState(release.state)  # done already: a repeated task
     newer = Release.objects.filter(app=release.app, number__gt=release.number).exclude(
@@ -155,8 +157,8 @@ def app_retire_old(*, app_id: int) -> int:
 def app_converge(*, app_id: int) -> None:
     """Bring the current release to the formation: start what is missing,
     stop the surplus (highest indices first, after the router let go)."""
-    app = App.objects.get(pk=app_id)
-    release = Release.objects.filter(app=app, state=ReleaseState.CURRENT).first()
+    app = App.objects.filter(pk=app_id).first()
+    release = Release.objects.filter(app=app, state=ReleaseState.CURRENT).first() if app else None
     if release is None:
         return
     surplus = []
