@@ -144,3 +144,19 @@ def test_the_scheduler_refuses_clearly_when_nothing_fits(alice: Any) -> None:
     _running(app, host, 1, GiB + GiB // 2)
     with pytest.raises(NothingFits, match="No ready host has 1024 MiB free .* is 512 MiB"):
         schedule(app_id=app.pk, process_type="web", memory_bytes=GiB, count=1)
+
+
+def test_the_local_agent_is_registered_once_with_its_credential_in_its_token_file(
+    tmp_path: Any,
+) -> None:
+    token_file = tmp_path / "agent" / "token"
+    args = ["host_register_local", "--agent-url", "http://127.0.0.1:7070",
+            "--token-file", str(token_file)]  # fmt: skip
+    call_command(*args, stdout=io.StringIO())
+    host = Host.objects.get(name="local")
+    assert token_file.read_text().strip() == host.token
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    call_command(*args, stdout=io.StringIO())
+    assert Host.objects.count() == 1
+    assert token_file.read_text().strip() == host.token
+    assert JoinToken.objects.get().host == host  # it joined through a join token
