@@ -16,6 +16,7 @@ containers after the next run.
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -73,11 +74,17 @@ def _place(release: Release, formation: Formation, indices: list[int]) -> list[I
 
 def _start_and_check(instances: list[Instance]) -> None:
     # All containers are created first, so they boot side by side.
+    started = time.monotonic()
     for instance in instances:
         instance_ensure(instance)
+    created = time.monotonic()
     for instance in instances:
         if instance.process_type == "web":
             instance_health_check(instance)
+    log.info(
+        "%d instances created in %.0f ms, healthy %.0f ms later",
+        len(instances), (created - started) * 1000, (time.monotonic() - created) * 1000,
+    )  # fmt: skip
 
 
 def _formation(app: App) -> list[Formation]:
@@ -132,7 +139,9 @@ def _promote(release: Release) -> None:
         Release.objects.filter(pk=release.pk).update(
             state=ReleaseState.CURRENT, deployed_at=timezone.now(), error=""
         )
+        switch = time.monotonic()
         routes_apply()
+        log.info("router switched in %.0f ms", (time.monotonic() - switch) * 1000)
     audit_record(actor=None, app=release.app, action="deploy", target=release.label)
 
 

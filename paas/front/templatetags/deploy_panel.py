@@ -33,4 +33,3 @@ def deploy_panel(context: dict[str, Any], app: App) -> dict[str, Any]:
         "instance_actions": ["stop", "start", "restart", "kill"],
         "app_actions": ["restart", "stop", "start"],
     }
-
