@@ -77,7 +77,7 @@ def first_200(port: int, host: str, timeout_s: float = 300) -> None:
 
 
 def one_run(client: Client, user: User, port: int, name: str) -> float:
-    app_create(user=user, team=user.personal_team, name=name)  # type: ignore[attr-defined]
+    app_create(user=user, team=user.personal_team, name=name)
     started = time.monotonic()
     upload(client, user, name)
     first_200(port, f"{name}.localhost")
