@@ -32,6 +32,7 @@ from paas.hosts.instances import (
     instance_health_check,
     instance_remove,
 )
+from paas.hosts.locks import app_lock
 from paas.hosts.models import DesiredState, Instance
 from paas.hosts.routing import routes_apply
 from paas.hosts.scheduler import schedule
@@ -92,6 +93,14 @@ def _formation(app: App) -> list[Formation]:
 
 
 def release_deploy(*, release_id: int) -> ReleaseState:
+    app_id = Release.objects.filter(pk=release_id).values_list("app_id", flat=True).first()
+    if app_id is None:
+        return ReleaseState.FAILED  # deleted (with its app) before the task ran
+    with app_lock(app_id):
+        return _release_deploy(release_id)
+
+
+def _release_deploy(release_id: int) -> ReleaseState:
     release = Release.objects.select_related("app").filter(pk=release_id).first()
     if release is None:
         return ReleaseState.FAILED  # deleted (with its app) before the task ran
@@ -153,6 +162,11 @@ def retire_later(*, app_id: int) -> None:
 
 def app_retire_old(*, app_id: int) -> int:
     """Stop and remove instances of releases that no longer run (after the drain)."""
+    with app_lock(app_id):
+        return _retire_old(app_id)
+
+
+def _retire_old(app_id: int) -> int:
     old = Instance.objects.filter(
         app_id=app_id, release__state__in=[ReleaseState.RETIRED, ReleaseState.FAILED]
     ).select_related("host")
@@ -166,6 +180,11 @@ def app_retire_old(*, app_id: int) -> int:
 def app_converge(*, app_id: int) -> None:
     """Bring the current release to the formation: start what is missing,
     stop the surplus (highest indices first, after the router let go)."""
+    with app_lock(app_id):
+        _converge(app_id)
+
+
+def _converge(app_id: int) -> None:
     app = App.objects.filter(pk=app_id).first()
     release = Release.objects.filter(app=app, state=ReleaseState.CURRENT).first() if app else None
     if release is None:
