@@ -6,13 +6,16 @@ removed. Instances on unreachable hosts are marked lost."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from paas.applications.models import ReleaseState
 from paas.core.errors import PaasError
 from paas.hosts.instances import instance_ensure, instance_health_check, instance_observe
 from paas.hosts.models import DesiredState, Host, HostState, Instance, InstanceState
 from paas.hosts.routing import routes_apply
+from paas.hosts.scheduler import schedule
 from paas.hosts.services import host_client
 from runtime_agent.wire import ContainerState
 
@@ -25,6 +28,7 @@ class ReconcileReport:
     stopped: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -60,6 +64,41 @@ def _check(instance: Instance, report: ReconcileReport) -> None:
         report.errors.append(exc.message)
 
 
+def _reschedule(report: ReconcileReport) -> None:
+    """Move the running instances of current releases off unreachable and
+    draining hosts. The slot keeps its container name; the old container,
+    if its host ever answers again, is a stray there and gets removed."""
+    stranded = Instance.objects.filter(
+        desired=DesiredState.RUNNING,
+        release__state=ReleaseState.CURRENT,
+        host__state__in=[HostState.UNREACHABLE, HostState.DRAINING],
+    ).select_related("host", "release", "app")
+    for instance in stranded:
+        old_host = instance.host
+        try:
+            (new_host,) = schedule(
+                app_id=instance.app_id, process_type=instance.process_type,
+                memory_bytes=instance.memory_bytes, count=1,
+            )  # fmt: skip
+        except PaasError as exc:
+            report.errors.append(f"{instance.container_name}: {exc.message}")
+            continue
+        Instance.objects.filter(pk=instance.pk).update(
+            host=new_host, state=InstanceState.PENDING, healthy=False, address=""
+        )
+        instance.host, instance.healthy = new_host, False
+        try:
+            instance_ensure(instance)
+        except PaasError as exc:
+            report.errors.append(f"{instance.container_name}: {exc.message}")
+            continue
+        report.moved.append(f"{instance.container_name}: {old_host.name} -> {new_host.name}")
+        _check(instance, report)
+        if old_host.state == HostState.DRAINING:
+            with contextlib.suppress(PaasError):
+                host_client(old_host).remove(instance.container_name, force=True)
+
+
 def reconcile() -> ReconcileReport:
     report = ReconcileReport()
     for host in Host.objects.filter(state__in=[HostState.READY, HostState.DRAINING]):
@@ -72,10 +111,11 @@ def reconcile() -> ReconcileReport:
     )
     report.lost = list(lost.values_list("container_name", flat=True))
     lost.update(state=InstanceState.LOST, healthy=False)
+    _reschedule(report)
     try:
         routes_apply()
     except PaasError as exc:
         report.errors.append(f"router: {exc.message}")
-    if report.started or report.removed or report.stopped:
+    if report.started or report.removed or report.stopped or report.moved:
         log.info("reconcile: %s", report)
     return report
