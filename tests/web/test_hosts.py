@@ -160,3 +160,24 @@ def test_the_local_agent_is_registered_once_with_its_credential_in_its_token_fil
     assert Host.objects.count() == 1
     assert token_file.read_text().strip() == host.token
     assert JoinToken.objects.get().host == host  # it joined through a join token
+
+
+def test_an_admin_makes_a_join_token_in_the_admin_and_sees_it_once(admin_client: Any) -> None:
+    response = admin_client.post("/admin/hosts/jointoken/add/", {"note": "rack 2"}, follow=True)
+    assert response.status_code == 200
+    token = JoinToken.objects.get()
+    shown = [str(m) for m in response.context["messages"]]
+    assert any(token.prefix in m and "shown only now" in m for m in shown), shown
+    assert token.note == "rack 2" and token.used_at is None
+    listing = admin_client.get("/admin/hosts/jointoken/").content.decode()
+    assert token.prefix in listing
+
+
+def test_an_admin_drains_a_host_from_the_admin(admin_client: Any) -> None:
+    host = _host("busy", GiB)
+    Host.objects.filter(pk=host.pk).update(token="the-agents-own-credential-123")
+    admin_client.post("/admin/hosts/host/", {"action": "make_draining",
+                                             "_selected_action": [host.pk]})  # fmt: skip
+    assert Host.objects.get(pk=host.pk).state == HostState.DRAINING
+    page = admin_client.get(f"/admin/hosts/host/{host.pk}/change/").content.decode()
+    assert "busy" in page and "the-agents-own-credential-123" not in page
