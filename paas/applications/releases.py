@@ -81,7 +81,8 @@ def _release_create(
 def _ensure_formation(app: App, process_types: dict[str, str]) -> None:
     """Every process type gets a formation row: web runs one instance by
     default, other types none until scaled (as on Heroku)."""
-    for name in {"web", *process_types}:
+    # "release" is the release phase's command, run once per release, not scaled.
+    for name in {"web", *process_types} - {"release"}:
         Formation.objects.get_or_create(
             app=app, process_type=name, defaults={"count": 1 if name == "web" else 0}
         )

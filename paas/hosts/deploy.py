@@ -34,6 +34,7 @@ from paas.hosts.instances import (
 )
 from paas.hosts.locks import app_lock
 from paas.hosts.models import DesiredState, Instance
+from paas.hosts.release_phase import RELEASE_PHASE, release_phase_run
 from paas.hosts.routing import routes_apply
 from paas.hosts.scheduler import schedule
 
@@ -89,7 +90,11 @@ def _start_and_check(instances: list[Instance]) -> None:
 
 
 def _formation(app: App) -> list[Formation]:
-    return [f for f in Formation.objects.filter(app=app) if f.count > 0]
+    return [
+        f
+        for f in Formation.objects.filter(app=app)
+        if f.count > 0 and f.process_type != RELEASE_PHASE
+    ]
 
 
 def release_deploy(*, release_id: int) -> ReleaseState:
@@ -117,6 +122,7 @@ def _release_deploy(release_id: int) -> ReleaseState:
         return ReleaseState.RETIRED
     Release.objects.filter(pk=release.pk).update(state=ReleaseState.DEPLOYING)
     try:
+        release_phase_run(release)
         for formation in _formation(release.app):
             indices = list(range(1, formation.count + 1))
             _start_and_check(_place(release, formation, indices))

@@ -120,7 +120,7 @@ def _answers(address: str, port: int, path: str) -> bool:
         conn.close()
 
 
-def _exit_reason(client: AgentClient, info: wire.ContainerInfo, memory_bytes: int) -> str:
+def exit_reason(client: AgentClient, info: wire.ContainerInfo, memory_bytes: int) -> str:
     if info.oom_killed:
         why = f"was killed for using more than its memory limit ({memory_bytes // 2**20} MiB)"
     elif info.exit_code is not None:
@@ -146,7 +146,7 @@ def instance_health_check(instance: Instance) -> None:
         info = client.inspect(instance.container_name)
         instance_observe(instance, info)
         if info.state in (ContainerState.BACKOFF, ContainerState.EXITED, ContainerState.DEAD):
-            why = _exit_reason(client, info, instance.memory_bytes)
+            why = exit_reason(client, info, instance.memory_bytes)
             raise HealthCheckFailed(f"{label} {why}")
         if (
             info.state == ContainerState.RUNNING

@@ -14,6 +14,7 @@ from paas.applications.models import ReleaseState
 from paas.core.errors import PaasError
 from paas.hosts.instances import instance_ensure, instance_health_check, instance_observe
 from paas.hosts.models import DesiredState, Host, HostState, Instance, InstanceState
+from paas.hosts.release_phase import RELEASE_PHASE
 from paas.hosts.routing import routes_apply
 from paas.hosts.scheduler import schedule
 from paas.hosts.services import host_client
@@ -34,7 +35,12 @@ class ReconcileReport:
 
 def _reconcile_host(host: Host, report: ReconcileReport) -> None:
     client = host_client(host, timeout_s=10)
-    ours = {c.name: c for c in client.list() if "paas.app" in c.labels}
+    # A release phase's container is its deploy's to remove, not a stray.
+    ours = {
+        c.name: c
+        for c in client.list()
+        if "paas.app" in c.labels and c.labels.get("paas.phase") != RELEASE_PHASE
+    }
     instances = Instance.objects.filter(host=host).select_related("release", "app", "host")
     for instance in instances:
         info = ours.pop(instance.container_name, None)

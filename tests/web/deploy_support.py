@@ -23,11 +23,16 @@ from tests.support.registry import TestRegistry
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "hello-world"
 
 
-def sample_archive(directory: Path = SAMPLE) -> bytes:
+def sample_archive(directory: Path = SAMPLE, extra: dict[str, bytes] | None = None) -> bytes:
+    """The sample as a .tar.gz, with ``extra`` files added."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for path in sorted(directory.iterdir()):
             tar.add(path, arcname=path.name)
+        for name, data in (extra or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -60,11 +65,11 @@ def wait_for(check: Callable[[], Any], timeout_s: float = 60, what: str = "") ->
     raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
 
 
-def upload(client: Any, user: Any, app: str) -> Build:
+def upload(client: Any, user: Any, app: str, extra: dict[str, bytes] | None = None) -> Build:
     client.force_login(user)
     response = client.post(
         f"/apps/{app}/builds",
-        {"source": SimpleUploadedFile("hello.tar.gz", sample_archive())},
+        {"source": SimpleUploadedFile("hello.tar.gz", sample_archive(extra=extra))},
         HTTP_ACCEPT="application/json",
     )
     assert response.status_code == 201, response.content

@@ -265,3 +265,31 @@ def test_instances_spread_over_two_hosts_and_move_when_one_is_lost(
         assert sorted(container_names(agent)) == ["hello.v1.web.1", "hello.v1.web.2"]
     finally:
         cleanup(second)
+
+
+RELEASE_PY = b"""import os, sys
+print("migrating the database", flush=True)
+sys.exit(int(os.environ.get("RELEASE_EXIT", "0")))
+"""
+PROCFILE = b"web: python3 app.py\nrelease: python3 release.py\n"
+
+
+def test_the_release_phase_runs_before_the_switch_and_a_failing_one_changes_nothing(
+    client: Any, alice: Any, platform: int, agent: AgentProcess
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello", extra={"Procfile": PROCFILE, "release.py": RELEASE_PY})
+    v1 = wait_release("hello", 1, timeout_s=600)
+    assert v1.state == ReleaseState.CURRENT, v1.error
+    assert v1.process_types["release"] == "python3 release.py"
+    assert list(app.formation.values_list("process_type", flat=True)) == ["web"]
+    assert get(platform, HOST) == (200, "Hello, world from hello-v1-web-1\n")
+
+    config_set(user=alice, app=app, values={"RELEASE_EXIT": "4", "GREETING": "Never"})
+    v2 = wait_release("hello", 2)
+    assert v2.state == ReleaseState.FAILED
+    assert v2.error.startswith("the release command (python3 release.py) exited with code 4")
+    assert "migrating the database" in v2.error
+    assert not Instance.objects.filter(release=v2).exists()  # no instance ever started
+    assert container_names(agent) == ["hello.v1.web.1"]  # its container is gone too
+    assert get(platform, HOST) == (200, "Hello, world from hello-v1-web-1\n")
