@@ -53,10 +53,10 @@ from django.test import Client  # noqa: E402
 
 from paas.applications.services import app_create  # noqa: E402
 from paas.celery import app as celery_app  # noqa: E402
-from tests.agent.agentproc import cleanup, free_port  # noqa: E402
+from tests.agent.agentproc import cleanup  # noqa: E402
 from tests.support.build_env import build_environment  # noqa: E402
 from tests.support.redis_server import run_redis  # noqa: E402
-from tests.support.router_standin import run_router_standin  # noqa: E402
+from tests.support.router import run_router  # noqa: E402
 from tests.web.conftest import Workers  # noqa: E402
 from tests.web.deploy_support import add_host, agent_for, get, upload  # noqa: E402
 
@@ -112,18 +112,16 @@ def main() -> int:
     with (
         run_redis(TMP / "redis") as redis_url,
         build_environment(TMP / "build-env", run_id) as (registry, build_env),
-        run_router_standin(TMP / "router", free_port()) as router_env,
+        run_router(TMP / "router") as router,
     ):
-        env = {**build_env, **router_env, "REDIS_URL": redis_url, "PAAS_DRAIN_SECONDS": "1"}
+        env = {**build_env, **router.env, "REDIS_URL": redis_url, "PAAS_DRAIN_SECONDS": "1"}
         os.environ.update(env)
-        settings.PAAS_ROUTER_DIR = Path(router_env["PAAS_ROUTER_DIR"])
-        settings.PAAS_ROUTER_PORT = int(router_env["PAAS_ROUTER_PORT"])
         settings.UPLOAD_DIR = TMP / "uploads"
         celery_app.conf.broker_url = redis_url  # type: ignore[misc]
         agent = agent_for(registry, TMP / "agent")
         try:
             agent.start()
-            figures = run(env, int(router_env["PAAS_ROUTER_PORT"]), agent)
+            figures = run(env, router.http_port, agent)
         finally:
             cleanup(agent)
     if not os.environ.get("BENCH_KEEP"):

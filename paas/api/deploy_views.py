@@ -24,11 +24,15 @@ from paas.applications.views_data import (
     release_json,
 )
 from paas.core.errors import PaasError, ValidationFailed
-from paas.hosts import deploy, lifecycle
+from paas.hosts import lifecycle
 from paas.hosts.services import host_join
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:
+    """The JSON object body; none (or a form) reads as {} for actions whose
+    options are all optional."""
+    if request.content_type != "application/json":
+        return {}
     try:
         data = json.loads(request.body or b"{}")
     except ValueError:
@@ -118,24 +122,18 @@ def app_instances(request: HttpRequest, name: str) -> HttpResponse:
 def instance_act(request: HttpRequest, name: str, instance: str, action: str) -> HttpResponse:
     app = app_for_user(user=request.user, name=name, action="deploy")
     signal = str(_body(request).get("signal", "KILL"))
-    done = lifecycle.instance_action(
+    lifecycle.instance_action_request(
         user=signed_in(request), app=app, name=instance, action=action, signal=signal
     )
-    return JsonResponse(instance_json(done))
+    return JsonResponse({"instance": instance, "action": action, "queued": True}, status=202)
 
 
 @api_view
 @require_http_methods(["POST"])
 def app_act(request: HttpRequest, name: str, action: str) -> HttpResponse:
     app = app_for_user(user=request.user, name=name, action="deploy")
-    user = signed_in(request)
-    if action == "restart":
-        lifecycle.app_restart(user=user, app=app)
-    elif action in {"stop", "start"}:
-        deploy.app_set_running(user=user, app=app, running=action == "start")
-    else:
-        raise ValidationFailed("The action is restart, stop or start.", field="action")
-    return JsonResponse({"app": app.name, "action": action})
+    lifecycle.app_action_request(user=signed_in(request), app=app, action=action)
+    return JsonResponse({"app": app.name, "action": action, "queued": True}, status=202)
 
 
 @api_view

@@ -14,7 +14,7 @@ from paas.applications import releases
 from paas.applications.models import App
 from paas.applications.selectors import app_for_user
 from paas.core.errors import NotFound, PaasError, ValidationFailed
-from paas.hosts import deploy, lifecycle
+from paas.hosts import lifecycle
 
 
 def _int(value: str | None, field: str) -> int:
@@ -43,13 +43,11 @@ def _act(request: HttpRequest, app: App, action: str) -> str:
         return f"Unset {post.get('key')}."
     if action == "instance":
         name, verb = post.get("instance", ""), post.get("action", "")
-        lifecycle.instance_action(user=user, app=app, name=name, action=verb)
-        return f"{verb}: {name}."
-    if action == "restart":
-        return f"Restarted {lifecycle.app_restart(user=user, app=app)} instances."
-    if action in {"stop", "start"}:
-        deploy.app_set_running(user=user, app=app, running=action == "start")
-        return f"{app.name}: {'started' if action == 'start' else 'stopped'}."
+        lifecycle.instance_action_request(user=user, app=app, name=name, action=verb)
+        return f"{verb} {name}: on its way (see Activity)."
+    if action in lifecycle.APP_ACTIONS:
+        lifecycle.app_action_request(user=user, app=app, action=action)
+        return f"{action} {app.name}: on its way (see Activity)."
     raise NotFound("No such action.")
 
 

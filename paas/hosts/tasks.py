@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from paas.hosts import deploy, reconcile, services
+from paas.hosts import deploy, lifecycle, reconcile, services
 
 
 @shared_task(name="deploy.release", acks_late=True, reject_on_worker_lost=True)
@@ -32,3 +32,15 @@ def reconcile_all() -> dict[str, list[str]]:
 @shared_task(name="hosts.heartbeat")
 def heartbeat() -> dict[str, str]:
     return services.hosts_heartbeat_all()
+
+
+@shared_task(name="deploy.instance_action", acks_late=True, reject_on_worker_lost=True)
+def instance_action_task(instance_id: int, action: str, signal: str, user_id: int) -> None:
+    lifecycle.instance_action_by_id(
+        instance_id=instance_id, action=action, signal=signal, user_id=user_id
+    )
+
+
+@shared_task(name="deploy.app_action", acks_late=True, reject_on_worker_lost=True)
+def app_action_task(app_id: int, action: str, user_id: int) -> None:
+    lifecycle.app_action_by_id(app_id=app_id, action=action, user_id=user_id)

@@ -6,12 +6,15 @@ redeploy, a failing release and the reconcile."""
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from paas.accounts.services import api_token_create
 from paas.applications.models import AuditEntry, Release, ReleaseState
 from paas.applications.releases import config_set, formation_scale, release_rollback
 from paas.applications.services import app_create
@@ -21,10 +24,10 @@ from paas.hosts.instances import instance_ensure
 from paas.hosts.models import Instance, InstanceState
 from paas.hosts.reconcile import reconcile
 from paas.hosts.services import host_client, hosts_heartbeat_all
-from tests.agent.agentproc import AgentProcess, cleanup, free_port
-from tests.support.load_standin import KeepAliveLoad
+from tests.agent.agentproc import AgentProcess, cleanup
+from tests.support.http_load import LoadResult, Response, run_load
 from tests.support.registry import TestRegistry
-from tests.support.router_standin import run_router_standin
+from tests.support.router import TestRouter, run_router
 from tests.web.deploy_support import (
     add_host,
     agent_for,
@@ -53,22 +56,21 @@ def agent(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="module")
-def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with run_router_standin(tmp_path_factory.mktemp("router"), free_port()) as env:
-        yield env
+def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestRouter]:
+    """The platform's real router (nginx); this process's settings point at it."""
+    with run_router(tmp_path_factory.mktemp("router")) as running:
+        yield running
 
 
 @pytest.fixture
-def platform(agent: AgentProcess, router: dict[str, str], workers: Any, settings: Any) -> Any:
+def platform(agent: AgentProcess, router: TestRouter, workers: Any, settings: Any) -> Any:
     """A worker and this process agree on the router and deploy settings."""
-    deploy_env = {**router, "PAAS_DRAIN_SECONDS": "0.5", "PAAS_HEALTH_TIMEOUT_S": "30"}
-    settings.PAAS_ROUTER_DIR = Path(router["PAAS_ROUTER_DIR"])
-    settings.PAAS_ROUTER_PORT = int(router["PAAS_ROUTER_PORT"])
+    deploy_env = {**router.env, "PAAS_DRAIN_SECONDS": "0.5", "PAAS_HEALTH_TIMEOUT_S": "30"}
     settings.PAAS_HEALTH_TIMEOUT_S = 30.0
     workers.env.update(deploy_env)
     add_host(agent)
     workers.start()
-    yield int(router["PAAS_ROUTER_PORT"])
+    yield router.http_port
     for name in container_names(agent):
         agent.request("DELETE", f"/v1/containers/{name}?force=1")
 
@@ -93,6 +95,7 @@ def test_upload_build_release_run_route_config_rollback_scale(
     assert v1.state == ReleaseState.CURRENT, v1.error
     assert get(platform, HOST) == (200, "Hello, world from hello-v1-web-1\n")
     assert get(platform, "nobody.localhost")[0] == 404
+    assert v1.build is not None and v1.image.endswith(v1.build.image_digest)
 
     config_set(user=alice, app=app, values={"GREETING": "Bonjour"})
     assert wait_release("hello", 2).state == ReleaseState.CURRENT
@@ -134,7 +137,7 @@ def test_instance_and_app_lifecycle_is_observed_through_the_agent(
 
     lifecycle.instance_action(user=alice, app=app, name=name, action="stop")
     assert agent_state() == "exited"
-    assert get(platform, HOST)[0] == 404  # no healthy instance: no route
+    assert get(platform, HOST)[0] == 503  # the app is known, nothing healthy serves it
     lifecycle.instance_action(user=alice, app=app, name=name, action="start")
     assert agent_state() == "running"
     assert _served(platform).startswith("Hello")
@@ -150,13 +153,23 @@ def test_instance_and_app_lifecycle_is_observed_through_the_agent(
 
     deploy.app_set_running(user=alice, app=app, running=False)
     assert agent_state() == "exited"
-    assert get(platform, HOST)[0] == 404
+    assert get(platform, HOST)[0] == 503
     deploy.app_set_running(user=alice, app=app, running=True)
     assert agent_state() == "running"
     assert _served(platform).startswith("Hello")
 
     lifecycle.app_restart(user=alice, app=app)
     assert _served(platform).startswith("Hello")
+
+    # Through the API the worker acts (only it may switch the router).
+    _, raw = api_token_create(user=alice, name="cli")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    response = client.post(f"/api/v1/apps/hello/instances/{name}/stop", **auth)
+    assert response.status_code == 202, response.content
+    wait_for(lambda: agent_state() == "exited", 30, "the API's stop")
+    assert client.post("/api/v1/apps/hello/actions/start", **auth).status_code == 202
+    wait_for(lambda: _served(platform).startswith("Hello"), 30, "the API's start")
+    assert client.post("/api/v1/apps/hello/actions/explode", **auth).status_code == 400
     logged = list(AuditEntry.objects.filter(app=app).values_list("action", "result"))
     for action in ("instance.stop", "instance.start", "instance.restart", "instance.kill",
                    "app.stop", "app.start", "app.restart"):  # fmt: skip
@@ -170,19 +183,35 @@ def test_a_redeploy_drops_no_request_and_a_failing_release_leaves_the_old_one(
     upload(client, alice, "hello")
     assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
 
-    with KeepAliveLoad(platform, HOST) as load:
+    bodies: Counter[str] = Counter()
+    stop = threading.Event()
+    outcome: list[LoadResult] = []
+
+    def count(response: Response) -> None:
+        bodies[response.body.decode(errors="replace").strip()] += 1
+
+    def load() -> None:
+        outcome.append(run_load(host="127.0.0.1", port=platform, host_header=HOST, workers=2,
+                                duration_s=600, stop=stop, on_response=count))  # fmt: skip
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: bodies["Hello, world from hello-v1-web-1"] > 20, 30, "load on v1")
         config_set(user=alice, app=app, values={"GREETING": "Two"})
         assert wait_release("hello", 2).state == ReleaseState.CURRENT
-        wait_for(lambda: load.report.bodies.get("Two from hello-v2-web-1", 0) > 20, 30)
+        wait_for(lambda: bodies["Two from hello-v2-web-1"] > 20, 30, "load on v2")
         wait_for(lambda: container_names(agent) == ["hello.v2.web.1"], 30, "v1 removed")
         config_set(user=alice, app=app, values={"CRASH_ON_START": "1"})
         v3 = wait_release("hello", 3)
-        served_after_failure = load.report.ok
-        wait_for(lambda: load.report.ok > served_after_failure + 20, 30)
-    report = load.report
+        served = bodies["Two from hello-v2-web-1"]
+        wait_for(lambda: bodies["Two from hello-v2-web-1"] > served + 20, 30, "v2 still serving")
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    (report,) = outcome
     assert report.failed == 0, report.errors[:5]
-    assert report.bodies.get("Hello, world from hello-v1-web-1", 0) > 0
-    assert set(report.bodies) == {"Hello, world from hello-v1-web-1", "Two from hello-v2-web-1"}
+    assert set(bodies) == {"Hello, world from hello-v1-web-1", "Two from hello-v2-web-1"}
     print(f"zero-downtime load: {report.ok} ok, {report.retries} retries")
 
     assert v3.state == ReleaseState.FAILED
