@@ -25,6 +25,7 @@ from paas.applications.views_data import (
 )
 from paas.core.errors import PaasError, ValidationFailed
 from paas.hosts import lifecycle
+from paas.hosts.app_delete import app_delete_request
 from paas.hosts.services import host_join
 
 
@@ -158,3 +159,13 @@ def hosts_join(request: HttpRequest) -> HttpResponse:
     except PaasError as exc:
         return JsonResponse(exc.as_dict(), status=exc.status)
     return JsonResponse({"host": host.name, "credential": credential}, status=201)
+
+
+@api_view
+@require_http_methods(["POST"])
+def app_delete(request: HttpRequest, name: str) -> HttpResponse:
+    """{"confirm": "<the app's name>"}: everything the app had goes (queued)."""
+    app = app_for_user(user=request.user, name=name, action="manage")
+    confirm = str(_body(request).get("confirm", ""))
+    app_delete_request(user=signed_in(request), app=app, confirm=confirm)
+    return JsonResponse({"app": name, "deleting": True}, status=202)

@@ -48,4 +48,5 @@ urlpatterns += [
     ),
     path("apps/<str:name>/actions/<str:action>", deploy_views.app_act, name="api-app-action"),
     path("apps/<str:name>/audit", deploy_views.app_audit, name="api-app-audit"),
+    path("apps/<str:name>/delete", deploy_views.app_delete, name="api-app-delete"),
 ]

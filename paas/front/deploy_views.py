@@ -15,6 +15,7 @@ from paas.applications.models import App
 from paas.applications.selectors import app_for_user
 from paas.core.errors import NotFound, PaasError, ValidationFailed
 from paas.hosts import lifecycle
+from paas.hosts.app_delete import app_delete_request
 
 
 def _int(value: str | None, field: str) -> int:
@@ -48,6 +49,9 @@ def _act(request: HttpRequest, app: App, action: str) -> str:
     if action in lifecycle.APP_ACTIONS:
         lifecycle.app_action_request(user=user, app=app, action=action)
         return f"{action} {app.name}: on its way (see Activity)."
+    if action == "delete":
+        app_delete_request(user=user, app=app, confirm=post.get("confirm", ""))
+        return f"Deleting {app.name}: its instances, routes, images and data go."
     raise NotFound("No such action.")
 
 
@@ -64,4 +68,5 @@ def app_deploy_action(request: HttpRequest, name: str, action: str) -> HttpRespo
         raise Http404(exc.message) from None
     except PaasError as exc:
         messages.error(request, exc.message)
-    return redirect("app-detail", name=app.name)
+        return redirect("app-detail", name=app.name)
+    return redirect("dashboard") if action == "delete" else redirect("app-detail", name=app.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from paas.hosts import deploy, lifecycle, reconcile, services
+from paas.hosts import app_delete, deploy, lifecycle, reconcile, services
 
 
 @shared_task(name="deploy.release", acks_late=True, reject_on_worker_lost=True)
@@ -44,3 +44,8 @@ def instance_action_task(instance_id: int, action: str, signal: str, user_id: in
 @shared_task(name="deploy.app_action", acks_late=True, reject_on_worker_lost=True)
 def app_action_task(app_id: int, action: str, user_id: int) -> None:
     lifecycle.app_action_by_id(app_id=app_id, action=action, user_id=user_id)
+
+
+@shared_task(name="deploy.app_delete", acks_late=True, reject_on_worker_lost=True)
+def app_delete_task(app_id: int) -> bool:
+    return app_delete.app_delete(app_id=app_id)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from paas.accounts.services import api_token_create
-from paas.applications.models import AuditEntry, Release, ReleaseState
+from paas.applications.models import App, AuditEntry, Release, ReleaseState
 from paas.applications.releases import config_set, formation_scale, release_rollback
 from paas.applications.services import app_create
 from paas.hosts import deploy, lifecycle
@@ -110,11 +110,10 @@ def test_upload_build_release_run_route_config_rollback_scale(
     assert get(platform, HOST) == (200, "Hello, world from hello-v3-web-1\n")
 
     formation_scale(user=alice, app=app, process_type="web", count=3)
-    wait_for(
-        lambda: len([i for i in _instances(3) if i.healthy]) == 3, 120, "three healthy instances"
-    )
-    seen = {get(platform, HOST)[1] for _ in range(30)}
-    assert seen == {f"Hello, world from hello-v3-web-{n}\n" for n in (1, 2, 3)}
+    three = {f"Hello, world from hello-v3-web-{n}\n" for n in (1, 2, 3)}
+    # Healthy instances join the router when the converge switches it.
+    wait_for(lambda: {get(platform, HOST)[1] for _ in range(30)} == three, 120, "spread over 3")
+    assert all(i.healthy for i in _instances(3)) and len(_instances(3)) == 3
     wait_for(lambda: len(container_names(agent)) == 3, 30, "exactly three containers")
 
     formation_scale(user=alice, app=app, process_type="web", count=1)
@@ -322,3 +321,27 @@ def test_the_release_phase_runs_before_the_switch_and_a_failing_one_changes_noth
     assert not Instance.objects.filter(release=v2).exists()  # no instance ever started
     assert container_names(agent) == ["hello.v1.web.1"]  # its container is gone too
     assert get(platform, HOST) == (200, "Hello, world from hello-v1-web-1\n")
+
+
+def test_deleting_an_app_removes_its_containers_route_images_and_rows(
+    client: Any, alice: Any, platform: int, agent: AgentProcess, registry: TestRegistry
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+    with registry.client() as reg:
+        assert "v1" in reg.list_tags("hello")
+
+    refused = client.post("/apps/hello/deploy/delete", {"confirm": "hell"}, follow=True)
+    assert "(hello) to confirm its deletion" in refused.content.decode()
+    assert App.objects.filter(pk=app.pk).exists()
+
+    client.post("/apps/hello/deploy/delete", {"confirm": "hello"})
+    wait_for(lambda: not App.objects.filter(pk=app.pk).exists(), 60, "the app to be deleted")
+    assert get(platform, HOST)[0] == 404  # the router let go with the rows
+    wait_for(lambda: container_names(agent) == [], 30, "its containers to be removed")
+    assert not Release.objects.exists() and not Instance.objects.exists()
+    with registry.client() as reg:
+        assert reg.list_tags("hello") == []
+    entry = AuditEntry.objects.get(action="app.delete")
+    assert (entry.target, entry.actor_name) == ("hello", "alice")

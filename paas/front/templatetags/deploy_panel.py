@@ -23,6 +23,7 @@ def deploy_panel(context: dict[str, Any], app: App) -> dict[str, Any]:
         "request": request,
         "csrf_token": context.get("csrf_token"),
         "can_deploy": role in ROLE_CAN["deploy"],
+        "can_manage": role in ROLE_CAN["manage"],
         "releases": app.releases.all()[:20],
         "formation": app.formation.all(),
         "instances": app.instances.select_related("release", "host").order_by(
