@@ -53,7 +53,7 @@ from django.test import Client  # noqa: E402
 
 from paas.applications.services import app_create  # noqa: E402
 from paas.celery import app as celery_app  # noqa: E402
-from tests.agent.agentproc import cleanup  # noqa: E402
+from tests.support.agent_harness import cleanup  # noqa: E402
 from tests.support.build_env import build_environment  # noqa: E402
 from tests.support.redis_server import run_redis  # noqa: E402
 from tests.support.router import run_router  # noqa: E402

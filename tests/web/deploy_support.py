@@ -17,7 +17,7 @@ from paas.applications.models import Release, ReleaseState
 from paas.builds.models import Build
 from paas.hosts.models import Host
 from paas.hosts.services import host_heartbeat
-from tests.agent.agentproc import AgentProcess
+from tests.support.agent_harness import AgentProcess
 from tests.support.registry import TestRegistry
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "hello-world"

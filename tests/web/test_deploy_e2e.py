@@ -24,7 +24,7 @@ from paas.hosts.instances import instance_ensure
 from paas.hosts.models import Instance, InstanceState
 from paas.hosts.reconcile import reconcile
 from paas.hosts.services import host_client, hosts_heartbeat_all
-from tests.agent.agentproc import AgentProcess, cleanup
+from tests.support.agent_harness import AgentProcess, cleanup
 from tests.support.http_load import LoadResult, Response, run_load
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter, run_router

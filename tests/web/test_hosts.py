@@ -19,7 +19,7 @@ from paas.hosts.agent_client import AgentClient, AgentRefused
 from paas.hosts.models import DesiredState, Host, HostState, Instance, JoinToken
 from paas.hosts.scheduler import NothingFits, schedule
 from paas.hosts.services import host_heartbeat, join_token_create
-from tests.agent.agentproc import AgentProcess, cleanup
+from tests.support.agent_harness import AgentProcess, cleanup
 
 pytestmark = pytest.mark.django_db(transaction=True)
 GiB = 1024**3
