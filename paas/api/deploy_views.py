@@ -48,10 +48,16 @@ def _release_or_none(release: Release | None) -> dict[str, Any] | None:
 
 
 @api_view
-@require_http_methods(["GET"])
+@require_http_methods(["GET", "POST"])
 def app_releases(request: HttpRequest, name: str) -> HttpResponse:
-    app = app_for_user(user=request.user, name=name)
-    return JsonResponse({"releases": [release_json(r) for r in app.releases.all()[:100]]})
+    """GET: the releases. POST {"image": "registry/app:tag"}: deploy an image."""
+    if request.method == "GET":
+        app = app_for_user(user=request.user, name=name)
+        return JsonResponse({"releases": [release_json(r) for r in app.releases.all()[:100]]})
+    app = app_for_user(user=request.user, name=name, action="deploy")
+    image = str(_body(request).get("image", ""))
+    release = releases.release_create_from_image(user=signed_in(request), app=app, image=image)
+    return JsonResponse(release_json(release), status=201)
 
 
 @api_view

@@ -52,6 +52,7 @@ class ReleaseCause(models.TextChoices):
     BUILD = "build", "Build"
     CONFIG = "config", "Config change"
     ROLLBACK = "rollback", "Rollback"
+    IMAGE = "image", "Image"
 
 
 class Release(models.Model):

@@ -231,3 +231,58 @@ def formation_scale(
     app_id = app.pk
     transaction.on_commit(lambda: converge_app.delay(app_id))
     return formation
+
+
+def _resolve_own_image(app: App, image: str) -> tuple[str, str, dict[str, str]]:
+    """(repository, digest, process types) of an image of one of the team's
+    own apps in the platform's registry (the rule a Dockerfile's FROM follows)."""
+    from django.conf import settings
+
+    from paas.builds.engine_adapter import registry_settings
+    from paas.builds.models import Build
+    from runtime_agent.host.errors import AgentError
+    from runtime_agent.images.refs import ImageRef
+
+    try:
+        ref = ImageRef.parse(image.strip())
+    except AgentError as exc:
+        raise ValidationFailed(exc.message, field="image") from None
+    if ref.registry != settings.PAAS_REGISTRY:
+        raise ValidationFailed(
+            f"Only images in the platform's registry ({settings.PAAS_REGISTRY}) can be deployed.",
+            field="image",
+        )
+    if not App.objects.filter(team_id=app.team_id, name=ref.repository).exists():
+        raise ValidationFailed(
+            f"{ref.repository} is not an app of this team: only its own apps' images "
+            "can be deployed.",
+            field="image",
+        )
+    try:
+        with registry_settings().client() as client:
+            _, digest, _ = client.get_manifest(ref.repository, ref.reference)
+    except AgentError as exc:
+        raise ValidationFailed(f"The registry has no image {image}: {exc.message}") from None
+    build = Build.objects.filter(app__name=ref.repository, image_digest=digest).first()
+    return ref.repository, digest, dict(build.process_types) if build else {}
+
+
+@transaction.atomic
+def release_create_from_image(*, user: User, app: App, image: str) -> Release:
+    """Deploy an existing image (by tag or digest) as the app's next release."""
+    require_role(user=user, team_id=app.team_id, action="deploy")
+    from django.conf import settings
+
+    repository, digest, process_types = _resolve_own_image(app, image)
+    release = _release_create(
+        app=app,
+        image=f"{settings.PAAS_REGISTRY}/{repository}@{digest}",
+        config=config_snapshot(app=app),
+        process_types=process_types,
+        cause=ReleaseCause.IMAGE,
+        description=f"Image {image.strip()[:150]}",
+        user=user,
+    )
+    audit_record(actor=user, app=app, action="release.image", target=release.label,
+                 detail=release.image)  # fmt: skip
+    return release

@@ -31,6 +31,10 @@ def _act(request: HttpRequest, app: App, action: str) -> str:
             user=user, app=app, number=_int(post.get("number"), "number")
         )
         return f"Rolling back: {release.label} is deploying."
+    if action == "image":
+        image = post.get("image", "")
+        release = releases.release_create_from_image(user=user, app=app, image=image)
+        return f"Deploying {image} as {release.label}."
     if action == "scale":
         process_type = post.get("process_type", "")
         count = _int(post.get("count"), "count")

@@ -16,8 +16,14 @@ import pytest
 
 from paas.accounts.services import api_token_create
 from paas.applications.models import App, AuditEntry, Release, ReleaseState
-from paas.applications.releases import config_set, formation_scale, release_rollback
+from paas.applications.releases import (
+    config_set,
+    formation_scale,
+    release_create_from_image,
+    release_rollback,
+)
 from paas.applications.services import app_create
+from paas.core.errors import ValidationFailed
 from paas.hosts import deploy, lifecycle
 from paas.hosts.deploy import _place
 from paas.hosts.instances import instance_ensure
@@ -345,3 +351,29 @@ def test_deleting_an_app_removes_its_containers_route_images_and_rows(
         assert reg.list_tags("hello") == []
     entry = AuditEntry.objects.get(action="app.delete")
     assert (entry.target, entry.actor_name) == ("hello", "alice")
+
+
+def test_an_app_deploys_an_image_of_its_teams_own_app(
+    client: Any, alice: Any, bob: Any, platform: int, agent: AgentProcess,
+    registry: TestRegistry, build_env: dict[str, str], settings: Any,
+) -> None:  # fmt: skip
+    for name in ("PAAS_REGISTRY", "PAAS_REGISTRY_USER", "PAAS_REGISTRY_PASSWORD",
+                 "PAAS_REGISTRY_CA"):  # fmt: skip
+        setattr(settings, name, build_env[name])
+    app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+    copy = app_create(user=alice, team=alice.personal_team, name="copy")
+    release = release_create_from_image(user=alice, app=copy, image=f"{registry.host}/hello:v1")
+    assert release.image.startswith(f"{registry.host}/hello@sha256:")
+    assert wait_release("copy", 1).state == ReleaseState.CURRENT
+    assert get(platform, "copy.localhost") == (200, "Hello, world from copy-v1-web-1\n")
+
+    bobs = app_create(user=bob, team=bob.personal_team, name="bobs")
+    with pytest.raises(ValidationFailed, match="not an app of this team"):
+        release_create_from_image(user=bob, app=bobs, image=f"{registry.host}/hello:v1")
+    with pytest.raises(ValidationFailed, match="Only images in the platform's registry"):
+        release_create_from_image(user=alice, app=copy, image="elsewhere.example/hello:v1")
+    with pytest.raises(ValidationFailed, match="has no image"):
+        release_create_from_image(user=alice, app=copy, image=f"{registry.host}/hello:v99")
+    assert not Release.objects.filter(app=bobs).exists()
