@@ -15,7 +15,8 @@ from paas.hosts.services import host_join, join_token_create
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Like the agent makes its root: others may pass (user namespaces), not list.
+    path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".new")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
