@@ -275,6 +275,25 @@ for _address in PAAS_ROUTER_LISTEN:
             f"PAAS_ROUTER_LISTEN: {_address!r} is not an IP address (e.g. 127.0.0.1,::1)"
         ) from None
 
+# Deploys (see README "Deploying").
+PAAS_HEALTH_PATH = env_str("PAAS_HEALTH_PATH", "/")
+PAAS_HEALTH_TIMEOUT_S = env_float("PAAS_HEALTH_TIMEOUT_S", 60.0, minimum=0.5)
+PAAS_RELEASE_TIMEOUT_S = env_float("PAAS_RELEASE_TIMEOUT_S", 600.0, minimum=1.0)
+PAAS_DRAIN_SECONDS = env_float("PAAS_DRAIN_SECONDS", 10.0, minimum=0.0)
+PAAS_HOST_TIMEOUT_S = env_float("PAAS_HOST_TIMEOUT_S", 30.0, minimum=1.0)
+PAAS_HEARTBEAT_SECONDS = env_float("PAAS_HEARTBEAT_SECONDS", 10.0, minimum=0.5)
+PAAS_RECONCILE_SECONDS = env_float("PAAS_RECONCILE_SECONDS", 30.0, minimum=1.0)
+PAAS_JOIN_TOKEN_TTL_S = env_int("PAAS_JOIN_TOKEN_TTL_S", 3600, minimum=60)
+PAAS_INSTANCE_PORT = env_int("PAAS_INSTANCE_PORT", 8080, minimum=1)
+CELERY_BEAT_SCHEDULE["hosts-heartbeat"] = {
+    "task": "hosts.heartbeat",
+    "schedule": PAAS_HEARTBEAT_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["deploy-reconcile"] = {
+    "task": "deploy.reconcile",
+    "schedule": PAAS_RECONCILE_SECONDS,
+}
+
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from paas.front import domains, views
+from paas.front import deploy_views, domains, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -19,6 +19,11 @@ urlpatterns = [
         "apps/<str:name>/builds/<str:build_id>/cancel",
         views.build_cancel_page,
         name="build-cancel",
+    ),
+    path(
+        "apps/<str:name>/deploy/<str:action>",
+        deploy_views.app_deploy_action,
+        name="app-deploy-action",
     ),
     path("api/v1/", include("paas.api.urls")),
     path("admin/", admin.site.urls),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from paas.api import domains, views
+from paas.api import deploy_views, domains, views
 
 urlpatterns = [
     path("apps", views.apps, name="api-apps"),
@@ -22,4 +22,31 @@ urlpatterns = [
         name="api-app-domain-certificate",
     ),
     path("builds/<str:build_id>/cancel", views.build_cancel_view, name="api-build-cancel"),
+]
+
+# Deploys (paas/api/deploy_views.py).
+urlpatterns += [
+    path("hosts/join", deploy_views.hosts_join, name="api-hosts-join"),
+    path("apps/<str:name>/releases", deploy_views.app_releases, name="api-app-releases"),
+    path(
+        "apps/<str:name>/releases/<int:number>/rollback",
+        deploy_views.app_rollback,
+        name="api-app-rollback",
+    ),
+    path("apps/<str:name>/config", deploy_views.app_config, name="api-app-config"),
+    path("apps/<str:name>/formation", deploy_views.app_formation, name="api-app-formation"),
+    path(
+        "apps/<str:name>/formation/<str:process_type>",
+        deploy_views.app_scale,
+        name="api-app-scale",
+    ),
+    path("apps/<str:name>/instances", deploy_views.app_instances, name="api-app-instances"),
+    path(
+        "apps/<str:name>/instances/<str:instance>/<str:action>",
+        deploy_views.instance_act,
+        name="api-instance-action",
+    ),
+    path("apps/<str:name>/actions/<str:action>", deploy_views.app_act, name="api-app-action"),
+    path("apps/<str:name>/audit", deploy_views.app_audit, name="api-app-audit"),
+    path("apps/<str:name>/delete", deploy_views.app_delete, name="api-app-delete"),
 ]

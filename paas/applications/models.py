@@ -17,3 +17,129 @@ class App(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ConfigVar(models.Model):
+    """One environment variable of an app. The value is a secret: it is
+    never logged, never put in an audit entry, and shown (masked unless the
+    viewer owns the app) only on the app's page."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="config_vars")
+    key = models.CharField(max_length=100)
+    value = models.TextField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [models.UniqueConstraint(fields=["app", "key"], name="one_value_per_key")]
+
+    def __str__(self) -> str:
+        return f"{self.app_id}:{self.key}=***"
+
+    def __repr__(self) -> str:  # a repr in a traceback or log must not leak the value
+        return f"<ConfigVar {self.key}=***>"
+
+
+class ReleaseState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DEPLOYING = "deploying", "Deploying"
+    CURRENT = "current", "Current"
+    FAILED = "failed", "Failed"
+    RETIRED = "retired", "Retired"
+
+
+class ReleaseCause(models.TextChoices):
+    BUILD = "build", "Build"
+    CONFIG = "config", "Config change"
+    ROLLBACK = "rollback", "Rollback"
+    IMAGE = "image", "Image"
+
+
+class Release(models.Model):
+    """What runs: an image (by digest), a snapshot of the config vars and the
+    process types. The three never change once written; a config change or
+    a rollback makes a new release. Only ``state`` and ``error`` move, as
+    the release is rolled out."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="releases")
+    number = models.PositiveIntegerField(help_text="v1, v2, ... per app")
+    image = models.CharField(max_length=500, help_text="registry/name@sha256:...")
+    config = models.JSONField(default=dict, blank=True)
+    process_types = models.JSONField(default=dict, blank=True)
+    cause = models.CharField(max_length=10, choices=ReleaseCause.choices)
+    description = models.CharField(max_length=200, blank=True)
+    build = models.ForeignKey(
+        "builds.Build", null=True, blank=True, on_delete=models.SET_NULL, related_name="releases"
+    )
+    state = models.CharField(
+        max_length=10, choices=ReleaseState.choices, default=ReleaseState.PENDING
+    )
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    deployed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["app", "number"], name="one_release_number_per_app")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.app.name} v{self.number}"
+
+    @property
+    def label(self) -> str:
+        return f"v{self.number}"
+
+
+DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
+
+
+class Formation(models.Model):
+    """How many instances of a process type run, and with how much memory."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="formation")
+    process_type = models.CharField(max_length=30)
+    count = models.PositiveIntegerField(default=1)
+    memory_bytes = models.PositiveBigIntegerField(default=DEFAULT_MEMORY_BYTES)
+
+    class Meta:
+        ordering = ["process_type"]
+        constraints = [
+            models.UniqueConstraint(fields=["app", "process_type"], name="one_formation_per_type")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.app_id}:{self.process_type}={self.count}"
+
+
+class AuditResult(models.TextChoices):
+    OK = "ok", "OK"
+    FAILED = "failed", "Failed"
+    REFUSED = "refused", "Refused"
+
+
+class AuditEntry(models.Model):
+    """Who did what, when, and how it ended. Never holds a config value."""
+
+    actor = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True, help_text="kept if the user goes")
+    app = models.ForeignKey(
+        App, null=True, blank=True, on_delete=models.CASCADE, related_name="audit_entries"
+    )
+    action = models.CharField(max_length=50)
+    target = models.CharField(max_length=200, blank=True)
+    result = models.CharField(max_length=10, choices=AuditResult.choices, default=AuditResult.OK)
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.actor_name or 'platform'} {self.action} {self.target}: {self.result}"

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from paas.applications.releases import release_create_from_build
 from paas.builds import services
 
 
 @shared_task(name="builds.run", acks_late=True, reject_on_worker_lost=True)
 def run_build(build_id: str) -> None:
     services.build_run(build_id=build_id)
+    # A successful build becomes a release, deployed when it commits (once,
+    # even if this task runs twice).
+    release_create_from_build(build_id=build_id)
 
 
 @shared_task(name="builds.fail_abandoned")

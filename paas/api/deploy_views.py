@@ -1,0 +1,177 @@
+"""REST endpoints for releases, config, formation, instances, lifecycle and
+host joining. Thin: each translates JSON and calls a service."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from paas.accounts.services import role_in_team
+from paas.accounts.types import signed_in
+from paas.api.auth import api_view
+from paas.applications import releases
+from paas.applications.models import Release
+from paas.applications.selectors import app_for_user
+from paas.applications.views_data import (
+    audit_json,
+    config_json,
+    formation_json,
+    instance_json,
+    release_json,
+)
+from paas.core.errors import PaasError, ValidationFailed
+from paas.hosts import lifecycle
+from paas.hosts.app_delete import app_delete_request
+from paas.hosts.services import host_join
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    """The JSON object body; none (or a form) reads as {} for actions whose
+    options are all optional."""
+    if request.content_type != "application/json":
+        return {}
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        raise ValidationFailed("The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("The body must be a JSON object.")
+    return data
+
+
+def _release_or_none(release: Release | None) -> dict[str, Any] | None:
+    return release_json(release) if release else None
+
+
+@api_view
+@require_http_methods(["GET", "POST"])
+def app_releases(request: HttpRequest, name: str) -> HttpResponse:
+    """GET: the releases. POST {"image": "registry/app:tag"}: deploy an image."""
+    if request.method == "GET":
+        app = app_for_user(user=request.user, name=name)
+        return JsonResponse({"releases": [release_json(r) for r in app.releases.all()[:100]]})
+    app = app_for_user(user=request.user, name=name, action="deploy")
+    image = str(_body(request).get("image", ""))
+    release = releases.release_create_from_image(user=signed_in(request), app=app, image=image)
+    return JsonResponse(release_json(release), status=201)
+
+
+@api_view
+@require_http_methods(["POST"])
+def app_rollback(request: HttpRequest, name: str, number: int) -> HttpResponse:
+    app = app_for_user(user=request.user, name=name, action="deploy")
+    release = releases.release_rollback(user=signed_in(request), app=app, number=number)
+    return JsonResponse(release_json(release), status=201)
+
+
+@api_view
+@require_http_methods(["GET", "POST"])
+def app_config(request: HttpRequest, name: str) -> HttpResponse:
+    """GET: keys, values shown to owners only. POST {"set": {K: V}, "unset": [K]}."""
+    if request.method == "GET":
+        app = app_for_user(user=request.user, name=name)
+        owner = role_in_team(user=request.user, team_id=app.team_id) == "owner"
+        return JsonResponse({"config": config_json(app, reveal=owner)})
+    app = app_for_user(user=request.user, name=name, action="deploy")
+    data = _body(request)
+    release = None
+    if data.get("set"):
+        values = data["set"]
+        if not isinstance(values, dict):
+            raise ValidationFailed("'set' must be an object of KEY: value.", field="set")
+        release = releases.config_set(user=signed_in(request), app=app, values=values)
+    if data.get("unset"):
+        keys = data["unset"]
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ValidationFailed("'unset' must be a list of keys.", field="unset")
+        release = releases.config_unset(user=signed_in(request), app=app, keys=keys)
+    return JsonResponse({"release": _release_or_none(release)})
+
+
+@api_view
+@require_http_methods(["GET"])
+def app_formation(request: HttpRequest, name: str) -> HttpResponse:
+    app = app_for_user(user=request.user, name=name)
+    return JsonResponse({"formation": formation_json(app)})
+
+
+@api_view
+@require_http_methods(["POST"])
+def app_scale(request: HttpRequest, name: str, process_type: str) -> HttpResponse:
+    app = app_for_user(user=request.user, name=name, action="deploy")
+    data = _body(request)
+    count, memory = data.get("count"), data.get("memory_bytes")
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise ValidationFailed("'count' must be a whole number.", field="count")
+    if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool)):
+        raise ValidationFailed("'memory_bytes' must be a whole number.", field="memory_bytes")
+    releases.formation_scale(
+        user=signed_in(request), app=app, process_type=process_type, count=count,
+        memory_bytes=memory,
+    )  # fmt: skip
+    return JsonResponse({"formation": formation_json(app)}, status=202)
+
+
+@api_view
+@require_http_methods(["GET"])
+def app_instances(request: HttpRequest, name: str) -> HttpResponse:
+    app = app_for_user(user=request.user, name=name)
+    rows = app.instances.select_related("release", "host").order_by("process_type", "index")
+    return JsonResponse({"instances": [instance_json(i) for i in rows]})
+
+
+@api_view
+@require_http_methods(["POST"])
+def instance_act(request: HttpRequest, name: str, instance: str, action: str) -> HttpResponse:
+    app = app_for_user(user=request.user, name=name, action="deploy")
+    signal = str(_body(request).get("signal", "KILL"))
+    lifecycle.instance_action_request(
+        user=signed_in(request), app=app, name=instance, action=action, signal=signal
+    )
+    return JsonResponse({"instance": instance, "action": action, "queued": True}, status=202)
+
+
+@api_view
+@require_http_methods(["POST"])
+def app_act(request: HttpRequest, name: str, action: str) -> HttpResponse:
+    app = app_for_user(user=request.user, name=name, action="deploy")
+    lifecycle.app_action_request(user=signed_in(request), app=app, action=action)
+    return JsonResponse({"app": app.name, "action": action, "queued": True}, status=202)
+
+
+@api_view
+@require_http_methods(["GET"])
+def app_audit(request: HttpRequest, name: str) -> HttpResponse:
+    app = app_for_user(user=request.user, name=name)
+    return JsonResponse({"audit": [audit_json(a) for a in app.audit_entries.all()[:200]]})
+
+
+@csrf_exempt
+@require_http_methods(["POST"])
+def hosts_join(request: HttpRequest) -> HttpResponse:
+    """An agent's host joins with a one-time join token (no user account):
+    {"join_token", "name", "agent_url"} -> {"host", "credential"}."""
+    try:
+        data = _body(request)
+        host, credential = host_join(
+            raw_token=str(data.get("join_token", "")),
+            name=str(data.get("name", "")),
+            agent_url=str(data.get("agent_url", "")),
+        )
+    except PaasError as exc:
+        return JsonResponse(exc.as_dict(), status=exc.status)
+    return JsonResponse({"host": host.name, "credential": credential}, status=201)
+
+
+@api_view
+@require_http_methods(["POST"])
+def app_delete(request: HttpRequest, name: str) -> HttpResponse:
+    """{"confirm": "<the app's name>"}: everything the app had goes (queued)."""
+    app = app_for_user(user=request.user, name=name, action="manage")
+    confirm = str(_body(request).get("confirm", ""))
+    app_delete_request(user=signed_in(request), app=app, confirm=confirm)
+    return JsonResponse({"app": name, "deleting": True}, status=202)

@@ -1,0 +1,29 @@
+"""The audit log: who did what to which app, and how it ended."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import User
+
+from paas.applications.models import App, AuditEntry, AuditResult
+
+
+def audit_record(
+    *,
+    actor: User | None,
+    app: App | None,
+    action: str,
+    target: str = "",
+    result: AuditResult = AuditResult.OK,
+    detail: str = "",
+) -> AuditEntry:
+    """Record one action. ``detail`` must never hold a config value: callers
+    name keys, not values."""
+    return AuditEntry.objects.create(
+        actor=actor,
+        actor_name=actor.get_username() if actor else "",
+        app=app,
+        action=action,
+        target=target[:200],
+        result=result,
+        detail=detail,
+    )

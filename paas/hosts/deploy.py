@@ -1,0 +1,234 @@
+"""Rolling a release out, and keeping an app at its formation.
+
+A new release: place its instances, start them, wait until every web
+instance passes its health check, then make the release current and switch
+the router; the old instances stop after a drain period (another task, so no
+worker sleeps). If any instance fails, the release is marked failed with the
+reason, its instances are removed and the old release keeps serving: the
+router was never touched.
+
+Every step is idempotent (instance rows per slot, containers named after
+the slot, the agent's create answering an existing container), so a task
+delivered twice, or a worker that died half-way, leaves exactly the desired
+containers after the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from paas.applications.audit import audit_record
+from paas.applications.models import App, AuditResult, Formation, Release, ReleaseState
+from paas.core.errors import PaasError
+from paas.hosts.instances import (
+    container_name,
+    instance_ensure,
+    instance_health_check,
+    instance_remove,
+)
+from paas.hosts.locks import app_lock
+from paas.hosts.models import DesiredState, Instance
+from paas.hosts.release_phase import RELEASE_PHASE, release_phase_run
+from paas.hosts.routing import routes_apply
+from paas.hosts.scheduler import schedule
+
+log = logging.getLogger(__name__)
+
+
+def _place(release: Release, formation: Formation, indices: list[int]) -> list[Instance]:
+    """Instance rows for the given slots; a slot that has one keeps it (and its host)."""
+    existing = {
+        i.index: i
+        for i in Instance.objects.filter(release=release, process_type=formation.process_type)
+    }
+    missing = [n for n in indices if n not in existing]
+    if missing:
+        hosts = schedule(
+            app_id=release.app_id,
+            process_type=formation.process_type,
+            memory_bytes=formation.memory_bytes,
+            count=len(missing),
+        )
+        for index, host in zip(missing, hosts, strict=True):
+            existing[index] = Instance.objects.create(
+                app=release.app,
+                release=release,
+                process_type=formation.process_type,
+                index=index,
+                host=host,
+                container_name=container_name(
+                    release.app.name, release.number, formation.process_type, index
+                ),
+                memory_bytes=formation.memory_bytes,
+                port=settings.PAAS_INSTANCE_PORT,
+            )
+    return [
+        Instance.objects.select_related("release", "host", "app").get(pk=existing[n].pk)
+        for n in indices
+    ]
+
+
+def _start_and_check(instances: list[Instance]) -> None:
+    # All containers are created first, so they boot side by side.
+    started = time.monotonic()
+    for instance in instances:
+        instance_ensure(instance)
+    created = time.monotonic()
+    for instance in instances:
+        if instance.process_type == "web":
+            instance_health_check(instance)
+    log.info(
+        "%d instances created in %.0f ms, healthy %.0f ms later",
+        len(instances), (created - started) * 1000, (time.monotonic() - created) * 1000,
+    )  # fmt: skip
+
+
+def _formation(app: App) -> list[Formation]:
+    return [
+        f
+        for f in Formation.objects.filter(app=app)
+        if f.count > 0 and f.process_type != RELEASE_PHASE
+    ]
+
+
+def release_deploy(*, release_id: int) -> ReleaseState:
+    app_id = Release.objects.filter(pk=release_id).values_list("app_id", flat=True).first()
+    if app_id is None:
+        return ReleaseState.FAILED  # deleted (with its app) before the task ran
+    with app_lock(app_id):
+        return _release_deploy(release_id)
+
+
+def _release_deploy(release_id: int) -> ReleaseState:
+    release = Release.objects.select_related("app").filter(pk=release_id).first()
+    if release is None:
+        return ReleaseState.FAILED  # deleted (with its app) before the task ran
+    if release.state not in (ReleaseState.PENDING, ReleaseState.DEPLOYING):
+        return ReleaseState(release.state)  # done already: a repeated task
+    newer = Release.objects.filter(app=release.app, number__gt=release.number).exclude(
+        state=ReleaseState.FAILED
+    )
+    if newer.exists():
+        Release.objects.filter(pk=release.pk).update(
+            state=ReleaseState.RETIRED, error="superseded by a newer release before it ran"
+        )
+        retire_later(app_id=release.app_id)
+        return ReleaseState.RETIRED
+    Release.objects.filter(pk=release.pk).update(state=ReleaseState.DEPLOYING)
+    try:
+        release_phase_run(release)
+        for formation in _formation(release.app):
+            indices = list(range(1, formation.count + 1))
+            _start_and_check(_place(release, formation, indices))
+        _promote(release)
+    except PaasError as exc:
+        _fail(release, exc.message)
+        return ReleaseState.FAILED
+    retire_later(app_id=release.app_id)
+    return ReleaseState.CURRENT
+
+
+def _fail(release: Release, reason: str) -> None:
+    log.info("release %s failed: %s", release, reason)
+    Release.objects.filter(pk=release.pk).update(state=ReleaseState.FAILED, error=reason)
+    for instance in Instance.objects.filter(release=release).select_related("host"):
+        instance_remove(instance)
+    audit_record(actor=None, app=release.app, action="deploy", target=release.label,
+                 result=AuditResult.FAILED, detail=reason)  # fmt: skip
+
+
+def _promote(release: Release) -> None:
+    """Switch the router inside the transaction that makes the release
+    current: anyone who sees it current also gets it through the router, and
+    a router that refuses the config leaves the old release current."""
+    with transaction.atomic():
+        Release.objects.filter(app=release.app, state=ReleaseState.CURRENT).exclude(
+            pk=release.pk
+        ).update(state=ReleaseState.RETIRED)
+        Release.objects.filter(pk=release.pk).update(
+            state=ReleaseState.CURRENT, deployed_at=timezone.now(), error=""
+        )
+        switch = time.monotonic()
+        routes_apply()
+        log.info("router switched in %.0f ms", (time.monotonic() - switch) * 1000)
+    audit_record(actor=None, app=release.app, action="deploy", target=release.label)
+
+
+def retire_later(*, app_id: int) -> None:
+    from paas.hosts.tasks import retire_old
+
+    retire_old.apply_async((app_id,), countdown=settings.PAAS_DRAIN_SECONDS)
+
+
+def app_retire_old(*, app_id: int) -> int:
+    """Stop and remove instances of releases that no longer run (after the drain)."""
+    with app_lock(app_id):
+        return _retire_old(app_id)
+
+
+def _retire_old(app_id: int) -> int:
+    old = Instance.objects.filter(
+        app_id=app_id, release__state__in=[ReleaseState.RETIRED, ReleaseState.FAILED]
+    ).select_related("host")
+    count = 0
+    for instance in old:
+        instance_remove(instance)
+        count += 1
+    return count
+
+
+def app_converge(*, app_id: int) -> None:
+    """Bring the current release to the formation: start what is missing,
+    stop the surplus (highest indices first, after the router let go)."""
+    with app_lock(app_id):
+        _converge(app_id)
+
+
+def _converge(app_id: int) -> None:
+    app = App.objects.filter(pk=app_id).first()
+    release = Release.objects.filter(app=app, state=ReleaseState.CURRENT).first() if app else None
+    if release is None:
+        return
+    surplus = []
+    for formation in Formation.objects.filter(app=app):
+        running = Instance.objects.filter(release=release, process_type=formation.process_type)
+        wanted = list(range(1, formation.count + 1))
+        try:
+            _start_and_check(_place(release, formation, wanted))
+        except PaasError as exc:
+            audit_record(actor=None, app=app, action="scale", result=AuditResult.FAILED,
+                         target=f"{formation.process_type}={formation.count}",
+                         detail=exc.message)  # fmt: skip
+            continue
+        surplus += list(running.filter(index__gt=formation.count).select_related("host"))
+    for instance in surplus:
+        Instance.objects.filter(pk=instance.pk).update(desired=DesiredState.STOPPED, healthy=False)
+    routes_apply()
+    for instance in surplus:
+        instance_remove(instance)
+
+
+def app_set_running(*, user: User, app: App, running: bool) -> None:
+    """Stop or start the whole app (its current release's instances)."""
+    desired = DesiredState.RUNNING if running else DesiredState.STOPPED
+    instances = Instance.objects.filter(
+        app=app, release__state=ReleaseState.CURRENT
+    ).select_related("host", "release", "app")
+    instances.update(desired=desired)
+    if not running:
+        Instance.objects.filter(app=app).update(healthy=False)
+        routes_apply()
+    from paas.hosts.lifecycle import instance_apply_desired
+
+    for instance in instances:
+        instance.desired = desired
+        instance_apply_desired(instance)
+    if running:
+        routes_apply()
+    audit_record(actor=user, app=app, action="app.start" if running else "app.stop")

@@ -1,0 +1,181 @@
+"""One instance on its host: its container name and request, creating it
+idempotently, recording what the agent says, and its health check."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import time
+
+from django.conf import settings
+from django.utils import timezone
+
+from paas.core.errors import PaasError
+from paas.hosts.agent_client import AgentClient
+from paas.hosts.models import DesiredState, Instance, InstanceState
+from paas.hosts.services import host_client
+from runtime_agent import wire
+from runtime_agent.wire import ContainerState, RestartPolicyName
+
+log = logging.getLogger(__name__)
+
+HEALTH_POLL_S = 0.05
+LOG_LINES_ON_FAILURE = 10
+
+
+class HealthCheckFailed(PaasError):
+    code = "health_check_failed"
+    status = 409
+
+
+def container_name(app: str, release: int, process_type: str, index: int) -> str:
+    """``<app>.v<release>.<type>.<index>``: unique, readable in ``runc list``,
+    and the idempotency key of the agent's create. A name too long for the
+    agent (63) keeps a prefix of the app name plus a hash of the whole."""
+    name = f"{app}.v{release}.{process_type}.{index}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{app[:20]}-{digest}.v{release}.{process_type[:10]}.{index}"
+
+
+def instance_request(instance: Instance) -> wire.CreateContainer:
+    """What the agent runs; the same instance always gives the same request,
+    so a repeated create is answered with the existing container."""
+    release = instance.release
+    env = {**release.config, "PORT": str(instance.port)}
+    cmd = None
+    command = release.process_types.get(instance.process_type)
+    if instance.process_type != "web" and command:
+        cmd = ["/bin/sh", "-c", f"exec {command}"]
+    return wire.CreateContainer(
+        name=instance.container_name,
+        image=release.image,
+        cmd=cmd,
+        env=env,
+        hostname=instance.container_name.replace(".", "-")[:63],
+        limits=wire.Limits(memory_bytes=instance.memory_bytes),
+        restart=wire.RestartPolicy(name=RestartPolicyName.ALWAYS),
+        labels={
+            "paas.app": instance.app.name,
+            "paas.release": str(release.number),
+            "paas.process_type": instance.process_type,
+            "paas.index": str(instance.index),
+        },
+    )
+
+
+_STATES = {
+    ContainerState.CREATED: InstanceState.STOPPED,
+    ContainerState.STARTING: InstanceState.STARTING,
+    ContainerState.RUNNING: InstanceState.RUNNING,
+    ContainerState.BACKOFF: InstanceState.BACKOFF,
+    ContainerState.STOPPING: InstanceState.STOPPING,
+    ContainerState.DEAD: InstanceState.CRASHED,
+}
+
+
+def observed_state(info: wire.ContainerInfo, desired: str) -> InstanceState:
+    if info.state == ContainerState.EXITED:
+        crashed = desired == DesiredState.RUNNING and (info.exit_code or info.oom_killed)
+        return InstanceState.CRASHED if crashed else InstanceState.STOPPED
+    return _STATES[info.state]
+
+
+def instance_observe(instance: Instance, info: wire.ContainerInfo) -> None:
+    state = observed_state(info, instance.desired)
+    fields = {
+        "state": state,
+        "address": info.address or instance.address,
+        "exit_code": info.exit_code,
+        "oom_killed": info.oom_killed,
+        "restart_count": info.restart_count,
+        "observed_at": timezone.now(),
+    }
+    if state != InstanceState.RUNNING:
+        fields["healthy"] = False
+    Instance.objects.filter(pk=instance.pk).update(**fields)
+    for key, value in fields.items():
+        setattr(instance, key, value)
+
+
+def instance_ensure(instance: Instance) -> wire.ContainerInfo:
+    """Create and start the instance's container (or find it made already)."""
+    info = host_client(instance.host).create(instance_request(instance))
+    if info.state == ContainerState.EXITED and instance.desired == DesiredState.RUNNING:
+        info = host_client(instance.host).start(instance.container_name)
+    instance_observe(instance, info)
+    return info
+
+
+def _answers(address: str, port: int, path: str) -> bool:
+    conn = http.client.HTTPConnection(address, port, timeout=2)
+    try:
+        conn.request("GET", path, headers={"Host": "health.check", "User-Agent": "paas-health"})
+        return conn.getresponse().status < 500
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def exit_reason(client: AgentClient, info: wire.ContainerInfo, memory_bytes: int) -> str:
+    if info.oom_killed:
+        why = f"was killed for using more than its memory limit ({memory_bytes // 2**20} MiB)"
+    elif info.exit_code is not None:
+        why = f"exited with code {info.exit_code}"
+    else:
+        why = f"stopped ({info.state}{': ' + info.error if info.error else ''})"
+    try:
+        lines = [line.line for line in client.logs(info.name, tail=LOG_LINES_ON_FAILURE)]
+    except PaasError:
+        lines = []
+    tail = "\n".join(lines)
+    return f"{why}; its last log lines:\n{tail}" if tail else why
+
+
+def instance_health_check(instance: Instance) -> None:
+    """Wait until the instance answers HTTP on its port, or raise with a
+    reason a person can act on. A crash ends the wait at once."""
+    client = host_client(instance.host)
+    timeout = settings.PAAS_HEALTH_TIMEOUT_S
+    deadline = time.monotonic() + timeout
+    label = f"{instance.process_type}.{instance.index}"
+    while True:
+        info = client.inspect(instance.container_name)
+        instance_observe(instance, info)
+        if info.state in (ContainerState.BACKOFF, ContainerState.EXITED, ContainerState.DEAD):
+            why = exit_reason(client, info, instance.memory_bytes)
+            raise HealthCheckFailed(f"{label} {why}")
+        if (
+            info.state == ContainerState.RUNNING
+            and info.address
+            and _answers(info.address, instance.port, settings.PAAS_HEALTH_PATH)
+        ):
+            Instance.objects.filter(pk=instance.pk).update(healthy=True)
+            instance.healthy = True
+            return
+        if time.monotonic() > deadline:
+            raise HealthCheckFailed(
+                f"{label}: nothing answered on $PORT ({instance.port}) within {timeout:g} s "
+                f"(GET {settings.PAAS_HEALTH_PATH}); the app must listen on 0.0.0.0:$PORT."
+            )
+        time.sleep(HEALTH_POLL_S)
+
+
+def instance_remove(instance: Instance) -> None:
+    """Stop and remove the container, then forget the instance. A host that
+    does not answer keeps the row (desired: stopped) for the reconcile."""
+    Instance.objects.filter(pk=instance.pk).update(desired=DesiredState.STOPPED, healthy=False)
+    client = host_client(instance.host)
+    try:
+        client.stop(instance.container_name, timeout_s=10)
+    except PaasError as exc:
+        log.info("stop %s: %s", instance.container_name, exc.message)
+    try:
+        client.remove(instance.container_name, force=True)
+    except PaasError as exc:
+        log.warning("could not remove %s: %s", instance.container_name, exc.message)
+        return
+    instance.delete()

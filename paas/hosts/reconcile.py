@@ -1,0 +1,127 @@
+"""The periodic reconcile: compare every ready host's containers with the
+desired instances and fix the drift. Missing instances are created, exited
+ones that should run are started, running ones that should not are stopped,
+and containers of ours (labelled ``paas.app``) that no instance claims are
+removed. Instances on unreachable hosts are marked lost."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from paas.applications.models import ReleaseState
+from paas.core.errors import PaasError
+from paas.hosts.instances import instance_ensure, instance_health_check, instance_observe
+from paas.hosts.models import DesiredState, Host, HostState, Instance, InstanceState
+from paas.hosts.release_phase import RELEASE_PHASE
+from paas.hosts.routing import routes_apply
+from paas.hosts.scheduler import schedule
+from paas.hosts.services import host_client
+from runtime_agent.wire import ContainerState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcileReport:
+    started: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _reconcile_host(host: Host, report: ReconcileReport) -> None:
+    client = host_client(host, timeout_s=10)
+    # A release phase's container is its deploy's to remove, not a stray.
+    ours = {
+        c.name: c
+        for c in client.list()
+        if "paas.app" in c.labels and c.labels.get("paas.phase") != RELEASE_PHASE
+    }
+    instances = Instance.objects.filter(host=host).select_related("release", "app", "host")
+    for instance in instances:
+        info = ours.pop(instance.container_name, None)
+        running = instance.desired == DesiredState.RUNNING
+        if running and (info is None or info.state in (ContainerState.EXITED,)):
+            Instance.objects.filter(pk=instance.pk).update(healthy=False)
+            instance_ensure(instance)
+            report.started.append(instance.container_name)
+            _check(instance, report)
+        elif not running and info is not None and info.state == ContainerState.RUNNING:
+            instance_observe(instance, client.stop(instance.container_name))
+            report.stopped.append(instance.container_name)
+        elif info is not None:
+            instance_observe(instance, info)
+    for name in ours:
+        client.remove(name, force=True)
+        report.removed.append(name)
+
+
+def _check(instance: Instance, report: ReconcileReport) -> None:
+    """A restarted web instance rejoins the router only once it answers."""
+    if instance.process_type != "web":
+        return
+    try:
+        instance_health_check(instance)
+    except PaasError as exc:
+        report.errors.append(exc.message)
+
+
+def _reschedule(report: ReconcileReport) -> None:
+    """Move the running instances of current releases off unreachable and
+    draining hosts. The slot keeps its container name; the old container,
+    if its host ever answers again, is a stray there and gets removed."""
+    stranded = Instance.objects.filter(
+        desired=DesiredState.RUNNING,
+        release__state=ReleaseState.CURRENT,
+        host__state__in=[HostState.UNREACHABLE, HostState.DRAINING],
+    ).select_related("host", "release", "app")
+    for instance in stranded:
+        old_host = instance.host
+        try:
+            (new_host,) = schedule(
+                app_id=instance.app_id, process_type=instance.process_type,
+                memory_bytes=instance.memory_bytes, count=1,
+            )  # fmt: skip
+        except PaasError as exc:
+            report.errors.append(f"{instance.container_name}: {exc.message}")
+            continue
+        Instance.objects.filter(pk=instance.pk).update(
+            host=new_host, state=InstanceState.PENDING, healthy=False, address=""
+        )
+        instance.host, instance.healthy = new_host, False
+        try:
+            instance_ensure(instance)
+        except PaasError as exc:
+            report.errors.append(f"{instance.container_name}: {exc.message}")
+            continue
+        report.moved.append(f"{instance.container_name}: {old_host.name} -> {new_host.name}")
+        _check(instance, report)
+        if old_host.state == HostState.DRAINING:
+            with contextlib.suppress(PaasError):
+                host_client(old_host).remove(instance.container_name, force=True)
+
+
+def reconcile() -> ReconcileReport:
+    report = ReconcileReport()
+    for host in Host.objects.filter(state__in=[HostState.READY, HostState.DRAINING]):
+        try:
+            _reconcile_host(host, report)
+        except PaasError as exc:
+            report.errors.append(f"{host.name}: {exc.message}")
+    lost = Instance.objects.filter(host__state=HostState.UNREACHABLE).exclude(
+        state=InstanceState.LOST
+    )
+    report.lost = list(lost.values_list("container_name", flat=True))
+    lost.update(state=InstanceState.LOST, healthy=False)
+    _reschedule(report)
+    try:
+        routes_apply()
+    except PaasError as exc:
+        report.errors.append(f"router: {exc.message}")
+    if report.started or report.removed or report.stopped or report.moved:
+        log.info("reconcile: %s", report)
+    return report

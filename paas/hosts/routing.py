@@ -1,0 +1,50 @@
+"""The router's desired state: every app with a current release, routed to
+its healthy web instances on ready (or draining) hosts. An app whose
+release has no healthy instance keeps its route with no upstream, so it
+answers the router's clear 503 rather than "no such app"."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from paas.applications.models import App, ReleaseState
+from paas.hosts.models import DesiredState, HostState, Instance, InstanceState
+from paas.router.routes import Route, Upstream
+from paas.router.selectors import app_routes_for
+from paas.router.services import router_apply
+
+log = logging.getLogger(__name__)
+
+
+def routes_desired() -> list[Route]:
+    rows = (
+        Instance.objects.filter(
+            process_type="web",
+            desired=DesiredState.RUNNING,
+            state=InstanceState.RUNNING,
+            healthy=True,
+            release__state=ReleaseState.CURRENT,
+            host__state__in=[HostState.READY, HostState.DRAINING],
+        )
+        .exclude(address="")
+        .order_by("index")
+        .values_list("app_id", "address", "port")
+    )
+    upstreams: dict[int, list[Upstream]] = defaultdict(list)
+    for app_id, address, port in rows:
+        upstreams[app_id].append(Upstream(address=address, port=port))
+    apps = App.objects.filter(releases__state=ReleaseState.CURRENT).distinct().order_by("name")
+    routes: list[Route] = []
+    for app in apps:
+        routes += app_routes_for(app=app, upstreams=upstreams.get(app.pk, []))
+    return routes
+
+
+def routes_apply() -> list[Route]:
+    """Point the router at the desired state (validated, graceful reload).
+    Runs in the Celery worker (root): it writes the router's files and
+    signals nginx."""
+    routes = routes_desired()
+    router_apply(routes=routes)
+    return routes

@@ -1,0 +1,51 @@
+"""Celery entry points: take ids, call a service, nothing else. All are
+idempotent and ack late, so a task redelivered after a worker died is safe."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from paas.hosts import app_delete, deploy, lifecycle, reconcile, services
+
+
+@shared_task(name="deploy.release", acks_late=True, reject_on_worker_lost=True)
+def deploy_release(release_id: int) -> str:
+    return str(deploy.release_deploy(release_id=release_id))
+
+
+@shared_task(name="deploy.retire_old", acks_late=True, reject_on_worker_lost=True)
+def retire_old(app_id: int) -> int:
+    return deploy.app_retire_old(app_id=app_id)
+
+
+@shared_task(name="deploy.converge", acks_late=True, reject_on_worker_lost=True)
+def converge_app(app_id: int) -> None:
+    deploy.app_converge(app_id=app_id)
+
+
+@shared_task(name="deploy.reconcile", acks_late=True, reject_on_worker_lost=True)
+def reconcile_all() -> dict[str, list[str]]:
+    report = reconcile.reconcile()
+    return {"started": report.started, "removed": report.removed, "errors": report.errors}
+
+
+@shared_task(name="hosts.heartbeat")
+def heartbeat() -> dict[str, str]:
+    return services.hosts_heartbeat_all()
+
+
+@shared_task(name="deploy.instance_action", acks_late=True, reject_on_worker_lost=True)
+def instance_action_task(instance_id: int, action: str, signal: str, user_id: int) -> None:
+    lifecycle.instance_action_by_id(
+        instance_id=instance_id, action=action, signal=signal, user_id=user_id
+    )
+
+
+@shared_task(name="deploy.app_action", acks_late=True, reject_on_worker_lost=True)
+def app_action_task(app_id: int, action: str, user_id: int) -> None:
+    lifecycle.app_action_by_id(app_id=app_id, action=action, user_id=user_id)
+
+
+@shared_task(name="deploy.app_delete", acks_late=True, reject_on_worker_lost=True)
+def app_delete_task(app_id: int) -> bool:
+    return app_delete.app_delete(app_id=app_id)

@@ -1,0 +1,107 @@
+"""Shared parts of the deploy tests: a real agent process that pulls from the
+test registry, nginx as the router, the hello-world sample, and waits."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from paas.applications.models import Release, ReleaseState
+from paas.builds.models import Build
+from paas.hosts.models import Host
+from paas.hosts.services import host_heartbeat
+from tests.support.agent_harness import AgentProcess
+from tests.support.registry import TestRegistry
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "hello-world"
+
+
+def sample_archive(directory: Path = SAMPLE, extra: dict[str, bytes] | None = None) -> bytes:
+    """The sample as a .tar.gz, with ``extra`` files added."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(directory.iterdir()):
+            tar.add(path, arcname=path.name)
+        for name, data in (extra or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def agent_for(registry: TestRegistry, root: Path) -> AgentProcess:
+    return AgentProcess.fresh(
+        root,
+        PAAS_AGENT_REGISTRY_USER=registry.username or "",
+        PAAS_AGENT_REGISTRY_PASSWORD=registry.password or "",
+        PAAS_AGENT_REGISTRY_CA=str(registry.ca_file or ""),
+        PAAS_AGENT_STOP_GRACE_S="2",
+    )
+
+
+def add_host(agent: AgentProcess, name: str = "local") -> Host:
+    """The agent as a ready host (the join flow has its own test)."""
+    host = Host.objects.create(name=name, agent_url=agent.url, token=agent.token)
+    host_heartbeat(host_id=host.pk)
+    host.refresh_from_db()
+    return host
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
+
+
+def upload(client: Any, user: Any, app: str, extra: dict[str, bytes] | None = None) -> Build:
+    client.force_login(user)
+    response = client.post(
+        f"/apps/{app}/builds",
+        {"source": SimpleUploadedFile("hello.tar.gz", sample_archive(extra=extra))},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 201, response.content
+    return Build.objects.get(pk=response.json()["build"])
+
+
+def release_settled(app: str, number: int) -> Release | None:
+    """The release once its deploy ended (current, failed or retired)."""
+    release = Release.objects.filter(app__name=app, number=number).first()
+    if release and release.state not in (ReleaseState.PENDING, ReleaseState.DEPLOYING):
+        return release
+    return None
+
+
+def wait_release(app: str, number: int, timeout_s: float = 120) -> Release:
+    release: Release = wait_for(
+        lambda: release_settled(app, number), timeout_s, f"{app} v{number} to settle"
+    )
+    return release
+
+
+def get(port: int, host: str, path: str = "/") -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def container_names(agent: AgentProcess) -> list[str]:
+    status, body = agent.request("GET", "/v1/containers")
+    assert status == 200, body
+    return sorted(c["name"] for c in body["containers"])

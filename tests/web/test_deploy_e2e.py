@@ -1,0 +1,379 @@
+"""The classic demo, end to end on real parts: upload the hello-world sample,
+a real Celery worker builds it into the real registry, the release runs on a
+real agent process, and nginx routes `Host: hello.localhost` to it. Then
+config changes, a rollback, scaling, lifecycle controls, a zero-downtime
+redeploy, a failing release and the reconcile."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paas.accounts.services import api_token_create
+from paas.applications.models import App, AuditEntry, Release, ReleaseState
+from paas.applications.releases import (
+    config_set,
+    formation_scale,
+    release_create_from_image,
+    release_rollback,
+)
+from paas.applications.services import app_create
+from paas.core.errors import ValidationFailed
+from paas.hosts import deploy, lifecycle
+from paas.hosts.deploy import _place
+from paas.hosts.instances import instance_ensure
+from paas.hosts.models import Instance, InstanceState
+from paas.hosts.reconcile import reconcile
+from paas.hosts.services import host_client, hosts_heartbeat_all
+from tests.support.agent_harness import AgentProcess, cleanup
+from tests.support.http_load import LoadResult, Response, run_load
+from tests.support.registry import TestRegistry
+from tests.support.router import TestRouter, run_router
+from tests.web.deploy_support import (
+    add_host,
+    agent_for,
+    container_names,
+    get,
+    upload,
+    wait_for,
+    wait_release,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
+
+HOST = "hello.localhost"
+
+
+@pytest.fixture(scope="module")
+def agent(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One agent for the module: its image store keeps the stack after the
+    first pull. Each test leaves it empty."""
+    proc = agent_for(registry, tmp_path_factory.mktemp("deploy-agent"))
+    try:
+        proc.start()
+        yield proc
+    finally:
+        cleanup(proc)
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestRouter]:
+    """The platform's real router (nginx); this process's settings point at it."""
+    with run_router(tmp_path_factory.mktemp("router")) as running:
+        yield running
+
+
+@pytest.fixture
+def platform(agent: AgentProcess, router: TestRouter, workers: Any, settings: Any) -> Any:
+    """A worker and this process agree on the router and deploy settings."""
+    deploy_env = {**router.env, "PAAS_DRAIN_SECONDS": "0.5", "PAAS_HEALTH_TIMEOUT_S": "30"}
+    settings.PAAS_HEALTH_TIMEOUT_S = 30.0
+    workers.env.update(deploy_env)
+    add_host(agent)
+    workers.start()
+    yield router.http_port
+    for name in container_names(agent):
+        agent.request("DELETE", f"/v1/containers/{name}?force=1")
+
+
+def _served(port: int) -> str:
+    status, body = get(port, HOST)
+    return body if status == 200 else ""
+
+
+def _instances(number: int) -> list[Instance]:
+    return list(
+        Instance.objects.filter(release__number=number).select_related("host").order_by("index")
+    )
+
+
+def test_upload_build_release_run_route_config_rollback_scale(
+    client: Any, alice: Any, platform: int, agent: AgentProcess
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    v1 = wait_release("hello", 1, timeout_s=600)  # the first pull of the stack is slow
+    assert v1.state == ReleaseState.CURRENT, v1.error
+    assert get(platform, HOST) == (200, "Hello, world from hello-v1-web-1\n")
+    assert get(platform, "nobody.localhost")[0] == 404
+    assert v1.build is not None and v1.image.endswith(v1.build.image_digest)
+
+    config_set(user=alice, app=app, values={"GREETING": "Bonjour"})
+    assert wait_release("hello", 2).state == ReleaseState.CURRENT
+    assert get(platform, HOST) == (200, "Bonjour from hello-v2-web-1\n")
+    # After the drain, only v2's container is left on the agent.
+    wait_for(lambda: container_names(agent) == ["hello.v2.web.1"], 30, "v1 to be removed")
+    assert Release.objects.get(app=app, number=2).config == {"GREETING": "Bonjour"}
+
+    release_rollback(user=alice, app=app, number=1)
+    v3 = wait_release("hello", 3)
+    assert (v3.state, v3.description) == (ReleaseState.CURRENT, "Rollback to v1")
+    assert get(platform, HOST) == (200, "Hello, world from hello-v3-web-1\n")
+
+    formation_scale(user=alice, app=app, process_type="web", count=3)
+    three = {f"Hello, world from hello-v3-web-{n}\n" for n in (1, 2, 3)}
+    # Healthy instances join the router when the converge switches it.
+    wait_for(lambda: {get(platform, HOST)[1] for _ in range(30)} == three, 120, "spread over 3")
+    assert all(i.healthy for i in _instances(3)) and len(_instances(3)) == 3
+    wait_for(lambda: len(container_names(agent)) == 3, 30, "exactly three containers")
+
+    formation_scale(user=alice, app=app, process_type="web", count=1)
+    wait_for(lambda: container_names(agent) == ["hello.v3.web.1"], 60, "scaled down to one")
+    assert {get(platform, HOST)[1] for _ in range(5)} == {"Hello, world from hello-v3-web-1\n"}
+    actions = set(AuditEntry.objects.filter(app=app).values_list("action", flat=True))
+    assert {"config.set", "release.rollback", "formation.scale", "deploy"} <= actions
+
+
+def test_instance_and_app_lifecycle_is_observed_through_the_agent(
+    client: Any, alice: Any, platform: int, agent: AgentProcess
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+    name = "hello.v1.web.1"
+
+    def agent_state() -> str:
+        return str(agent.request("GET", f"/v1/containers/{name}")[1]["state"])
+
+    lifecycle.instance_action(user=alice, app=app, name=name, action="stop")
+    assert agent_state() == "exited"
+    assert get(platform, HOST)[0] == 503  # the app is known, nothing healthy serves it
+    lifecycle.instance_action(user=alice, app=app, name=name, action="start")
+    assert agent_state() == "running"
+    assert _served(platform).startswith("Hello")
+
+    pid_before = agent.request("GET", f"/v1/containers/{name}")[1]["pid"]
+    lifecycle.instance_action(user=alice, app=app, name=name, action="restart")
+    assert agent.request("GET", f"/v1/containers/{name}")[1]["pid"] != pid_before
+    assert _served(platform).startswith("Hello")
+
+    lifecycle.instance_action(user=alice, app=app, name=name, action="kill", signal="KILL")
+    # The agent's restart policy brings it back; the reconcile sees it running again.
+    wait_for(lambda: agent_state() == "running", 30, "the killed instance to be restarted")
+
+    deploy.app_set_running(user=alice, app=app, running=False)
+    assert agent_state() == "exited"
+    assert get(platform, HOST)[0] == 503
+    deploy.app_set_running(user=alice, app=app, running=True)
+    assert agent_state() == "running"
+    assert _served(platform).startswith("Hello")
+
+    lifecycle.app_restart(user=alice, app=app)
+    assert _served(platform).startswith("Hello")
+
+    # Through the API the worker acts (only it may switch the router).
+    _, raw = api_token_create(user=alice, name="cli")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    response = client.post(f"/api/v1/apps/hello/instances/{name}/stop", **auth)
+    assert response.status_code == 202, response.content
+    wait_for(lambda: agent_state() == "exited", 30, "the API's stop")
+    assert client.post("/api/v1/apps/hello/actions/start", **auth).status_code == 202
+    wait_for(lambda: _served(platform).startswith("Hello"), 30, "the API's start")
+    assert client.post("/api/v1/apps/hello/actions/explode", **auth).status_code == 400
+    logged = list(AuditEntry.objects.filter(app=app).values_list("action", "result"))
+    for action in ("instance.stop", "instance.start", "instance.restart", "instance.kill",
+                   "app.stop", "app.start", "app.restart"):  # fmt: skip
+        assert (action, "ok") in logged
+
+
+def test_a_redeploy_drops_no_request_and_a_failing_release_leaves_the_old_one(
+    client: Any, alice: Any, platform: int, agent: AgentProcess
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+
+    bodies: Counter[str] = Counter()
+    stop = threading.Event()
+    outcome: list[LoadResult] = []
+
+    def count(response: Response) -> None:
+        bodies[response.body.decode(errors="replace").strip()] += 1
+
+    def load() -> None:
+        outcome.append(run_load(host="127.0.0.1", port=platform, host_header=HOST, workers=2,
+                                duration_s=600, stop=stop, on_response=count))  # fmt: skip
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: bodies["Hello, world from hello-v1-web-1"] > 20, 30, "load on v1")
+        config_set(user=alice, app=app, values={"GREETING": "Two"})
+        assert wait_release("hello", 2).state == ReleaseState.CURRENT
+        wait_for(lambda: bodies["Two from hello-v2-web-1"] > 20, 30, "load on v2")
+        wait_for(lambda: container_names(agent) == ["hello.v2.web.1"], 30, "v1 removed")
+        config_set(user=alice, app=app, values={"CRASH_ON_START": "1"})
+        v3 = wait_release("hello", 3)
+        served = bodies["Two from hello-v2-web-1"]
+        wait_for(lambda: bodies["Two from hello-v2-web-1"] > served + 20, 30, "v2 still serving")
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    (report,) = outcome
+    assert report.failed == 0, report.errors[:5]
+    assert set(bodies) == {"Hello, world from hello-v1-web-1", "Two from hello-v2-web-1"}
+    print(f"zero-downtime load: {report.ok} ok, {report.retries} retries")
+
+    assert v3.state == ReleaseState.FAILED
+    assert v3.error.startswith("web.1 exited with code 3; its last log lines:"), v3.error
+    assert "CRASH_ON_START is set: exiting with code 3" in v3.error
+    assert Release.objects.get(app=app, number=2).state == ReleaseState.CURRENT
+    assert container_names(agent) == ["hello.v2.web.1"]
+
+
+def test_a_retried_deploy_and_the_reconcile_leave_exactly_the_desired_containers(
+    client: Any, alice: Any, platform: int, agent: AgentProcess, workers: Any
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+    formation_scale(user=alice, app=app, process_type="web", count=2)
+    wait_for(lambda: len(container_names(agent)) == 2, 60, "two instances")
+
+    # A worker that died half-way through v2's deploy: its first instance
+    # was made, then the task is delivered again to a new worker.
+    workers.stop_all()
+    release = config_set(user=alice, app=app, values={"GREETING": "Again"})
+    assert release is not None
+    Release.objects.filter(pk=release.pk).update(state=ReleaseState.DEPLOYING)
+    formation = app.formation.get(process_type="web")
+    first = _place(release, formation, [1])[0]
+    instance_ensure(first)
+    workers.start()
+    from paas.hosts.tasks import deploy_release
+
+    deploy_release.delay(release.pk)  # and once more, as a duplicate delivery
+    assert wait_release("hello", 2).state == ReleaseState.CURRENT
+    wanted = ["hello.v2.web.1", "hello.v2.web.2"]
+    wait_for(lambda: container_names(agent) == wanted, 30, "only v2's two containers")
+
+    # Drift: one instance's container vanished, a stray of ours appeared.
+    client_ = host_client(first.host)
+    client_.remove("hello.v2.web.2", force=True)
+    status, _ = agent.request(
+        "POST", "/v1/containers",
+        {"name": "hello.v9.web.1", "image": release.image, "labels": {"paas.app": "hello"}},
+    )  # fmt: skip
+    assert status == 201
+    report = reconcile()
+    assert report.started == ["hello.v2.web.2"]
+    assert report.removed == ["hello.v9.web.1"]
+    assert container_names(agent) == wanted
+    assert Instance.objects.get(container_name="hello.v2.web.2").state in (
+        InstanceState.STARTING,
+        InstanceState.RUNNING,
+    )
+    assert reconcile().started == reconcile().removed == []
+
+
+def test_instances_spread_over_two_hosts_and_move_when_one_is_lost(
+    client: Any, alice: Any, platform: int, agent: AgentProcess, registry: TestRegistry,
+    tmp_path: Path, settings: Any,
+) -> None:  # fmt: skip
+    second = agent_for(registry, tmp_path / "agent-b")
+    try:
+        second.start()
+        add_host(second, name="b")
+        app = app_create(user=alice, team=alice.personal_team, name="hello")
+        upload(client, alice, "hello")
+        assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+        formation_scale(user=alice, app=app, process_type="web", count=2)
+        wait_for(lambda: len([i for i in _instances(1) if i.healthy]) == 2, 120, "two instances")
+        assert {i.host.name for i in _instances(1)} == {"local", "b"}
+
+        # Host b is lost: its agent, containers and bridge are gone.
+        cleanup(second)
+        settings.PAAS_HOST_TIMEOUT_S = 0.001
+        assert hosts_heartbeat_all() == {"b": "unreachable", "local": "ready"}
+        report = reconcile()
+        assert len(report.moved) == 1 and report.moved[0].endswith(": b -> local"), report
+        assert {i.host.name for i in _instances(1)} == {"local"}
+        assert all(i.healthy for i in _instances(1))
+        seen = {get(platform, HOST)[1] for _ in range(20)}
+        assert seen == {f"Hello, world from hello-v1-web-{n}\n" for n in (1, 2)}
+        assert sorted(container_names(agent)) == ["hello.v1.web.1", "hello.v1.web.2"]
+    finally:
+        cleanup(second)
+
+
+RELEASE_PY = b"""import os, sys
+print("migrating the database", flush=True)
+sys.exit(int(os.environ.get("RELEASE_EXIT", "0")))
+"""
+PROCFILE = b"web: python3 app.py\nrelease: python3 release.py\n"
+
+
+def test_the_release_phase_runs_before_the_switch_and_a_failing_one_changes_nothing(
+    client: Any, alice: Any, platform: int, agent: AgentProcess
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello", extra={"Procfile": PROCFILE, "release.py": RELEASE_PY})
+    v1 = wait_release("hello", 1, timeout_s=600)
+    assert v1.state == ReleaseState.CURRENT, v1.error
+    assert v1.process_types["release"] == "python3 release.py"
+    assert list(app.formation.values_list("process_type", flat=True)) == ["web"]
+    assert get(platform, HOST) == (200, "Hello, world from hello-v1-web-1\n")
+
+    config_set(user=alice, app=app, values={"RELEASE_EXIT": "4", "GREETING": "Never"})
+    v2 = wait_release("hello", 2)
+    assert v2.state == ReleaseState.FAILED
+    assert v2.error.startswith("the release command (python3 release.py) exited with code 4")
+    assert "migrating the database" in v2.error
+    assert not Instance.objects.filter(release=v2).exists()  # no instance ever started
+    assert container_names(agent) == ["hello.v1.web.1"]  # its container is gone too
+    assert get(platform, HOST) == (200, "Hello, world from hello-v1-web-1\n")
+
+
+def test_deleting_an_app_removes_its_containers_route_images_and_rows(
+    client: Any, alice: Any, platform: int, agent: AgentProcess, registry: TestRegistry
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+    with registry.client() as reg:
+        assert "v1" in reg.list_tags("hello")
+
+    refused = client.post("/apps/hello/deploy/delete", {"confirm": "hell"}, follow=True)
+    assert "(hello) to confirm its deletion" in refused.content.decode()
+    assert App.objects.filter(pk=app.pk).exists()
+
+    client.post("/apps/hello/deploy/delete", {"confirm": "hello"})
+    wait_for(lambda: not App.objects.filter(pk=app.pk).exists(), 60, "the app to be deleted")
+    assert get(platform, HOST)[0] == 404  # the router let go with the rows
+    wait_for(lambda: container_names(agent) == [], 30, "its containers to be removed")
+    assert not Release.objects.exists() and not Instance.objects.exists()
+    with registry.client() as reg:
+        assert reg.list_tags("hello") == []
+    entry = AuditEntry.objects.get(action="app.delete")
+    assert (entry.target, entry.actor_name) == ("hello", "alice")
+
+
+def test_an_app_deploys_an_image_of_its_teams_own_app(
+    client: Any, alice: Any, bob: Any, platform: int, agent: AgentProcess,
+    registry: TestRegistry, build_env: dict[str, str], settings: Any,
+) -> None:  # fmt: skip
+    for name in ("PAAS_REGISTRY", "PAAS_REGISTRY_USER", "PAAS_REGISTRY_PASSWORD",
+                 "PAAS_REGISTRY_CA"):  # fmt: skip
+        setattr(settings, name, build_env[name])
+    app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+    copy = app_create(user=alice, team=alice.personal_team, name="copy")
+    release = release_create_from_image(user=alice, app=copy, image=f"{registry.host}/hello:v1")
+    assert release.image.startswith(f"{registry.host}/hello@sha256:")
+    assert wait_release("copy", 1).state == ReleaseState.CURRENT
+    assert get(platform, "copy.localhost") == (200, "Hello, world from copy-v1-web-1\n")
+
+    bobs = app_create(user=bob, team=bob.personal_team, name="bobs")
+    with pytest.raises(ValidationFailed, match="not an app of this team"):
+        release_create_from_image(user=bob, app=bobs, image=f"{registry.host}/hello:v1")
+    with pytest.raises(ValidationFailed, match="Only images in the platform's registry"):
+        release_create_from_image(user=alice, app=copy, image="elsewhere.example/hello:v1")
+    with pytest.raises(ValidationFailed, match="has no image"):
+        release_create_from_image(user=alice, app=copy, image=f"{registry.host}/hello:v99")
+    assert not Release.objects.filter(app=bobs).exists()
