@@ -184,6 +184,9 @@ class LogTailer:
         offsets = self._load_offsets()
         self.streams = {s: _RawStream(raw_path(log_dir, s), offsets.get(s, 0)) for s in STREAMS}
         self._followers: set[asyncio.Queue[wire.LogLine | None]] = set()
+        # Lines taken in but not yet sent to Redis: the exit flush pumps
+        # synchronously, and its lines must reach the stream too.
+        self._unpushed: list[wire.LogLine] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -196,9 +199,8 @@ class LogTailer:
     async def _run(self) -> None:
         while True:
             try:
-                lines = self.pump()
-                if lines and self.redis is not None:
-                    await self._push_redis(lines)
+                self.pump()
+                await self._push_pending()
             except Exception:  # keep tailing: one bad poll must not end the container's logs
                 log.exception("tailing the logs of %s failed", self.name)
             await asyncio.sleep(self.cfg.poll_s)
@@ -235,6 +237,8 @@ class LogTailer:
         for raw in self.streams.values():
             raw.free_consumed()
         self._notify(out)
+        if self.redis is not None:
+            self._unpushed.extend(out)
         return out
 
     def _append(self, lines: list[wire.LogLine]) -> None:
@@ -272,6 +276,11 @@ class LogTailer:
         data = json.dumps({s: r.offset for s, r in self.streams.items()}).encode()
         atomic_write(self.dir / OFFSETS, data, durable=False)
 
+    async def _push_pending(self) -> None:
+        lines, self._unpushed = self._unpushed, []
+        if lines:
+            await self._push_redis(lines)
+
     async def _push_redis(self, lines: list[wire.LogLine]) -> None:
         """Best effort: Redis is a live-view buffer, log.jsonl stays the record."""
         key = REDIS_STREAM_PREFIX + self.name
@@ -295,9 +304,8 @@ class LogTailer:
                 await self._task
             self._task = None
         if not self._closed:
-            lines = self.pump()
-            if lines and self.redis is not None:
-                await self._push_redis(lines)
+            self.pump()
+            await self._push_pending()
         self._closed = True
         for raw in self.streams.values():
             raw.close()

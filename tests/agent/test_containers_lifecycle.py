@@ -335,6 +335,34 @@ async def test_log_lines_reach_the_redis_stream_when_configured(tmp_agent_root, 
     ]
 
 
+async def test_lines_flushed_at_exit_reach_the_redis_stream_before_any_poll(
+    tmp_agent_root, tmp_path
+):
+    # A poll interval longer than the test: only the exit flush and the
+    # tailer's close can carry the lines, as when a container exits before
+    # its tailer's first poll.
+    with run_redis(tmp_path / "redis") as url:
+        a = AgentUnderTest(tmp_agent_root, LocalImages(tmp_path / "images"), redis_url=url)
+        await a.setup()
+        client = redis.asyncio.Redis.from_url(url)
+        try:
+            manager = await a.manager(log_poll_s=3600)
+            name = unique()
+            await manager.create(request(name, ["sh", "-c", "echo early; echo bye >&2"]))
+            await async_wait_until(
+                lambda: manager.inspect(name).state == S.EXITED, timeout_s=10, what="the exit"
+            )
+            await manager.shutdown()
+            got = await client.xrange(REDIS_STREAM_PREFIX + name)
+        finally:
+            await client.aclose()
+            await a.cleanup()
+    assert sorted((f[b"stream"], f[b"line"]) for _, f in got) == [
+        (b"stderr", b"bye"),
+        (b"stdout", b"early"),
+    ]
+
+
 async def test_a_create_whose_caller_goes_away_still_completes(manager):
     name = unique()
     task = asyncio.create_task(manager.create(request(name, ["sh", "-c", DEAF])))
