@@ -136,7 +136,10 @@ class Store:
         every container is dead anyway and the request, written durably at
         create, is what matters."""
         cdir = self.container_dir(record.name)
-        cdir.mkdir(parents=True, exist_ok=True)
+        # Root's alone until the rootfs is mounted (oci/rootfs.py then lets
+        # the container's id range in): the containers dir above is passable
+        # by anyone, and a container's name is easy to guess.
+        cdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = json.dumps(record.to_json(), indent=1, sort_keys=True).encode()
         atomic_write(cdir / STATE_FILE, data, durable=durable)
 

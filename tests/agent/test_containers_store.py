@@ -43,6 +43,12 @@ def test_a_record_survives_a_save_and_load(tmp_path):
     assert Store(tmp_path / "containers").load("web") == rec
 
 
+def test_a_new_container_dir_is_root_s_alone(tmp_path):
+    store = Store(tmp_path / "containers")
+    store.save(ContainerRecord(name="web", request=_request(), sup=Supervision()))
+    assert store.container_dir("web").stat().st_mode & 0o777 == 0o700
+
+
 def test_load_all_skips_a_corrupt_record_but_keeps_the_others(tmp_path):
     store = Store(tmp_path / "containers")
     store.save(ContainerRecord(name="good", request=_request("good")))
