@@ -294,7 +294,9 @@ def check_runtime_safe(runc: Runc, scratch_dir: Path) -> None:
                 )
     # Write-then-rename: a concurrent reader sees the old verdict or the new one.
     tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps({"safe": key}))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps({"safe": key}))
     tmp.replace(cache)
     log.info("runc %s refuses leaked-fd working dirs (CVE-2024-21626 fixed)", key)
 

@@ -274,6 +274,7 @@ def test_it_finds_this_runc_safe_and_remembers_it(tmp_path, harness):
     check_runtime_safe(harness.runc, tmp_path)
     verdict = json.loads((tmp_path / runc_mod.VERDICT_FILE).read_text())
     assert verdict["safe"].startswith(os.path.realpath("/usr/sbin/runc"))
+    assert (tmp_path / runc_mod.VERDICT_FILE).stat().st_mode & 0o777 == 0o600
     assert harness.runc.list() == []  # the probe containers are gone
 
 
