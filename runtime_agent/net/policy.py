@@ -111,7 +111,11 @@ _BRIDGE_SETS = (
     ("set ports", "type ifname", lambda m: f'"{m.veth}"'),
     ("set port_addr", "type ifname . ipv4_addr", lambda m: f'"{m.veth}" . {m.address}'),
 )
-SAME_APP = ["meta mark set ip saddr map @group_of", "ip daddr . meta mark @addr_group accept"]
+SAME_APP = [
+    "meta mark set 0",  # no group (0 is none's) unless the source address has one
+    "meta mark set ip saddr map @group_of",
+    "ip daddr . meta mark @addr_group accept",
+]
 
 
 def _declare(sets: Iterable[tuple[str, str, object]], members: list[Member]) -> str:
@@ -156,14 +160,18 @@ def _host_rules(gateway: IPv4Address, settings: PolicySettings) -> list[str]:
             rules.append(f"ip daddr {gateway} {proto} dport {settings.dns_port} accept")
     if settings.router_ports:
         rules.append(f"tcp dport {_set(settings.router_ports)} accept")
-    return rules
+    return rules + _nameserver_rules(settings)  # a nameserver may be the host itself
+
+
+def _nameserver_rules(settings: PolicySettings) -> list[str]:
+    if not settings.dns_servers:
+        return []
+    servers = _set(settings.dns_servers)
+    return [f"ip daddr {servers} {proto} dport 53 accept" for proto in ("udp", "tcp")]
 
 
 def _outbound_rules(settings: PolicySettings) -> list[str]:
-    rules = []
-    if settings.dns_servers:
-        for proto in ("udp", "tcp"):
-            rules.append(f"ip daddr {_set(settings.dns_servers)} {proto} dport 53 accept")
+    rules = _nameserver_rules(settings)
     if settings.allowed:
         rules.append(f"ip daddr {_set(settings.allowed)} accept")
     blocked = [*settings.blocked, *([settings.build_subnet] if settings.build_subnet else [])]

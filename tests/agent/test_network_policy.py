@@ -28,6 +28,8 @@ from pyroute2 import IPRoute, netns
 from runtime_agent import wire
 from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.net import links
+from runtime_agent.net.bridge import HostNetwork
+from runtime_agent.net.policy import PolicySettings
 from tests.support.agent_harness import AgentUnderTest, LocalImages, request, unique
 
 pytestmark = pytest.mark.root
@@ -94,8 +96,8 @@ class Hosts:
         self.serve(ns, its_ip, name)
         return OtherHost(netns=ns, address=its_ip, via=host_ip)
 
-    def serve(self, ns: str, address: str, token: str) -> None:
-        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, address, str(PORT), token]
+    def serve(self, ns: str, address: str, token: str, port: int = PORT) -> None:
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, address, str(port), token]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         self.procs.append(proc)
         assert proc.stdout is not None
@@ -345,3 +347,38 @@ async def test_ipv6_between_containers_is_dropped_even_if_switched_back_on(
         assert v6.returncode != 0 and v6.stdout == "", v6.stdout
     finally:
         hosts.cleanup()
+
+
+def test_a_nameserver_is_open_on_port_53_only(tmp_path: Path, world: World) -> None:
+    # At the network level (no runc needed): a container's netns asks a
+    # nameserver the policy names, on a private network it otherwise blocks.
+    tag = secrets.token_hex(3)
+    dns = IPv4Network(f"{world.private.address}/32").network_address
+    net = HostNetwork(
+        tmp_path / "net",
+        f"pd{tag}",
+        IPv4Network(f"10.{secrets.choice(range(150, 200))}.{secrets.randbelow(256)}.0/24"),
+        f"pd_{tag}",
+        policy=PolicySettings(dns_servers=(dns,)),
+    )
+    hosts = Hosts(f"pd{tag}")
+    try:
+        net.setup()
+        hosts.serve(world.private.netns, world.private.address, "dns", port=53)
+        probe = net.attach("probe")
+        client = (
+            "import socket, sys\n"
+            "try:\n"
+            "    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
+            "    print(c.makefile().readline().strip())\n"
+            "except OSError as exc:\n"
+            "    print(type(exc).__name__)\n"
+        )
+        argv = ["ip", "netns", "exec", probe.netns_name, sys.executable, "-c", client]
+        ask = [*argv, world.private.address]
+        assert subprocess.run([*ask, "53"], capture_output=True, text=True).stdout.strip() == "dns"
+        refused = subprocess.run([*ask, str(PORT)], capture_output=True, text=True).stdout
+        assert refused.strip() == "ConnectionRefusedError"
+    finally:
+        hosts.cleanup()
+        net.teardown()

@@ -31,6 +31,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -182,6 +183,20 @@ def _reap(pid: int | None) -> None:
         wait_until(reaped, timeout_s=2, what=f"the exit of {pid}")
 
 
+def traversable_root(wanted: Path) -> Path:
+    """A short agent root whose parents others may search (/tmp/pa-XXXX,
+    0711), linked from ``wanted``: runc resolves each rootfs under the agent
+    root as the container's unprivileged host uid, and pytest keeps its tmp
+    dirs 0700 (and sets them so again whenever a session starts)."""
+    real = Path(tempfile.mkdtemp(prefix="pa-", dir="/tmp"))
+    real.chmod(0o711)
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    if wanted.is_dir() and not wanted.is_symlink() and not any(wanted.iterdir()):
+        wanted.rmdir()
+    wanted.symlink_to(real)
+    return real
+
+
 def request(name: str, cmd: list[str], **kwargs: Any) -> wire.CreateContainer:
     return wire.parse_create({"name": name, "image": "local/busybox:1", "cmd": cmd, **kwargs})
 
@@ -247,9 +262,10 @@ class AgentProcess:
 
     @classmethod
     def fresh(cls, root: Path, **extra_env: str) -> AgentProcess:
+        """An agent for ``root`` (which becomes a link to its real, short root)."""
         suffix = secrets.token_hex(3)
         return cls(
-            root=root,
+            root=traversable_root(root),
             token=secrets.token_urlsafe(24),
             port=free_port(),
             bridge=f"pg{suffix}",

@@ -39,6 +39,7 @@ def sample_archive(directory: Path = SAMPLE, extra: dict[str, bytes] | None = No
 def agent_for(registry: TestRegistry, root: Path) -> AgentProcess:
     return AgentProcess.fresh(
         root,
+        PAAS_AGENT_REGISTRY=registry.host,
         PAAS_AGENT_REGISTRY_USER=registry.username or "",
         PAAS_AGENT_REGISTRY_PASSWORD=registry.password or "",
         PAAS_AGENT_REGISTRY_CA=str(registry.ca_file or ""),
