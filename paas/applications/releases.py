@@ -286,3 +286,23 @@ def release_create_from_image(*, user: User, app: App, image: str) -> Release:
     audit_record(actor=user, app=app, action="release.image", target=release.label,
                  detail=release.image)  # fmt: skip
     return release
+
+
+@transaction.atomic
+def formation_publish(
+    *, user: User, app: App, process_type: str, tcp_port: int | None
+) -> Release | None:
+    """Publish a TCP port of a process type's containers on their hosts (or
+    stop publishing, with None). Containers get ports only when made, so a
+    new release (same image and config) rolls instances that have it."""
+    require_role(user=user, team_id=app.team_id, action="deploy")
+    if tcp_port is not None and not 1 <= tcp_port <= 65535:
+        raise ValidationFailed("The TCP port must be between 1 and 65535.", field="tcp_port")
+    formation = Formation.objects.filter(app=app, process_type=process_type).first()
+    if formation is None:
+        raise NotFound(f"{app.name} has no process type {process_type!r}.")
+    formation.tcp_port = tcp_port
+    formation.save(update_fields=["tcp_port"])
+    what = f"{process_type} TCP {tcp_port}" if tcp_port else f"{process_type}: no TCP port"
+    audit_record(actor=user, app=app, action="formation.publish", target=what)
+    return _release_for_config(app, user, f"Publish {what}")

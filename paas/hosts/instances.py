@@ -56,6 +56,7 @@ def instance_request(instance: Instance) -> wire.CreateContainer:
         env=env,
         hostname=instance.container_name.replace(".", "-")[:63],
         limits=wire.Limits(memory_bytes=instance.memory_bytes),
+        ports=_published(instance),
         restart=wire.RestartPolicy(name=RestartPolicyName.ALWAYS),
         labels={
             "paas.app": instance.app.name,
@@ -64,6 +65,12 @@ def instance_request(instance: Instance) -> wire.CreateContainer:
             "paas.index": str(instance.index),
         },
     )
+
+
+def _published(instance: Instance) -> list[wire.PortBinding]:
+    if instance.tcp_port is None or instance.host_port is None:
+        return []
+    return [wire.PortBinding(container_port=instance.tcp_port, host_port=instance.host_port)]
 
 
 _STATES = {

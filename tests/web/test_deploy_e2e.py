@@ -6,6 +6,7 @@ redeploy, a failing release and the reconcile."""
 
 from __future__ import annotations
 
+import http.client
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from paas.accounts.services import api_token_create
 from paas.applications.models import App, AuditEntry, Release, ReleaseState
 from paas.applications.releases import (
     config_set,
+    formation_publish,
     formation_scale,
     release_create_from_image,
     release_rollback,
@@ -30,7 +32,7 @@ from paas.hosts.instances import instance_ensure
 from paas.hosts.models import Instance, InstanceState
 from paas.hosts.reconcile import reconcile
 from paas.hosts.services import host_client, hosts_heartbeat_all
-from tests.support.agent_harness import AgentProcess, cleanup
+from tests.support.agent_harness import AgentProcess, cleanup, free_port
 from tests.support.http_load import LoadResult, Response, run_load
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter, run_router
@@ -71,7 +73,11 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestRouter]:
 @pytest.fixture
 def platform(agent: AgentProcess, router: TestRouter, workers: Any, settings: Any) -> Any:
     """A worker and this process agree on the router and deploy settings."""
-    deploy_env = {**router.env, "PAAS_DRAIN_SECONDS": "0.5", "PAAS_HEALTH_TIMEOUT_S": "30"}
+    first_tcp = free_port()  # published ports come from a range free right now
+    deploy_env = {
+        **router.env, "PAAS_DRAIN_SECONDS": "0.5", "PAAS_HEALTH_TIMEOUT_S": "30",
+        "PAAS_TCP_PORTS_FIRST": str(first_tcp), "PAAS_TCP_PORTS_LAST": str(first_tcp + 2),
+    }  # fmt: skip
     settings.PAAS_HEALTH_TIMEOUT_S = 30.0
     workers.env.update(deploy_env)
     add_host(agent)
@@ -377,3 +383,24 @@ def test_an_app_deploys_an_image_of_its_teams_own_app(
     with pytest.raises(ValidationFailed, match="has no image"):
         release_create_from_image(user=alice, app=copy, image=f"{registry.host}/hello:v99")
     assert not Release.objects.filter(app=bobs).exists()
+
+
+def test_a_published_tcp_port_reaches_the_instance_on_its_host(
+    client: Any, alice: Any, platform: int, agent: AgentProcess
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+    assert _instances(1)[0].host_port is None
+    v2 = formation_publish(user=alice, app=app, process_type="web", tcp_port=8080)
+    assert v2 is not None and v2.description == "Publish web TCP 8080"
+    assert wait_release("hello", 2).state == ReleaseState.CURRENT
+    (instance,) = _instances(2)
+    assert instance.tcp_port == 8080 and instance.host_port is not None
+    info = agent.request("GET", f"/v1/containers/{instance.container_name}")[1]
+    assert info["ports"][0]["host_port"] == instance.host_port
+    # Straight to the host's port, not through the router (like docker run -p).
+    conn = http.client.HTTPConnection("127.0.0.1", instance.host_port, timeout=10)
+    conn.request("GET", "/")
+    assert conn.getresponse().read() == b"Hello, world from hello-v2-web-1\n"
+    conn.close()
