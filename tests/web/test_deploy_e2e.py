@@ -39,6 +39,7 @@ from tests.support.router import TestRouter, run_router
 from tests.web.deploy_support import (
     add_host,
     agent_for,
+    agent_root,
     container_names,
     get,
     upload,
@@ -52,15 +53,16 @@ HOST = "hello.localhost"
 
 
 @pytest.fixture(scope="module")
-def agent(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def agent(registry: TestRegistry) -> Iterator[Any]:
     """One agent for the module: its image store keeps the stack after the
     first pull. Each test leaves it empty."""
-    proc = agent_for(registry, tmp_path_factory.mktemp("deploy-agent"))
-    try:
-        proc.start()
-        yield proc
-    finally:
-        cleanup(proc)
+    with agent_root() as root:
+        proc = agent_for(registry, root)
+        try:
+            proc.start()
+            yield proc
+        finally:
+            cleanup(proc)
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +283,12 @@ def test_instances_spread_over_two_hosts_and_move_when_one_is_lost(
     client: Any, alice: Any, platform: int, agent: AgentProcess, registry: TestRegistry,
     tmp_path: Path, settings: Any,
 ) -> None:  # fmt: skip
-    second = agent_for(registry, tmp_path / "agent-b")
+    with agent_root() as root:
+        _two_hosts(client, alice, platform, agent, agent_for(registry, root), settings)
+
+
+def _two_hosts(client: Any, alice: Any, platform: int, agent: AgentProcess,
+               second: AgentProcess, settings: Any) -> None:  # fmt: skip
     try:
         second.start()
         add_host(second, name="b")
