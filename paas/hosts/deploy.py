@@ -158,6 +158,12 @@ def _release_deploy(release_id: int) -> ReleaseState:
     except PaasError as exc:
         _fail(release, exc.message)
         return ReleaseState.FAILED
+    except Exception as exc:
+        # A bug must not leave the release "deploying" for ever: fail it
+        # (its instances removed, the old release serving) and say so.
+        log.exception("deploy of %s crashed", release)
+        _fail(release, f"internal error: {type(exc).__name__}: {exc}")
+        return ReleaseState.FAILED
     retire_later(app_id=release.app_id)
     return ReleaseState.CURRENT
 
