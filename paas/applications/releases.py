@@ -210,8 +210,9 @@ def release_rollback(*, user: User, app: App, number: int) -> Release:
 def formation_scale(
     *, user: User, app: App, process_type: str, count: int, memory_bytes: int | None = None
 ) -> Formation:
-    """Change a process type's count (and memory); the converge task then
-    starts or stops only the difference."""
+    """Change a process type's count (and memory). A new count: the converge
+    task starts or stops only the difference; a new memory limit: a new
+    release rolls out with it (and the count)."""
     require_role(user=user, team_id=app.team_id, action="deploy")
     if not 0 <= count <= MAX_INSTANCES:
         raise ValidationFailed(f"The count must be 0 to {MAX_INSTANCES}.", field="count")
@@ -220,12 +221,19 @@ def formation_scale(
     formation = Formation.objects.filter(app=app, process_type=process_type).first()
     if formation is None:
         raise NotFound(f"{app.name} has no process type {process_type!r}.")
+    memory_changed = memory_bytes is not None and memory_bytes != formation.memory_bytes
     formation.count = count
     if memory_bytes is not None:
         formation.memory_bytes = memory_bytes
     formation.save(update_fields=["count", "memory_bytes"])
     audit_record(actor=user, app=app, action="formation.scale",
                  target=f"{process_type}={count}")  # fmt: skip
+    if memory_changed:
+        # A container's memory limit is set when it is made: roll a new
+        # release (same image and config) whose instances have the new one.
+        mib = formation.memory_bytes // 2**20
+        if _release_for_config(app, user, f"Memory of {process_type}: {mib} MiB"):
+            return formation
     from paas.hosts.tasks import converge_app
 
     app_id = app.pk
