@@ -56,8 +56,8 @@ def app_releases(request: HttpRequest, name: str) -> HttpResponse:
         return JsonResponse({"releases": [release_json(r) for r in app.releases.all()[:100]]})
     app = app_for_user(user=request.user, name=name, action="deploy")
     image = str(_body(request).get("image", ""))
-    release = releases.release_create_from_image(user=signed_in(request), app=app, image=image)
-    return JsonResponse(release_json(release), status=201)
+    releases.release_image_request(user=signed_in(request), app=app, image=image)
+    return JsonResponse({"app": app.name, "image": image, "queued": True}, status=202)
 
 
 @api_view

@@ -9,6 +9,7 @@ deploy itself lives in :mod:`paas.hosts.deploy`.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -25,6 +26,9 @@ from paas.applications.models import (
     ReleaseState,
 )
 from paas.core.errors import Conflict, NotFound, ValidationFailed
+
+if TYPE_CHECKING:
+    from runtime_agent.images.refs import ImageRef
 
 CONFIG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 # Set by the platform in every instance; an app cannot override them.
@@ -241,13 +245,11 @@ def formation_scale(
     return formation
 
 
-def _resolve_own_image(app: App, image: str) -> tuple[str, str, dict[str, str]]:
-    """(repository, digest, process types) of an image of one of the team's
-    own apps in the platform's registry (the rule a Dockerfile's FROM follows)."""
+def _check_own_image(app: App, image: str) -> ImageRef:
+    """The parsed reference, if it names an image of one of the team's own
+    apps in the platform's registry (the rule a Dockerfile's FROM follows)."""
     from django.conf import settings
 
-    from paas.builds.engine_adapter import registry_settings
-    from paas.builds.models import Build
     from runtime_agent.host.errors import AgentError
     from runtime_agent.images.refs import ImageRef
 
@@ -266,6 +268,27 @@ def _resolve_own_image(app: App, image: str) -> tuple[str, str, dict[str, str]]:
             "can be deployed.",
             field="image",
         )
+    return ref
+
+
+def release_image_request(*, user: User, app: App, image: str) -> None:
+    """Check the reference and queue the release for the worker: only it
+    holds the registry's credentials to resolve the digest."""
+    require_role(user=user, team_id=app.team_id, action="deploy")
+    _check_own_image(app, image)
+    from paas.hosts.tasks import release_from_image
+
+    args = (app.pk, image.strip(), user.pk)
+    transaction.on_commit(lambda: release_from_image.delay(*args))
+
+
+def _resolve_own_image(app: App, image: str) -> tuple[str, str, dict[str, str]]:
+    """(repository, digest, process types) of an image of the team's own apps."""
+    from paas.builds.engine_adapter import registry_settings
+    from paas.builds.models import Build
+    from runtime_agent.host.errors import AgentError
+
+    ref = _check_own_image(app, image)
     try:
         with registry_settings().client() as client:
             _, digest, _ = client.get_manifest(ref.repository, ref.reference)
@@ -314,3 +337,20 @@ def formation_publish(
     what = f"{process_type} TCP {tcp_port}" if tcp_port else f"{process_type}: no TCP port"
     audit_record(actor=user, app=app, action="formation.publish", target=what)
     return _release_for_config(app, user, f"Publish {what}")
+
+
+def release_image_by_id(*, app_id: int, image: str, user_id: int) -> Release | None:
+    """The worker's side of :func:`release_image_request`; a refusal (no such
+    tag, say) goes to the audit log."""
+    from paas.applications.models import AuditResult
+
+    app = App.objects.filter(pk=app_id).first()
+    user = User.objects.filter(pk=user_id).first()
+    if app is None or user is None:
+        return None
+    try:
+        return release_create_from_image(user=user, app=app, image=image)
+    except (ValidationFailed, NotFound) as exc:
+        audit_record(actor=user, app=app, action="release.image", target=image[:200],
+                     result=AuditResult.FAILED, detail=exc.message)  # fmt: skip
+        return None

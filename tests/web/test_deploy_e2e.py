@@ -391,6 +391,19 @@ def test_an_app_deploys_an_image_of_its_teams_own_app(
         release_create_from_image(user=alice, app=copy, image=f"{registry.host}/hello:v99")
     assert not Release.objects.filter(app=bobs).exists()
 
+    # Through the API the worker resolves the tag (it holds the registry's credentials).
+    _, raw = api_token_create(user=alice, name="cli")
+    response = client.post("/api/v1/apps/copy/releases", {"image": f"{registry.host}/hello:v1"},
+                           content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {raw}")  # fmt: skip
+    assert response.status_code == 202, response.content
+    v2 = wait_release("copy", 2)
+    assert (v2.state, v2.image) == (ReleaseState.CURRENT, release.image)
+    refused = client.post("/api/v1/apps/copy/releases", {"image": "elsewhere.example/x:1"},
+                          content_type="application/json",
+                          HTTP_AUTHORIZATION=f"Bearer {raw}")  # fmt: skip
+    assert refused.status_code == 400
+
 
 def test_a_published_tcp_port_reaches_the_instance_on_its_host(
     client: Any, alice: Any, platform: int, agent: AgentProcess
