@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 TMP = Path(tempfile.mkdtemp(prefix="paas-bench-deploy-"))
+TMP.chmod(0o711)  # the agent's root must be traversable (user namespaces)
 os.environ.update(
     {
         "DJANGO_SETTINGS_MODULE": "paas.settings",

@@ -285,6 +285,8 @@ PAAS_HEARTBEAT_SECONDS = env_float("PAAS_HEARTBEAT_SECONDS", 10.0, minimum=0.5)
 PAAS_RECONCILE_SECONDS = env_float("PAAS_RECONCILE_SECONDS", 30.0, minimum=1.0)
 PAAS_JOIN_TOKEN_TTL_S = env_int("PAAS_JOIN_TOKEN_TTL_S", 3600, minimum=60)
 PAAS_INSTANCE_PORT = env_int("PAAS_INSTANCE_PORT", 8080, minimum=1)
+PAAS_TCP_PORTS_FIRST = env_int("PAAS_TCP_PORTS_FIRST", 20000, minimum=1024)
+PAAS_TCP_PORTS_LAST = env_int("PAAS_TCP_PORTS_LAST", 29999, minimum=1024)
 CELERY_BEAT_SCHEDULE["hosts-heartbeat"] = {
     "task": "hosts.heartbeat",
     "schedule": PAAS_HEARTBEAT_SECONDS,

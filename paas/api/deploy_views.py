@@ -56,8 +56,8 @@ def app_releases(request: HttpRequest, name: str) -> HttpResponse:
         return JsonResponse({"releases": [release_json(r) for r in app.releases.all()[:100]]})
     app = app_for_user(user=request.user, name=name, action="deploy")
     image = str(_body(request).get("image", ""))
-    release = releases.release_create_from_image(user=signed_in(request), app=app, image=image)
-    return JsonResponse(release_json(release), status=201)
+    releases.release_image_request(user=signed_in(request), app=app, image=image)
+    return JsonResponse({"app": app.name, "image": image, "queued": True}, status=202)
 
 
 @api_view
@@ -104,6 +104,15 @@ def app_formation(request: HttpRequest, name: str) -> HttpResponse:
 def app_scale(request: HttpRequest, name: str, process_type: str) -> HttpResponse:
     app = app_for_user(user=request.user, name=name, action="deploy")
     data = _body(request)
+    if "tcp_port" in data:
+        port = data["tcp_port"]
+        if port is not None and (not isinstance(port, int) or isinstance(port, bool)):
+            raise ValidationFailed("'tcp_port' must be a port number or null.", field="tcp_port")
+        releases.formation_publish(
+            user=signed_in(request), app=app, process_type=process_type, tcp_port=port
+        )
+        if "count" not in data:
+            return JsonResponse({"formation": formation_json(app)}, status=202)
     count, memory = data.get("count"), data.get("memory_bytes")
     if not isinstance(count, int) or isinstance(count, bool):
         raise ValidationFailed("'count' must be a whole number.", field="count")

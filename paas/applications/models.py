@@ -105,6 +105,9 @@ class Formation(models.Model):
     process_type = models.CharField(max_length=30)
     count = models.PositiveIntegerField(default=1)
     memory_bytes = models.PositiveBigIntegerField(default=DEFAULT_MEMORY_BYTES)
+    # A TCP port of the container published on its host (docker run -p), for
+    # services that are not HTTP; each instance gets a free host port.
+    tcp_port = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["process_type"]

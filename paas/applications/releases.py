@@ -9,6 +9,7 @@ deploy itself lives in :mod:`paas.hosts.deploy`.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -25,6 +26,9 @@ from paas.applications.models import (
     ReleaseState,
 )
 from paas.core.errors import Conflict, NotFound, ValidationFailed
+
+if TYPE_CHECKING:
+    from runtime_agent.images.refs import ImageRef
 
 CONFIG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 # Set by the platform in every instance; an app cannot override them.
@@ -210,8 +214,9 @@ def release_rollback(*, user: User, app: App, number: int) -> Release:
 def formation_scale(
     *, user: User, app: App, process_type: str, count: int, memory_bytes: int | None = None
 ) -> Formation:
-    """Change a process type's count (and memory); the converge task then
-    starts or stops only the difference."""
+    """Change a process type's count (and memory). A new count: the converge
+    task starts or stops only the difference; a new memory limit: a new
+    release rolls out with it (and the count)."""
     require_role(user=user, team_id=app.team_id, action="deploy")
     if not 0 <= count <= MAX_INSTANCES:
         raise ValidationFailed(f"The count must be 0 to {MAX_INSTANCES}.", field="count")
@@ -220,12 +225,19 @@ def formation_scale(
     formation = Formation.objects.filter(app=app, process_type=process_type).first()
     if formation is None:
         raise NotFound(f"{app.name} has no process type {process_type!r}.")
+    memory_changed = memory_bytes is not None and memory_bytes != formation.memory_bytes
     formation.count = count
     if memory_bytes is not None:
         formation.memory_bytes = memory_bytes
     formation.save(update_fields=["count", "memory_bytes"])
     audit_record(actor=user, app=app, action="formation.scale",
                  target=f"{process_type}={count}")  # fmt: skip
+    if memory_changed:
+        # A container's memory limit is set when it is made: roll a new
+        # release (same image and config) whose instances have the new one.
+        mib = formation.memory_bytes // 2**20
+        if _release_for_config(app, user, f"Memory of {process_type}: {mib} MiB"):
+            return formation
     from paas.hosts.tasks import converge_app
 
     app_id = app.pk
@@ -233,13 +245,11 @@ def formation_scale(
     return formation
 
 
-def _resolve_own_image(app: App, image: str) -> tuple[str, str, dict[str, str]]:
-    """(repository, digest, process types) of an image of one of the team's
-    own apps in the platform's registry (the rule a Dockerfile's FROM follows)."""
+def _check_own_image(app: App, image: str) -> ImageRef:
+    """The parsed reference, if it names an image of one of the team's own
+    apps in the platform's registry (the rule a Dockerfile's FROM follows)."""
     from django.conf import settings
 
-    from paas.builds.engine_adapter import registry_settings
-    from paas.builds.models import Build
     from runtime_agent.host.errors import AgentError
     from runtime_agent.images.refs import ImageRef
 
@@ -258,6 +268,27 @@ def _resolve_own_image(app: App, image: str) -> tuple[str, str, dict[str, str]]:
             "can be deployed.",
             field="image",
         )
+    return ref
+
+
+def release_image_request(*, user: User, app: App, image: str) -> None:
+    """Check the reference and queue the release for the worker: only it
+    holds the registry's credentials to resolve the digest."""
+    require_role(user=user, team_id=app.team_id, action="deploy")
+    _check_own_image(app, image)
+    from paas.hosts.tasks import release_from_image
+
+    args = (app.pk, image.strip(), user.pk)
+    transaction.on_commit(lambda: release_from_image.delay(*args))
+
+
+def _resolve_own_image(app: App, image: str) -> tuple[str, str, dict[str, str]]:
+    """(repository, digest, process types) of an image of the team's own apps."""
+    from paas.builds.engine_adapter import registry_settings
+    from paas.builds.models import Build
+    from runtime_agent.host.errors import AgentError
+
+    ref = _check_own_image(app, image)
     try:
         with registry_settings().client() as client:
             _, digest, _ = client.get_manifest(ref.repository, ref.reference)
@@ -286,3 +317,40 @@ def release_create_from_image(*, user: User, app: App, image: str) -> Release:
     audit_record(actor=user, app=app, action="release.image", target=release.label,
                  detail=release.image)  # fmt: skip
     return release
+
+
+@transaction.atomic
+def formation_publish(
+    *, user: User, app: App, process_type: str, tcp_port: int | None
+) -> Release | None:
+    """Publish a TCP port of a process type's containers on their hosts (or
+    stop publishing, with None). Containers get ports only when made, so a
+    new release (same image and config) rolls instances that have it."""
+    require_role(user=user, team_id=app.team_id, action="deploy")
+    if tcp_port is not None and not 1 <= tcp_port <= 65535:
+        raise ValidationFailed("The TCP port must be between 1 and 65535.", field="tcp_port")
+    formation = Formation.objects.filter(app=app, process_type=process_type).first()
+    if formation is None:
+        raise NotFound(f"{app.name} has no process type {process_type!r}.")
+    formation.tcp_port = tcp_port
+    formation.save(update_fields=["tcp_port"])
+    what = f"{process_type} TCP {tcp_port}" if tcp_port else f"{process_type}: no TCP port"
+    audit_record(actor=user, app=app, action="formation.publish", target=what)
+    return _release_for_config(app, user, f"Publish {what}")
+
+
+def release_image_by_id(*, app_id: int, image: str, user_id: int) -> Release | None:
+    """The worker's side of :func:`release_image_request`; a refusal (no such
+    tag, say) goes to the audit log."""
+    from paas.applications.models import AuditResult
+
+    app = App.objects.filter(pk=app_id).first()
+    user = User.objects.filter(pk=user_id).first()
+    if app is None or user is None:
+        return None
+    try:
+        return release_create_from_image(user=user, app=app, image=image)
+    except (ValidationFailed, NotFound) as exc:
+        audit_record(actor=user, app=app, action="release.image", target=image[:200],
+                     result=AuditResult.FAILED, detail=exc.message)  # fmt: skip
+        return None

@@ -37,7 +37,12 @@ def config_json(app: App, *, reveal: bool) -> list[dict[str, str]]:
 
 def formation_json(app: App) -> list[dict[str, Any]]:
     return [
-        {"process_type": f.process_type, "count": f.count, "memory_bytes": f.memory_bytes}
+        {
+            "process_type": f.process_type,
+            "count": f.count,
+            "memory_bytes": f.memory_bytes,
+            "tcp_port": f.tcp_port,
+        }
         for f in app.formation.all()
     ]
 
@@ -55,6 +60,9 @@ def instance_json(instance: Instance) -> dict[str, Any]:
         "healthy": instance.healthy,
         "address": instance.address,
         "port": instance.port,
+        "published": f"{instance.host.name}:{instance.host_port}->{instance.tcp_port}"
+        if instance.host_port
+        else None,
         "exit_code": instance.exit_code,
         "oom_killed": instance.oom_killed,
         "restart_count": instance.restart_count,

@@ -33,8 +33,13 @@ def _act(request: HttpRequest, app: App, action: str) -> str:
         return f"Rolling back: {release.label} is deploying."
     if action == "image":
         image = post.get("image", "")
-        release = releases.release_create_from_image(user=user, app=app, image=image)
-        return f"Deploying {image} as {release.label}."
+        releases.release_image_request(user=user, app=app, image=image)
+        return f"Deploying {image}: a new release is on its way (see Releases)."
+    if action == "publish":
+        process_type, raw = post.get("process_type", ""), post.get("tcp_port", "").strip()
+        port = _int(raw, "tcp_port") if raw else None
+        releases.formation_publish(user=user, app=app, process_type=process_type, tcp_port=port)
+        return f"{process_type}: TCP port {port or 'no longer'} published; rolling out."
     if action == "scale":
         process_type = post.get("process_type", "")
         count = _int(post.get("count"), "count")

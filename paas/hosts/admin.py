@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -31,6 +32,7 @@ class HostAdmin(admin.ModelAdmin):
                     "last_heartbeat_at"]  # fmt: skip
     readonly_fields = ["memory_bytes", "cpus", "agent_version", "last_heartbeat_at", "last_error"]
     exclude = ["token"]  # the agent's credential is never shown
+    formfield_overrides = {models.URLField: {"assume_scheme": "http"}}  # agents speak http
     actions = [_set_state(HostState.DRAINING), _set_state(HostState.READY),
                _set_state(HostState.REMOVED)]  # fmt: skip
 

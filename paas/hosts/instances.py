@@ -11,6 +11,7 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
+from paas.accounts.idranges import team_id_range
 from paas.core.errors import PaasError
 from paas.hosts.agent_client import AgentClient
 from paas.hosts.models import DesiredState, Instance, InstanceState
@@ -56,7 +57,12 @@ def instance_request(instance: Instance) -> wire.CreateContainer:
         env=env,
         hostname=instance.container_name.replace(".", "-")[:63],
         limits=wire.Limits(memory_bytes=instance.memory_bytes),
+        ports=_published(instance),
         restart=wire.RestartPolicy(name=RestartPolicyName.ALWAYS),
+        # The team's own uid range; one network group per app: its instances
+        # reach each other, no other app's.
+        id_range=team_id_range(team=instance.app.team),
+        network_group=instance.app.name,
         labels={
             "paas.app": instance.app.name,
             "paas.release": str(release.number),
@@ -64,6 +70,12 @@ def instance_request(instance: Instance) -> wire.CreateContainer:
             "paas.index": str(instance.index),
         },
     )
+
+
+def _published(instance: Instance) -> list[wire.PortBinding]:
+    if instance.tcp_port is None or instance.host_port is None:
+        return []
+    return [wire.PortBinding(container_port=instance.tcp_port, host_port=instance.host_port)]
 
 
 _STATES = {

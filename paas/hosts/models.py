@@ -95,6 +95,9 @@ class Instance(models.Model):
     healthy = models.BooleanField(default=False, help_text="passed its health check")
     address = models.CharField(max_length=64, blank=True)
     port = models.PositiveIntegerField(default=8080)
+    # Published TCP port: the container's ``tcp_port`` on the host's ``host_port``.
+    tcp_port = models.PositiveIntegerField(null=True, blank=True)
+    host_port = models.PositiveIntegerField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     oom_killed = models.BooleanField(default=False)
     restart_count = models.PositiveIntegerField(default=0)
@@ -106,7 +109,8 @@ class Instance(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["release", "process_type", "index"], name="one_instance_per_slot"
-            )
+            ),
+            models.UniqueConstraint(fields=["host", "host_port"], name="one_instance_per_port"),
         ]
 
     def __str__(self) -> str:

@@ -14,6 +14,7 @@ import time
 
 from django.conf import settings
 
+from paas.accounts.idranges import team_id_range
 from paas.applications.models import DEFAULT_MEMORY_BYTES, Release
 from paas.core.errors import PaasError
 from paas.hosts.instances import container_name, exit_reason
@@ -41,6 +42,8 @@ def _request(release: Release, command: str) -> wire.CreateContainer:
         hostname=name.replace(".", "-")[:63],
         limits=wire.Limits(memory_bytes=DEFAULT_MEMORY_BYTES),
         restart=wire.RestartPolicy(name=RestartPolicyName.NO),
+        id_range=team_id_range(team=release.app.team),
+        network_group=release.app.name,
         labels={
             "paas.app": release.app.name,
             "paas.release": str(release.number),

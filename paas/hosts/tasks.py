@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from paas.applications import releases
 from paas.hosts import app_delete, deploy, lifecycle, reconcile, services
 
 
@@ -49,3 +50,9 @@ def app_action_task(app_id: int, action: str, user_id: int) -> None:
 @shared_task(name="deploy.app_delete", acks_late=True, reject_on_worker_lost=True)
 def app_delete_task(app_id: int) -> bool:
     return app_delete.app_delete(app_id=app_id)
+
+
+@shared_task(name="deploy.release_from_image", acks_late=True, reject_on_worker_lost=True)
+def release_from_image(app_id: int, image: str, user_id: int) -> int | None:
+    release = releases.release_image_by_id(app_id=app_id, image=image, user_id=user_id)
+    return release.number if release else None

@@ -3,11 +3,15 @@ test registry, nginx as the router, the hello-world sample, and waits."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
+import os
+import shutil
 import tarfile
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,19 @@ def sample_archive(directory: Path = SAMPLE, extra: dict[str, bytes] | None = No
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def agent_root() -> Iterator[Path]:
+    """A short, traversable (0711, not listable) directory for an agent's root:
+    with user namespaces runc resolves each rootfs as the container's
+    unprivileged host uid, so every parent must let it pass."""
+    root = Path(tempfile.mkdtemp(prefix="pd-", dir="/tmp"))
+    os.chmod(root, 0o711)
+    try:
+        yield root / "agent"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # cleanup() unmounted what was there
 
 
 def agent_for(registry: TestRegistry, root: Path) -> AgentProcess:

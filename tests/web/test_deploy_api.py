@@ -96,3 +96,22 @@ def test_scaling_validates_its_input(client: Any, alice: Any, app: Any) -> None:
     assert _post(client, alice, path, {"count": 2}).status_code == 202
     formation = client.get("/api/v1/apps/api-app/formation", **_auth(alice)).json()
     assert formation["formation"][0]["count"] == 2
+
+
+def test_a_new_memory_limit_rolls_a_release_and_a_new_count_does_not(
+    client: Any, alice: Any, app: Any
+) -> None:
+    Release.objects.create(app=app, number=1, image="reg/x@sha256:aa", cause="build",
+                           state=ReleaseState.CURRENT)  # fmt: skip
+    from paas.applications.releases import _ensure_formation
+
+    _ensure_formation(app, {})
+    path = "/api/v1/apps/api-app/formation/web"
+    assert _post(client, alice, path, {"count": 2}).status_code == 202
+    assert app.releases.count() == 1
+    body = {"count": 2, "memory_bytes": 512 * 2**20}
+    assert _post(client, alice, path, body).status_code == 202
+    v2 = Release.objects.get(app=app, number=2)
+    assert (v2.description, v2.image) == ("Memory of web: 512 MiB", "reg/x@sha256:aa")
+    assert _post(client, alice, path, body).status_code == 202  # unchanged: no release
+    assert app.releases.count() == 2

@@ -6,6 +6,7 @@ redeploy, a failing release and the reconcile."""
 
 from __future__ import annotations
 
+import http.client
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from paas.accounts.services import api_token_create
 from paas.applications.models import App, AuditEntry, Release, ReleaseState
 from paas.applications.releases import (
     config_set,
+    formation_publish,
     formation_scale,
     release_create_from_image,
     release_rollback,
@@ -30,13 +32,14 @@ from paas.hosts.instances import instance_ensure
 from paas.hosts.models import Instance, InstanceState
 from paas.hosts.reconcile import reconcile
 from paas.hosts.services import host_client, hosts_heartbeat_all
-from tests.support.agent_harness import AgentProcess, cleanup
+from tests.support.agent_harness import AgentProcess, cleanup, free_port
 from tests.support.http_load import LoadResult, Response, run_load
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter, run_router
 from tests.web.deploy_support import (
     add_host,
     agent_for,
+    agent_root,
     container_names,
     get,
     upload,
@@ -50,15 +53,16 @@ HOST = "hello.localhost"
 
 
 @pytest.fixture(scope="module")
-def agent(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def agent(registry: TestRegistry) -> Iterator[Any]:
     """One agent for the module: its image store keeps the stack after the
     first pull. Each test leaves it empty."""
-    proc = agent_for(registry, tmp_path_factory.mktemp("deploy-agent"))
-    try:
-        proc.start()
-        yield proc
-    finally:
-        cleanup(proc)
+    with agent_root() as root:
+        proc = agent_for(registry, root)
+        try:
+            proc.start()
+            yield proc
+        finally:
+            cleanup(proc)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +75,11 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestRouter]:
 @pytest.fixture
 def platform(agent: AgentProcess, router: TestRouter, workers: Any, settings: Any) -> Any:
     """A worker and this process agree on the router and deploy settings."""
-    deploy_env = {**router.env, "PAAS_DRAIN_SECONDS": "0.5", "PAAS_HEALTH_TIMEOUT_S": "30"}
+    first_tcp = free_port()  # published ports come from a range free right now
+    deploy_env = {
+        **router.env, "PAAS_DRAIN_SECONDS": "0.5", "PAAS_HEALTH_TIMEOUT_S": "30",
+        "PAAS_TCP_PORTS_FIRST": str(first_tcp), "PAAS_TCP_PORTS_LAST": str(first_tcp + 2),
+    }  # fmt: skip
     settings.PAAS_HEALTH_TIMEOUT_S = 30.0
     workers.env.update(deploy_env)
     add_host(agent)
@@ -275,7 +283,12 @@ def test_instances_spread_over_two_hosts_and_move_when_one_is_lost(
     client: Any, alice: Any, platform: int, agent: AgentProcess, registry: TestRegistry,
     tmp_path: Path, settings: Any,
 ) -> None:  # fmt: skip
-    second = agent_for(registry, tmp_path / "agent-b")
+    with agent_root() as root:
+        _two_hosts(client, alice, platform, agent, agent_for(registry, root), settings)
+
+
+def _two_hosts(client: Any, alice: Any, platform: int, agent: AgentProcess,
+               second: AgentProcess, settings: Any) -> None:  # fmt: skip
     try:
         second.start()
         add_host(second, name="b")
@@ -377,3 +390,37 @@ def test_an_app_deploys_an_image_of_its_teams_own_app(
     with pytest.raises(ValidationFailed, match="has no image"):
         release_create_from_image(user=alice, app=copy, image=f"{registry.host}/hello:v99")
     assert not Release.objects.filter(app=bobs).exists()
+
+    # Through the API the worker resolves the tag (it holds the registry's credentials).
+    _, raw = api_token_create(user=alice, name="cli")
+    response = client.post("/api/v1/apps/copy/releases", {"image": f"{registry.host}/hello:v1"},
+                           content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {raw}")  # fmt: skip
+    assert response.status_code == 202, response.content
+    v2 = wait_release("copy", 2)
+    assert (v2.state, v2.image) == (ReleaseState.CURRENT, release.image)
+    refused = client.post("/api/v1/apps/copy/releases", {"image": "elsewhere.example/x:1"},
+                          content_type="application/json",
+                          HTTP_AUTHORIZATION=f"Bearer {raw}")  # fmt: skip
+    assert refused.status_code == 400
+
+
+def test_a_published_tcp_port_reaches_the_instance_on_its_host(
+    client: Any, alice: Any, platform: int, agent: AgentProcess
+) -> None:
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    upload(client, alice, "hello")
+    assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
+    assert _instances(1)[0].host_port is None
+    v2 = formation_publish(user=alice, app=app, process_type="web", tcp_port=8080)
+    assert v2 is not None and v2.description == "Publish web TCP 8080"
+    assert wait_release("hello", 2).state == ReleaseState.CURRENT
+    (instance,) = _instances(2)
+    assert instance.tcp_port == 8080 and instance.host_port is not None
+    info = agent.request("GET", f"/v1/containers/{instance.container_name}")[1]
+    assert info["ports"][0]["host_port"] == instance.host_port
+    # Straight to the host's port, not through the router (like docker run -p).
+    conn = http.client.HTTPConnection("127.0.0.1", instance.host_port, timeout=10)
+    conn.request("GET", "/")
+    assert conn.getresponse().read() == b"Hello, world from hello-v2-web-1\n"
+    conn.close()

@@ -20,6 +20,7 @@ from paas.hosts.models import DesiredState, Host, HostState, Instance, JoinToken
 from paas.hosts.scheduler import NothingFits, schedule
 from paas.hosts.services import host_heartbeat, join_token_create
 from tests.support.agent_harness import AgentProcess, cleanup
+from tests.web.deploy_support import agent_root
 
 pytestmark = pytest.mark.django_db(transaction=True)
 GiB = 1024**3
@@ -69,16 +70,17 @@ def test_an_expired_or_made_up_token_is_refused(client: Any) -> None:
 
 
 @pytest.fixture
-def joined_agent(client: Any, tmp_path: Any) -> Iterator[tuple[Host, AgentProcess]]:
+def joined_agent(client: Any) -> Iterator[tuple[Host, AgentProcess]]:
     """A real agent started with the credential its host got when joining."""
-    agent = AgentProcess.fresh(tmp_path / "agent")
-    response = _join(client, _token_from_command(), url=agent.url)
-    agent.token = response.json()["credential"]
-    try:
-        agent.start()
-        yield Host.objects.get(name="host-1"), agent
-    finally:
-        cleanup(agent)
+    with agent_root() as root:
+        agent = AgentProcess.fresh(root)
+        response = _join(client, _token_from_command(), url=agent.url)
+        agent.token = response.json()["credential"]
+        try:
+            agent.start()
+            yield Host.objects.get(name="host-1"), agent
+        finally:
+            cleanup(agent)
 
 
 def test_a_joined_agent_answers_its_own_credential_and_turns_ready(
