@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 
 from django.conf import settings
 
@@ -37,7 +38,25 @@ def app_routes_for(*, app: App, upstreams: Iterable[Upstream]) -> list[Route]:
     """The Routes of ``app`` to ``upstreams`` (its healthy web instances):
     its platform name and every custom domain, those with a certificate over
     HTTPS. What the deploy code hands to ``router_apply`` for each app."""
-    domains = list(Domain.objects.filter(app=app))
+    return _routes(app, list(Domain.objects.filter(app=app)), upstreams)
+
+
+def routes_for_apps(
+    *, apps: Iterable[App], upstreams: Mapping[int, Iterable[Upstream]]
+) -> list[Route]:
+    """:func:`app_routes_for` for many apps (``upstreams`` by app id), with
+    one query for all their domains."""
+    apps = list(apps)
+    domains: dict[int, list[Domain]] = defaultdict(list)
+    for domain in Domain.objects.filter(app__in=apps):
+        domains[domain.app_id].append(domain)
+    routes: list[Route] = []
+    for app in apps:
+        routes += _routes(app, domains[app.pk], upstreams.get(app.pk, ()))
+    return routes
+
+
+def _routes(app: App, domains: list[Domain], upstreams: Iterable[Upstream]) -> list[Route]:
     certificates = {}
     for domain in domains:
         cert = domain_tls_cert(domain=domain)

@@ -19,7 +19,7 @@ from paas.router.domains import domain_add, domain_clear_certificate, domain_set
 from paas.router.errors import CertificateRejected
 from paas.router.models import Domain
 from paas.router.routes import Upstream
-from paas.router.selectors import app_hostnames, app_routes_for
+from paas.router.selectors import app_hostnames, app_routes_for, routes_for_apps
 from paas.router.services import router_apply
 from tests.support.backends import Backend
 from tests.support.certs import self_signed
@@ -124,3 +124,19 @@ def test_a_domain_with_a_certificate_is_served_over_https(
     assert response.status == 200
     assert json.loads(response.data)["backend"] == "one"  # type: ignore[attr-defined]
     assert router.get("shop.example.com").status == 308
+
+
+def test_routes_for_many_apps_take_one_query_for_their_domains(
+    alice: Any, shop: App, django_assert_num_queries: Any, settings: Any
+) -> None:
+    settings.PAAS_DOMAIN = "localhost"
+    blog = App.objects.create(team=alice.personal_team, name="blog")
+    domain_add(user=alice, app=shop, hostname="shop.example.com")
+    domain_add(user=alice, app=blog, hostname="blog.example.com")
+    up = Upstream("127.0.0.1", 8000)
+    with django_assert_num_queries(1):
+        routes = routes_for_apps(apps=[shop, blog], upstreams={shop.pk: [up]})
+    assert [(r.app, r.hostnames, r.upstreams) for r in routes] == [
+        ("shop", ("shop.localhost", "shop.example.com"), (up,)),
+        ("blog", ("blog.localhost", "blog.example.com"), ()),
+    ]
