@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from runtime_agent.host.errors import AgentError, UnsafeArchive
+from runtime_agent.host import safepath
+from runtime_agent.host.errors import AgentError, UnsafeArchive, UnsafePath
 from runtime_agent.host.safepath import clean_member_name, link_target_inside, resolve_inside
 
 log = logging.getLogger("runtime_agent.layers")
@@ -344,10 +345,13 @@ def pack_layer(
             filename="", mode="wb", fileobj=blob, compresslevel=compresslevel, mtime=0
         ) as gz:
             diff = _HashingWriter(gz)
-            with tarfile.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            with (
+                tarfile.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+                safepath.opened_dir(src) as src_fd,
+            ):
                 seen: dict[tuple[int, int], str] = {}
-                for rel, path, st in _walk_sorted(src, "", os.lstat(src).st_dev):
-                    _pack_entry(tar, rel, path, st, from_overlay_upper, mtime, seen)
+                for rel, dir_fd, name, st in _walk_sorted(src_fd, "", os.fstat(src_fd).st_dev):
+                    _pack_entry(tar, rel, _At(dir_fd, name), st, from_overlay_upper, mtime, seen)
         raw.flush()
         os.fsync(raw.fileno())
     os.replace(tmp, out_path)
@@ -379,21 +383,34 @@ class _HashingWriter(io.RawIOBase):
         return "sha256:" + self._hash.hexdigest()
 
 
+@dataclass(frozen=True)
+class _At:
+    """An entry as a name in an open directory: the tree being packed is a
+    build step's upper dir, shaped by the tenant, so nothing here walks a
+    path (see safepath)."""
+
+    dir_fd: int
+    name: str
+
+    def open(self, flags: int) -> int:
+        return safepath.openat2(self.dir_fd, self.name, flags)
+
+
 def _walk_sorted(
-    dir_path: Path, rel_dir: str, device: int
-) -> Iterator[tuple[str, Path, os.stat_result]]:
-    """Every entry under ``dir_path`` (not itself), depth first, siblings in
+    dir_fd: int, rel_dir: str, device: int
+) -> Iterator[tuple[str, int, str, os.stat_result]]:
+    """Every entry under ``dir_fd`` (not itself), depth first, siblings in
     byte order of their names (like GNU tar --sort=name); never follows
     symlinks, never descends into another filesystem (a rootfs may still
-    have /proc mounted: its mount point is packed, not its contents)."""
-    for name in sorted(os.listdir(dir_path), key=os.fsencode):
-        path = dir_path / name
+    have /proc mounted: its mount point is packed, not its contents).
+    Yields (path in the layer, its directory's fd, its name, its lstat)."""
+    for name, st in safepath.list_dir(dir_fd):
         rel = f"{rel_dir}{name}"
-        st = os.lstat(path)
-        yield rel, path, st
+        yield rel, dir_fd, name, st
         if stat.S_ISDIR(st.st_mode):
             if st.st_dev == device:
-                yield from _walk_sorted(path, rel + "/", device)
+                with safepath.closing(safepath.open_dir_beneath(dir_fd, name)) as child:
+                    yield from _walk_sorted(child, rel + "/", device)
             else:
                 log.info("not descending into %s: another filesystem is mounted there", rel)
 
@@ -401,7 +418,7 @@ def _walk_sorted(
 def _pack_entry(
     tar: tarfile.TarFile,
     rel: str,
-    path: Path,
+    at: _At,
     st: os.stat_result,
     from_upper: bool,
     mtime: int,
@@ -419,28 +436,33 @@ def _pack_entry(
     if stat.S_ISDIR(mode):
         info.type = tarfile.DIRTYPE
         tar.addfile(info)
-        if from_upper and _xattr(path, OPAQUE_XATTR) == b"y":
-            tar.addfile(_info(f"{rel}/{OPAQUE_MARKER}", st, mtime, 0o600))
+        if from_upper:
+            with safepath.closing(at.open(os.O_RDONLY | os.O_DIRECTORY)) as fd:
+                opaque = _xattr(fd, OPAQUE_XATTR) == b"y"
+            if opaque:
+                tar.addfile(_info(f"{rel}/{OPAQUE_MARKER}", st, mtime, 0o600))
     elif stat.S_ISLNK(mode):
         info.type = tarfile.SYMTYPE
-        info.linkname = os.readlink(path)
+        info.linkname = os.readlink(at.name, dir_fd=at.dir_fd)
         tar.addfile(info)
     elif stat.S_ISFIFO(mode):
         info.type = tarfile.FIFOTYPE
         tar.addfile(info)
     elif stat.S_ISREG(mode):
-        _pack_file(tar, info, path, st, seen)
+        _pack_file(tar, info, at, st, seen)
 
 
 def _pack_file(
     tar: tarfile.TarFile,
     info: tarfile.TarInfo,
-    path: Path,
+    at: _At,
     st: os.stat_result,
     seen: dict[tuple[int, int], str],
 ) -> None:
     # Hard-linked inodes: the first name (in sorted order) carries the
-    # content, later names become links to it.
+    # content, later names become links to it. Only names inside this tree
+    # are ever link targets: an inode shared with a file outside it is
+    # packed as a plain file.
     if st.st_nlink > 1:
         key = (st.st_dev, st.st_ino)
         if key in seen:
@@ -449,11 +471,16 @@ def _pack_file(
             tar.addfile(info)
             return
         seen[key] = info.name
-    cap = _xattr(path, CAPABILITY_XATTR)
-    if cap is not None:
-        info.pax_headers = {_PAX_XATTR + CAPABILITY_XATTR: cap.decode("utf-8", "surrogateescape")}
-    info.size = st.st_size
-    with open(path, "rb") as f:
+    with os.fdopen(at.open(os.O_RDONLY), "rb") as f:
+        now = os.fstat(f.fileno())
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise UnsafePath(f"{info.name!r} changed while the layer was packed", path=info.name)
+        cap = _xattr(f.fileno(), CAPABILITY_XATTR)
+        if cap is not None:
+            info.pax_headers = {
+                _PAX_XATTR + CAPABILITY_XATTR: cap.decode("utf-8", "surrogateescape")
+            }
+        info.size = st.st_size
         tar.addfile(info, f)
 
 
@@ -466,9 +493,9 @@ def _info(name: str, st: os.stat_result, mtime: int, mode: int) -> tarfile.TarIn
     return info
 
 
-def _xattr(path: Path, name: str) -> bytes | None:
+def _xattr(fd: int, name: str) -> bytes | None:
     try:
-        return os.getxattr(path, name, follow_symlinks=False)
+        return os.getxattr(fd, name)
     except OSError as exc:
         if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
             return None

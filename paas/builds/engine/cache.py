@@ -9,6 +9,7 @@ sees half an entry and two workers making the same key do not collide."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime_agent.host import safepath
 from runtime_agent.images.layers import LayerInfo
 
 KEY_CHARS = set("0123456789abcdef")
@@ -62,8 +64,8 @@ class LayerCache:
         tmp = self.root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            shutil.move(str(tree), tmp / "tree")
-            shutil.move(str(blob), tmp / "layer.tar.gz")
+            _move_tree(tree, tmp / "tree")
+            shutil.move(str(blob), tmp / "layer.tar.gz")  # our own file: no links
             meta = {"info": info.__dict__, "created_by": created_by, "created_at": time.time()}
             (tmp / "layer.json").write_text(json.dumps(meta))
             try:
@@ -91,3 +93,19 @@ class LayerCache:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)
         return removed
+
+
+def _move_tree(tree: Path, dest: Path) -> None:
+    """Move a layer tree (a build step's output: the tenant's) to ``dest``:
+    a rename on one filesystem, else a copy that keeps links as links and
+    never follows one (safepath), then the original removed the same way."""
+    try:
+        os.rename(tree, dest)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    dest.mkdir(mode=0o755)
+    with safepath.opened_dir(tree) as src_fd, safepath.opened_dir(dest) as dst_fd:
+        safepath.copy_tree(src_fd, dst_fd)
+    safepath.remove_tree(tree)
