@@ -253,6 +253,9 @@ def _host_proxy(name: str) -> str:
 PAAS_BUILD_HTTP_PROXY = env_str("PAAS_BUILD_HTTP_PROXY", _host_proxy("HTTP_PROXY"))
 PAAS_BUILD_HTTPS_PROXY = env_str("PAAS_BUILD_HTTPS_PROXY", _host_proxy("HTTPS_PROXY"))
 PAAS_BUILD_NO_PROXY = env_str("PAAS_BUILD_NO_PROXY", _host_proxy("NO_PROXY"))
+# Repositories in the platform registry (``repo`` or ``repo:tag``) any team's
+# Dockerfile may start FROM, besides the stack and the team's own apps.
+PAAS_BUILD_ALLOWED_IMAGES = env_list("PAAS_BUILD_ALLOWED_IMAGES", [])
 
 # The router: the platform's own nginx (see paas/router and README "Routing").
 PAAS_ROUTER_DIR = env_path("PAAS_ROUTER_DIR", DATA_DIR / "router")

@@ -28,7 +28,7 @@ from paas.applications.selectors import app_for_user
 from paas.builds.archive import ArchiveLimits, UnsafeArchive, detect_format, extract_archive
 from paas.builds.buildvars import build_args_of, build_secret_values
 from paas.builds.engine import BuildCancelled, BuildFailed, reap_stale_builds
-from paas.builds.engine_adapter import build_app_image, engine_config
+from paas.builds.engine_adapter import build_app_image, build_tenant, engine_config
 from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.builds.selectors import images_in_use
 from paas.core.errors import PaasError, ValidationFailed
@@ -391,6 +391,7 @@ def _build_image(
         secrets=build_secret_values(app=build.app),
         cancel=cancel,
         protected_digests=images_in_use(app_id=build.app_id),
+        tenant=build_tenant(build.app),
     )
     out(f"-----> {result.image_ref} ({result.digest}) in {result.duration_s:.2f} s")
     return {

@@ -91,6 +91,7 @@ class _State:
     base: BaseImage | None = None
     cmd_set: bool = False
     ignore: DockerIgnore = field(default_factory=DockerIgnore)
+    base_allowed: Callable[[str], bool] | None = None
 
     def substitute(self, text: str) -> str:
         return str(WordSplitter(text, args=self.args, envs=self.env).dequote())
@@ -111,11 +112,16 @@ def parse_dockerfile(
     registry_host: str,
     load_base: Callable[[str], BaseImage],
     build_args: dict[str, str] | None = None,
+    base_allowed: Callable[[str], bool] | None = None,
 ) -> BuildPlan:
     """The plan for a Dockerfile. ``load_base`` pulls the FROM image and
-    returns its settings (called once, when FROM is reached)."""
+    returns its settings (called once, when FROM is reached), if
+    ``base_allowed(ref)`` says the build may use it (without it: only the
+    stack)."""
     parser = DockerfileParser(fileobj=io.BytesIO(text.encode()), env_replace=False)
-    state = _State(source_dir=source_dir, ignore=read_dockerignore(source_dir))
+    state = _State(
+        source_dir=source_dir, ignore=read_dockerignore(source_dir), base_allowed=base_allowed
+    )
     given_args = dict(build_args or {})
     for entry in parser.structure:
         instruction = str(entry["instruction"]).upper()
@@ -164,6 +170,16 @@ def _from(state: _State, value: str, line: int, build_args: dict[str, str], stac
         raise BuildFailed(f"Dockerfile line {line}: bad FROM {value!r}", step=f"FROM {value}")
     name = state.substitute(words[0])
     ref = resolve_from(name, stack_ref=stack_ref, registry_host=registry_host, line=line)
+    allowed = state.base_allowed or (lambda r: False)
+    if ref != stack_ref and not allowed(ref):
+        # Before any pull: the worker's registry credential reads every
+        # team's images.
+        raise BuildFailed(
+            f"Dockerfile line {line}: FROM {name}: a build may start from the stack "
+            "('FROM stack'), an image of an app of its own team, or an image the platform "
+            "allows (PAAS_BUILD_ALLOWED_IMAGES); this is none of them",
+            step=f"FROM {name}",
+        )
     base = load_base(ref)
     state.base = base
     # ARGs declared before FROM are only usable in FROM (Docker's rule).

@@ -33,8 +33,22 @@ def test_from_stack_uses_the_platform_stack(tmp_path):
 
 
 def test_from_a_name_means_an_image_in_the_platform_registry(tmp_path):
-    _, loaded = plan(tmp_path, "FROM myapp:v3\n")
+    _, loaded = plan(tmp_path, "FROM myapp:v3\n", base_allowed=lambda ref: True)
     assert loaded == [f"{REGISTRY}/myapp:v3"]
+
+
+def test_from_an_image_the_policy_refuses_fails_naming_the_line_before_loading(tmp_path):
+    asked: list[str] = []
+
+    def policy(ref: str) -> bool:
+        asked.append(ref)
+        return False
+
+    with pytest.raises(BuildFailed, match="Dockerfile line 2: FROM other:v1: a build may"):
+        plan(tmp_path, "ARG X=1\nFROM other:v1\n", base_allowed=policy)
+    assert asked == [f"{REGISTRY}/other:v1"]
+    with pytest.raises(BuildFailed, match="Dockerfile line 1"):
+        plan(tmp_path, "FROM other:v1\n")  # no policy: the stack only
 
 
 def test_from_another_registry_is_refused(tmp_path):

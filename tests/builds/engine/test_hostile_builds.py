@@ -28,7 +28,7 @@ import pytest
 
 from paas.builds.engine.build import BuildResult, build_image
 from paas.builds.engine.errors import BuildFailed
-from runtime_agent.layers import LayerInfo
+from runtime_agent.images.layers import LayerInfo
 from tests.support.images import image_config, push_image
 
 # tmp_path/work/build-<id>/step-<n>/{upper,tree}: from a step's upper dir,
