@@ -28,6 +28,7 @@ import pytest
 
 from paas.builds.engine.build import BuildResult, build_image
 from paas.builds.engine.errors import BuildFailed
+from paas.builds.engine.tenant import ANONYMOUS, Tenant
 from runtime_agent.images.layers import LayerInfo
 from tests.support.images import image_config, push_image
 
@@ -85,10 +86,13 @@ def host(tmp_path: Path) -> Host:
     return Host(tmp_path)
 
 
-def build(config, source: Path, app: str | None = None, lines=None) -> BuildResult:
+def build(
+    config, source: Path, app: str | None = None, lines=None, tenant: Tenant = ANONYMOUS
+) -> BuildResult:
     return build_image(
         source_dir=source, app=app or f"hostile-{uuid.uuid4().hex[:6]}", build_id="b1",
         version=1, config=config, log=(lines if lines is not None else []).append,
+        tenant=tenant,
     )  # fmt: skip
 
 
@@ -391,6 +395,7 @@ def test_a_base_layer_hard_linking_outside_itself_fails_the_build(
         push_image(client, repo, "v1", [(blob, info)], image_config([info.diff_id]))
     blob.unlink()
     src = dockerfile_source(tmp_path, f"FROM {repo}:v1\nRUN true\n")
+    team = Tenant(team="hostile", apps=frozenset({repo}))  # the team's own app image
     with pytest.raises(BuildFailed, match="absolute path|points outside|through a link"):
-        build(engine_config, src)
+        build(engine_config, src, tenant=team)
     host.assert_untouched()
