@@ -169,20 +169,47 @@ class BuildLogWriter:
     """Appends numbered lines to a build's log and streams each one live.
 
     Only the worker that claimed the build writes, so a local counter is safe.
+    What a build prints is the tenant's: past ``PAAS_BUILD_LOG_MAX_LINES``
+    lines or ``PAAS_BUILD_LOG_MAX_BYTES`` bytes one "log truncated" line is
+    written and the rest dropped (neither stored nor streamed); the
+    platform's own last word (:meth:`final`) is always kept.
     """
 
     def __init__(self, build_id: uuid.UUID | str) -> None:
         self.build_id = build_id
         last = BuildLogLine.objects.filter(build_id=build_id).aggregate(n=Max("seq"))["n"]
         self.seq = last or 0
+        self.max_lines: int = settings.PAAS_BUILD_LOG_MAX_LINES
+        self.max_bytes: int = settings.PAAS_BUILD_LOG_MAX_BYTES
+        self.bytes = 0
+        self.truncated = False
 
     def __call__(self, text: str) -> None:
         for line in text.splitlines() or [""]:
-            self.seq += 1
-            BuildLogLine.objects.create(build_id=self.build_id, seq=self.seq, text=line)
-            group_send(
-                build_group(self.build_id), {"type": "build.line", "seq": self.seq, "text": line}
-            )
+            if self.truncated:
+                continue
+            size = len(line.encode())
+            if self.seq >= self.max_lines or self.bytes + size > self.max_bytes:
+                self.truncated = True
+                self._write(
+                    f"!!     log truncated: this build printed more than {self.max_lines} lines "
+                    f"or {self.max_bytes} bytes; later lines are not kept"
+                )
+                continue
+            self.bytes += size
+            self._write(line)
+
+    def final(self, text: str) -> None:
+        """The outcome of the build: written even past the cap."""
+        for line in text.splitlines() or [""]:
+            self._write(line)
+
+    def _write(self, line: str) -> None:
+        self.seq += 1
+        BuildLogLine.objects.create(build_id=self.build_id, seq=self.seq, text=line)
+        group_send(
+            build_group(self.build_id), {"type": "build.line", "seq": self.seq, "text": line}
+        )
 
 
 def build_state_event(build: Build) -> dict[str, str]:
@@ -262,7 +289,7 @@ def build_cancel(*, build: Build, user: User | None = None) -> bool:
 def _after_cancel(build_id: str, out: BuildLogWriter) -> None:
     # The version may have been taken between the claim and the cancel.
     Build.objects.filter(pk=build_id, state=BuildState.CANCELLED).update(version=None)
-    out("-----> Build cancelled")
+    out.final("-----> Build cancelled")
 
 
 def builds_fail_abandoned() -> int:
@@ -360,17 +387,17 @@ def build_run(*, build_id: str) -> None:
     except BuildFailed as exc:  # the engine has logged it
         build_finish(build_id=build_id, state=BuildState.FAILED, error=str(exc))
     except (AgentError, PaasError) as exc:
-        out(f"!!     {exc.message}")
+        out.final(f"!!     {exc.message}")
         build_finish(build_id=build_id, state=BuildState.FAILED, error=exc.message)
     except Exception as exc:
         log.exception("build %s crashed", build_id)
-        out(f"!!     internal error: {exc}")
+        out.final(f"!!     internal error: {exc}")
         build_finish(build_id=build_id, state=BuildState.FAILED, error=f"internal error: {exc}")
     else:
         if cancelled.is_set():  # cancelled after the last step: not recorded as built
             _after_cancel(build_id, out)
         else:
-            out("-----> Build succeeded")
+            out.final("-----> Build succeeded")
             build_finish(build_id=build_id, state=BuildState.SUCCEEDED, **fields)
     finally:
         shutil.rmtree(source.parent, ignore_errors=True)
