@@ -45,7 +45,7 @@ from runtime_agent.images.refs import ImageRef
 from runtime_agent.images.registry import OCI_MANIFEST, RegistryClient
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
-from runtime_agent.oci.runc import Runc
+from runtime_agent.oci.runc import Runc, check_runtime_safe
 
 # Part of every reuse key: bump when the engine's output changes.
 ENGINE_VERSION = "1"
@@ -267,6 +267,11 @@ class _Build:
             extra_mounts=(*trust_mounts(self.config.trust), *secrets) if has_run else (),
             cancel=self.cancel,
         )
+        if env.network is not None or any(isinstance(s, RunStep) for s in plan.steps):
+            # As the agent does: a tenant's step never runs on a runc that
+            # lets a container start in the host's filesystem (CVE-2024-21626).
+            # The verdict is cached per runc binary, next to the image store.
+            check_runtime_safe(env.runc, self.config.images_dir.parent)
         for index, step in enumerate(plan.steps):
             self.check_cancelled(step.name)
             t0 = time.monotonic()
