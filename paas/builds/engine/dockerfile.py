@@ -199,7 +199,7 @@ def _from(state: _State, value: str, line: int, build_args: dict[str, str], stac
 def _arg(state: _State, value: str, line: int, build_args: dict[str, str], *_: object) -> None:
     name, eq, default = value.strip().partition("=")
     name = name.strip()
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise BuildFailed(f"Dockerfile line {line}: bad ARG {value!r}", step=f"ARG {value}")
     if name in build_args:
         state.args[name] = build_args[name]
@@ -284,7 +284,7 @@ def _user(state: _State, value: str, line: int, *_: object) -> None:
 
 def _expose(state: _State, value: str, line: int, *_: object) -> None:
     for word in state.substitute(value).split():
-        if not _PORT_RE.match(word) or not 0 < int(word.split("/")[0]) < 65536:
+        if not _PORT_RE.fullmatch(word) or not 0 < int(word.split("/")[0]) < 65536:
             raise BuildFailed(
                 f"Dockerfile line {line}: EXPOSE {word!r} is not a port like 8080 or 8080/tcp",
                 step=f"EXPOSE {value}",
