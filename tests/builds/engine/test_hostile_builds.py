@@ -151,6 +151,43 @@ def test_copy_never_writes_through_a_link_an_earlier_source_left(
     host.assert_untouched()
 
 
+@pytest.mark.root
+def test_a_buildpack_source_with_links_to_the_host_copies_them_as_links(
+    engine_config, tmp_path, host
+):
+    """The static and Python buildpacks copy the source to /app in one COPY:
+    links in it (here to the host, by absolute and relative names) land in
+    the layer as links, and nothing is read or written through them."""
+    src = tmp_path / "src"
+    (src / "public").mkdir(parents=True)
+    (src / "index.html").write_text("hello\n")
+    (src / "public" / "abs").symlink_to(host.dir)
+    (src / "public" / "rel").symlink_to(f"{FROM_TREE_D}host")
+    (src / "public" / "file").symlink_to(host.dir / "secret")
+    result = build(engine_config, src)
+    host.assert_untouched()
+    links = image_links(engine_config, result, tmp_path / "work")
+    assert links == {
+        "app/public/abs": str(host.dir),
+        "app/public/rel": f"{FROM_TREE_D}host",
+        "app/public/file": str(host.dir / "secret"),
+    }
+
+
+def image_links(config, result: BuildResult, tmp_path: Path) -> dict[str, str]:
+    repo = result.image_ref.split("/", 1)[1].rsplit(":", 1)[0]
+    links: dict[str, str] = {}
+    with config.registry.client() as client:
+        manifest = json.loads(client.get_manifest(repo, result.digest)[0])
+        for layer in manifest["layers"][1:]:
+            blob = tmp_path / "blob.tar.gz"
+            client.fetch_blob(repo, layer["digest"], blob)
+            with tarfile.open(blob) as tar:
+                links.update({m.name: m.linkname for m in tar.getmembers() if m.issym()})
+            blob.unlink()
+    return links
+
+
 # --- RUN steps that swap paths the worker cleans up for links -----------------
 
 
