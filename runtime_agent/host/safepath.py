@@ -183,10 +183,11 @@ def list_dir(dir_fd: int) -> list[tuple[str, os.stat_result]]:
 
 
 def read_bytes(dir_fd: int, rel: str, *, limit: int | None = None) -> bytes:
-    fd = openat2(dir_fd, rel, os.O_RDONLY)
+    fd = openat2(dir_fd, rel, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block us
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePath(f"{rel!r} is not a regular file", path=rel)
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise UnsafePath(f"{rel!r} is not a regular file", path=rel)
         return f.read() if limit is None else f.read(limit)
 
 
@@ -383,7 +384,7 @@ def _copy_dir(
 def _copy_file(
     src_fd: int, src_name: str, dst_fd: int, dst_name: str, st: os.stat_result, ids: Owner
 ) -> None:
-    src = openat2(src_fd, src_name, os.O_RDONLY)
+    src = openat2(src_fd, src_name, os.O_RDONLY | os.O_NONBLOCK)  # never block on a FIFO
     try:
         if not _same_inode(os.fstat(src), st):
             raise UnsafePath(f"{src_name!r} changed while it was copied", path=src_name)

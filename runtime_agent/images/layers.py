@@ -500,7 +500,7 @@ def _pack_file(
             tar.addfile(info)
             return
         seen[key] = info.name
-    with os.fdopen(at.open(os.O_RDONLY), "rb") as f:
+    with os.fdopen(at.open(os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
         now = os.fstat(f.fileno())
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
             raise UnsafePath(f"{info.name!r} changed while the layer was packed", path=info.name)

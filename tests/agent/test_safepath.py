@@ -187,3 +187,38 @@ def test_copy_tree_keeps_layer_entries_and_skips(tmp_path: Path):
     assert stat.S_ISCHR(gone.st_mode) and gone.st_rdev == 0
     assert stat.S_ISFIFO(os.lstat(dst / "fifo").st_mode)
     assert not (dst / "skipped").exists()
+
+
+def test_copy_entry_replaces_a_directory_with_a_file_and_back(tmp_path: Path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "x").write_text("in dir\n")
+    (src / "f").write_text("a file\n")
+    (dst / "f" / "deep").mkdir(parents=True)  # a directory where the file goes
+    (dst / "d").write_text("a file where the directory goes\n")
+    with safepath.opened_dir(src) as s, safepath.opened_dir(dst) as d:
+        safepath.copy_entry(s, "f", d, "f")
+        safepath.copy_entry(s, "d", d, "d")
+    assert (dst / "f").read_text() == "a file\n"
+    assert (dst / "d" / "x").read_text() == "in dir\n"
+
+
+def test_names_that_climb_or_nest_are_refused(tree: Path):
+    with safepath.opened_dir(tree) as fd:
+        with pytest.raises(UnsafePath):
+            safepath.make_dirs(fd, "app/../../escape")
+        with pytest.raises(UnsafePath):
+            safepath.remove(fd, "app/code.py")  # one name, not a path
+        with pytest.raises(UnsafePath):
+            safepath.remove(fd, "..")
+    assert not (tree.parent / "escape").exists()
+
+
+def test_read_bytes_reads_regular_files_only(tree: Path):
+    with safepath.opened_dir(tree) as fd:
+        assert safepath.read_bytes(fd, "app/code.py") == b"print(1)\n"
+        assert safepath.read_bytes(fd, "app/code.py", limit=5) == b"print"
+        with pytest.raises(UnsafePath):
+            safepath.read_bytes(fd, "app/file-link")
+        with pytest.raises(UnsafePath):
+            safepath.read_bytes(fd, "app")

@@ -148,7 +148,7 @@ def _hash_entry(dir_fd: int, name: str, st: os.stat_result, rel: str, h: Any) ->
         h.update(b"L\0" + rel.encode() + b"\0" + os.fsencode(os.readlink(name, dir_fd=dir_fd)))
     elif stat.S_ISREG(mode):
         h.update(b"F\0" + rel.encode() + (b"x" if mode & 0o111 else b"-"))
-        with os.fdopen(safepath.openat2(dir_fd, name, os.O_RDONLY), "rb") as f:
+        with os.fdopen(safepath.openat2(dir_fd, name, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
             while chunk := f.read(1 << 20):
                 h.update(chunk)
     elif stat.S_ISDIR(mode):
