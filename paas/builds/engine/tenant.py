@@ -69,7 +69,17 @@ def base_allowed(ref: str, *, tenant: Tenant, config: BuildConfig) -> bool:
         return False
     if parsed.repository in tenant.apps:
         return True
+    if parsed.repository == _repository(config.stack_ref):
+        return True  # the stack by its full name (any date): the platform's own
+
     return any(_matches(entry, parsed) for entry in config.allowed_images)
+
+
+def _repository(ref: str) -> str | None:
+    try:
+        return ImageRef.parse(ref).repository
+    except InvalidRequest:
+        return None
 
 
 def _matches(entry: str, ref: ImageRef) -> bool:

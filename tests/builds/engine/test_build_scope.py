@@ -15,7 +15,7 @@ from paas.builds.engine.buildpacks.common import BuildpackInput
 from paas.builds.engine.dockerfile import BaseImage
 from paas.builds.engine.errors import BuildFailed
 from paas.builds.engine.plan import RunStep
-from paas.builds.engine.tenant import Tenant, team_cache_dir
+from paas.builds.engine.tenant import Tenant, base_allowed, team_cache_dir
 
 
 def build(config, source, app, tenant, lines=None):
@@ -145,3 +145,27 @@ def engine_config_unit(tmp_path):
         work_dir=tmp_path / "work",
         runc_root=tmp_path / "runc",
     )
+
+
+def test_the_base_policy_names_what_each_team_may_start_from(engine_config_unit):
+    config = replace(
+        engine_config_unit,
+        stack_ref="127.0.0.1:5999/stacks/bookworm:20260101",
+        allowed_images=("shared/python", "shared/node:20"),
+    )
+    alice = Tenant(team="alice", apps=frozenset({"alice-web"}))
+
+    def allowed(ref: str) -> bool:
+        return base_allowed(ref, tenant=alice, config=config)
+
+    assert allowed(config.stack_ref)
+    assert allowed("127.0.0.1:5999/stacks/bookworm:20251201")  # the stack, another date
+    assert allowed("127.0.0.1:5999/alice-web:v3")
+    assert allowed("127.0.0.1:5999/alice-web@sha256:" + "a" * 64)
+    assert allowed("127.0.0.1:5999/shared/python:3.11")
+    assert allowed("127.0.0.1:5999/shared/node:20")
+    assert not allowed("127.0.0.1:5999/shared/node:21")
+    assert not allowed("127.0.0.1:5999/shared/node@sha256:" + "a" * 64)
+    assert not allowed("127.0.0.1:5999/bob-web:v1")
+    assert not allowed("127.0.0.1:6000/alice-web:v1")  # another registry
+    assert not allowed("127.0.0.1:5999/alice-web:v1\n")
