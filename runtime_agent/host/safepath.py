@@ -17,9 +17,10 @@ everything here works relative to directory file descriptors:
 - a link is only ever copied as a link: never written through, never
   descended into.
 
-The path helpers at the top (:func:`clean_member_name`,
-:func:`link_target_inside`, :func:`resolve_inside`) are the checks the
-archive unpackers run on member names before anything is written.
+The name checks at the end (:func:`clean_member_name`,
+:func:`link_target_inside`) are what the archive unpackers (image layers,
+uploaded source) run on a member's name and link target before anything is
+written.
 """
 
 from __future__ import annotations
@@ -471,13 +472,3 @@ def link_target_inside(dest: Path, member: str, target: str) -> bool:
         return False
     joined = posixpath.normpath(posixpath.join(posixpath.dirname(member), target))
     return not (joined == ".." or joined.startswith("../"))
-
-
-def resolve_inside(dest: Path, rel: str) -> Path:
-    """Join ``rel`` to ``dest`` and refuse it if any existing symlink on the way
-    leads outside ``dest`` (an earlier entry may have planted one)."""
-    root = os.path.realpath(dest)
-    parent = os.path.realpath(os.path.join(root, posixpath.dirname(rel)))
-    if parent != root and not parent.startswith(root + os.sep):
-        raise UnsafeArchive(f"entry {rel!r} would be written through a link outside", entry=rel)
-    return Path(parent) / posixpath.basename(rel)
