@@ -146,27 +146,44 @@ def materialize_copy(step: CopyStep, layer_dir: Path, lowers: Sequence[Path]) ->
 def _copy_item(step: CopyStep, item: CopyItem, layer_fd: int, lowers: Sequence[Path]) -> None:
     rel = resolve(lowers, item.destination, step.name)
     with _source(step, item) as (src_fd, name, src_rel):
-        if name is None or _is_dir(src_fd, name):
-            with contextlib.ExitStack() as stack:
-                tree_fd = src_fd if name is None else safepath.open_dir_beneath(src_fd, name)
-                if name is not None:
-                    stack.callback(os.close, tree_fd)
-                dest_fd = stack.enter_context(
-                    safepath.closing(make_parents(layer_fd, lowers, f"{rel}/x"))
-                )
-                _chown_new_dir(dest_fd, lowers, rel, step.chown)
-                safepath.copy_tree(tree_fd, dest_fd, owner=step.chown, skip=_skipper(step, src_rel))
-            return
-        into_dir = item.destination.endswith("/") or is_dir_in_image(lowers, rel)
-        target_rel = posixpath.join(rel, name) if into_dir else rel
-        if not target_rel:
-            raise BuildFailed(f"{step.name}: cannot copy a file over /", step=step.name)
-        with safepath.closing(make_parents(layer_fd, lowers, target_rel)) as parent_fd:
-            if into_dir:
-                _chown_new_dir(parent_fd, lowers, rel, step.chown)
-            safepath.copy_entry(
-                src_fd, name, parent_fd, posixpath.basename(target_rel), owner=step.chown
-            )
+        if name is None:  # the source is the context (or source) directory itself
+            _copy_dir_item(step, src_fd, src_rel, layer_fd, lowers, rel)
+        elif _is_dir(src_fd, name):
+            with safepath.closing(safepath.open_dir_beneath(src_fd, name)) as tree_fd:
+                _copy_dir_item(step, tree_fd, src_rel, layer_fd, lowers, rel)
+        else:
+            _copy_file_item(step, item, src_fd, name, layer_fd, lowers, rel)
+
+
+def _copy_dir_item(
+    step: CopyStep, tree_fd: int, src_rel: str, layer_fd: int, lowers: Sequence[Path], rel: str
+) -> None:
+    """A directory source: its contents go into ``rel``."""
+    with safepath.closing(make_parents(layer_fd, lowers, f"{rel}/x")) as dest_fd:
+        _chown_new_dir(dest_fd, lowers, rel, step.chown)
+        safepath.copy_tree(tree_fd, dest_fd, owner=step.chown, skip=_skipper(step, src_rel))
+
+
+def _copy_file_item(
+    step: CopyStep,
+    item: CopyItem,
+    src_fd: int,
+    name: str,
+    layer_fd: int,
+    lowers: Sequence[Path],
+    rel: str,
+) -> None:
+    """A file (or link) source: to ``rel``, or into it when it is a directory."""
+    into_dir = item.destination.endswith("/") or is_dir_in_image(lowers, rel)
+    target_rel = posixpath.join(rel, name) if into_dir else rel
+    if not target_rel:
+        raise BuildFailed(f"{step.name}: cannot copy a file over /", step=step.name)
+    with safepath.closing(make_parents(layer_fd, lowers, target_rel)) as parent_fd:
+        if into_dir:
+            _chown_new_dir(parent_fd, lowers, rel, step.chown)
+        safepath.copy_entry(
+            src_fd, name, parent_fd, posixpath.basename(target_rel), owner=step.chown
+        )
 
 
 @contextlib.contextmanager
