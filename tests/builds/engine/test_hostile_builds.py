@@ -32,11 +32,14 @@ from paas.builds.engine.tenant import ANONYMOUS, Tenant
 from runtime_agent.images.layers import LayerInfo
 from tests.support.images import image_config, push_image
 
-# tmp_path/work/build-<id>/step-<n>/{upper,tree}: from a step's upper dir,
-# "../../../../" is tmp_path; from a COPY destination /D in a step's tree,
-# "../../../../../" is.
-FROM_UPPER = "../../../../"
-FROM_TREE_D = "../../../../../"
+# A relative link that climbs further up than any build directory is deep
+# ends at the host's "/" wherever the tree sits (the kernel stops there),
+# then comes down to the canary: no test depends on the worker's layout.
+CLIMB = 40
+
+
+def climb(path: Path) -> str:
+    return "../" * CLIMB + str(path).lstrip("/")
 
 
 def snapshot(root: Path) -> dict[str, tuple[object, ...]]:
@@ -130,13 +133,13 @@ def test_copy_never_writes_through_a_link_an_earlier_source_left(
 ):
     src = tmp_path / "src"
     # Source 1 holds the link. Its relative target stays inside the source
-    # (so the upload intake accepts it) but leaves the layer once copied to /D.
-    first = src / "x1/x2/x3/x4/x5"
+    # (as deep as it climbs, so the upload intake accepts it) but leaves the
+    # layer once copied to /D.
+    deep = "/".join(f"x{i}" for i in range(CLIMB))
+    first = src / deep
     first.mkdir(parents=True)
-    (src / "host/sub").mkdir(parents=True)
-    (src / "host/secret").write_text("in the archive\n")
     name = "secret" if kind == "file" else "sub"
-    link = str(host.dir / name) if target == "absolute" else f"{FROM_TREE_D}host/{name}"
+    link = str(host.dir / name) if target == "absolute" else climb(host.dir / name)
     (first / name).symlink_to(link)
     # Source 2 writes to the same name.
     second = src / "second"
@@ -146,7 +149,7 @@ def test_copy_never_writes_through_a_link_an_earlier_source_left(
     else:
         (second / "sub").mkdir()
         (second / "sub" / "planted").write_text("tenant wrote this\n")
-    dockerfile_source(tmp_path, "FROM stack\nCOPY x1/x2/x3/x4/x5 second /D/\n")
+    dockerfile_source(tmp_path, f"FROM stack\nCOPY {deep} second /D/\n")
     build(engine_config, src)
     host.assert_untouched()
 
@@ -162,14 +165,14 @@ def test_a_buildpack_source_with_links_to_the_host_copies_them_as_links(
     (src / "public").mkdir(parents=True)
     (src / "index.html").write_text("hello\n")
     (src / "public" / "abs").symlink_to(host.dir)
-    (src / "public" / "rel").symlink_to(f"{FROM_TREE_D}host")
+    (src / "public" / "rel").symlink_to(climb(host.dir))
     (src / "public" / "file").symlink_to(host.dir / "secret")
     result = build(engine_config, src)
     host.assert_untouched()
     links = image_links(engine_config, result, tmp_path / "work")
     assert links == {
         "app/public/abs": str(host.dir),
-        "app/public/rel": f"{FROM_TREE_D}host",
+        "app/public/rel": climb(host.dir),
         "app/public/file": str(host.dir / "secret"),
     }
 
@@ -203,7 +206,9 @@ def test_links_named_like_bind_mount_points_leave_the_host_alone(
     the layer below: the mount point, or its parent, a link to the host."""
     name = where.rsplit("/", 1)[-1]
     host_name = "" if where == "etc" else "/hosts"
-    link = str(host.dir) + host_name if target == "absolute" else f"{FROM_UPPER}host{host_name}"
+    link = str(host.dir) + host_name
+    if target == "relative":
+        link = climb(host.dir) + host_name
     src = dockerfile_source(tmp_path, "FROM stack\nCOPY root/ /\nRUN echo ran\n")
     planted = src / "root" / where
     planted.parent.mkdir(parents=True)
@@ -233,8 +238,8 @@ def test_a_python_build_backend_swapping_app_for_a_link_leaves_the_host_alone(
         # on installing through the link and the step succeeds.
         "app-to-host-dir": f"os.makedirs({c!r}.rsplit('/', 1)[0], exist_ok=True)\n"
         f"os.rename('/app', {c!r}); os.symlink({c!r}, '/app')",
-        "app-to-host-dir-relative": "os.rename('/app', '/host')\n"
-        f"os.symlink({FROM_UPPER + 'host'!r}, '/app')",
+        "app-to-host-dir-relative": f"os.makedirs({c!r}.rsplit('/', 1)[0], exist_ok=True)\n"
+        f"os.rename('/app', {c!r}); os.symlink({climb(host.dir)!r}, '/app')",
         "kept-path-to-host-dir": f"os.makedirs({c!r}.rsplit('/', 1)[0], exist_ok=True)\n"
         f"os.rename('/app/.venv', {c!r}); os.symlink({c!r}, '/app/.venv')",
     }[swap]
@@ -365,15 +370,16 @@ def test_workdir_and_copy_destinations_through_links_stay_in_the_image(
         tmp_path,
         f"""\
         FROM stack
-        RUN ln -s {c} /abs && ln -s {FROM_UPPER}host /rel && ln -s {c}/secret /file
+        RUN ln -s {c} /abs && ln -s {climb(host.dir)} /rel && ln -s {c}/secret /file
         WORKDIR /abs/made-by-workdir
         COPY f /abs/
-        COPY f /rel/
+        COPY g /rel/
         COPY d/ /abs/sub/
         COPY f /file
         """,
     )
     (src / "f").write_text("tenant file\n")
+    (src / "g").write_text("tenant file\n")
     (src / "d").mkdir()
     (src / "d" / "planted").write_text("tenant file\n")
     result = build(engine_config, src)
@@ -384,7 +390,7 @@ def test_workdir_and_copy_destinations_through_links_stay_in_the_image(
     assert f"{inside}/made-by-workdir" in files
     assert f"{inside}/f" in files
     assert f"{inside}/sub/planted" in files
-    assert "host/f" in files  # /rel -> ../../../../host is /host in the image
+    assert f"{inside}/g" in files  # /rel climbs to the image's / and down
     assert f"{inside}/secret" in files
 
 
