@@ -30,6 +30,8 @@ from paas.builds.engine.plan import (
     ImageSettings,
     RunStep,
 )
+from runtime_agent.host import safepath
+from runtime_agent.host.errors import UnsafePath
 
 SUPPORTED = (
     "FROM", "RUN", "COPY", "ADD", "ENV", "ARG", "WORKDIR",
@@ -98,10 +100,18 @@ class _State:
 
 
 def read_dockerfile(source_dir: Path) -> str:
-    path = source_dir / "Dockerfile"
-    if path.stat().st_size > MAX_DOCKERFILE_BYTES:
+    """The Dockerfile's text: a regular file in the source, never a link
+    (the worker must not read whatever a tenant's link points at)."""
+    try:
+        with safepath.opened_dir(source_dir) as fd:
+            data = safepath.read_bytes(fd, "Dockerfile", limit=MAX_DOCKERFILE_BYTES + 1)
+    except UnsafePath as exc:
+        raise BuildFailed(
+            "Dockerfile must be a regular file in the source, not a link", step="detect"
+        ) from exc
+    if len(data) > MAX_DOCKERFILE_BYTES:
         raise BuildFailed("Dockerfile is larger than 1 MiB", step="detect")
-    return path.read_text(errors="replace")
+    return data.decode(errors="replace")
 
 
 def parse_dockerfile(

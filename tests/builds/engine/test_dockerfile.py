@@ -159,3 +159,18 @@ def test_an_instruction_before_from_is_refused(tmp_path):
 def test_build_args_override_arg_defaults(tmp_path):
     result, _ = plan(tmp_path, "FROM stack\nARG V=1\nENV V=$V\n", build_args={"V": "2"})
     assert result.settings.env["V"] == "2"
+
+
+def test_a_dockerfile_that_is_a_link_is_not_read(tmp_path):
+    from paas.builds.engine.dockerfile import read_dockerfile
+
+    secret = tmp_path / "host-secret"
+    secret.write_text("FROM stack\nRUN echo host secret\n")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Dockerfile").symlink_to(secret)
+    with pytest.raises(BuildFailed, match="regular file in the source, not a link"):
+        read_dockerfile(src)
+    (src / "Dockerfile").unlink()
+    (src / "Dockerfile").write_text("FROM stack\n")
+    assert read_dockerfile(src) == "FROM stack\n"
