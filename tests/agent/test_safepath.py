@@ -222,3 +222,47 @@ def test_read_bytes_reads_regular_files_only(tree: Path):
             safepath.read_bytes(fd, "app/file-link")
         with pytest.raises(UnsafePath):
             safepath.read_bytes(fd, "app")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_copy_tree_of_random_hostile_trees_never_reaches_the_host(
+    tmp_path: Path, canary: Path, seed: int
+):
+    """Random sources and destinations, both full of links to the canary
+    (absolute, climbing, to files and to directories) under the names the
+    other side uses: after the copy the canary is unchanged and every
+    file or directory of the source is a real one in the destination."""
+    import random
+
+    rng = random.Random(seed)
+    before = snapshot(canary)
+    names = ["a", "b", "c", "secret", "sub"]
+    targets = [str(canary), str(canary / "secret"), "../" * 12 + str(canary).lstrip("/"), "."]
+
+    def fill(root: Path, depth: int) -> None:
+        root.mkdir(exist_ok=True)
+        for name in rng.sample(names, rng.randint(1, len(names))):
+            kind = rng.choice(["file", "dir", "link"] if depth < 3 else ["file", "link"])
+            path = root / name
+            if kind == "file":
+                path.write_text(f"{seed}:{name}\n")
+            elif kind == "dir":
+                fill(path, depth + 1)
+            else:
+                path.symlink_to(rng.choice(targets))
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    fill(src, 0)
+    fill(dst, 0)
+    with safepath.opened_dir(src) as s, safepath.opened_dir(dst) as d:
+        safepath.copy_tree(s, d)
+    assert snapshot(canary) == before
+    for dirpath, dirnames, filenames in os.walk(src):
+        for name in dirnames + filenames:
+            rel = os.path.relpath(os.path.join(dirpath, name), src)
+            st_src, st_dst = os.lstat(src / rel), os.lstat(dst / rel)
+            assert stat.S_IFMT(st_src.st_mode) == stat.S_IFMT(st_dst.st_mode), rel
+            if stat.S_ISLNK(st_src.st_mode):
+                assert os.readlink(src / rel) == os.readlink(dst / rel)
+            elif stat.S_ISREG(st_src.st_mode):
+                assert (src / rel).read_bytes() == (dst / rel).read_bytes()
