@@ -57,7 +57,6 @@ class UnsafePath(AgentError):
     directory: the host refuses to follow it (see safepath.py)."""
 
     code = "unsafe_path"
-    status = 422
     permanent = True
 
 

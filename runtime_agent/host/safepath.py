@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from runtime_agent.host.errors import UnsafeArchive, UnsafePath
+from runtime_agent.host.libc import get_errno, libc
 
 # openat2(2): the syscall number is the same on every architecture (new
 # syscalls share one table since 5.x), and the flags from linux/openat2.h.
@@ -63,8 +64,8 @@ class _OpenHow(ctypes.Structure):
     ]
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+# syscall(2) returns a long: without it ctypes would read an int.
+libc.syscall.restype = ctypes.c_long
 
 
 # --------------------------------------------------------------- opening
@@ -78,7 +79,7 @@ def openat2(dir_fd: int, rel: str, flags: int, mode: int = 0, *, resolve: int = 
     how = _OpenHow(flags, mode if flags & (os.O_CREAT | os.O_TMPFILE) else 0, resolve)
     path = os.fsencode(rel or ".")
     for _ in range(_EAGAIN_RETRIES):  # a rename elsewhere in the tree raced us
-        fd = _libc.syscall(
+        fd = libc.syscall(
             ctypes.c_long(SYS_OPENAT2),
             ctypes.c_int(dir_fd),
             ctypes.c_char_p(path),
@@ -87,7 +88,7 @@ def openat2(dir_fd: int, rel: str, flags: int, mode: int = 0, *, resolve: int = 
         )
         if fd >= 0:
             return int(fd)
-        err = ctypes.get_errno()
+        err = get_errno()
         if err != errno.EAGAIN:
             break
     if err == errno.ELOOP:
