@@ -187,6 +187,9 @@ PAAS_ARCHIVE_MAX_FILES = env_int("PAAS_ARCHIVE_MAX_FILES", 20_000, minimum=1)
 PAAS_ARCHIVE_MAX_RATIO = env_int("PAAS_ARCHIVE_MAX_RATIO", 200, minimum=1)
 # A build whose worker has not renewed its lease for this long is failed.
 PAAS_BUILD_LEASE_SECONDS = env_int("PAAS_BUILD_LEASE_SECONDS", 120, minimum=5)
+# A build's stored log: past either cap one "log truncated" line, then nothing.
+PAAS_BUILD_LOG_MAX_LINES = env_int("PAAS_BUILD_LOG_MAX_LINES", 20_000, minimum=100)
+PAAS_BUILD_LOG_MAX_BYTES = env_int("PAAS_BUILD_LOG_MAX_BYTES", 5 * 1024 * 1024, minimum=10_000)
 
 # The registry images are pushed to. `manage.py setup_registry` (scripts/up)
 # writes the platform's own under $PAAS_DATA_DIR/registry; any OCI registry
@@ -253,6 +256,9 @@ def _host_proxy(name: str) -> str:
 PAAS_BUILD_HTTP_PROXY = env_str("PAAS_BUILD_HTTP_PROXY", _host_proxy("HTTP_PROXY"))
 PAAS_BUILD_HTTPS_PROXY = env_str("PAAS_BUILD_HTTPS_PROXY", _host_proxy("HTTPS_PROXY"))
 PAAS_BUILD_NO_PROXY = env_str("PAAS_BUILD_NO_PROXY", _host_proxy("NO_PROXY"))
+# Repositories in the platform registry (``repo`` or ``repo:tag``) any team's
+# Dockerfile may start FROM, besides the stack and the team's own apps.
+PAAS_BUILD_ALLOWED_IMAGES = env_list("PAAS_BUILD_ALLOWED_IMAGES", [])
 
 # The router: the platform's own nginx (see paas/router and README "Routing").
 PAAS_ROUTER_DIR = env_path("PAAS_ROUTER_DIR", DATA_DIR / "router")

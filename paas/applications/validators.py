@@ -13,7 +13,7 @@ def validate_app_name(name: str) -> None:
         raise ValidationError("Give the app a name.")
     if len(name) > 63:
         raise ValidationError(f"App names are at most 63 characters; this one has {len(name)}.")
-    if not APP_NAME_RE.match(name):
+    if not APP_NAME_RE.fullmatch(name):
         raise ValidationError(
             "An app name is a DNS label: lowercase letters a-z, digits and hyphens, "
             "starting and ending with a letter or digit (for example my-app-2)."

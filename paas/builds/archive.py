@@ -451,7 +451,6 @@ class _Writer:
     def _parent(self, name: str) -> Path:
         """Make the entry's parent directories, refusing to pass through any
         symlink: an earlier entry may have planted one to redirect writes."""
-        resolve_inside(self.root, name)
         current = self.root
         for part in name.split("/")[:-1]:
             current = current / part
@@ -529,7 +528,16 @@ class _Writer:
                 f"hardlink {name!r} points to {link!r}, which is not a file earlier in the archive",
                 entry=name,
             )
-        os.link(resolve_inside(self.root, source), target, follow_symlinks=False)
+        # By directory fd, no link on the way and none followed at the end.
+        with safepath.opened_dir(self.root) as root_fd:
+            try:
+                parent, src_name = safepath.open_parent(root_fd, source)
+            except host_errors.UnsafePath as exc:
+                raise UnsafeArchive(
+                    f"hardlink {name!r} -> {link!r} goes through a link: {exc.message}", entry=name
+                ) from None
+            with safepath.closing(parent):
+                os.link(src_name, target, src_dir_fd=parent, follow_symlinks=False)
         self.files += 1
 
 
@@ -537,12 +545,6 @@ def clean_member_name(name: str) -> str:
     """The toolkit's name check, refusing with this module's error."""
     with _refusals_as_ours():
         return safepath.clean_member_name(name)
-
-
-def resolve_inside(dest: Path, rel: str) -> Path:
-    """The toolkit's write-through-a-link check, refusing with this module's error."""
-    with _refusals_as_ours():
-        return safepath.resolve_inside(dest, rel)
 
 
 @contextlib.contextmanager

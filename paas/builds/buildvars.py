@@ -44,7 +44,7 @@ def _check_room(app: App, model: type[BuildArg] | type[BuildSecret], name: str) 
 
 
 def build_arg_set(*, app: App, name: str, value: Any) -> BuildArg:
-    if not isinstance(name, str) or not ARG_NAME_RE.match(name):
+    if not isinstance(name, str) or not ARG_NAME_RE.fullmatch(name):
         raise ValidationFailed(
             "A build argument name is letters, digits and _, not starting with a digit "
             "(at most 64).",
@@ -67,7 +67,7 @@ def build_arg_delete(*, app: App, name: str) -> None:
 def build_secret_set(*, app: App, name: str, value: Any) -> BuildSecret:
     """Store (or replace) a secret. The value is sealed at once; nothing
     returns it afterwards but :func:`build_secret_values` (for the build)."""
-    if not isinstance(name, str) or not SECRET_NAME_RE.match(name):
+    if not isinstance(name, str) or not SECRET_NAME_RE.fullmatch(name):
         raise ValidationFailed(
             "A build secret name is letters, digits, _, . and -, not starting with a digit, "
             "a dot or a dash (at most 64).",

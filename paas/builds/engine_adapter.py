@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from paas.applications.models import App
 from paas.builds.engine import (
     BuildConfig,
     BuildLimits,
@@ -19,6 +20,7 @@ from paas.builds.engine import (
     HostTrust,
     RegistrySettings,
     StackSpec,
+    Tenant,
     build_image,
     publish_stack,
 )
@@ -69,6 +71,7 @@ def engine_config(stack_ref: str = "") -> BuildConfig:
         pip_index_url=settings.PAAS_PIP_INDEX_URL or None,
         npm_registry_url=settings.PAAS_NPM_REGISTRY_URL or None,
         keep_images=settings.PAAS_KEEP_IMAGES,
+        allowed_images=tuple(settings.PAAS_BUILD_ALLOWED_IMAGES),
         registry_lock_dir=Path(settings.PAAS_BUILD_CACHE_DIR),
         trust=HostTrust(
             ca_bundle=Path(bundle) if (bundle := settings.PAAS_BUILD_CA_BUNDLE) else None,
@@ -100,6 +103,13 @@ def ensure_stack(log: Callable[[str], None]) -> str:
     return _stacks[key]
 
 
+def build_tenant(app: App) -> Tenant:
+    """The team an app's builds run for: its caches, and the apps whose
+    images its Dockerfile may start FROM."""
+    names = App.objects.filter(team_id=app.team_id).values_list("name", flat=True)
+    return Tenant(team=f"team-{app.team_id}", apps=frozenset(names))
+
+
 def build_app_image(
     *,
     app: str,
@@ -107,6 +117,7 @@ def build_app_image(
     version: int,
     source: Path,
     log: Callable[[str], None],
+    tenant: Tenant,
     build_args: Mapping[str, str] | None = None,
     secrets: Mapping[str, str] | None = None,
     cancel: threading.Event | None = None,
@@ -127,4 +138,5 @@ def build_app_image(
         log=log,
         secrets=dict(secrets or {}),
         cancel=cancel,
+        tenant=tenant,
     )

@@ -41,7 +41,7 @@ def make_self_signed_cert(
 ) -> tuple[Path, Path]:
     """An EC certificate for ``host`` (an IP SAN: Go ignores the CN)."""
     cert, key = directory / "cert.pem", directory / "key.pem"
-    san = f"IP:{host}" if re.match(r"^[0-9.]+$", host) else f"DNS:{host}"
+    san = f"IP:{host}" if re.fullmatch(r"[0-9.]+", host) else f"DNS:{host}"
     run(
         [
             "openssl", "req", "-x509", "-newkey", "ec",

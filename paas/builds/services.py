@@ -28,7 +28,7 @@ from paas.applications.selectors import app_for_user
 from paas.builds.archive import ArchiveLimits, UnsafeArchive, detect_format, extract_archive
 from paas.builds.buildvars import build_args_of, build_secret_values
 from paas.builds.engine import BuildCancelled, BuildFailed, reap_stale_builds
-from paas.builds.engine_adapter import build_app_image, engine_config
+from paas.builds.engine_adapter import build_app_image, build_tenant, engine_config
 from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.builds.selectors import images_in_use
 from paas.core.errors import PaasError, ValidationFailed
@@ -169,20 +169,47 @@ class BuildLogWriter:
     """Appends numbered lines to a build's log and streams each one live.
 
     Only the worker that claimed the build writes, so a local counter is safe.
+    What a build prints is the tenant's: past ``PAAS_BUILD_LOG_MAX_LINES``
+    lines or ``PAAS_BUILD_LOG_MAX_BYTES`` bytes one "log truncated" line is
+    written and the rest dropped (neither stored nor streamed); the
+    platform's own last word (:meth:`final`) is always kept.
     """
 
     def __init__(self, build_id: uuid.UUID | str) -> None:
         self.build_id = build_id
         last = BuildLogLine.objects.filter(build_id=build_id).aggregate(n=Max("seq"))["n"]
         self.seq = last or 0
+        self.max_lines: int = settings.PAAS_BUILD_LOG_MAX_LINES
+        self.max_bytes: int = settings.PAAS_BUILD_LOG_MAX_BYTES
+        self.bytes = 0
+        self.truncated = False
 
     def __call__(self, text: str) -> None:
         for line in text.splitlines() or [""]:
-            self.seq += 1
-            BuildLogLine.objects.create(build_id=self.build_id, seq=self.seq, text=line)
-            group_send(
-                build_group(self.build_id), {"type": "build.line", "seq": self.seq, "text": line}
-            )
+            if self.truncated:
+                continue
+            size = len(line.encode())
+            if self.seq >= self.max_lines or self.bytes + size > self.max_bytes:
+                self.truncated = True
+                self._write(
+                    f"!!     log truncated: this build printed more than {self.max_lines} lines "
+                    f"or {self.max_bytes} bytes; later lines are not kept"
+                )
+                continue
+            self.bytes += size
+            self._write(line)
+
+    def final(self, text: str) -> None:
+        """The outcome of the build: written even past the cap."""
+        for line in text.splitlines() or [""]:
+            self._write(line)
+
+    def _write(self, line: str) -> None:
+        self.seq += 1
+        BuildLogLine.objects.create(build_id=self.build_id, seq=self.seq, text=line)
+        group_send(
+            build_group(self.build_id), {"type": "build.line", "seq": self.seq, "text": line}
+        )
 
 
 def build_state_event(build: Build) -> dict[str, str]:
@@ -262,7 +289,7 @@ def build_cancel(*, build: Build, user: User | None = None) -> bool:
 def _after_cancel(build_id: str, out: BuildLogWriter) -> None:
     # The version may have been taken between the claim and the cancel.
     Build.objects.filter(pk=build_id, state=BuildState.CANCELLED).update(version=None)
-    out("-----> Build cancelled")
+    out.final("-----> Build cancelled")
 
 
 def builds_fail_abandoned() -> int:
@@ -360,17 +387,17 @@ def build_run(*, build_id: str) -> None:
     except BuildFailed as exc:  # the engine has logged it
         build_finish(build_id=build_id, state=BuildState.FAILED, error=str(exc))
     except (AgentError, PaasError) as exc:
-        out(f"!!     {exc.message}")
+        out.final(f"!!     {exc.message}")
         build_finish(build_id=build_id, state=BuildState.FAILED, error=exc.message)
     except Exception as exc:
         log.exception("build %s crashed", build_id)
-        out(f"!!     internal error: {exc}")
+        out.final(f"!!     internal error: {exc}")
         build_finish(build_id=build_id, state=BuildState.FAILED, error=f"internal error: {exc}")
     else:
         if cancelled.is_set():  # cancelled after the last step: not recorded as built
             _after_cancel(build_id, out)
         else:
-            out("-----> Build succeeded")
+            out.final("-----> Build succeeded")
             build_finish(build_id=build_id, state=BuildState.SUCCEEDED, **fields)
     finally:
         shutil.rmtree(source.parent, ignore_errors=True)
@@ -391,6 +418,7 @@ def _build_image(
         secrets=build_secret_values(app=build.app),
         cancel=cancel,
         protected_digests=images_in_use(app_id=build.app_id),
+        tenant=build_tenant(build.app),
     )
     out(f"-----> {result.image_ref} ({result.digest}) in {result.duration_s:.2f} s")
     return {

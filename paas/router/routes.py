@@ -38,7 +38,7 @@ def hostname_problem(name: object) -> str | None:
     if len(labels) < 2:
         return f"{name!r} has a single label: use a full domain such as www.example.com"
     for label in labels:
-        if not _LABEL_RE.match(label):
+        if not _LABEL_RE.fullmatch(label):
             return (
                 f"{name!r} is not a DNS name: each dot-separated label is 1-63 lowercase "
                 "letters a-z, digits or hyphens, not starting or ending with a hyphen"
@@ -57,7 +57,7 @@ def validate_hostname(name: object) -> str:
 
 
 def validate_app_label(name: object) -> str:
-    if not isinstance(name, str) or not _LABEL_RE.match(name):
+    if not isinstance(name, str) or not _LABEL_RE.fullmatch(name):
         raise InvalidRoute(
             f"App name refused: {str(name)[:80]!r} is not a DNS label "
             "(lowercase letters, digits and hyphens).",

@@ -12,6 +12,7 @@ from runtime_agent.host.errors import (
     NotFound,
     RegistryError,
     UnsafeArchive,
+    UnsafePath,
 )
 
 
@@ -38,6 +39,7 @@ HTTP_STATUS: dict[type[AgentError], int] = {
     ImageNotFound: 404,
     Conflict: 409,
     UnsafeArchive: 422,
+    UnsafePath: 422,
     ImageNotSupported: 422,
     RegistryError: 502,
     AgentError: 500,

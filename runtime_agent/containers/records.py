@@ -125,7 +125,7 @@ class Store:
     def container_dir(self, name: str) -> Path:
         # Names are checked by wire.NAME_RE (no '/', no leading '.'), so this
         # join cannot leave the containers directory.
-        if not wire.NAME_RE.match(name):
+        if not wire.NAME_RE.fullmatch(name):
             raise NotFound(f"no container named {name!r}", name=name)
         return self.dir / name
 

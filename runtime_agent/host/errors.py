@@ -52,6 +52,14 @@ class UnsafeArchive(AgentError):
     permanent = True
 
 
+class UnsafePath(AgentError):
+    """A path in a tree a tenant shaped goes through a link or out of its
+    directory: the host refuses to follow it (see safepath.py)."""
+
+    code = "unsafe_path"
+    permanent = True
+
+
 class RegistryError(AgentError):
     code = "registry_error"
 

@@ -14,6 +14,7 @@ the layer dir, no device nodes) and files are opened with O_NOFOLLOW|O_EXCL.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import gzip
@@ -31,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from runtime_agent.host.errors import AgentError, UnsafeArchive
-from runtime_agent.host.safepath import clean_member_name, link_target_inside, resolve_inside
+from runtime_agent.host import safepath
+from runtime_agent.host.errors import AgentError, UnsafeArchive, UnsafePath
+from runtime_agent.host.safepath import clean_member_name, link_target_inside
 
 log = logging.getLogger("runtime_agent.layers")
 
@@ -76,6 +78,19 @@ class UnpackLimits:
 
 
 @dataclass(frozen=True)
+class _At:
+    """An entry as a name in an open directory: the tree being packed is a
+    build step's upper dir, shaped by the tenant, so nothing here walks a
+    path (see safepath)."""
+
+    dir_fd: int
+    name: str
+
+    def open(self, flags: int) -> int:
+        return safepath.openat2(self.dir_fd, self.name, flags)
+
+
+@dataclass(frozen=True)
 class Unpacked:
     diff_id: str  # sha256 of the uncompressed tar, to check against the config
     file_bytes: int  # bytes of regular files written
@@ -91,8 +106,12 @@ def unpack_layer(
     """Unpack one layer tar (gzip or plain) into ``dest_dir``, which must be
     an empty directory, within ``limits`` (``max_bytes`` overrides theirs).
 
-    Raises :class:`UnsafeArchive` on the first unsafe entry or exceeded
-    cap; the caller throws the half-written dir away (see ``images.ImageStore``).
+    Everything is written relative to a directory fd of ``dest_dir`` with
+    no-follow semantics (see safepath): an entry's parents must be real
+    directories made by the layer itself, never a link an earlier entry
+    planted. Raises :class:`UnsafeArchive` on the first unsafe entry or
+    exceeded cap; the caller throws the half-written dir away (see
+    ``images.ImageStore``).
     """
     limits = limits or UnpackLimits()
     if max_bytes is not None:
@@ -101,8 +120,8 @@ def unpack_layer(
     if any(dest.iterdir()):
         raise UnsafeArchive(f"layer destination {dest} is not empty")
     written = entries = 0
-    dir_times: list[tuple[Path, int]] = []
-    with open(tar_path, "rb") as raw:
+    dir_times: list[tuple[str, int]] = []
+    with open(tar_path, "rb") as raw, safepath.opened_dir(dest) as dest_fd:
         stream = _HashingReader(_decompressed(raw, tar_path), raw, limits)
         try:
             # A subclass per call: concurrent pulls may have other limits.
@@ -115,14 +134,23 @@ def unpack_layer(
                     if entries > limits.max_entries:
                         raise UnsafeArchive(f"layer has more than {limits.max_entries} entries")
                     _check_size(member, written, limits)
-                    written += _unpack_entry(tar, member, dest, dir_times)
+                    written += _unpack_entry(tar, member, dest_fd, dir_times)
             stream.drain()  # the zero padding after the end marker is hashed too
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise UnsafeArchive(f"layer {tar_path.name} is not a readable tar: {exc}") from exc
-    # Directory mtimes last: creating their children changed them.
-    for path, mtime in reversed(dir_times):
-        os.utime(path, (mtime, mtime), follow_symlinks=False)
+        # Directory mtimes last: creating their children changed them.
+        for rel, mtime in reversed(dir_times):
+            _set_dir_mtime(dest_fd, rel, mtime)
     return Unpacked(diff_id=stream.digest(), file_bytes=written)
+
+
+def _set_dir_mtime(dest_fd: int, rel: str, mtime: int) -> None:
+    try:
+        fd = safepath.open_dir_beneath(dest_fd, rel)
+    except (OSError, UnsafePath):
+        return  # a later entry replaced it with something else
+    with safepath.closing(fd):
+        os.utime(fd, (mtime, mtime))
 
 
 def _decompressed(raw: BinaryIO, tar_path: Path) -> BinaryIO:
@@ -202,14 +230,16 @@ class _HashingReader(io.RawIOBase):
 
 
 def _unpack_entry(
-    tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path, dir_times: list[tuple[Path, int]]
+    tar: tarfile.TarFile, m: tarfile.TarInfo, dest_fd: int, dir_times: list[tuple[str, int]]
 ) -> int:
     """One entry; OS errors name the entry (and the ones only a malformed
     archive causes are reported as such)."""
     try:
-        return _unpack_member(tar, m, dest, dir_times)
+        return _unpack_member(tar, m, dest_fd, dir_times)
     except UnsafeArchive:
         raise
+    except UnsafePath as exc:
+        raise UnsafeArchive(f"entry {m.name!r}: {exc.message}", entry=m.name) from exc
     except OSError as exc:
         if exc.errno in _ARCHIVE_ERRNOS:
             msg = f"entry {m.name!r} cannot be unpacked: {exc}"
@@ -223,111 +253,113 @@ _ARCHIVE_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP,
 
 
 def _unpack_member(
-    tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path, dir_times: list[tuple[Path, int]]
+    tar: tarfile.TarFile, m: tarfile.TarInfo, dest_fd: int, dir_times: list[tuple[str, int]]
 ) -> int:
     rel = clean_member_name(m.name)
     if rel == "":
         return 0  # the layer root itself: the store owns its mode
     base = posixpath.basename(rel)
     if base == OPAQUE_MARKER:
-        _mark_opaque(dest, posixpath.dirname(rel))
+        _mark_opaque(dest_fd, posixpath.dirname(rel))
         return 0
     if base.startswith(WHITEOUT_PREFIX):
-        _whiteout(dest, rel, base[len(WHITEOUT_PREFIX) :])
+        _whiteout(dest_fd, rel, base[len(WHITEOUT_PREFIX) :])
         return 0
     if m.ischr() and m.devmajor == 0 and m.devminor == 0:
-        _make_whiteout_node(_target(dest, rel))  # already in overlay form
+        with _target(dest_fd, rel) as at:
+            _make_whiteout_node(at)  # already in overlay form
         return 0
     if m.ischr() or m.isblk():
         raise UnsafeArchive(f"entry {m.name!r} is a device node", entry=m.name)
-    path = _target(dest, rel)
-    if m.isdir():
-        _make_dir(path, m)
-        dir_times.append((path, int(m.mtime)))
-        return 0
-    _remove_existing(path)
-    if m.isreg():
-        return _write_file(tar, m, path)
-    if m.issym():
-        _make_symlink(dest, rel, m, path)
-    elif m.islnk():
-        _make_hardlink(dest, m, path)
-    elif m.isfifo():
-        os.mkfifo(path, 0o600)
-        _set_owner_mode(path, m)
-    else:
-        raise UnsafeArchive(f"entry {m.name!r} has an unsupported type {m.type!r}", entry=m.name)
+    with _target(dest_fd, rel) as at:
+        if m.isdir():
+            _make_dir(at, m)
+            dir_times.append((rel, int(m.mtime)))
+            return 0
+        safepath.remove(at.dir_fd, at.name)  # a later entry replaces an earlier one
+        if m.isreg():
+            return _write_file(tar, m, at)
+        if m.issym():
+            _make_symlink(rel, m, at)
+        elif m.islnk():
+            _make_hardlink(dest_fd, m, at)
+        elif m.isfifo():
+            os.mkfifo(at.name, 0o600, dir_fd=at.dir_fd)
+            _set_owner_mode(at, m)
+        else:
+            raise UnsafeArchive(
+                f"entry {m.name!r} has an unsupported type {m.type!r}", entry=m.name
+            )
     return 0
 
 
-def _target(dest: Path, rel: str) -> Path:
-    """The path for ``rel``, with its parent dirs made, refusing any route
-    through a link that leaves ``dest``."""
-    path = resolve_inside(dest, rel)
-    _make_parents(dest, path.parent)
-    # Parents may have been created through in-layer symlinks: check again.
-    return resolve_inside(dest, rel)
+@contextlib.contextmanager
+def _target(dest_fd: int, rel: str) -> Iterator[_At]:
+    """``rel``'s parent (made if missing) and name. Every parent must be a
+    real directory: a link or a file an earlier entry put on the way is
+    refused, whatever it points at."""
+    parent, name = posixpath.split(rel)
+    try:
+        fd = safepath.make_dirs(dest_fd, parent)
+    except UnsafePath as exc:
+        raise UnsafeArchive(
+            f"entry {rel!r} would be written through a link or a file: {exc.message}", entry=rel
+        ) from None
+    with safepath.closing(fd):
+        yield _At(fd, name)
 
 
-def _make_parents(dest: Path, parent: Path) -> None:
-    missing = []
-    p = parent
-    while not p.exists() and p != dest:
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        os.mkdir(d, 0o755)
-
-
-def _whiteout(dest: Path, rel: str, hidden: str) -> None:
+def _whiteout(dest_fd: int, rel: str, hidden: str) -> None:
     if hidden in ("", ".", "..") or "/" in hidden:
         raise UnsafeArchive(f"whiteout {rel!r} names no file", entry=rel)
-    path = _target(dest, posixpath.join(posixpath.dirname(rel), hidden))
-    # The OCI spec: a whiteout hides lower layers only, never an entry of its
-    # own layer. Overlay cannot show both, so the layer's own entry wins.
-    if os.path.lexists(path):
-        return
-    _make_whiteout_node(path)
+    with _target(dest_fd, posixpath.join(posixpath.dirname(rel), hidden)) as at:
+        # The OCI spec: a whiteout hides lower layers only, never an entry of
+        # its own layer. Overlay cannot show both, so the layer's own entry wins.
+        if _lstat(at) is not None:
+            return
+        _make_whiteout_node(at)
 
 
-def _make_whiteout_node(path: Path) -> None:
-    _remove_existing(path)
-    os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+def _make_whiteout_node(at: _At) -> None:
+    safepath.remove(at.dir_fd, at.name)
+    os.mknod(at.name, 0o600 | stat.S_IFCHR, os.makedev(0, 0), dir_fd=at.dir_fd)
 
 
-def _mark_opaque(dest: Path, rel_dir: str) -> None:
+def _mark_opaque(dest_fd: int, rel_dir: str) -> None:
     if rel_dir == "":
         # An opaque root would hide every lower layer: overlay cannot mark its
         # own lower root, and no sane image needs it.
         raise UnsafeArchive("an opaque marker at the layer root is not supported")
-    path = _target(dest, rel_dir)
-    if path.is_symlink() or not path.is_dir():
-        _remove_existing(path)
-        os.mkdir(path, 0o755)
-    os.setxattr(path, OPAQUE_XATTR, b"y", follow_symlinks=False)
+    with _target(dest_fd, rel_dir) as at:
+        st = _lstat(at)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            safepath.remove(at.dir_fd, at.name)
+            os.mkdir(at.name, 0o755, dir_fd=at.dir_fd)
+        with safepath.closing(at.open(os.O_RDONLY | os.O_DIRECTORY)) as fd:
+            os.setxattr(fd, OPAQUE_XATTR, b"y")
 
 
-def _remove_existing(path: Path) -> None:
-    """A later entry replaces an earlier one at the same path (tar semantics)."""
-    if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
-        os.unlink(path)
-    elif path.is_dir():
-        shutil.rmtree(path)
+def _lstat(at: _At) -> os.stat_result | None:
+    try:
+        return os.stat(at.name, dir_fd=at.dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
-def _make_dir(path: Path, m: tarfile.TarInfo) -> None:
-    if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
-        os.unlink(path)
-    if not path.exists():
-        os.mkdir(path, 0o700)
-    _set_owner_mode(path, m)
+def _make_dir(at: _At, m: tarfile.TarInfo) -> None:
+    st = _lstat(at)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        safepath.remove(at.dir_fd, at.name)
+        st = None
+    if st is None:
+        os.mkdir(at.name, 0o700, dir_fd=at.dir_fd)
+    _set_owner_mode(at, m)
 
 
-def _write_file(tar: tarfile.TarFile, m: tarfile.TarInfo, path: Path) -> int:
+def _write_file(tar: tarfile.TarFile, m: tarfile.TarInfo, at: _At) -> int:
     src = tar.extractfile(m)
     assert src is not None  # regular members always have content
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)
+    fd = safepath.openat2(at.dir_fd, at.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         shutil.copyfileobj(src, out, _CHUNK)
         _apply_xattrs(out.fileno(), m)
@@ -337,47 +369,59 @@ def _write_file(tar: tarfile.TarFile, m: tarfile.TarInfo, path: Path) -> int:
     return m.size
 
 
-def _make_symlink(dest: Path, rel: str, m: tarfile.TarInfo, path: Path) -> None:
+def _make_symlink(rel: str, m: tarfile.TarInfo, at: _At) -> None:
     # Absolute targets are fine: the container resolves them inside its own
     # root (debootstrap makes plenty). A relative target that climbs above
     # the layer root points at the host while the layer sits on the host.
-    if not m.linkname.startswith("/") and not link_target_inside(dest, rel, m.linkname):
+    if not m.linkname.startswith("/") and not link_target_inside(Path(), rel, m.linkname):
         raise UnsafeArchive(
             f"symlink {m.name!r} -> {m.linkname!r} points outside the layer", entry=m.name
         )
-    os.symlink(m.linkname, path)
-    _chown(path, m)
-    os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+    os.symlink(m.linkname, at.name, dir_fd=at.dir_fd)
+    _chown(at, m)
+    os.utime(at.name, (m.mtime, m.mtime), dir_fd=at.dir_fd, follow_symlinks=False)
 
 
-def _make_hardlink(dest: Path, m: tarfile.TarInfo, path: Path) -> None:
-    # Hard links name another entry of the same archive; resolve it with the
-    # same rules, and never follow a symlink at its end (linkat without
-    # AT_SYMLINK_FOLLOW), so no host file can be linked in.
+def _make_hardlink(dest_fd: int, m: tarfile.TarInfo, at: _At) -> None:
+    # Hard links name another entry of the same archive, by a path of real
+    # directories (no link on the way), and never follow a symlink at its
+    # end (linkat without AT_SYMLINK_FOLLOW): no host file can be linked in.
     target_rel = clean_member_name(m.linkname)
     if target_rel == "":
         raise UnsafeArchive(f"hard link {m.name!r} points at the layer root", entry=m.name)
-    source = resolve_inside(dest, target_rel)
-    if not os.path.lexists(source):
+    try:
+        src_dir, src_name = safepath.open_parent(dest_fd, target_rel)
+    except UnsafePath as exc:
         raise UnsafeArchive(
-            f"hard link {m.name!r} -> {m.linkname!r} names no earlier entry", entry=m.name
-        )
-    if os.path.isdir(source) and not os.path.islink(source):
-        raise UnsafeArchive(f"hard link {m.name!r} points at a directory", entry=m.name)
-    os.link(source, path, follow_symlinks=False)
+            f"hard link {m.name!r} -> {m.linkname!r} goes through a link: {exc.message}",
+            entry=m.name,
+        ) from None
+    except (FileNotFoundError, NotADirectoryError):
+        src_dir, src_name = -1, ""
+    with contextlib.ExitStack() as stack:
+        if src_dir >= 0:
+            stack.callback(os.close, src_dir)
+        st = _lstat(_At(src_dir, src_name)) if src_dir >= 0 else None
+        if st is None:
+            raise UnsafeArchive(
+                f"hard link {m.name!r} -> {m.linkname!r} names no earlier entry", entry=m.name
+            )
+        if stat.S_ISDIR(st.st_mode):
+            raise UnsafeArchive(f"hard link {m.name!r} points at a directory", entry=m.name)
+        os.link(src_name, at.name, src_dir_fd=src_dir, dst_dir_fd=at.dir_fd, follow_symlinks=False)
 
 
-def _set_owner_mode(path: Path, m: tarfile.TarInfo) -> None:
-    _chown(path, m)
-    os.chmod(path, m.mode & 0o7777, follow_symlinks=False)
+def _set_owner_mode(at: _At, m: tarfile.TarInfo) -> None:
+    _chown(at, m)
+    os.chmod(at.name, m.mode & 0o7777, dir_fd=at.dir_fd, follow_symlinks=False)
 
 
-def _chown(target: Path | int, m: tarfile.TarInfo) -> None:
+def _chown(target: _At | int, m: tarfile.TarInfo) -> None:
     try:
         if isinstance(target, int):
             os.fchown(target, m.uid, m.gid)
         else:
-            os.lchown(target, m.uid, m.gid)
+            os.chown(target.name, m.uid, m.gid, dir_fd=target.dir_fd, follow_symlinks=False)
     except PermissionError:
         if os.geteuid() == 0:
             raise  # as root this is a real failure, not a rootless run
@@ -417,10 +461,13 @@ def pack_layer(
             filename="", mode="wb", fileobj=blob, compresslevel=compresslevel, mtime=0
         ) as gz:
             diff = _HashingWriter(gz)
-            with tarfile.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            with (
+                tarfile.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+                safepath.opened_dir(src) as src_fd,
+            ):
                 seen: dict[tuple[int, int], str] = {}
-                for rel, path, st in _walk_sorted(src, "", os.lstat(src).st_dev):
-                    _pack_entry(tar, rel, path, st, from_overlay_upper, mtime, seen)
+                for rel, dir_fd, name, st in _walk_sorted(src_fd, "", os.fstat(src_fd).st_dev):
+                    _pack_entry(tar, rel, _At(dir_fd, name), st, from_overlay_upper, mtime, seen)
         raw.flush()
         os.fsync(raw.fileno())
     os.replace(tmp, out_path)
@@ -453,20 +500,20 @@ class _HashingWriter(io.RawIOBase):
 
 
 def _walk_sorted(
-    dir_path: Path, rel_dir: str, device: int
-) -> Iterator[tuple[str, Path, os.stat_result]]:
-    """Every entry under ``dir_path`` (not itself), depth first, siblings in
+    dir_fd: int, rel_dir: str, device: int
+) -> Iterator[tuple[str, int, str, os.stat_result]]:
+    """Every entry under ``dir_fd`` (not itself), depth first, siblings in
     byte order of their names (like GNU tar --sort=name); never follows
     symlinks, never descends into another filesystem (a rootfs may still
-    have /proc mounted: its mount point is packed, not its contents)."""
-    for name in sorted(os.listdir(dir_path), key=os.fsencode):
-        path = dir_path / name
+    have /proc mounted: its mount point is packed, not its contents).
+    Yields (path in the layer, its directory's fd, its name, its lstat)."""
+    for name, st in safepath.list_dir(dir_fd):
         rel = f"{rel_dir}{name}"
-        st = os.lstat(path)
-        yield rel, path, st
+        yield rel, dir_fd, name, st
         if stat.S_ISDIR(st.st_mode):
             if st.st_dev == device:
-                yield from _walk_sorted(path, rel + "/", device)
+                with safepath.closing(safepath.open_dir_beneath(dir_fd, name)) as child:
+                    yield from _walk_sorted(child, rel + "/", device)
             else:
                 log.info("not descending into %s: another filesystem is mounted there", rel)
 
@@ -474,7 +521,7 @@ def _walk_sorted(
 def _pack_entry(
     tar: tarfile.TarFile,
     rel: str,
-    path: Path,
+    at: _At,
     st: os.stat_result,
     from_upper: bool,
     mtime: int,
@@ -492,28 +539,33 @@ def _pack_entry(
     if stat.S_ISDIR(mode):
         info.type = tarfile.DIRTYPE
         tar.addfile(info)
-        if from_upper and _xattr(path, OPAQUE_XATTR) == b"y":
-            tar.addfile(_info(f"{rel}/{OPAQUE_MARKER}", st, mtime, 0o600))
+        if from_upper:
+            with safepath.closing(at.open(os.O_RDONLY | os.O_DIRECTORY)) as fd:
+                opaque = _xattr(fd, OPAQUE_XATTR) == b"y"
+            if opaque:
+                tar.addfile(_info(f"{rel}/{OPAQUE_MARKER}", st, mtime, 0o600))
     elif stat.S_ISLNK(mode):
         info.type = tarfile.SYMTYPE
-        info.linkname = os.readlink(path)
+        info.linkname = os.readlink(at.name, dir_fd=at.dir_fd)
         tar.addfile(info)
     elif stat.S_ISFIFO(mode):
         info.type = tarfile.FIFOTYPE
         tar.addfile(info)
     elif stat.S_ISREG(mode):
-        _pack_file(tar, info, path, st, seen)
+        _pack_file(tar, info, at, st, seen)
 
 
 def _pack_file(
     tar: tarfile.TarFile,
     info: tarfile.TarInfo,
-    path: Path,
+    at: _At,
     st: os.stat_result,
     seen: dict[tuple[int, int], str],
 ) -> None:
     # Hard-linked inodes: the first name (in sorted order) carries the
-    # content, later names become links to it.
+    # content, later names become links to it. Only names inside this tree
+    # are ever link targets: an inode shared with a file outside it is
+    # packed as a plain file.
     if st.st_nlink > 1:
         key = (st.st_dev, st.st_ino)
         if key in seen:
@@ -522,11 +574,16 @@ def _pack_file(
             tar.addfile(info)
             return
         seen[key] = info.name
-    cap = _xattr(path, CAPABILITY_XATTR)
-    if cap is not None:
-        info.pax_headers = {_PAX_XATTR + CAPABILITY_XATTR: cap.decode("utf-8", "surrogateescape")}
-    info.size = st.st_size
-    with open(path, "rb") as f:
+    with os.fdopen(at.open(os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+        now = os.fstat(f.fileno())
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise UnsafePath(f"{info.name!r} changed while the layer was packed", path=info.name)
+        cap = _xattr(f.fileno(), CAPABILITY_XATTR)
+        if cap is not None:
+            info.pax_headers = {
+                _PAX_XATTR + CAPABILITY_XATTR: cap.decode("utf-8", "surrogateescape")
+            }
+        info.size = st.st_size
         tar.addfile(info, f)
 
 
@@ -539,9 +596,9 @@ def _info(name: str, st: os.stat_result, mtime: int, mode: int) -> tarfile.TarIn
     return info
 
 
-def _xattr(path: Path, name: str) -> bytes | None:
+def _xattr(fd: int, name: str) -> bytes | None:
     try:
-        return os.getxattr(path, name, follow_symlinks=False)
+        return os.getxattr(fd, name)
     except OSError as exc:
         if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
             return None

@@ -58,7 +58,7 @@ def descriptors(manifest: Any, ref: str) -> tuple[dict[str, Any], list[dict[str,
         config, layers = manifest["config"], manifest["layers"]
         descs = [config, *layers]
         for d in descs:
-            if not DIGEST_RE.match(d["digest"]) or not isinstance(d["mediaType"], str):
+            if not DIGEST_RE.fullmatch(d["digest"]) or not isinstance(d["mediaType"], str):
                 raise ValueError(f"bad descriptor {d!r}")
     except (KeyError, TypeError, ValueError) as exc:
         raise ImageNotSupported(f"{ref}: malformed manifest: {exc}") from exc
@@ -81,7 +81,7 @@ def diff_ids_of(config: dict[str, Any], n_layers: int, ref: str) -> list[str]:
             f"{ref}: the config lists {len(diff_ids or [])} diff_ids for {n_layers} layers"
         )
     for d in diff_ids:
-        if not isinstance(d, str) or not DIGEST_RE.match(d):
+        if not isinstance(d, str) or not DIGEST_RE.fullmatch(d):
             raise ImageNotSupported(f"{ref}: bad diff_id {d!r}")
     return diff_ids
 
@@ -100,6 +100,6 @@ def pick_platform(index_data: bytes, ref: str) -> str:
         plat = entry.get("platform") or {}
         if plat.get("os") == want_os and plat.get("architecture") == want_arch:
             digest = entry.get("digest", "")
-            if DIGEST_RE.match(digest):
+            if DIGEST_RE.fullmatch(digest):
                 return str(digest)
     raise ImageNotSupported(f"{ref}: no manifest for {want_os}/{want_arch} in the index")

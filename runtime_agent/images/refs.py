@@ -28,7 +28,7 @@ class ImageRef:
     @classmethod
     def parse(cls, ref: str) -> ImageRef:
         rest, _, digest = ref.partition("@")
-        if digest and not DIGEST_RE.match(digest):
+        if digest and not DIGEST_RE.fullmatch(digest):
             raise InvalidRequest(f"image reference {ref!r}: bad digest {digest!r}", field="image")
         first, slash, path = rest.partition("/")
         if not slash or not ("." in first or ":" in first or first == "localhost"):
@@ -40,9 +40,9 @@ class ImageRef:
         last = path.rsplit("/", 1)[-1]
         if ":" in last:
             repository, _, tag = path.rpartition(":")
-            if not _TAG_RE.match(tag):
+            if not _TAG_RE.fullmatch(tag):
                 raise InvalidRequest(f"image reference {ref!r}: bad tag {tag!r}", field="image")
-        if not REPOSITORY_RE.match(repository):
+        if not REPOSITORY_RE.fullmatch(repository):
             raise InvalidRequest(
                 f"image reference {ref!r}: bad repository name {repository!r}", field="image"
             )

@@ -116,7 +116,7 @@ class RegistryClient:
 
     def _repo(self, repo: str) -> DXF:
         if repo not in self._repos:
-            if not REPOSITORY_RE.match(repo):
+            if not REPOSITORY_RE.fullmatch(repo):
                 raise InvalidRequest(f"bad repository name {repo!r}", field="repository")
             self._repos[repo] = DXF.from_base(self._base, repo)
         return self._repos[repo]
@@ -137,7 +137,7 @@ class RegistryClient:
                 self._fail(exc, "get manifest", f"{repo}:{ref}")
         data = resp.content
         digest = sha256_digest(data)
-        expected = ref if DIGEST_RE.match(ref) else resp.headers.get("Docker-Content-Digest")
+        expected = ref if DIGEST_RE.fullmatch(ref) else resp.headers.get("Docker-Content-Digest")
         if expected and expected != digest:
             raise DigestMismatch(
                 f"manifest {self.registry}/{repo}@{ref}: expected {expected}, got {digest}",
@@ -151,7 +151,7 @@ class RegistryClient:
         """Download a blob to ``dest``, hashing while streaming; ``dest``
         appears (atomically, by rename) only if the digest matched. Returns
         the size in bytes."""
-        if not DIGEST_RE.match(digest):
+        if not DIGEST_RE.fullmatch(digest):
             raise InvalidRequest(f"bad blob digest {digest!r}", field="digest")
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".fetch-")
@@ -213,7 +213,7 @@ class RegistryClient:
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Link a blob another repository of this registry has into ``repo``
         without uploading it. False when the registry would not (then push)."""
-        if not DIGEST_RE.match(digest):
+        if not DIGEST_RE.fullmatch(digest):
             raise InvalidRequest(f"bad blob digest {digest!r}", field="digest")
         with self._lock:
             try:
@@ -266,7 +266,7 @@ class RegistryClient:
     def delete_manifest(self, repo: str, digest: str) -> None:
         """Delete a manifest by digest (the registry must allow deletes); its
         tags go with it. Blobs stay until the registry's own garbage collect."""
-        if not DIGEST_RE.match(digest):
+        if not DIGEST_RE.fullmatch(digest):
             raise InvalidRequest(f"delete needs a digest, not {digest!r}", field="digest")
         with self._lock:
             try:

@@ -152,7 +152,7 @@ class ImageStore:
     # ------------------------------------------------------------- querying
 
     def layer_dir(self, digest: str) -> Path:
-        if not DIGEST_RE.match(digest):
+        if not DIGEST_RE.fullmatch(digest):
             raise InvalidRequest(f"bad layer digest {digest!r}", field="digest")
         return self.root / "layers" / digest[7:]
 
@@ -252,7 +252,7 @@ class ImageStore:
 
     def cached(self, digest: str, ref: str) -> Image | None:
         record = self.root / "images" / f"{digest[7:]}.json"
-        if not DIGEST_RE.match(digest) or not record.exists():
+        if not DIGEST_RE.fullmatch(digest) or not record.exists():
             return None
         info = parse_json(record.read_bytes(), str(record))
         if info.get("alias_of"):  # an index digest pointing at its platform manifest
@@ -286,7 +286,7 @@ class ImageStore:
             _write_json_atomic(self.root / "images" / f"{index_digest[7:]}.json", alias)
 
     def blob_path(self, digest: str) -> Path:
-        if not DIGEST_RE.match(digest):
+        if not DIGEST_RE.fullmatch(digest):
             raise InvalidRequest(f"bad digest {digest!r}", field="digest")
         return self.root / "blobs/sha256" / digest[7:]
 

@@ -151,3 +151,21 @@ def test_it_packs_a_mount_point_but_not_the_filesystem_mounted_there(tmp_path: P
         names = tar.getnames()
     assert "proc" in names
     assert "proc/host-only" not in names
+
+
+def test_packing_never_reads_through_a_link(tmp_path: Path):
+    host = tmp_path / "host"
+    (host / "dir").mkdir(parents=True)
+    (host / "dir" / "secret").write_text("host secret\n")
+    tree = tmp_path / "tree"
+    (tree / "app").mkdir(parents=True)
+    (tree / "app" / "dir").symlink_to(host / "dir")
+    (tree / "app" / "file").symlink_to(host / "dir" / "secret")
+    (tree / "climb").symlink_to("../host/dir")
+    pack_layer(tree, tmp_path / "l.tgz")
+    with tarfile.open(tmp_path / "l.tgz") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert {n for n, m in members.items() if m.issym()} == {"app/dir", "app/file", "climb"}
+        assert not any("secret" in n for n in members)
+        assert all(m.size == 0 for m in members.values())
+    assert (host / "dir" / "secret").read_text() == "host secret\n"

@@ -2,7 +2,7 @@
 
 Django-free (the Celery task calls it). Public interface::
 
-    build_image(*, source_dir, app, build_id, version, config, log, secrets)
+    build_image(*, source_dir, app, build_id, version, config, log, secrets, tenant)
         -> BuildResult            raises BuildFailed(step, command, exit_code)
     BuildConfig / RegistrySettings / BuildLimits / BuildNetwork   (settings)
     publish_stack(StackSpec(...), cache_dir, client, log) -> "host/stacks/name:date"
@@ -20,6 +20,7 @@ from paas.builds.engine.config import (
 from paas.builds.engine.errors import BuildCancelled, BuildFailed
 from paas.builds.engine.reaper import reap_stale_builds
 from paas.builds.engine.stack import StackSpec, publish_stack
+from paas.builds.engine.tenant import Tenant
 
 __all__ = [
     "BuildCancelled",
@@ -32,6 +33,7 @@ __all__ = [
     "RegistrySettings",
     "StackSpec",
     "StepRecord",
+    "Tenant",
     "build_image",
     "publish_stack",
     "reap_stale_builds",

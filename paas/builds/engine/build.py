@@ -37,6 +37,7 @@ from paas.builds.engine.reaper import new_build_dir
 from paas.builds.engine.redact import RedactingLog, url_secrets
 from paas.builds.engine.source import hash_parts, source_digest
 from paas.builds.engine.steps import StepEnv, run_step
+from paas.builds.engine.tenant import ANONYMOUS, Tenant, base_allowed, scoped_config
 from runtime_agent.host.errors import AgentError, ImageNotFound
 from runtime_agent.images.layers import LayerInfo, pack_layer
 from runtime_agent.images.manifests import Image
@@ -44,7 +45,7 @@ from runtime_agent.images.refs import ImageRef
 from runtime_agent.images.registry import OCI_MANIFEST, RegistryClient
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
-from runtime_agent.oci.runc import Runc
+from runtime_agent.oci.runc import Runc, check_runtime_safe
 
 # Part of every reuse key: bump when the engine's output changes.
 ENGINE_VERSION = "1"
@@ -94,14 +95,17 @@ def build_image(
     log: Callable[[str], None],
     secrets: Mapping[str, str] | Sequence[str] = (),
     cancel: threading.Event | None = None,
+    tenant: Tenant = ANONYMOUS,
 ) -> BuildResult:
     """Build ``source_dir`` as ``<registry>/<app>:v<version>``; every log line
     goes to ``log`` with secret values masked. ``secrets`` maps names to
     values (files under /run/secrets in every RUN step); a plain list of
     values is only masked. Setting ``cancel`` (from another thread) kills the
     running step and ends the build with :class:`BuildCancelled`; everything
-    it made is removed. Raises :class:`BuildFailed`."""
+    it made is removed. ``tenant`` scopes what FROM may name and which caches
+    the build reads and writes (see tenant.py). Raises :class:`BuildFailed`."""
     started = time.monotonic()
+    config = scoped_config(config, tenant)
     files = dict(secrets) if isinstance(secrets, Mapping) else {}
     say = RedactingLog(log, _masked_values(config, secrets))
     client = config.registry.client()
@@ -110,8 +114,8 @@ def build_image(
     try:
         with new_build_dir(work):
             build = _Build(
-                source_dir, app, build_id, version, config, say, work, client, store, files,
-                cancel or threading.Event(),
+                source_dir, app, build_id, version, config, say, work, client, store, tenant,
+                files, cancel or threading.Event(),
             )  # fmt: skip
             result = build.run()
         return replace(result, duration_s=time.monotonic() - started)
@@ -150,6 +154,7 @@ class _Build:
     work: Path
     client: RegistryClient
     store: ImageStore
+    tenant: Tenant
     secrets: dict[str, str] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -225,6 +230,7 @@ class _Build:
                 registry_host=config.registry.host,
                 load_base=load_base,
                 build_args=config.build_args,
+                base_allowed=lambda ref: base_allowed(ref, tenant=self.tenant, config=config),
             )
             plan.process_types = dict(process_types)
             plan.settings.env.setdefault("PORT", DEFAULT_PORT)
@@ -261,6 +267,11 @@ class _Build:
             extra_mounts=(*trust_mounts(self.config.trust), *secrets) if has_run else (),
             cancel=self.cancel,
         )
+        if env.network is not None or any(isinstance(s, RunStep) for s in plan.steps):
+            # As the agent does: a tenant's step never runs on a runc that
+            # lets a container start in the host's filesystem (CVE-2024-21626).
+            # The verdict is cached per runc binary, next to the image store.
+            check_runtime_safe(env.runc, self.config.images_dir.parent)
         for index, step in enumerate(plan.steps):
             self.check_cancelled(step.name)
             t0 = time.monotonic()

@@ -92,6 +92,9 @@ class BuildConfig:
     # The pulled-image store (unpacked base layers); default <cache_dir>/images.
     # The runtime agent's store may be shared: it is content-addressed and locked.
     image_store_dir: Path | None = None
+    # Repositories (``repo`` or ``repo:tag``) in the platform registry that
+    # any team's Dockerfile may start FROM, besides the stack and its own apps.
+    allowed_images: tuple[str, ...] = ()
 
     @property
     def images_dir(self) -> Path:

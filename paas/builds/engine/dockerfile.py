@@ -30,6 +30,8 @@ from paas.builds.engine.plan import (
     ImageSettings,
     RunStep,
 )
+from runtime_agent.host import safepath
+from runtime_agent.host.errors import UnsafePath
 
 SUPPORTED = (
     "FROM", "RUN", "COPY", "ADD", "ENV", "ARG", "WORKDIR",
@@ -91,16 +93,25 @@ class _State:
     base: BaseImage | None = None
     cmd_set: bool = False
     ignore: DockerIgnore = field(default_factory=DockerIgnore)
+    base_allowed: Callable[[str], bool] | None = None
 
     def substitute(self, text: str) -> str:
         return str(WordSplitter(text, args=self.args, envs=self.env).dequote())
 
 
 def read_dockerfile(source_dir: Path) -> str:
-    path = source_dir / "Dockerfile"
-    if path.stat().st_size > MAX_DOCKERFILE_BYTES:
+    """The Dockerfile's text: a regular file in the source, never a link
+    (the worker must not read whatever a tenant's link points at)."""
+    try:
+        with safepath.opened_dir(source_dir) as fd:
+            data = safepath.read_bytes(fd, "Dockerfile", limit=MAX_DOCKERFILE_BYTES + 1)
+    except UnsafePath as exc:
+        raise BuildFailed(
+            "Dockerfile must be a regular file in the source, not a link", step="detect"
+        ) from exc
+    if len(data) > MAX_DOCKERFILE_BYTES:
         raise BuildFailed("Dockerfile is larger than 1 MiB", step="detect")
-    return path.read_text(errors="replace")
+    return data.decode(errors="replace")
 
 
 def parse_dockerfile(
@@ -111,11 +122,16 @@ def parse_dockerfile(
     registry_host: str,
     load_base: Callable[[str], BaseImage],
     build_args: dict[str, str] | None = None,
+    base_allowed: Callable[[str], bool] | None = None,
 ) -> BuildPlan:
     """The plan for a Dockerfile. ``load_base`` pulls the FROM image and
-    returns its settings (called once, when FROM is reached)."""
+    returns its settings (called once, when FROM is reached), if
+    ``base_allowed(ref)`` says the build may use it (without it: only the
+    stack)."""
     parser = DockerfileParser(fileobj=io.BytesIO(text.encode()), env_replace=False)
-    state = _State(source_dir=source_dir, ignore=read_dockerignore(source_dir))
+    state = _State(
+        source_dir=source_dir, ignore=read_dockerignore(source_dir), base_allowed=base_allowed
+    )
     given_args = dict(build_args or {})
     for entry in parser.structure:
         instruction = str(entry["instruction"]).upper()
@@ -164,6 +180,16 @@ def _from(state: _State, value: str, line: int, build_args: dict[str, str], stac
         raise BuildFailed(f"Dockerfile line {line}: bad FROM {value!r}", step=f"FROM {value}")
     name = state.substitute(words[0])
     ref = resolve_from(name, stack_ref=stack_ref, registry_host=registry_host, line=line)
+    allowed = state.base_allowed or (lambda r: False)
+    if ref != stack_ref and not allowed(ref):
+        # Before any pull: the worker's registry credential reads every
+        # team's images.
+        raise BuildFailed(
+            f"Dockerfile line {line}: FROM {name}: a build may start from the stack "
+            "('FROM stack'), an image of an app of its own team, or an image the platform "
+            "allows (PAAS_BUILD_ALLOWED_IMAGES); this is none of them",
+            step=f"FROM {name}",
+        )
     base = load_base(ref)
     state.base = base
     # ARGs declared before FROM are only usable in FROM (Docker's rule).
@@ -183,7 +209,7 @@ def _from(state: _State, value: str, line: int, build_args: dict[str, str], stac
 def _arg(state: _State, value: str, line: int, build_args: dict[str, str], *_: object) -> None:
     name, eq, default = value.strip().partition("=")
     name = name.strip()
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise BuildFailed(f"Dockerfile line {line}: bad ARG {value!r}", step=f"ARG {value}")
     if name in build_args:
         state.args[name] = build_args[name]
@@ -268,7 +294,7 @@ def _user(state: _State, value: str, line: int, *_: object) -> None:
 
 def _expose(state: _State, value: str, line: int, *_: object) -> None:
     for word in state.substitute(value).split():
-        if not _PORT_RE.match(word) or not 0 < int(word.split("/")[0]) < 65536:
+        if not _PORT_RE.fullmatch(word) or not 0 < int(word.split("/")[0]) < 65536:
             raise BuildFailed(
                 f"Dockerfile line {line}: EXPOSE {word!r} is not a port like 8080 or 8080/tcp",
                 step=f"EXPOSE {value}",

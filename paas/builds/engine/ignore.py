@@ -58,7 +58,7 @@ class DockerIgnore:
         """Whether ``rel`` (relative to the context root) is left out."""
         result = False
         for exception, regex in self.rules:
-            if regex.match(rel):
+            if regex.fullmatch(rel):
                 result = not exception
         return result
 

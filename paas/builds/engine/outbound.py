@@ -71,7 +71,7 @@ def write_secrets(secrets: Mapping[str, str], directory: Path) -> list[BindMount
     directory.parent.chmod(0o700)
     directory.mkdir(mode=0o755)
     for name, value in secrets.items():
-        if not SECRET_NAME_RE.match(name):
+        if not SECRET_NAME_RE.fullmatch(name):
             raise BuildFailed(f"build secret name {name!r} is not a plain file name", step="setup")
         fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
         with os.fdopen(fd, "w") as fh:

@@ -167,7 +167,9 @@ def prune_versions(
     if keep <= 0:
         return []
     versions = sorted(
-        (int(m.group(1)), tag) for tag in client.list_tags(repo) if (m := VERSION_TAG_RE.match(tag))
+        (int(m.group(1)), tag)
+        for tag in client.list_tags(repo)
+        if (m := VERSION_TAG_RE.fullmatch(tag))
     )
     if len(versions) <= keep:
         return []

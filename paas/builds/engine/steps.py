@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import select
-import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +25,8 @@ from paas.builds.engine.config import BuildLimits
 from paas.builds.engine.errors import BuildCancelled, BuildFailed
 from paas.builds.engine.files import lookup, make_parents, resolve
 from paas.builds.engine.plan import BindMount, RunStep
-from runtime_agent.host.errors import AgentError
+from runtime_agent.host import safepath
+from runtime_agent.host.errors import AgentError, UnsafePath
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci import cgroups, overlay
 from runtime_agent.oci.etcfiles import write_etc_files
@@ -74,9 +75,10 @@ def run_step(
         d.mkdir(parents=True)
     # For the reaper, should this worker die before the finally below runs.
     (step_dir / "cid").write_text(cid)
-    for directory in step.mkdirs:
-        rel = resolve(lowers, directory, step.name)
-        make_parents(upper, lowers, f"{rel}/x")
+    with safepath.opened_dir(upper) as upper_fd:
+        for directory in step.mkdirs:
+            rel = resolve(lowers, directory, step.name)
+            os.close(make_parents(upper_fd, lowers, f"{rel}/x"))
     cgroups_path = f"/{env.cgroup_parent}/{cid}"
     mounted = attached = False
     try:
@@ -99,7 +101,7 @@ def run_step(
     _drop_mountpoints(upper, lowers, step)
     if step.keep is not None:
         _keep_only(upper, step.keep)
-    shutil.rmtree(work, ignore_errors=True)
+    safepath.remove_tree(work)
     return upper
 
 
@@ -241,50 +243,78 @@ def _check(step: RunStep, code: int, timed_out: bool, oom: bool, limits: BuildLi
         )
 
 
+# The step's upper directory is the tenant's: its process may have put a
+# link anywhere, /app or /app's parents included. Everything below works on
+# directory fds with no-follow (safepath): a link is removed or kept as a
+# link, never descended into.
+
+
 def _drop_mountpoints(upper: Path, lowers: Sequence[Path], step: RunStep) -> None:
     """Mount points runc had to create (a bind target missing from the image)
     are not the step's output: leave them out of the layer."""
     targets = ["/etc/hosts", "/etc/resolv.conf"] + [m.destination for m in step.mounts]
-    for target in targets:
-        rel = target.strip("/")
-        path = upper / rel
-        if not (path.exists() or path.is_symlink()):
-            continue
+    with safepath.opened_dir(upper) as upper_fd:
+        for target in targets:
+            _drop_mountpoint(upper_fd, lowers, target.strip("/"))
+
+
+def _drop_mountpoint(upper_fd: int, lowers: Sequence[Path], rel: str) -> None:
+    try:
+        parent, name = safepath.open_parent(upper_fd, rel)
+    except (FileNotFoundError, NotADirectoryError, UnsafePath):
+        return  # a parent is missing, a file or a link: no mount point in this layer
+    with safepath.closing(parent):
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
         if lookup(lowers, rel) is not None:
             # Present below: only drop it if the step did not change it
             # (a bind mount point gets no content of its own).
-            if path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-        _prune_empty_parents(upper, path.parent)
+            if stat.S_ISDIR(st.st_mode) and _is_empty_dir(parent, name):
+                os.rmdir(name, dir_fd=parent)
+            return
+        safepath.remove(parent, name)
+    _prune_empty_parents(upper_fd, rel)
 
 
-def _prune_empty_parents(upper: Path, path: Path) -> None:
-    while path != upper and path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
-        path = path.parent
+def _is_empty_dir(parent: int, name: str) -> bool:
+    with safepath.closing(safepath.open_dir_beneath(parent, name)) as fd:
+        return not os.listdir(fd)
+
+
+def _prune_empty_parents(upper_fd: int, rel: str) -> None:
+    parts = rel.split("/")[:-1]
+    while parts:
+        try:
+            parent, name = safepath.open_parent(upper_fd, "/".join(parts))
+        except (OSError, UnsafePath):
+            return
+        with safepath.closing(parent):
+            try:
+                os.rmdir(name, dir_fd=parent)  # only an empty real directory goes
+            except OSError:
+                return
+        parts.pop()
 
 
 def _keep_only(upper: Path, keep: tuple[str, ...]) -> None:
     """Remove everything in ``upper`` but the ``keep`` paths and their
-    parents (a buildpack's output, e.g. ``app/.venv``)."""
+    parents (a buildpack's output, e.g. ``app/.venv``). A kept path or a
+    parent that the step replaced by a link stays a link (or is removed):
+    nothing is ever walked through it."""
     keep_parts = [tuple(k.strip("/").split("/")) for k in keep]
 
-    def walk(directory: Path, rel: tuple[str, ...]) -> None:
-        for entry in list(directory.iterdir()):
-            sub = (*rel, entry.name)
-            if any(k[: len(sub)] == sub and len(sub) == len(k) for k in keep_parts):
+    def walk(dir_fd: int, rel: tuple[str, ...]) -> None:
+        for name, st in safepath.list_dir(dir_fd):
+            sub = (*rel, name)
+            if sub in keep_parts:
                 continue  # a kept path: everything below stays
-            if any(k[: len(sub)] == sub for k in keep_parts) and entry.is_dir():
-                walk(entry, sub)  # a parent of a kept path
+            if any(k[: len(sub)] == sub for k in keep_parts) and stat.S_ISDIR(st.st_mode):
+                with safepath.closing(safepath.open_dir_beneath(dir_fd, name)) as child:
+                    walk(child, sub)  # a parent of a kept path
                 continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+            safepath.remove(dir_fd, name)
 
-    walk(upper, ())
+    with safepath.opened_dir(upper) as upper_fd:
+        walk(upper_fd, ())

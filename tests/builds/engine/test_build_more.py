@@ -8,13 +8,14 @@ import uuid
 import pytest
 
 from paas.builds.engine.build import build_image
+from paas.builds.engine.tenant import ANONYMOUS, Tenant
 from tests.builds.engine.support import http_get, run_image
 
 
-def build(config, source, app, version=1, lines=None):
+def build(config, source, app, version=1, lines=None, tenant=ANONYMOUS):
     return build_image(
         source_dir=source, app=app, build_id=f"b{version}", version=version, config=config,
-        log=(lines if lines is not None else []).append,
+        log=(lines if lines is not None else []).append, tenant=tenant,
     )  # fmt: skip
 
 
@@ -44,13 +45,15 @@ def test_a_dockerfile_can_start_from_an_app_image_in_the_registry(
     engine_config, sample, tmp_path, image_store, build_network
 ):
     base_app = f"base-{uuid.uuid4().hex[:6]}"
-    build(engine_config, sample("python-nodeps"), base_app)
+    derived_app = f"derived-{uuid.uuid4().hex[:6]}"
+    team = Tenant(team="t-derived", apps=frozenset({base_app, derived_app}))
+    build(engine_config, sample("python-nodeps"), base_app, tenant=team)
     src = tmp_path / "src-from-app"
     src.mkdir()
     (src / "Dockerfile").write_text(
         f"FROM {base_app}:v1\nRUN sed -i 's/python-nodeps/a derived image/' /app/app.py\n"
     )
-    derived = build(engine_config, src, f"derived-{uuid.uuid4().hex[:6]}")
+    derived = build(engine_config, src, derived_app, tenant=team)
     image = image_store.pull(derived.digest_ref)
     labels = image.config["config"]["Labels"]
     assert labels["paas.app"].startswith("derived-")  # not the base's labels

@@ -33,8 +33,22 @@ def test_from_stack_uses_the_platform_stack(tmp_path):
 
 
 def test_from_a_name_means_an_image_in_the_platform_registry(tmp_path):
-    _, loaded = plan(tmp_path, "FROM myapp:v3\n")
+    _, loaded = plan(tmp_path, "FROM myapp:v3\n", base_allowed=lambda ref: True)
     assert loaded == [f"{REGISTRY}/myapp:v3"]
+
+
+def test_from_an_image_the_policy_refuses_fails_naming_the_line_before_loading(tmp_path):
+    asked: list[str] = []
+
+    def policy(ref: str) -> bool:
+        asked.append(ref)
+        return False
+
+    with pytest.raises(BuildFailed, match="Dockerfile line 2: FROM other:v1: a build may"):
+        plan(tmp_path, "ARG X=1\nFROM other:v1\n", base_allowed=policy)
+    assert asked == [f"{REGISTRY}/other:v1"]
+    with pytest.raises(BuildFailed, match="Dockerfile line 1"):
+        plan(tmp_path, "FROM other:v1\n")  # no policy: the stack only
 
 
 def test_from_another_registry_is_refused(tmp_path):
@@ -145,3 +159,18 @@ def test_an_instruction_before_from_is_refused(tmp_path):
 def test_build_args_override_arg_defaults(tmp_path):
     result, _ = plan(tmp_path, "FROM stack\nARG V=1\nENV V=$V\n", build_args={"V": "2"})
     assert result.settings.env["V"] == "2"
+
+
+def test_a_dockerfile_that_is_a_link_is_not_read(tmp_path):
+    from paas.builds.engine.dockerfile import read_dockerfile
+
+    secret = tmp_path / "host-secret"
+    secret.write_text("FROM stack\nRUN echo host secret\n")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Dockerfile").symlink_to(secret)
+    with pytest.raises(BuildFailed, match="regular file in the source, not a link"):
+        read_dockerfile(src)
+    (src / "Dockerfile").unlink()
+    (src / "Dockerfile").write_text("FROM stack\n")
+    assert read_dockerfile(src) == "FROM stack\n"

@@ -17,6 +17,7 @@ from paas.builds.engine.buildpacks.common import (
     source_step,
     web_command,
 )
+from paas.builds.engine.cache import local_tree_digest
 from paas.builds.engine.errors import BuildFailed
 from paas.builds.engine.plan import BindMount, BuildPlan, RunStep, Step
 from paas.builds.engine.source import hash_parts
@@ -83,6 +84,28 @@ def _included_files(source_dir: Path, text: str) -> list[bytes]:
             path = source_dir / m.group(2)
             out.append(path.read_bytes() if real_file(path) else b"missing:" + m.group(2).encode())
     return out
+
+
+def _local_requirements(source_dir: Path, text: str) -> list[bytes]:
+    # A local path (./pkg, -e ./pkg, file:./pkg, /workspace/pkg) installs
+    # the source's own files: their content is part of the cache key.
+    out = []
+    for line in text.splitlines():
+        for token in line.split("#", 1)[0].split():
+            path = _local_path(token)
+            if path is not None:
+                out.append(path.encode() + b"\0" + local_tree_digest(source_dir, path))
+    return out
+
+
+def _local_path(token: str) -> str | None:
+    for prefix in ("--editable=", "file://", "file:"):
+        token = token.removeprefix(prefix)
+    if token.startswith(f"{SOURCE_MOUNT}/"):
+        return token[len(SOURCE_MOUNT) + 1 :] or "."
+    if token == "." or token.startswith(("./", "../")):
+        return token
+    return None
 
 
 def default_command(source_dir: Path, names: set[str]) -> str | None:
@@ -186,7 +209,7 @@ def _install_step(inp: BuildpackInput, text: str, origin: str) -> RunStep:
     )
     key = hash_parts(
         VERSION, inp.base_digest, text, *(_included_files(inp.source_dir, text)),
-        inp.config.pip_index_url or "",
+        *_local_requirements(inp.source_dir, text), inp.config.pip_index_url or "",
     )  # fmt: skip
     return RunStep(
         name=f"install dependencies ({origin})",
