@@ -49,6 +49,7 @@ from paas.builds.engine.config import (  # noqa: E402
 )
 from paas.builds.engine.stack import StackSpec, publish_stack  # noqa: E402
 from runtime_agent.net.bridge import HostNetwork  # noqa: E402
+from runtime_agent.net.policy import PolicySettings  # noqa: E402
 
 RUNS = 5
 GOALS = {"python_nodeps_s": 1.5, "python_deps_rebuild_s": 3.0, "hello_one_file_s": 1.0}
@@ -103,8 +104,16 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="paas-bench-build-"))
     suffix = secrets.token_hex(3)
     subnet = IPv4Network(f"10.{secrets.choice(range(100, 200))}.{secrets.randbelow(256)}.0/24")
-    netcfg = BuildNetwork(tmp / "net", f"bb{suffix}", subnet, f"paasbench_{suffix}")
-    net = HostNetwork(netcfg.state_dir, netcfg.bridge, netcfg.subnet, netcfg.nft_table)
+    # The bench's package index listens on the gateway: allowed, as an
+    # operator's private index would be (PAAS_BUILD_ALLOWED_NETWORKS).
+    gateway = IPv4Network(f"{subnet.network_address + 1}/32")
+    netcfg = BuildNetwork(
+        tmp / "net", f"bb{suffix}", subnet, f"paasbench_{suffix}", allowed=(gateway,)
+    )
+    net = HostNetwork(
+        netcfg.state_dir, netcfg.bridge, netcfg.subnet, netcfg.nft_table,
+        policy=PolicySettings(allowed=netcfg.allowed),
+    )  # fmt: skip
     try:
         net.setup()
         with registry(tmp / "registry") as reg:

@@ -259,6 +259,15 @@ PAAS_BUILD_NO_PROXY = env_str("PAAS_BUILD_NO_PROXY", _host_proxy("NO_PROXY"))
 # Repositories in the platform registry (``repo`` or ``repo:tag``) any team's
 # Dockerfile may start FROM, besides the stack and the team's own apps.
 PAAS_BUILD_ALLOWED_IMAGES = env_list("PAAS_BUILD_ALLOWED_IMAGES", [])
+# Addresses build steps may reach although they are the host's or local
+# (a proxy or private package index): comma-separated IPv4 networks.
+PAAS_BUILD_ALLOWED_NETWORKS = env_list("PAAS_BUILD_ALLOWED_NETWORKS", [])
+try:
+    PAAS_BUILD_ALLOWED_NETWORKS = [
+        str(ipaddress.IPv4Network(n)) for n in PAAS_BUILD_ALLOWED_NETWORKS
+    ]
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"PAAS_BUILD_ALLOWED_NETWORKS: {_exc} (IPv4 networks)") from None
 
 # The router: the platform's own nginx (see paas/router and README "Routing").
 PAAS_ROUTER_DIR = env_path("PAAS_ROUTER_DIR", DATA_DIR / "router")

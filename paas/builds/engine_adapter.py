@@ -46,6 +46,11 @@ def stack_spec() -> StackSpec:
     )
 
 
+def _allowed_networks() -> tuple[IPv4Network, ...]:
+    # Checked when the settings load; here only turned into networks.
+    return tuple(IPv4Network(n) for n in settings.PAAS_BUILD_ALLOWED_NETWORKS)
+
+
 def engine_config(stack_ref: str = "") -> BuildConfig:
     # The cache (stack, dependency layers, downloads) may be shared by many
     # workers; runc state and the build network are this host's own.
@@ -61,6 +66,7 @@ def engine_config(stack_ref: str = "") -> BuildConfig:
             bridge=settings.PAAS_BUILD_BRIDGE,
             subnet=IPv4Network(settings.PAAS_BUILD_SUBNET),
             nft_table=settings.PAAS_BUILD_NFT_TABLE,
+            allowed=_allowed_networks(),
         ),
         limits=BuildLimits(
             memory_bytes=settings.PAAS_BUILD_MEMORY_BYTES,

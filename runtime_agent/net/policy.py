@@ -160,6 +160,8 @@ def _host_rules(gateway: IPv4Address, settings: PolicySettings) -> list[str]:
             rules.append(f"ip daddr {gateway} {proto} dport {settings.dns_port} accept")
     if settings.router_ports:
         rules.append(f"tcp dport {_set(settings.router_ports)} accept")
+    if settings.allowed:  # a proxy or private index on the host itself
+        rules.append(f"ip daddr {_set(settings.allowed)} accept")
     return rules + _nameserver_rules(settings)  # a nameserver may be the host itself
 
 

@@ -45,6 +45,7 @@ from runtime_agent.images.refs import ImageRef
 from runtime_agent.images.registry import OCI_MANIFEST, RegistryClient
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
+from runtime_agent.net.policy import PolicySettings
 from runtime_agent.oci.runc import Runc, check_runtime_safe
 
 # Part of every reuse key: bump when the engine's output changes.
@@ -461,7 +462,7 @@ def _network(config: BuildConfig) -> HostNetwork | None:
         return None
     net = HostNetwork(
         config.network.state_dir, config.network.bridge, config.network.subnet,
-        config.network.nft_table,
+        config.network.nft_table, policy=PolicySettings(allowed=config.network.allowed),
     )  # fmt: skip
     net.setup()
     return net

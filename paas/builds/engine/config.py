@@ -48,6 +48,10 @@ class BuildNetwork:
     bridge: str
     subnet: IPv4Network
     nft_table: str
+    # Build steps are denied the host and local networks like app containers
+    # (runtime_agent.net.policy); a proxy or private index on the host or the
+    # LAN is reached only through this allow-list.
+    allowed: tuple[IPv4Network, ...] = ()
 
 
 @dataclass(frozen=True)

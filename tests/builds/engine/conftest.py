@@ -28,6 +28,7 @@ from paas.builds.engine.config import (
 from paas.builds.engine.stack import StackSpec, publish_stack, stack_dir
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
+from runtime_agent.net.policy import PolicySettings
 from tests.builds.engine.support import make_wheel, remove_cgroup_dirs, serve_index
 from tests.support.registry import TestRegistry, run_registry
 
@@ -84,8 +85,14 @@ def build_network(
         bridge=f"pb{run_id}",
         subnet=subnet,
         nft_table=f"paasbuild_{run_id}",
+        # The tests' package index listens on the gateway, a host address
+        # the policy refuses unless allowed, as an operator's would be.
+        allowed=(IPv4Network(f"{subnet.network_address + 1}/32"),),
     )
-    net = HostNetwork(settings.state_dir, settings.bridge, settings.subnet, settings.nft_table)
+    net = HostNetwork(
+        settings.state_dir, settings.bridge, settings.subnet, settings.nft_table,
+        policy=PolicySettings(allowed=settings.allowed),
+    )  # fmt: skip
     net.setup()
     try:
         yield settings, net
