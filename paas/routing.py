@@ -1,7 +1,8 @@
 from django.urls import path
 
-from paas.logs.consumers import BuildLogConsumer
+from paas.logs.consumers import AppLogConsumer, BuildLogConsumer
 
 websocket_urlpatterns = [
     path("ws/builds/<str:build_id>/", BuildLogConsumer.as_asgi()),
+    path("ws/apps/<str:name>/logs/", AppLogConsumer.as_asgi()),
 ]

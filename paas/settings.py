@@ -161,7 +161,14 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
-    }
+    },
+    # Runtime log batches: pub/sub, so one batch crosses Redis once per web
+    # process whatever the number of watchers, and nothing queues in Redis
+    # for a slow one (the database keeps every line; see paas/logs).
+    "logs": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    },
 }
 
 CELERY_BROKER_URL = REDIS_URL
@@ -178,7 +185,16 @@ PAAS_HOUSEKEEPING_INTERVAL = env_int("PAAS_HOUSEKEEPING_INTERVAL", 600, minimum=
 CELERY_BEAT_SCHEDULE = {
     "fail-abandoned-builds": {"task": "builds.fail_abandoned", "schedule": 30.0},
     "build-housekeeping": {"task": "builds.housekeep", "schedule": PAAS_HOUSEKEEPING_INTERVAL},
+    "log-retention": {"task": "logs.enforce_retention", "schedule": 300.0},
 }
+
+# Runtime logs (see paas/logs and the README's "Logs").
+PAAS_LOG_RETENTION_LINES = env_int("PAAS_LOG_RETENTION_LINES", 100_000, minimum=0)
+PAAS_LOG_RETENTION_DAYS = env_int("PAAS_LOG_RETENTION_DAYS", 7, minimum=0)
+PAAS_LOG_REPLAY_LINES = env_int("PAAS_LOG_REPLAY_LINES", 500, minimum=0)
+PAAS_LOG_CONSUMER_BUFFER = env_int("PAAS_LOG_CONSUMER_BUFFER", 5000, minimum=100)
+PAAS_LOG_ROUTER_ACCESS_LOG = env_str("PAAS_LOG_ROUTER_ACCESS_LOG", "")
+PAAS_LOG_FOLLOW_REFRESH_S = env_float("PAAS_LOG_FOLLOW_REFRESH_S", 2.0, minimum=0.05)
 
 # Source intake limits (the archive is untrusted input).
 PAAS_MAX_UPLOAD_BYTES = env_int("PAAS_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1024)

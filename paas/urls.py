@@ -25,6 +25,7 @@ urlpatterns = [
         deploy_views.app_deploy_action,
         name="app-deploy-action",
     ),
+    path("", include("paas.logs.urls")),
     path("api/v1/", include("paas.api.urls")),
     path("admin/", admin.site.urls),
 ]

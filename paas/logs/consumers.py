@@ -1,19 +1,51 @@
-"""Live build log over a WebSocket: replay what was written, then stream."""
+"""Live logs over WebSockets: a build's log, and an app's runtime log.
+
+The app log protocol (JSON text frames)::
+
+    server -> {"type": "hello", "fields": [...], "filter": {...}}
+              {"type": "lines", "batch": N, "lines": [[seq, time, source,
+                                 process, instance, stream, text], ...]}
+              {"type": "replayed", "count": N}     history done, live from here
+              {"type": "dropped", "count": N}      N lines were skipped here
+              {"type": "error", "message": ...}
+    client -> {"type": "ack", "batch": N}          after showing batch N
+              {"type": "filter", "process", "instance", "source", "q"}
+
+Flow control is by acknowledgement: at most ``MAX_UNACKED`` batches are on
+the way to a client; what arrives meanwhile waits in a buffer of at most
+``PAAS_LOG_CONSUMER_BUFFER`` lines, and beyond that the oldest waiting lines
+are dropped and counted. So a slow browser costs a bounded amount of
+memory, and it never slows the follower, the agents or other watchers: the
+live batches reach every consumer through Redis pub/sub without waiting for
+any of them.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import deque
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
+from paas.applications.selectors import app_for_user
 from paas.builds.models import FINAL_STATES
 from paas.builds.selectors import build_for_user, build_log_since
 from paas.builds.services import build_group, build_state_event
 from paas.core.errors import PaasError
+from paas.logs.filters import LogFilter
+from paas.logs.lines import FIELDS, encode_rows
+from paas.logs.selectors import logs_recent
+from paas.logs.services import LAYER, app_logs_group
 
 # Close codes in the application range (4000-4999), mirroring HTTP statuses.
+CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
+MAX_UNACKED = 4  # batches on the way to one client before lines wait in its buffer
+MAX_FRAME_LINES = 2000  # lines per frame when a backlog is sent
 
 
 class BuildLogConsumer(AsyncJsonWebsocketConsumer):
@@ -73,3 +105,115 @@ class BuildLogConsumer(AsyncJsonWebsocketConsumer):
             return
         self.last_seq = seq
         await self.send_json({"type": "line", "seq": seq, "text": text})
+
+
+class AppLogConsumer(AsyncJsonWebsocketConsumer):
+    """An app's runtime log: recent history, then live lines (see the module doc)."""
+
+    channel_layer_alias = LAYER
+
+    async def connect(self) -> None:
+        self.group = ""
+        self.filter = LogFilter()
+        self.seen_upto = 0  # live lines at or below this came with the replay
+        self.sent = 0  # batches sent
+        self.acked = 0
+        self.waiting: deque[tuple[int, str]] = deque()  # (line count, JSON array of rows)
+        self.waiting_lines = 0
+        self.dropped = 0
+        name = self.scope["url_route"]["kwargs"]["name"]
+        try:
+            query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
+            self.filter = LogFilter.parse({k: v[-1] for k, v in query.items()})
+            app = await database_sync_to_async(app_for_user)(user=self.scope["user"], name=name)
+        except PaasError as exc:
+            # Refuse the handshake: outsiders learn nothing about the app.
+            await self.close(
+                code=CLOSE_FORBIDDEN if exc.status in (403, 404) else CLOSE_BAD_REQUEST
+            )
+            return
+        self.app_id = app.pk
+        self.group = app_logs_group(app.pk)
+        # Join before replaying: a line stored in between comes both ways and
+        # is dropped by its sequence number, none is missed.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self._replay()
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "ack" and isinstance(content.get("batch"), int):
+            self.acked = max(self.acked, min(content["batch"], self.sent))
+            await self._flush()
+        elif kind == "filter":
+            try:
+                self.filter = LogFilter.parse(content)
+            except PaasError as exc:
+                await self.send_json({"type": "error", "message": exc.message})
+                return
+            self.waiting.clear()
+            self.waiting_lines = self.dropped = 0
+            await self._replay()
+        else:
+            await self.send_json({"type": "error", "message": "send an ack or a filter message"})
+
+    async def _replay(self) -> None:
+        limit = settings.PAAS_LOG_REPLAY_LINES
+        rows = await database_sync_to_async(logs_recent)(
+            app_id=self.app_id, flt=self.filter, limit=limit
+        )
+        await self.send_json(
+            {"type": "hello", "fields": list(FIELDS), "filter": self.filter.as_dict()}
+        )
+        self.seen_upto = max((r[0] for r in rows), default=self.seen_upto)
+        if rows:
+            self._wait(len(rows), encode_rows(rows))
+        await self._flush()
+        await self.send_json({"type": "replayed", "count": len(rows)})
+
+    async def logs_batch(self, event: dict[str, Any]) -> None:
+        if event["last"] <= self.seen_upto:
+            return
+        if self.filter.is_empty and event["first"] > self.seen_upto:
+            # The common case: forward the encoded rows as they came.
+            self._wait(event["last"] - event["first"] + 1, event["rows"])
+        else:
+            rows = [
+                r for r in json.loads(event["rows"])
+                if r[0] > self.seen_upto and self.filter.matches(r)
+            ]  # fmt: skip
+            if not rows:
+                return
+            self._wait(len(rows), encode_rows(rows))
+        await self._flush()
+
+    def _wait(self, count: int, rows_json: str) -> None:
+        """Queue for sending; past the buffer's size the oldest lines go."""
+        self.waiting.append((count, rows_json))
+        self.waiting_lines += count
+        limit = settings.PAAS_LOG_CONSUMER_BUFFER
+        while self.waiting_lines > limit and self.waiting:
+            dropped, _ = self.waiting.popleft()
+            self.waiting_lines -= dropped
+            self.dropped += dropped
+
+    async def _flush(self) -> None:
+        while self.waiting and self.sent - self.acked < MAX_UNACKED:
+            if self.dropped:
+                await self.send_json({"type": "dropped", "count": self.dropped})
+                self.dropped = 0
+            parts: list[str] = []
+            count = 0
+            while self.waiting and (not parts or count + self.waiting[0][0] <= MAX_FRAME_LINES):
+                n, rows_json = self.waiting.popleft()
+                parts.append(rows_json[1:-1])
+                count += n
+            self.waiting_lines -= count
+            self.sent += 1
+            await self.send(
+                text_data=f'{{"type":"lines","batch":{self.sent},"lines":[{",".join(parts)}]}}'
+            )

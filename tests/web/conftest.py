@@ -58,7 +58,11 @@ def live_redis(redis_url: str, settings: Any, tmp_path: Path) -> Iterator[None]:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {"hosts": [redis_url]},
-        }
+        },
+        "logs": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        },
     }
     settings.UPLOAD_DIR = tmp_path / "uploads"
     settings.BUILD_DIR = tmp_path / "builds"

@@ -1,0 +1,334 @@
+"""The log follower: one long-lived process (``manage.py logs_follow``) that
+reads every running container's log from its agent and the router's access
+log, stores the lines and publishes them to the apps' watchers.
+
+Why follow the agents' HTTP API rather than let agents write to Redis: an
+agent holds only its own bearer token, never the broker's credentials (a
+compromised host cannot read or forge other hosts' traffic), and the agent's
+log files are the buffer: when the follower is down or slow, lines wait on
+disk and are read later.
+
+Exactly once across restarts: each source has a cursor (:class:`LogCursor`)
+stored in the same transaction as its lines. For a container the cursor is
+the agent's timestamp of the last stored line and how many stored lines carry
+that very timestamp (the agent stamps a whole read batch with one time); on
+reconnect the follower asks for lines since a second before it, skips what
+is older and the first ``count`` lines of that timestamp. For the router's
+access log it is the file's inode and byte offset.
+
+One writer: every source feeds one queue; a single task stores what has
+piled up while the previous store ran (natural batching: small batches when
+idle, large ones under load), in one database thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from django.db import connection
+
+from paas.applications.models import App
+from paas.logs.lines import IngestLine
+from paas.logs.models import LogSource
+from paas.logs.router_lines import router_line
+from paas.logs.selectors import FollowTarget, containers_to_follow
+from paas.logs.services import (
+    StoredBatch,
+    log_cursor_position,
+    logs_publish_async,
+    logs_store,
+)
+
+log = logging.getLogger(__name__)
+
+QUEUE_CHUNKS = 256  # chunks of lines waiting for the writer; then readers wait (agents buffer)
+ROUTER_READ = 1024 * 1024
+ROUTER_POLL_S = 0.1
+MAX_BACKOFF_S = 10.0
+
+
+@dataclass
+class Item:
+    """A line on its way to the database, and where its source will be after it."""
+
+    app_id: int | None
+    app_name: str
+    line: IngestLine
+    cursor_key: str
+    position: dict[str, Any]
+
+
+class AgentStreamError(Exception):
+    pass
+
+
+class ContainerGone(AgentStreamError):
+    pass
+
+
+@dataclass
+class ContainerPosition:
+    """The last line accepted from a container: its time and how many lines had it."""
+
+    time: str = ""
+    count: int = 0
+    skip: int = field(default=0, repr=False)  # lines of ``time`` still to skip after a reconnect
+
+    @classmethod
+    def load(cls, data: dict[str, Any]) -> ContainerPosition:
+        time, count = data.get("time"), data.get("count")
+        if isinstance(time, str) and isinstance(count, int):
+            return cls(time, count)
+        return cls()
+
+    def rewind(self) -> None:
+        self.skip = self.count
+
+    def accept(self, time: str) -> bool:
+        """Whether a line stamped ``time`` is new, counting it if so."""
+        if time < self.time:
+            return False
+        if time == self.time:
+            if self.skip > 0:
+                self.skip -= 1
+                return False
+            self.count += 1
+            return True
+        self.time, self.count, self.skip = time, 1, 0
+        return True
+
+    def since(self) -> str | None:
+        """Unix seconds a second before ``time``: the agent's filter may round."""
+        if not self.time:
+            return None
+        return f"{datetime.fromisoformat(self.time).timestamp() - 1:.6f}"
+
+
+def _stream_name(value: Any) -> str:
+    return value if value in ("stdout", "stderr") else ""
+
+
+class Follower:
+    def __init__(
+        self, *, layer: Any, refresh_s: float = 2.0, router_log: Path | None = None
+    ) -> None:
+        self.layer = layer
+        self.refresh_s = refresh_s
+        self.router_log = router_log
+        self.queue: asyncio.Queue[list[Item]] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logs-db")
+        self.session: aiohttp.ClientSession | None = None
+        self.stored_lines = 0
+
+    async def _in_db(self, fn: Any, **kwargs: Any) -> Any:
+        def call() -> Any:
+            try:
+                return fn(**kwargs)
+            except Exception:
+                connection.close()  # a broken connection is reopened on the next call
+                raise
+
+        return await asyncio.get_running_loop().run_in_executor(self.db, call)
+
+    # --- the process ---------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
+        )
+        helpers = [asyncio.create_task(self._write_loop(), name="logs-writer")]
+        if self.router_log is not None:
+            helpers.append(asyncio.create_task(self._router_loop(self.router_log)))
+        try:
+            while not stop.is_set():
+                await self._refresh()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.refresh_s)
+        finally:
+            for task in [*self.tasks.values(), *helpers]:
+                task.cancel()
+            for task in [*self.tasks.values(), *helpers]:
+                with contextlib.suppress(BaseException):
+                    await task
+            await self.session.close()
+            self.db.shutdown(wait=True)
+
+    async def _refresh(self) -> None:
+        try:
+            targets = await self._in_db(containers_to_follow)
+        except Exception:
+            log.exception("could not read the containers to follow")
+            return
+        wanted = {t.key: t for t in targets}
+        for key in list(self.tasks):
+            if key not in wanted or self.tasks[key].done():
+                self.tasks.pop(key).cancel()
+        for key, target in wanted.items():
+            if key not in self.tasks:
+                self.tasks[key] = asyncio.create_task(self._follow(target), name=key)
+
+    # --- containers ----------------------------------------------------------------
+
+    async def _follow(self, target: FollowTarget) -> None:
+        saved = await self._in_db(log_cursor_position, key=target.key)
+        position = ContainerPosition.load(saved)
+        backoff = 0.2
+        while True:
+            position.rewind()
+            try:
+                got = await self._stream(target, position)
+                backoff = 0.2 if got else min(backoff * 2, MAX_BACKOFF_S)
+            except ContainerGone:
+                backoff = MAX_BACKOFF_S
+            except (AgentStreamError, aiohttp.ClientError, OSError, ValueError) as exc:
+                log.warning("following %s: %s", target.key, exc)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+            await asyncio.sleep(backoff)
+
+    async def _stream(self, target: FollowTarget, position: ContainerPosition) -> int:
+        """Read one follow stream to its end; returns how many new lines came."""
+        assert self.session is not None
+        params = {"follow": "1", "tail": "all"}
+        since = position.since()
+        if since is not None:
+            params["since"] = since
+        url = f"{target.host_url.rstrip('/')}/v1/containers/{target.container_name}/logs"
+        headers = {"Authorization": f"Bearer {target.token}"}
+        got = 0
+        async with self.session.get(url, params=params, headers=headers) as resp:
+            if resp.status == 404:
+                raise ContainerGone(target.container_name)
+            if resp.status != 200:
+                raise AgentStreamError(f"agent answered {resp.status}: {(await resp.text())[:200]}")
+            rest = b""
+            async for data in resp.content.iter_any():
+                if b"\n" not in data:
+                    rest += data
+                    continue
+                chunk, rest = (rest + data).rsplit(b"\n", 1)
+                if chunk:
+                    items = self._container_items(target, position, chunk.split(b"\n"))
+                    if items:
+                        got += len(items)
+                        await self.queue.put(items)
+        return got
+
+    def _container_items(
+        self, target: FollowTarget, position: ContainerPosition, raws: list[bytes]
+    ) -> list[Item]:
+        items = []
+        for raw in raws:
+            data = json.loads(raw)
+            if "error" in data:
+                raise AgentStreamError(f"agent: {data.get('message', data['error'])}")
+            time = data["time"]
+            if not isinstance(time, str) or not position.accept(time):
+                continue
+            line = IngestLine(
+                source=LogSource.APP, timestamp=datetime.fromisoformat(time),
+                text=str(data.get("line", "")), stream=_stream_name(data.get("stream")),
+                process_type=target.process_type[:30], instance=target.instance[:63],
+                container=target.container_name[:63],
+            )  # fmt: skip
+            items.append(
+                Item(target.app_id, "", line, target.key, {"time": time, "count": position.count})
+            )
+        return items
+
+    # --- the router ------------------------------------------------------------------
+
+    async def _router_loop(self, path: Path) -> None:
+        key = f"router:{path}"
+        saved = await self._in_db(log_cursor_position, key=key)
+        inode, offset = saved.get("inode"), int(saved.get("offset") or 0)
+        while True:
+            try:
+                inode, offset, items = await asyncio.to_thread(
+                    _read_router, path, key, inode, offset
+                )
+            except OSError as exc:
+                log.warning("reading %s: %s", path, exc)
+                items = []
+            if items:
+                await self.queue.put(items)
+            else:
+                await asyncio.sleep(ROUTER_POLL_S)
+
+    # --- storing ------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            items = await self.queue.get()
+            while not self.queue.empty():
+                items.extend(self.queue.get_nowait())
+            backoff = 0.5
+            while True:
+                try:
+                    batches = await self._in_db(store_items, items=items)
+                    break
+                except Exception:
+                    log.exception("could not store %d log lines; retrying", len(items))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+            self.stored_lines += len(items)
+            for batch in batches:
+                await logs_publish_async(self.layer, batch)
+
+
+def _read_router(
+    path: Path, key: str, inode: Any, offset: int
+) -> tuple[int | None, int, list[Item]]:
+    """New complete lines of the access log after ``offset`` (from 0 if the
+    file was replaced or truncated)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return inode, offset, []
+    try:
+        st = os.fstat(fd)
+        if st.st_ino != inode or st.st_size < offset:
+            inode, offset = st.st_ino, 0
+        data = os.pread(fd, ROUTER_READ, offset)
+    finally:
+        os.close(fd)
+    items = []
+    for raw in data.split(b"\n")[:-1]:  # the last piece has no newline yet
+        offset += len(raw) + 1
+        parsed = router_line(raw)
+        if parsed is not None:
+            name, line = parsed
+            items.append(Item(None, name, line, key, {"inode": inode, "offset": offset}))
+    if not items and data.count(b"\n"):
+        # Only unparsable lines: move past them all the same.
+        items.append(Item(None, "", _NOTHING, key, {"inode": inode, "offset": offset}))
+    return inode, offset, items
+
+
+_NOTHING = IngestLine(LogSource.ROUTER, datetime.fromtimestamp(0, UTC), "")
+
+
+def store_items(*, items: list[Item]) -> list[StoredBatch]:
+    """Group by app (router lines name their app), keep each source's last
+    position, and store all of it in one transaction."""
+    names = {i.app_name for i in items if i.app_id is None and i.app_name}
+    ids = dict(App.objects.filter(name__in=names).values_list("name", "pk")) if names else {}
+    by_app: dict[int, list[IngestLine]] = defaultdict(list)
+    cursors: dict[str, dict[str, Any]] = {}
+    for item in items:
+        cursors[item.cursor_key] = item.position
+        app_id = item.app_id if item.app_id is not None else ids.get(item.app_name)
+        if app_id is not None and item.line is not _NOTHING:
+            by_app[app_id].append(item.line)
+    return logs_store(lines_by_app=dict(by_app), cursors=cursors)

@@ -1,0 +1,144 @@
+"""The app log WebSocket on a real Redis (pub/sub layer): history, live
+lines, filters, who may watch, and a slow watcher next to a fast one."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from paas.applications.services import app_create
+from paas.logs.models import LogSource
+from tests.web.logs.support import (
+    ingest,
+    line,
+    next_lines,
+    texts_until_replayed,
+    until,
+    watcher,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+async def shop(alice):
+    return await sync_to_async(app_create)(user=alice, team=alice.personal_team, name="shop")
+
+
+async def test_it_replays_recent_history_in_time_order(alice, shop):
+    # Stored out of time order (a slower host's line came later): shown in time order.
+    await ingest(shop.pk, line("second", at=20), line("third", at=30))
+    await ingest(shop.pk, line("first", at=10, instance="web.2"))
+    connected, _, ws = await watcher("shop", alice)
+    assert connected
+    assert await texts_until_replayed(ws) == ["first", "second", "third"]
+    await ws.disconnect()
+
+
+async def test_it_streams_lines_stored_after_connecting(alice, shop):
+    await ingest(shop.pk, line("old"))
+    connected, _, ws = await watcher("shop", alice)
+    assert await texts_until_replayed(ws) == ["old"]
+    await ingest(shop.pk, line("new 1", at=1), line("new 2", at=2))
+    message = await next_lines(ws)
+    assert [(r[0], r[2], r[3], r[4], r[6]) for r in message["lines"]] == [
+        (2, "app", "web", "web.1", "new 1"),
+        (3, "app", "web", "web.1", "new 2"),
+    ]
+    await ws.disconnect()
+
+
+async def test_it_filters_by_process_instance_and_text_in_history_and_live(alice, shop):
+    await ingest(
+        shop.pk,
+        line("GET / ok", at=1),
+        line("job done", at=2, process="worker", instance="worker.1"),
+        line("GET /cart error", at=3, instance="web.2"),
+    )
+    connected, _, ws = await watcher("shop", alice, query="process=web&q=ERROR")
+    assert await texts_until_replayed(ws) == ["GET /cart error"]
+    await ingest(
+        shop.pk,
+        line("worker error", at=4, process="worker", instance="worker.1"),
+        line("web error live", at=5),
+    )
+    assert [r[6] for r in (await next_lines(ws))["lines"]] == ["web error live"]
+
+    # A filter message replaces the filter and replays under the new one.
+    await ws.send_json_to({"type": "filter", "instance": "worker.1"})
+    assert await texts_until_replayed(ws) == ["job done", "worker error"]
+    await ingest(shop.pk, line("router line", at=6, source=LogSource.ROUTER, process="router",
+                               instance="router"))  # fmt: skip
+    await ingest(shop.pk, line("worker live", at=7, process="worker", instance="worker.1"))
+    assert [r[6] for r in (await next_lines(ws))["lines"]] == ["worker live"]
+    await ws.disconnect()
+
+
+async def test_a_bad_filter_is_refused_with_a_message(alice, shop):
+    connected, _, ws = await watcher("shop", alice)
+    await texts_until_replayed(ws)
+    await ws.send_json_to({"type": "filter", "source": "kernel"})
+    message = await ws.receive_json_from(timeout=5)
+    assert message["type"] == "error"
+    assert "source must be one of" in message["message"]
+    await ws.disconnect()
+
+
+async def test_a_viewer_in_the_team_may_watch(carol_viewer_in_alices_team, shop):
+    await ingest(shop.pk, line("hello"))
+    connected, _, ws = await watcher("shop", carol_viewer_in_alices_team)
+    assert connected
+    assert await texts_until_replayed(ws) == ["hello"]
+    await ws.disconnect()
+
+
+async def test_bob_of_another_team_is_refused_like_for_a_missing_app(bob, shop):
+    for name in ("shop", "no-such-app"):
+        connected, code, _ = await watcher(name, bob)
+        assert (connected, code) == (False, 4403)
+
+
+async def test_an_anonymous_visitor_is_refused(shop):
+    connected, code, _ = await watcher("shop", None)
+    assert (connected, code) == (False, 4403)
+
+
+async def test_a_page_of_another_site_is_refused_by_its_origin(alice, shop):
+    connected, _, _ = await watcher("shop", alice, origin=b"http://evil.example")
+    assert not connected
+
+
+async def test_a_slow_watcher_gets_a_dropped_notice_and_never_holds_up_a_fast_one(
+    alice, shop, settings
+):
+    settings.PAAS_LOG_CONSUMER_BUFFER = 200
+    _, _, slow = await watcher("shop", alice)
+    _, _, fast = await watcher("shop", alice)
+    assert await texts_until_replayed(slow) == []
+    assert await texts_until_replayed(fast) == []
+    batches, per_batch = 30, 50
+    # The fast watcher keeps up; the slow one reads nothing meanwhile.
+    received: list[str] = []
+    for b in range(batches):
+        await ingest(shop.pk, *[line(f"{b}-{i}", at=b * 100 + i) for i in range(per_batch)])
+        while len(received) < (b + 1) * per_batch:
+            received += [r[6] for r in (await next_lines(fast))["lines"]]
+    assert received == [f"{b}-{i}" for b in range(batches) for i in range(per_batch)]
+
+    # The slow one had a few batches in flight; the rest waited in a bounded
+    # buffer and the oldest were dropped, which it is told when it catches up.
+    shown: list[str] = []
+    dropped = 0
+    while len(shown) + dropped < batches * per_batch:
+        message = await slow.receive_json_from(timeout=10)
+        if message["type"] == "dropped":
+            dropped += message["count"]
+        elif message["type"] == "lines":
+            shown += [r[6] for r in message["lines"]]
+            await slow.send_json_to({"type": "ack", "batch": message["batch"]})
+    assert dropped > 0
+    assert len(shown) <= 4 * per_batch + 200  # in flight + the buffer: bounded
+    assert shown[-1] == f"{batches - 1}-{per_batch - 1}"  # the newest lines are kept
+    assert await slow.receive_nothing(timeout=0.5)
+    await slow.disconnect()
+    await fast.disconnect()
