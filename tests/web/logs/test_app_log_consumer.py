@@ -13,7 +13,6 @@ from tests.web.logs.support import (
     line,
     next_lines,
     texts_until_replayed,
-    until,
     watcher,
 )
 
