@@ -196,10 +196,16 @@ class AppLogConsumer(AsyncJsonWebsocketConsumer):
         self.waiting.append((count, rows_json))
         self.waiting_lines += count
         limit = settings.PAAS_LOG_CONSUMER_BUFFER
-        while self.waiting_lines > limit and self.waiting:
+        while self.waiting_lines > limit and len(self.waiting) > 1:
             dropped, _ = self.waiting.popleft()
             self.waiting_lines -= dropped
             self.dropped += dropped
+        if self.waiting_lines > limit:  # one chunk larger than the buffer: keep its newest lines
+            count, rows_json = self.waiting.popleft()
+            kept = json.loads(rows_json)[-limit:]
+            self.waiting.append((len(kept), encode_rows(kept)))
+            self.waiting_lines = len(kept)
+            self.dropped += count - len(kept)
 
     async def _flush(self) -> None:
         while self.waiting and self.sent - self.acked < MAX_UNACKED:

@@ -56,6 +56,9 @@ QUEUE_CHUNKS = 256  # chunks of lines waiting for the writer; then readers wait 
 ROUTER_READ = 1024 * 1024
 ROUTER_POLL_S = 0.1
 MAX_BACKOFF_S = 10.0
+# Lines stored (and published) at once at most: bigger batches store a little
+# faster but reach the browsers later and in lumps.
+WRITE_BATCH_LINES = 2000
 
 
 @dataclass
@@ -173,10 +176,14 @@ class Follower:
             return
         wanted = {t.key: t for t in targets}
         for key in list(self.tasks):
-            if key not in wanted or self.tasks[key].done():
+            task = self.tasks[key]
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("following %s failed", key, exc_info=task.exception())
+            if key not in wanted or task.done():
                 self.tasks.pop(key).cancel()
         for key, target in wanted.items():
             if key not in self.tasks:
+                log.info("following %s (app %s, %s)", key, target.app_id, target.instance)
                 self.tasks[key] = asyncio.create_task(self._follow(target), name=key)
 
     # --- containers ----------------------------------------------------------------
@@ -190,8 +197,8 @@ class Follower:
             try:
                 got = await self._stream(target, position)
                 backoff = 0.2 if got else min(backoff * 2, MAX_BACKOFF_S)
-            except ContainerGone:
-                backoff = MAX_BACKOFF_S
+            except ContainerGone:  # not created yet, or removed: ask again, less and less often
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
             except (AgentStreamError, aiohttp.ClientError, OSError, ValueError) as exc:
                 log.warning("following %s: %s", target.key, exc)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -219,28 +226,32 @@ class Follower:
                     continue
                 chunk, rest = (rest + data).rsplit(b"\n", 1)
                 if chunk:
-                    items = self._container_items(target, position, chunk.split(b"\n"))
+                    items = self._container_items(target, position, chunk)
                     if items:
                         got += len(items)
                         await self.queue.put(items)
         return got
 
     def _container_items(
-        self, target: FollowTarget, position: ContainerPosition, raws: list[bytes]
+        self, target: FollowTarget, position: ContainerPosition, chunk: bytes
     ) -> list[Item]:
+        # One parse for the whole chunk (NDJSON lines never hold a raw newline).
+        entries = json.loads(b"[" + chunk.replace(b"\n", b",") + b"]")
         items = []
-        for raw in raws:
-            data = json.loads(raw)
+        parsed_time, moment = "", None
+        for data in entries:
             if "error" in data:
                 raise AgentStreamError(f"agent: {data.get('message', data['error'])}")
             time = data["time"]
             if not isinstance(time, str) or not position.accept(time):
                 continue
+            if time != parsed_time:  # the agent stamps a whole read with one time
+                parsed_time, moment = time, datetime.fromisoformat(time)
+            assert moment is not None
             line = IngestLine(
-                source=LogSource.APP, timestamp=datetime.fromisoformat(time),
-                text=str(data.get("line", "")), stream=_stream_name(data.get("stream")),
-                process_type=target.process_type[:30], instance=target.instance[:63],
-                container=target.container_name[:63],
+                source=LogSource.APP, timestamp=moment, text=str(data.get("line", "")),
+                stream=_stream_name(data.get("stream")), process_type=target.process_type[:30],
+                instance=target.instance[:63], container=target.container_name[:63],
             )  # fmt: skip
             items.append(
                 Item(target.app_id, "", line, target.key, {"time": time, "count": position.count})
@@ -271,7 +282,7 @@ class Follower:
     async def _write_loop(self) -> None:
         while True:
             items = await self.queue.get()
-            while not self.queue.empty():
+            while not self.queue.empty() and len(items) < WRITE_BATCH_LINES:
                 items.extend(self.queue.get_nowait())
             backoff = 0.5
             while True:

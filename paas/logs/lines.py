@@ -18,7 +18,8 @@ from paas.core.errors import ValidationFailed
 from paas.logs.models import LogSource
 
 FIELDS = ("seq", "time", "source", "process", "instance", "stream", "text")
-STREAMS = {"", "stdout", "stderr"}
+STREAMS = frozenset({"", "stdout", "stderr"})
+SOURCES = frozenset(LogSource.values)  # (the enum's .values builds a new list on every call)
 # Longer lines are cut (the agent cuts at 16 KiB too); a runaway line must
 # not make one row or one frame huge.
 MAX_TEXT = 16 * 1024
@@ -36,7 +37,7 @@ class IngestLine:
 
     def checked(self) -> IngestLine:
         """Refuse what would corrupt the log; cut what is merely too long."""
-        if self.source not in LogSource.values:
+        if self.source not in SOURCES:
             raise ValidationFailed(f"unknown log source {self.source!r}", field="source")
         if self.timestamp.tzinfo is None:
             raise ValidationFailed("a log line's timestamp must carry a time zone")

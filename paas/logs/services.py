@@ -18,10 +18,10 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from paas.logs.lines import IngestLine, encode_rows, row
+from paas.logs.lines import IngestLine, encode_rows, iso
 from paas.logs.models import LogCounter, LogCursor, LogFollow, LogLine
 
 log = logging.getLogger(__name__)
@@ -58,28 +58,45 @@ class StoredBatch:
 # --- storing -------------------------------------------------------------------
 
 
+COLUMNS = ("app_id", "seq", "source", "process_type", "instance", "container", "stream",
+           "timestamp", "text")  # fmt: skip
+
+
+def _insert_sql() -> str:
+    table = connection.ops.quote_name(LogLine._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(c) for c in COLUMNS)
+    return f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+
+
 def _store_app_lines(app_id: int, lines: list[IngestLine]) -> StoredBatch:
-    """Number and insert one app's lines; the caller holds the transaction."""
+    """Number and insert one app's lines; the caller holds the transaction.
+
+    A plain ``executemany`` rather than ``bulk_create``: the ORM's per-field
+    preparation cost ~60 us a line, the follower's whole budget at 20k lines/s.
+    """
     checked = sorted((ln.checked() for ln in lines), key=lambda ln: ln.timestamp)
     counter, _ = LogCounter.objects.select_for_update().get_or_create(app_id=app_id)
     first = counter.last_seq + 1
     counter.last_seq += len(checked)
     counter.save(update_fields=["last_seq"])
-    LogLine.objects.bulk_create(
-        [
-            LogLine(
-                app_id=app_id, seq=first + i, source=ln.source, process_type=ln.process_type,
-                instance=ln.instance, container=ln.container, stream=ln.stream,
-                timestamp=ln.timestamp, text=ln.text,
-            )
-            for i, ln in enumerate(checked)
-        ],
-        batch_size=500,
-    )  # fmt: skip
+    # Lines of one read share a timestamp: convert each distinct one once.
+    moments = {ln.timestamp for ln in checked}
+    adapted = {m: connection.ops.adapt_datetimefield_value(m) for m in moments}
+    shown = {m: iso(m) for m in moments}
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            _insert_sql(),
+            [
+                (app_id, first + i, ln.source, ln.process_type, ln.instance, ln.container,
+                 ln.stream, adapted[ln.timestamp], ln.text)
+                for i, ln in enumerate(checked)
+            ],
+        )  # fmt: skip
     rows = [
-        row(first + i, ln.timestamp, ln.source, ln.process_type, ln.instance, ln.stream, ln.text)
+        [first + i, shown[ln.timestamp], ln.source, ln.process_type, ln.instance, ln.stream,
+         ln.text]
         for i, ln in enumerate(checked)
-    ]
+    ]  # fmt: skip
     return StoredBatch(app_id, first, counter.last_seq, encode_rows(rows))
 
 

@@ -49,7 +49,9 @@ OFFSETS = "offsets.json"
 MAX_LINE = 16 * 1024
 READ_CHUNK = 1024 * 1024  # per stream per poll, so one chatty container cannot stall the loop
 PUNCH_EVERY = 64 * 1024  # free consumed raw bytes once this much has piled up
-FOLLOW_QUEUE_MAX = 10_000  # a follower this far behind is cut off rather than buffered forever
+# A follower this many lines behind is cut off rather than buffered forever
+# (it reconnects with ``since``); one poll can bring ~17k short lines (1 MiB).
+FOLLOW_QUEUE_MAX = 100_000
 REDIS_STREAM_PREFIX = "paas:container-logs:"
 
 FALLOC_FL_KEEP_SIZE = 0x01

@@ -611,6 +611,14 @@ async def test_a_follow_stream_sends_lines_as_they_come_and_ends_when_the_client
     await asyncio.wait_for(manager.follow_closed.wait(), 5)
 
 
+async def test_a_burst_of_lines_streams_complete_and_in_order(client, manager):
+    # More than one chunk's worth (LOG_CHUNK_LINES), as a chatty container makes.
+    await created(client)
+    manager.log_lines = [log_line(i % 60, f"line {i}") for i in range(12_000)]
+    resp = await client.get("/v1/containers/web-1/logs?tail=all", headers=AUTH)
+    assert [x["line"] for x in ndjson(await resp.text())] == [f"line {i}" for i in range(12_000)]
+
+
 # --- images ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,412 @@
+"""Benchmark: runtime log lines from a container's write to a browser's WebSocket.
+
+Needs root, runc, docker-registry, redis-server and nftables (as the agent's
+tests do). From the repository root::
+
+    .venv/bin/python bench/logs.py [--seconds 10] [--clients 50]
+
+What runs, all real and on this host: Redis, a registry with the busybox
+test image, an agent process (``python -m runtime_agent``), daphne serving
+``paas.asgi`` (the web process), the follower (``manage.py logs_follow``)
+and SQLite in a temporary data dir. A container runs a busybox ``sh`` loop
+writing numbered lines to stdout; WebSocket clients (``websockets``) watch
+the app's log at ``/ws/apps/<app>/logs/`` signed in with a session cookie,
+and acknowledge every frame as the page does.
+
+Write time: busybox has no clock finer than a second, so the container
+cannot stamp its lines. The bench watches the container's raw stdout file
+on the host instead (the file the container writes into directly), polling
+every ``OBSERVE_S``; a line's write time is when it is first seen there, at
+most ``OBSERVE_S`` after the write (so latencies read up to that much low).
+
+Scenarios, each with a fresh container:
+
+- ``flood``: the loop writes as fast as it can (typically far more than
+  any log pipeline ships). Figures: lines/s written, lines/s delivered to
+  the client(s), lines the server dropped for them (``dropped`` notices),
+  and the latency of what was delivered (grows with any backlog).
+- ``paced``: bursts of ``BURST`` lines and a short ``usleep``, aimed near the
+  goal rate; p50/p99 write-to-receipt latency at a rate the pipeline can
+  carry (the latency goal is about this, not about a backlog).
+
+Each runs with 1 client and with ``--clients`` (50). With many clients, one
+client in ten records every line's latency and the others count lines only
+(the bench's own parsing would otherwise be the bottleneck on 2 cores).
+The last line is one JSON object:
+{"bench": "logs", "figures": {...}, "goals": {...}, "ok": ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make `paas`, `runtime_agent`, `tests` importable
+    sys.path.insert(0, str(REPO))
+
+from tests.agent.agentproc import AgentProcess, cleanup, free_port  # noqa: E402
+from tests.support.images import build_busybox_image  # noqa: E402
+from tests.support.redis_server import run_redis  # noqa: E402
+from tests.support.registry import run_registry  # noqa: E402
+
+GOAL_LINES_PER_S = 20_000
+GOAL_P99_MS = 250.0
+OBSERVE_S = 0.002
+BURST = 100
+PAD = "x" * 48
+# busybox awk: printf is buffered (writes of 4 KiB), as in most programs.
+FLOOD = f"awk 'BEGIN {{ for (i = 0; ; i++) printf \"%d {PAD}\\n\", i }}'"
+PACED = (
+    f'awk \'BEGIN {{ for (i = 0; ; i++) {{ printf "%d {PAD}\\n", i; '
+    f'if (i % {BURST} == {BURST - 1}) {{ fflush(); system("usleep 5000") }} }} }}\''
+)
+
+
+# --- the platform's processes ----------------------------------------------------
+
+
+@dataclass
+class Platform:
+    env: dict[str, str]
+    web_port: int
+    agent: AgentProcess
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], log_dir: Path) -> None:
+        out = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.procs.append(
+            subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        )
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+SETUP = """
+from django.contrib.auth.models import User
+from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.auth import SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY
+from paas.applications.services import app_create
+alice = User.objects.create_user(username="alice", password="alice-pw-123")
+app = app_create(user=alice, team=alice.personal_team, name="bench")
+s = SessionStore()
+s[SESSION_KEY] = str(alice.pk)
+s[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+s[HASH_SESSION_KEY] = alice.get_session_auth_hash()
+s.create()
+print("SETUP", app.pk, s.session_key)
+"""
+
+FOLLOW = """
+from paas.logs.services import log_follow_register
+log_follow_register(app_id={app_id}, agent_url="{url}", agent_token="{token}",
+                    container="{name}", process_type="web", instance="web.1")
+"""
+RETIRE = """
+from paas.logs.services import log_follow_retire
+log_follow_retire(agent_url="{url}", containers=["{name}"])
+"""
+
+
+def wait_port(port: int, timeout_s: float = 60) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+# --- write times ---------------------------------------------------------------------
+
+
+class Observer(threading.Thread):
+    """Records when each line first appears in the container's raw stdout file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.times: list[float] = []  # index = the line's number
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.path.exists() and not self.stop.is_set():
+            time.sleep(OBSERVE_S)
+        fd = os.open(self.path, os.O_RDONLY)
+        offset, rest = 0, b""
+        try:
+            while not self.stop.is_set():
+                data = os.pread(fd, 8 * 1024 * 1024, offset)
+                if not data:
+                    time.sleep(OBSERVE_S)
+                    continue
+                now = time.time()
+                offset += len(data)
+                buf = rest + data
+                end = buf.rfind(b"\n") + 1
+                self.times.extend([now] * buf.count(b"\n", 0, end))
+                rest = buf[end:]
+        finally:
+            os.close(fd)
+
+
+# --- watchers ---------------------------------------------------------------------------
+
+
+@dataclass
+class Watcher:
+    records_latency: bool
+    received: int = 0
+    dropped: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+    receipts: list[tuple[int, float]] = field(default_factory=list)
+
+
+async def watch(
+    url: str, session: str, watcher: Watcher, ready: asyncio.Event, stop: asyncio.Event
+) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.typing import Origin
+
+    async with connect(
+        url, additional_headers={"Cookie": f"sessionid={session}"}, origin=Origin("http://127.0.0.1"),
+        max_size=None, compression=None,
+    ) as ws:  # fmt: skip
+        replayed = False
+        while not stop.is_set():
+            try:
+                raw = str(await asyncio.wait_for(ws.recv(), 0.5))
+            except TimeoutError:
+                continue
+            now = time.time()
+            if not replayed:
+                replayed = '"type":"replayed"' in raw or '"type": "replayed"' in raw
+                if replayed:
+                    ready.set()
+                continue
+            if raw.startswith('{"type":"lines"'):
+                message = json.loads(raw) if watcher.records_latency else None
+                if message is not None:
+                    for row in message["lines"]:
+                        watcher.receipts.append((int(row[6].split(" ", 1)[0]), now))
+                    count, batch = len(message["lines"]), message["batch"]
+                else:
+                    count = raw.count('"],[') + 1
+                    batch = int(raw[len('{"type":"lines","batch":') :].split(",", 1)[0])
+                watcher.received += count
+                watcher.first_at = watcher.first_at or now
+                watcher.last_at = now
+                await ws.send(json.dumps({"type": "ack", "batch": batch}))
+            elif '"dropped"' in raw[:30]:
+                watcher.dropped += json.loads(raw)["count"]
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+async def scenario(
+    platform: Platform, image_ref: str, app_id: int, session: str, *, kind: str, clients: int,
+    seconds: float,
+) -> dict[str, Any]:  # fmt: skip
+    name = f"bench-{kind}-{clients}-{secrets.token_hex(2)}"
+    url = f"ws://127.0.0.1:{platform.web_port}/ws/apps/bench/logs/"
+    watchers = [Watcher(records_latency=(i % 10 == 0)) for i in range(clients)]
+    readies = [asyncio.Event() for _ in watchers]
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(watch(url, session, w, r, stop))
+        for w, r in zip(watchers, readies, strict=True)
+    ]
+    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
+    agent = platform.agent
+    observer = Observer(agent.root / "containers" / name / "logs" / "stdout.raw")
+    observer.start()
+    cmd = ["sh", "-c", FLOOD if kind == "flood" else PACED]
+    status, info = await asyncio.to_thread(
+        agent.request, "POST", "/v1/containers", {"name": name, "image": image_ref, "cmd": cmd}
+    )
+    if status != 201:
+        raise RuntimeError(f"create failed: {status} {info}")
+    follow = FOLLOW.format(url=agent.url, token=agent.token, name=name, app_id=app_id)
+    await asyncio.to_thread(manage, platform.env, "shell", "-c", follow)
+    # Measure from a second after the first line arrived (the follower has
+    # connected and caught up with the start) for ``seconds``.
+    await wait_for(lambda: watchers[0].received > 0, 60, "the first line")
+    await asyncio.sleep(1.0)
+    started, at_start = time.time(), [w.received for w in watchers]
+    first_seq = len(observer.times)
+    await asyncio.sleep(seconds)
+    ended, at_end = time.time(), [w.received for w in watchers]
+    last_seq = len(observer.times)
+    # Give what was written in the window time to arrive (it counts, late or not).
+    timed = [w for w in watchers if w.records_latency]
+    arrived = lambda: all(seen_up_to(w) >= last_seq - 1 for w in timed)  # noqa: E731
+    await wait_for(arrived, 10, "the window's lines", fail=False)
+    await asyncio.to_thread(agent.request, "DELETE", f"/v1/containers/{name}?force=1")
+    observer.stop.set()
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    retire = RETIRE.format(url=agent.url, name=name)
+    await asyncio.to_thread(manage, platform.env, "shell", "-c", retire)
+
+    times, window = observer.times, ended - started
+    latencies, missing = [], 0
+    for w in (w for w in watchers if w.records_latency):
+        got = {seq: at for seq, at in w.receipts if first_seq <= seq < last_seq}
+        latencies += [(at - times[seq]) * 1000 for seq, at in got.items()]
+        missing += (last_seq - first_seq) - len(got)
+    delivered = [(end - start) / window for start, end in zip(at_start, at_end, strict=True)]
+    return {
+        "written_per_s": round((last_seq - first_seq) / window),
+        "delivered_per_s_min": round(min(delivered)),
+        "delivered_per_s_mean": round(statistics.fmean(delivered)),
+        "dropped_notices_lines": sum(w.dropped for w in watchers),
+        "missing_lines_of_timed_clients": missing,
+        "latency_p50_ms": round(percentile(latencies, 0.5), 1),
+        "latency_p99_ms": round(percentile(latencies, 0.99), 1),
+        "latency_samples": len(latencies),
+    }
+
+
+def seen_up_to(w: Watcher) -> int:
+    return w.receipts[-1][0] if w.receipts else -1
+
+
+async def wait_for(check: Any, timeout_s: float, what: str, *, fail: bool = True) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            if fail:
+                raise RuntimeError(f"timed out waiting for {what}")
+            return
+        await asyncio.sleep(0.05)
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def platform_running(work: Path) -> Iterator[tuple[Platform, str, int, str]]:
+    with run_redis(work / "redis") as redis_url, run_registry(work / "registry") as registry:
+        image = build_busybox_image(registry, work / "image")
+        data = work / "data"
+        data.mkdir()
+        env = {
+            **os.environ,
+            "PAAS_DATA_DIR": str(data),
+            "REDIS_URL": redis_url,
+            "PAAS_LOG_ROUTER_ACCESS_LOG": str(work / "no-router.log"),
+            "PAAS_LOG_FOLLOW_REFRESH_S": "0.2",
+            "LOG_LEVEL": "INFO",
+        }
+        manage(env, "migrate", "--noinput", "-v", "0")
+        app_id, session = manage(env, "shell", "-c", SETUP).split()[-2:]
+        root = Path(tempfile.mkdtemp(prefix="pb-", dir="/tmp"))
+        agent = AgentProcess.fresh(
+            root / "agent",
+            PAAS_AGENT_REGISTRY_USER=registry.username or "",
+            PAAS_AGENT_REGISTRY_PASSWORD=registry.password or "",
+            PAAS_AGENT_REGISTRY_CA=str(registry.ca_file or ""),
+        )
+        platform = Platform(env=env, web_port=free_port(), agent=agent)
+        try:
+            agent.start()
+            status, pulled = agent.request("POST", "/v1/images/pull", {"ref": image.ref})
+            if status != 200:
+                raise RuntimeError(f"pull failed: {pulled}")
+            daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1",
+                      "-p", str(platform.web_port), "paas.asgi:application"]  # fmt: skip
+            platform.start("web", daphne, work)
+            platform.start("follower", [sys.executable, "manage.py", "logs_follow"], work)
+            wait_port(platform.web_port)
+            yield platform, image.ref, int(app_id), session
+        finally:
+            platform.stop()
+            cleanup(agent)
+            with contextlib.suppress(OSError):
+                root.rmdir()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--only", help="run one scenario, e.g. flood_1 (for a quick look)")
+    parser.add_argument("--show-logs", action="store_true", help="print the processes' logs")
+    args = parser.parse_args()
+    figures: dict[str, Any] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp,
+        platform_running(Path(tmp)) as (platform, image_ref, app_id, session),
+    ):
+        for kind in ("flood", "paced"):
+            for clients in (1, args.clients):
+                if args.only and args.only != f"{kind}_{clients}":
+                    continue
+                result = asyncio.run(
+                        scenario(platform, image_ref, app_id, session, kind=kind,
+                                 clients=clients, seconds=args.seconds)
+                    )  # fmt: skip
+                figures[f"{kind}_{clients}"] = result
+                print(f"{kind} with {clients} client(s): {json.dumps(result)}", flush=True)
+        if args.show_logs:
+            for log in ("web", "follower"):
+                print(f"--- {log}", (Path(tmp) / f"{log}.log").read_text()[-3000:])
+    if args.only:
+        return 0
+    one, many = figures["flood_1"], figures[f"flood_{args.clients}"]
+    paced_one, paced_many = figures["paced_1"], figures[f"paced_{args.clients}"]
+    goals = {"delivered_per_s_min": GOAL_LINES_PER_S, "paced_latency_p99_ms": GOAL_P99_MS}
+    ok = (
+        one["delivered_per_s_min"] >= GOAL_LINES_PER_S
+        and many["delivered_per_s_min"] >= GOAL_LINES_PER_S
+        and paced_one["latency_p99_ms"] <= GOAL_P99_MS
+        and paced_many["latency_p99_ms"] <= GOAL_P99_MS
+    )
+    print(json.dumps({"bench": "logs", "figures": figures, "goals": goals, "ok": ok}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
