@@ -44,7 +44,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -60,10 +59,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `paas`, `runtime_agent`, `tests` importable
     sys.path.insert(0, str(REPO))
 
-from tests.agent.agentproc import AgentProcess, cleanup, free_port  # noqa: E402
-from tests.support.images import build_busybox_image  # noqa: E402
-from tests.support.redis_server import run_redis  # noqa: E402
-from tests.support.registry import run_registry  # noqa: E402
+from bench.support.harness import (  # noqa: E402
+    AgentDaemon,
+    free_port,
+    push_busybox_image,
+    registry,
+    start,
+    stop,
+    wait_until,
+)
 
 GOAL_LINES_PER_S = 20_000
 GOAL_P99_MS = 250.0
@@ -85,25 +89,37 @@ PACED = (
 class Platform:
     env: dict[str, str]
     web_port: int
-    agent: AgentProcess
+    agent: AgentDaemon
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], log_dir: Path) -> None:
-        out = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.procs.append(
-            subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        )
+        self.procs.append(start(argv, log_dir / f"{name}.log", cwd=REPO, env=self.env))
 
     def stop(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop(proc)
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+            "--save", "", "--appendonly", "no"]  # fmt: skip
+    proc = start(argv, workdir / "redis.log")
+    try:
+        wait_until(lambda: port_open(port), 30, "redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(proc)
+
+
+def port_open(port: int) -> bool:
+    import socket
+
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
+    return False
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -133,24 +149,13 @@ print("SETUP", app.pk, s.session_key)
 
 FOLLOW = """
 from paas.logs.services import log_follow_register
-log_follow_register(app_id={app_id}, agent_url="{url}", agent_token="{token}",
+log_follow_register(app_id={app_id}, agent_url="http://127.0.0.1:{port}", agent_token="{token}",
                     container="{name}", process_type="web", instance="web.1")
 """
 RETIRE = """
 from paas.logs.services import log_follow_retire
-log_follow_retire(agent_url="{url}", containers=["{name}"])
+log_follow_retire(agent_url="http://127.0.0.1:{port}", containers=["{name}"])
 """
-
-
-def wait_port(port: int, timeout_s: float = 60) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 # --- write times ---------------------------------------------------------------------
@@ -268,7 +273,7 @@ async def scenario(
     )
     if status != 201:
         raise RuntimeError(f"create failed: {status} {info}")
-    follow = FOLLOW.format(url=agent.url, token=agent.token, name=name, app_id=app_id)
+    follow = FOLLOW.format(port=agent.port, token=agent.token, name=name, app_id=app_id)
     await asyncio.to_thread(manage, platform.env, "shell", "-c", follow)
     # Measure from a second after the first line arrived (the follower has
     # connected and caught up with the start) for ``seconds``.
@@ -287,7 +292,7 @@ async def scenario(
     observer.stop.set()
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
-    retire = RETIRE.format(url=agent.url, name=name)
+    retire = RETIRE.format(port=agent.port, name=name)
     await asyncio.to_thread(manage, platform.env, "shell", "-c", retire)
 
     times, window = observer.times, ended - started
@@ -328,8 +333,8 @@ async def wait_for(check: Any, timeout_s: float, what: str, *, fail: bool = True
 
 @contextlib.contextmanager
 def platform_running(work: Path) -> Iterator[tuple[Platform, str, int, str]]:
-    with run_redis(work / "redis") as redis_url, run_registry(work / "registry") as registry:
-        image = build_busybox_image(registry, work / "image")
+    with redis_server(work / "redis") as redis_url, registry(work / "registry") as setup:
+        image_ref = push_busybox_image(setup, work / "image")
         data = work / "data"
         data.mkdir()
         env = {
@@ -338,34 +343,36 @@ def platform_running(work: Path) -> Iterator[tuple[Platform, str, int, str]]:
             "REDIS_URL": redis_url,
             "PAAS_LOG_ROUTER_ACCESS_LOG": str(work / "no-router.log"),
             "PAAS_LOG_FOLLOW_REFRESH_S": "0.2",
-            "LOG_LEVEL": "INFO",
+            "LOG_LEVEL": "WARNING",
         }
         manage(env, "migrate", "--noinput", "-v", "0")
         app_id, session = manage(env, "shell", "-c", SETUP).split()[-2:]
-        root = Path(tempfile.mkdtemp(prefix="pb-", dir="/tmp"))
-        agent = AgentProcess.fresh(
-            root / "agent",
-            PAAS_AGENT_REGISTRY_USER=registry.username or "",
-            PAAS_AGENT_REGISTRY_PASSWORD=registry.password or "",
-            PAAS_AGENT_REGISTRY_CA=str(registry.ca_file or ""),
+        agent = AgentDaemon(
+            root=Path(tempfile.mkdtemp(prefix="pb-", dir="/tmp")) / "agent",
+            env={
+                "PAAS_AGENT_REGISTRY": setup.host,
+                "PAAS_AGENT_REGISTRY_USER": setup.username,
+                "PAAS_AGENT_REGISTRY_PASSWORD": setup.password,
+                "PAAS_AGENT_REGISTRY_CA": setup.ca_file,
+            },
         )
         platform = Platform(env=env, web_port=free_port(), agent=agent)
         try:
             agent.start()
-            status, pulled = agent.request("POST", "/v1/images/pull", {"ref": image.ref})
+            status, pulled = agent.request("POST", "/v1/images/pull", {"ref": image_ref})
             if status != 200:
                 raise RuntimeError(f"pull failed: {pulled}")
             daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1",
                       "-p", str(platform.web_port), "paas.asgi:application"]  # fmt: skip
             platform.start("web", daphne, work)
             platform.start("follower", [sys.executable, "manage.py", "logs_follow"], work)
-            wait_port(platform.web_port)
-            yield platform, image.ref, int(app_id), session
+            wait_until(lambda: port_open(platform.web_port), 60, "daphne")
+            yield platform, image_ref, int(app_id), session
         finally:
             platform.stop()
-            cleanup(agent)
+            agent.cleanup()
             with contextlib.suppress(OSError):
-                root.rmdir()
+                agent.root.parent.rmdir()
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.agentproc import AgentProcess, cleanup
+from tests.support.agent_harness import AgentProcess, cleanup
 from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry
 
