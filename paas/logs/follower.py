@@ -269,9 +269,10 @@ class Follower:
                 inode, offset, items = await asyncio.to_thread(
                     _read_router, path, key, inode, offset
                 )
-            except OSError as exc:
+            except OSError as exc:  # e.g. unreadable: say so now and then, not ten times a second
                 log.warning("reading %s: %s", path, exc)
-                items = []
+                await asyncio.sleep(MAX_BACKOFF_S)
+                continue
             if items:
                 await self.queue.put(items)
             else:
