@@ -72,6 +72,7 @@
         const room = Math.max(0, MAX_HELD - held.length);
         held = held.concat(msg.lines.slice(0, room));
         heldDropped += msg.lines.length - Math.min(room, msg.lines.length);
+        status.textContent = "Paused (" + (held.length + heldDropped) + " new line" + (held.length + heldDropped === 1 ? "" : "s") + " held)";
       } else {
         show(msg.lines);
       }
