@@ -31,7 +31,7 @@ import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +63,12 @@ WRITE_BATCH_LINES = 2000
 
 @dataclass
 class Item:
-    """A line on its way to the database, and where its source will be after it."""
+    """Lines of one app on their way to the database, and where their source
+    will be after them (router lines name their app instead of its id)."""
 
     app_id: int | None
     app_name: str
-    line: IngestLine
+    lines: list[IngestLine]
     cursor_key: str
     position: dict[str, Any]
 
@@ -228,7 +229,7 @@ class Follower:
                 if chunk:
                     items = self._container_items(target, position, chunk)
                     if items:
-                        got += len(items)
+                        got += len(items[0].lines)
                         await self.queue.put(items)
         return got
 
@@ -237,8 +238,10 @@ class Follower:
     ) -> list[Item]:
         # One parse for the whole chunk (NDJSON lines never hold a raw newline).
         entries = json.loads(b"[" + chunk.replace(b"\n", b",") + b"]")
-        items = []
+        lines = []
         parsed_time, moment = "", None
+        process, instance = target.process_type[:30], target.instance[:63]
+        container = target.container_name[:63]
         for data in entries:
             if "error" in data:
                 raise AgentStreamError(f"agent: {data.get('message', data['error'])}")
@@ -248,15 +251,14 @@ class Follower:
             if time != parsed_time:  # the agent stamps a whole read with one time
                 parsed_time, moment = time, datetime.fromisoformat(time)
             assert moment is not None
-            line = IngestLine(
-                source=LogSource.APP, timestamp=moment, text=str(data.get("line", "")),
-                stream=_stream_name(data.get("stream")), process_type=target.process_type[:30],
-                instance=target.instance[:63], container=target.container_name[:63],
+            lines.append(
+                IngestLine(LogSource.APP, moment, str(data.get("line", "")),
+                           _stream_name(data.get("stream")), process, instance, container)
             )  # fmt: skip
-            items.append(
-                Item(target.app_id, "", line, target.key, {"time": time, "count": position.count})
-            )
-        return items
+        if not lines:
+            return []
+        where = {"time": position.time, "count": position.count}
+        return [Item(target.app_id, "", lines, target.key, where)]
 
     # --- the router ------------------------------------------------------------------
 
@@ -283,18 +285,21 @@ class Follower:
     async def _write_loop(self) -> None:
         while True:
             items = await self.queue.get()
-            while not self.queue.empty() and len(items) < WRITE_BATCH_LINES:
-                items.extend(self.queue.get_nowait())
+            count = sum(len(i.lines) for i in items)
+            while not self.queue.empty() and count < WRITE_BATCH_LINES:
+                more = self.queue.get_nowait()
+                items.extend(more)
+                count += sum(len(i.lines) for i in more)
             backoff = 0.5
             while True:
                 try:
                     batches = await self._in_db(store_items, items=items)
                     break
                 except Exception:
-                    log.exception("could not store %d log lines; retrying", len(items))
+                    log.exception("could not store %d log lines; retrying", count)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
-            self.stored_lines += len(items)
+            self.stored_lines += count
             for batch in batches:
                 await logs_publish_async(self.layer, batch)
 
@@ -315,20 +320,18 @@ def _read_router(
         data = os.pread(fd, ROUTER_READ, offset)
     finally:
         os.close(fd)
-    items = []
+    by_app: dict[str, list[IngestLine]] = defaultdict(list)
     for raw in data.split(b"\n")[:-1]:  # the last piece has no newline yet
         offset += len(raw) + 1
         parsed = router_line(raw)
         if parsed is not None:
-            name, line = parsed
-            items.append(Item(None, name, line, key, {"inode": inode, "offset": offset}))
-    if not items and data.count(b"\n"):
-        # Only unparsable lines: move past them all the same.
-        items.append(Item(None, "", _NOTHING, key, {"inode": inode, "offset": offset}))
-    return inode, offset, items
-
-
-_NOTHING = IngestLine(LogSource.ROUTER, datetime.fromtimestamp(0, UTC), "")
+            by_app[parsed[0]].append(parsed[1])
+    if not data.count(b"\n"):
+        return inode, offset, []
+    where = {"inode": inode, "offset": offset}
+    # Every app's lines carry the read's end: they are stored in one transaction.
+    items = [Item(None, name, lines, key, where) for name, lines in by_app.items()]
+    return inode, offset, items or [Item(None, "", [], key, where)]
 
 
 def store_items(*, items: list[Item]) -> list[StoredBatch]:
@@ -341,6 +344,6 @@ def store_items(*, items: list[Item]) -> list[StoredBatch]:
     for item in items:
         cursors[item.cursor_key] = item.position
         app_id = item.app_id if item.app_id is not None else ids.get(item.app_name)
-        if app_id is not None and item.line is not _NOTHING:
-            by_app[app_id].append(item.line)
+        if app_id is not None:
+            by_app[app_id].extend(item.lines)
     return logs_store(lines_by_app=dict(by_app), cursors=cursors)
