@@ -17,12 +17,15 @@ the way to a client; what arrives meanwhile waits in a buffer of at most
 are dropped and counted. So a slow browser costs a bounded amount of
 memory, and it never slows the follower, the agents or other watchers: the
 live batches reach every consumer through Redis pub/sub without waiting for
-any of them.
+any of them. And when the web process itself falls behind (more watchers
+than it has CPU for), a batch that waited longer than ``MAX_LAG_S`` for its
+consumer's turn is skipped and counted the same way, so the backlog drains.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
@@ -46,6 +49,7 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 MAX_UNACKED = 4  # batches on the way to one client before lines wait in its buffer
 MAX_FRAME_LINES = 2000  # lines per frame when a backlog is sent
+MAX_LAG_S = 2.0  # a batch older than this when its turn comes is dropped (and counted)
 
 
 class BuildLogConsumer(AsyncJsonWebsocketConsumer):
@@ -177,6 +181,11 @@ class AppLogConsumer(AsyncJsonWebsocketConsumer):
 
     async def logs_batch(self, event: dict[str, Any]) -> None:
         if event["last"] <= self.seen_upto:
+            return
+        if time.time() - event.get("sent_at", time.time()) > MAX_LAG_S:
+            # This process is behind on its watchers (more than it can send):
+            # skipping costs nothing, so the backlog drains instead of growing.
+            self.dropped += event["last"] - max(event["first"], self.seen_upto + 1) + 1
             return
         if self.filter.is_empty and event["first"] > self.seen_upto:
             # The common case: forward the encoded rows as they came.

@@ -49,6 +49,7 @@ from paas.logs.services import (
     logs_publish_async,
     logs_store,
 )
+from runtime_agent import wire
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,9 @@ class Follower:
     # --- containers ----------------------------------------------------------------
 
     async def _follow(self, target: FollowTarget) -> None:
+        if not wire.NAME_RE.fullmatch(target.container_name):
+            log.error("not following %r: not a container name", target.container_name)
+            return
         saved = await self._in_db(log_cursor_position, key=target.key)
         position = ContainerPosition.load(saved)
         backoff = 0.2

@@ -10,6 +10,7 @@ watcher nothing that a reconnect (history replay) does not give back.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,7 +23,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from paas.logs.lines import IngestLine, encode_rows, iso
-from paas.logs.models import LogCounter, LogCursor, LogFollow, LogLine
+from paas.logs.models import LogCounter, LogCursor, LogFollow, LogLine, LogSource
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class StoredBatch:
             "first": self.first_seq,
             "last": self.last_seq,
             "rows": self.rows_json,
+            "sent_at": time.time(),  # lets a watcher that is behind skip, see consumers.py
         }
 
 
@@ -127,6 +129,18 @@ def logs_ingest(*, app_id: int, lines: list[IngestLine]) -> StoredBatch | None:
     (batch,) = logs_store(lines_by_app={app_id: lines})
     transaction.on_commit(lambda: logs_publish(batch))
     return batch
+
+
+def logs_platform_say(
+    *, app_id: int, text: str, process_type: str = "", instance: str = ""
+) -> StoredBatch | None:
+    """A ``platform`` line in the app's log, stamped now (e.g. deploy's
+    "Starting web.1 from v3"), published once the transaction commits."""
+    line = IngestLine(
+        source=LogSource.PLATFORM, timestamp=timezone.now(), text=text,
+        process_type=process_type, instance=instance,
+    )  # fmt: skip
+    return logs_ingest(app_id=app_id, lines=[line])
 
 
 def logs_publish(batch: StoredBatch) -> None:

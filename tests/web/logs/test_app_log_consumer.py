@@ -3,16 +3,22 @@ lines, filters, who may watch, and a slow watcher next to a fast one."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
 
 from paas.applications.services import app_create
-from paas.logs.models import LogSource
+from paas.logs.models import LogLine, LogSource
+from paas.logs.services import LAYER, app_logs_group, logs_platform_say
 from tests.web.logs.support import (
     ingest,
     line,
     next_lines,
     texts_until_replayed,
+    until,
     watcher,
 )
 
@@ -141,3 +147,31 @@ async def test_a_slow_watcher_gets_a_dropped_notice_and_never_holds_up_a_fast_on
     assert await slow.receive_nothing(timeout=0.5)
     await slow.disconnect()
     await fast.disconnect()
+
+
+async def test_a_platform_line_said_in_a_transaction_arrives_once_it_commits(alice, shop):
+    connected, _, ws = await watcher("shop", alice)
+    await texts_until_replayed(ws)
+
+    def deploy_step() -> None:
+        with transaction.atomic():
+            logs_platform_say(app_id=shop.pk, text="Starting web.1 from v3", instance="web.1")
+            assert LogLine.objects.filter(app=shop).count() == 1  # stored, not yet published
+
+    await sync_to_async(deploy_step)()
+    (row,) = (await next_lines(ws))["lines"]
+    assert (row[2], row[4], row[6]) == ("platform", "web.1", "Starting web.1 from v3")
+    await ws.disconnect()
+
+
+async def test_a_batch_that_waited_too_long_for_its_watcher_is_skipped_and_counted(alice, shop):
+    connected, _, ws = await watcher("shop", alice)
+    await texts_until_replayed(ws)
+    layer = get_channel_layer(LAYER)
+    stale = {"type": "logs.batch", "first": 1, "last": 3, "rows": "[]", "sent_at": time.time() - 60}
+    await layer.group_send(app_logs_group(shop.pk), stale)
+    await ingest(shop.pk, *[line(f"line {i}", at=i) for i in range(4)])
+    messages = await until(ws, "lines")
+    assert messages[0] == {"type": "dropped", "count": 3}  # said before the next lines
+    assert [r[6] for r in messages[-1]["lines"]] == [f"line {i}" for i in range(4)]
+    await ws.disconnect()
