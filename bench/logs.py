@@ -383,8 +383,10 @@ def platform_running(work: Path) -> Iterator[tuple[Platform, str, int, str]]:
         }
         manage(env, "migrate", "--noinput", "-v", "0")
         app_id, session = manage(env, "shell", "-c", SETUP).split()[-2:]
+        agent_parent = Path(tempfile.mkdtemp(prefix="pb-", dir="/tmp"))
+        agent_parent.chmod(0o711)  # containers run as unprivileged ids (see the agent)
         agent = AgentDaemon(
-            root=Path(tempfile.mkdtemp(prefix="pb-", dir="/tmp")) / "agent",
+            root=agent_parent / "agent",
             env={
                 "PAAS_AGENT_REGISTRY": setup.host,
                 "PAAS_AGENT_REGISTRY_USER": setup.username,

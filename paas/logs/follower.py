@@ -57,6 +57,7 @@ QUEUE_CHUNKS = 256  # chunks of lines waiting for the writer; then readers wait 
 ROUTER_READ = 1024 * 1024
 ROUTER_POLL_S = 0.1
 MAX_BACKOFF_S = 10.0
+GONE_BACKOFF_S = 2.0  # a pending instance's container appears within moments
 # Lines stored (and published) at once at most: bigger batches store a little
 # faster but reach the browsers later and in lumps.
 WRITE_BATCH_LINES = 2000
@@ -203,7 +204,7 @@ class Follower:
                 got = await self._stream(target, position)
                 backoff = 0.2 if got else min(backoff * 2, MAX_BACKOFF_S)
             except ContainerGone:  # not created yet, or removed: ask again, less and less often
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                backoff = min(backoff * 2, GONE_BACKOFF_S)
             except (AgentStreamError, aiohttp.ClientError, OSError, ValueError) as exc:
                 log.warning("following %s: %s", target.key, exc)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -68,9 +68,10 @@ class LogCursor(models.Model):
 
 
 class LogFollow(models.Model):
-    """A container whose log the follower reads, until Instance rows exist to
-    say so (the deploy issue): deploy registers each container it starts
-    with ``log_follow_register`` and retires it with ``log_follow_retire``."""
+    """A container whose log the follower reads besides deploy's instances
+    (registered with ``log_follow_register``, retired with
+    ``log_follow_retire``): for containers the platform runs outside a
+    release, and for the benchmark."""
 
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="log_follows")
     agent_url = models.URLField(help_text="the agent's API, e.g. http://127.0.0.1:7070")

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from paas.hosts.models import HostState, Instance, InstanceState
 from paas.logs.filters import LogFilter
 from paas.logs.lines import iso, row
 from paas.logs.models import LogFollow, LogLine
@@ -29,18 +30,34 @@ class FollowTarget:
         return f"agent:{self.host_url}:{self.container_name}"
 
 
-def containers_to_follow() -> list[FollowTarget]:
-    """Every container the follower should read.
+# Instances whose container exists on its agent, or is about to (pending: the
+# follower asks until it appears; lines are never lost, the agent keeps them).
+FOLLOWED_STATES = (
+    InstanceState.PENDING, InstanceState.STARTING, InstanceState.RUNNING,
+    InstanceState.CRASHED, InstanceState.BACKOFF, InstanceState.STOPPING,
+)  # fmt: skip
 
-    Reads the LogFollow table that deploy fills; once Instance and Host
-    exist, this becomes a query of running instances joined to their host's
-    URL and token, and nothing else in the pipeline changes.
-    """
+
+def containers_to_follow() -> list[FollowTarget]:
+    """Every container the follower should read: the instances deploy runs
+    (on hosts not removed), plus any registered by hand in LogFollow."""
+    instances = (
+        Instance.objects.filter(state__in=FOLLOWED_STATES)
+        .exclude(host__state=HostState.REMOVED)
+        .select_related("host")
+        .order_by("id")
+    )
+    targets = [
+        FollowTarget(i.app_id, i.host.agent_url, i.host.token, i.container_name,
+                     i.process_type, f"{i.process_type}.{i.index}")
+        for i in instances
+    ]  # fmt: skip
     follows = LogFollow.objects.filter(active=True).order_by("id")
-    return [
+    targets += [
         FollowTarget(f.app_id, f.agent_url, f.agent_token, f.container, f.process_type, f.instance)
         for f in follows
     ]
+    return targets
 
 
 def logs_recent(*, app_id: int, flt: LogFilter, limit: int) -> list[list[Any]]:

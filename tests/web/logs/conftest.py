@@ -23,8 +23,10 @@ def agent(registry: TestRegistry) -> Iterator[AgentProcess]:
     """``python -m runtime_agent`` on a short root (overlay options are capped
     at a page), its own port, bridge, subnet and nft table; removed after."""
     root = Path(tempfile.mkdtemp(prefix="pl-", dir="/tmp"))
+    root.chmod(0o711)  # containers run as unprivileged ids; runc finds their rootfs as them
     proc = AgentProcess.fresh(
         root / "agent",
+        PAAS_AGENT_REGISTRY=registry.host,
         PAAS_AGENT_REGISTRY_USER=registry.username or "",
         PAAS_AGENT_REGISTRY_PASSWORD=registry.password or "",
         PAAS_AGENT_REGISTRY_CA=str(registry.ca_file or ""),

@@ -15,10 +15,12 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
+from paas.applications.models import Release
 from paas.applications.services import app_create
+from paas.hosts.models import Host, Instance, InstanceState
 from paas.logs.follower import Follower
 from paas.logs.models import LogLine, LogSource
-from paas.logs.services import LAYER, log_follow_register, log_follow_retire
+from paas.logs.services import LAYER
 from tests.web.logs.support import next_lines, texts_until_replayed, watcher
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.root]
@@ -63,6 +65,15 @@ def start_ticker(agent, image_ref: str, name: str) -> None:
     assert status == 201, info
 
 
+def run_instance(app, agent, name: str) -> None:
+    host = Host.objects.create(name=f"h-{name}", agent_url=agent.url, token=agent.token)
+    release, _ = Release.objects.get_or_create(app=app, number=1, defaults={"image": "x"})
+    Instance.objects.create(
+        app=app, release=release, process_type="web", index=1, host=host, container_name=name,
+        memory_bytes=64 * 1024 * 1024, state=InstanceState.RUNNING,
+    )  # fmt: skip
+
+
 async def wait_agent_has(agent, name: str, count: int, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -85,10 +96,7 @@ async def test_it_follows_a_container_and_resumes_after_a_restart_without_duplic
     app = await sync_to_async(app_create)(user=alice, team=alice.personal_team, name="ticker")
     name = f"ticker-{agent.nft_table[-6:]}-web-1"
     start_ticker(agent, busybox_image.ref, name)
-    await sync_to_async(log_follow_register)(
-        app_id=app.pk, agent_url=agent.url, agent_token=agent.token, container=name,
-        process_type="web", instance="web.1",
-    )  # fmt: skip
+    await sync_to_async(run_instance)(app, agent, name)  # as deploy records it
 
     connected, _, ws = await watcher("ticker", alice)
     assert connected
@@ -116,9 +124,6 @@ async def test_it_follows_a_container_and_resumes_after_a_restart_without_duplic
     assert {s for *_, s, t in lines if t.startswith("warn-")} == {"stderr"}
     assert len(first) >= 40
     await ws.disconnect()
-
-    # Retired: no more lines are read.
-    await sync_to_async(log_follow_retire)(agent_url=agent.url, containers=[name])
 
 
 ACCESS_LINE = {
