@@ -21,6 +21,10 @@ from paas.hosts.models import Host, Instance, InstanceState
 from paas.logs.follower import Follower
 from paas.logs.models import LogLine, LogSource
 from paas.logs.services import LAYER
+from paas.router.routes import Upstream, app_routes
+from paas.router.services import router_apply
+from tests.support.backends import run_backends
+from tests.support.router import run_router
 from tests.web.logs.support import next_lines, texts_until_replayed, watcher
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.root]
@@ -181,3 +185,20 @@ async def test_router_access_lines_become_router_lines_of_each_app_exactly_once(
     (blog_text,) = [t for *_, t in blog_lines]
     assert 'path="/\\"evil\\"\\n\\u001b[31m"' in blog_text
     assert "\x1b" not in blog_text and "\n" not in blog_text
+
+
+async def test_a_request_through_the_real_router_becomes_a_router_line_of_its_app(
+    alice, tmp_path: Path
+):
+    shop = await sync_to_async(app_create)(user=alice, team=alice.personal_team, name="shop")
+    with run_router(tmp_path / "router") as router, run_backends("one") as backends:
+        await sync_to_async(router_apply)(
+            routes=app_routes(app="shop", hostnames=["shop.localhost"],
+                              upstreams=[Upstream("127.0.0.1", backends[0].port)])
+        )  # fmt: skip
+        response = await asyncio.to_thread(router.get, "shop.localhost", "/cart?id=3")
+        assert response.status == 200
+        async with following(router_log=router.access_log()):
+            ((*_, text),) = await wait_stored(shop.pk, 1)
+    assert text.startswith('method=GET path="/cart?id=3" host=shop.localhost status=200 ')
+    assert "service=" in text and "request_id=" in text
