@@ -34,6 +34,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from paas.accounts.services import role_in_team
 from paas.applications.selectors import app_for_user
 from paas.builds.models import FINAL_STATES
 from paas.builds.selectors import build_for_user, build_log_since
@@ -50,6 +51,7 @@ CLOSE_FORBIDDEN = 4403
 MAX_UNACKED = 4  # batches on the way to one client before lines wait in its buffer
 MAX_FRAME_LINES = 2000  # lines per frame when a backlog is sent
 MAX_LAG_S = 2.0  # a batch older than this when its turn comes is dropped (and counted)
+MEMBERSHIP_RECHECK_S = 15.0  # a watcher removed from the team is cut off within this
 
 
 class BuildLogConsumer(AsyncJsonWebsocketConsumer):
@@ -136,7 +138,8 @@ class AppLogConsumer(AsyncJsonWebsocketConsumer):
                 code=CLOSE_FORBIDDEN if exc.status in (403, 404) else CLOSE_BAD_REQUEST
             )
             return
-        self.app_id = app.pk
+        self.app_id, self.team_id = app.pk, app.team_id
+        self.checked_at = time.monotonic()
         self.group = app_logs_group(app.pk)
         # Join before replaying: a line stored in between comes both ways and
         # is dropped by its sequence number, none is missed.
@@ -180,7 +183,7 @@ class AppLogConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "replayed", "count": len(rows)})
 
     async def logs_batch(self, event: dict[str, Any]) -> None:
-        if event["last"] <= self.seen_upto:
+        if event["last"] <= self.seen_upto or not await self._still_allowed():
             return
         if time.time() - event.get("sent_at", time.time()) > MAX_LAG_S:
             # This process is behind on its watchers (more than it can send):
@@ -199,6 +202,22 @@ class AppLogConsumer(AsyncJsonWebsocketConsumer):
                 return
             self._wait(len(rows), encode_rows(rows))
         await self._flush()
+
+    async def _still_allowed(self) -> bool:
+        """Membership is checked again now and then: a watcher removed from the
+        team (or whose account went) stops receiving and is disconnected."""
+        if time.monotonic() - self.checked_at < MEMBERSHIP_RECHECK_S:
+            return True
+        self.checked_at = time.monotonic()
+        role = await database_sync_to_async(role_in_team)(
+            user=self.scope["user"], team_id=self.team_id
+        )
+        if role is None:
+            await self.disconnect(CLOSE_FORBIDDEN)
+            self.group = ""
+            await self.close(code=CLOSE_FORBIDDEN)
+            return False
+        return True
 
     def _wait(self, count: int, rows_json: str) -> None:
         """Queue for sending; past the buffer's size the oldest lines go."""

@@ -10,7 +10,9 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from paas.accounts.models import Membership
 from paas.applications.services import app_create
+from paas.logs import consumers
 from paas.logs.models import LogLine, LogSource
 from paas.logs.services import LAYER, app_logs_group, logs_platform_say
 from tests.web.logs.support import (
@@ -175,3 +177,17 @@ async def test_a_batch_that_waited_too_long_for_its_watcher_is_skipped_and_count
     assert messages[0] == {"type": "dropped", "count": 3}  # said before the next lines
     assert [r[6] for r in messages[-1]["lines"]] == [f"line {i}" for i in range(4)]
     await ws.disconnect()
+
+
+async def test_a_watcher_removed_from_the_team_is_disconnected(
+    carol_viewer_in_alices_team, shop, monkeypatch
+):
+    monkeypatch.setattr(consumers, "MEMBERSHIP_RECHECK_S", 0.0)
+    connected, _, ws = await watcher("shop", carol_viewer_in_alices_team)
+    await texts_until_replayed(ws)
+    await ingest(shop.pk, line("still a member"))
+    assert [r[6] for r in (await next_lines(ws))["lines"]] == ["still a member"]
+
+    await sync_to_async(Membership.objects.filter(user=carol_viewer_in_alices_team).delete)()
+    await ingest(shop.pk, line("after the removal"))
+    assert await ws.receive_output(timeout=10) == {"type": "websocket.close", "code": 4403}
