@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bench.support.http_load import run_load
 from paas.router.errors import RouterConfigRejected, RouterReloadFailed
 from paas.router.routes import Route, TlsCert, Upstream
 from paas.router.services import RouterState, router_apply, router_status
 from tests.support.backends import Backend
-from tests.support.http_load import run_load
 from tests.support.router import TestRouter
 
 

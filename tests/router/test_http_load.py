@@ -1,4 +1,5 @@
-"""The load client retries like a browser and no more: only an idempotent
+"""The load client (bench/support/http_load.py, shared by the benchmarks and
+the zero-downtime tests) retries like a browser and no more: only an idempotent
 request, sent on a reused connection, that got not one response byte."""
 
 from __future__ import annotations
@@ -7,11 +8,10 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.http_load import (
+from bench.support.http_load import (
     BrokenResponse,
     Connection,
     NoResponse,
@@ -20,7 +20,6 @@ from tests.support.http_load import (
 )
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-REPO = Path(__file__).resolve().parents[2]
 
 # Each script gets the accepted socket and the connection's index.
 Script = Callable[[socket.socket, int], None]
@@ -120,9 +119,3 @@ def test_run_load_counts_requests_failures_and_retries() -> None:
     assert (result.requests, result.ok, result.failed) == (6, 6, 0)
     assert result.retries == 5  # every request after the first on each connection
     assert result.statuses == {200: 6}
-
-
-def test_the_bench_copy_is_the_same_client() -> None:
-    # bench/ imports its own copy (benchmarks do not import tests); keep them one.
-    tests_copy = (REPO / "tests/support/http_load.py").read_text()
-    assert (REPO / "bench/support/http_load.py").read_text() == tests_copy

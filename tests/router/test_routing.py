@@ -11,10 +11,10 @@ from collections import Counter
 
 from django.core.management import call_command
 
+from bench.support.http_load import Connection
 from paas.router.routes import Route, Upstream
 from paas.router.services import router_apply, router_status
 from tests.support.backends import Backend
-from tests.support.http_load import Connection
 from tests.support.redis_server import free_port
 from tests.support.router import TestRouter
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bench.support.http_load import LoadResult, Response, run_load
 from paas.accounts.services import api_token_create
 from paas.applications.models import App, AuditEntry, Release, ReleaseState
 from paas.applications.releases import (
@@ -33,7 +34,6 @@ from paas.hosts.models import Instance, InstanceState
 from paas.hosts.reconcile import reconcile
 from paas.hosts.services import host_client, hosts_heartbeat_all
 from tests.support.agent_harness import AgentProcess, cleanup, free_port
-from tests.support.http_load import LoadResult, Response, run_load
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter, run_router
 from tests.web.deploy_support import (
