@@ -149,6 +149,7 @@ def _release_deploy(release_id: int) -> ReleaseState:
         retire_later(app_id=release.app_id)
         return ReleaseState.RETIRED
     Release.objects.filter(pk=release.pk).update(state=ReleaseState.DEPLOYING)
+    _say(release, f"Deploying {release.label}: {release.description}")
     try:
         release_phase_run(release)
         for formation in _formation(release.app):
@@ -168,8 +169,19 @@ def _release_deploy(release_id: int) -> ReleaseState:
     return ReleaseState.CURRENT
 
 
+def _say(release: Release, text: str) -> None:
+    """A platform line in the app's log (what the deploy did, for the app's people)."""
+    from paas.logs.services import logs_platform_say
+
+    try:
+        logs_platform_say(app_id=release.app_id, text=text)
+    except Exception:  # the log is a view on the deploy, never a reason to stop it
+        log.exception("could not log %r for %s", text, release)
+
+
 def _fail(release: Release, reason: str) -> None:
     log.info("release %s failed: %s", release, reason)
+    _say(release, f"{release.label} failed: {reason}")
     Release.objects.filter(pk=release.pk).update(state=ReleaseState.FAILED, error=reason)
     for instance in Instance.objects.filter(release=release).select_related("host"):
         instance_remove(instance)
@@ -192,6 +204,7 @@ def _promote(release: Release) -> None:
         routes_apply()
         log.info("router switched in %.0f ms", (time.monotonic() - switch) * 1000)
     audit_record(actor=None, app=release.app, action="deploy", target=release.label)
+    _say(release, f"{release.label} is live")
 
 
 def retire_later(*, app_id: int) -> None:

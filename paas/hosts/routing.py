@@ -11,7 +11,7 @@ from collections import defaultdict
 from paas.applications.models import App, ReleaseState
 from paas.hosts.models import DesiredState, HostState, Instance, InstanceState
 from paas.router.routes import Route, Upstream
-from paas.router.selectors import app_routes_for
+from paas.router.selectors import routes_for_apps
 from paas.router.services import router_apply
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,7 @@ def routes_desired() -> list[Route]:
     for app_id, address, port in rows:
         upstreams[app_id].append(Upstream(address=address, port=port))
     apps = App.objects.filter(releases__state=ReleaseState.CURRENT).distinct().order_by("name")
-    routes: list[Route] = []
-    for app in apps:
-        routes += app_routes_for(app=app, upstreams=upstreams.get(app.pk, []))
-    return routes
+    return routes_for_apps(apps=apps, upstreams=upstreams)
 
 
 def routes_apply() -> list[Route]:

@@ -33,6 +33,7 @@ from paas.hosts.instances import instance_ensure
 from paas.hosts.models import Instance, InstanceState
 from paas.hosts.reconcile import reconcile
 from paas.hosts.services import host_client, hosts_heartbeat_all
+from paas.logs.models import LogLine
 from tests.support.agent_harness import AgentProcess, cleanup, free_port
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter, run_router
@@ -232,6 +233,9 @@ def test_a_redeploy_drops_no_request_and_a_failing_release_leaves_the_old_one(
     assert "CRASH_ON_START is set: exiting with code 3" in v3.error
     assert Release.objects.get(app=app, number=2).state == ReleaseState.CURRENT
     assert container_names(agent) == ["hello.v2.web.1"]
+    said = list(LogLine.objects.filter(app=app, source="platform").values_list("text", flat=True))
+    assert "v2 is live" in said
+    assert any(t.startswith("v3 failed: web.1 exited with code 3") for t in said), said
 
 
 def test_a_retried_deploy_and_the_reconcile_leave_exactly_the_desired_containers(
