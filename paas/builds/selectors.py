@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from paas.accounts.services import require_role
 from paas.accounts.types import AnyUser
+from paas.applications.models import Release, ReleaseState
 from paas.builds.models import Build, BuildLogLine
 from paas.core.errors import NotFound
 
@@ -31,11 +33,12 @@ def build_log_since(build_id: str, seq: int) -> list[tuple[int, str]]:
 
 
 def images_in_use(*, app_id: int) -> frozenset[str]:
-    """Manifest digests of the app's images that pruning must never delete.
-
-    HOOK for releases (the deploy work adds Release to paas/applications):
-    return the digests every kept release references, so that rollback to
-    any kept release always works and PAAS_KEEP_IMAGES counts releases.
-    Until releases exist nothing more is protected than the newest
-    PAAS_KEEP_IMAGES versions, which the engine keeps anyway."""
-    return frozenset()
+    """Manifest digests of the app's images that pruning must never delete:
+    those of its newest PAAS_KEEP_IMAGES releases (all with 0) and of the
+    release serving now, so a rollback to any kept release always finds its
+    image (config-only releases share their build's digest)."""
+    releases = Release.objects.filter(app_id=app_id).order_by("-number")
+    keep = settings.PAAS_KEEP_IMAGES
+    kept = list(releases[:keep] if keep else releases)
+    kept += releases.filter(state=ReleaseState.CURRENT)
+    return frozenset(r.image.rpartition("@")[2] for r in kept if "@sha256:" in r.image)
