@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from paas.accounts.idranges import team_id_range
 from paas.applications.models import App
 from paas.builds.engine import (
     BuildConfig,
@@ -113,7 +114,9 @@ def build_tenant(app: App) -> Tenant:
     """The team an app's builds run for: its caches, and the apps whose
     images its Dockerfile may start FROM."""
     names = App.objects.filter(team_id=app.team_id).values_list("name", flat=True)
-    return Tenant(team=f"team-{app.team_id}", apps=frozenset(names))
+    return Tenant(
+        team=f"team-{app.team_id}", apps=frozenset(names), id_range=team_id_range(team=app.team)
+    )
 
 
 def build_app_image(

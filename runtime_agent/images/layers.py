@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, Protocol
 from runtime_agent.host import safepath
 from runtime_agent.host.errors import AgentError, UnsafeArchive, UnsafePath
 from runtime_agent.host.safepath import clean_member_name, link_target_inside
+from runtime_agent.wire import IdRange
 
 log = logging.getLogger("runtime_agent.layers")
 
@@ -443,8 +444,16 @@ def pack_layer(
     from_overlay_upper: bool = True,
     compresslevel: int = 6,
     mtime: int = FIXED_MTIME,
+    id_range: IdRange | None = None,
 ) -> LayerInfo:
     """Write ``src_dir`` as a gzip layer tar to ``out_path``.
+
+    With ``id_range``, ``src_dir`` was written by a process in that user
+    namespace (a build step: its files are on disk owned by the range's host
+    ids): owners are recorded as the container saw them (host id - first id
+    of the range), so the image is the same as one built without a user
+    namespace and works unchanged in Docker and in the agent. An id outside
+    the range (the container saw it as the overflow id) is recorded as that.
 
     Reproducible: entries sorted by name, one fixed mtime, numeric owners
     only, gzip header without name or time; the same tree gives the same
@@ -462,9 +471,11 @@ def pack_layer(
         ) as gz:
             diff = _HashingWriter(gz)
             with (
-                tarfile.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+                _ShiftingTar.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT) as tar,
                 safepath.opened_dir(src) as src_fd,
             ):
+                assert isinstance(tar, _ShiftingTar)
+                tar.id_range = id_range
                 seen: dict[tuple[int, int], str] = {}
                 for rel, dir_fd, name, st in _walk_sorted(src_fd, "", os.fstat(src_fd).st_dev):
                     _pack_entry(tar, rel, _At(dir_fd, name), st, from_overlay_upper, mtime, seen)
@@ -472,6 +483,28 @@ def pack_layer(
         os.fsync(raw.fileno())
     os.replace(tmp, out_path)
     return LayerInfo(digest=blob.digest(), diff_id=diff.digest(), size=blob.size)
+
+
+OVERFLOW_ID = 65534  # what a user namespace shows for an unmapped id
+
+
+class _ShiftingTar(tarfile.TarFile):
+    """A tar writer that records owners shifted out of a user namespace's
+    range back into the container's view (see :func:`pack_layer`)."""
+
+    id_range: IdRange | None = None
+
+    def addfile(self, tarinfo: tarfile.TarInfo, fileobj: Any = None) -> None:
+        if self.id_range is not None:
+            tarinfo.uid = to_container_id(tarinfo.uid, self.id_range)
+            tarinfo.gid = to_container_id(tarinfo.gid, self.id_range)
+        super().addfile(tarinfo, fileobj)
+
+
+def to_container_id(host_id: int, id_range: IdRange) -> int:
+    """The id a process in ``id_range``'s user namespace sees for ``host_id``."""
+    inside = host_id - id_range.host_id
+    return inside if 0 <= inside < id_range.size else OVERFLOW_ID
 
 
 class _Sink(Protocol):

@@ -201,15 +201,21 @@ def _refill(id_range: IdRange) -> None:
             _refilling.discard(id_range.host_id)
 
 
-def idmapped_tree(path: Path, id_range: IdRange) -> int:
+def idmapped_tree(path: Path, id_range: IdRange | None) -> int:
     """A detached, read-only clone of the mount at ``path`` with ids shifted
-    into ``id_range``: an fd for overlayfs' ``lowerdir+``. The caller closes it."""
+    into ``id_range``: an fd for overlayfs' ``lowerdir+``. The caller closes it.
+    With ``id_range`` None the ids stay as on disk: a tree a process of the
+    range wrote (a build step's layer) is already owned by the range's ids."""
     fd = libc.syscall(
         _SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(path), _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC
     )
     if fd < 0:
         raise _failed("open_tree", path)
-    attr = _MountAttr(_MOUNT_ATTR_IDMAP | _MOUNT_ATTR_RDONLY, 0, 0, userns_fd(id_range))
+    attr = (
+        _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0)
+        if id_range is None
+        else _MountAttr(_MOUNT_ATTR_IDMAP | _MOUNT_ATTR_RDONLY, 0, 0, userns_fd(id_range))
+    )
     rc = libc.syscall(
         _SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)
     )

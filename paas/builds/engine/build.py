@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from paas.builds.engine import publish
+from paas.builds.engine import ids, publish
 from paas.builds.engine.buildpacks import node, python, static
 from paas.builds.engine.buildpacks.common import DEFAULT_PORT, BuildpackInput
 from paas.builds.engine.cache import LayerCache
@@ -38,6 +38,7 @@ from paas.builds.engine.redact import RedactingLog, url_secrets
 from paas.builds.engine.source import hash_parts, source_digest
 from paas.builds.engine.steps import StepEnv, run_step
 from paas.builds.engine.tenant import ANONYMOUS, Tenant, base_allowed, scoped_config
+from runtime_agent.host import safepath
 from runtime_agent.host.errors import AgentError, ImageNotFound
 from runtime_agent.images.layers import LayerInfo, pack_layer
 from runtime_agent.images.manifests import Image
@@ -47,6 +48,7 @@ from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.net.policy import PolicySettings
 from runtime_agent.oci.runc import Runc, check_runtime_safe
+from runtime_agent.wire import IdRange
 
 # Part of every reuse key: bump when the engine's output changes.
 ENGINE_VERSION = "1"
@@ -255,6 +257,7 @@ class _Build:
         cache = LayerCache(self.config.cache_dir)
         layers = _base_layers(self.client, base)
         lowers = list(self.store.lower_dirs(base.image))
+        host_view: set[Path] = set()  # RUN layers: owned by the range's ids (steps.py)
         records: list[StepRecord] = []
         has_run = any(isinstance(s, RunStep) for s in plan.steps)
         secrets = write_secrets(self.secrets, self.work / "private" / "secrets") if has_run else []
@@ -267,6 +270,7 @@ class _Build:
             extra_env=trust_env(self.config.trust),
             extra_mounts=(*trust_mounts(self.config.trust), *secrets) if has_run else (),
             cancel=self.cancel,
+            id_range=self.tenant.id_range,
         )
         if env.network is not None or any(isinstance(s, RunStep) for s in plan.steps):
             # As the agent does: a tenant's step never runs on a runc that
@@ -280,12 +284,13 @@ class _Build:
             try:
                 if isinstance(step, CopyStep):
                     say(f"-----> {step.name}")
-                    tree, layer = _copy_layer(step, lowers, step_dir)
+                    tree, layer = _copy_layer(step, lowers, step_dir, env.id_range)
                     cached = False
                 else:
                     tree, layer, cached = _run_or_reuse(
-                        step, layers, lowers, step_dir, env, cache, say
+                        step, layers, lowers, host_view, step_dir, env, cache, say
                     )
+                    host_view.add(tree)
             except AgentError as exc:
                 # runc, mount or netns trouble: still name the step it broke.
                 raise BuildFailed(exc.message, step=step.name) from exc
@@ -396,10 +401,17 @@ def _reuse(
     return digest, size
 
 
-def _copy_layer(step: CopyStep, lowers: list[Path], step_dir: Path) -> tuple[Path, publish.Layer]:
+def _copy_layer(
+    step: CopyStep, lowers: list[Path], step_dir: Path, id_range: IdRange
+) -> tuple[Path, publish.Layer]:
     tree = step_dir / "tree"
     tree.mkdir(parents=True)
     materialize_copy(step, tree, lowers)
+    # A COPY tree is in the container's view (mounted idmapped below later
+    # steps); a parent directory's owner copied from a RUN layer below is
+    # in the range's view: shift it back (ids.py).
+    with safepath.opened_dir(tree) as tree_fd:
+        ids.shift_tree(tree_fd, id_range, into_range=False)
     info = pack_layer(tree, step_dir / "layer.tar.gz", from_overlay_upper=False)
     return tree, publish.Layer(info, step_dir / "layer.tar.gz", created_by=step.name)
 
@@ -408,6 +420,7 @@ def _run_or_reuse(
     step: RunStep,
     layers: list[publish.Layer],
     lowers: list[Path],
+    host_view: set[Path],
     step_dir: Path,
     env: StepEnv,
     cache: LayerCache,
@@ -419,6 +432,10 @@ def _run_or_reuse(
             "run", *[layer.info.diff_id for layer in layers],
             json.dumps([step.argv, step.env, step.workdir, step.user], sort_keys=True),
         )  # fmt: skip
+    if key:
+        # A cached tree is owned by the range's host ids (steps.py): it is
+        # only good for a build in the same range.
+        key = hash_parts("userns", str(env.id_range.host_id), key)
     hit = cache.get(key) if key else None
     if hit is not None:
         what = f"{step.installer} not run" if step.installer else "not run again"
@@ -427,8 +444,12 @@ def _run_or_reuse(
     say(f"-----> {step.name}")
     say(f"       $ {step.command}")
     cid = f"build-{uuid.uuid4().hex[:12]}"
-    upper = run_step(step, cid=cid, lowers=lowers, step_dir=step_dir, env=env, say=say.step)
-    info = pack_layer(upper, step_dir / "layer.tar.gz", from_overlay_upper=True)
+    upper = run_step(
+        step, cid=cid, lowers=lowers, step_dir=step_dir, env=env, say=say.step, host_view=host_view
+    )
+    info = pack_layer(
+        upper, step_dir / "layer.tar.gz", from_overlay_upper=True, id_range=env.id_range
+    )
     if key:
         hit = cache.put(key, upper, step_dir / "layer.tar.gz", info, step.name)
         return hit.tree, publish.Layer(hit.info, hit.blob, created_by=step.name), False

@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from paas.builds.engine import gate
 from paas.builds.engine.config import BuildConfig
 from runtime_agent.host.errors import AgentError
 from runtime_agent.net.bridge import HostNetwork
@@ -72,6 +73,7 @@ def _reap(build_dir: Path, runc: Runc, network: HostNetwork | None) -> None:
             cid = cid_file.read_text().strip()
             with contextlib.suppress(AgentError):
                 runc.delete(cid, force=True)
+            gate.close(cid)
             if network is not None:
                 with contextlib.suppress(AgentError):
                     network.detach(cid)

@@ -6,7 +6,25 @@ stays its parent, so its exit status is the command's, and ``--keep`` leaves
 the cgroup in place until we have read the OOM counter. Output (stdout and
 stderr merged, as a person reads a build log) streams line by line through
 a pipe. Everything a step sets up (container, mount, netns) is undone in
-``finally``, whatever happened."""
+``finally``, whatever happened.
+
+User namespace: a step runs as the root of its team's id range
+(``StepEnv.id_range``), never as host root, like the team's app containers
+(runtime_agent/oci/userns.py). The layers below it are idmapped into the
+range, so the image's root-owned files appear root-owned inside; a layer an
+earlier step of this build wrote is already owned by the range's ids on
+disk and is mounted as it is (``host_view``). The upper directory is owned
+by the range's root, so what the step writes lands on disk owned by the
+range's host ids; :func:`pack_layer` (``id_range=``) records those owners
+shifted back to the container's view, so images stay as they were.
+
+The step's network namespace is made owned by its user namespace
+(HostNetwork.attach with ``id_range``, runc joins both by path), rather
+than giving /sys as a read-only bind: with the ownership right the kernel
+lets runc mount a fresh sysfs, exactly as for the agent's containers, and
+the step still holds no CAP_NET_ADMIN over its interfaces (not in the
+bounding set, no_new_privs). Without a network, runc makes both
+namespaces itself, the new netns owned by the new user namespace."""
 
 from __future__ import annotations
 
@@ -17,22 +35,24 @@ import select
 import stat
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from paas.builds.engine import gate, ids
 from paas.builds.engine.config import BuildLimits
 from paas.builds.engine.errors import BuildCancelled, BuildFailed
 from paas.builds.engine.files import lookup, make_parents, resolve
 from paas.builds.engine.plan import BindMount, RunStep
 from runtime_agent.host import safepath
 from runtime_agent.host.errors import AgentError, UnsafePath
+from runtime_agent.net import links
 from runtime_agent.net.bridge import HostNetwork
-from runtime_agent.oci import cgroups, overlay
+from runtime_agent.oci import cgroups, overlay, userns
 from runtime_agent.oci.etcfiles import write_etc_files
 from runtime_agent.oci.runc import Runc
 from runtime_agent.oci.spec import Mount, build_spec, resolve_user
-from runtime_agent.wire import Limits
+from runtime_agent.wire import ID_RANGE_BASE, IdRange, Limits
 
 MAX_LINE = 4000
 HOSTNAME = "build"
@@ -52,6 +72,8 @@ class StepEnv:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     extra_mounts: tuple[BindMount, ...] = ()
     cancel: threading.Event | None = None  # set: kill the running step
+    # The team's host ids: step root is id_range.host_id (see the module doc).
+    id_range: IdRange = IdRange(host_id=ID_RANGE_BASE)
 
 
 def run_step(
@@ -62,39 +84,52 @@ def run_step(
     step_dir: Path,
     env: StepEnv,
     say: Callable[[str], None],
+    host_view: Collection[Path] = frozenset(),
 ) -> Path:
     """Run ``step`` and return its upper directory (the new layer, already
-    reduced to ``step.keep``). Raises :class:`BuildFailed` on a non-zero
-    exit, a timeout or an OOM kill."""
+    reduced to ``step.keep``, owned by ``env.id_range``'s host ids).
+    ``host_view``: the ``lowers`` already owned by the range's ids (earlier
+    steps' uppers), mounted without an idmap. Raises :class:`BuildFailed`
+    on a non-zero exit, a timeout or an OOM kill."""
     if env.extra_env or env.extra_mounts:
         step = replace(
             step, env={**env.extra_env, **step.env}, mounts=[*step.mounts, *env.extra_mounts]
         )
-    upper, work, rootfs = step_dir / "upper", step_dir / "work", step_dir / "rootfs"
-    for d in (upper, work, rootfs):
+    upper, work = step_dir / "upper", step_dir / "work"
+    for d in (upper, work):
         d.mkdir(parents=True)
     # For the reaper, should this worker die before the finally below runs.
     (step_dir / "cid").write_text(cid)
+    for m in step.mounts:
+        if not m.read_only:
+            ids.own_tree(m.source, env.id_range)  # a download cache the step writes
     with safepath.opened_dir(upper) as upper_fd:
         for directory in step.mkdirs:
             rel = resolve(lowers, directory, step.name)
             os.close(make_parents(upper_fd, lowers, f"{rel}/x"))
+        # What we made there (no tenant has written yet) moves into the
+        # range, like everything the step itself will write.
+        ids.shift_tree(upper_fd, env.id_range, into_range=True)
     cgroups_path = f"/{env.cgroup_parent}/{cid}"
-    mounted = attached = False
+    attached = False
     try:
-        overlay.mount(list(lowers), upper, work, rootfs)
-        mounted = True
+        gate_dir = gate.open_gate(cid, env.id_range)
+        rootfs = gate_dir / "rootfs"
+        rootfs.mkdir()
+        _mount_rootfs(lowers, host_view, upper, work, rootfs, env.id_range)
         netns_path, address = None, NO_NETWORK_ADDRESS
         if env.network is not None:
-            att = env.network.attach(cid)
+            att = env.network.attach(cid, id_range=env.id_range)
             attached = True
             netns_path, address = att.netns_path, att.address
-        spec = _spec(step, rootfs, step_dir, netns_path, address, env.limits, cgroups_path)
+        spec = _spec(
+            step, gate_dir, step_dir, netns_path, address, env.limits, cgroups_path, env.id_range
+        )
         (step_dir / "config.json").write_text(json.dumps(spec))
         code, timed_out = _run(env.runc, cid, step_dir, env.limits.wall_time_s, say, env.cancel)
         oom = _oom_killed(cgroups_path)
     finally:
-        _cleanup(env, cid, rootfs if mounted else None, attached)
+        _cleanup(env, cid, attached)
     if env.cancel is not None and env.cancel.is_set():
         raise BuildCancelled(step=step.name)
     _check(step, code, timed_out, oom, env.limits)
@@ -105,21 +140,52 @@ def run_step(
     return upper
 
 
+def _mount_rootfs(
+    lowers: Sequence[Path],
+    host_view: Collection[Path],
+    upper: Path,
+    work: Path,
+    rootfs: Path,
+    id_range: IdRange,
+) -> None:
+    """The overlay of ``lowers`` (idmapped into ``id_range`` unless already in
+    it) under ``upper``, which the range's root owns."""
+    os.chown(upper, id_range.host_id, id_range.host_id)
+    fds: list[int] = []
+    try:
+        for lower in lowers:
+            fds.append(userns.idmapped_tree(lower, None if lower in host_view else id_range))
+        overlay.mount_lower_fds(fds, upper, work, rootfs)
+    finally:
+        for fd in fds:
+            os.close(fd)  # the overlay holds its own references
+
+
 def _spec(
     step: RunStep,
-    rootfs: Path,
+    gate_dir: Path,
     step_dir: Path,
     netns_path: str | None,
     address: str,
     limits: BuildLimits,
     cgroups_path: str,
+    id_range: IdRange,
 ) -> dict[str, object]:
     hosts, resolv = write_etc_files(step_dir / "etc", HOSTNAME, address)
+    for f in (hosts, resolv):
+        os.chown(f, id_range.host_id, id_range.host_id)  # root's inside, as in Docker
+    rootfs = gate_dir / "rootfs"
     uid, gid, groups = resolve_user(rootfs, step.user)
+    binds = [
+        ("/etc/hosts", hosts, True),
+        ("/etc/resolv.conf", resolv, True),
+        *((m.destination, m.source, m.read_only) for m in step.mounts),
+    ]
+    # runc reads every bind source as the step's root: through the gate.
     mounts = [
-        Mount("/etc/hosts", hosts, readonly=True),
-        Mount("/etc/resolv.conf", resolv, readonly=True),
-    ] + [Mount(m.destination, m.source, readonly=m.read_only) for m in step.mounts]
+        Mount(dest, gate.bind(gate_dir, source, i), readonly=ro)
+        for i, (dest, source, ro) in enumerate(binds)
+    ]
     return build_spec(
         rootfs=rootfs,
         args=step.argv,
@@ -138,6 +204,10 @@ def _spec(
             pids=limits.pids,
         ),
         cgroups_path=cgroups_path,
+        id_range=id_range,
+        # The user namespace that owns the step's netns (see the module doc);
+        # without a network runc makes a new one.
+        userns_path=str(links.userns_path(Path(netns_path).name)) if netns_path else None,
     )
 
 
@@ -203,11 +273,11 @@ def _oom_killed(cgroups_path: str) -> bool:
         return False
 
 
-def _cleanup(env: StepEnv, cid: str, rootfs: Path | None, attached: bool) -> None:
+def _cleanup(env: StepEnv, cid: str, attached: bool) -> None:
     errors: list[Exception] = []
     for action in (
         lambda: env.runc.delete(cid, force=True),
-        lambda: overlay.unmount(rootfs) if rootfs is not None else None,
+        lambda: gate.close(cid),
         lambda: env.network.detach(cid) if attached and env.network else None,
     ):
         try:

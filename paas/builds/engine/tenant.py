@@ -11,6 +11,10 @@ A build runs a team's code, so everything it may read is scoped to the team:
   directory of the team's own (``<cache_dir>/teams/<team>/``). A cache a
   build step can write (the download caches are mounted read-write) is
   poisonable by that team: no other team's build ever mounts or reads it.
+- Host ids: every build step runs in a user namespace whose root is the
+  first id of the team's range (``id_range``, the same range the team's
+  app containers get: paas/accounts/idranges.py), so a step's processes
+  and the files they write are never host root's and never another team's.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from paas.builds.engine.config import BuildConfig
 from runtime_agent.host.errors import InvalidRequest
 from runtime_agent.images.refs import ImageRef
+from runtime_agent.wire import ID_RANGE_BASE, IdRange
 
 _TEAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -30,6 +35,8 @@ _TEAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 class Tenant:
     team: str  # the team's id: a directory name under the cache
     apps: frozenset[str] = field(default_factory=frozenset)  # the team's app names
+    # Range 0 (no team has it): builds for no team, like the agent's default.
+    id_range: IdRange = IdRange(host_id=ID_RANGE_BASE)
 
     def __post_init__(self) -> None:
         if not _TEAM_RE.fullmatch(self.team):
