@@ -53,7 +53,7 @@ def _uid_map(lines: list[str]) -> list[int]:
 def test_a_run_step_is_in_the_teams_user_namespace_and_two_teams_are_disjoint(
     engine_config, tmp_path
 ):
-    src = _dockerfile(tmp_path, "src", 'FROM stack\nRUN echo MAP $(cat /proc/self/uid_map)\n')
+    src = _dockerfile(tmp_path, "src", "FROM stack\nRUN echo MAP $(cat /proc/self/uid_map)\n")
     alice, bob = _range(), _range()
     while abs(alice.host_id - bob.host_id) < ID_RANGE_SIZE:
         bob = _range()
