@@ -50,14 +50,13 @@ def shift_tree(root_fd: int, id_range: IdRange, *, into_range: bool) -> None:
 
 def own_tree(root: Path, id_range: IdRange) -> None:
     """Give the range's root a tree a step writes (its team's download
-    cache), once: a cache made before steps ran in user namespaces is host
-    root's."""
+    cache). A cache not owned by the range yet was written while steps ran
+    as host root: it is emptied rather than chowned (a step then could have
+    left a hard link to any host file in it, and a chown would give that
+    file away). It is only a cache."""
     st = os.stat(root, follow_symlinks=False)
     if (st.st_uid, st.st_gid) == (id_range.host_id, id_range.host_id):
         return
-    owner = id_range.host_id
-    with safepath.opened_dir(root) as root_fd:
-        for _root, dirs, files, dir_fd in os.fwalk(".", dir_fd=root_fd, follow_symlinks=False):
-            for name in (*dirs, *files):
-                os.chown(name, owner, owner, dir_fd=dir_fd, follow_symlinks=False)
-        os.fchown(root_fd, owner, owner)  # last: it marks the tree done
+    safepath.remove_tree(root)
+    root.mkdir(mode=0o755)
+    os.chown(root, id_range.host_id, id_range.host_id)
