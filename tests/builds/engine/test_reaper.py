@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from paas.builds.engine.build import build_image
+from paas.builds.engine.gate import GATE_ROOT
 from paas.builds.engine.reaper import reap_stale_builds
 from runtime_agent.oci.runc import Runc
 from tests.builds.engine.support import mounts_under
@@ -45,7 +46,10 @@ def test_the_reaper_cleans_up_after_a_killed_worker(engine_config, tmp_path, bui
         assert reap_stale_builds(engine_config) == []  # alive: not touched
         os.kill(pid, signal.SIGKILL)
         child.join(timeout=10)
-        assert mounts_under(engine_config.work_dir) != []
+        # The step's overlay and binds live in its gate (steps.py, gate.py).
+        (cid_file,) = engine_config.work_dir.glob("build-*/step-*/cid")
+        step_gate = GATE_ROOT / cid_file.read_text().strip()
+        assert mounts_under(step_gate) != []
         assert build_network[1].attachments() != {}
 
         reaped = reap_stale_builds(engine_config)
@@ -53,6 +57,8 @@ def test_the_reaper_cleans_up_after_a_killed_worker(engine_config, tmp_path, bui
         assert len(reaped) == 1
         wait_until(lambda: runc.list() == [], timeout_s=10)
         assert mounts_under(engine_config.work_dir) == []
+        assert mounts_under(step_gate) == []
+        assert not step_gate.exists()
         assert build_network[1].attachments() == {}
         assert list(engine_config.work_dir.iterdir()) == []
     finally:
