@@ -25,6 +25,7 @@ import os
 import posixpath
 import shutil
 import stat
+import struct
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -498,7 +499,31 @@ class _ShiftingTar(tarfile.TarFile):
         if self.id_range is not None:
             tarinfo.uid = to_container_id(tarinfo.uid, self.id_range)
             tarinfo.gid = to_container_id(tarinfo.gid, self.id_range)
+            key = _PAX_XATTR + CAPABILITY_XATTR
+            if key in tarinfo.pax_headers:
+                raw = tarinfo.pax_headers[key].encode("utf-8", "surrogateescape")
+                caps = _caps_outside_userns(raw, self.id_range)
+                tarinfo.pax_headers = {
+                    **tarinfo.pax_headers,
+                    key: caps.decode("utf-8", "surrogateescape"),
+                }
         super().addfile(tarinfo, fileobj)
+
+
+_VFS_CAP_V3, _VFS_CAP_V2, _VFS_CAP_REVISION_MASK = 0x03000000, 0x02000000, 0xFF000000
+
+
+def _caps_outside_userns(raw: bytes, id_range: IdRange) -> bytes:
+    """File capabilities set inside a user namespace are stored as v3 with
+    the namespace's root host id; an image carries them as v2 (no root id),
+    as a file setcap'd by real root would be. Anything else stays."""
+    if len(raw) != 24:
+        return raw
+    magic, rootid = struct.unpack("<I", raw[:4])[0], struct.unpack("<I", raw[20:])[0]
+    if magic & _VFS_CAP_REVISION_MASK != _VFS_CAP_V3 or rootid != id_range.host_id:
+        return raw
+    flags = magic & ~_VFS_CAP_REVISION_MASK
+    return struct.pack("<I", _VFS_CAP_V2 | flags) + raw[4:20]
 
 
 def to_container_id(host_id: int, id_range: IdRange) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from runtime_agent.images.layers import FIXED_MTIME, OPAQUE_XATTR, pack_layer, unpack_layer
+from runtime_agent.wire import ID_RANGE_BASE, ID_RANGE_SIZE, IdRange
 
 
 def make_tree(root: Path) -> Path:
@@ -169,3 +170,44 @@ def test_packing_never_reads_through_a_link(tmp_path: Path):
         assert not any("secret" in n for n in members)
         assert all(m.size == 0 for m in members.values())
     assert (host / "dir" / "secret").read_text() == "host secret\n"
+
+
+@pytest.mark.root
+def test_a_tree_written_in_a_user_namespace_is_packed_in_the_containers_view(tmp_path):
+    # Written by a process whose root is host id R: R+n is recorded as n; an id
+    # outside the range is what the container saw for it (the overflow id).
+    id_range = IdRange(host_id=ID_RANGE_BASE + 7 * ID_RANGE_SIZE)
+    root = tmp_path / "upper"
+    (root / "d").mkdir(parents=True)
+    (root / "d/f").write_text("x")
+    (root / "host").write_text("y")
+    os.chown(root / "d", id_range.host_id, id_range.host_id)
+    os.chown(root / "d/f", id_range.host_id + 1000, id_range.host_id + 1001)
+    os.chown(root / "host", 0, 0)
+    pack_layer(root, tmp_path / "l.tgz", from_overlay_upper=True, id_range=id_range)
+    with gzip.open(tmp_path / "l.tgz") as gz, tarfile.open(fileobj=gz) as tar:
+        owners = {m.name: (m.uid, m.gid) for m in tar.getmembers()}
+    assert owners == {"d": (0, 0), "d/f": (1000, 1001), "host": (65534, 65534)}
+    pack_layer(root, tmp_path / "plain.tgz", from_overlay_upper=True)
+    with gzip.open(tmp_path / "plain.tgz") as gz, tarfile.open(fileobj=gz) as tar:
+        assert tar.getmember("d/f").uid == id_range.host_id + 1000  # no range: as on disk
+
+
+@pytest.mark.root
+def test_file_capabilities_set_in_a_user_namespace_are_packed_as_real_roots(tmp_path):
+    import struct
+
+    id_range = IdRange(host_id=ID_RANGE_BASE + 9 * ID_RANGE_SIZE)
+    root = tmp_path / "upper"
+    root.mkdir()
+    (root / "ping").write_text("x")
+    net_raw = 1 << 13
+    # v3 (with the namespace's root id), effective: what setcap in the step writes.
+    v3 = struct.pack("<IIIIII", 0x03000001, net_raw, 0, 0, 0, id_range.host_id)
+    os.setxattr(root / "ping", "security.capability", v3)
+    pack_layer(root, tmp_path / "l.tgz", from_overlay_upper=True, id_range=id_range)
+    with gzip.open(tmp_path / "l.tgz") as gz, tarfile.open(fileobj=gz) as tar:
+        value = tar.getmember("ping").pax_headers["SCHILY.xattr.security.capability"]
+    assert value.encode("utf-8", "surrogateescape") == struct.pack(
+        "<IIIII", 0x02000001, net_raw, 0, 0, 0
+    )
