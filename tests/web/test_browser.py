@@ -136,9 +136,23 @@ def test_a_zip_dropped_on_the_page_uploads_with_a_progress_bar(
         }""",
         payload,
     )
+    # A small upload can finish, and the page move on, before any check sees
+    # the bar: record every change of it where the next page can read it.
+    page.evaluate(
+        """() => {
+            const bar = document.getElementById("progress");
+            new MutationObserver(() => {
+                const seen = JSON.parse(sessionStorage.getItem("bar") || "[]");
+                seen.push({hidden: bar.hidden, value: bar.value});
+                sessionStorage.setItem("bar", JSON.stringify(seen));
+            }).observe(bar, {attributes: true});
+        }"""
+    )
     page.dispatch_event("#dropzone", "drop", {"dataTransfer": transfer})
-    expect(page.locator("#progress")).to_be_visible()
     page.wait_for_url("**/builds/**")
+    seen = page.evaluate("JSON.parse(sessionStorage.getItem('bar') || '[]')")
+    assert any(not s["hidden"] for s in seen), seen  # the bar was shown
+    assert seen[-1] == {"hidden": False, "value": 100}, seen  # and full at the end
     expect(page.locator("#state")).to_have_text("succeeded", timeout=30_000)
     expect(page.locator("#log")).to_contain_text("from dropped.zip")
 
