@@ -81,11 +81,20 @@ def app_builds(request: HttpRequest, name: str) -> HttpResponse:
     return JsonResponse(_build_json(build), status=201)
 
 
+def _since(raw: str) -> int:
+    """The last log sequence number the caller has (0: the whole log)."""
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise ValidationFailed("since must be a log line number (0 or more).", field="since")
+    return int(raw)
+
+
 @api_view
 @require_http_methods(["GET"])
 def build_detail(request: HttpRequest, build_id: str) -> HttpResponse:
     build = build_for_user(user=request.user, build_id=build_id)
-    since = int(request.GET.get("since", "0") or 0)
+    since = _since(request.GET.get("since", ""))
     data = _build_json(build)
     data["log"] = [{"seq": s, "text": t} for s, t in build_log_since(str(build.pk), since)]
     return JsonResponse(data)
