@@ -3,7 +3,6 @@ host joining. Thin: each translates JSON and calls a service."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -13,6 +12,7 @@ from django.views.decorators.http import require_http_methods
 from paas.accounts.services import role_in_team
 from paas.accounts.types import signed_in
 from paas.api.auth import api_view
+from paas.api.bodies import json_body
 from paas.applications import releases
 from paas.applications.models import Release
 from paas.applications.selectors import app_for_user
@@ -29,20 +29,6 @@ from paas.hosts.app_delete import app_delete_request
 from paas.hosts.services import host_join
 
 
-def _body(request: HttpRequest) -> dict[str, Any]:
-    """The JSON object body; none (or a form) reads as {} for actions whose
-    options are all optional."""
-    if request.content_type != "application/json":
-        return {}
-    try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        raise ValidationFailed("The body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise ValidationFailed("The body must be a JSON object.")
-    return data
-
-
 def _release_or_none(release: Release | None) -> dict[str, Any] | None:
     return release_json(release) if release else None
 
@@ -55,7 +41,7 @@ def app_releases(request: HttpRequest, name: str) -> HttpResponse:
         app = app_for_user(user=request.user, name=name)
         return JsonResponse({"releases": [release_json(r) for r in app.releases.all()[:100]]})
     app = app_for_user(user=request.user, name=name, action="deploy")
-    image = str(_body(request).get("image", ""))
+    image = str(json_body(request, optional=True).get("image", ""))
     releases.release_image_request(user=signed_in(request), app=app, image=image)
     return JsonResponse({"app": app.name, "image": image, "queued": True}, status=202)
 
@@ -77,7 +63,7 @@ def app_config(request: HttpRequest, name: str) -> HttpResponse:
         owner = role_in_team(user=request.user, team_id=app.team_id) == "owner"
         return JsonResponse({"config": config_json(app, reveal=owner)})
     app = app_for_user(user=request.user, name=name, action="deploy")
-    data = _body(request)
+    data = json_body(request, optional=True)
     release = None
     if data.get("set"):
         values = data["set"]
@@ -103,7 +89,7 @@ def app_formation(request: HttpRequest, name: str) -> HttpResponse:
 @require_http_methods(["POST"])
 def app_scale(request: HttpRequest, name: str, process_type: str) -> HttpResponse:
     app = app_for_user(user=request.user, name=name, action="deploy")
-    data = _body(request)
+    data = json_body(request, optional=True)
     if "tcp_port" in data:
         port = data["tcp_port"]
         if port is not None and (not isinstance(port, int) or isinstance(port, bool)):
@@ -137,7 +123,7 @@ def app_instances(request: HttpRequest, name: str) -> HttpResponse:
 @require_http_methods(["POST"])
 def instance_act(request: HttpRequest, name: str, instance: str, action: str) -> HttpResponse:
     app = app_for_user(user=request.user, name=name, action="deploy")
-    signal = str(_body(request).get("signal", "KILL"))
+    signal = str(json_body(request, optional=True).get("signal", "KILL"))
     lifecycle.instance_action_request(
         user=signed_in(request), app=app, name=instance, action=action, signal=signal
     )
@@ -165,7 +151,7 @@ def hosts_join(request: HttpRequest) -> HttpResponse:
     """An agent's host joins with a one-time join token (no user account):
     {"join_token", "name", "agent_url"} -> {"host", "credential"}."""
     try:
-        data = _body(request)
+        data = json_body(request, optional=True)
         host, credential = host_join(
             raw_token=str(data.get("join_token", "")),
             name=str(data.get("name", "")),
@@ -181,6 +167,6 @@ def hosts_join(request: HttpRequest) -> HttpResponse:
 def app_delete(request: HttpRequest, name: str) -> HttpResponse:
     """{"confirm": "<the app's name>"}: everything the app had goes (queued)."""
     app = app_for_user(user=request.user, name=name, action="manage")
-    confirm = str(_body(request).get("confirm", ""))
+    confirm = str(json_body(request, optional=True).get("confirm", ""))
     app_delete_request(user=signed_in(request), app=app, confirm=confirm)
     return JsonResponse({"app": name, "deleting": True}, status=202)

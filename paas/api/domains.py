@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods
 
 from paas.accounts.types import signed_in
 from paas.api.auth import api_view
-from paas.api.views import _body
+from paas.api.bodies import json_body
 from paas.applications.selectors import app_for_user
 from paas.router.domains import (
     domain_add,
@@ -48,7 +48,7 @@ def app_domains(request: HttpRequest, name: str) -> HttpResponse:
         app = app_for_user(user=request.user, name=name)
         return JsonResponse({"domains": [_domain_json(d) for d in domains_of_app(app=app)]})
     app = app_for_user(user=request.user, name=name, action="deploy")
-    hostname = str(_body(request).get("hostname", ""))
+    hostname = str(json_body(request).get("hostname", ""))
     domain = domain_add(user=signed_in(request), app=app, hostname=hostname)
     return JsonResponse(_domain_json(domain), status=201)
 
@@ -69,7 +69,7 @@ def app_domain_certificate(request: HttpRequest, name: str, hostname: str) -> Ht
     if request.method == "DELETE":
         domain = domain_clear_certificate(user=signed_in(request), domain=domain)
         return JsonResponse(_domain_json(domain))
-    data = _body(request)
+    data = json_body(request)
     domain = domain_set_certificate(
         user=signed_in(request),
         domain=domain,

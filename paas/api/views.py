@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -9,6 +8,7 @@ from django.views.decorators.http import require_http_methods
 from paas.accounts.services import team_for_user
 from paas.accounts.types import signed_in
 from paas.api.auth import api_view
+from paas.api.bodies import json_body
 from paas.applications.models import App
 from paas.applications.selectors import app_for_user, apps_visible_to
 from paas.applications.services import app_create
@@ -45,22 +45,12 @@ def _build_json(build: Build) -> dict[str, Any]:
     }
 
 
-def _body(request: HttpRequest) -> dict[str, Any]:
-    try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        raise ValidationFailed("The body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise ValidationFailed("The body must be a JSON object.")
-    return data
-
-
 @api_view
 @require_http_methods(["GET", "POST"])
 def apps(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return JsonResponse({"apps": [_app_json(a) for a in apps_visible_to(user=request.user)]})
-    data = _body(request)
+    data = json_body(request)
     team = team_for_user(user=signed_in(request), team_id=data.get("team"), action="deploy")
     app = app_create(user=signed_in(request), team=team, name=str(data.get("name", "")))
     return JsonResponse(_app_json(app), status=201)
@@ -114,7 +104,7 @@ def app_build_arg(request: HttpRequest, name: str, arg: str) -> HttpResponse:
     if request.method == "DELETE":
         build_arg_delete(app=app, name=arg)
         return HttpResponse(status=204)
-    saved = build_arg_set(app=app, name=arg, value=_body(request).get("value"))
+    saved = build_arg_set(app=app, name=arg, value=json_body(request).get("value"))
     return JsonResponse({"name": saved.name, "value": saved.value})
 
 
@@ -133,7 +123,7 @@ def app_build_secret(request: HttpRequest, name: str, secret: str) -> HttpRespon
     if request.method == "DELETE":
         build_secret_delete(app=app, name=secret)
         return HttpResponse(status=204)
-    saved = build_secret_set(app=app, name=secret, value=_body(request).get("value"))
+    saved = build_secret_set(app=app, name=secret, value=json_body(request).get("value"))
     return JsonResponse({"name": saved.name, "updated_at": saved.updated_at.isoformat()})
 
 
