@@ -27,6 +27,7 @@ from paas.hosts.locks import app_lock
 from paas.hosts.models import Instance
 from paas.hosts.routing import routes_apply
 from paas.hosts.services import host_client
+from paas.router.services import router_lock
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ def app_delete(*, app_id: int) -> bool:
         archives = [Path(p) for p in app.builds.values_list("archive_path", flat=True) if p]
         _delete_images(name)
         # The router lets go in the transaction that deletes the rows: who
-        # sees the app gone also finds it gone from the router.
-        with transaction.atomic():
+        # sees the app gone also finds it gone from the router (the lock
+        # outlives the commit, so no concurrent apply routes the app back).
+        with router_lock(), transaction.atomic():
             Instance.objects.filter(app=app).delete()
             app.delete()
             routes_apply()

@@ -37,6 +37,7 @@ from paas.hosts.models import DesiredState, Host, Instance
 from paas.hosts.release_phase import RELEASE_PHASE, release_phase_run
 from paas.hosts.routing import routes_apply
 from paas.hosts.scheduler import NothingFits, schedule
+from paas.router.services import router_lock
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,10 @@ def _fail(release: Release, reason: str) -> None:
 def _promote(release: Release) -> None:
     """Switch the router inside the transaction that makes the release
     current: anyone who sees it current also gets it through the router, and
-    a router that refuses the config leaves the old release current."""
-    with transaction.atomic():
+    a router that refuses the config leaves the old release current. The
+    router lock is held past the commit, so a concurrent apply (a reconcile)
+    cannot route from the state before it."""
+    with router_lock(), transaction.atomic():
         Release.objects.filter(app=release.app, state=ReleaseState.CURRENT).exclude(
             pk=release.pk
         ).update(state=ReleaseState.RETIRED)

@@ -12,7 +12,7 @@ from paas.applications.models import App, ReleaseState
 from paas.hosts.models import DesiredState, HostState, Instance, InstanceState
 from paas.router.routes import Route, Upstream
 from paas.router.selectors import routes_for_apps
-from paas.router.services import router_apply
+from paas.router.services import router_apply, router_lock
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def routes_apply() -> list[Route]:
     """Point the router at the desired state (validated, graceful reload).
     Runs in the Celery worker (root): it writes the router's files and
     signals nginx."""
-    routes = routes_desired()
-    router_apply(routes=routes)
+    with router_lock():  # computed under the lock: the last writer has the newest state
+        routes = routes_desired()
+        router_apply(routes=routes)
     return routes

@@ -14,9 +14,10 @@ answer in time) puts ``live`` back to the generation nginx still runs.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,18 @@ def router_apply(*, routes: Sequence[Route]) -> None:
                 raise
             log.info("router: generation %s serving %s routes", generation, len(routes))
         store.prune(config)
+
+
+@contextlib.contextmanager
+def router_lock() -> Iterator[None]:
+    """Hold the router for a read-decide-apply sequence: whoever computes
+    routes from the database inside it, and commits before leaving it, can
+    never be overtaken by a writer that read the state before that commit
+    (which would put removed instances back into the router)."""
+    config = RouterConfig.from_settings()
+    config.make_dirs()
+    with store.apply_lock(config):
+        yield
 
 
 def router_status() -> RouterStatus:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -22,13 +23,34 @@ from paas.router.routes import Route, TlsCert, Upstream
 KEEP_GENERATIONS = 5
 
 
+_held = threading.local()  # lock files this thread holds, with their depth
+
+
 @contextlib.contextmanager
 def apply_lock(config: RouterConfig) -> Iterator[None]:
-    """One writer at a time (web, workers and beat may all apply)."""
+    """One writer at a time (web, workers and beat may all apply).
+
+    Re-entrant within a thread: a caller may hold it across reading the
+    desired routes, applying them and committing the transaction they came
+    from, while ``router_apply`` inside takes it again (a second flock on a
+    new descriptor would wait for ourselves)."""
+    key = str(config.lock_file)
+    depth: dict[str, int] = _held.__dict__.setdefault("depth", {})
+    if depth.get(key):
+        depth[key] += 1
+        try:
+            yield
+        finally:
+            depth[key] -= 1
+        return
     fd = os.open(config.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        depth[key] = 1
+        try:
+            yield
+        finally:
+            depth[key] = 0
     finally:
         os.close(fd)
 
