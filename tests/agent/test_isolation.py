@@ -20,7 +20,7 @@ from runtime_agent import wire
 from runtime_agent.config import USERNS_MIN_ID
 from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.host.errors import InvalidRequest
-from tests.support.agent_harness import AgentUnderTest, LocalImages, request, unique
+from tests.support.agent_harness import AgentUnderTest, LocalImages, exec_sh, request, unique
 
 pytestmark = pytest.mark.root
 
@@ -48,19 +48,6 @@ async def agent(tmp_agent_root: Path, tmp_path: Path) -> AsyncIterator[AgentUnde
         await a.cleanup()
 
 
-async def run(manager: ContainerManager, name: str, script: str) -> tuple[int, str]:
-    out = await manager.exec(name, wire.ExecRequest(cmd=["sh", "-c", script], timeout_s=30))
-    code, text = -1, b""
-    async for stream, chunk in out:
-        if stream == "exit":
-            assert isinstance(chunk, int)
-            code = chunk
-        else:
-            assert isinstance(chunk, bytes)
-            text += chunk
-    return code, text.decode(errors="replace")
-
-
 def status(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status") as f:
         return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
@@ -75,7 +62,7 @@ async def start(manager: ContainerManager, host_id: int | None = None, **kw: obj
 
 async def test_container_root_is_an_unprivileged_host_uid(manager: ContainerManager) -> None:
     name = await start(manager, ALICE_TEAM)
-    code, out = await run(manager, name, "cat /proc/self/uid_map /proc/self/gid_map; id -u")
+    code, out = await exec_sh(manager, name, "cat /proc/self/uid_map /proc/self/gid_map; id -u")
     assert code == 0, out
     uid_map, gid_map, uid = out.split("\n")[:3]
     assert uid_map.split() == ["0", str(ALICE_TEAM), "65536"]  # not "0 0 4294967295"
@@ -90,7 +77,7 @@ async def test_two_teams_get_disjoint_host_uids(manager: ContainerManager) -> No
     alice, bob = await start(manager, ALICE_TEAM), await start(manager, BOB_TEAM)
     ranges = []
     for name in (alice, bob):
-        code, out = await run(manager, name, "cat /proc/self/uid_map")
+        code, out = await exec_sh(manager, name, "cat /proc/self/uid_map")
         assert code == 0, out
         _, first, size = (int(x) for x in out.split())
         ranges.append(range(first, first + size))
@@ -103,7 +90,7 @@ async def test_image_files_stay_root_owned_inside_and_new_files_belong_to_the_ra
     manager: ContainerManager, agent: AgentUnderTest
 ) -> None:
     name = await start(manager, ALICE_TEAM)
-    code, out = await run(
+    code, out = await exec_sh(
         manager, name, "stat -c '%u %g' /bin/busybox /etc/passwd; echo x > /made-here; id"
     )
     assert code == 0, out
@@ -120,7 +107,7 @@ async def test_a_request_without_a_range_gets_the_agents_default_range(
     manager: ContainerManager, agent: AgentUnderTest
 ) -> None:
     name = await start(manager)
-    code, out = await run(manager, name, "cat /proc/self/uid_map")
+    code, out = await exec_sh(manager, name, "cat /proc/self/uid_map")
     assert code == 0, out
     assert out.split()[:2] == ["0", str(agent.config.default_id_range)]
 
@@ -139,7 +126,7 @@ async def test_capabilities_are_the_documented_set_and_no_new_privs_is_on(
     manager: ContainerManager,
 ) -> None:
     name = await start(manager, ALICE_TEAM)
-    code, out = await run(manager, name, "cat /proc/1/status")
+    code, out = await exec_sh(manager, name, "cat /proc/1/status")
     assert code == 0, out
     fields = {k: v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
     assert fields["CapEff"] == DEFAULT_CAPS
@@ -153,15 +140,17 @@ async def test_raw_sockets_and_forged_addresses_fail(manager: ContainerManager) 
     name = await start(manager, ALICE_TEAM)
     gateway = str(manager.preparer.network.gateway)
     # arping needs a packet socket (CAP_NET_RAW); ip addr needs CAP_NET_ADMIN.
-    code, out = await run(manager, name, f"arping -c 1 -w 1 -I eth0 {gateway}")
+    code, out = await exec_sh(manager, name, f"arping -c 1 -w 1 -I eth0 {gateway}")
     assert code != 0 and "Operation not permitted" in out, out
-    code, out = await run(manager, name, "ip addr add 10.0.0.99/32 dev eth0")
+    code, out = await exec_sh(manager, name, "ip addr add 10.0.0.99/32 dev eth0")
     assert code != 0 and "not permitted" in out, out
 
 
 async def test_ipv6_is_off_inside(manager: ContainerManager) -> None:
     name = await start(manager, ALICE_TEAM)
-    code, out = await run(manager, name, "cat /proc/sys/net/ipv6/conf/all/disable_ipv6; ip -6 addr")
+    code, out = await exec_sh(
+        manager, name, "cat /proc/sys/net/ipv6/conf/all/disable_ipv6; ip -6 addr"
+    )
     assert code == 0, out
     assert out.splitlines()[0] == "1"
     assert "inet6" not in out
@@ -171,10 +160,10 @@ async def test_writes_past_the_writable_layer_cap_fail_with_enospc(
     manager: ContainerManager,
 ) -> None:
     name = await start(manager, ALICE_TEAM, limits={"writable_bytes": 2 * MiB})
-    code, out = await run(manager, name, "dd if=/dev/zero of=/big bs=64k count=64")
+    code, out = await exec_sh(manager, name, "dd if=/dev/zero of=/big bs=64k count=64")
     assert code != 0
     assert "No space left on device" in out
-    code, out = await run(manager, name, "rm /big && echo small > /small && cat /small")
+    code, out = await exec_sh(manager, name, "rm /big && echo small > /small && cat /small")
     assert (code, out.strip()) == (0, "small")  # freed space is writable again
 
 
@@ -185,9 +174,9 @@ async def test_a_full_writable_layer_gives_enospc_not_an_oom_kill(
     # container's memory cgroup, whose limit covers both.
     limits = {"memory_bytes": 16 * MiB, "writable_bytes": 48 * MiB}
     name = await start(manager, ALICE_TEAM, limits=limits)
-    code, out = await run(manager, name, "dd if=/dev/zero of=/big bs=1M count=64")
+    code, out = await exec_sh(manager, name, "dd if=/dev/zero of=/big bs=1M count=64")
     assert code != 0 and "No space left on device" in out, out
-    code, out = await run(manager, name, "echo alive")
+    code, out = await exec_sh(manager, name, "echo alive")
     assert (code, out.strip()) == (0, "alive")
     assert manager.inspect(name).state == wire.ContainerState.RUNNING
 
@@ -204,7 +193,7 @@ async def test_unset_limits_take_the_agents_defaults(
     assert resources["cpu"]["period"] == 100_000
     stats = await manager.stats(name)
     assert stats.memory_limit_bytes == (96 + 8) * MiB
-    code, out = await run(manager, name, "df -k / | tail -1")
+    code, out = await exec_sh(manager, name, "df -k / | tail -1")
     assert code == 0, out
     assert int(out.split()[1]) == 8 * 1024  # the writable layer's size, in KiB
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import select
 import socket
 import subprocess
 import sys
@@ -28,24 +27,10 @@ from runtime_agent.net import links
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.net.policy import PolicySettings
 from runtime_agent.wire import PortBinding
+from tests.support.netns_servers import NamespaceServers
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.root
-
-# A tiny TCP server run inside a container's netns: it answers every
-# connection with its token and the client address it saw, then closes.
-SERVER = """
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(16)
-print("ready", flush=True)
-while True:
-    c, peer = s.accept()
-    c.sendall(f"{sys.argv[3]} {peer[0]}\\n".encode())
-    c.close()
-"""
 
 CLIENT = """
 import socket, sys
@@ -83,26 +68,6 @@ def answer_once(listener: socket.socket, data: bytes) -> None:
             pass  # nobody came (the point of some tests) or the socket closed
 
     threading.Thread(target=serve, daemon=True).start()
-
-
-class Servers:
-    """Servers started inside namespaces, stopped by PID at the end."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, ns: str, address: str, port: int, token: str) -> None:
-        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, address, str(port), token]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-        self.procs.append(proc)
-        assert proc.stdout is not None
-        readable, _, _ = select.select([proc.stdout], [], [], 10)
-        assert readable and proc.stdout.readline() == "ready\n", f"server in {ns} did not start"
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def nft_tables() -> list[str]:
@@ -148,14 +113,14 @@ def net(params: dict) -> Iterator[HostNetwork]:
 
 
 @pytest.fixture
-def servers() -> Iterator[Servers]:
-    s = Servers()
+def servers() -> Iterator[NamespaceServers]:
+    s = NamespaceServers()
     yield s
     s.stop()
 
 
 def test_two_containers_of_one_app_get_distinct_addresses_and_reach_each_other(
-    net: HostNetwork, servers: Servers
+    net: HostNetwork, servers: NamespaceServers
 ) -> None:
     alice, bob = net.attach("alice", group="shop"), net.attach("bob", group="shop")
     assert alice.address != bob.address
@@ -169,7 +134,7 @@ def test_two_containers_of_one_app_get_distinct_addresses_and_reach_each_other(
 
 
 def test_attach_is_idempotent_and_survives_a_new_agent(
-    net: HostNetwork, params: dict, servers: Servers
+    net: HostNetwork, params: dict, servers: NamespaceServers
 ) -> None:
     first = net.attach("carol")
     servers.start(first.netns_name, first.address, 8000, "carol")
@@ -234,7 +199,7 @@ def test_detach_releases_the_address_and_removes_veth_and_netns(net: HostNetwork
 
 
 def test_a_published_port_answers_on_loopback_and_on_the_container_address(
-    net: HostNetwork, servers: Servers
+    net: HostNetwork, servers: NamespaceServers
 ) -> None:
     web = net.attach("web")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
@@ -249,7 +214,7 @@ def test_a_published_port_answers_on_loopback_and_on_the_container_address(
 
 
 def test_attach_with_ports_publishes_them_and_refuses_a_taken_one(
-    net: HostNetwork, servers: Servers
+    net: HostNetwork, servers: NamespaceServers
 ) -> None:
     host_port = free_port("0.0.0.0")
     binding = PortBinding(container_port=9000, host_port=host_port)
@@ -310,7 +275,7 @@ def other_host(params: dict) -> Iterator[OtherHost]:
 
 
 def test_a_published_port_answers_a_client_on_another_host(
-    net: HostNetwork, servers: Servers, other_host: OtherHost
+    net: HostNetwork, servers: NamespaceServers, other_host: OtherHost
 ) -> None:
     web = net.attach("web")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
@@ -324,7 +289,7 @@ def test_a_published_port_answers_a_client_on_another_host(
 
 
 def test_containers_reach_other_hosts_behind_the_host_address(
-    params: dict, servers: Servers, other_host: OtherHost
+    params: dict, servers: NamespaceServers, other_host: OtherHost
 ) -> None:
     # The other host sits on a private network, closed to containers unless
     # the allow-list names it (tests/agent/test_network_policy.py).
@@ -373,7 +338,7 @@ def test_it_refuses_a_host_port_a_host_process_listens_on(net: HostNetwork) -> N
 
 
 def test_unpublish_removes_exactly_that_containers_rules(
-    net: HostNetwork, servers: Servers
+    net: HostNetwork, servers: NamespaceServers
 ) -> None:
     a, b = net.attach("a"), net.attach("b")
     servers.start(b.netns_name, "0.0.0.0", 9000, "b")
@@ -389,7 +354,7 @@ def test_unpublish_removes_exactly_that_containers_rules(
 
 
 def test_published_ports_survive_an_agent_restart(
-    net: HostNetwork, params: dict, servers: Servers
+    net: HostNetwork, params: dict, servers: NamespaceServers
 ) -> None:
     web = net.attach("web")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
@@ -450,7 +415,7 @@ def test_a_container_cannot_reach_services_on_host_loopback(net: HostNetwork) ->
         assert "timed out" in failed.value.stderr  # dropped, not refused
 
 
-def test_attach_repairs_a_half_made_attachment(net: HostNetwork, servers: Servers) -> None:
+def test_attach_repairs_a_half_made_attachment(net: HostNetwork, servers: NamespaceServers) -> None:
     grace = net.attach("grace")
     links.delete_link(grace.host_veth)  # as if the agent died mid-attach
 
@@ -460,7 +425,7 @@ def test_attach_repairs_a_half_made_attachment(net: HostNetwork, servers: Server
 
 
 def test_attach_replaces_a_host_veth_left_over_with_a_lost_netns(
-    net: HostNetwork, servers: Servers
+    net: HostNetwork, servers: NamespaceServers
 ) -> None:
     heidi = net.attach("heidi")
     # As if the agent died with the pair made but its netns since removed and
@@ -503,7 +468,7 @@ def test_setup_refuses_a_new_subnet_while_containers_are_attached(
 
 
 def test_a_port_published_on_one_host_address_answers_only_there(
-    net: HostNetwork, servers: Servers
+    net: HostNetwork, servers: NamespaceServers
 ) -> None:
     web = net.attach("web")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
@@ -517,7 +482,7 @@ def test_a_port_published_on_one_host_address_answers_only_there(
 
 
 def test_containers_reach_published_ports_on_the_host_address(
-    net: HostNetwork, servers: Servers
+    net: HostNetwork, servers: NamespaceServers
 ) -> None:
     # Of one app: another app's container is refused (test_network_policy.py).
     web, client = net.attach("web", group="shop"), net.attach("client", group="shop")
@@ -530,7 +495,9 @@ def test_containers_reach_published_ports_on_the_host_address(
     assert fetch_from_netns(web.netns_name, web.gateway, host_port) == f"web {web.gateway}"
 
 
-def test_publish_rebuilds_a_table_someone_deleted(net: HostNetwork, servers: Servers) -> None:
+def test_publish_rebuilds_a_table_someone_deleted(
+    net: HostNetwork, servers: NamespaceServers
+) -> None:
     web = net.attach("web")
     servers.start(web.netns_name, "0.0.0.0", 9000, "web")
     net.publish("web", web.address, [PortBinding(9000, free_port("0.0.0.0"))])

@@ -205,6 +205,20 @@ def unique(prefix: str = "c") -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
+async def exec_sh(manager: ContainerManager, name: str, script: str) -> tuple[int, str]:
+    """Run ``sh -c script`` in a container: its exit code and merged output."""
+    out = await manager.exec(name, wire.ExecRequest(cmd=["sh", "-c", script], timeout_s=30))
+    code, text = -1, b""
+    async for stream, chunk in out:
+        if stream == "exit":
+            assert isinstance(chunk, int)
+            code = chunk
+        else:
+            assert isinstance(chunk, bytes)
+            text += chunk
+    return code, text.decode(errors="replace")
+
+
 async def wait_state(
     manager: ContainerManager, name: str, *states: ContainerState, timeout_s: float = 10.0
 ) -> wire.ContainerInfo:
