@@ -28,6 +28,7 @@ from paas.applications.selectors import app_for_user
 from paas.builds.archive import ArchiveLimits, UnsafeArchive, detect_format, extract_archive
 from paas.builds.buildvars import build_args_of, build_secret_values
 from paas.builds.engine import BuildCancelled, BuildFailed, reap_stale_builds
+from paas.builds.engine.diskspace import DISK_ERRNOS, out_of_space
 from paas.builds.engine_adapter import build_app_image, build_tenant, engine_config
 from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.builds.selectors import images_in_use
@@ -390,9 +391,12 @@ def build_run(*, build_id: str) -> None:
         out.final(f"!!     {exc.message}")
         build_finish(build_id=build_id, state=BuildState.FAILED, error=exc.message)
     except Exception as exc:
-        log.exception("build %s crashed", build_id)
-        out.final(f"!!     internal error: {exc}")
-        build_finish(build_id=build_id, state=BuildState.FAILED, error=f"internal error: {exc}")
+        reason = _disk_full(exc)
+        if reason is None:
+            log.exception("build %s crashed", build_id)
+            reason = f"internal error: {exc}"
+        out.final(f"!!     {reason}")
+        build_finish(build_id=build_id, state=BuildState.FAILED, error=reason)
     else:
         if cancelled.is_set():  # cancelled after the last step: not recorded as built
             _after_cancel(build_id, out)
@@ -401,6 +405,15 @@ def build_run(*, build_id: str) -> None:
             build_finish(build_id=build_id, state=BuildState.SUCCEEDED, **fields)
     finally:
         shutil.rmtree(source.parent, ignore_errors=True)
+
+
+def _disk_full(exc: Exception) -> str | None:
+    """The reason to show when the build directory's disk filled up (the
+    source is extracted there), else None: a full disk is the operator's to
+    fix, not an internal error nor the upload's fault."""
+    if not isinstance(exc, OSError) or exc.errno not in DISK_ERRNOS:
+        return None
+    return out_of_space(Path(settings.BUILD_DIR)) or f"out of disk space on the build host ({exc})"
 
 
 def _build_image(

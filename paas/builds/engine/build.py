@@ -26,6 +26,7 @@ from paas.builds.engine.buildpacks.common import DEFAULT_PORT, BuildpackInput
 from paas.builds.engine.cache import LayerCache
 from paas.builds.engine.config import BuildConfig
 from paas.builds.engine.detect import AppKind, detect
+from paas.builds.engine.diskspace import DISK_ERRNOS, out_of_space
 from paas.builds.engine.dockerfile import BaseImage, parse_dockerfile, read_dockerfile
 from paas.builds.engine.errors import BuildCancelled, BuildFailed
 from paas.builds.engine.files import materialize_copy
@@ -127,8 +128,9 @@ def build_image(
         raise
     except BuildFailed as exc:
         # The message and command end up in the Build record: mask them too.
+        full = out_of_space(config.work_dir)
         failed = BuildFailed(
-            say.redact(exc.message),
+            say.redact(f"{exc.message}: {full}" if full else exc.message),
             step=say.redact(exc.step),
             command=say.redact(exc.command),
             exit_code=exc.exit_code,
@@ -138,6 +140,12 @@ def build_image(
     except AgentError as exc:
         say(f"build failed: {exc.message}")
         raise BuildFailed(say.redact(exc.message), step="build") from exc
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        full = out_of_space(config.work_dir) or f"out of disk space on the build host ({exc})"
+        say(f"build failed: {full}")
+        raise BuildFailed(full, step="build") from exc
     finally:
         store.close()
         client.close()
