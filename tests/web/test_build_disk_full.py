@@ -48,5 +48,9 @@ def test_extracting_onto_a_full_disk_fails_the_build_saying_so(
         # engine-level test builds on a disk that was full a moment before).
         os.unlink(filler)
         source = Path(settings.BUILD_DIR) / "again" / "source"
-        extract_archive(archive, source, limits=services._archive_limits(), log=[].append)
+        extract_archive(archive, source, limits=services._archive_limits(), log=_quiet)
         assert (source / "data.bin").stat().st_size == 2_000_000
+
+
+def _quiet(line: str) -> None:
+    """The build log, unread."""
