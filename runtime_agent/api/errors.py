@@ -10,6 +10,7 @@ from runtime_agent.host.errors import (
     ImageNotSupported,
     InvalidRequest,
     NotFound,
+    OutOfSpace,
     RegistryError,
     UnsafeArchive,
     UnsafePath,
@@ -42,6 +43,7 @@ HTTP_STATUS: dict[type[AgentError], int] = {
     UnsafePath: 422,
     ImageNotSupported: 422,
     RegistryError: 502,
+    OutOfSpace: 507,  # Insufficient Storage
     AgentError: 500,
 }
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from runtime_agent import wire
 from runtime_agent.containers.records import atomic_write
+from runtime_agent.host.errors import DISK_ERRNOS
 from runtime_agent.host.libc import get_errno, libc
 
 log = logging.getLogger("runtime_agent.logs")
@@ -53,6 +54,7 @@ PUNCH_EVERY = 64 * 1024  # free consumed raw bytes once this much has piled up
 # (it reconnects with ``since``); one poll can bring ~17k short lines (1 MiB).
 FOLLOW_QUEUE_MAX = 100_000
 REDIS_STREAM_PREFIX = "paas:container-logs:"
+DISK_FULL_BACKOFF = 25  # polls are this much slower while the disk is full
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -199,13 +201,27 @@ class LogTailer:
             self._task = asyncio.create_task(self._run(), name=f"logs-{self.name}")
 
     async def _run(self) -> None:
+        disk_full = False
         while True:
             try:
                 self.pump()
                 await self._push_pending()
+            except OSError as exc:
+                if exc.errno not in DISK_ERRNOS:
+                    log.exception("tailing the logs of %s failed", self.name)
+                elif not disk_full:
+                    # Once per episode, not a traceback every poll: the lines
+                    # wait in the raw files (nothing is consumed until
+                    # written) and move on when space comes back.
+                    log.warning("logs of %s wait: %s is out of disk space", self.name, self.dir)
+                disk_full = exc.errno in DISK_ERRNOS
             except Exception:  # keep tailing: one bad poll must not end the container's logs
                 log.exception("tailing the logs of %s failed", self.name)
-            await asyncio.sleep(self.cfg.poll_s)
+            else:
+                if disk_full:
+                    log.warning("logs of %s flow again: disk space is back", self.name)
+                disk_full = False
+            await asyncio.sleep(self.cfg.poll_s * (DISK_FULL_BACKOFF if disk_full else 1))
 
     def pump(self, *, final: bool = False) -> list[wire.LogLine]:
         """Move every new raw line into the JSONL log and to the followers.
@@ -223,6 +239,7 @@ class LogTailer:
     def _pump_once(self, *, final: bool) -> list[wire.LogLine]:
         """At most one READ_CHUNK per stream, so a poll never stalls the loop."""
         out: list[wire.LogLine] = []
+        used_by: list[tuple[_RawStream, int]] = []
         for stream, raw in self.streams.items():
             data = raw.read_new()
             # Only at the end of the file is a partial line really the last one;
@@ -231,10 +248,14 @@ class LogTailer:
             lines, used = split_lines(data, final=final and at_end)
             now = rfc3339(_now())
             out.extend(wire.LogLine(now, stream, _decode(b)) for b in lines)
-            raw.offset += used
+            used_by.append((raw, used))
         if not out:
             return out
         self._append(out)
+        # Consumed only once written: a write that failed (a full disk) reads
+        # the same lines again on the next poll instead of losing them.
+        for raw, used in used_by:
+            raw.offset += used
         self._save_offsets()
         for raw in self.streams.values():
             raw.free_consumed()
@@ -252,8 +273,20 @@ class LogTailer:
         size = path.stat().st_size if path.exists() else 0
         if size and size + len(data) > self.cfg.max_bytes:
             self._rotate()
-        with open(path, "ab") as f:
-            f.write(data)
+            size = 0
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            # All or nothing: no half line for readers, and the caller reads
+            # these lines again.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+        finally:
+            os.close(fd)
 
     def _rotate(self) -> None:
         """log.jsonl -> log.jsonl.1 -> ... ; the oldest beyond max_files is dropped."""

@@ -50,7 +50,7 @@ from runtime_agent.containers.operations import Operations
 from runtime_agent.containers.prepare import Images, Preparer
 from runtime_agent.containers.records import ContainerRecord, Store
 from runtime_agent.containers.supervision import BackoffConfig
-from runtime_agent.host.errors import Conflict, NotFound
+from runtime_agent.host.errors import DISK_ERRNOS, Conflict, NotFound, OutOfSpace
 from runtime_agent.host.libc import set_child_subreaper
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci import cgroups, rootfs
@@ -164,11 +164,17 @@ class ContainerManager:
                 await self.lifecycle.start(rec)
             return self.inspect(req.name)
         rec = ContainerRecord(name=req.name, request=req, created_at=time.time())
-        self.store.save(rec)
         try:
+            self.store.save(rec)
             await self.preparer.prepare(rec)
-        except BaseException:
+        except BaseException as exc:
             await self._teardown(rec)
+            if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+                raise OutOfSpace(
+                    f"out of disk space on this host's agent root ({self.config.root}): "
+                    f"{req.name} was not created; free space there and retry",
+                    name=req.name,
+                ) from exc
             raise
         self.records[req.name] = rec
         self.store.save(rec)

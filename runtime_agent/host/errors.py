@@ -7,7 +7,12 @@ agent's API maps these classes to statuses (:mod:`runtime_agent.api.errors`).
 
 from __future__ import annotations
 
+import errno
 from typing import Any
+
+# The errnos of a full disk (or a full quota): the operator's to fix, and
+# told apart from other I/O failures wherever they are caught.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class AgentError(Exception):
@@ -88,6 +93,13 @@ class CommandFailed(AgentError):
         self.returncode = returncode
         self.stderr = stderr
         self.permanent = permanent
+
+
+class OutOfSpace(AgentError):
+    """The host's disk is full: nothing was made, and the same request works
+    once an operator frees space (not permanent)."""
+
+    code = "out_of_space"
 
 
 class NetworkError(AgentError):

@@ -29,6 +29,7 @@ def loop_filesystem(base: Path, *, size_mib: int) -> Iterator[Path]:
         yield mountpoint
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)
+        mountpoint.rmdir()
         os.unlink(image)
 
 

@@ -8,14 +8,15 @@ directory is removed afterwards, which frees the space again)."""
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
+
+from runtime_agent.host.errors import DISK_ERRNOS
 
 # Below this much space for unprivileged writers the build directory counts
 # as full: the step that just failed most likely failed for want of it.
 LOW_SPACE_BYTES = 4 * 1024 * 1024
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+__all__ = ["DISK_ERRNOS", "LOW_SPACE_BYTES", "out_of_space"]
 
 
 def out_of_space(path: Path) -> str | None:
