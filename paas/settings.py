@@ -310,6 +310,8 @@ for _address in PAAS_ROUTER_LISTEN:
 PAAS_HEALTH_PATH = env_str("PAAS_HEALTH_PATH", "/")
 PAAS_HEALTH_TIMEOUT_S = env_float("PAAS_HEALTH_TIMEOUT_S", 60.0, minimum=0.5)
 PAAS_RELEASE_TIMEOUT_S = env_float("PAAS_RELEASE_TIMEOUT_S", 600.0, minimum=1.0)
+# How long `paas run -- CMD` may run before it is stopped (the request waits).
+PAAS_RUN_TIMEOUT_S = env_float("PAAS_RUN_TIMEOUT_S", 300.0, minimum=1.0)
 PAAS_DRAIN_SECONDS = env_float("PAAS_DRAIN_SECONDS", 10.0, minimum=0.0)
 PAAS_HOST_TIMEOUT_S = env_float("PAAS_HOST_TIMEOUT_S", 30.0, minimum=1.0)
 PAAS_HEARTBEAT_SECONDS = env_float("PAAS_HEARTBEAT_SECONDS", 10.0, minimum=0.5)
