@@ -1,0 +1,3 @@
+"""The `paas` command-line client (standard library only)."""
+
+__version__ = "0.1.0"
