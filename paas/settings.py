@@ -186,7 +186,12 @@ CELERY_BEAT_SCHEDULE = {
     "fail-abandoned-builds": {"task": "builds.fail_abandoned", "schedule": 30.0},
     "build-housekeeping": {"task": "builds.housekeep", "schedule": PAAS_HOUSEKEEPING_INTERVAL},
     "log-retention": {"task": "logs.enforce_retention", "schedule": 300.0},
+    "redrive-builds": {"task": "builds.redrive", "schedule": 30.0},
+    "redrive-releases": {"task": "deploy.redrive", "schedule": 30.0},
 }
+# A build still queued (a release still pending) this long, whose task is no
+# longer in the broker (Redis restarted), is sent again (paas/core/redrive.py).
+PAAS_REDRIVE_AFTER_S = env_float("PAAS_REDRIVE_AFTER_S", 60.0, minimum=0.0)
 
 # Runtime logs (see paas/logs and the README's "Logs").
 PAAS_LOG_RETENTION_LINES = env_int("PAAS_LOG_RETENTION_LINES", 100_000, minimum=0)

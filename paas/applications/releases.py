@@ -9,11 +9,14 @@ deploy itself lives in :mod:`paas.hosts.deploy`.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from paas.accounts.services import require_role
 from paas.applications.audit import audit_record
@@ -26,6 +29,7 @@ from paas.applications.models import (
     ReleaseState,
 )
 from paas.core.errors import Conflict, NotFound, ValidationFailed
+from paas.core.redrive import enqueue_marked, redrive
 
 if TYPE_CHECKING:
     from runtime_agent.images.refs import ImageRef
@@ -38,10 +42,25 @@ MAX_INSTANCES = 20
 
 
 def _enqueue_deploy(release: Release) -> None:
+    release_id = release.pk
+    transaction.on_commit(lambda: _send_deploy(release_id))
+
+
+def _send_deploy(release_id: int) -> None:
     from paas.hosts.tasks import deploy_release
 
-    release_id = release.pk
-    transaction.on_commit(lambda: deploy_release.delay(release_id))
+    enqueue_marked("release", release_id, deploy_release.delay)
+
+
+def releases_redrive_pending() -> list[int]:
+    """Releases still pending after PAAS_REDRIVE_AFTER_S whose deploy task
+    the broker lost (see paas/core/redrive.py): sent again."""
+    from paas.hosts.tasks import deploy_release
+
+    since = timezone.now() - timedelta(seconds=settings.PAAS_REDRIVE_AFTER_S)
+    waiting = Release.objects.filter(state=ReleaseState.PENDING, created_at__lt=since)
+    ids = list(waiting.values_list("pk", flat=True))
+    return redrive("release", ids, deploy_release.delay)
 
 
 def _next_number(app: App) -> int:

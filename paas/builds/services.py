@@ -34,6 +34,7 @@ from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.builds.selectors import images_in_use
 from paas.core.errors import PaasError, ValidationFailed
 from paas.core.events import group_send
+from paas.core.redrive import enqueue_marked, redrive
 from runtime_agent.host.errors import AgentError
 from runtime_agent.host.private import private_dir
 
@@ -135,10 +136,25 @@ def build_create_from_upload(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    transaction.on_commit(lambda: _enqueue_build(str(build.pk)))
+    return build
+
+
+def _enqueue_build(build_id: str) -> None:
     from paas.builds.tasks import run_build
 
-    transaction.on_commit(lambda: run_build.delay(str(build.pk)))
-    return build
+    enqueue_marked("build", build_id, run_build.delay)
+
+
+def builds_redrive_queued() -> list[str]:
+    """Builds still queued after PAAS_REDRIVE_AFTER_S whose task the broker
+    lost (see paas/core/redrive.py): sent again."""
+    from paas.builds.tasks import run_build
+
+    since = timezone.now() - timedelta(seconds=settings.PAAS_REDRIVE_AFTER_S)
+    waiting = Build.objects.filter(state=BuildState.QUEUED, created_at__lt=since)
+    ids = [str(pk) for pk in waiting.values_list("pk", flat=True)]
+    return redrive("build", ids, run_build.delay)
 
 
 def _create_build_row(

@@ -22,6 +22,12 @@ def fail_abandoned_builds() -> int:
     return services.builds_fail_abandoned()
 
 
+@shared_task(name="builds.redrive")
+def redrive_builds() -> list[str]:
+    """Builds whose queued task the broker lost (a Redis restart), sent again."""
+    return services.builds_redrive_queued()
+
+
 @shared_task(name="builds.housekeep")
 def housekeep_builds() -> str:
     """Keep the build cache, scratch dirs and registry within bounds."""

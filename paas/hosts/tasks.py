@@ -30,6 +30,12 @@ def reconcile_all() -> dict[str, list[str]]:
     return {"started": report.started, "removed": report.removed, "errors": report.errors}
 
 
+@shared_task(name="deploy.redrive")
+def redrive_releases() -> list[int]:
+    """Releases whose deploy task the broker lost (a Redis restart), sent again."""
+    return releases.releases_redrive_pending()
+
+
 @shared_task(name="hosts.heartbeat")
 def heartbeat() -> dict[str, str]:
     return services.hosts_heartbeat_all()

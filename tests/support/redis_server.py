@@ -24,10 +24,11 @@ def _answers(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def run_redis(tmp_dir: Path) -> Iterator[str]:
-    """Yield ``redis://127.0.0.1:PORT/0`` of a redis-server that lives for the block."""
+def run_redis(tmp_dir: Path, port: int | None = None) -> Iterator[str]:
+    """Yield ``redis://127.0.0.1:PORT/0`` of a redis-server that lives for the
+    block (on ``port`` if given: a "restart" is a second block on the same)."""
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     argv = [
         "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_dir),
         "--save", "", "--appendonly", "no", "--daemonize", "no",
