@@ -28,8 +28,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 def _broker(url: str) -> None:
     """Send this process's tasks to ``url`` (the producer pool keeps the old one)."""
     celery_app.conf.broker_url = url  # type: ignore[misc]
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
+    celery_app._pool = None  # type: ignore[attr-defined]
+    celery_app.amqp._producer_pool = None  # type: ignore[attr-defined]
 
 
 @pytest.fixture
