@@ -18,6 +18,7 @@ from paas.hosts.release_phase import RELEASE_PHASE
 from paas.hosts.routing import routes_apply
 from paas.hosts.scheduler import schedule
 from paas.hosts.services import host_client
+from paas.hosts.upstreams import instance_move
 from runtime_agent.wire import ContainerState
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,9 @@ def _reschedule(report: ReconcileReport) -> None:
         except PaasError as exc:
             report.errors.append(f"{instance.container_name}: {exc.message}")
             continue
-        Instance.objects.filter(pk=instance.pk).update(
-            host=new_host, state=InstanceState.PENDING, healthy=False, address=""
-        )
-        instance.host, instance.healthy = new_host, False
         try:
+            # Host ports are per host: the slot gets fresh ones on its new host.
+            instance_move(instance=instance, host=new_host)
             instance_ensure(instance)
         except PaasError as exc:
             report.errors.append(f"{instance.container_name}: {exc.message}")
