@@ -35,10 +35,14 @@ def test_an_agent_on_loopback_is_on_the_routers_machine() -> None:
 
 
 def test_the_upstream_is_the_host_port_when_there_is_one() -> None:
-    remote = {"agent_url": "http://10.0.0.2:7070", "address": "10.88.0.5", "port": 8080}
-    assert upstream_of(**remote, route_port=30001) == ("10.0.0.2", 30001)
-    assert upstream_of(**remote, route_port=None) == ("10.88.0.5", 8080)
-    assert upstream_of(**{**remote, "address": ""}, route_port=None) is None
+    url = "http://10.0.0.2:7070"
+    assert upstream_of(agent_url=url, address="10.88.0.5", port=8080, route_port=30001) == (
+        "10.0.0.2", 30001,
+    )  # fmt: skip
+    assert upstream_of(agent_url=url, address="10.88.0.5", port=8080, route_port=None) == (
+        "10.88.0.5", 8080,
+    )  # fmt: skip
+    assert upstream_of(agent_url=url, address="", port=8080, route_port=None) is None
 
 
 @pytest.fixture
@@ -89,5 +93,5 @@ def test_a_moved_instance_gets_the_ports_of_its_new_host(release: Release, setti
     on_b.refresh_from_db()
     assert on_b.host == a and on_b.state == InstanceState.PENDING and on_b.address == ""
     # Both ports differ from the ones web.1 holds on a.
-    assert on_b.host_port == on_a.host_port + 1
-    assert on_b.route_port == on_a.route_port + 1  # type: ignore[operator]
+    assert on_a.host_port is not None and on_a.route_port is not None
+    assert (on_b.host_port, on_b.route_port) == (on_a.host_port + 1, on_a.route_port + 1)
