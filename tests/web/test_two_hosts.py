@@ -35,6 +35,7 @@ from paas.hosts.models import Host, HostState, Instance
 from paas.hosts.reconcile import reconcile
 from paas.hosts.services import hosts_heartbeat_all, join_token_create
 from runtime_agent.host.cmd import run
+from runtime_agent.net import links
 from tests.support.agent_harness import REPO, AgentProcess, cleanup
 from tests.support.netns_hosts import Lan, NetnsHost, lan, link_down, link_up
 from tests.support.registry import TestRegistry, run_registry
@@ -64,6 +65,8 @@ BODIES = {f"Hello, world from hello-v1-web-{n}" for n in (1, 2)}
 def network() -> Iterator[Lan]:
     with lan() as net:
         yield net
+    assert not {h.netns for h in net.hosts} & set(links.list_netns())
+    assert not links.link_exists(net.bridge)
 
 
 @pytest.fixture
@@ -151,6 +154,9 @@ def test_instances_spread_over_two_namespaced_hosts_and_move_when_one_is_lost(
         finally:
             for agent in agents.values():
                 cleanup(agent)
+    # Nothing of theirs is left: no container namespace, no host namespace
+    # (the LAN fixture removes those; checked there).
+    assert not [n for n in links.list_netns() for ag in agents.values() if n.startswith(ag.bridge)]
 
 
 def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
@@ -192,8 +198,10 @@ def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
         link_down(lost)
         agents["b"].kill()
 
-        def moved() -> bool:
-            _beat()
+        wait_for(lambda: _beat()["b"] == "unreachable", 120, "host b to be unreachable")
+        unreachable_s = time.monotonic() - lost_at
+
+        def moved() -> bool:  # by the reconcile the heartbeat enqueued
             now = _instances()
             return {i.host.name for i in now} == {"a"} and all(i.healthy for i in now)
 
@@ -207,7 +215,8 @@ def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
         stop.set()
         thread.join(timeout=60)
     (report,) = outcome
-    print(f"host lost -> instance healthy on the other host in {moved_s:.1f} s, "
+    print(f"host lost -> unreachable in {unreachable_s:.1f} s, "
+          f"instance healthy on the other host in {moved_s:.1f} s, "
           f"serving through the router in {routed_s:.1f} s (PAAS_HOST_TIMEOUT_S="
           f"{HOST_TIMEOUT_S:g}); load: {report.ok} ok, {report.failed} failed, "
           f"{report.retries} retries, slowest {max(report.latencies_s):.1f} s")  # fmt: skip
