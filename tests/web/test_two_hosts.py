@@ -159,6 +159,37 @@ def test_instances_spread_over_two_namespaced_hosts_and_move_when_one_is_lost(
     assert not [n for n in links.list_netns() for ag in agents.values() if n.startswith(ag.bridge)]
 
 
+PROBE = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()\n"
+    "except OSError as e:\n"
+    "    sys.exit(f'refused: {e}')\n"
+)
+
+
+def _connects(agent: AgentProcess, container: str, address: str, port: int) -> bool:
+    """Whether ``container`` can open a TCP connection to address:port."""
+    status, items = agent.request("POST", f"/v1/containers/{container}/exec", {
+        "cmd": ["python3", "-c", PROBE, address, str(port)], "timeout_s": 30,
+    })  # fmt: skip
+    assert status == 200, items
+    (code,) = [item["exit_code"] for item in items if "exit_code" in item]
+    return bool(code == 0)
+
+
+def _still_denied_by_default(agents: dict[str, AgentProcess]) -> None:
+    """Route ports open a way in for the router, not for tenants: a
+    container reaches its own app's route port (the probe works), but not
+    the other host's address nor its own host's other services (the agent)."""
+    one, two = Instance.objects.select_related("host").order_by("index")
+    here, there = agents[one.host.name], agents[two.host.name]
+    assert one.route_port is not None and two.route_port is not None
+    assert _connects(here, one.container_name, here.listen_host, one.route_port)
+    assert not _connects(here, one.container_name, there.listen_host, two.route_port)
+    assert not _connects(here, one.container_name, here.listen_host, here.port)
+
+
 def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
                agents: dict[str, AgentProcess], port: int) -> None:  # fmt: skip
     assert _beat() == {"a": "ready", "b": "ready"}
@@ -176,6 +207,7 @@ def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
                     "both instances through the router")  # fmt: skip
     assert seen
     assert container_names(agents["b"]) == ["hello.v1.web.2"]
+    _still_denied_by_default(agents)
 
     bodies: Counter[str] = Counter()
     stop = threading.Event()
