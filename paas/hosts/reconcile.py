@@ -55,7 +55,12 @@ def _reconcile_host(host: Host, report: ReconcileReport) -> None:
             instance_observe(instance, client.stop(instance.container_name))
             report.stopped.append(instance.container_name)
         elif info is not None:
+            was_lost = instance.state == InstanceState.LOST
             instance_observe(instance, info)
+            if was_lost and running and info.state == ContainerState.RUNNING:
+                # Its host is back and nothing took its place (no host had
+                # room): it rejoins the router once it answers again.
+                _check(instance, report)
     for name in ours:
         client.remove(name, force=True)
         report.removed.append(name)

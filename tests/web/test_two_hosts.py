@@ -28,10 +28,10 @@ from django.contrib.staticfiles.testing import StaticLiveServerTestCase
 from django.test.testcases import LiveServerThread
 
 from bench.support.http_load import LoadResult, Response, run_load
-from paas.applications.models import ReleaseState
+from paas.applications.models import App, ReleaseState
 from paas.applications.releases import formation_scale
 from paas.applications.services import app_create
-from paas.hosts.models import Host, HostState, Instance
+from paas.hosts.models import Host, HostState, Instance, InstanceState
 from paas.hosts.reconcile import reconcile
 from paas.hosts.services import hosts_heartbeat_all, join_token_create
 from runtime_agent.host.cmd import run
@@ -270,3 +270,48 @@ def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
     again = reconcile()
     assert again.started == again.removed == again.moved == [], again
     assert {get(port, HOST)[1].strip() for _ in range(20)} == BODIES
+    _lost_with_nowhere_to_go(alice, network, lost, agents, port)
+
+
+def _started_at(agent: AgentProcess, name: str) -> str:
+    status, info = agent.request("GET", f"/v1/containers/{name}")
+    assert status == 200, info
+    return str(info["started_at"])
+
+
+def _lost_with_nowhere_to_go(alice: Any, network: Lan, lost: NetnsHost,
+                             agents: dict[str, AgentProcess], port: int) -> None:  # fmt: skip
+    """Host a is draining when b is lost: no ready host to move web.3 to,
+    so it stays, lost. When b returns, that same container (not a new one)
+    serves again once it answers, and the drain completes onto b."""
+    app = App.objects.get(name="hello")
+    formation_scale(user=alice, app=app, process_type="web", count=3)
+    wait_for(lambda: sum(i.healthy for i in _instances()) == 3, 300, "three healthy instances")
+    assert Instance.objects.get(index=3).host.name == "b"
+    started = _started_at(agents["b"], "hello.v1.web.3")
+    Host.objects.filter(name="a").update(state=HostState.DRAINING)  # what the admin's drain does
+
+    link_down(lost)
+    agents["b"].kill()
+    wait_for(lambda: _beat()["b"] == "unreachable", 120, "host b to be unreachable")
+    wait_for(lambda: Instance.objects.get(index=3).state == InstanceState.LOST, 60, "web.3 lost")
+    assert Instance.objects.get(index=3).host.name == "b"  # nowhere to go
+    two = {f"Hello, world from hello-v1-web-{n}" for n in (1, 2)}
+    assert {get(port, HOST)[1].strip() for _ in range(10)} == two  # a serves while draining
+
+    link_up(network, lost)
+    agents["b"].start()
+    wait_for(lambda: _beat()["b"] == "ready", 60, "host b to answer again")
+
+    def drained() -> bool:
+        now = _instances()
+        return {i.host.name for i in now} == {"b"} and all(i.healthy for i in now)
+
+    wait_for(drained, 300, "web.3 back in service and the drain done, all on b")
+    assert _started_at(agents["b"], "hello.v1.web.3") == started  # rejoined, not re-made
+    names = ["hello.v1.web.1", "hello.v1.web.2", "hello.v1.web.3"]
+    assert container_names(agents["b"]) == names
+    wait_for(lambda: container_names(agents["a"]) == [], 60, "a's containers to go")
+    three = {f"Hello, world from hello-v1-web-{n}" for n in (1, 2, 3)}
+    wait_for(lambda: {get(port, HOST)[1].strip() for _ in range(30)} == three, 60,
+             "all three through the router")  # fmt: skip
