@@ -20,7 +20,7 @@ import time
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from paas.applications.audit import audit_record
@@ -36,7 +36,8 @@ from paas.hosts.locks import app_lock
 from paas.hosts.models import DesiredState, Host, Instance
 from paas.hosts.release_phase import RELEASE_PHASE, release_phase_run
 from paas.hosts.routing import routes_apply
-from paas.hosts.scheduler import NothingFits, schedule
+from paas.hosts.scheduler import schedule
+from paas.hosts.upstreams import instance_create
 from paas.router.services import router_lock
 
 log = logging.getLogger(__name__)
@@ -65,42 +66,19 @@ def _place(release: Release, formation: Formation, indices: list[int]) -> list[I
 
 
 def _create_instance(release: Release, formation: Formation, index: int, host: Host) -> Instance:
-    fields = {
-        "app": release.app,
-        "release": release,
-        "process_type": formation.process_type,
-        "index": index,
-        "host": host,
-        "container_name": container_name(
+    return instance_create(
+        host=host,
+        process_type=formation.process_type,
+        app=release.app,
+        release=release,
+        index=index,
+        container_name=container_name(
             release.app.name, release.number, formation.process_type, index
         ),
-        "memory_bytes": formation.memory_bytes,
-        "port": settings.PAAS_INSTANCE_PORT,
-        "tcp_port": formation.tcp_port,
-    }
-    if formation.tcp_port is None:
-        return Instance.objects.create(**fields)
-    # The lowest free host port; two placements racing for one port meet the
-    # (host, host_port) constraint and the loser takes the next.
-    for _ in range(20):
-        try:
-            with transaction.atomic():
-                return Instance.objects.create(**fields, host_port=_free_port(host))
-        except IntegrityError:
-            continue
-    raise NothingFits(f"Could not allocate a TCP port on {host.name}; try again.")
-
-
-def _free_port(host: Host) -> int:
-    used = set(
-        Instance.objects.filter(host=host, host_port__isnull=False).values_list(
-            "host_port", flat=True
-        )
+        memory_bytes=formation.memory_bytes,
+        port=settings.PAAS_INSTANCE_PORT,
+        tcp_port=formation.tcp_port,
     )
-    for port in range(settings.PAAS_TCP_PORTS_FIRST, settings.PAAS_TCP_PORTS_LAST + 1):
-        if port not in used:
-            return port
-    raise NothingFits(f"{host.name} has no free TCP port left to publish.")
 
 
 def _start_and_check(instances: list[Instance]) -> None:

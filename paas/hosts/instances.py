@@ -16,6 +16,7 @@ from paas.core.errors import PaasError
 from paas.hosts.agent_client import AgentClient
 from paas.hosts.models import DesiredState, Instance, InstanceState
 from paas.hosts.services import host_client
+from paas.hosts.upstreams import instance_upstream, publish_ip
 from runtime_agent import wire
 from runtime_agent.wire import ContainerState, RestartPolicyName
 
@@ -73,9 +74,20 @@ def instance_request(instance: Instance) -> wire.CreateContainer:
 
 
 def _published(instance: Instance) -> list[wire.PortBinding]:
-    if instance.tcp_port is None or instance.host_port is None:
-        return []
-    return [wire.PortBinding(container_port=instance.tcp_port, host_port=instance.host_port)]
+    ports = []
+    if instance.tcp_port is not None and instance.host_port is not None:
+        ports.append(
+            wire.PortBinding(container_port=instance.tcp_port, host_port=instance.host_port)
+        )
+    if instance.route_port is not None:  # the router's way in (paas/hosts/upstreams.py)
+        ports.append(
+            wire.PortBinding(
+                container_port=instance.port,
+                host_port=instance.route_port,
+                host_ip=publish_ip(instance),
+            )
+        )
+    return ports
 
 
 _STATES = {
@@ -160,10 +172,13 @@ def instance_health_check(instance: Instance) -> None:
         if info.state in (ContainerState.BACKOFF, ContainerState.EXITED, ContainerState.DEAD):
             why = exit_reason(client, info, instance.memory_bytes)
             raise HealthCheckFailed(f"{label} {why}")
+        # Through the way the router will come (a route port on a host
+        # across the network), so "healthy" means "reachable from the router".
+        upstream = instance_upstream(instance) if info.address else None
         if (
             info.state == ContainerState.RUNNING
-            and info.address
-            and _answers(info.address, instance.port, settings.PAAS_HEALTH_PATH)
+            and upstream is not None
+            and _answers(*upstream, settings.PAAS_HEALTH_PATH)
         ):
             Instance.objects.filter(pk=instance.pk).update(healthy=True)
             instance.healthy = True

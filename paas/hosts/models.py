@@ -98,6 +98,9 @@ class Instance(models.Model):
     # Published TCP port: the container's ``tcp_port`` on the host's ``host_port``.
     tcp_port = models.PositiveIntegerField(null=True, blank=True)
     host_port = models.PositiveIntegerField(null=True, blank=True)
+    # A web instance on a host across the network: its $PORT published on
+    # the host's address, where the router reaches it (paas/hosts/upstreams.py).
+    route_port = models.PositiveIntegerField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     oom_killed = models.BooleanField(default=False)
     restart_count = models.PositiveIntegerField(default=0)
@@ -111,6 +114,9 @@ class Instance(models.Model):
                 fields=["release", "process_type", "index"], name="one_instance_per_slot"
             ),
             models.UniqueConstraint(fields=["host", "host_port"], name="one_instance_per_port"),
+            models.UniqueConstraint(
+                fields=["host", "route_port"], name="one_instance_per_route_port"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -18,6 +18,7 @@ from paas.hosts.release_phase import RELEASE_PHASE
 from paas.hosts.routing import routes_apply
 from paas.hosts.scheduler import schedule
 from paas.hosts.services import host_client
+from paas.hosts.upstreams import instance_move
 from runtime_agent.wire import ContainerState
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,12 @@ def _reconcile_host(host: Host, report: ReconcileReport) -> None:
             instance_observe(instance, client.stop(instance.container_name))
             report.stopped.append(instance.container_name)
         elif info is not None:
+            was_lost = instance.state == InstanceState.LOST
             instance_observe(instance, info)
+            if was_lost and running and info.state == ContainerState.RUNNING:
+                # Its host is back and nothing took its place (no host had
+                # room): it rejoins the router once it answers again.
+                _check(instance, report)
     for name in ours:
         client.remove(name, force=True)
         report.removed.append(name)
@@ -89,11 +95,9 @@ def _reschedule(report: ReconcileReport) -> None:
         except PaasError as exc:
             report.errors.append(f"{instance.container_name}: {exc.message}")
             continue
-        Instance.objects.filter(pk=instance.pk).update(
-            host=new_host, state=InstanceState.PENDING, healthy=False, address=""
-        )
-        instance.host, instance.healthy = new_host, False
         try:
+            # Host ports are per host: the slot gets fresh ones on its new host.
+            instance_move(instance=instance, host=new_host)
             instance_ensure(instance)
         except PaasError as exc:
             report.errors.append(f"{instance.container_name}: {exc.message}")

@@ -1,5 +1,6 @@
 """The router's desired state: every app with a current release, routed to
-its healthy web instances on ready (or draining) hosts. An app whose
+its healthy web instances on ready (or draining) hosts, each at the
+address the router reaches it at (paas/hosts/upstreams.py). An app whose
 release has no healthy instance keeps its route with no upstream, so it
 answers the router's clear 503 rather than "no such app"."""
 
@@ -10,6 +11,7 @@ from collections import defaultdict
 
 from paas.applications.models import App, ReleaseState
 from paas.hosts.models import DesiredState, HostState, Instance, InstanceState
+from paas.hosts.upstreams import upstream_of
 from paas.router.routes import Route, Upstream
 from paas.router.selectors import routes_for_apps
 from paas.router.services import router_apply, router_lock
@@ -29,11 +31,15 @@ def routes_desired() -> list[Route]:
         )
         .exclude(address="")
         .order_by("index")
-        .values_list("app_id", "address", "port")
+        .values_list("app_id", "host__agent_url", "address", "port", "route_port")
     )
     upstreams: dict[int, list[Upstream]] = defaultdict(list)
-    for app_id, address, port in rows:
-        upstreams[app_id].append(Upstream(address=address, port=port))
+    for app_id, agent_url, address, port, route_port in rows:
+        upstream = upstream_of(
+            agent_url=agent_url, address=address, port=port, route_port=route_port
+        )
+        if upstream is not None:
+            upstreams[app_id].append(Upstream(address=upstream[0], port=upstream[1]))
     apps = App.objects.filter(releases__state=ReleaseState.CURRENT).distinct().order_by("name")
     return routes_for_apps(apps=apps, upstreams=upstreams)
 

@@ -92,9 +92,12 @@ def host_client(host: Host, *, timeout_s: float = 30.0) -> AgentClient:
     return AgentClient(host.agent_url, host.token, timeout_s=timeout_s)
 
 
-def host_heartbeat(*, host_id: int) -> HostState:
+def host_heartbeat(*, host_id: int, reconcile_on_change: bool = False) -> HostState:
     """Ask the agent how it is; a host silent for longer than
-    PAAS_HOST_TIMEOUT_S becomes unreachable (and ready again when it answers)."""
+    PAAS_HOST_TIMEOUT_S becomes unreachable (and ready again when it answers).
+    With ``reconcile_on_change`` (the periodic heartbeat), such a change
+    enqueues a reconcile at once: a lost host's instances move (and a
+    returning host's stale containers go) without waiting for its period."""
     host = Host.objects.get(pk=host_id)
     if host.state == HostState.REMOVED:
         return HostState(host.state)
@@ -112,6 +115,7 @@ def host_heartbeat(*, host_id: int) -> HostState:
                 audit_record(actor=None, app=None, action="host.unreachable",
                              target=host.name, result=AuditResult.FAILED,
                              detail=exc.message)  # fmt: skip
+                _reconcile_soon(reconcile_on_change)
         else:
             Host.objects.filter(pk=host.pk).update(last_error=exc.message)
         return HostState(Host.objects.get(pk=host.pk).state)
@@ -122,13 +126,28 @@ def host_heartbeat(*, host_id: int) -> HostState:
         last_heartbeat_at=now,
         last_error="",
     )
-    Host.objects.filter(pk=host.pk, state=HostState.UNREACHABLE).update(state=HostState.READY)
+    if Host.objects.filter(pk=host.pk, state=HostState.UNREACHABLE).update(state=HostState.READY):
+        log.warning("host %s answers again", host.name)
+        _reconcile_soon(reconcile_on_change)
     return HostState(Host.objects.get(pk=host.pk).state)
 
 
-def hosts_heartbeat_all() -> dict[str, str]:
+def _reconcile_soon(wanted: bool) -> None:
+    """So the time to move a lost host's instances is PAAS_HOST_TIMEOUT_S
+    plus at most one heartbeat period, not also a reconcile period."""
+    if not wanted:
+        return
+    from paas.hosts.tasks import reconcile_all  # tasks import this module
+
+    transaction.on_commit(reconcile_all.delay)
+
+
+def hosts_heartbeat_all(*, reconcile_on_change: bool = False) -> dict[str, str]:
     hosts = Host.objects.exclude(state=HostState.REMOVED).values_list("pk", "name")
-    return {name: host_heartbeat(host_id=pk) for pk, name in hosts}
+    return {
+        name: host_heartbeat(host_id=pk, reconcile_on_change=reconcile_on_change)
+        for pk, name in hosts
+    }
 
 
 def host_set_state(*, user: User, host: Host, state: HostState) -> None:

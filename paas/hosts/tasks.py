@@ -38,7 +38,7 @@ def redrive_releases() -> list[int]:
 
 @shared_task(name="hosts.heartbeat")
 def heartbeat() -> dict[str, str]:
-    return services.hosts_heartbeat_all()
+    return services.hosts_heartbeat_all(reconcile_on_change=True)
 
 
 @shared_task(name="deploy.instance_action", acks_late=True, reject_on_worker_lost=True)

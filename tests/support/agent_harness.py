@@ -45,6 +45,7 @@ from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.host.cmd import output, run
 from runtime_agent.host.errors import AgentError
 from runtime_agent.host.libc import set_child_subreaper
+from runtime_agent.net import links, nsthread
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci import rootfs
 from runtime_agent.oci.runc import Runc
@@ -273,6 +274,10 @@ class AgentProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     stderr_path: Path | None = None
+    # A test host made as a network namespace (tests/support/netns_hosts.py):
+    # the agent runs in it and listens on its address there.
+    netns: str | None = None
+    listen_host: str = "127.0.0.1"
 
     @classmethod
     def fresh(cls, root: Path, **extra_env: str) -> AgentProcess:
@@ -290,14 +295,14 @@ class AgentProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.listen_host}:{self.port}"
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PAAS_AGENT_")}
         env.update(
             {
                 "PAAS_AGENT_ROOT": str(self.root),
-                "PAAS_AGENT_LISTEN": f"127.0.0.1:{self.port}",
+                "PAAS_AGENT_LISTEN": f"{self.listen_host}:{self.port}",
                 "PAAS_AGENT_TOKEN": self.token,
                 "PAAS_AGENT_BRIDGE": self.bridge,
                 "PAAS_AGENT_SUBNET": str(self.subnet),
@@ -316,7 +321,7 @@ class AgentProcess:
         self.stderr_path = self.root / f"agent-{n}.stderr"
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runtime_agent"],
+                [*self.enter_netns(), sys.executable, "-m", "runtime_agent"],
                 env=self.env(),
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
@@ -325,6 +330,14 @@ class AgentProcess:
             )
         if wait:
             self.wait_ready()
+
+    def enter_netns(self) -> list[str]:
+        """The argv prefix that runs a program in the agent's network
+        namespace (only that namespace: mounts stay the host's), by exec,
+        so the PID is the program's."""
+        if self.netns is None:
+            return []
+        return ["nsenter", f"--net={links.netns_path(self.netns)}", "--"]
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
         def answers() -> bool:
@@ -413,8 +426,12 @@ def cleanup(agent: AgentProcess) -> None:
             run(["runc", "--root", str(runc_root), "delete", "--force", cid], check=False)
     for point in sorted(_mounts_under(agent.root), key=len, reverse=True):
         run(["umount", "--lazy", point], check=False)
+    network = HostNetwork(agent.root / "net", agent.bridge, agent.subnet, agent.nft_table)
     with contextlib.suppress(Exception):
-        HostNetwork(agent.root / "net", agent.bridge, agent.subnet, agent.nft_table).teardown()
+        if agent.netns is None:
+            network.teardown()
+        elif links.netns_alive(agent.netns):  # its bridge and tables are in there
+            nsthread.run_in(links.netns_path(agent.netns), network.teardown)
     if not _mounts_under(agent.root):
         run(["rm", "-rf", "--one-file-system", str(agent.root)], check=False)
 

@@ -104,10 +104,11 @@ def _write_config(
     htpasswd: Path | None,
     tls: tuple[Path, Path] | None,
     token_realm: str | None = None,
+    address: str = "127.0.0.1",
 ) -> Path:
     lines = config_lines(
         storage_dir=workdir / "storage",
-        addr=f"127.0.0.1:{port}",
+        addr=f"{address}:{port}",
         http_secret=secrets.token_hex(16),
         tls=tls,
         htpasswd=htpasswd,
@@ -162,8 +163,12 @@ def run_registry(
     token: bool = False,
     username: str = "alice",
     password: str | None = None,
+    address: str = "127.0.0.1",
 ) -> Iterator[TestRegistry]:
     """Run ``docker-registry serve`` in ``workdir`` until the block ends.
+
+    ``address`` is where it listens (and what its certificate names): a
+    test's own namespaced hosts cannot reach the root namespace's loopback.
 
     ``auth`` is htpasswd basic auth; ``token=True`` instead puts a bearer
     token server in front (see tests/support/token_server.py; needs TLS).
@@ -176,7 +181,7 @@ def run_registry(
     if auth and not token:
         htpasswd = workdir / "htpasswd"
         htpasswd.write_text(bcrypt_htpasswd_line(username, password))
-    cert_key = make_self_signed_cert(workdir) if tls or token else None
+    cert_key = make_self_signed_cert(workdir, address) if tls or token else None
     with contextlib.ExitStack() as stack:
         issued = None
         realm = None
@@ -189,7 +194,9 @@ def run_registry(
             )
             issued, realm = server.issued, server.url
         user = username if auth or token else None
-        registry = stack.enter_context(_serve(workdir, htpasswd, cert_key, realm, user, password))
+        registry = stack.enter_context(
+            _serve(workdir, htpasswd, cert_key, realm, user, password, address)
+        )
         yield dataclasses.replace(registry, tokens_issued=issued)
 
 
@@ -201,6 +208,7 @@ def _serve(
     token_realm: str | None,
     username: str | None,
     password: str,
+    address: str = "127.0.0.1",
 ) -> Iterator[TestRegistry]:
     scheme = "https" if cert_key else "http"
     log_path = workdir / "registry.log"
@@ -208,7 +216,7 @@ def _serve(
     # registry binds it: retry a few times with a new one.
     for _attempt in range(5):
         port = free_port()
-        config = _write_config(workdir, port, htpasswd, cert_key, token_realm)
+        config = _write_config(workdir, port, htpasswd, cert_key, token_realm, address)
         with open(log_path, "ab") as log:
             proc = start_process(
                 [REGISTRY_BINARY, "serve", str(config)],
@@ -217,7 +225,7 @@ def _serve(
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C in pytest must not race our stop
             )
-        url = f"{scheme}://127.0.0.1:{port}"
+        url = f"{scheme}://{address}:{port}"
         try:
             _wait_until_answering(url, cert_key[0] if cert_key else None, proc)
             break
@@ -229,7 +237,7 @@ def _serve(
         raise RuntimeError("could not find a free port for docker-registry")
     try:
         yield TestRegistry(
-            host=f"127.0.0.1:{port}",
+            host=f"{address}:{port}",
             url=url,
             scheme=scheme,
             username=username,

@@ -10,7 +10,6 @@ import http.client
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +31,7 @@ from paas.hosts.deploy import _place
 from paas.hosts.instances import instance_ensure
 from paas.hosts.models import Instance, InstanceState
 from paas.hosts.reconcile import reconcile
-from paas.hosts.services import host_client, hosts_heartbeat_all
+from paas.hosts.services import host_client
 from paas.logs.models import LogLine
 from tests.support.agent_harness import AgentProcess, cleanup, free_port
 from tests.support.registry import TestRegistry
@@ -281,41 +280,6 @@ def test_a_retried_deploy_and_the_reconcile_leave_exactly_the_desired_containers
         InstanceState.RUNNING,
     )
     assert reconcile().started == reconcile().removed == []
-
-
-def test_instances_spread_over_two_hosts_and_move_when_one_is_lost(
-    client: Any, alice: Any, platform: int, agent: AgentProcess, registry: TestRegistry,
-    tmp_path: Path, settings: Any,
-) -> None:  # fmt: skip
-    with agent_root() as root:
-        _two_hosts(client, alice, platform, agent, agent_for(registry, root), settings)
-
-
-def _two_hosts(client: Any, alice: Any, platform: int, agent: AgentProcess,
-               second: AgentProcess, settings: Any) -> None:  # fmt: skip
-    try:
-        second.start()
-        add_host(second, name="b")
-        app = app_create(user=alice, team=alice.personal_team, name="hello")
-        upload(client, alice, "hello")
-        assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
-        formation_scale(user=alice, app=app, process_type="web", count=2)
-        wait_for(lambda: len([i for i in _instances(1) if i.healthy]) == 2, 120, "two instances")
-        assert {i.host.name for i in _instances(1)} == {"local", "b"}
-
-        # Host b is lost: its agent, containers and bridge are gone.
-        cleanup(second)
-        settings.PAAS_HOST_TIMEOUT_S = 0.001
-        assert hosts_heartbeat_all() == {"b": "unreachable", "local": "ready"}
-        report = reconcile()
-        assert len(report.moved) == 1 and report.moved[0].endswith(": b -> local"), report
-        assert {i.host.name for i in _instances(1)} == {"local"}
-        assert all(i.healthy for i in _instances(1))
-        seen = {get(platform, HOST)[1] for _ in range(20)}
-        assert seen == {f"Hello, world from hello-v1-web-{n}\n" for n in (1, 2)}
-        assert sorted(container_names(agent)) == ["hello.v1.web.1", "hello.v1.web.2"]
-    finally:
-        cleanup(second)
 
 
 RELEASE_PY = b"""import os, sys

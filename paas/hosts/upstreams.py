@@ -1,0 +1,165 @@
+"""Where the router (and the health check) reaches a web instance, and the
+host ports an instance holds.
+
+A container's address lives on its host's bridge, a private network that
+only that host routes to. On the router's own machine that is enough: the
+bridge is local. A host across the network is different: its bridge is
+reachable from nowhere else, and making it so (a route to every host's
+container subnet) would need every host to have a subnet of its own,
+routes kept in sync on the router's machine, and the hosts' firewalls to
+forward traffic to containers from outside, which the network policy
+refuses by default.
+
+So a web instance on a host reached over the network is published, like
+``docker run -p``, on a port of the host's own address (the address in
+its agent URL, which the control plane reaches already): the router's
+upstream is ``host-address:route_port``. The agent's DNAT (runtime_agent/
+net/ports.py) forwards that port to the container's ``$PORT``; its policy
+(net/policy.py) lets DNATed traffic in and still refuses it from other
+apps' containers on that host, and containers on other hosts cannot reach
+the host's private address at all (private networks are blocked for
+containers). Nothing else changes on the host: no routes, no subnet plan,
+and it works the same on separate machines and on test hosts made as
+network namespaces. What is left to the operator is the hosts' own
+firewall: the route ports (``PAAS_ROUTE_PORTS_FIRST``..``LAST``) must be
+open to the router's machine, and should be to nothing else.
+
+A host whose agent URL is a loopback address is on the router's machine:
+its instances are reached at their container address, as before (no
+published port, no DNAT on loopback).
+
+Published ports (an app's TCP port and a web instance's route port) are
+allocated per host from two ranges; the database's unique constraints on
+(host, host_port) and (host, route_port) decide between two placements
+racing for one port, and the loser takes the next.
+"""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from paas.hosts.models import Host, Instance, InstanceState
+from paas.hosts.scheduler import NothingFits
+
+ALLOCATION_ATTEMPTS = 20
+
+
+def host_address(agent_url: str) -> str:
+    """The host's address: the one its agent URL names."""
+    return urlsplit(agent_url).hostname or ""
+
+
+def host_is_local(agent_url: str) -> bool:
+    """An agent on loopback is on the router's machine: its bridge is local."""
+    address = host_address(agent_url)
+    if address == "localhost":
+        return True
+    try:
+        return ip_address(address).is_loopback
+    except ValueError:
+        return False  # a DNS name: a host across the network
+
+
+def needs_route_port(host: Host, process_type: str) -> bool:
+    return process_type == "web" and not host_is_local(host.agent_url)
+
+
+def upstream_of(
+    *, agent_url: str, address: str, port: int, route_port: int | None
+) -> tuple[str, int] | None:
+    """(address, port) the router and the health check connect to; None
+    while the instance has no address yet."""
+    if route_port is not None:
+        return host_address(agent_url), route_port
+    return (address, port) if address else None
+
+
+def instance_upstream(instance: Instance) -> tuple[str, int] | None:
+    return upstream_of(
+        agent_url=instance.host.agent_url,
+        address=instance.address,
+        port=instance.port,
+        route_port=instance.route_port,
+    )
+
+
+def publish_ip(instance: Instance) -> str:
+    """The address a route port is published on: the host's own, if it is
+    an IPv4 literal (the agent wants one), else all of the host's."""
+    address = host_address(instance.host.agent_url)
+    try:
+        return address if ip_address(address).version == 4 else "0.0.0.0"
+    except ValueError:
+        return "0.0.0.0"
+
+
+def _used(host: Host) -> set[int]:
+    used: set[int] = set()
+    for host_port, route_port in Instance.objects.filter(host=host).values_list(
+        "host_port", "route_port"
+    ):
+        used.update(p for p in (host_port, route_port) if p is not None)
+    return used
+
+
+def _first_free(host: Host, first: int, last: int, used: set[int], what: str) -> int:
+    for port in range(first, last + 1):
+        if port not in used:
+            used.add(port)
+            return port
+    raise NothingFits(f"{host.name} has no free {what} port left.")
+
+
+def ports_for(host: Host, *, process_type: str, tcp_port: int | None) -> dict[str, int]:
+    """The host ports a new instance of ``process_type`` needs on ``host``."""
+    used = _used(host)
+    ports = {}
+    if tcp_port is not None:
+        ports["host_port"] = _first_free(
+            host, settings.PAAS_TCP_PORTS_FIRST, settings.PAAS_TCP_PORTS_LAST, used, "TCP"
+        )
+    if needs_route_port(host, process_type):
+        ports["route_port"] = _first_free(
+            host, settings.PAAS_ROUTE_PORTS_FIRST, settings.PAAS_ROUTE_PORTS_LAST, used, "route"
+        )
+    return ports
+
+
+def instance_create(*, host: Host, process_type: str, **fields: Any) -> Instance:
+    """A new instance row with the host ports it needs allocated."""
+    for _ in range(ALLOCATION_ATTEMPTS):
+        ports = ports_for(host, process_type=process_type, tcp_port=fields.get("tcp_port"))
+        try:
+            with transaction.atomic():
+                return Instance.objects.create(
+                    host=host, process_type=process_type, **fields, **ports
+                )
+        except IntegrityError:
+            if not ports:
+                raise  # not a port race: a slot taken twice
+    raise NothingFits(f"Could not allocate a port on {host.name}; try again.")
+
+
+def instance_move(*, instance: Instance, host: Host) -> None:
+    """Give the instance's slot to ``host``, with fresh host ports there;
+    it is pending until its container is made."""
+    for _ in range(ALLOCATION_ATTEMPTS):
+        ports = ports_for(host, process_type=instance.process_type, tcp_port=instance.tcp_port)
+        fields: dict[str, Any] = {
+            "host": host, "state": InstanceState.PENDING, "healthy": False, "address": "",
+            "host_port": ports.get("host_port"), "route_port": ports.get("route_port"),
+        }  # fmt: skip
+        try:
+            with transaction.atomic():
+                Instance.objects.filter(pk=instance.pk).update(**fields)
+        except IntegrityError:
+            continue
+        for key, value in fields.items():
+            setattr(instance, key, value)
+        return
+    raise NothingFits(f"Could not allocate a port on {host.name}; try again.")
