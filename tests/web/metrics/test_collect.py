@@ -4,6 +4,8 @@ counters from the agent in one request and stores points for its app."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,6 +15,7 @@ from paas.applications.services import app_create
 from paas.hosts.models import Host, HostState, Instance, InstanceState
 from paas.metrics.models import MetricPoint, Tier
 from paas.metrics.services import metrics_collect
+from tests.web.conftest import ROOT
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.root]
 
@@ -88,3 +91,29 @@ def test_a_host_that_does_not_answer_is_skipped(alice, agent, busybox_image):
 
     assert metrics_collect() == 1
     assert MetricPoint.objects.get().memory_bytes > 0
+
+
+def test_celery_beat_collects_on_a_real_worker(alice, agent, busybox_image, workers, tmp_path):
+    """beat sends metrics.collect every PAAS_METRICS_INTERVAL_S to a real
+    worker; successive collections give the CPU share between them."""
+    app = app_create(user=alice, team=alice.personal_team, name="burner")
+    host = Host.objects.create(name="h1", agent_url=agent.url, token=agent.token)
+    name = f"burner.v1.web.1.{agent.port}"
+    start(agent, busybox_image.ref, name, ["sh", "-c", BURNER])
+    instance(app, host, name, 1)
+    workers.env.update(PAAS_METRICS_INTERVAL_S="1", PAAS_METRICS_COARSE_S="60")
+    workers.start()
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "paas", "beat", "--loglevel", "INFO",
+         "-s", str(tmp_path / "beat-schedule")],
+        cwd=ROOT, env=workers.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not MetricPoint.objects.filter(container=name, cpu_percent__gt=0).exists():
+            assert time.monotonic() < deadline, list(MetricPoint.objects.values())
+            time.sleep(0.2)
+    finally:
+        beat.terminate()
+        beat.wait(timeout=20)
+    assert MetricPoint.objects.filter(container=name).count() >= 2
