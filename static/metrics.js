@@ -48,6 +48,7 @@
 
   function load() {
     clearTimeout(timer);
+    if (document.hidden) return; // picked up again on visibilitychange
     fetch(panel.dataset.url + "?span=" + encodeURIComponent(span), {
       credentials: "same-origin",
       headers: { Accept: "application/json" },
@@ -74,6 +75,9 @@
       });
       load();
     });
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) load();
   });
   load();
 })();

@@ -16,6 +16,7 @@ from paas.hosts.models import Host, HostState, Instance, InstanceState
 from paas.metrics.models import MetricPoint, Tier
 from paas.metrics.services import metrics_collect
 from tests.web.conftest import ROOT
+from tests.web.deploy_support import add_host
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.root]
 
@@ -53,7 +54,7 @@ def collect_until(check, timeout_s: float = 60):
 
 def test_it_stores_cpu_and_memory_of_each_running_instance(alice, agent, busybox_image):
     app = app_create(user=alice, team=alice.personal_team, name="burner")
-    host = Host.objects.create(name="h1", agent_url=agent.url, token=agent.token)
+    host = add_host(agent, "h1")
     busy, idle = f"burner.v1.web.1.{agent.port}", f"burner.v1.web.2.{agent.port}"
     start(agent, busybox_image.ref, busy, ["sh", "-c", BURNER])
     start(agent, busybox_image.ref, idle, ["sleep", "600"])
@@ -79,25 +80,28 @@ def test_it_stores_cpu_and_memory_of_each_running_instance(alice, agent, busybox
     assert first.cpu_percent is None  # no earlier counter to compare with
 
 
-def test_a_host_that_does_not_answer_is_skipped(alice, agent, busybox_image):
+def test_hosts_that_do_not_answer_or_were_removed_are_skipped(alice, agent, busybox_image):
     app = app_create(user=alice, team=alice.personal_team, name="burner")
-    ok = Host.objects.create(name="ok", agent_url=agent.url, token=agent.token)
+    ok = add_host(agent, "ok")
     Host.objects.create(name="down", agent_url="http://127.0.0.1:9", token="x")
-    Host.objects.create(name="gone", agent_url=agent.url, token=agent.token,
-                        state=HostState.REMOVED)  # fmt: skip
-    name = f"burner.v1.web.1.{agent.port}"
+    gone = add_host(agent, "gone")
+    Host.objects.filter(pk=gone.pk).update(state=HostState.REMOVED)
+    name, stale = f"burner.v1.web.1.{agent.port}", f"burner.v1.web.2.{agent.port}"
     start(agent, busybox_image.ref, name, ["sleep", "600"])
+    start(agent, busybox_image.ref, stale, ["sleep", "600"])
     instance(app, ok, name, 1)
+    instance(app, gone, stale, 2)  # a removed host is not asked
 
     assert metrics_collect() == 1
-    assert MetricPoint.objects.get().memory_bytes > 0
+    point = MetricPoint.objects.get()
+    assert point.container == name and point.memory_bytes > 0
 
 
 def test_celery_beat_collects_on_a_real_worker(alice, agent, busybox_image, workers, tmp_path):
     """beat sends metrics.collect every PAAS_METRICS_INTERVAL_S to a real
     worker; successive collections give the CPU share between them."""
     app = app_create(user=alice, team=alice.personal_team, name="burner")
-    host = Host.objects.create(name="h1", agent_url=agent.url, token=agent.token)
+    host = add_host(agent, "h1")
     name = f"burner.v1.web.1.{agent.port}"
     start(agent, busybox_image.ref, name, ["sh", "-c", BURNER])
     instance(app, host, name, 1)
