@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "paas.hosts",
     "paas.router",
     "paas.logs",
+    "paas.metrics",
     "paas.front",
     "paas.api",
 ]
@@ -343,6 +344,25 @@ CELERY_BEAT_SCHEDULE["deploy-reconcile"] = {
     "task": "deploy.reconcile",
     "schedule": PAAS_RECONCILE_SECONDS,
 }
+
+# Metrics (see README "Metrics"): CPU and memory per instance.
+PAAS_METRICS_INTERVAL_S = env_int("PAAS_METRICS_INTERVAL_S", 10, minimum=1)
+PAAS_METRICS_COARSE_S = env_int("PAAS_METRICS_COARSE_S", 300, minimum=60)
+PAAS_METRICS_FINE_RETENTION_S = env_int("PAAS_METRICS_FINE_RETENTION_S", 3600, minimum=600)
+PAAS_METRICS_RETENTION_HOURS = env_int("PAAS_METRICS_RETENTION_HOURS", 24, minimum=1)
+if PAAS_METRICS_COARSE_S % PAAS_METRICS_INTERVAL_S:
+    raise ImproperlyConfigured(
+        "PAAS_METRICS_COARSE_S must be a multiple of PAAS_METRICS_INTERVAL_S "
+        f"({PAAS_METRICS_COARSE_S} and {PAAS_METRICS_INTERVAL_S})"
+    )
+# A collection that waited for a worker longer than one interval is stale:
+# the next one is due, so it expires rather than piling up behind builds.
+CELERY_BEAT_SCHEDULE["metrics-collect"] = {
+    "task": "metrics.collect",
+    "schedule": float(PAAS_METRICS_INTERVAL_S),
+    "options": {"expires": float(PAAS_METRICS_INTERVAL_S)},
+}
+CELERY_BEAT_SCHEDULE["metrics-compact"] = {"task": "metrics.compact", "schedule": 60.0}
 
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -26,6 +26,7 @@ urlpatterns = [
         name="app-deploy-action",
     ),
     path("", include("paas.logs.urls")),
+    path("", include("paas.metrics.urls")),
     path("api/v1/", include("paas.api.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -207,6 +207,19 @@ class AgentClient:
         except ContainerMissing:
             return False
 
+    def all_stats(self) -> dict[str, wire.Stats]:
+        """Every container's CPU and memory counters, by name, in one request."""
+        out = {}
+        for item in self._json("GET", "/v1/stats").get("containers", []):
+            limit = item.get("memory_limit_bytes")
+            out[str(item["name"])] = wire.Stats(
+                cpu_usage_ns=int(item.get("cpu_usage_ns") or 0),
+                memory_bytes=int(item.get("memory_bytes") or 0),
+                memory_limit_bytes=None if limit is None else int(limit),
+                pids=int(item.get("pids") or 0),
+            )
+        return out
+
     def logs(self, name: str, *, tail: int = 20) -> builtins.list[wire.LogLine]:
         path = f"/v1/containers/{self._name(name)}/logs?tail={int(tail)}"
         _, raw = self._request("GET", path)

@@ -20,6 +20,8 @@ Routes (every one needs ``Authorization: Bearer <token>``)::
     GET    /v1/containers/{name}/logs       tail=N|all, since=RFC3339|unix, follow=1
                                             NDJSON of wire.LogLine {"time","stream","line"}
     GET    /v1/containers/{name}/stats      wire.Stats + name
+    GET    /v1/stats                        {"containers": [wire.Stats + name...]}: every
+                                            container's, in one request (metrics collection)
     POST   /v1/containers/{name}/exec       wire.ExecRequest -> NDJSON
                                             {"stream":"stdout"|"stderr","data"}..., {"exit_code"}
     POST   /v1/images/pull                  {"ref"} -> {"ref","digest","layers"}
@@ -419,6 +421,14 @@ class Handlers:
         stats = to_jsonable(await _resolve(self.manager.stats(name)))
         return json_response({"name": name, **stats})
 
+    async def all_stats(self, request: web.Request) -> web.Response:
+        out = []
+        for info in await _resolve(self.manager.list()):
+            with contextlib.suppress(NotFound):  # removed since the list: nothing to report
+                stats = to_jsonable(await _resolve(self.manager.stats(info.name)))
+                out.append({"name": info.name, **stats})
+        return json_response({"containers": out})
+
     async def logs(self, request: web.Request) -> web.StreamResponse:
         name = container_name(request)
         options = dict(request.query)
@@ -640,6 +650,7 @@ def create_app(manager: Manager, images: Images | None, config: AgentConfig) -> 
             web.post(c + "/kill", h.kill),
             web.get(c + "/logs", h.logs),
             web.get(c + "/stats", h.stats),
+            web.get("/v1/stats", h.all_stats),
             web.post(c + "/exec", h.exec),
             web.post("/v1/images/pull", h.pull_image),
             web.post("/v1/images/gc", h.gc_images),

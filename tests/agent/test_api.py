@@ -199,6 +199,7 @@ ROUTES = [
     ("POST", "/v1/containers/web-1/kill"),
     ("GET", "/v1/containers/web-1/logs"),
     ("GET", "/v1/containers/web-1/stats"),
+    ("GET", "/v1/stats"),
     ("POST", "/v1/containers/web-1/exec"),
     ("POST", "/v1/images/pull"),
     ("POST", "/v1/images/gc"),
@@ -511,6 +512,26 @@ async def test_stats_are_json(client):
         "memory_limit_bytes": None,
         "pids": 1,
     }
+
+
+async def test_all_stats_answer_every_container_in_one_request(client, manager):
+    resp = await client.get("/v1/stats", headers=AUTH)
+    assert (resp.status, await resp.json()) == (200, {"containers": []})
+    await created(client)
+    resp = await client.get("/v1/stats", headers=AUTH)
+    one = {"cpu_usage_ns": 5, "memory_bytes": 1024, "memory_limit_bytes": None, "pids": 1}
+    assert await resp.json() == {"containers": [{"name": "web-1", **one}]}
+
+
+async def test_all_stats_skip_a_container_removed_meanwhile(client, manager):
+    await created(client)
+
+    def gone(name: str) -> None:
+        raise NotFound(f"no container {name}", name=name)
+
+    manager.stats = gone
+    resp = await client.get("/v1/stats", headers=AUTH)
+    assert (resp.status, await resp.json()) == (200, {"containers": []})
 
 
 async def test_an_unexpected_exception_is_a_short_500_and_is_logged(client, manager, caplog):
