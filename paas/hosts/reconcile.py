@@ -97,7 +97,8 @@ def _reschedule(report: ReconcileReport) -> None:
             continue
         try:
             # Host ports are per host: the slot gets fresh ones on its new host.
-            instance_move(instance=instance, host=new_host)
+            if not instance_move(instance=instance, host=new_host):
+                continue  # another reconcile moved it first
             instance_ensure(instance)
         except PaasError as exc:
             report.errors.append(f"{instance.container_name}: {exc.message}")

@@ -145,9 +145,13 @@ def instance_create(*, host: Host, process_type: str, **fields: Any) -> Instance
     raise NothingFits(f"Could not allocate a port on {host.name}; try again.")
 
 
-def instance_move(*, instance: Instance, host: Host) -> None:
+def instance_move(*, instance: Instance, host: Host) -> bool:
     """Give the instance's slot to ``host``, with fresh host ports there;
-    it is pending until its container is made."""
+    it is pending until its container is made. Claimed with a conditional
+    update on the host it is leaving: of two reconciles moving one slot at
+    once, only the one that changed the row goes on (False for the other),
+    so the slot's container is never made on two hosts."""
+    leaving = instance.host_id
     for _ in range(ALLOCATION_ATTEMPTS):
         ports = ports_for(host, process_type=instance.process_type, tcp_port=instance.tcp_port)
         fields: dict[str, Any] = {
@@ -156,10 +160,12 @@ def instance_move(*, instance: Instance, host: Host) -> None:
         }  # fmt: skip
         try:
             with transaction.atomic():
-                Instance.objects.filter(pk=instance.pk).update(**fields)
+                claimed = Instance.objects.filter(pk=instance.pk, host_id=leaving).update(**fields)
         except IntegrityError:
             continue
+        if not claimed:
+            return False
         for key, value in fields.items():
             setattr(instance, key, value)
-        return
+        return True
     raise NothingFits(f"Could not allocate a port on {host.name}; try again.")

@@ -89,7 +89,10 @@ def test_a_moved_instance_gets_the_ports_of_its_new_host(release: Release, setti
     on_a, on_b = _new(release, a, 1, tcp_port=9000), _new(release, b, 2, tcp_port=9000)
     assert on_a.route_port == on_b.route_port == settings.PAAS_ROUTE_PORTS_FIRST  # per host
     on_b.address = "10.88.0.9"
-    instance_move(instance=on_b, host=a)
+    stale = Instance.objects.select_related("host").get(pk=on_b.pk)
+    assert instance_move(instance=on_b, host=a)
+    # A second reconcile that read the row before the move does not move it again.
+    assert not instance_move(instance=stale, host=b)
     on_b.refresh_from_db()
     assert on_b.host == a and on_b.state == InstanceState.PENDING and on_b.address == ""
     # Both ports differ from the ones web.1 holds on a.
