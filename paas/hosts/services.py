@@ -24,6 +24,7 @@ from paas.applications.models import AuditResult
 from paas.core.errors import Conflict, PaasError, PermissionDenied, ValidationFailed
 from paas.hosts.agent_client import AgentClient
 from paas.hosts.models import Host, HostState, JoinToken
+from paas.hosts.upstreams import check_agent_address
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def _validate_agent_url(url: str) -> str:
         raise ValidationFailed(
             "The agent URL must look like http://ADDRESS:PORT.", field="agent_url"
         )
+    check_agent_address(url)
     return f"{parts.scheme}://{parts.netloc}"
 
 

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from paas.core.errors import ValidationFailed
 from paas.hosts.models import Host, Instance, InstanceState
 from paas.hosts.scheduler import NothingFits
 
@@ -63,6 +64,25 @@ def host_is_local(agent_url: str) -> bool:
         return ip_address(address).is_loopback
     except ValueError:
         return False  # a DNS name: a host across the network
+
+
+def check_agent_address(agent_url: str) -> None:
+    """Refuse, at join, an agent URL the router could not use: it connects
+    to the host's address as nginx takes it (an IP literal; a DNS name would
+    make every route unusable), and the agent publishes ports on IPv4."""
+    address = host_address(agent_url)
+    if host_is_local(agent_url):
+        return
+    try:
+        ipv4 = ip_address(address).version == 4
+    except ValueError:
+        ipv4 = False
+    if not ipv4:
+        raise ValidationFailed(
+            f"The agent URL must name the host by its IPv4 address (not {address!r}): "
+            "the router reaches the host's instances there.",
+            field="agent_url",
+        )
 
 
 def needs_route_port(host: Host, process_type: str) -> bool:

@@ -10,9 +10,11 @@ import pytest
 
 from paas.applications.models import Release
 from paas.applications.services import app_create
+from paas.core.errors import ValidationFailed
 from paas.hosts.instances import instance_request
 from paas.hosts.models import Host, Instance, InstanceState
 from paas.hosts.scheduler import NothingFits
+from paas.hosts.services import host_join, join_token_create
 from paas.hosts.upstreams import (
     host_is_local,
     instance_create,
@@ -32,6 +34,16 @@ def test_an_agent_on_loopback_is_on_the_routers_machine() -> None:
     assert host_is_local("http://[::1]:7070")
     assert not host_is_local("http://10.0.0.2:7070")
     assert not host_is_local("https://host-2.example.com:7070")
+
+
+@pytest.mark.parametrize("url", ["http://agent.example.com:7070", "http://[fd00::2]:7070"])
+def test_a_host_across_the_network_joins_by_its_ipv4_address(url: str) -> None:
+    _, raw = join_token_create(user=None)
+    with pytest.raises(ValidationFailed, match="must name the host by its IPv4 address"):
+        host_join(raw_token=raw, name="far", agent_url=url)
+    assert not Host.objects.exists()
+    host, _ = host_join(raw_token=raw, name="far", agent_url="http://10.0.0.2:7070")
+    assert host.agent_url == "http://10.0.0.2:7070"
 
 
 def test_the_upstream_is_the_host_port_when_there_is_one() -> None:
