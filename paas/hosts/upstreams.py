@@ -24,6 +24,8 @@ network namespaces. What is left to the operator is the hosts' own
 firewall: the route ports (``PAAS_ROUTE_PORTS_FIRST``..``LAST``) must be
 open to the router's machine, and should be to nothing else.
 
+So a host across the network joins with its IPv4 address in its agent URL
+(checked at join: nginx takes IP literals only, and the agent's DNAT is IPv4).
 A host whose agent URL is a loopback address is on the router's machine:
 its instances are reached at their container address, as before (no
 published port, no DNAT on loopback).
