@@ -327,15 +327,10 @@ PAAS_INSTANCE_PORT = env_int("PAAS_INSTANCE_PORT", 8080, minimum=1)
 PAAS_TCP_PORTS_FIRST = env_int("PAAS_TCP_PORTS_FIRST", 20000, minimum=1024)
 PAAS_TCP_PORTS_LAST = env_int("PAAS_TCP_PORTS_LAST", 29999, minimum=1024)
 # Web instances on hosts across the network are published on these ports of
-# their host's address for the router (paas/hosts/upstreams.py).
+# their host's address for the router (paas/hosts/upstreams.py). The ranges
+# may overlap: a host's ports are allocated from what neither kind holds.
 PAAS_ROUTE_PORTS_FIRST = env_int("PAAS_ROUTE_PORTS_FIRST", 30000, minimum=1024)
 PAAS_ROUTE_PORTS_LAST = env_int("PAAS_ROUTE_PORTS_LAST", 39999, minimum=1024)
-if not (
-    PAAS_TCP_PORTS_LAST < PAAS_ROUTE_PORTS_FIRST or PAAS_ROUTE_PORTS_LAST < PAAS_TCP_PORTS_FIRST
-):
-    raise ImproperlyConfigured(
-        "PAAS_TCP_PORTS_FIRST..LAST and PAAS_ROUTE_PORTS_FIRST..LAST must not overlap."
-    )
 CELERY_BEAT_SCHEDULE["hosts-heartbeat"] = {
     "task": "hosts.heartbeat",
     "schedule": PAAS_HEARTBEAT_SECONDS,

@@ -95,6 +95,19 @@ def test_a_web_instance_across_the_network_is_published_on_its_hosts_address(
     ]
 
 
+def test_a_hosts_tcp_and_route_ports_never_clash_even_if_the_ranges_overlap(
+    release: Release, settings: Any
+) -> None:
+    settings.PAAS_TCP_PORTS_FIRST, settings.PAAS_TCP_PORTS_LAST = 31000, 31003
+    settings.PAAS_ROUTE_PORTS_FIRST, settings.PAAS_ROUTE_PORTS_LAST = 31000, 31003
+    host = Host.objects.create(name="b", agent_url="http://10.0.0.2:7070")
+    ports: list[int | None] = []
+    for index in (1, 2):
+        instance = _new(release, host, index, tcp_port=9000)
+        ports += [instance.host_port, instance.route_port]
+    assert ports == [31000, 31001, 31002, 31003]  # TCP first, then route, per instance
+
+
 def test_a_moved_instance_gets_the_ports_of_its_new_host(release: Release, settings: Any) -> None:
     a = Host.objects.create(name="a", agent_url="http://10.0.0.1:7070")
     b = Host.objects.create(name="b", agent_url="http://10.0.0.2:7070")
