@@ -51,6 +51,13 @@ CPU) with a route ``bench.localhost``.
      backends are now pinned to one CPU, as a container under the agent's
      default one-CPU limit is held to one CPU's worth.
 
+   With a browser's headers the backend still spends ~15 us more per
+   request through the router (~62 -> ~77 us): ~5 for the three headers the
+   router adds, ~3 for serving twice the connections (each nginx worker
+   keeps its own; measured with wrk -c16 direct), the rest from sharing its
+   core with nginx's workers (cache, wake-ups): the hop's own cost on two
+   shared cores, which no config removes.
+
    Upstream keep-alive is in use (the raw backend's CPU per request is the
    same through the router as direct: no connect per request), the access
    log is buffered (turning it off changed nothing measurable), and nginx
