@@ -64,7 +64,10 @@ def _host_stats(host: Host) -> dict[str, wire.Stats] | None:
         return host_client(host, timeout_s=COLLECT_TIMEOUT_S).all_stats()
     except PaasError as exc:
         log.info("metrics: host %s skipped this round: %s", host.name, exc)
-        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        # A malformed answer from one agent must not cost every other host its round.
+        log.warning("metrics: host %s answered unreadable stats: %r", host.name, exc)
+    return None
 
 
 def _store_host(*, host: Host, stats: dict[str, wire.Stats], now: datetime) -> int:
