@@ -25,9 +25,12 @@ CPU) with a route ``bench.localhost``.
    the CPU microseconds per request spent by the backend, nginx's workers and
    wrk (from /proc and getrusage), ``backend_cost_ratio`` (direct/router
    backend CPU per request: the ratio the backend allows when it is the
-   bottleneck) and ``machine_busy_median`` (the share of all CPUs busy
-   during the runs, other people's work included: above ~0.9 the rates say
-   more about the neighbours than about the router). Goal: ratio >= 0.8.
+   bottleneck), ``machine_busy_median`` (the share of all CPUs busy
+   during the runs, other people's work included) and ``others_busy_median``
+   (the share other processes than this run's took: above a quarter, the
+   rates say more about the neighbours than about the router). Goal: ratio
+   >= 0.8 on a quiet machine (``quiet``: others_busy_median <= 0.25); a run
+   on a busy one reports its figures but is not ``ok``.
 
    Why the comparison is set up this way (profiled on 2026-12-04, a shared
    2-core VM). The stdlib backend is the bottleneck, not nginx nor wrk: it
@@ -51,6 +54,13 @@ CPU) with a route ``bench.localhost``.
      backends are now pinned to one CPU, as a container under the agent's
      default one-CPU limit is held to one CPU's worth.
 
+   With a browser's headers the backend still spends ~15 us more per
+   request through the router (~62 -> ~77 us): ~5 for the three headers the
+   router adds, ~3 for serving twice the connections (each nginx worker
+   keeps its own; measured with wrk -c16 direct), the rest from sharing its
+   core with nginx's workers (cache, wake-ups): the hop's own cost on two
+   shared cores, which no config removes.
+
    Upstream keep-alive is in use (the raw backend's CPU per request is the
    same through the router as direct: no connect per request), the access
    log is buffered (turning it off changed nothing measurable), and nginx
@@ -58,6 +68,21 @@ CPU) with a route ``bench.localhost``.
    either: it is not the bottleneck). Against the raw backend the hop
    itself shows: nginx spends 2-3 times the backend's CPU per request, so
    on two shared cores ``raw_ratio`` stays near 0.5; no config fixes that.
+   The log follower, which turns each access log line into a stored app
+   log line in production, does not run here: its cost is not in these
+   figures.
+
+   Measured after these changes, 7 runs on 2026-12-04 21:12-21:37 UTC, with
+   the machine saturated by other work in every run (load average 9-15,
+   ``machine_busy_median`` 1.0): ``ratio`` 0.58, 0.82, 0.89, 0.99, 1.09,
+   1.29, 1.33 (median 0.99: router runs above 1 show how much the
+   neighbours, not the router, set the rates then); ``backend_cost_ratio``
+   0.72-0.89 (median 0.79); backend CPU per request 58-68 us direct, 75-82
+   us through the router; nginx 29-44 us; ``bare_ratio`` median 0.81;
+   ``raw_ratio`` median 0.61; 0 failed requests through 50 reloads each
+   time (56-74k requests, 95-117 retries). So ``backend_cost_ratio``, the
+   router's effect on the backend alone, sits right at 0.8: the goal is at
+   its edge and was not shown met on a quiet machine (none was available).
 2. Reloads under load: the browser-like client (bench/support/http_load.py:
    4 workers, keep-alive, one retry of a GET that got no response byte on a
    reused connection, counted) sends requests through the router while
@@ -97,6 +122,7 @@ if str(REPO) not in sys.path:  # run as a script: make `paas` and `bench` import
     sys.path.insert(0, str(REPO))
 
 GOAL_RATIO = 0.8
+QUIET_OTHERS_MAX = 0.25  # of all CPUs, used by other work during the throughput runs
 HOST = "bench.localhost"
 START_TIMEOUT_S = 20.0
 
@@ -242,6 +268,10 @@ def _wrk(port: int, seconds: int, headers: tuple[str, ...], backend: Backend) ->
         "errors": errors,
         **{f"{name}_us_per_req": seconds_ * 1e6 / requests for name, seconds_ in cpu.items()},
         "machine_busy": 1 - idle / jiffies,
+        # The share of all CPUs that processes other than this run's used.
+        "others_busy": max(
+            0.0, 1 - idle / jiffies - sum(cpu.values()) / (seconds * (os.cpu_count() or 1))
+        ),
     }
 
 
@@ -280,6 +310,8 @@ def _throughput(
     # How busy the whole machine (others' work included) was meanwhile.
     busy = [s["machine_busy"] for samples in runs.values() for s in samples]
     figures["machine_busy_median"] = round(statistics.median(busy), 2)
+    others = [s["others_busy"] for samples in runs.values() for s in samples]
+    figures["others_busy_median"] = round(statistics.median(others), 2)
     return figures
 
 
@@ -368,8 +400,11 @@ def main() -> None:
     for prefix in ("bare_", "raw_"):
         figures |= {f"{prefix}{k}": v for k, v in results[prefix].items() if "_runs" not in k}
     figures |= {f"reload_{k}": v for k, v in reload_figures.items() if k != "errors"}
-    goals = {"ratio_min": GOAL_RATIO, "reload_failed_max": 0}
-    ok = figures["ratio"] >= GOAL_RATIO and reload_figures["failed"] == 0
+    # A ratio measured while other work held a good part of the CPUs says
+    # little (it swung from 0.58 to 1.33 so): such a run cannot meet the goal.
+    figures["quiet"] = figures["others_busy_median"] <= QUIET_OTHERS_MAX
+    goals = {"ratio_min": GOAL_RATIO, "reload_failed_max": 0, "others_busy_max": QUIET_OTHERS_MAX}
+    ok = figures["ratio"] >= GOAL_RATIO and reload_figures["failed"] == 0 and figures["quiet"]
     print(json.dumps({"bench": "router", "figures": figures, "goals": goals, "ok": ok}))
 
 

@@ -42,8 +42,16 @@
     const labels = body.series.map(function (s) { return s.label; });
     const cpu = [body.times].concat(body.series.map(function (s) { return s.cpu_percent; }));
     const memory = [body.times].concat(body.series.map(function (s) { return s.memory_bytes.map(mib); }));
+    const memoryOptions = options("Memory", "MiB", labels, width);
+    const limits = body.series.map(function (s) { return s.memory_limit_bytes; }).filter(Boolean);
+    if (limits.length) {
+      // The highest instance limit, dashed: how close memory gets to an OOM kill.
+      const limit = mib(Math.max.apply(null, limits));
+      memory.push(body.times.map(function () { return limit; }));
+      memoryOptions.series.push({ label: "limit", stroke: "#6b7280", dash: [6, 4], width: 1 });
+    }
     charts.push(new uPlot(options("CPU", "%", labels, width), cpu, cpuBox));
-    charts.push(new uPlot(options("Memory", "MiB", labels, width), memory, memoryBox));
+    charts.push(new uPlot(memoryOptions, memory, memoryBox));
   }
 
   function load() {

@@ -50,6 +50,7 @@ def test_alice_sees_cpu_and_memory_charts_of_her_instance(charted, daphne, brows
     expect(panel.locator("#metrics-cpu canvas")).to_be_visible(timeout=15_000)
     expect(panel.locator("#metrics-memory canvas")).to_be_visible()
     expect(panel.locator("#metrics-cpu")).to_contain_text("web.1 (v1)")  # the legend
+    expect(panel.locator("#metrics-memory")).to_contain_text("limit")  # dashed, 256 MiB
     if os.environ.get("PAAS_SCREENSHOTS"):
         panel.screenshot(path=os.environ["PAAS_SCREENSHOTS"] + "/metrics.png")
 
