@@ -3,14 +3,17 @@ process running a tiny busybox image from the real registry, nginx as the
 router, real Redis, real Celery workers. A crash loop and an OOM kill show
 up within a poll of the agent; a restart of an app (one instance or two)
 drops no request through the router; a worker killed while it holds an
-app's deploy lock does not block the next deploy for long."""
+app's deploy lock does not block the next deploy for long; a published TCP
+port stays the same across a redeploy."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +25,7 @@ from paas.hosts import deploy, lifecycle
 from paas.hosts.locks import app_lock_held
 from paas.hosts.models import Instance, InstanceState
 from paas.hosts.observe import hosts_observe
-from tests.support.agent_harness import AgentProcess, cleanup
+from tests.support.agent_harness import AgentProcess, cleanup, free_port
 from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter, run_router
@@ -130,6 +133,20 @@ def test_a_crash_loop_and_an_oom_kill_show_within_a_poll_of_the_agent(
     assert Instance.objects.get(container_name="loops.v1.crasher.1").exit_code == 3
 
 
+def test_a_web_instance_that_went_down_leaves_the_router_and_rejoins_when_back(
+    alice: Any, platform: int, agent: AgentProcess, busybox: BuiltImage
+) -> None:
+    _deploy(_app(alice, "bouncy", busybox, {"web": ("", 1, 64)}))
+    name = "bouncy.v1.web.1"
+    # Behind the platform's back: its agent stops it, then starts it again.
+    assert agent.request("POST", f"/v1/containers/{name}/stop", {"timeout_s": 0})[0] == 200
+    wait_for(lambda: _observed(name, healthy=False, state=InstanceState.CRASHED), 30, "down")
+    assert get(platform, "bouncy.localhost")[0] == 503  # out of the router at once
+    assert agent.request("POST", f"/v1/containers/{name}/start")[0] == 200
+    wait_for(lambda: _observed(name, healthy=True, state=InstanceState.RUNNING), 30, "back")
+    assert get(platform, "bouncy.localhost") == (200, busybox.index_body)
+
+
 def _under_load(platform: int, host: str, action: Any) -> LoadResult:
     stop = threading.Event()
     outcome: list[LoadResult] = []
@@ -221,3 +238,41 @@ def test_a_worker_killed_holding_the_deploy_lock_blocks_the_next_deploy_briefly(
     deploy_release.delay(v2.pk)
     assert wait_release("stuck", 2, timeout_s=120).state == ReleaseState.CURRENT
     assert get(platform, "stuck.localhost") == (200, busybox.index_body)
+
+
+def _published_body(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+def test_a_redeploy_keeps_the_published_port_and_switches_it_when_the_old_instance_goes(
+    client: Any, alice: Any, platform: int, busybox: BuiltImage, registry: TestRegistry,
+    settings: Any, tmp_path: Path,
+) -> None:  # fmt: skip
+    first = free_port()
+    settings.PAAS_TCP_PORTS_FIRST, settings.PAAS_TCP_PORTS_LAST = first, first + 2
+    app = _app(alice, "tcp", busybox, {"web": ("", 1, 64)})
+    Formation.objects.filter(app=app).update(tcp_port=8080)
+    _deploy(app)
+    (v1_instance,) = Instance.objects.filter(release__number=1)
+    port = v1_instance.host_port
+    assert port is not None and _published_body(port) == busybox.index_body
+
+    second = build_busybox_image(registry, tmp_path / "second", body="the second release\n")
+    v2 = Release.objects.create(app=app, number=2, image=second.pinned_ref,
+                                cause=ReleaseCause.IMAGE, process_types={})  # fmt: skip
+    assert deploy.release_deploy(release_id=v2.pk) == ReleaseState.CURRENT
+    (v2_instance,) = Instance.objects.filter(release=v2)
+    assert v2_instance.host_port == port  # the app's port stays where its clients know it
+    # The old instance keeps the port while it drains; the router already sends HTTP to v2.
+    assert _published_body(port) == busybox.index_body
+    assert get(platform, "tcp.localhost") == (200, "the second release\n")
+
+    deploy.app_retire_old(app_id=app.pk)
+    assert _published_body(port) == "the second release\n"  # switched as the old one went
+    client.force_login(alice)
+    assert f"<code>local:{port}</code> → 8080" in client.get("/apps/tcp/").content.decode()
