@@ -8,9 +8,12 @@ port stays the same across a redeploy."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +45,7 @@ from tests.web.deploy_support import (
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
 MIB = 2**20
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +135,42 @@ def test_a_crash_loop_and_an_oom_kill_show_within_a_poll_of_the_agent(
     # Between two crashes the agent has it running again: why it went down stays shown.
     wait_for(lambda: _observed("loops.v1.crasher.1", restart_count=2), 30, "a second restart")
     assert Instance.objects.get(container_name="loops.v1.crasher.1").exit_code == 3
+
+
+@contextlib.contextmanager
+def _beat(env: dict[str, str], tmp_path: Path) -> Iterator[None]:
+    """A real ``celery beat`` (stopped by its PID after)."""
+    log_path = tmp_path / "beat.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "paas", "beat", "--loglevel", "INFO",
+             "--schedule", str(tmp_path / "beat-schedule")],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_beat_keeps_instance_states_fresh_without_the_reconcile(
+    alice: Any, platform: int, busybox: BuiltImage, workers: Any, router: TestRouter,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    # The reconcile would notice too, but only every 10 minutes here.
+    workers.env.update({**router.env, "PAAS_OBSERVE_SECONDS": "0.5",
+                        "PAAS_RECONCILE_SECONDS": "600"})  # fmt: skip
+    app = _app(alice, "watched", busybox, {"crasher": ("sh -c 'exit 3'", 1, 64)})
+    _deploy(app)
+    workers.start()
+    with _beat(workers.env, tmp_path):
+        wait_for(
+            lambda: Instance.objects.filter(
+                container_name="watched.v1.crasher.1", state=InstanceState.BACKOFF, exit_code=3
+            ).exists(),
+            60, "the beat's observe to see the crash loop",
+        )  # fmt: skip
 
 
 def test_a_web_instance_that_went_down_leaves_the_router_and_rejoins_when_back(
