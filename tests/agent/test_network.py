@@ -326,6 +326,24 @@ def test_it_refuses_a_host_port_another_container_published(net: HostNetwork) ->
     assert publish_comments(net.nft_table) == ["a", "b"]
 
 
+def _mac(ifname: str) -> str:
+    with IPRoute() as ipr:
+        (link,) = ipr.get_links(ipr.link_lookup(ifname=ifname)[0])
+        return str(link.get_attr("IFLA_ADDRESS"))
+
+
+def test_the_bridge_keeps_its_mac_when_a_container_leaves(net: HostNetwork) -> None:
+    # A bridge left to itself takes its lowest port's MAC and changes it when
+    # that port goes: the other containers' ARP entries for the gateway go stale.
+    before = _mac(net.bridge)
+    for cid in ("m1", "m2", "m3", "m4"):
+        net.attach(cid)
+    assert _mac(net.bridge) == before
+    for cid in ("m1", "m2", "m3"):
+        net.detach(cid)
+        assert _mac(net.bridge) == before
+
+
 def test_one_apps_old_and_new_container_share_a_port_that_switches_when_the_old_goes(
     net: HostNetwork, params: dict, servers: NamespaceServers
 ) -> None:
