@@ -59,12 +59,19 @@ def hosts_observe() -> ObserveReport:
     report = ObserveReport()
     routes_changed = False
     for host in Host.objects.filter(state__in=[HostState.READY, HostState.DRAINING]):
+        # Rows first, the agent's list second: what the list says is newer
+        # than every row it is compared with (see _observe_instance).
+        instances = list(Instance.objects.filter(host=host).select_related("release", "host"))
         try:
             infos = host_client(host, timeout_s=LIST_TIMEOUT_S).list()
         except PaasError as exc:
             report.errors.append(f"{host.name}: {exc.message}")
             continue
-        routes_changed |= _observe_host(host, {i.name: i for i in infos}, report)
+        by_name = {i.name: i for i in infos}
+        for instance in instances:
+            info = by_name.get(instance.container_name)
+            if info is not None:  # else being created, or gone: the reconcile's to decide
+                routes_changed |= _observe_instance(instance, info, report)
     if routes_changed:
         try:
             routes_apply()
@@ -75,28 +82,28 @@ def hosts_observe() -> ObserveReport:
     return report
 
 
-def _observe_host(host: Host, infos: dict[str, wire.ContainerInfo], report: ObserveReport) -> bool:
-    """Update the host's instances from ``infos``; True if the router must change."""
-    routes_changed = False
-    instances = Instance.objects.filter(host=host).select_related("release", "host")
-    for instance in instances:
-        info = infos.get(instance.container_name)
-        if info is None:
-            continue  # being created, or gone: the reconcile's to decide
-        fields = observed_fields(instance, info)
-        if fields["state"] != InstanceState.RUNNING and instance.healthy:
-            fields["healthy"] = False
-            routes_changed = True
-        if any(getattr(instance, k) != v for k, v in fields.items()):
-            change = f"{instance.state} -> {fields['state']}"
-            report.changed.append(f"{instance.container_name}: {change}")
-            Instance.objects.filter(pk=instance.pk).update(**fields, observed_at=timezone.now())
-            for key, value in fields.items():
-                setattr(instance, key, value)
-        if _readmit(instance):
-            report.readmitted.append(instance.container_name)
-            routes_changed = True
-    return routes_changed
+def _observe_instance(instance: Instance, info: wire.ContainerInfo, report: ObserveReport) -> bool:
+    """Update one row from ``info``; True if the router must change. The
+    write is conditional on the row being as read: a deploy or restart that
+    observed the instance meanwhile knows better, and the next poll looks again."""
+    fields = observed_fields(instance, info)
+    if fields["state"] != InstanceState.RUNNING and instance.healthy:
+        fields["healthy"] = False
+    if any(getattr(instance, k) != v for k, v in fields.items()):
+        written = Instance.objects.filter(pk=instance.pk, observed_at=instance.observed_at).update(
+            **fields, observed_at=timezone.now()
+        )
+        if not written:
+            return False
+        report.changed.append(f"{instance.container_name}: {instance.state} -> {fields['state']}")
+        for key, value in fields.items():
+            setattr(instance, key, value)
+        if "healthy" in fields:
+            return True
+    if _readmit(instance):
+        report.readmitted.append(instance.container_name)
+        return True
+    return False
 
 
 def _readmit(instance: Instance) -> bool:
