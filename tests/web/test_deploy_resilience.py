@@ -135,6 +135,7 @@ def test_a_crash_loop_and_an_oom_kill_show_within_a_poll_of_the_agent(
     # Between two crashes the agent has it running again: why it went down stays shown.
     wait_for(lambda: _observed("loops.v1.crasher.1", restart_count=2), 30, "a second restart")
     assert Instance.objects.get(container_name="loops.v1.crasher.1").exit_code == 3
+    assert "restarted 2×" in client.get("/apps/loops/").content.decode()
 
 
 @contextlib.contextmanager
