@@ -322,6 +322,8 @@ PAAS_DRAIN_SECONDS = env_float("PAAS_DRAIN_SECONDS", 10.0, minimum=0.0)
 PAAS_HOST_TIMEOUT_S = env_float("PAAS_HOST_TIMEOUT_S", 30.0, minimum=1.0)
 PAAS_HEARTBEAT_SECONDS = env_float("PAAS_HEARTBEAT_SECONDS", 10.0, minimum=0.5)
 PAAS_RECONCILE_SECONDS = env_float("PAAS_RECONCILE_SECONDS", 30.0, minimum=1.0)
+PAAS_OBSERVE_SECONDS = env_float("PAAS_OBSERVE_SECONDS", 2.0, minimum=0.2)
+PAAS_DEPLOY_LOCK_LEASE_S = env_float("PAAS_DEPLOY_LOCK_LEASE_S", 20.0, minimum=1.0)
 PAAS_JOIN_TOKEN_TTL_S = env_int("PAAS_JOIN_TOKEN_TTL_S", 3600, minimum=60)
 PAAS_INSTANCE_PORT = env_int("PAAS_INSTANCE_PORT", 8080, minimum=1)
 PAAS_TCP_PORTS_FIRST = env_int("PAAS_TCP_PORTS_FIRST", 20000, minimum=1024)
@@ -338,6 +340,13 @@ CELERY_BEAT_SCHEDULE["hosts-heartbeat"] = {
 CELERY_BEAT_SCHEDULE["deploy-reconcile"] = {
     "task": "deploy.reconcile",
     "schedule": PAAS_RECONCILE_SECONDS,
+}
+# Frequent and cheap (one list per host); a poll that waited behind a long
+# task in the queue is dropped, the next one is as good.
+CELERY_BEAT_SCHEDULE["deploy-observe"] = {
+    "task": "deploy.observe",
+    "schedule": PAAS_OBSERVE_SECONDS,
+    "options": {"expires": PAAS_OBSERVE_SECONDS * 2},
 }
 
 # Metrics (see README "Metrics"): CPU and memory per instance.

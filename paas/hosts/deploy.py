@@ -65,6 +65,13 @@ def _place(release: Release, formation: Formation, indices: list[int]) -> list[I
     ]
 
 
+def instances_place(
+    *, release: Release, formation: Formation, indices: list[int]
+) -> list[Instance]:
+    """Instance rows (placed on hosts, not started) for the given slots."""
+    return _place(release, formation, indices)
+
+
 def _create_instance(release: Release, formation: Formation, index: int, host: Host) -> Instance:
     return instance_create(
         host=host,

@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import logging
 import time
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -107,16 +108,24 @@ def observed_state(info: wire.ContainerInfo, desired: str) -> InstanceState:
     return _STATES[info.state]
 
 
-def instance_observe(instance: Instance, info: wire.ContainerInfo) -> None:
-    state = observed_state(info, instance.desired)
-    fields = {
-        "state": state,
+def observed_fields(instance: Instance, info: wire.ContainerInfo) -> dict[str, Any]:
+    """What the agent's ``info`` says of the instance, in the row's fields.
+    A crash-looping process that is up again between two crashes still
+    shows why it last went down (exit code, OOM) until a restart by request
+    (which resets the agent's restart count)."""
+    relaunched = info.restart_count > 0 and info.exit_code is None and not info.oom_killed
+    return {
+        "state": observed_state(info, instance.desired),
         "address": info.address or instance.address,
-        "exit_code": info.exit_code,
-        "oom_killed": info.oom_killed,
+        "exit_code": instance.exit_code if relaunched else info.exit_code,
+        "oom_killed": instance.oom_killed if relaunched else info.oom_killed,
         "restart_count": info.restart_count,
-        "observed_at": timezone.now(),
     }
+
+
+def instance_observe(instance: Instance, info: wire.ContainerInfo) -> None:
+    fields = {**observed_fields(instance, info), "observed_at": timezone.now()}
+    state = fields["state"]
     if state != InstanceState.RUNNING:
         fields["healthy"] = False
     Instance.objects.filter(pk=instance.pk).update(**fields)
@@ -133,8 +142,8 @@ def instance_ensure(instance: Instance) -> wire.ContainerInfo:
     return info
 
 
-def _answers(address: str, port: int, path: str) -> bool:
-    conn = http.client.HTTPConnection(address, port, timeout=2)
+def instance_answers(address: str, port: int, path: str, *, timeout_s: float = 2.0) -> bool:
+    conn = http.client.HTTPConnection(address, port, timeout=timeout_s)
     try:
         conn.request("GET", path, headers={"Host": "health.check", "User-Agent": "paas-health"})
         return conn.getresponse().status < 500
@@ -178,7 +187,7 @@ def instance_health_check(instance: Instance) -> None:
         if (
             info.state == ContainerState.RUNNING
             and upstream is not None
-            and _answers(*upstream, settings.PAAS_HEALTH_PATH)
+            and instance_answers(*upstream, settings.PAAS_HEALTH_PATH)
         ):
             Instance.objects.filter(pk=instance.pk).update(healthy=True)
             instance.healthy = True

@@ -96,6 +96,9 @@ class Instance(models.Model):
     address = models.CharField(max_length=64, blank=True)
     port = models.PositiveIntegerField(default=8080)
     # Published TCP port: the container's ``tcp_port`` on the host's ``host_port``.
+    # One app's slot keeps its host port from release to release, so the old
+    # and the new instance share it for a while (the agent switches it when
+    # the old one goes); no two apps share one (upstreams.instance_create).
     tcp_port = models.PositiveIntegerField(null=True, blank=True)
     host_port = models.PositiveIntegerField(null=True, blank=True)
     # A web instance on a host across the network: its $PORT published on
@@ -113,7 +116,6 @@ class Instance(models.Model):
             models.UniqueConstraint(
                 fields=["release", "process_type", "index"], name="one_instance_per_slot"
             ),
-            models.UniqueConstraint(fields=["host", "host_port"], name="one_instance_per_port"),
             models.UniqueConstraint(
                 fields=["host", "route_port"], name="one_instance_per_route_port"
             ),

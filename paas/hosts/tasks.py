@@ -6,7 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from paas.applications import releases
-from paas.hosts import app_delete, deploy, lifecycle, reconcile, services
+from paas.hosts import app_delete, deploy, lifecycle, observe, reconcile, services
 
 
 @shared_task(name="deploy.release", acks_late=True, reject_on_worker_lost=True)
@@ -34,6 +34,12 @@ def reconcile_all() -> dict[str, list[str]]:
 def redrive_releases() -> list[int]:
     """Releases whose deploy task the broker lost (a Redis restart), sent again."""
     return releases.releases_redrive_pending()
+
+
+@shared_task(name="deploy.observe")
+def observe_all() -> dict[str, list[str]]:
+    report = observe.hosts_observe()
+    return {"changed": report.changed, "readmitted": report.readmitted, "errors": report.errors}
 
 
 @shared_task(name="hosts.heartbeat")

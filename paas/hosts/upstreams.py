@@ -31,9 +31,14 @@ its instances are reached at their container address, as before (no
 published port, no DNAT on loopback).
 
 Published ports (an app's TCP port and a web instance's route port) are
-allocated per host from two ranges; the database's unique constraints on
-(host, host_port) and (host, route_port) decide between two placements
-racing for one port, and the loser takes the next.
+allocated per host from two ranges. A route port is unique per host (a
+constraint decides between two placements racing for one, and the loser
+takes the next). An app's TCP port is kept by its slot (process type and
+index) from release to release on a host, so the old and the new
+instance hold it together for a while (the agent lets one app's
+containers share a port and switches it when the old one goes); two
+placements on one host are serialised by a lock on the host's row, so
+two apps never take the same free port.
 """
 
 from __future__ import annotations
@@ -137,12 +142,15 @@ def _first_free(host: Host, first: int, last: int, used: set[int], what: str) ->
     raise NothingFits(f"{host.name} has no free {what} port left.")
 
 
-def ports_for(host: Host, *, process_type: str, tcp_port: int | None) -> dict[str, int]:
-    """The host ports a new instance of ``process_type`` needs on ``host``."""
+def ports_for(
+    host: Host, *, process_type: str, tcp_port: int | None, slot_port: int | None = None
+) -> dict[str, int]:
+    """The host ports a new instance of ``process_type`` needs on ``host``;
+    ``slot_port``, the host port its slot had in an earlier release, is kept."""
     used = _used(host)
     ports = {}
     if tcp_port is not None:
-        ports["host_port"] = _first_free(
+        ports["host_port"] = slot_port or _first_free(
             host, settings.PAAS_TCP_PORTS_FIRST, settings.PAAS_TCP_PORTS_LAST, used, "TCP"
         )
     if needs_route_port(host, process_type):
@@ -155,9 +163,13 @@ def ports_for(host: Host, *, process_type: str, tcp_port: int | None) -> dict[st
 def instance_create(*, host: Host, process_type: str, **fields: Any) -> Instance:
     """A new instance row with the host ports it needs allocated."""
     for _ in range(ALLOCATION_ATTEMPTS):
-        ports = ports_for(host, process_type=process_type, tcp_port=fields.get("tcp_port"))
         try:
             with transaction.atomic():
+                Host.objects.select_for_update().filter(pk=host.pk).first()
+                ports = ports_for(
+                    host, process_type=process_type, tcp_port=fields.get("tcp_port"),
+                    slot_port=_slot_port(host, process_type, fields["app"].pk, fields["index"]),
+                )  # fmt: skip
                 return Instance.objects.create(
                     host=host, process_type=process_type, **fields, **ports
                 )
@@ -165,6 +177,21 @@ def instance_create(*, host: Host, process_type: str, **fields: Any) -> Instance
             if not ports:
                 raise  # not a port race: a slot taken twice
     raise NothingFits(f"Could not allocate a port on {host.name}; try again.")
+
+
+def _slot_port(host: Host, process_type: str, app_id: int, index: int) -> int | None:
+    """The TCP host port the slot had in the latest earlier release on this
+    host: the app's published port stays where its clients know it."""
+    port: int | None = (
+        Instance.objects.filter(
+            app_id=app_id, process_type=process_type, index=index, host=host,
+            host_port__isnull=False,
+        )
+        .order_by("-release__number")
+        .values_list("host_port", flat=True)
+        .first()
+    )  # fmt: skip
+    return port
 
 
 def instance_move(*, instance: Instance, host: Host) -> bool:
@@ -175,13 +202,19 @@ def instance_move(*, instance: Instance, host: Host) -> bool:
     so the slot's container is never made on two hosts."""
     leaving = instance.host_id
     for _ in range(ALLOCATION_ATTEMPTS):
-        ports = ports_for(host, process_type=instance.process_type, tcp_port=instance.tcp_port)
-        fields: dict[str, Any] = {
-            "host": host, "state": InstanceState.PENDING, "healthy": False, "address": "",
-            "host_port": ports.get("host_port"), "route_port": ports.get("route_port"),
-        }  # fmt: skip
         try:
             with transaction.atomic():
+                # Serialised per host like instance_create (no unique index on
+                # host_port: one app's releases share a slot's TCP port).
+                Host.objects.select_for_update().filter(pk=host.pk).first()
+                ports = ports_for(
+                    host, process_type=instance.process_type, tcp_port=instance.tcp_port
+                )
+                fields: dict[str, Any] = {
+                    "host": host, "state": InstanceState.PENDING, "healthy": False,
+                    "address": "", "host_port": ports.get("host_port"),
+                    "route_port": ports.get("route_port"),
+                }  # fmt: skip
                 claimed = Instance.objects.filter(pk=instance.pk, host_id=leaving).update(**fields)
         except IntegrityError:
             continue

@@ -88,6 +88,7 @@ def _published(state: dict[str, Any]) -> dict[str, ports.Published]:
         cid: ports.Published(
             address=entry["address"],
             bindings=tuple(_binding_from_dict(b) for b in entry["bindings"]),
+            since=int(entry.get("since", 0)),
         )
         for cid, entry in state["ports"].items()
     }
@@ -102,6 +103,27 @@ def _member(state: dict[str, Any], cid: str) -> _policy.Member:
     if key not in groups:
         groups[key] = state["next_gid"] = state.get("next_gid", 0) + 1
     return _policy.Member(cid, a["address"], a["host_veth"], groups[key])
+
+
+def _group_mates(state: dict[str, Any], cid: str) -> set[str]:
+    """The other containers of ``cid``'s network group (none without one)."""
+    group = state["attachments"].get(cid, {}).get("group")
+    if not group:
+        return set()
+    return {c for c, a in state["attachments"].items() if c != cid and a.get("group") == group}
+
+
+def _ports_entry(
+    state: dict[str, Any], cid: str, address: str, wanted: list[PortBinding]
+) -> dict[str, Any]:
+    """The record of ``cid``'s ports; ``since`` (the order of first
+    publication) decides who holds a port shared within a group."""
+    old = state["ports"].get(cid)
+    if old is not None and "since" in old:
+        since = old["since"]
+    else:
+        since = state["port_seq"] = state.get("port_seq", 0) + 1
+    return {"address": address, "bindings": [asdict(b) for b in wanted], "since": since}
 
 
 def _binding_from_dict(data: dict[str, Any]) -> PortBinding:
@@ -276,13 +298,12 @@ class HostNetwork:
         False when nothing changed (idempotent, and no nft run for a container
         without ports)."""
         current = _published(state)
-        ports.check_conflicts(cid, wanted, current)
-        held = current[cid].bindings if cid in current else ()
+        ports.check_conflicts(cid, wanted, current, _group_mates(state, cid))
+        held = {b for pub in current.values() for b in pub.bindings}
         for b in wanted:
-            if b not in held:
+            if b not in held:  # a port our DNAT holds has no host listener to find
                 ports.check_host_port_free(b)
-        entry = {"address": address, "bindings": [asdict(b) for b in wanted]}
-        new = entry if wanted else None
+        new = _ports_entry(state, cid, address, wanted) if wanted else None
         if state["ports"].get(cid) == new:
             return False
         if new is None:

@@ -84,7 +84,13 @@ def ensure_bridge(name: str, gateway: IPv4Interface) -> None:
             ipr.addr("del", index=idx, address=address, prefixlen=prefixlen)
         if want not in have:
             ipr.addr("add", index=idx, address=want[0], prefixlen=want[1])
-        ipr.link("set", index=idx, state="up")
+        # Its MAC set explicitly (to the one it has: no change now). Else a
+        # bridge takes the lowest MAC of its ports and changes it when that
+        # port goes, i.e. when a container is removed; every other
+        # container's ARP entry for the gateway is then stale and their
+        # replies go nowhere for seconds (requests through the router hang).
+        (link,) = ipr.get_links(idx)
+        ipr.link("set", index=idx, address=link.get_attr("IFLA_ADDRESS"), state="up")
 
 
 def delete_link(ifname: str) -> bool:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
@@ -51,10 +51,12 @@ ANY = "0.0.0.0"
 
 @dataclass(frozen=True)
 class Published:
-    """The ports one container publishes, towards its address."""
+    """The ports one container publishes, towards its address. ``since``
+    orders the holders of a shared host port: the earliest wins."""
 
     address: str
     bindings: tuple[PortBinding, ...]
+    since: int = 0
 
 
 def validate(bindings: Iterable[PortBinding]) -> list[PortBinding]:
@@ -82,9 +84,18 @@ def _overlap(a: PortBinding, b: PortBinding) -> bool:
 
 
 def check_conflicts(
-    cid: str, wanted: list[PortBinding], published: Mapping[str, Published]
+    cid: str,
+    wanted: list[PortBinding],
+    published: Mapping[str, Published],
+    shares: Collection[str] = (),
 ) -> None:
-    """Refuse a host port that another container (or this request twice) holds."""
+    """Refuse a host port that another container (or this request twice)
+    holds, unless that container is one of ``shares``: the containers of
+    one network group (one app's instances, old release and new) may hold
+    the same host port. The first to publish it keeps it; when it goes,
+    the next takes over in the same nft transaction: a redeploy switches
+    the port cleanly, once the old instance is removed, and a new release
+    that fails never took it."""
     for i, b in enumerate(wanted):
         for other in wanted[i + 1 :]:
             if _overlap(b, other):
@@ -92,7 +103,9 @@ def check_conflicts(
                     f"host port {b.host_port}/{b.protocol} is requested twice", field="ports"
                 )
         for owner, pub in published.items():
-            if owner != cid and any(_overlap(b, held) for held in pub.bindings):
+            if owner in shares or owner == cid:
+                continue
+            if any(_overlap(b, held) for held in pub.bindings):
                 raise Conflict(
                     f"host port {b.host_port}/{b.protocol} is already published by {owner}",
                     field="ports",
@@ -127,9 +140,12 @@ def _publish_rule(cid: str, address: str, b: PortBinding) -> str:
 
 
 def _publish_rules(published: Mapping[str, Published]) -> list[str]:
+    # The earliest holder's rule first: a DNAT ends the chain, so it wins a
+    # shared port (see check_conflicts).
+    order = sorted(published, key=lambda cid: (published[cid].since, cid))
     return [
         _publish_rule(cid, published[cid].address, b)
-        for cid in sorted(published)
+        for cid in order
         for b in published[cid].bindings
     ]
 

@@ -326,6 +326,45 @@ def test_it_refuses_a_host_port_another_container_published(net: HostNetwork) ->
     assert publish_comments(net.nft_table) == ["a", "b"]
 
 
+def _mac(ifname: str) -> str:
+    with IPRoute() as ipr:
+        (link,) = ipr.get_links(ipr.link_lookup(ifname=ifname)[0])
+        return str(link.get_attr("IFLA_ADDRESS"))
+
+
+def test_the_bridge_keeps_its_mac_when_a_container_leaves(net: HostNetwork) -> None:
+    # A bridge left to itself takes its lowest port's MAC and changes it when
+    # that port goes: the other containers' ARP entries for the gateway go stale.
+    before = _mac(net.bridge)
+    for cid in ("m1", "m2", "m3", "m4"):
+        net.attach(cid)
+    assert _mac(net.bridge) == before
+    for cid in ("m1", "m2", "m3"):
+        net.detach(cid)
+        assert _mac(net.bridge) == before
+
+
+def test_one_apps_old_and_new_container_share_a_port_that_switches_when_the_old_goes(
+    net: HostNetwork, params: dict, servers: NamespaceServers
+) -> None:
+    host_port = free_port("0.0.0.0")
+    binding = PortBinding(container_port=9000, host_port=host_port)
+    old = net.attach("shop-v1", [binding], group="shop")
+    servers.start(old.netns_name, "0.0.0.0", 9000, "v1")
+    new = net.attach("shop-v2", [binding], group="shop")  # a redeploy of the same app
+    servers.start(new.netns_name, "0.0.0.0", 9000, "v2")
+    # The first holder keeps it (the new release may yet fail), also after a restart of the agent.
+    assert fetch("127.0.0.1", host_port) == f"v1 {old.gateway}"
+    HostNetwork(**params).setup()  # the whole table rendered again from the state
+    assert fetch("127.0.0.1", host_port) == f"v1 {old.gateway}"
+    with pytest.raises(Conflict, match="already published by shop-v"):
+        net.attach("other-app", [binding], group="other")
+
+    net.detach("shop-v1")
+    assert fetch("127.0.0.1", host_port) == f"v2 {new.gateway}"
+    assert publish_comments(net.nft_table) == ["shop-v2"]
+
+
 def test_it_refuses_a_host_port_a_host_process_listens_on(net: HostNetwork) -> None:
     a = net.attach("a")
     with socket.socket() as listener:

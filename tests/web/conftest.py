@@ -53,7 +53,7 @@ def registry(_build_environment: tuple[TestRegistry, dict[str, str]]) -> TestReg
 
 @pytest.fixture(autouse=True)
 def live_redis(redis_url: str, settings: Any, tmp_path: Path) -> Iterator[None]:
-    """Point Channels and Celery at this run's Redis, and uploads at a tmp dir."""
+    """Point Channels, Celery and the deploy lock at this run's Redis, uploads at a tmp dir."""
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -64,6 +64,7 @@ def live_redis(redis_url: str, settings: Any, tmp_path: Path) -> Iterator[None]:
             "CONFIG": {"hosts": [redis_url]},
         },
     }
+    settings.REDIS_URL = redis_url  # the deploy lock, taken in this process too
     settings.UPLOAD_DIR = tmp_path / "uploads"
     settings.BUILD_DIR = tmp_path / "builds"
     channel_layers.backends.clear()
