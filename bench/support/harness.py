@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import http.client
 import http.server
 import json
 import os
@@ -41,8 +42,10 @@ if str(REPO) not in sys.path:  # run as a script: make `paas` and `runtime_agent
 from paas.builds.engine.plan import ImageSettings  # noqa: E402
 from paas.builds.engine.publish import Layer, image_config, push_image  # noqa: E402
 from paas.builds.registry_server import RegistrySetup, prepare  # noqa: E402
+from runtime_agent.api.tls import certificate_fingerprint, ensure_certificate  # noqa: E402
 from runtime_agent.host.cmd import output, run  # noqa: E402
 from runtime_agent.host.libc import libc  # noqa: E402
+from runtime_agent.host.tls import PinnedHTTPSConnection  # noqa: E402
 from runtime_agent.images.layers import pack_layer  # noqa: E402
 from runtime_agent.images.registry import RegistryClient  # noqa: E402
 from runtime_agent.net.bridge import HostNetwork  # noqa: E402
@@ -179,6 +182,7 @@ class AgentDaemon:
         )
     )
     proc: subprocess.Popen[bytes] | None = None
+    fingerprint: str = ""  # of the certificate the agent serves, pinned by request()
 
     @property
     def bridge(self) -> str:
@@ -202,6 +206,8 @@ class AgentDaemon:
             PYTHONPATH=str(REPO),
             **self.env,
         )
+        # The certificate the agent will serve, made first as a join makes it.
+        self.fingerprint = certificate_fingerprint(ensure_certificate(self.root / "tls")[0])
         argv = [sys.executable, "-m", "runtime_agent"]
         self.proc = start(argv, self.root / "agent.log", env=env, cwd=REPO)
         wait_until(lambda: self._answers(), 60, "the agent's /v1/info")
@@ -220,15 +226,15 @@ class AgentDaemon:
         data = None
         if body is not None:
             data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-        url = f"http://127.0.0.1:{self.port}{path}"
-        req = urllib.request.Request(url, data=data, headers=headers, method=method)
+        conn = PinnedHTTPSConnection("127.0.0.1", self.port, pin=self.fingerprint, timeout=timeout)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read() or b"null")
+        except (OSError, http.client.HTTPException):
             return 0, None
+        finally:
+            conn.close()
 
     def cleanup(self) -> None:
         """Stop the agent, then remove what it leaves: containers, mounts,
