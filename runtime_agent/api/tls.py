@@ -21,6 +21,7 @@ with the pin the control plane shows.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import shutil
@@ -46,6 +47,11 @@ log = logging.getLogger("runtime_agent.tls")
 CERT_NAME, KEY_NAME = "cert.pem", "key.pem"
 # Clients check the pin, never the dates; the dates only have to be valid X.509.
 VALIDITY = timedelta(days=3650)
+LOOPBACK_NAMES: list[x509.GeneralName] = [
+    x509.DNSName("localhost"),
+    x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+    x509.IPAddress(ipaddress.IPv6Address("::1")),
+]
 
 
 def _self_signed() -> tuple[bytes, bytes]:
@@ -62,6 +68,9 @@ def _self_signed() -> tuple[bytes, bytes]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + VALIDITY)
+        # Not for the platform (it pins, names do not matter): so that an
+        # operator on the host can `curl --cacert ROOT/tls/cert.pem https://127.0.0.1:7070`.
+        .add_extension(x509.SubjectAlternativeName(LOOPBACK_NAMES), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(
