@@ -28,7 +28,7 @@ from typing import Any
 
 from paas.core.errors import PaasError
 from runtime_agent import wire
-from runtime_agent.host.tls import CertificateMismatch, PinnedHTTPSConnection
+from runtime_agent.host.tls import BadFingerprint, CertificateMismatch, PinnedHTTPSConnection
 from runtime_agent.wire import ContainerState, RestartPolicyName
 
 log = logging.getLogger(__name__)
@@ -158,10 +158,16 @@ class AgentClient:
                 f"No certificate is pinned for the agent at {self.base_url}: re-join the host "
                 "so the platform learns which certificate to trust.", url=self.base_url
             )  # fmt: skip
-        return PinnedHTTPSConnection(
-            parts.hostname, parts.port, pin=self.fingerprint, where=self.base_url,
-            timeout=timeout_s,
-        )  # fmt: skip
+        try:
+            return PinnedHTTPSConnection(
+                parts.hostname, parts.port, pin=self.fingerprint, where=self.base_url,
+                timeout=timeout_s,
+            )  # fmt: skip
+        except BadFingerprint as exc:
+            raise AgentUntrusted(
+                f"The pin of the agent at {self.base_url} is unreadable ({exc.message}): "
+                "re-join the host.", url=self.base_url
+            ) from None  # fmt: skip
 
     def _refusal(self, status: int, raw: bytes, path: str) -> PaasError:
         try:
