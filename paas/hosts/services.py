@@ -138,6 +138,8 @@ def _join_new(*, name: str, url: str, pin: str, credential: str) -> Host:
 def _rejoin(host: Host, *, name: str, url: str, pin: str, credential: str) -> Host:
     if host.name != name:
         raise JoinRefused(f"This re-join token is for host {host.name!r}, not {name!r}.")
+    if host.state == HostState.REMOVED:
+        raise JoinRefused(f"Host {name!r} was removed since: join it with a plain join token.")
     Host.objects.filter(pk=host.pk).update(
         agent_url=url, tls_fingerprint=pin, token=credential, last_error=""
     )
