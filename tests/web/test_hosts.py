@@ -4,8 +4,11 @@ mark a silent host unreachable, and the scheduler's placement."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -21,7 +24,8 @@ from paas.hosts.agent_client import AgentClient, AgentRefused, AgentUntrusted
 from paas.hosts.models import DesiredState, Host, HostState, Instance, JoinToken
 from paas.hosts.scheduler import NothingFits, schedule
 from paas.hosts.services import host_client, host_heartbeat, join_token_create
-from tests.support.agent_harness import AgentProcess, cleanup
+from runtime_agent.api.tls import certificate_fingerprint
+from tests.support.agent_harness import REPO, AgentProcess, cleanup
 from tests.web.deploy_support import agent_root
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -259,3 +263,21 @@ def test_an_admin_drains_a_host_from_the_admin(admin_client: Any) -> None:
     assert Host.objects.get(pk=host.pk).state == HostState.DRAINING
     page = admin_client.get(f"/admin/hosts/host/{host.pk}/change/").content.decode()
     assert "busy" in page and "the-agents-own-credential-123" not in page
+
+
+def test_the_join_command_pins_the_certificate_the_agent_will_serve(
+    live_server: Any, tmp_path: Any
+) -> None:
+    root = tmp_path / "agent-root"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAAS_AGENT_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime_agent.join", "--control-plane", live_server.url,
+         "--join-token", _token_from_command(), "--name", "host-9",
+         "--agent-url", "https://10.0.0.9:7070"],
+        env={**env, "PAAS_AGENT_ROOT": str(root), "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    host = Host.objects.get(name="host-9")
+    assert host.tls_fingerprint == certificate_fingerprint(root / "tls" / "cert.pem")
+    assert (root / "token").read_text().strip() == host.token
