@@ -170,12 +170,13 @@ print("SETUP", app.pk, s.session_key)
 
 FOLLOW = """
 from paas.logs.services import log_follow_register
-log_follow_register(app_id={app_id}, agent_url="http://127.0.0.1:{port}", agent_token="{token}",
+log_follow_register(app_id={app_id}, agent_url="https://127.0.0.1:{port}", agent_token="{token}",
+                    agent_fingerprint="{fingerprint}",
                     container="{name}", process_type="web", instance="web.1")
 """
 RETIRE = """
 from paas.logs.services import log_follow_retire
-log_follow_retire(agent_url="http://127.0.0.1:{port}", containers=["{name}"])
+log_follow_retire(agent_url="https://127.0.0.1:{port}", containers=["{name}"])
 """
 
 
@@ -317,7 +318,8 @@ async def scenario(
     )
     if status != 201:
         raise RuntimeError(f"create failed: {status} {info}")
-    follow = FOLLOW.format(port=agent.port, token=agent.token, name=name, app_id=app_id)
+    follow = FOLLOW.format(port=agent.port, token=agent.token, name=name, app_id=app_id,
+                           fingerprint=agent.fingerprint)  # fmt: skip
     await asyncio.to_thread(manage, platform.env, "shell", "-c", follow)
     # Measure from a second after the first line arrived (the follower has
     # connected and caught up with the start) for ``seconds``.

@@ -23,6 +23,7 @@ import sys
 import time
 
 from runtime_agent.api.server import ApiServer, create_app
+from runtime_agent.api.tls import certificate_fingerprint, certificate_paths, server_context
 from runtime_agent.config import PREFIX, AgentConfig, ConfigError
 from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.host.errors import AgentError
@@ -61,6 +62,9 @@ async def serve(config: AgentConfig) -> int:
 
     for d in (config.root, config.containers_dir, config.runc_root, config.net_dir):
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Before touching the host: a certificate that does not load stops the agent.
+    cert, key = certificate_paths(config.root, config.tls_cert, config.tls_key)
+    tls = server_context(cert, key)
     runc = Runc(config.runc_root, config.runc_binary)
     await asyncio.to_thread(check_runtime_safe, runc, config.root)
     network = HostNetwork(
@@ -84,10 +88,12 @@ async def serve(config: AgentConfig) -> int:
         config.listen_host,
         config.listen_port,
         config.drain_timeout_s,
+        tls=tls,
     )
     try:
         await server.start()
-        log.info("agent ready (pid %d, root %s)", os.getpid(), config.root)
+        log.info("agent ready (pid %d, root %s, certificate fingerprint %s)",
+                 os.getpid(), config.root, certificate_fingerprint(cert))  # fmt: skip
         await stop.wait()
     finally:
         await server.stop()

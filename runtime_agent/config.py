@@ -80,6 +80,9 @@ class AgentConfig:
     layer_max_entry_bytes: int = 4 * 1024**3
     layer_max_entries: int = 500_000
     layer_max_ratio: int = 200
+    # The operator's TLS pair; None: the agent's own, made in ROOT/tls (api/tls.py).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     # The data root's layout (see the agent contract); one place to read it.
     @property
@@ -132,7 +135,7 @@ class AgentConfig:
     @classmethod
     def from_env(cls, env: Env | None = None, *, generate_token: bool = True) -> AgentConfig:
         read = Settings(os.environ if env is None else env, PREFIX)
-        root = read.path("ROOT", Path("/var/lib/paas-agent"))
+        root, tls_cert, tls_key = tls_settings(read)
         host, port = read.listen("LISTEN", "127.0.0.1:7070")
         return cls(
             root=root,
@@ -153,7 +156,22 @@ class AgentConfig:
             # aiohttp reads a drain deadline of 0 as "wait forever": keep it positive.
             drain_timeout_s=read.number("DRAIN_TIMEOUT_S", 10.0, minimum=0.1),
             **_isolation(read),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
+
+
+def tls_settings(read: Settings) -> tuple[Path, Path | None, Path | None]:
+    """(ROOT, TLS_CERT, TLS_KEY): the operator's pair goes together, or neither
+    is set and the agent serves its own (also read by ``runtime_agent.join``)."""
+    root = read.path("ROOT", Path("/var/lib/paas-agent"))
+    cert, key = read.optional_path("TLS_CERT"), read.optional_path("TLS_KEY")
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{PREFIX}TLS_CERT and {PREFIX}TLS_KEY go together; set both")
+    for name, path in (("TLS_CERT", cert), ("TLS_KEY", key)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{PREFIX}{name}: {path} is not a file")
+    return root, cert, key
 
 
 def _registry(read: Settings) -> dict[str, Any]:

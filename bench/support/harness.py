@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import http.client
 import http.server
 import json
 import os
@@ -41,8 +42,10 @@ if str(REPO) not in sys.path:  # run as a script: make `paas` and `runtime_agent
 from paas.builds.engine.plan import ImageSettings  # noqa: E402
 from paas.builds.engine.publish import Layer, image_config, push_image  # noqa: E402
 from paas.builds.registry_server import RegistrySetup, prepare  # noqa: E402
+from runtime_agent.api.tls import certificate_fingerprint, ensure_certificate  # noqa: E402
 from runtime_agent.host.cmd import output, run  # noqa: E402
 from runtime_agent.host.libc import libc  # noqa: E402
+from runtime_agent.host.tls import PinnedHTTPSConnection  # noqa: E402
 from runtime_agent.images.layers import pack_layer  # noqa: E402
 from runtime_agent.images.registry import RegistryClient  # noqa: E402
 from runtime_agent.net.bridge import HostNetwork  # noqa: E402
@@ -179,6 +182,11 @@ class AgentDaemon:
         )
     )
     proc: subprocess.Popen[bytes] | None = None
+    fingerprint: str = ""  # of the certificate the agent serves, pinned by request()
+    # One keep-alive connection: the TLS handshake is paid once, not inside
+    # every timed request (the benches measure containers, not handshakes).
+    _conn: http.client.HTTPSConnection | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def bridge(self) -> str:
@@ -202,6 +210,8 @@ class AgentDaemon:
             PYTHONPATH=str(REPO),
             **self.env,
         )
+        # The certificate the agent will serve, made first as a join makes it.
+        self.fingerprint = certificate_fingerprint(ensure_certificate(self.root / "tls")[0])
         argv = [sys.executable, "-m", "runtime_agent"]
         self.proc = start(argv, self.root / "agent.log", env=env, cwd=REPO)
         wait_until(lambda: self._answers(), 60, "the agent's /v1/info")
@@ -215,20 +225,35 @@ class AgentDaemon:
     def request(
         self, method: str, path: str, body: Any = None, *, timeout: float = 60
     ) -> tuple[int, Any]:
-        """(status, JSON body); status 0 when nothing answers."""
+        """(status, JSON body); status 0 when nothing answers. Over the kept
+        connection, or a new one when it was closed (a request the agent
+        never answered on a kept connection is sent once more: the agent's
+        calls are idempotent)."""
         headers = {"Authorization": f"Bearer {self.token}"}
         data = None
         if body is not None:
             data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-        url = f"http://127.0.0.1:{self.port}{path}"
-        req = urllib.request.Request(url, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return 0, None
+        with self._lock:
+            for fresh in (self._conn is None, True):
+                conn = self._connection(timeout)
+                try:
+                    conn.request(method, path, body=data, headers=headers)
+                    resp = conn.getresponse()
+                    return resp.status, json.loads(resp.read() or b"null")
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    self._conn = None
+                    if fresh:
+                        return 0, None
+        return 0, None
+
+    def _connection(self, timeout: float) -> http.client.HTTPSConnection:
+        if self._conn is None:
+            self._conn = PinnedHTTPSConnection("127.0.0.1", self.port, pin=self.fingerprint)
+        self._conn.timeout = timeout
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout)
+        return self._conn
 
     def cleanup(self) -> None:
         """Stop the agent, then remove what it leaves: containers, mounts,

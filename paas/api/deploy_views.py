@@ -149,13 +149,14 @@ def app_audit(request: HttpRequest, name: str) -> HttpResponse:
 @require_http_methods(["POST"])
 def hosts_join(request: HttpRequest) -> HttpResponse:
     """An agent's host joins with a one-time join token (no user account):
-    {"join_token", "name", "agent_url"} -> {"host", "credential"}."""
+    {"join_token", "name", "agent_url", "tls_fingerprint"} -> {"host", "credential"}."""
     try:
         data = json_body(request, optional=True)
         host, credential = host_join(
             raw_token=str(data.get("join_token", "")),
             name=str(data.get("name", "")),
             agent_url=str(data.get("agent_url", "")),
+            tls_fingerprint=str(data.get("tls_fingerprint", "")),
         )
     except PaasError as exc:
         return JsonResponse(exc.as_dict(), status=exc.status)

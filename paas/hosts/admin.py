@@ -30,9 +30,11 @@ def _set_state(state: HostState) -> Any:
 class HostAdmin(admin.ModelAdmin):
     list_display = ["name", "agent_url", "state", "memory_bytes", "agent_version",
                     "last_heartbeat_at"]  # fmt: skip
-    readonly_fields = ["memory_bytes", "cpus", "agent_version", "last_heartbeat_at", "last_error"]
+    # The pin changes only by joining again (a re-join token), never by an edit.
+    readonly_fields = ["tls_fingerprint", "memory_bytes", "cpus", "agent_version",
+                       "last_heartbeat_at", "last_error"]  # fmt: skip
     exclude = ["token"]  # the agent's credential is never shown
-    formfield_overrides = {models.URLField: {"assume_scheme": "http"}}  # agents speak http
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # agents speak https
     actions = [_set_state(HostState.DRAINING), _set_state(HostState.READY),
                _set_state(HostState.REMOVED)]  # fmt: skip
 
@@ -41,20 +43,29 @@ class HostAdmin(admin.ModelAdmin):
 class JoinTokenAdmin(admin.ModelAdmin):
     """Adding one makes a new one-time token and shows it once."""
 
-    list_display = ["prefix", "note", "created_at", "expires_at", "used_at", "host"]
-    fields = ["note"]
+    list_display = ["prefix", "note", "created_at", "expires_at", "used_at", "host", "rejoin"]
+    fields = ["note", "rejoin"]
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "rejoin":
+            kwargs["queryset"] = Host.objects.exclude(state=HostState.REMOVED)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: JoinToken, form: Any, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
-        token, raw = join_token_create(user=request.user, note=obj.note)  # type: ignore[arg-type]
+        token, raw = join_token_create(
+            user=request.user,  # type: ignore[arg-type]
+            note=obj.note,
+            rejoin=obj.rejoin,
+        )
         obj.pk = token.pk
         messages.warning(
             request,
             f"Join token (shown only now, valid once): {raw} — on the new host run "
             "python -m runtime_agent.join --control-plane URL --join-token TOKEN "
-            "--name NAME --agent-url http://ADDRESS:PORT",
+            "--name NAME --agent-url https://ADDRESS:PORT",
         )
 
 

@@ -3,8 +3,13 @@
 It speaks the shapes of :mod:`runtime_agent.wire` (the one module the control
 plane and the agent share) and nothing of the daemon. Every failure becomes a
 :class:`~paas.core.errors.PaasError`: :class:`AgentUnreachable` when nothing
-answered (retry later), :class:`ContainerMissing` for a 404, and
+answered (retry later), :class:`AgentUntrusted` when the agent's certificate
+is not the one pinned when it joined, :class:`ContainerMissing` for a 404, and
 :class:`AgentRefused` carrying the agent's own message otherwise.
+
+Transport: HTTPS only, the peer's certificate checked against the host's pin
+(``runtime_agent/host/tls.py``) right after the handshake, before the request
+and its bearer credential are sent; no CA, no hostname check.
 
 Container names are the idempotency key: ``create`` of a name that exists
 with the same request answers 200 (the agent compares them), so a retried
@@ -14,16 +19,16 @@ task never makes a second container.
 from __future__ import annotations
 
 import builtins
+import http.client
 import json
 import logging
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from paas.core.errors import PaasError
 from runtime_agent import wire
+from runtime_agent.host.tls import BadFingerprint, CertificateMismatch, PinnedHTTPSConnection
 from runtime_agent.wire import ContainerState, RestartPolicyName
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,14 @@ CREATE_TIMEOUT_S = 600.0
 class AgentUnreachable(PaasError):
     code = "agent_unreachable"
     status = 503
+
+
+class AgentUntrusted(PaasError):
+    """The agent presented another certificate than the pinned one (or none
+    is pinned): nothing is sent to it."""
+
+    code = "agent_untrusted"
+    status = 502
 
 
 class AgentRefused(PaasError):
@@ -92,9 +105,12 @@ def _create_body(req: wire.CreateContainer) -> dict[str, Any]:
 
 
 class AgentClient:
-    def __init__(self, base_url: str, token: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, *, fingerprint: str, timeout_s: float = 30.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.fingerprint = fingerprint
         self.timeout_s = timeout_s
 
     # --- transport -----------------------------------------------------------------
@@ -112,19 +128,46 @@ class AgentClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(
-            self.base_url + path, data=data, headers=headers, method=method
-        )
+        conn = self._connection(timeout_s or self.timeout_s)
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            raise self._refusal(exc.code, exc.read(), path) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            status, raw = resp.status, resp.read()
+        except CertificateMismatch as exc:
+            log.error("%s", exc.message)
+            raise AgentUntrusted(exc.message, url=self.base_url, **exc.data) from None
+        except (OSError, http.client.HTTPException) as exc:
             raise AgentUnreachable(
-                f"The agent at {self.base_url} did not answer: {reason}", url=self.base_url
+                f"The agent at {self.base_url} did not answer: {exc}", url=self.base_url
             ) from None
+        finally:
+            conn.close()
+        if status >= 400:
+            raise self._refusal(status, raw, path)
+        return status, raw
+
+    def _connection(self, timeout_s: float) -> PinnedHTTPSConnection:
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise AgentUntrusted(
+                f"The agent URL {self.base_url} is not https://ADDRESS:PORT: agents serve "
+                "their API over TLS only; re-join the host.", url=self.base_url
+            )  # fmt: skip
+        if not self.fingerprint:
+            raise AgentUntrusted(
+                f"No certificate is pinned for the agent at {self.base_url}: re-join the host "
+                "so the platform learns which certificate to trust.", url=self.base_url
+            )  # fmt: skip
+        try:
+            return PinnedHTTPSConnection(
+                parts.hostname, parts.port, pin=self.fingerprint, where=self.base_url,
+                timeout=timeout_s,
+            )  # fmt: skip
+        except BadFingerprint as exc:
+            raise AgentUntrusted(
+                f"The pin of the agent at {self.base_url} is unreadable ({exc.message}): "
+                "re-join the host.", url=self.base_url
+            ) from None  # fmt: skip
 
     def _refusal(self, status: int, raw: bytes, path: str) -> PaasError:
         try:

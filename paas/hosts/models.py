@@ -16,7 +16,10 @@ class Host(models.Model):
     """A machine running a runtime agent, joined with a one-time token."""
 
     name = models.CharField(max_length=100, unique=True)
-    agent_url = models.URLField(help_text="The agent's API, e.g. http://127.0.0.1:7070")
+    agent_url = models.URLField(help_text="The agent's API, e.g. https://127.0.0.1:7070")
+    # SHA-256 of the certificate the agent presented when it joined (``AB:CD:...``):
+    # every call to the agent checks the peer's certificate against it.
+    tls_fingerprint = models.CharField(max_length=95, blank=True)
     # The agent's own bearer credential, handed out when it joined. The
     # control plane must present it, so it is kept (not hashed); never shown.
     token = models.CharField(max_length=200, blank=True, editable=False)
@@ -49,6 +52,11 @@ class JoinToken(models.Model):
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
     host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.SET_NULL)
+    # A re-join token: it may only join this (already joined) host again,
+    # replacing its URL, pinned certificate and credential.
+    rejoin = models.ForeignKey(
+        Host, null=True, blank=True, on_delete=models.CASCADE, related_name="rejoin_tokens"
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -1,9 +1,19 @@
 """Hosts: one-time join tokens, joining, and health from heartbeats.
 
 An admin makes a join token (shown once, stored hashed). A new host presents
-it once, with its agent's URL, and receives its own credential: the bearer
-token its agent accepts from now on. Each host has its own, so a leaked
-credential opens one host, not all of them.
+it once, with its agent's URL and the fingerprint of the certificate its
+agent serves, and receives its own credential: the bearer token its agent
+accepts from now on. Each host has its own, so a leaked credential opens one
+host, not all of them. The fingerprint is pinned: every call to the agent
+checks its certificate against it (``paas/hosts/agent_client.py``), and a
+host whose agent presents another is not trusted (marked unreachable, its
+instances moved) until it presents the pinned one again or joins again.
+
+Joining again, after the agent's certificate was replaced on purpose, takes
+a re-join token made for that host (``host_join_token --rejoin NAME``): it
+replaces the host's URL, pin and credential and keeps its instances. A plain
+join token never replaces a joined host's pin: whoever holds one could
+otherwise take over any host's traffic.
 """
 
 from __future__ import annotations
@@ -22,9 +32,10 @@ from django.utils import timezone
 from paas.applications.audit import audit_record
 from paas.applications.models import AuditResult
 from paas.core.errors import Conflict, PaasError, PermissionDenied, ValidationFailed
-from paas.hosts.agent_client import AgentClient
+from paas.hosts.agent_client import AgentClient, AgentUntrusted
 from paas.hosts.models import Host, HostState, JoinToken
 from paas.hosts.upstreams import check_agent_address
+from runtime_agent.host.tls import BadFingerprint, parse_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +52,15 @@ def _digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def join_token_create(*, user: User | None, note: str = "") -> tuple[JoinToken, str]:
-    """A one-time join token; the raw value is returned once and never stored."""
+def join_token_create(
+    *, user: User | None, note: str = "", rejoin: Host | None = None
+) -> tuple[JoinToken, str]:
+    """A one-time join token (for joining ``rejoin`` again, if given); the
+    raw value is returned once and never stored."""
     if user is not None and not user.is_staff:
         raise PermissionDenied("Only platform admins can add hosts.")
+    if rejoin is not None and rejoin.state == HostState.REMOVED:
+        raise ValidationFailed(f"Host {rejoin.name!r} was removed: join it as a new host.")
     raw = JOIN_PREFIX + secrets.token_urlsafe(32)
     token = JoinToken.objects.create(
         digest=_digest(raw),
@@ -52,26 +68,42 @@ def join_token_create(*, user: User | None, note: str = "") -> tuple[JoinToken, 
         note=note[:200],
         created_by=user,
         expires_at=timezone.now() + timedelta(seconds=settings.PAAS_JOIN_TOKEN_TTL_S),
+        rejoin=rejoin,
     )
-    audit_record(actor=user, app=None, action="host.join_token", target=token.prefix)
+    action = "host.rejoin_token" if rejoin else "host.join_token"
+    audit_record(actor=user, app=None, action=action, target=token.prefix,
+                 detail=rejoin.name if rejoin else "")  # fmt: skip
     return token, raw
 
 
 def _validate_agent_url(url: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.port is None:
+    if parts.scheme != "https" or not parts.hostname or parts.port is None:
         raise ValidationFailed(
-            "The agent URL must look like http://ADDRESS:PORT.", field="agent_url"
+            "The agent URL must look like https://ADDRESS:PORT (agents serve their API "
+            "over TLS only).",
+            field="agent_url",
         )
     check_agent_address(url)
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def host_join(*, raw_token: str, name: str, agent_url: str) -> tuple[Host, str]:
-    """Spend a join token: record the host and return its new credential."""
+def _validate_fingerprint(fingerprint: str) -> str:
+    try:
+        return parse_fingerprint(fingerprint)
+    except BadFingerprint as exc:
+        raise ValidationFailed(f"The agent's {exc.message}.", field="tls_fingerprint") from None
+
+
+def host_join(
+    *, raw_token: str, name: str, agent_url: str, tls_fingerprint: str
+) -> tuple[Host, str]:
+    """Spend a join token: record the host (or, with a re-join token, update
+    it), pin its agent's certificate and return its new credential."""
     if not name or len(name) > HOST_NAME_MAX or not name.replace("-", "").isalnum():
         raise ValidationFailed("A host name is letters, digits and '-'.", field="name")
     url = _validate_agent_url(agent_url)
+    pin = _validate_fingerprint(tls_fingerprint)
     credential = secrets.token_urlsafe(32)
     with transaction.atomic():
         now = timezone.now()
@@ -81,17 +113,72 @@ def host_join(*, raw_token: str, name: str, agent_url: str) -> tuple[Host, str]:
         ).update(used_at=now)
         if not spent:
             raise JoinRefused("This join token is unknown, used or expired; ask for a new one.")
-        if Host.objects.filter(name=name).exclude(state=HostState.REMOVED).exists():
-            raise Conflict(f"A host named {name!r} has already joined.", field="name")
-        Host.objects.filter(name=name, state=HostState.REMOVED).delete()
-        host = Host.objects.create(name=name, agent_url=url, token=credential)
-        JoinToken.objects.filter(digest=_digest(raw_token)).update(host=host)
-        audit_record(actor=None, app=None, action="host.join", target=name, detail=url)
+        token = JoinToken.objects.select_related("rejoin").get(digest=_digest(raw_token))
+        if token.rejoin is not None:
+            host = _rejoin(token.rejoin, name=name, url=url, pin=pin, credential=credential)
+        else:
+            host = _join_new(name=name, url=url, pin=pin, credential=credential)
+        JoinToken.objects.filter(pk=token.pk).update(host=host)
     return host, credential
 
 
+def _join_new(*, name: str, url: str, pin: str, credential: str) -> Host:
+    if Host.objects.filter(name=name).exclude(state=HostState.REMOVED).exists():
+        raise Conflict(
+            f"A host named {name!r} has already joined. To join it again (its agent's "
+            f"certificate changed, say), use a re-join token: "
+            f"manage.py host_join_token --rejoin {name}",
+            field="name",
+        )
+    Host.objects.filter(name=name, state=HostState.REMOVED).delete()
+    host = Host.objects.create(name=name, agent_url=url, token=credential, tls_fingerprint=pin)
+    audit_record(actor=None, app=None, action="host.join", target=name,
+                 detail=f"{url} certificate {pin}")  # fmt: skip
+    return host
+
+
+def _rejoin(host: Host, *, name: str, url: str, pin: str, credential: str) -> Host:
+    if host.name != name:
+        raise JoinRefused(f"This re-join token is for host {host.name!r}, not {name!r}.")
+    if host.state == HostState.REMOVED:
+        raise JoinRefused(f"Host {name!r} was removed since: join it with a plain join token.")
+    Host.objects.filter(pk=host.pk).update(
+        agent_url=url, tls_fingerprint=pin, token=credential, last_error=""
+    )
+    detail = _pin_detail(url, pin, host.tls_fingerprint)
+    audit_record(actor=None, app=None, action="host.rejoin", target=name, detail=detail)
+    host.refresh_from_db()
+    return host
+
+
+def _pin_detail(url: str, pin: str, old: str) -> str:
+    return f"{url} certificate {pin} (was {old or 'none'})"
+
+
+def host_register_local(*, name: str, agent_url: str, tls_fingerprint: str) -> Host:
+    """The local agent as host ``name`` (scripts/up, every start): joined the
+    first time, its URL and pin brought up to date after. Trusted without a
+    token because the fingerprint comes from the agent's certificate on this
+    very machine, read by root."""
+    url = _validate_agent_url(agent_url)
+    pin = _validate_fingerprint(tls_fingerprint)
+    host = Host.objects.filter(name=name).exclude(state=HostState.REMOVED).first()
+    if host is None:
+        _, raw = join_token_create(user=None, note=f"local agent {name}")
+        host, _ = host_join(raw_token=raw, name=name, agent_url=url, tls_fingerprint=pin)
+        return host
+    if (host.agent_url, host.tls_fingerprint) != (url, pin):
+        Host.objects.filter(pk=host.pk).update(agent_url=url, tls_fingerprint=pin)
+        detail = _pin_detail(url, pin, host.tls_fingerprint)
+        audit_record(actor=None, app=None, action="host.repin", target=name, detail=detail)
+        host.refresh_from_db()
+    return host
+
+
 def host_client(host: Host, *, timeout_s: float = 30.0) -> AgentClient:
-    return AgentClient(host.agent_url, host.token, timeout_s=timeout_s)
+    return AgentClient(
+        host.agent_url, host.token, fingerprint=host.tls_fingerprint, timeout_s=timeout_s
+    )
 
 
 def host_heartbeat(*, host_id: int, reconcile_on_change: bool = False) -> HostState:
@@ -106,6 +193,9 @@ def host_heartbeat(*, host_id: int, reconcile_on_change: bool = False) -> HostSt
     now = timezone.now()
     try:
         info = host_client(host, timeout_s=5).info()
+    except AgentUntrusted as exc:
+        _host_untrusted(host, exc.message, reconcile_on_change=reconcile_on_change)
+        return HostState(Host.objects.get(pk=host.pk).state)
     except PaasError as exc:
         silent_since = host.last_heartbeat_at or host.created_at
         if (now - silent_since).total_seconds() > settings.PAAS_HOST_TIMEOUT_S:
@@ -142,6 +232,21 @@ def _reconcile_soon(wanted: bool) -> None:
     from paas.hosts.tasks import reconcile_all  # tasks import this module
 
     transaction.on_commit(reconcile_all.delay)
+
+
+def _host_untrusted(host: Host, message: str, *, reconcile_on_change: bool) -> None:
+    """An agent that is not the one that joined gets no more work at once
+    (no waiting for the timeout): out of the ready hosts, so the reconcile
+    moves its instances, until it presents the pinned certificate again."""
+    Host.objects.filter(pk=host.pk).update(last_error=message)
+    changed = Host.objects.filter(pk=host.pk, state=HostState.READY).update(
+        state=HostState.UNREACHABLE
+    )
+    if changed:
+        log.error("host %s is not trusted: %s", host.name, message)
+        audit_record(actor=None, app=None, action="host.untrusted", target=host.name,
+                     result=AuditResult.FAILED, detail=message)  # fmt: skip
+        _reconcile_soon(reconcile_on_change)
 
 
 def hosts_heartbeat_all(*, reconcile_on_change: bool = False) -> dict[str, str]:

@@ -50,6 +50,7 @@ from paas.logs.services import (
     logs_store,
 )
 from runtime_agent import wire
+from runtime_agent.host.tls import fingerprint_bytes, mismatch, parse_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,22 @@ class ContainerPosition:
         return f"{datetime.fromisoformat(self.time).timestamp() - 1:.6f}"
 
 
+def _pinned(target: FollowTarget) -> aiohttp.Fingerprint:
+    """What aiohttp checks the agent's certificate against, right after the
+    handshake and before the request (and its credential) goes out. aiohttp
+    checks no fingerprint over plain HTTP, so anything but https is refused."""
+    if not target.host_url.startswith("https://"):
+        raise AgentStreamError(f"not following over {target.host_url}: agents serve https only")
+    if not target.fingerprint:
+        raise AgentStreamError(f"no certificate is pinned for {target.host_url}: re-join it")
+    return aiohttp.Fingerprint(fingerprint_bytes(target.fingerprint))
+
+
+def _mismatch(target: FollowTarget, exc: aiohttp.ServerFingerprintMismatch) -> str:
+    presented = parse_fingerprint(exc.got.hex())
+    return mismatch(target.host_url, presented, parse_fingerprint(target.fingerprint)).message
+
+
 def _stream_name(value: Any) -> str:
     return value if value in ("stdout", "stderr") else ""
 
@@ -134,6 +151,7 @@ class Follower:
         self.router_log = router_log
         self.queue: asyncio.Queue[list[Item]] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.following: dict[str, FollowTarget] = {}
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logs-db")
         self.session: aiohttp.ClientSession | None = None
         self.stored_lines = 0
@@ -182,11 +200,13 @@ class Follower:
             task = self.tasks[key]
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("following %s failed", key, exc_info=task.exception())
-            if key not in wanted or task.done():
+            # A host that joined again has a new credential and pin: follow anew.
+            if key not in wanted or task.done() or wanted[key] != self.following.get(key):
                 self.tasks.pop(key).cancel()
         for key, target in wanted.items():
             if key not in self.tasks:
                 log.info("following %s (app %s, %s)", key, target.app_id, target.instance)
+                self.following[key] = target
                 self.tasks[key] = asyncio.create_task(self._follow(target), name=key)
 
     # --- containers ----------------------------------------------------------------
@@ -205,6 +225,9 @@ class Follower:
                 backoff = 0.2 if got else min(backoff * 2, MAX_BACKOFF_S)
             except ContainerGone:  # not created yet, or removed: ask again, less and less often
                 backoff = min(backoff * 2, GONE_BACKOFF_S)
+            except aiohttp.ServerFingerprintMismatch as exc:
+                log.error("following %s: %s", target.key, _mismatch(target, exc))
+                backoff = MAX_BACKOFF_S
             except (AgentStreamError, aiohttp.ClientError, OSError, ValueError) as exc:
                 log.warning("following %s: %s", target.key, exc)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -220,7 +243,9 @@ class Follower:
         url = f"{target.host_url.rstrip('/')}/v1/containers/{target.container_name}/logs"
         headers = {"Authorization": f"Bearer {target.token}"}
         got = 0
-        async with self.session.get(url, params=params, headers=headers) as resp:
+        async with self.session.get(
+            url, params=params, headers=headers, ssl=_pinned(target)
+        ) as resp:
             if resp.status == 404:
                 raise ContainerGone(target.container_name)
             if resp.status != 200:

@@ -74,8 +74,10 @@ class LogFollow(models.Model):
     release, and for the benchmark."""
 
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="log_follows")
-    agent_url = models.URLField(help_text="the agent's API, e.g. http://127.0.0.1:7070")
+    agent_url = models.URLField(help_text="the agent's API, e.g. https://127.0.0.1:7070")
     agent_token = models.CharField(max_length=200, editable=False)
+    # The agent's pinned certificate (runtime_agent/host/tls.py), as on its Host.
+    agent_fingerprint = models.CharField(max_length=95, blank=True)
     container = models.CharField(max_length=63)
     process_type = models.CharField(max_length=30, blank=True)
     instance = models.CharField(max_length=63, blank=True)

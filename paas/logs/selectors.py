@@ -24,6 +24,7 @@ class FollowTarget:
     container_name: str
     process_type: str
     instance: str
+    fingerprint: str  # the agent's pinned certificate (runtime_agent/host/tls.py)
 
     @property
     def key(self) -> str:
@@ -49,12 +50,20 @@ def containers_to_follow() -> list[FollowTarget]:
     )
     targets = [
         FollowTarget(i.app_id, i.host.agent_url, i.host.token, i.container_name,
-                     i.process_type, f"{i.process_type}.{i.index}")
+                     i.process_type, f"{i.process_type}.{i.index}", i.host.tls_fingerprint)
         for i in instances
     ]  # fmt: skip
     follows = LogFollow.objects.filter(active=True).order_by("id")
     targets += [
-        FollowTarget(f.app_id, f.agent_url, f.agent_token, f.container, f.process_type, f.instance)
+        FollowTarget(
+            f.app_id,
+            f.agent_url,
+            f.agent_token,
+            f.container,
+            f.process_type,
+            f.instance,
+            f.agent_fingerprint,
+        )
         for f in follows
     ]
     return targets

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from paas.logs.lines import IngestLine, encode_rows, iso
 from paas.logs.models import LogCounter, LogCursor, LogFollow, LogLine, LogSource
+from runtime_agent.host.tls import parse_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -192,16 +193,18 @@ def logs_enforce_retention() -> int:
 
 
 def log_follow_register(
-    *, app_id: int, agent_url: str, agent_token: str, container: str, process_type: str,
-    instance: str,
+    *, app_id: int, agent_url: str, agent_token: str, agent_fingerprint: str, container: str,
+    process_type: str, instance: str,
 ) -> LogFollow:  # fmt: skip
-    """Have the follower read ``container``'s log on that agent (idempotent)."""
+    """Have the follower read ``container``'s log on that agent (idempotent);
+    ``agent_fingerprint`` is the agent's certificate, pinned like a host's."""
     follow, _ = LogFollow.objects.update_or_create(
         agent_url=agent_url.rstrip("/"),
         container=container,
         defaults={
-            "app_id": app_id, "agent_token": agent_token, "process_type": process_type,
-            "instance": instance, "active": True,
+            "app_id": app_id, "agent_token": agent_token,
+            "agent_fingerprint": parse_fingerprint(agent_fingerprint),
+            "process_type": process_type, "instance": instance, "active": True,
         },
     )  # fmt: skip
     return follow

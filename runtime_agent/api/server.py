@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -660,10 +661,20 @@ def create_app(manager: Manager, images: Images | None, config: AgentConfig) -> 
 
 
 class ApiServer:
-    """The app on a TCP socket, with a drain on stop: the listening socket
-    closes first, requests in flight get ``drain_timeout_s`` to finish."""
+    """The app on a TCP socket, over TLS only (plain HTTP gets no answer: a
+    bearer token must never cross a shared network in clear), with a drain
+    on stop: the listening socket closes first, requests in flight get
+    ``drain_timeout_s`` to finish."""
 
-    def __init__(self, app: web.Application, host: str, port: int, drain_timeout_s: float) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        drain_timeout_s: float,
+        *,
+        tls: ssl.SSLContext,
+    ) -> None:
         self.runner = web.AppRunner(
             app,
             # aiohttp takes a deadline <= 0 as "no deadline"; a drain must end.
@@ -672,15 +683,16 @@ class ApiServer:
             access_log_format='%a "%r" %s %b %Tfs',
         )
         self.host, self.port = host, port
+        self.tls = tls
 
     async def start(self) -> None:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port)
+        site = web.TCPSite(self.runner, self.host, self.port, ssl_context=self.tls)
         await site.start()
         # The port actually bound (the configured one may be 0 in tests).
         address = self.runner.addresses[0]
         self.port = address[1]
-        log.info("API listening on http://%s:%d/v1", self.host, self.port)
+        log.info("API listening on https://%s:%d/v1", self.host, self.port)
 
     async def stop(self) -> None:
         log.info("API draining (up to the drain timeout)")

@@ -26,6 +26,7 @@ from runtime_agent.api.server import ApiServer, create_app
 from runtime_agent.config import AgentConfig
 from runtime_agent.host.errors import Conflict, NotFound
 from runtime_agent.wire import ContainerState
+from tests.support.agent_harness import server_tls
 from tests.support.processes import async_wait_until, port_open
 
 TOKEN = "alice-token-0123456789abcdef"
@@ -166,10 +167,12 @@ async def client(tmp_path, manager, images) -> AsyncIterator[aiohttp.ClientSessi
     # ApiServer, not aiohttp's TestServer: the test server cancels handlers
     # when a client disconnects, which the agent deliberately does not do.
     app = create_app(manager, images, config(tmp_path, max_body_bytes=4096))
-    server = ApiServer(app, "127.0.0.1", 0, drain_timeout_s=1.0)
+    server = ApiServer(app, "127.0.0.1", 0, drain_timeout_s=1.0, tls=server_tls().context)
     await server.start()
     try:
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as c:
+        async with aiohttp.ClientSession(
+            base_url=f"https://127.0.0.1:{server.port}", connector=server_tls().connector()
+        ) as c:
             yield c
     finally:
         await server.stop()
@@ -299,10 +302,12 @@ async def test_of_two_racing_identical_creates_exactly_one_is_told_201(tmp_path,
 
     app = create_app(manager, images, config(tmp_path))
     app.middlewares.insert(0, count_arrivals)
-    server = ApiServer(app, "127.0.0.1", 0, drain_timeout_s=1.0)
+    server = ApiServer(app, "127.0.0.1", 0, drain_timeout_s=1.0, tls=server_tls().context)
     await server.start()
     try:
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as c:
+        async with aiohttp.ClientSession(
+            base_url=f"https://127.0.0.1:{server.port}", connector=server_tls().connector()
+        ) as c:
             first, second = await asyncio.gather(
                 c.post("/v1/containers", json=CREATE, headers=AUTH),
                 c.post("/v1/containers", json=CREATE, headers=AUTH),
@@ -666,10 +671,12 @@ async def test_gc_keeps_the_images_of_existing_containers(client, images):
 
 async def test_a_drain_finishes_requests_in_flight_and_refuses_new_connections(tmp_path, manager):
     manager.stop_gate = asyncio.Event()
-    server = ApiServer(create_app(manager, None, config(tmp_path)), "127.0.0.1", 0, 5.0)
+    server = ApiServer(
+        create_app(manager, None, config(tmp_path)), "127.0.0.1", 0, 5.0, tls=server_tls().context
+    )
     await server.start()
-    base = f"http://127.0.0.1:{server.port}"
-    async with aiohttp.ClientSession(headers=AUTH) as session:
+    base = f"https://127.0.0.1:{server.port}"
+    async with aiohttp.ClientSession(headers=AUTH, connector=server_tls().connector()) as session:
         await session.post(base + "/v1/containers", json=CREATE)
         in_flight = asyncio.ensure_future(session.post(base + "/v1/containers/web-1/stop"))
         await asyncio.wait_for(manager.stop_entered.wait(), 5)  # the stop is in the manager
@@ -682,17 +689,19 @@ async def test_a_drain_finishes_requests_in_flight_and_refuses_new_connections(t
         assert resp.status == 200
         assert (await resp.json())["state"] == "exited"
         await asyncio.wait_for(stopping, 5)
-    async with aiohttp.ClientSession(headers=AUTH) as session:
+    async with aiohttp.ClientSession(headers=AUTH, connector=server_tls().connector()) as session:
         with pytest.raises(aiohttp.ClientConnectionError):
             await session.get(base + "/v1/info")
 
 
 async def test_a_drain_ends_open_follow_streams_promptly(tmp_path, manager):
     manager.follow_forever = True
-    server = ApiServer(create_app(manager, None, config(tmp_path)), "127.0.0.1", 0, 30.0)
+    server = ApiServer(
+        create_app(manager, None, config(tmp_path)), "127.0.0.1", 0, 30.0, tls=server_tls().context
+    )
     await server.start()
-    base = f"http://127.0.0.1:{server.port}"
-    async with aiohttp.ClientSession(headers=AUTH) as session:
+    base = f"https://127.0.0.1:{server.port}"
+    async with aiohttp.ClientSession(headers=AUTH, connector=server_tls().connector()) as session:
         await session.post(base + "/v1/containers", json=CREATE)
         resp = await session.get(base + "/v1/containers/web-1/logs?follow=1")
         assert resp.status == 200

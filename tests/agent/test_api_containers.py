@@ -27,7 +27,7 @@ from runtime_agent.host.cmd import output
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci.runc import Runc
-from tests.support.agent_harness import free_port, unused_subnet
+from tests.support.agent_harness import free_port, server_tls, unused_subnet
 from tests.support.images import HTTP_PORT, BuiltImage
 from tests.support.processes import async_wait_until
 from tests.support.registry import TestRegistry
@@ -65,8 +65,9 @@ class Agent:
         )
         self.manager = ContainerManager(self.config, self.images, self.network, self.runc)
         self.server = ApiServer(
-            create_app(self.manager, self.images, self.config), "127.0.0.1", 0, 2.0
-        )
+            create_app(self.manager, self.images, self.config), "127.0.0.1", 0, 2.0,
+            tls=server_tls().context,
+        )  # fmt: skip
 
     async def start(self) -> None:
         await asyncio.to_thread(self.network.setup)
@@ -85,7 +86,7 @@ class Agent:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"
+        return f"https://127.0.0.1:{self.server.port}"
 
 
 @pytest.fixture
@@ -104,7 +105,9 @@ async def agent(tmp_agent_root: Path, registry: TestRegistry) -> AsyncIterator[A
 
 @pytest.fixture
 async def api(agent: Agent) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=agent.url, headers=AUTH) as session:
+    async with aiohttp.ClientSession(
+        base_url=agent.url, headers=AUTH, connector=server_tls().connector()
+    ) as session:
         yield session
 
 

@@ -18,33 +18,42 @@
   up to SECONDS for NAME to leave "running", prints the info again and exits.
 - :class:`AgentProcess`: the real daemon (``python -m runtime_agent``) on a
   free port, and :func:`cleanup`, which removes what it leaves behind
-  (containers, mounts, netns, bridge, table).
+  (containers, mounts, netns, bridge, table). Its API is HTTPS only: the
+  harness pins the certificate the agent's files hold (``fingerprint``),
+  as the control plane pins the one a host joined with.
+- :func:`server_tls`: a certificate for an in-process ApiServer, and the
+  pinned aiohttp connector its clients use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import http.client
 import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from runtime_agent import wire
+from runtime_agent.api.tls import certificate_fingerprint, ensure_certificate, server_context
 from runtime_agent.config import AgentConfig
 from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.host.cmd import output, run
 from runtime_agent.host.errors import AgentError
 from runtime_agent.host.libc import set_child_subreaper
+from runtime_agent.host.tls import PinnedHTTPSConnection, fingerprint_bytes
 from runtime_agent.net import links, nsthread
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci import rootfs
@@ -233,6 +242,27 @@ async def wait_state(
     return info
 
 
+# --- TLS for an in-process ApiServer ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    context: ssl.SSLContext
+    fingerprint: str
+
+    def connector(self) -> aiohttp.TCPConnector:
+        """A client connector that accepts this certificate only (call in a loop)."""
+        return aiohttp.TCPConnector(ssl=aiohttp.Fingerprint(fingerprint_bytes(self.fingerprint)))
+
+
+@functools.cache
+def server_tls() -> ServerTls:
+    """One agent certificate for the session's in-process servers."""
+    directory = Path(tempfile.mkdtemp(prefix="agent-tls-"))
+    cert, key = ensure_certificate(directory / "tls")
+    return ServerTls(server_context(cert, key), certificate_fingerprint(cert))
+
+
 # --- the real daemon, as a process ----------------------------------------------
 
 
@@ -278,12 +308,16 @@ class AgentProcess:
     # the agent runs in it and listens on its address there.
     netns: str | None = None
     listen_host: str = "127.0.0.1"
+    fingerprint: str = ""
 
     @classmethod
     def fresh(cls, root: Path, **extra_env: str) -> AgentProcess:
-        """An agent for ``root`` (which becomes a link to its real, short root)."""
+        """An agent for ``root`` (which becomes a link to its real, short root).
+
+        Its certificate is made now, as ``runtime_agent.join`` would make it
+        before the agent's first start, so a test can join it before it runs."""
         suffix = secrets.token_hex(3)
-        return cls(
+        agent = cls(
             root=traversable_root(root),
             token=secrets.token_urlsafe(24),
             port=free_port(),
@@ -292,10 +326,23 @@ class AgentProcess:
             nft_table=f"paas_g_{suffix}",
             extra_env=dict(extra_env),
         )
+        if "PAAS_AGENT_TLS_CERT" not in extra_env:
+            ensure_certificate(agent.root / "tls")
+        agent.fingerprint = agent.current_fingerprint() or ""
+        return agent
 
     @property
     def url(self) -> str:
-        return f"http://{self.listen_host}:{self.port}"
+        return f"https://{self.listen_host}:{self.port}"
+
+    def current_fingerprint(self) -> str | None:
+        """The fingerprint of the certificate the agent's settings name (None
+        while it has none yet)."""
+        cert = self.extra_env.get("PAAS_AGENT_TLS_CERT") or str(self.root / "tls" / "cert.pem")
+        try:
+            return certificate_fingerprint(Path(cert))
+        except AgentError:
+            return None
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PAAS_AGENT_")}
@@ -344,7 +391,10 @@ class AgentProcess:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.stderr()}")
-            return self.request("GET", "/v1/info", timeout=1)[0] == 200
+            # Whatever its files hold now (a test may have replaced them):
+            # the harness talks to the agent it started.
+            self.fingerprint = self.current_fingerprint() or ""
+            return bool(self.fingerprint) and self.request("GET", "/v1/info", timeout=1)[0] == 200
 
         try:
             wait_until(answers, timeout_s=timeout_s, what="the agent's /v1/info")
@@ -365,7 +415,9 @@ class AgentProcess:
         token: str | None = "default",
         timeout: float = 60,
     ) -> tuple[int, Any]:
-        """(status, JSON body or text); status 0 when nothing answers."""
+        """(status, JSON body or text) over HTTPS with the agent's certificate
+        pinned; status 0 when nothing answers (CertificateMismatch when
+        another certificate does)."""
         headers = {}
         token = self.token if token == "default" else token
         if token is not None:
@@ -374,14 +426,17 @@ class AgentProcess:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
+        conn = PinnedHTTPSConnection(
+            self.listen_host, self.port, pin=self.fingerprint, timeout=timeout
+        )
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, _decode(resp.read(), resp.headers.get("Content-Type", ""))
-        except urllib.error.HTTPError as exc:
-            return exc.code, _decode(exc.read(), exc.headers.get("Content-Type", ""))
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, _decode(resp.read(), resp.headers.get("Content-Type", ""))
+        except (OSError, http.client.HTTPException):
             return 0, None
+        finally:
+            conn.close()
 
     def terminate(self, timeout_s: float = 20.0) -> int:
         """SIGTERM and wait; returns the exit code."""

@@ -66,7 +66,9 @@ def agent_for(registry: TestRegistry, root: Path) -> AgentProcess:
 
 def add_host(agent: AgentProcess, name: str = "local") -> Host:
     """The agent as a ready host (the join flow has its own test)."""
-    host = Host.objects.create(name=name, agent_url=agent.url, token=agent.token)
+    host = Host.objects.create(
+        name=name, agent_url=agent.url, token=agent.token, tls_fingerprint=agent.fingerprint
+    )
     host_heartbeat(host_id=host.pk)
     host.refresh_from_db()
     return host

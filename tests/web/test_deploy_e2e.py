@@ -79,6 +79,9 @@ def platform(agent: AgentProcess, router: TestRouter, workers: Any, settings: An
     deploy_env = {
         **router.env, "PAAS_DRAIN_SECONDS": "0.5", "PAAS_HEALTH_TIMEOUT_S": "30",
         "PAAS_TCP_PORTS_FIRST": str(first_tcp), "PAAS_TCP_PORTS_LAST": str(first_tcp + 2),
+        # Beside it, never overlapping (the default 30000-39999 may hold first_tcp);
+        # one host on loopback publishes no route port anyway.
+        "PAAS_ROUTE_PORTS_FIRST": str(first_tcp + 3), "PAAS_ROUTE_PORTS_LAST": str(first_tcp + 5),
     }  # fmt: skip
     settings.PAAS_HEALTH_TIMEOUT_S = 30.0
     workers.env.update(deploy_env)

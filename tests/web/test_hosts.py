@@ -4,6 +4,11 @@ mark a silent host unreachable, and the scheduler's placement."""
 from __future__ import annotations
 
 import io
+import os
+import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -12,31 +17,38 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from paas.applications.models import Release
+from paas.applications.models import AuditEntry, Release
 from paas.applications.services import app_create
 from paas.core.errors import PermissionDenied
-from paas.hosts.agent_client import AgentClient, AgentRefused
+from paas.hosts.agent_client import AgentClient, AgentRefused, AgentUntrusted
 from paas.hosts.models import DesiredState, Host, HostState, Instance, JoinToken
 from paas.hosts.scheduler import NothingFits, schedule
-from paas.hosts.services import host_heartbeat, join_token_create
-from tests.support.agent_harness import AgentProcess, cleanup
+from paas.hosts.services import host_client, host_heartbeat, join_token_create
+from runtime_agent.api.tls import certificate_fingerprint
+from tests.support.agent_harness import REPO, AgentProcess, cleanup
 from tests.web.deploy_support import agent_root
 
 pytestmark = pytest.mark.django_db(transaction=True)
 GiB = 1024**3
 
 
-def _join(client: Any, token: str, name: str = "host-1", url: str = "http://127.0.0.1:7999") -> Any:
+PIN = ":".join(["AB"] * 32)
+
+
+def _join(
+    client: Any, token: str, name: str = "host-1", url: str = "https://127.0.0.1:7999",
+    fingerprint: str = PIN,
+) -> Any:  # fmt: skip
     return client.post(
         "/api/v1/hosts/join",
-        {"join_token": token, "name": name, "agent_url": url},
+        {"join_token": token, "name": name, "agent_url": url, "tls_fingerprint": fingerprint},
         content_type="application/json",
     )
 
 
-def _token_from_command() -> str:
+def _token_from_command(*args: str) -> str:
     out = io.StringIO()
-    call_command("host_join_token", "--note", "test", stdout=out)
+    call_command("host_join_token", "--note", "test", *args, stdout=out)
     return out.getvalue().strip()
 
 
@@ -69,12 +81,31 @@ def test_an_expired_or_made_up_token_is_refused(client: Any) -> None:
     assert not Host.objects.exists()
 
 
+def test_a_join_needs_an_https_url_and_the_agents_certificate_fingerprint(client: Any) -> None:
+    plain = _join(client, _token_from_command(), url="http://127.0.0.1:7999")
+    assert plain.status_code == 400 and "https://" in plain.json()["message"]
+    bad = _join(client, _token_from_command(), fingerprint="AB:CD")
+    assert bad.status_code == 400 and bad.json()["field"] == "tls_fingerprint"
+    assert not Host.objects.exists()
+    # The bare hex form (any case) is pinned in openssl's form.
+    assert _join(client, _token_from_command(), fingerprint="ab" * 32).status_code == 201
+    assert Host.objects.get().tls_fingerprint == PIN
+
+
+def test_the_agent_client_sends_nothing_without_tls_and_a_pin() -> None:
+    with pytest.raises(AgentUntrusted, match="over TLS only"):
+        AgentClient("http://127.0.0.1:7999", "credential", fingerprint=PIN).info()
+    with pytest.raises(AgentUntrusted, match="No certificate is pinned"):
+        AgentClient("https://127.0.0.1:7999", "credential", fingerprint="").info()
+
+
 @pytest.fixture
 def joined_agent(client: Any) -> Iterator[tuple[Host, AgentProcess]]:
     """A real agent started with the credential its host got when joining."""
     with agent_root() as root:
         agent = AgentProcess.fresh(root)
-        response = _join(client, _token_from_command(), url=agent.url)
+        response = _join(client, _token_from_command(), url=agent.url,
+                         fingerprint=agent.fingerprint)  # fmt: skip
         agent.token = response.json()["credential"]
         try:
             agent.start()
@@ -87,12 +118,54 @@ def test_a_joined_agent_answers_its_own_credential_and_turns_ready(
     joined_agent: tuple[Host, AgentProcess],
 ) -> None:
     host, agent = joined_agent
+    assert host.agent_url.startswith("https://")
+    assert host.tls_fingerprint == agent.fingerprint  # the join pinned its certificate
     assert host_heartbeat(host_id=host.pk) == HostState.READY
     host.refresh_from_db()
     assert host.memory_bytes > 0 and host.cpus > 0 and host.agent_version == "v1"
     assert host.last_heartbeat_at is not None
     with pytest.raises(AgentRefused, match="re-join the host"):
-        AgentClient(agent.url, "another-hosts-credential-0123456789").info()
+        AgentClient(
+            agent.url, "another-hosts-credential-0123456789", fingerprint=agent.fingerprint
+        ).info()
+
+
+def test_an_agent_with_another_certificate_is_not_trusted_until_the_host_joins_again(
+    client: Any, joined_agent: tuple[Host, AgentProcess], settings: Any
+) -> None:
+    host, agent = joined_agent
+    assert host_heartbeat(host_id=host.pk) == HostState.READY
+    pinned = host.tls_fingerprint
+    # The agent comes back with a new key (its certificate was lost or replaced).
+    assert agent.terminate() == 0
+    shutil.rmtree(agent.root / "tls")
+    agent.start()
+    assert agent.fingerprint != pinned
+    expected = (f"agent at {agent.url} presented a certificate with fingerprint "
+                f"{agent.fingerprint}, pinned {pinned}")  # fmt: skip
+    with pytest.raises(AgentUntrusted, match=re.escape(expected)):
+        host_client(host).info()
+    # Not trusted at once, without waiting for the silence timeout.
+    settings.PAAS_HOST_TIMEOUT_S = 3600
+    assert host_heartbeat(host_id=host.pk) == HostState.UNREACHABLE
+    assert expected in Host.objects.get(pk=host.pk).last_error
+    assert AuditEntry.objects.filter(action="host.untrusted", target="host-1").exists()
+    # A plain join token does not replace a joined host's pin...
+    taken = _join(client, _token_from_command(), url=agent.url, fingerprint=agent.fingerprint)
+    assert taken.status_code == 409 and "--rejoin host-1" in taken.json()["message"]
+    # ...a re-join token made for it does (a new credential too).
+    rejoin = _token_from_command("--rejoin", "host-1")
+    other = _join(client, rejoin, name="host-2", url=agent.url, fingerprint=agent.fingerprint)
+    assert other.status_code == 403 and "for host 'host-1'" in other.json()["message"]
+    rejoin = _token_from_command("--rejoin", "host-1")
+    again = _join(client, rejoin, url=agent.url, fingerprint=agent.fingerprint)
+    assert again.status_code == 201, again.content
+    assert Host.objects.get(pk=host.pk).tls_fingerprint == agent.fingerprint
+    assert agent.terminate() == 0
+    agent.token = again.json()["credential"]
+    agent.start()
+    assert host_heartbeat(host_id=host.pk) == HostState.READY
+    assert Host.objects.count() == 1
 
 
 def test_a_silent_host_becomes_unreachable_and_ready_again(
@@ -111,7 +184,7 @@ def test_a_silent_host_becomes_unreachable_and_ready_again(
 
 
 def _host(name: str, memory: int, state: HostState = HostState.READY) -> Host:
-    return Host.objects.create(name=name, agent_url="http://127.0.0.1:1", memory_bytes=memory,
+    return Host.objects.create(name=name, agent_url="https://127.0.0.1:1", memory_bytes=memory,
                                state=state)  # fmt: skip
 
 
@@ -152,16 +225,23 @@ def test_the_local_agent_is_registered_once_with_its_credential_in_its_token_fil
     tmp_path: Any,
 ) -> None:
     token_file = tmp_path / "agent" / "token"
-    args = ["host_register_local", "--agent-url", "http://127.0.0.1:7070",
-            "--token-file", str(token_file)]  # fmt: skip
+    args = ["host_register_local", "--agent-url", "https://127.0.0.1:7070",
+            "--agent-fingerprint", PIN, "--token-file", str(token_file)]  # fmt: skip
     call_command(*args, stdout=io.StringIO())
     host = Host.objects.get(name="local")
+    assert host.tls_fingerprint == PIN
     assert token_file.read_text().strip() == host.token
     assert token_file.stat().st_mode & 0o777 == 0o600
     call_command(*args, stdout=io.StringIO())
     assert Host.objects.count() == 1
     assert token_file.read_text().strip() == host.token
     assert JoinToken.objects.get().host == host  # it joined through a join token
+    # The local agent's certificate changed: the next start pins the new one.
+    new_pin = ":".join(["CD"] * 32)
+    args[args.index(PIN)] = new_pin
+    call_command(*args, stdout=io.StringIO())
+    assert Host.objects.get().tls_fingerprint == new_pin
+    assert Host.objects.get().token == host.token
 
 
 def test_an_admin_makes_a_join_token_in_the_admin_and_sees_it_once(admin_client: Any) -> None:
@@ -183,3 +263,21 @@ def test_an_admin_drains_a_host_from_the_admin(admin_client: Any) -> None:
     assert Host.objects.get(pk=host.pk).state == HostState.DRAINING
     page = admin_client.get(f"/admin/hosts/host/{host.pk}/change/").content.decode()
     assert "busy" in page and "the-agents-own-credential-123" not in page
+
+
+def test_the_join_command_pins_the_certificate_the_agent_will_serve(
+    live_server: Any, tmp_path: Any
+) -> None:
+    root = tmp_path / "agent-root"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAAS_AGENT_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime_agent.join", "--control-plane", live_server.url,
+         "--join-token", _token_from_command(), "--name", "host-9",
+         "--agent-url", "https://10.0.0.9:7070"],
+        env={**env, "PAAS_AGENT_ROOT": str(root), "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    host = Host.objects.get(name="host-9")
+    assert host.tls_fingerprint == certificate_fingerprint(root / "tls" / "cert.pem")
+    assert (root / "token").read_text().strip() == host.token

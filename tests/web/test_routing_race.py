@@ -27,7 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def _instances(app: Any, count: int) -> list[Instance]:
     release = Release.objects.create(app=app, number=1, image="x", state=ReleaseState.CURRENT)
-    host = Host.objects.create(name="h1", agent_url="http://127.0.0.1:1", state=HostState.READY)
+    host = Host.objects.create(name="h1", agent_url="https://127.0.0.1:1", state=HostState.READY)
     return [
         Instance.objects.create(
             app=app,

@@ -36,14 +36,17 @@ def test_an_agent_on_loopback_is_on_the_routers_machine() -> None:
     assert not host_is_local("https://host-2.example.com:7070")
 
 
-@pytest.mark.parametrize("url", ["http://agent.example.com:7070", "http://[fd00::2]:7070"])
+@pytest.mark.parametrize("url", ["https://agent.example.com:7070", "https://[fd00::2]:7070"])
 def test_a_host_across_the_network_joins_by_its_ipv4_address(url: str) -> None:
     _, raw = join_token_create(user=None)
+    pin = "ab" * 32  # a SHA-256 fingerprint; nothing connects here
     with pytest.raises(ValidationFailed, match="must name the host by its IPv4 address"):
-        host_join(raw_token=raw, name="far", agent_url=url)
+        host_join(raw_token=raw, name="far", agent_url=url, tls_fingerprint=pin)
     assert not Host.objects.exists()
-    host, _ = host_join(raw_token=raw, name="far", agent_url="http://10.0.0.2:7070")
-    assert host.agent_url == "http://10.0.0.2:7070"
+    host, _ = host_join(
+        raw_token=raw, name="far", agent_url="https://10.0.0.2:7070", tls_fingerprint=pin
+    )
+    assert host.agent_url == "https://10.0.0.2:7070"
 
 
 def test_the_upstream_is_the_host_port_when_there_is_one() -> None:

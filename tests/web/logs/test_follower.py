@@ -70,7 +70,8 @@ def start_ticker(agent, image_ref: str, name: str) -> None:
 
 
 def run_instance(app, agent, name: str) -> None:
-    host = Host.objects.create(name=f"h-{name}", agent_url=agent.url, token=agent.token)
+    host = Host.objects.create(name=f"h-{name}", agent_url=agent.url, token=agent.token,
+                               tls_fingerprint=agent.fingerprint)  # fmt: skip
     release, _ = Release.objects.get_or_create(app=app, number=1, defaults={"image": "x"})
     Instance.objects.create(
         app=app, release=release, process_type="web", index=1, host=host, container_name=name,
@@ -202,3 +203,28 @@ async def test_a_request_through_the_real_router_becomes_a_router_line_of_its_ap
             ((*_, text),) = await wait_stored(shop.pk, 1)
     assert text.startswith('method=GET path="/cart?id=3" host=shop.localhost status=200 ')
     assert "service=" in text and "request_id=" in text
+
+
+async def test_it_reads_no_agent_whose_certificate_is_not_the_pinned_one_until_repinned(
+    alice, agent, busybox_image, caplog
+):
+    app = await sync_to_async(app_create)(user=alice, team=alice.personal_team, name="pinned")
+    name = f"pinned-{agent.nft_table[-6:]}-web-1"
+    start_ticker(agent, busybox_image.ref, name)
+    await sync_to_async(run_instance)(app, agent, name)
+    wrong = ":".join(["AB"] * 32)
+    await sync_to_async(Host.objects.filter(name=f"h-{name}").update)(tls_fingerprint=wrong)
+    expected = (f"the agent at {agent.url} presented a certificate with fingerprint "
+                f"{agent.fingerprint}, pinned {wrong}")  # fmt: skip
+    async with following():
+        deadline = time.monotonic() + 60
+        while not any(expected in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the follower did not report the mismatch"
+            await asyncio.sleep(0.05)
+        # The host joins again with the certificate its agent has: the follower
+        # notices the new pin and reads the log (nothing was lost meanwhile).
+        await sync_to_async(Host.objects.filter(name=f"h-{name}").update)(
+            tls_fingerprint=agent.fingerprint
+        )
+        lines = await wait_stored(app.pk, 20)
+    assert numbers(lines, "tick")[:5] == [0, 1, 2, 3, 4]

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from paas.hosts.models import Host, HostState
-from paas.hosts.services import host_join, join_token_create
+from paas.core.errors import PaasError
+from paas.hosts.services import host_register_local
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -25,20 +25,31 @@ def _write_private(path: Path, text: str) -> None:
 
 
 class Command(BaseCommand):
-    help = "Join the local agent as host 'local' (idempotent) and write its credential."
+    help = (
+        "Join the local agent as host 'local' (idempotent; its URL and pinned certificate "
+        "are brought up to date) and write its credential."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--name", default="local")
-        parser.add_argument("--agent-url", default="http://127.0.0.1:7070")
+        parser.add_argument("--agent-url", default="https://127.0.0.1:7070")
+        parser.add_argument(
+            "--agent-fingerprint", required=True,
+            help="SHA-256 of the agent's certificate (python -m runtime_agent.api.tls prints it)",
+        )  # fmt: skip
         parser.add_argument("--token-file", required=True, type=Path)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        name, url, token_file = options["name"], options["agent_url"], options["token_file"]
-        host = Host.objects.filter(name=name).exclude(state=HostState.REMOVED).first()
-        if host is None:
-            _, raw = join_token_create(user=None, note=f"local agent {name}")
-            host, _ = host_join(raw_token=raw, name=name, agent_url=url)
-            self.stdout.write(f"Registered the local agent as host {name!r} ({url}).")
-        elif host.agent_url != url:
-            Host.objects.filter(pk=host.pk).update(agent_url=url)
-        _write_private(token_file, host.token)
+        try:
+            host = host_register_local(
+                name=options["name"],
+                agent_url=options["agent_url"],
+                tls_fingerprint=options["agent_fingerprint"],
+            )
+        except PaasError as exc:
+            raise CommandError(exc.message) from None
+        self.stdout.write(
+            f"The local agent is host {host.name!r} ({host.agent_url}, "
+            f"certificate {host.tls_fingerprint})."
+        )
+        _write_private(options["token_file"], host.token)
