@@ -22,6 +22,7 @@ from pathlib import Path
 
 import bcrypt
 
+from paas.builds.registry_tokens import ISSUER, SERVICE
 from runtime_agent.host.cmd import run
 from runtime_agent.host.private import private_dir
 
@@ -55,6 +56,17 @@ def make_self_signed_cert(
     return cert, key
 
 
+@dataclass(frozen=True)
+class TokenAuth:
+    """Distribution's ``auth: token``: tokens signed by the key whose
+    certificate is ``rootcertbundle`` (see paas.builds.registry_tokens)."""
+
+    realm: str  # where clients without a token are sent for one
+    cert_file: Path
+    service: str = SERVICE
+    issuer: str = ISSUER
+
+
 def config_lines(
     *,
     storage_dir: Path,
@@ -63,6 +75,7 @@ def config_lines(
     tls: tuple[Path, Path] | None,
     htpasswd: Path | None,
     realm: str = "paas",
+    token: TokenAuth | None = None,
 ) -> list[str]:
     lines = [
         "version: 0.1",
@@ -75,7 +88,16 @@ def config_lines(
     ]
     if tls:
         lines += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
-    if htpasswd:
+    if token:
+        lines += [
+            "auth:",
+            "  token:",
+            f"    realm: {token.realm}",
+            f"    service: {token.service}",
+            f"    issuer: {token.issuer}",
+            f"    rootcertbundle: {token.cert_file}",
+        ]
+    elif htpasswd:
         lines += ["auth:", "  htpasswd:", f"    realm: {realm}", f"    path: {htpasswd}"]
     return lines
 

@@ -35,6 +35,7 @@ from runtime_agent.images.registry import RegistryClient
 
 if TYPE_CHECKING:
     from runtime_agent.images.store import Credentials, ImageStore
+    from runtime_agent.wire import RegistryAuth
 
 log = logging.getLogger("runtime_agent.images")
 
@@ -66,7 +67,22 @@ class RegistryPuller:
             self._clients.clear()
 
     def pull(self, parsed: ImageRef, ref: str) -> Image:
-        client = self._client(parsed.registry)
+        return self._pull(self._client(parsed.registry), parsed, ref)
+
+    def pull_with(self, parsed: ImageRef, ref: str, auth: RegistryAuth) -> Image:
+        """Pull with a credential given for this pull: a client of its own,
+        closed after it (nothing of the credential outlives the pull)."""
+        with RegistryClient(
+            parsed.registry,
+            username=auth.username,
+            password=auth.password,
+            token=auth.token,
+            scheme="http" if parsed.registry in self._http else "https",
+            ca_file=self._ca_file,
+        ) as client:
+            return self._pull(client, parsed, ref)
+
+    def _pull(self, client: RegistryClient, parsed: ImageRef, ref: str) -> Image:
         data, digest, media_type = client.get_manifest(parsed.repository, parsed.reference)
         index_digest = None
         if media_type in INDEX_TYPES:

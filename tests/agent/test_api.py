@@ -53,7 +53,9 @@ class FakeManager:
             raise NotFound(f"no container named {name!r}", name=name)
         return self.containers[name]
 
-    async def create(self, req: wire.CreateContainer) -> wire.ContainerInfo:
+    async def create(
+        self, req: wire.CreateContainer, auth: wire.RegistryAuth | None = None
+    ) -> wire.ContainerInfo:
         self.calls.append(("create", req.name))
         if self.create_gate is not None:
             await self.create_gate.wait()
@@ -136,7 +138,7 @@ class FakeImages:
     def __init__(self) -> None:
         self.gc_calls: list[set[str]] = []
 
-    def pull(self, ref: str) -> Any:
+    def pull(self, ref: str, *, auth: wire.RegistryAuth | None = None) -> Any:
         if "missing" in ref:
             raise NotFound(f"no image {ref}")
         return type("Image", (), {"digest": "sha256:" + "b" * 64, "layer_digests": ["x"]})()
