@@ -61,15 +61,15 @@ def test_a_pull_token_is_refused_for_another_repository(two_apps: TwoApps):
 def test_a_pull_token_cannot_push(two_apps: TwoApps, tmp_path: Path):
     blob = tmp_path / "blob"
     blob.write_bytes(b"not allowed")
-    with two_apps.client(two_apps.token(pull_access("app-a"))) as client:
-        with pytest.raises(RegistryError, match="refused"):
-            client.push_blob("app-a", blob)
+    token = two_apps.token(pull_access("app-a"))
+    with two_apps.client(token) as client, pytest.raises(RegistryError, match="refused"):
+        client.push_blob("app-a", blob)
 
 
 def test_an_expired_token_is_refused(two_apps: TwoApps):
-    with two_apps.client(two_apps.token(pull_access("app-a"), ttl_s=-60)) as client:
-        with pytest.raises(RegistryError, match="refused"):
-            client.get_manifest("app-a", "v1")
+    token = two_apps.token(pull_access("app-a"), ttl_s=-60)
+    with two_apps.client(token) as client, pytest.raises(RegistryError, match="refused"):
+        client.get_manifest("app-a", "v1")
 
 
 def test_a_token_from_another_key_is_refused(two_apps: TwoApps, tmp_path: Path):
