@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime_agent.host.errors import ImageNotSupported
+from runtime_agent.host.errors import ImageNotSupported, InvalidRequest
 from runtime_agent.images.manifests import (
     INDEX_TYPES,
     MANIFEST_TYPES,
@@ -66,12 +66,22 @@ class RegistryPuller:
                 client.close()
             self._clients.clear()
 
-    def pull(self, parsed: ImageRef, ref: str) -> Image:
+    def pull(self, parsed: ImageRef, ref: str, auth: RegistryAuth | None = None) -> Image:
+        if auth is not None:
+            return self.pull_with(parsed, ref, auth)
         return self._pull(self._client(parsed.registry), parsed, ref)
 
     def pull_with(self, parsed: ImageRef, ref: str, auth: RegistryAuth) -> Image:
         """Pull with a credential given for this pull: a client of its own,
-        closed after it (nothing of the credential outlives the pull)."""
+        closed after it (nothing of the credential outlives the pull), sent
+        to the image's registry only. The manifest is fetched even when the
+        image is here: its layers were pulled for someone else, and only the
+        registry can say whether this credential may read it."""
+        if auth.registry.lower() != parsed.registry.lower():
+            raise InvalidRequest(
+                f"registry_auth is for {auth.registry}, but the image is on {parsed.registry}",
+                field="registry_auth.registry",
+            )
         with RegistryClient(
             parsed.registry,
             username=auth.username,

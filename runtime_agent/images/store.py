@@ -104,36 +104,16 @@ class ImageStore:
         A digest reference already in the store needs no network at all; a
         tag costs one manifest request (tags move), and nothing more when
         its layers are here. ``refresh=False`` trusts the last pull of the
-        tag instead (like ``docker run``'s pull policy "missing").
-
-        With ``auth`` (a credential for this one pull) the manifest is always
-        fetched with it, even when the image is here: the layers on this host
-        were pulled for someone else, and only the registry can say whether
-        this credential may read the image. The credential goes to the
-        image's registry only and is dropped after the pull.
+        tag instead (like ``docker run``'s pull policy "missing"). With
+        ``auth`` (a credential for this pull only) the registry is always
+        asked: see RegistryPuller.pull_with.
         """
         parsed = ImageRef.parse(ref)
-        if auth is not None:
-            return self._pull_with(parsed, ref, auth)
         with self._shared_lock():
             known = parsed.digest or (None if refresh else self._tag_digest(ref))
-            if known:
-                cached = self.cached(known, ref)
-                if cached:
-                    return cached
-            image = self._puller.pull(parsed, ref)
-            if not parsed.digest:
-                self._save_tag(ref, image.digest)
-            return image
-
-    def _pull_with(self, parsed: ImageRef, ref: str, auth: RegistryAuth) -> Image:
-        if auth.registry.lower() != parsed.registry.lower():
-            raise InvalidRequest(
-                f"registry_auth is for {auth.registry}, but the image is on {parsed.registry}",
-                field="registry_auth.registry",
-            )
-        with self._shared_lock():
-            image = self._puller.pull_with(parsed, ref, auth)
+            if known and auth is None and (cached := self.cached(known, ref)):
+                return cached
+            image = self._puller.pull(parsed, ref, auth)
             if not parsed.digest:
                 self._save_tag(ref, image.digest)
             return image
