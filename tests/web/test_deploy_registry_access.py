@@ -125,10 +125,8 @@ def test_an_image_from_another_registry_deploys_with_the_apps_stored_credential(
         "registry": ext.host, "username": "bob",
     }  # fmt: skip
     _deploy(client, token, image.ref)
-    failed = wait_for(
-        lambda: AuditEntry.objects.filter(action="release.image", result=AuditResult.FAILED).first(),
-        120, "the refused image deploy",
-    )  # fmt: skip
+    refused = AuditEntry.objects.filter(action="release.image", result=AuditResult.FAILED)
+    failed = wait_for(lambda: refused.first(), 120, "the refused image deploy")
     assert f"The registry {ext.host} refused access to tools/web" in failed.detail
     assert "user 'bob'" in failed.detail
     assert not Release.objects.filter(app__name="ext").exists()
