@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from paas.accounts.services import require_role
 from paas.applications.audit import audit_record
 from paas.applications.models import App, RegistryCredential
 from paas.builds.secretbox import seal, unseal
@@ -60,6 +61,7 @@ def registry_credential_set(
     *, user: Any, app: App, registry: str, username: Any, password: Any
 ) -> RegistryCredential:
     """Store (or replace) the app's credential for ``registry``."""
+    require_role(user=user, team_id=app.team_id, action="deploy")
     registry = _check_registry(registry)
     username = _check_text(username, field="username", longest=_MAX_USERNAME)
     password = _check_text(password, field="password", longest=_MAX_PASSWORD)
@@ -76,6 +78,7 @@ def registry_credential_set(
 
 @transaction.atomic
 def registry_credential_delete(*, user: Any, app: App, registry: str) -> None:
+    require_role(user=user, team_id=app.team_id, action="deploy")
     deleted, _ = RegistryCredential.objects.filter(
         app=app, registry=registry.strip().lower()
     ).delete()
