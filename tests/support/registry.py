@@ -198,7 +198,9 @@ def run_registry(
             assert cert_key
             token_files = make_token_keypair(workdir, days=2)
             signer = TokenSigner(*token_files)
-            server = stack.enter_context(run_token_server(cert_key, signer, username, password))
+            server = stack.enter_context(
+                run_token_server(cert_key, signer, username, password, address)
+            )
             issued = server.issued
             token_auth = TokenAuth(realm=server.url, cert_file=token_files[1])
         user = username if auth or token else None

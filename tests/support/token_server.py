@@ -31,7 +31,11 @@ class TokenServer:
 
 @contextmanager
 def run_token_server(
-    tls: tuple[Path, Path], signer: TokenSigner, username: str, password: str
+    tls: tuple[Path, Path],
+    signer: TokenSigner,
+    username: str,
+    password: str,
+    address: str = "127.0.0.1",
 ) -> Iterator[TokenServer]:
     expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
     state = TokenServer(url="")
@@ -59,11 +63,11 @@ def run_token_server(
         def log_message(self, format: str, *args: object) -> None:
             pass  # quiet test output
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((address, 0), Handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(*tls)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    state.url = f"https://127.0.0.1:{server.server_address[1]}/token"
+    state.url = f"https://{address}:{server.server_address[1]}/token"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
