@@ -74,6 +74,7 @@ from bench.support.harness import (  # noqa: E402
     HTTP_PORT,
     AgentDaemon,
     free_port,
+    pull_auth,
     push_busybox_image,
     registry,
 )
@@ -296,9 +297,6 @@ def _run(workdir: Path, runs: int) -> dict[str, list[float]]:
         agent = AgentDaemon(
             workdir / "agent",
             env={
-                "PAAS_AGENT_REGISTRY": setup.host,
-                "PAAS_AGENT_REGISTRY_USER": setup.username,
-                "PAAS_AGENT_REGISTRY_PASSWORD": setup.password,
                 "PAAS_AGENT_REGISTRY_CA": setup.ca_file,
                 "PAAS_AGENT_LOG_LEVEL": "WARNING",
             },
@@ -306,7 +304,8 @@ def _run(workdir: Path, runs: int) -> dict[str, list[float]]:
         bench = Bench(agent, image_ref, workdir)
         try:
             agent.start()
-            bench.api("POST", "/v1/images/pull", {"ref": image_ref})
+            pull = {"ref": image_ref, "registry_auth": pull_auth(setup, image_ref)}
+            bench.api("POST", "/v1/images/pull", pull)
             samples = measure(bench, runs)
         finally:
             for cid in list(bench.bare_ids):

@@ -38,7 +38,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.support.harness import make_wheel, registry, remove_cgroup_dirs, serve_wheel  # noqa: E402
+from bench.support.harness import (  # noqa: E402
+    make_wheel,
+    registry,
+    remove_cgroup_dirs,
+    serve_wheel,
+    token_source,
+)
 from paas.builds.archive import ArchiveLimits, extract_archive  # noqa: E402
 from paas.builds.engine.build import BuildResult, build_image  # noqa: E402
 from paas.builds.engine.config import (  # noqa: E402
@@ -117,7 +123,9 @@ def main() -> int:
     try:
         net.setup()
         with registry(tmp / "registry") as reg:
-            settings = RegistrySettings(reg.host, reg.username, reg.password, "https", reg.ca_file)
+            settings = RegistrySettings(
+                reg.host, ca_file=reg.ca_file, token_source=token_source(reg)
+            )
             with settings.client() as client:
                 stack_ref = publish_stack(StackSpec(), STACK_CACHE, client, lambda line: None)
             wheel = make_wheel(tmp, "tinydep", "1.0", 'GREETING = "hello from tinydep"\n')

@@ -83,6 +83,7 @@ if str(REPO) not in sys.path:  # run as a script: make `paas`, `runtime_agent`, 
 from bench.support.harness import (  # noqa: E402
     AgentDaemon,
     free_port,
+    pull_auth,
     push_busybox_image,
     registry,
     start,
@@ -406,16 +407,14 @@ def platform_running(work: Path) -> Iterator[tuple[Platform, str, int, str]]:
         agent = AgentDaemon(
             root=agent_parent / "agent",
             env={
-                "PAAS_AGENT_REGISTRY": setup.host,
-                "PAAS_AGENT_REGISTRY_USER": setup.username,
-                "PAAS_AGENT_REGISTRY_PASSWORD": setup.password,
                 "PAAS_AGENT_REGISTRY_CA": setup.ca_file,
             },
         )
         platform = Platform(env=env, web_port=free_port(), agent=agent)
         try:
             agent.start()
-            status, pulled = agent.request("POST", "/v1/images/pull", {"ref": image_ref})
+            pull = {"ref": image_ref, "registry_auth": pull_auth(setup, image_ref)}
+            status, pulled = agent.request("POST", "/v1/images/pull", pull)
             if status != 200:
                 raise RuntimeError(f"pull failed: {pulled}")
             daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1",

@@ -231,6 +231,26 @@ PAAS_REGISTRY_CONFIG = str(
     env_optional_path("PAAS_REGISTRY_CONFIG") or _registry.get("config_file", "")
 )
 PAAS_REGISTRY_BINARY = env_str("PAAS_REGISTRY_BINARY", "docker-registry")
+# The key (and its certificate, the registry's rootcertbundle) that signs the
+# registry's bearer tokens (auth: token; paas/builds/registry_tokens.py). Set:
+# agents get a pull token for one repository per create, and the worker mints
+# its own push tokens; unset: the registry takes PAAS_REGISTRY_USER/PASSWORD.
+PAAS_REGISTRY_TOKEN_KEY = str(
+    env_optional_path("PAAS_REGISTRY_TOKEN_KEY") or _registry.get("token_key", "")
+)
+PAAS_REGISTRY_TOKEN_CERT = str(
+    env_optional_path("PAAS_REGISTRY_TOKEN_CERT") or _registry.get("token_cert", "")
+)
+if bool(PAAS_REGISTRY_TOKEN_KEY) != bool(PAAS_REGISTRY_TOKEN_CERT):
+    raise ImproperlyConfigured("PAAS_REGISTRY_TOKEN_KEY and PAAS_REGISTRY_TOKEN_CERT go together")
+# Registries other than the platform's that apps may deploy images from
+# (host[:port], comma-separated; `*`: any). Empty: none. The worker and the
+# agents connect to them, so list only what they should reach.
+PAAS_DEPLOY_REGISTRIES = [
+    r.strip().lower() for r in env_str("PAAS_DEPLOY_REGISTRIES", "").split(",") if r.strip()
+]
+# How long a pull token an agent gets lives: long enough for the largest pull.
+PAAS_REGISTRY_TOKEN_TTL_S = env_int("PAAS_REGISTRY_TOKEN_TTL_S", 900, minimum=60)
 if PAAS_REGISTRY_SCHEME not in {"http", "https"}:
     raise ImproperlyConfigured(f"PAAS_REGISTRY_SCHEME={PAAS_REGISTRY_SCHEME!r}: http or https")
 

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from paas.builds.registry_realm import registry_token
 from paas.front import deploy_views, domains, views
 
 urlpatterns = [
@@ -28,5 +29,6 @@ urlpatterns = [
     path("", include("paas.logs.urls")),
     path("", include("paas.metrics.urls")),
     path("api/v1/", include("paas.api.urls")),
+    path("registry/token", registry_token, name="registry-token"),
     path("admin/", admin.site.urls),
 ]

@@ -107,6 +107,57 @@ class CreateContainer:
 
 
 @dataclass(frozen=True)
+class RegistryAuth:
+    """The credential for ONE pull, sent beside a create (``registry_auth``),
+    never part of the container's request: the agent uses it for that pull
+    only and keeps it nowhere (not in the container's record, not in a log).
+
+    Either a bearer ``token`` (the platform's registry: minted by the control
+    plane for one repository, expiring in minutes) or a ``username`` and
+    ``password`` (another registry the app's owners gave credentials for).
+    It is sent to ``registry`` only, which must be the image's registry.
+    """
+
+    registry: str
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:  # never the secret, whoever logs this object
+        return f"RegistryAuth(registry={self.registry!r}, user={self.username!r})"
+
+
+REGISTRY_HOST_RE = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?")
+_SECRET_MAX = 16384
+
+
+def parse_registry_auth(value: Any) -> RegistryAuth | None:
+    if value is None:
+        return None
+    data = _typed(value, dict, "registry_auth")
+    registry = _require(data, "registry", str, "registry_auth.")
+    if not REGISTRY_HOST_RE.fullmatch(registry):
+        raise InvalidRequest(
+            "registry_auth.registry must be host[:port]", field="registry_auth.registry"
+        )
+    token = _optional(data, "token", str, "registry_auth.", None)
+    username = _optional(data, "username", str, "registry_auth.", None)
+    password = _optional(data, "password", str, "registry_auth.", None)
+    if (token is None) == (username is None or password is None):
+        raise InvalidRequest(
+            "registry_auth needs either a token or a username and a password",
+            field="registry_auth",
+        )
+    for name, secret in (("token", token), ("username", username), ("password", password)):
+        if secret is not None and (not secret or len(secret) > _SECRET_MAX or "\n" in secret):
+            raise InvalidRequest(
+                f"registry_auth.{name} must be 1-{_SECRET_MAX} characters on one line",
+                field=f"registry_auth.{name}",
+            )
+    return RegistryAuth(registry=registry, token=token, username=username, password=password)
+
+
+@dataclass(frozen=True)
 class ExecRequest:
     cmd: list[str]
     env: dict[str, str] = field(default_factory=dict)

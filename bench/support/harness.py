@@ -1,11 +1,11 @@
 """What the agent and build benchmarks need around them, apart from the tests' helpers.
 
 Built on the product's own code where it has it: the registry is set up the
-way ``manage.py setup_registry`` sets up the platform's (TLS and a password,
-:func:`paas.builds.registry_server.prepare`), images are packed and pushed
-with the agent's layer code and the builder's publisher. What is left here:
-starting and stopping processes by PID, the agent daemon as a process, a
-busybox httpd image and a one-wheel package index.
+way ``manage.py setup_registry`` sets up the platform's (TLS and token auth,
+:func:`paas.builds.registry_server.prepare`; tokens minted like the worker's),
+images are packed and pushed with the agent's layer code and the builder's
+publisher. What is left here: starting and stopping processes by PID, the
+agent daemon as a process, a busybox httpd image and a one-wheel package index.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ if str(REPO) not in sys.path:  # run as a script: make `paas` and `runtime_agent
 from paas.builds.engine.plan import ImageSettings  # noqa: E402
 from paas.builds.engine.publish import Layer, image_config, push_image  # noqa: E402
 from paas.builds.registry_server import RegistrySetup, prepare  # noqa: E402
+from paas.builds.registry_tokens import TokenSigner, parse_scopes, pull_access  # noqa: E402
 from runtime_agent.api.tls import certificate_fingerprint, ensure_certificate  # noqa: E402
 from runtime_agent.host.cmd import output, run  # noqa: E402
 from runtime_agent.host.libc import libc  # noqa: E402
@@ -101,7 +102,7 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> int:
 
 @contextlib.contextmanager
 def registry(workdir: Path) -> Iterator[RegistrySetup]:
-    """The platform's registry setup (TLS, user ``paas``) on a free port."""
+    """The platform's registry setup (TLS, token auth) on a free port."""
     setup = prepare(workdir, port=free_port())
     proc = start(["docker-registry", "serve", setup.config_file], workdir / "registry.log")
     context = ssl.create_default_context(cafile=setup.ca_file)
@@ -124,10 +125,23 @@ def registry(workdir: Path) -> Iterator[RegistrySetup]:
         stop(proc)
 
 
+def token_source(setup: RegistrySetup) -> Callable[[str], str]:
+    """Answers the registry's challenges like the worker does (it holds the key)."""
+    signer = TokenSigner(Path(setup.token_key), Path(setup.token_cert))
+    return lambda scope: signer.mint(parse_scopes(scope), subject="bench", ttl_s=300)
+
+
+def pull_auth(setup: RegistrySetup, image_ref: str) -> dict[str, str]:
+    """The ``registry_auth`` of an agent request: a pull token for the
+    image's repository, as the control plane sends with each create."""
+    repository = image_ref.split("/", 1)[1].split("@")[0].split(":")[0]
+    signer = TokenSigner(Path(setup.token_key), Path(setup.token_cert))
+    token = signer.mint(pull_access(repository), subject="bench-agent", ttl_s=600)
+    return {"registry": setup.host, "token": token}
+
+
 def client(setup: RegistrySetup) -> RegistryClient:
-    return RegistryClient(
-        setup.host, username=setup.username, password=setup.password, ca_file=setup.ca_file
-    )
+    return RegistryClient(setup.host, ca_file=setup.ca_file, token_source=token_source(setup))
 
 
 # --- a busybox httpd image ----------------------------------------------------------

@@ -15,6 +15,11 @@ from paas.api.auth import api_view
 from paas.api.bodies import json_body
 from paas.applications import releases
 from paas.applications.models import Release
+from paas.applications.registry_credentials import (
+    registry_credential_delete,
+    registry_credential_set,
+    registry_credentials_of,
+)
 from paas.applications.selectors import app_for_user
 from paas.applications.views_data import (
     audit_json,
@@ -171,3 +176,31 @@ def app_delete(request: HttpRequest, name: str) -> HttpResponse:
     confirm = str(json_body(request, optional=True).get("confirm", ""))
     app_delete_request(user=signed_in(request), app=app, confirm=confirm)
     return JsonResponse({"app": name, "deleting": True}, status=202)
+
+
+@api_view
+@require_http_methods(["GET"])
+def app_registry_credentials(request: HttpRequest, name: str) -> HttpResponse:
+    """Registries and usernames; a password is never shown again once entered."""
+    app = app_for_user(user=request.user, name=name)
+    return JsonResponse({"registry_credentials": registry_credentials_of(app=app)})
+
+
+@api_view
+@require_http_methods(["PUT", "DELETE"])
+def app_registry_credential(request: HttpRequest, name: str, registry: str) -> HttpResponse:
+    """PUT {"username", "password"}: store (or replace); DELETE: forget."""
+    app = app_for_user(user=request.user, name=name, action="deploy")
+    user = signed_in(request)
+    if request.method == "DELETE":
+        registry_credential_delete(user=user, app=app, registry=registry)
+        return HttpResponse(status=204)
+    body = json_body(request)
+    saved = registry_credential_set(
+        user=user,
+        app=app,
+        registry=registry,
+        username=body.get("username"),
+        password=body.get("password"),
+    )
+    return JsonResponse({"registry": saved.registry, "username": saved.username})

@@ -34,6 +34,16 @@ urlpatterns += [
         name="api-app-rollback",
     ),
     path("apps/<str:name>/config", deploy_views.app_config, name="api-app-config"),
+    path(
+        "apps/<str:name>/registry-credentials",
+        deploy_views.app_registry_credentials,
+        name="api-app-registry-credentials",
+    ),
+    path(
+        "apps/<str:name>/registry-credentials/<str:registry>",
+        deploy_views.app_registry_credential,
+        name="api-app-registry-credential",
+    ),
     path("apps/<str:name>/formation", deploy_views.app_formation, name="api-app-formation"),
     path(
         "apps/<str:name>/formation/<str:process_type>",

@@ -40,6 +40,32 @@ class ConfigVar(models.Model):
         return f"<ConfigVar {self.key}=***>"
 
 
+class RegistryCredential(models.Model):
+    """A username and password for another registry, to deploy images from
+    it (paas/applications/registry_credentials.py). The password is sealed
+    (paas.builds.secretbox), never shown again, never logged; it reaches only
+    the worker that resolves the image and the agent that pulls it, for
+    that pull."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="registry_credentials")
+    registry = models.CharField(max_length=255)  # host[:port], as image references start
+    username = models.CharField(max_length=255)
+    sealed = models.TextField(help_text="The password, encrypted; never displayed.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["registry"]
+        constraints = [
+            models.UniqueConstraint(fields=["app", "registry"], name="one_credential_per_registry")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.app_id} {self.username}@{self.registry}"
+
+    def __repr__(self) -> str:
+        return f"<RegistryCredential {self.username}@{self.registry} ***>"
+
+
 class ReleaseState(models.TextChoices):
     PENDING = "pending", "Pending"
     DEPLOYING = "deploying", "Deploying"

@@ -8,6 +8,7 @@ deploy itself lives in :mod:`paas.hosts.deploy`.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -264,9 +265,10 @@ def formation_scale(
     return formation
 
 
-def _check_own_image(app: App, image: str) -> ImageRef:
+def _check_image(app: App, image: str) -> ImageRef:
     """The parsed reference, if it names an image of one of the team's own
-    apps in the platform's registry (the rule a Dockerfile's FROM follows)."""
+    apps in the platform's registry (the rule a Dockerfile's FROM follows),
+    or an image in another registry that PAAS_DEPLOY_REGISTRIES allows."""
     from django.conf import settings
 
     from runtime_agent.host.errors import AgentError
@@ -277,10 +279,16 @@ def _check_own_image(app: App, image: str) -> ImageRef:
     except AgentError as exc:
         raise ValidationFailed(exc.message, field="image") from None
     if ref.registry != settings.PAAS_REGISTRY:
-        raise ValidationFailed(
-            f"Only images in the platform's registry ({settings.PAAS_REGISTRY}) can be deployed.",
-            field="image",
-        )
+        allowed = settings.PAAS_DEPLOY_REGISTRIES
+        if "*" not in allowed and ref.registry.lower() not in allowed:
+            others = ", ".join(allowed) or "none"
+            raise ValidationFailed(
+                f"Images can be deployed from the platform's registry ({settings.PAAS_REGISTRY}) "
+                f"and the registries this platform allows (PAAS_DEPLOY_REGISTRIES: {others}); "
+                f"{ref.registry} is not one of them.",
+                field="image",
+            )
+        return ref
     if not App.objects.filter(team_id=app.team_id, name=ref.repository).exists():
         raise ValidationFailed(
             f"{ref.repository} is not an app of this team: only its own apps' images "
@@ -294,39 +302,76 @@ def release_image_request(*, user: User, app: App, image: str) -> None:
     """Check the reference and queue the release for the worker: only it
     holds the registry's credentials to resolve the digest."""
     require_role(user=user, team_id=app.team_id, action="deploy")
-    _check_own_image(app, image)
+    _check_image(app, image)
     from paas.hosts.tasks import release_from_image
 
     args = (app.pk, image.strip(), user.pk)
     transaction.on_commit(lambda: release_from_image.delay(*args))
 
 
-def _resolve_own_image(app: App, image: str) -> tuple[str, str, dict[str, str]]:
-    """(repository, digest, process types) of an image of the team's own apps."""
-    from paas.builds.engine_adapter import registry_settings
-    from paas.builds.models import Build
-    from runtime_agent.host.errors import AgentError
+def _resolve_image(app: App, image: str) -> tuple[ImageRef, str, dict[str, str]]:
+    """(reference, digest, process types) of an image the app may deploy."""
+    from django.conf import settings
 
-    ref = _check_own_image(app, image)
+    from paas.builds.models import Build
+
+    ref = _check_image(app, image)
+    digest = _image_digest(app, ref, image)
+    if ref.registry != settings.PAAS_REGISTRY:
+        return ref, digest, {}  # its own CMD runs as web
+    build = Build.objects.filter(app__name=ref.repository, image_digest=digest).first()
+    return ref, digest, dict(build.process_types) if build else {}
+
+
+def _image_digest(app: App, ref: ImageRef, image: str) -> str:
+    """Ask the image's registry for its manifest: the platform's with the
+    worker's own rights, another with the credential the app stored for it."""
+    from django.conf import settings
+
+    from paas.applications.registry_credentials import registry_credential_for
+    from paas.builds.engine_adapter import registry_settings
+    from runtime_agent.host.errors import AgentError, ImageNotFound, RegistryError
+    from runtime_agent.images.registry import RegistryClient
+
+    found = None
+    if ref.registry == settings.PAAS_REGISTRY:
+        client = registry_settings().client()
+    else:
+        found = registry_credential_for(app=app, registry=ref.registry)
+        client = RegistryClient(
+            ref.registry,
+            username=found[0] if found else None,
+            password=found[1] if found else None,
+            ca_file=settings.PAAS_REGISTRY_CA or None,
+        )
     try:
-        with registry_settings().client() as client:
+        with client:
             _, digest, _ = client.get_manifest(ref.repository, ref.reference)
+    except ImageNotFound as exc:
+        raise ValidationFailed(f"The registry has no image {image}: {exc.message}") from None
+    except RegistryError as exc:
+        if "refused the credentials" in exc.message:
+            who = f"the credential stored for it (user {found[0]!r})" if found else "no credential"
+            raise ValidationFailed(
+                f"The registry {ref.registry} refused access to {ref.repository} with {who}: "
+                "set the app's credential for this registry and deploy again.",
+                field="image",
+            ) from None
+        raise ValidationFailed(f"Could not get {image}: {exc.message}", field="image") from None
     except AgentError as exc:
         raise ValidationFailed(f"The registry has no image {image}: {exc.message}") from None
-    build = Build.objects.filter(app__name=ref.repository, image_digest=digest).first()
-    return ref.repository, digest, dict(build.process_types) if build else {}
+    return digest
 
 
 @transaction.atomic
 def release_create_from_image(*, user: User, app: App, image: str) -> Release:
     """Deploy an existing image (by tag or digest) as the app's next release."""
     require_role(user=user, team_id=app.team_id, action="deploy")
-    from django.conf import settings
 
-    repository, digest, process_types = _resolve_own_image(app, image)
+    ref, digest, process_types = _resolve_image(app, image)
     release = _release_create(
         app=app,
-        image=f"{settings.PAAS_REGISTRY}/{repository}@{digest}",
+        image=f"{ref.registry}/{ref.repository}@{digest}",
         config=config_snapshot(app=app),
         process_types=process_types,
         cause=ReleaseCause.IMAGE,
@@ -372,4 +417,11 @@ def release_image_by_id(*, app_id: int, image: str, user_id: int) -> Release | N
     except (ValidationFailed, NotFound) as exc:
         audit_record(actor=user, app=app, action="release.image", target=image[:200],
                      result=AuditResult.FAILED, detail=exc.message)  # fmt: skip
+        from paas.logs.services import logs_platform_say
+
+        try:
+            text = f"Deploying {image[:200]} failed: {exc.message}"
+            logs_platform_say(app_id=app.pk, text=text)
+        except Exception:  # the log is a view on the outcome; the audit entry holds it
+            logging.getLogger(__name__).exception("could not log the failed image deploy")
         return None

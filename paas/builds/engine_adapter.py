@@ -26,6 +26,7 @@ from paas.builds.engine import (
     publish_stack,
 )
 from paas.builds.engine.housekeeping import registry_push_lock
+from paas.builds.registry_access import platform_token, registry_signer
 from runtime_agent.host.private import private_dir
 
 
@@ -36,6 +37,7 @@ def registry_settings() -> RegistrySettings:
         password=settings.PAAS_REGISTRY_PASSWORD or None,
         scheme=settings.PAAS_REGISTRY_SCHEME,
         ca_file=settings.PAAS_REGISTRY_CA or None,
+        token_source=platform_token if registry_signer() else None,
     )
 
 

@@ -1,5 +1,12 @@
 """The platform's own registry: configuration for the Distribution server
-(``docker-registry`` from Debian) with htpasswd auth over TLS.
+(``docker-registry`` from Debian) with token auth over TLS.
+
+Token auth (``auth: token``): the registry trusts JWTs signed with a key
+only the control plane's worker holds (registry_tokens.py). The worker
+mints its own push tokens; each agent gets a pull token for one repository
+with each create, so no agent holds a password of the registry. (An older
+setup made with htpasswd auth is moved to token auth by the next
+``prepare``; its password stays in setup.json, unused by the registry.)
 
 TLS even on loopback because python-dxf (our registry client) refuses to
 send credentials over plain HTTP, and a clear-text password is not what a
@@ -17,11 +24,12 @@ import os
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import bcrypt
 
+from paas.builds.registry_tokens import ISSUER, SERVICE, make_token_keypair
 from runtime_agent.host.cmd import run
 from runtime_agent.host.private import private_dir
 
@@ -55,6 +63,17 @@ def make_self_signed_cert(
     return cert, key
 
 
+@dataclass(frozen=True)
+class TokenAuth:
+    """Distribution's ``auth: token``: tokens signed by the key whose
+    certificate is ``rootcertbundle`` (see paas.builds.registry_tokens)."""
+
+    realm: str  # where clients without a token are sent for one
+    cert_file: Path
+    service: str = SERVICE
+    issuer: str = ISSUER
+
+
 def config_lines(
     *,
     storage_dir: Path,
@@ -63,6 +82,7 @@ def config_lines(
     tls: tuple[Path, Path] | None,
     htpasswd: Path | None,
     realm: str = "paas",
+    token: TokenAuth | None = None,
 ) -> list[str]:
     lines = [
         "version: 0.1",
@@ -75,7 +95,16 @@ def config_lines(
     ]
     if tls:
         lines += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
-    if htpasswd:
+    if token:
+        lines += [
+            "auth:",
+            "  token:",
+            f"    realm: {token.realm}",
+            f"    service: {token.service}",
+            f"    issuer: {token.issuer}",
+            f"    rootcertbundle: {token.cert_file}",
+        ]
+    elif htpasswd:
         lines += ["auth:", "  htpasswd:", f"    realm: {realm}", f"    path: {htpasswd}"]
     return lines
 
@@ -87,53 +116,67 @@ class RegistrySetup:
     password: str
     ca_file: str
     config_file: str
+    token_key: str = ""  # signs the registry's tokens (root's alone)
+    token_cert: str = ""  # the registry's rootcertbundle
 
 
-def prepare(directory: Path, *, host: str = "127.0.0.1", port: int = 5000) -> RegistrySetup:
-    """Write (once) the credentials, certificate and config of the platform's
+def prepare(
+    directory: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    realm: str = "http://127.0.0.1:8000/registry/token",
+) -> RegistrySetup:
+    """Write (once) the certificate, token key and config of the platform's
     registry under ``directory``; later calls reuse them, so images and
-    clients configured earlier keep working."""
+    clients configured earlier keep working. ``realm``: where a client
+    without a token is sent (the panel's /registry/token explains itself)."""
     # The registry itself runs as the service user (scripts/up gives these
-    # files its group): it reads config, htpasswd, certificate and key; the
-    # password and what the agent and the worker read stay root's.
+    # files its group): it reads config, certificate, key and the token
+    # certificate; the token key and what the worker reads stay root's.
     private_dir(directory, 0o750)
     state = directory / "setup.json"
     if state.exists():
         setup = RegistrySetup(**json.loads(state.read_text()))
+        if not setup.token_key:
+            setup = _move_to_token_auth(directory, setup, realm)
         _write_agent_env(directory, setup)  # rewritten: newer agents read more of it
         return setup
     password = secrets.token_urlsafe(24)
-    htpasswd = directory / "htpasswd"
-    _write_private(htpasswd, bcrypt_htpasswd_line("paas", password), 0o640)
-    cert, key = make_self_signed_cert(directory, host, days=CERT_DAYS)
-    os.chmod(cert, 0o640)
-    os.chmod(key, 0o640)
+    cert, _key = make_self_signed_cert(directory, host, days=CERT_DAYS)
+    for path in (cert, _key):
+        os.chmod(path, 0o640)
     config = directory / "config.yml"
-    lines = config_lines(
-        storage_dir=directory / "storage",
-        addr=f"{host}:{port}",
-        http_secret=secrets.token_hex(16),
-        tls=(cert, key),
-        htpasswd=htpasswd,
-    )
-    _write_private(config, "\n".join(lines) + "\n", 0o640)
     setup = RegistrySetup(f"{host}:{port}", "paas", password, str(cert), str(config))
     _write_private(directory / "password", password)
+    return _move_to_token_auth(directory, setup, realm)
+
+
+def _move_to_token_auth(directory: Path, setup: RegistrySetup, realm: str) -> RegistrySetup:
+    """Make the token key and write the registry's config with token auth."""
+    token_key, token_cert = make_token_keypair(directory, days=CERT_DAYS)
+    lines = config_lines(
+        storage_dir=directory / "storage",
+        addr=setup.host,
+        http_secret=secrets.token_hex(16),
+        tls=(Path(setup.ca_file), Path(setup.ca_file).with_name("key.pem")),
+        htpasswd=None,
+        token=TokenAuth(realm=realm, cert_file=token_cert),
+    )
+    _write_private(Path(setup.config_file), "\n".join(lines) + "\n", 0o640)
+    setup = replace(setup, token_key=str(token_key), token_cert=str(token_cert))
     _write_agent_env(directory, setup)
-    _write_private(state, json.dumps(asdict(setup)))
+    _write_private(directory / "setup.json", json.dumps(asdict(setup)))
     return setup
 
 
 def _write_agent_env(directory: Path, setup: RegistrySetup) -> None:
-    """What the runtime agent needs to pull (an env file honcho reads). The
-    agent sends the credentials to PAAS_AGENT_REGISTRY only."""
+    """What the runtime agent needs to pull (an env file honcho reads): the
+    registry's CA, and no credential: the control plane sends a pull token
+    for one repository with each create."""
     _write_private(
         directory / "agent.env",
-        f"PAAS_AGENT_REGISTRY={setup.host}\n"
-        f"PAAS_AGENT_REGISTRY_USER={setup.username}\n"
-        f"PAAS_AGENT_REGISTRY_PASSWORD_FILE={directory / 'password'}\n"
-        f"PAAS_AGENT_REGISTRY_CA={setup.ca_file}\n"
-        f"PAAS_REGISTRY_CONFIG={setup.config_file}\n",
+        f"PAAS_AGENT_REGISTRY_CA={setup.ca_file}\nPAAS_REGISTRY_CONFIG={setup.config_file}\n",
     )
 
 

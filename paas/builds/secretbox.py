@@ -25,11 +25,11 @@ def seal(value: str) -> str:
     return _fernet().encrypt(value.encode()).decode()
 
 
-def unseal(sealed: str, *, name: str) -> str:
+def unseal(sealed: str, *, name: str, what: str = "Build secret") -> str:
     try:
         return _fernet().decrypt(sealed.encode()).decode()
     except InvalidToken:
         raise ValidationFailed(
-            f"Build secret {name!r} cannot be read (SECRET_KEY changed?): set it again.",
+            f"{what} {name!r} cannot be read (SECRET_KEY changed?): set it again.",
             field=name,
         ) from None

@@ -12,6 +12,10 @@ from django.views.decorators.http import require_POST
 from paas.accounts.types import signed_in
 from paas.applications import releases
 from paas.applications.models import App
+from paas.applications.registry_credentials import (
+    registry_credential_delete,
+    registry_credential_set,
+)
 from paas.applications.selectors import app_for_user
 from paas.core.errors import NotFound, PaasError, ValidationFailed
 from paas.hosts import lifecycle
@@ -35,6 +39,15 @@ def _act(request: HttpRequest, app: App, action: str) -> str:
         image = post.get("image", "")
         releases.release_image_request(user=user, app=app, image=image)
         return f"Deploying {image}: a new release is on its way (see Releases)."
+    if action == "registry-credential":
+        saved = registry_credential_set(
+            user=user, app=app, registry=post.get("registry", ""),
+            username=post.get("username"), password=post.get("password"),
+        )  # fmt: skip
+        return f"Saved the credential for {saved.registry} (user {saved.username})."
+    if action == "registry-forget":
+        registry_credential_delete(user=user, app=app, registry=post.get("registry", ""))
+        return f"Forgot the credential for {post.get('registry')}."
     if action == "publish":
         process_type, raw = post.get("process_type", ""), post.get("tcp_port", "").strip()
         port = _int(raw, "tcp_port") if raw else None

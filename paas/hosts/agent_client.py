@@ -207,11 +207,18 @@ class AgentClient:
 
     # --- containers ------------------------------------------------------------------
 
-    def create(self, req: wire.CreateContainer) -> wire.ContainerInfo:
+    def create(
+        self, req: wire.CreateContainer, *, registry_auth: wire.RegistryAuth | None = None
+    ) -> wire.ContainerInfo:
         """Create (and start, if asked); the same request again answers the
-        existing container (idempotent by name)."""
+        existing container (idempotent by name). ``registry_auth`` is the
+        credential for this pull only (paas.hosts.pull_auth)."""
         # The first create of an image pulls it (the stack layer is large).
         body = _create_body(req)
+        if registry_auth is not None:
+            body["registry_auth"] = {
+                k: v for k, v in asdict(registry_auth).items() if v is not None
+            }
         return container_info(
             self._json("POST", "/v1/containers", body, timeout_s=CREATE_TIMEOUT_S)
         )

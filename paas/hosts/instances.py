@@ -16,6 +16,7 @@ from paas.accounts.idranges import team_id_range
 from paas.core.errors import PaasError
 from paas.hosts.agent_client import AgentClient
 from paas.hosts.models import DesiredState, Instance, InstanceState
+from paas.hosts.pull_auth import pull_auth
 from paas.hosts.services import host_client
 from paas.hosts.upstreams import instance_upstream, publish_ip
 from runtime_agent import wire
@@ -135,7 +136,8 @@ def instance_observe(instance: Instance, info: wire.ContainerInfo) -> None:
 
 def instance_ensure(instance: Instance) -> wire.ContainerInfo:
     """Create and start the instance's container (or find it made already)."""
-    info = host_client(instance.host).create(instance_request(instance))
+    auth = pull_auth(app=instance.app, image=instance.release.image, host=instance.host)
+    info = host_client(instance.host).create(instance_request(instance), registry_auth=auth)
     if info.state == ContainerState.EXITED and instance.desired == DesiredState.RUNNING:
         info = host_client(instance.host).start(instance.container_name)
     instance_observe(instance, info)

@@ -23,6 +23,7 @@ from paas.applications.models import DEFAULT_MEMORY_BYTES, App, AuditResult, Rel
 from paas.core.errors import Conflict, PaasError, ValidationFailed
 from paas.hosts.agent_client import AgentClient
 from paas.hosts.instances import container_name
+from paas.hosts.pull_auth import pull_auth
 from paas.hosts.scheduler import schedule
 from paas.hosts.services import host_client
 from runtime_agent import wire
@@ -75,7 +76,8 @@ def run_to_end(request: wire.CreateContainer, release: Release, timeout_s: float
         app_id=release.app_id, process_type=ONEOFF, memory_bytes=DEFAULT_MEMORY_BYTES, count=1
     )
     client = host_client(host)
-    info = client.create(request)
+    auth = pull_auth(app=release.app, image=release.image, host=host)
+    info = client.create(request, registry_auth=auth)
     try:
         deadline = time.monotonic() + timeout_s
         while info.state not in (ContainerState.EXITED, ContainerState.DEAD):

@@ -82,7 +82,7 @@ class Manager(Protocol):
     method, and :func:`_resolve` accepts both.
     """
 
-    def create(self, req: wire.CreateContainer) -> Any: ...
+    def create(self, req: wire.CreateContainer, auth: wire.RegistryAuth | None = None) -> Any: ...
     def start_container(self, name: str) -> Any: ...
     def stop(self, name: str, timeout_s: float) -> Any: ...
     def restart(self, name: str, timeout_s: float) -> Any: ...
@@ -99,7 +99,7 @@ class Manager(Protocol):
 class Images(Protocol):
     """What the API needs from :class:`images.ImageStore` (blocking methods)."""
 
-    def pull(self, ref: str) -> Any: ...
+    def pull(self, ref: str, *, auth: wire.RegistryAuth | None = None) -> Any: ...
     def gc(self, in_use_digests: set[str]) -> Any: ...
 
 
@@ -356,7 +356,11 @@ class Handlers:
         return json_response({"containers": containers})
 
     async def create(self, request: web.Request) -> web.Response:
-        req = wire.parse_create(await read_json(request, required=True))
+        body = await read_json(request, required=True)
+        req = wire.parse_create(body)
+        # The pull's credential travels beside the request, not in it: it is
+        # not compared by the idempotent create and never stored.
+        auth = wire.parse_registry_auth(body.get("registry_auth"))
         # One create per name at a time here too, so that of two racing
         # identical requests exactly one is told 201 (the manager already
         # guarantees that only one container comes out of them).
@@ -365,7 +369,7 @@ class Handlers:
             lock = self._create_locks[req.name] = asyncio.Lock()
         async with lock:
             existed = await self._exists(req.name)
-            info = await _resolve(self.manager.create(req))
+            info = await _resolve(self.manager.create(req, auth))
         # 200 for a retried create that found its container, 201 for a new one.
         return json_response(
             info, status=200 if existed else 201, headers={"Location": f"/v1/containers/{req.name}"}
@@ -454,7 +458,8 @@ class Handlers:
             raise InvalidRequest(
                 "ref must be an image reference like registry/name:tag", field="ref"
             )
-        image = await asyncio.to_thread(self._images().pull, ref)
+        auth = wire.parse_registry_auth(body.get("registry_auth"))
+        image = await asyncio.to_thread(self._images().pull, ref, auth=auth)
         return json_response(
             {
                 "ref": ref,

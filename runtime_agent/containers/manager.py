@@ -146,16 +146,20 @@ class ContainerManager:
 
     # --- the API --------------------------------------------------------------------
 
-    async def create(self, req: wire.CreateContainer) -> wire.ContainerInfo:
+    async def create(
+        self, req: wire.CreateContainer, auth: wire.RegistryAuth | None = None
+    ) -> wire.ContainerInfo:
         """Create (and unless ``req.start`` is false, start) a container.
 
         Idempotent by name: the same request again returns the existing
         container; a different request under a taken name is a Conflict.
         """
         isolation.id_range_for(req, self.config)  # a bad range fails before anything is made
-        return await self.ops.locked(req.name, lambda: self._create(req))
+        return await self.ops.locked(req.name, lambda: self._create(req, auth))
 
-    async def _create(self, req: wire.CreateContainer) -> wire.ContainerInfo:
+    async def _create(
+        self, req: wire.CreateContainer, auth: wire.RegistryAuth | None
+    ) -> wire.ContainerInfo:
         rec = self.records.get(req.name)
         if rec is not None:
             if not _same_request(rec.request, req):
@@ -166,7 +170,7 @@ class ContainerManager:
         rec = ContainerRecord(name=req.name, request=req, created_at=time.time())
         try:
             self.store.save(rec)
-            await self.preparer.prepare(rec)
+            await self.preparer.prepare(rec, auth)
         except BaseException as exc:
             await self._teardown(rec)
             if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:

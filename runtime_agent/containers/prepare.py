@@ -44,7 +44,9 @@ class Image(Protocol):
 class Images(Protocol):
     """What the manager needs from :class:`images.ImageStore` (blocking calls)."""
 
-    def pull(self, ref: str, *, refresh: bool = True) -> Image: ...
+    def pull(
+        self, ref: str, *, refresh: bool = True, auth: wire.RegistryAuth | None = None
+    ) -> Image: ...
     def lower_dirs(self, image: Any) -> list[Path]: ...
 
 
@@ -103,12 +105,12 @@ class Preparer:
     def cgroups_path(self, name: str) -> str:
         return f"/{self._cgroup_prefix}-{name}"
 
-    async def prepare(self, rec: ContainerRecord) -> None:
+    async def prepare(self, rec: ContainerRecord, auth: wire.RegistryAuth | None = None) -> None:
         """Pull the image and mount the rootfs, and meanwhile plumb the network
         (neither needs the other), then write the bundle. On failure the
         caller tears down whatever was done."""
         results = await asyncio.gather(
-            asyncio.to_thread(self._prepare_rootfs, rec),
+            asyncio.to_thread(self._prepare_rootfs, rec, auth),
             asyncio.to_thread(self._plumb_network, rec),
             return_exceptions=True,
         )
@@ -121,10 +123,11 @@ class Preparer:
         await asyncio.to_thread(self._write_bundle, rec, image.config)
         rec.prepared = True
 
-    def _prepare_rootfs(self, rec: ContainerRecord) -> Image:
+    def _prepare_rootfs(self, rec: ContainerRecord, auth: wire.RegistryAuth | None) -> Image:
         # No refresh: a digest (what the control plane sends) or a tag pulled
-        # before is used as stored, like Docker's "missing" pull policy.
-        image = self.images.pull(rec.request.image, refresh=False)
+        # before is used as stored, like Docker's "missing" pull policy; with
+        # a credential the registry is asked anyway (see ImageStore.pull).
+        image = self.images.pull(rec.request.image, refresh=False, auth=auth)
         rec.image_digest = image.digest
         rec.lowers = [str(p) for p in self.images.lower_dirs(image)]
         self._mount_rootfs(rec)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime_agent.host.errors import ImageNotSupported
+from runtime_agent.host.errors import ImageNotSupported, InvalidRequest
 from runtime_agent.images.manifests import (
     INDEX_TYPES,
     MANIFEST_TYPES,
@@ -35,6 +35,7 @@ from runtime_agent.images.registry import RegistryClient
 
 if TYPE_CHECKING:
     from runtime_agent.images.store import Credentials, ImageStore
+    from runtime_agent.wire import RegistryAuth
 
 log = logging.getLogger("runtime_agent.images")
 
@@ -65,8 +66,33 @@ class RegistryPuller:
                 client.close()
             self._clients.clear()
 
-    def pull(self, parsed: ImageRef, ref: str) -> Image:
-        client = self._client(parsed.registry)
+    def pull(self, parsed: ImageRef, ref: str, auth: RegistryAuth | None = None) -> Image:
+        if auth is not None:
+            return self.pull_with(parsed, ref, auth)
+        return self._pull(self._client(parsed.registry), parsed, ref)
+
+    def pull_with(self, parsed: ImageRef, ref: str, auth: RegistryAuth) -> Image:
+        """Pull with a credential given for this pull: a client of its own,
+        closed after it (nothing of the credential outlives the pull), sent
+        to the image's registry only. The manifest is fetched even when the
+        image is here: its layers were pulled for someone else, and only the
+        registry can say whether this credential may read it."""
+        if auth.registry.lower() != parsed.registry.lower():
+            raise InvalidRequest(
+                f"registry_auth is for {auth.registry}, but the image is on {parsed.registry}",
+                field="registry_auth.registry",
+            )
+        with RegistryClient(
+            parsed.registry,
+            username=auth.username,
+            password=auth.password,
+            token=auth.token,
+            scheme="http" if parsed.registry in self._http else "https",
+            ca_file=self._ca_file,
+        ) as client:
+            return self._pull(client, parsed, ref)
+
+    def _pull(self, client: RegistryClient, parsed: ImageRef, ref: str) -> Image:
         data, digest, media_type = client.get_manifest(parsed.repository, parsed.reference)
         index_digest = None
         if media_type in INDEX_TYPES:

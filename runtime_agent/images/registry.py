@@ -14,13 +14,14 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
 import requests
 from dxf import DXF, DXFBase
 from dxf import exceptions as dxf_errors
+from www_authenticate import parse as parse_challenge  # python-dxf's own dependency
 
 from runtime_agent.host.errors import (
     DigestMismatch,
@@ -62,6 +63,13 @@ class RegistryClient:
     use ``scheme="https"`` with ``ca_file`` for a self-signed registry.
     Thread-safe by a lock: a ``requests.Session`` is not meant to be shared
     between threads mid-request.
+
+    Besides a username and password, a client may hold a ready bearer
+    ``token`` (the agent: a short-lived pull token the control plane minted
+    for one repository; never renewed, a 401 is final), or a
+    ``token_source`` that answers a registry's challenge scope
+    (``repository:app:pull,push``) with a token (the control plane, which
+    holds the registry's signing key, needs no token endpoint).
     """
 
     def __init__(
@@ -73,10 +81,12 @@ class RegistryClient:
         scheme: str = "https",
         ca_file: str | None = None,
         timeout: float = 60.0,
+        token: str | None = None,
+        token_source: Callable[[str], str] | None = None,
     ) -> None:
         if scheme not in ("http", "https"):
             raise InvalidRequest(f"registry scheme must be http or https, not {scheme!r}")
-        if scheme == "http" and username is not None:
+        if scheme == "http" and (username is not None or token or token_source):
             raise RegistryError(
                 f"refusing to send credentials for {registry} over plain http; use https",
                 registry=registry,
@@ -84,14 +94,19 @@ class RegistryClient:
         self.registry = registry
         self._username = username
         self._password = password
+        self._token_source = token_source
         self._lock = threading.RLock()
         self._base = DXFBase(
             registry,
-            auth=self._authenticate,
+            # A fixed token is all there is: no callback could get a better one.
+            auth=None if token else self._authenticate,
             insecure=scheme == "http",
             tlsverify=ca_file if ca_file else True,
             timeout=timeout,
         )
+        if token:
+            self._base.token = token  # DXF.from_base copies it to every repository
+            self._username = "(pull token)"
         self._base.__enter__()  # one pooled session instead of one per request
         self._repos: dict[str, DXF] = {}
         self._closed = False
@@ -112,6 +127,12 @@ class RegistryClient:
     def _authenticate(self, dxf: DXFBase, response: requests.Response) -> None:
         # Called by dxf on a 401: basic auth, or a bearer token from the
         # realm the registry names, with the scope it asks for.
+        if self._token_source is not None:
+            challenge = parse_challenge(response.headers.get("www-authenticate", ""))
+            scope = (challenge.get("bearer") or {}).get("scope", "")
+            if scope:
+                dxf.token = self._token_source(scope)
+            return
         dxf.authenticate(self._username, self._password, response=response)
 
     def _repo(self, repo: str) -> DXF:

@@ -45,6 +45,7 @@ from runtime_agent.images.refs import DIGEST_RE, ImageRef
 from runtime_agent.images.registry import (
     sha256_digest,
 )
+from runtime_agent.wire import RegistryAuth
 
 log = logging.getLogger("runtime_agent.images")
 
@@ -97,22 +98,22 @@ class ImageStore:
 
     # -------------------------------------------------------------- pulling
 
-    def pull(self, ref: str, *, refresh: bool = True) -> Image:
+    def pull(self, ref: str, *, refresh: bool = True, auth: RegistryAuth | None = None) -> Image:
         """Make ``ref`` available locally and describe it.
 
         A digest reference already in the store needs no network at all; a
         tag costs one manifest request (tags move), and nothing more when
         its layers are here. ``refresh=False`` trusts the last pull of the
-        tag instead (like ``docker run``'s pull policy "missing").
+        tag instead (like ``docker run``'s pull policy "missing"). With
+        ``auth`` (a credential for this pull only) the registry is always
+        asked: see RegistryPuller.pull_with.
         """
         parsed = ImageRef.parse(ref)
         with self._shared_lock():
             known = parsed.digest or (None if refresh else self._tag_digest(ref))
-            if known:
-                cached = self.cached(known, ref)
-                if cached:
-                    return cached
-            image = self._puller.pull(parsed, ref)
+            if known and auth is None and (cached := self.cached(known, ref)):
+                return cached
+            image = self._puller.pull(parsed, ref, auth)
             if not parsed.digest:
                 self._save_tag(ref, image.digest)
             return image

@@ -40,6 +40,7 @@ class FakeManager:
         self.containers: dict[str, wire.ContainerInfo] = {}
         self.requests: dict[str, wire.CreateContainer] = {}
         self.calls: list[tuple[Any, ...]] = []
+        self.auths: list[wire.RegistryAuth | None] = []
         self.log_lines: list[wire.LogLine] = []
         # Gates a test may set: the call waits inside the manager until the
         # test opens the gate (``*_entered`` says it got there).
@@ -54,8 +55,11 @@ class FakeManager:
             raise NotFound(f"no container named {name!r}", name=name)
         return self.containers[name]
 
-    async def create(self, req: wire.CreateContainer) -> wire.ContainerInfo:
+    async def create(
+        self, req: wire.CreateContainer, auth: wire.RegistryAuth | None = None
+    ) -> wire.ContainerInfo:
         self.calls.append(("create", req.name))
+        self.auths.append(auth)
         if self.create_gate is not None:
             await self.create_gate.wait()
         if req.name in self.containers:
@@ -137,7 +141,7 @@ class FakeImages:
     def __init__(self) -> None:
         self.gc_calls: list[set[str]] = []
 
-    def pull(self, ref: str) -> Any:
+    def pull(self, ref: str, *, auth: wire.RegistryAuth | None = None) -> Any:
         if "missing" in ref:
             raise NotFound(f"no image {ref}")
         return type("Image", (), {"digest": "sha256:" + "b" * 64, "layer_digests": ["x"]})()
@@ -710,3 +714,54 @@ async def test_a_drain_ends_open_follow_streams_promptly(tmp_path, manager):
         await asyncio.wait_for(server.stop(), 10)
         assert loop.time() - started < 5  # not the 30 s deadline
         assert manager.follow_closed.is_set()
+
+
+# --- registry_auth: the credential of one pull, beside the request -------------------
+
+
+async def test_a_create_hands_its_registry_auth_to_the_manager_but_not_into_the_request(
+    client, manager
+):
+    auth = {"registry": "127.0.0.1:5000", "token": "a.b.c"}
+    await created(client, {**CREATE, "registry_auth": auth})
+    # A retry with a fresh token is the same request: 200, the same container.
+    retry = await client.post(
+        "/v1/containers",
+        json={**CREATE, "registry_auth": {**auth, "token": "d.e.f"}},
+        headers=AUTH,
+    )
+    assert retry.status == 200, await retry.text()
+    assert manager.auths == [
+        wire.RegistryAuth("127.0.0.1:5000", token="a.b.c"),
+        wire.RegistryAuth("127.0.0.1:5000", token="d.e.f"),
+    ]
+    assert "token" not in repr(manager.requests["web-1"])
+
+
+@pytest.mark.parametrize(
+    ("auth", "field"),
+    [
+        ("token", "registry_auth"),
+        ({"token": "a.b.c"}, "registry_auth.registry"),
+        ({"registry": "bad host", "token": "x"}, "registry_auth.registry"),
+        ({"registry": "r.example"}, "registry_auth"),
+        ({"registry": "r.example", "username": "u"}, "registry_auth"),
+        (
+            {"registry": "r.example", "token": "t", "username": "u", "password": "p"},
+            "registry_auth",
+        ),
+        ({"registry": "r.example", "token": "a\nb"}, "registry_auth.token"),
+    ],
+)
+async def test_a_bad_registry_auth_is_a_400_naming_it(client, manager, auth, field):
+    resp = await client.post("/v1/containers", json={**CREATE, "registry_auth": auth}, headers=AUTH)
+    assert resp.status == 400
+    body = await resp.json()
+    assert body.get("field") == field, body
+    assert manager.calls == []
+    assert '"p"' not in await resp.text()
+
+
+def test_a_registry_auth_repr_shows_no_secret():
+    auth = wire.RegistryAuth("r.example", username="bob", password="hunter2")
+    assert "hunter2" not in repr(auth) and "hunter2" not in str(auth)

@@ -85,7 +85,7 @@ class LocalImages:
         )
         self.pulls: list[str] = []
 
-    def pull(self, ref: str, *, refresh: bool = True) -> LocalImage:
+    def pull(self, ref: str, *, refresh: bool = True, auth: Any = None) -> LocalImage:
         self.pulls.append(ref)
         return self.image
 

@@ -1,4 +1,4 @@
-"""A real build environment for control-plane tests: a registry, a build
+"""A real build environment for control-plane tests: a registry (token auth), a build
 network and the shared stack cache, as environment variables for the Django
 processes (the Celery worker) that build."""
 
@@ -23,12 +23,17 @@ STACK_CACHE = Path(os.environ.get("PAAS_BUILD_TEST_CACHE", "/var/cache/paas-buil
 def build_environment(workdir: Path, run_id: str) -> Iterator[tuple[TestRegistry, dict[str, str]]]:
     subnet = IPv4Network(f"10.{secrets.choice(range(100, 200))}.{secrets.randbelow(256)}.0/24")
     bridge, table = f"pw{run_id}", f"paasweb_{run_id}"
-    with run_registry(workdir / "registry") as registry:
+    # Token auth, like manage.py setup_registry: the worker mints its own
+    # tokens with the key, agents get a pull token per create. (The realm's
+    # username and password serve the tests' own clients, registry.client().)
+    with run_registry(workdir / "registry", token=True) as registry:
         env = {
             "PAAS_REGISTRY": registry.host,
             "PAAS_REGISTRY_USER": registry.username or "",
             "PAAS_REGISTRY_PASSWORD": registry.password or "",
             "PAAS_REGISTRY_CA": str(registry.ca_file or ""),
+            "PAAS_REGISTRY_TOKEN_KEY": str(registry.token_key),
+            "PAAS_REGISTRY_TOKEN_CERT": str(registry.token_cert),
             "PAAS_BUILD_CACHE_DIR": str(STACK_CACHE),
             "PAAS_BUILD_BRIDGE": bridge,
             "PAAS_BUILD_SUBNET": str(subnet),

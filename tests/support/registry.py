@@ -30,10 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paas.builds.registry_server import (
+    TokenAuth,
     bcrypt_htpasswd_line,
     config_lines,
     make_self_signed_cert,
 )
+from paas.builds.registry_tokens import TokenSigner, make_token_keypair
 from runtime_agent.images.registry import RegistryClient
 from tests.support.processes import free_port, start_process, stop_process, wait_until
 
@@ -57,6 +59,14 @@ class TestRegistry:
     log_path: Path
     pid: int
     tokens_issued: list[str] | None = None  # scopes the token server granted
+    # auth: token: the key and certificate the registry trusts (the
+    # control plane's settings PAAS_REGISTRY_TOKEN_KEY / _CERT).
+    token_key: Path | None = None
+    token_cert: Path | None = None
+
+    def signer(self) -> TokenSigner:
+        assert self.token_key and self.token_cert, "not a registry in token mode"
+        return TokenSigner(self.token_key, self.token_cert)
 
     def blob_data_path(self, digest: str) -> Path:
         """Where the filesystem driver keeps a blob (tests corrupt it there)."""
@@ -103,7 +113,7 @@ def _write_config(
     port: int,
     htpasswd: Path | None,
     tls: tuple[Path, Path] | None,
-    token_realm: str | None = None,
+    token: TokenAuth | None = None,
     address: str = "127.0.0.1",
 ) -> Path:
     lines = config_lines(
@@ -113,18 +123,8 @@ def _write_config(
         tls=tls,
         htpasswd=htpasswd,
         realm="paas-test",
+        token=token,
     )
-    if token_realm and tls:
-        from tests.support.token_server import ISSUER, SERVICE
-
-        lines += [
-            "auth:",
-            "  token:",
-            f"    realm: {token_realm}",
-            f"    service: {SERVICE}",
-            f"    issuer: {ISSUER}",
-            f"    rootcertbundle: {tls[0]}",  # the token is signed with the TLS key
-        ]
     config = workdir / "config.yml"
     config.write_text("\n".join(lines) + "\n")
     return config
@@ -164,14 +164,19 @@ def run_registry(
     username: str = "alice",
     password: str | None = None,
     address: str = "127.0.0.1",
+    cert_key: tuple[Path, Path] | None = None,
 ) -> Iterator[TestRegistry]:
     """Run ``docker-registry serve`` in ``workdir`` until the block ends.
 
     ``address`` is where it listens (and what its certificate names): a
     test's own namespaced hosts cannot reach the root namespace's loopback.
 
-    ``auth`` is htpasswd basic auth; ``token=True`` instead puts a bearer
-    token server in front (see tests/support/token_server.py; needs TLS).
+    ``auth`` is htpasswd basic auth; ``token=True`` instead makes the
+    registry trust tokens signed by a fresh key (``TestRegistry.signer()``,
+    like the control plane's) and puts a realm in front that grants what is
+    asked to ``username``/``password`` (tests/support/token_server.py).
+    ``cert_key``: reuse a TLS certificate (for ``address``) instead of making
+    one, so clients trusting one CA file reach two registries.
     The process is started directly with Popen (not ``runtime_agent.cmd.run``,
     which waits for commands to finish) and stopped by its PID.
     """
@@ -181,23 +186,30 @@ def run_registry(
     if auth and not token:
         htpasswd = workdir / "htpasswd"
         htpasswd.write_text(bcrypt_htpasswd_line(username, password))
-    cert_key = make_self_signed_cert(workdir, address) if tls or token else None
+    if cert_key is None and (tls or token):
+        cert_key = make_self_signed_cert(workdir, address)
     with contextlib.ExitStack() as stack:
         issued = None
-        realm = None
+        token_auth = None
+        token_files: tuple[Path | None, Path | None] = (None, None)
         if token:
             from tests.support.token_server import run_token_server
 
             assert cert_key
+            token_files = make_token_keypair(workdir, days=2)
+            signer = TokenSigner(*token_files)
             server = stack.enter_context(
-                run_token_server(cert_key[0], cert_key[1], username, password)
+                run_token_server(cert_key, signer, username, password, address)
             )
-            issued, realm = server.issued, server.url
+            issued = server.issued
+            token_auth = TokenAuth(realm=server.url, cert_file=token_files[1])
         user = username if auth or token else None
         registry = stack.enter_context(
-            _serve(workdir, htpasswd, cert_key, realm, user, password, address)
+            _serve(workdir, htpasswd, cert_key, token_auth, user, password, address)
         )
-        yield dataclasses.replace(registry, tokens_issued=issued)
+        yield dataclasses.replace(
+            registry, tokens_issued=issued, token_key=token_files[0], token_cert=token_files[1]
+        )
 
 
 @contextlib.contextmanager
@@ -205,7 +217,7 @@ def _serve(
     workdir: Path,
     htpasswd: Path | None,
     cert_key: tuple[Path, Path] | None,
-    token_realm: str | None,
+    token: TokenAuth | None,
     username: str | None,
     password: str,
     address: str = "127.0.0.1",
@@ -216,7 +228,7 @@ def _serve(
     # registry binds it: retry a few times with a new one.
     for _attempt in range(5):
         port = free_port()
-        config = _write_config(workdir, port, htpasswd, cert_key, token_realm, address)
+        config = _write_config(workdir, port, htpasswd, cert_key, token, address)
         with open(log_path, "ab") as log:
             proc = start_process(
                 [REGISTRY_BINARY, "serve", str(config)],

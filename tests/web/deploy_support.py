@@ -54,14 +54,26 @@ def agent_root() -> Iterator[Path]:
 
 
 def agent_for(registry: TestRegistry, root: Path) -> AgentProcess:
+    """An agent that trusts the registry's CA and holds NO credential of it:
+    it pulls with the token the control plane sends with each create."""
     return AgentProcess.fresh(
         root,
-        PAAS_AGENT_REGISTRY=registry.host,
-        PAAS_AGENT_REGISTRY_USER=registry.username or "",
-        PAAS_AGENT_REGISTRY_PASSWORD=registry.password or "",
         PAAS_AGENT_REGISTRY_CA=str(registry.ca_file or ""),
         PAAS_AGENT_STOP_GRACE_S="2",
     )
+
+
+REGISTRY_SETTINGS = (
+    "PAAS_REGISTRY", "PAAS_REGISTRY_USER", "PAAS_REGISTRY_PASSWORD", "PAAS_REGISTRY_CA",
+    "PAAS_REGISTRY_TOKEN_KEY", "PAAS_REGISTRY_TOKEN_CERT",
+)  # fmt: skip
+
+
+def use_registry_settings(settings: Any, build_env: dict[str, str]) -> None:
+    """This process talks to the registry (and mints pull tokens, e.g. in a
+    reconcile run here) like the worker does."""
+    for name in REGISTRY_SETTINGS:
+        setattr(settings, name, build_env[name])
 
 
 def add_host(agent: AgentProcess, name: str = "local") -> Host:

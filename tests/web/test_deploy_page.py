@@ -66,3 +66,25 @@ def test_a_viewer_gets_no_buttons_and_is_refused(client: Any, carol_viewer_in_al
                            follow=True)  # fmt: skip
     assert "cannot deploy" in response.content.decode()
     assert app.formation.get(process_type="web").count == 1
+
+
+def test_registry_credentials_are_saved_listed_without_password_and_forgotten(
+    client: Any, alice: Any, carol_viewer_in_alices_team: Any, app: Any
+) -> None:
+    client.force_login(alice)
+    saved = client.post("/apps/paged/deploy/registry-credential",
+                        {"registry": "reg.example:5000", "username": "bob",
+                         "password": "pa55-w0rd-xyz"}, follow=True)  # fmt: skip
+    page = saved.content.decode()
+    assert "Saved the credential for reg.example:5000 (user bob)" in page
+    assert "<code>reg.example:5000</code>" in page and "pa55-w0rd-xyz" not in page
+
+    client.force_login(carol_viewer_in_alices_team)
+    refused = client.post("/apps/paged/deploy/registry-forget",
+                          {"registry": "reg.example:5000"}, follow=True)  # fmt: skip
+    assert "cannot deploy" in refused.content.decode()
+    assert app.registry_credentials.count() == 1
+
+    client.force_login(alice)
+    client.post("/apps/paged/deploy/registry-forget", {"registry": "reg.example:5000"})
+    assert app.registry_credentials.count() == 0

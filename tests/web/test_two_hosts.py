@@ -46,6 +46,7 @@ from tests.web.deploy_support import (
     container_names,
     get,
     upload,
+    use_registry_settings,
     wait_for,
     wait_release,
 )
@@ -72,7 +73,8 @@ def network() -> Iterator[Lan]:
 @pytest.fixture
 def lan_registry(network: Lan, tmp_path: Path) -> Iterator[TestRegistry]:
     """The platform's registry on the LAN: the hosts pull from it there."""
-    with run_registry(tmp_path / "registry", address=str(network.gateway)) as registry:
+    # Token auth like the platform's: agents get a pull token per create.
+    with run_registry(tmp_path / "registry", address=str(network.gateway), token=True) as registry:
         yield registry
 
 
@@ -137,7 +139,10 @@ def test_instances_spread_over_two_namespaced_hosts_and_move_when_one_is_lost(
         "PAAS_REGISTRY_USER": lan_registry.username or "",
         "PAAS_REGISTRY_PASSWORD": lan_registry.password or "",
         "PAAS_REGISTRY_CA": str(lan_registry.ca_file or ""),
+        "PAAS_REGISTRY_TOKEN_KEY": str(lan_registry.token_key),
+        "PAAS_REGISTRY_TOKEN_CERT": str(lan_registry.token_cert),
     }
+    use_registry_settings(settings, registry_env)
     workers.env.update({**router.env, **registry_env, "PAAS_DRAIN_SECONDS": "0.5",
                         "PAAS_HEALTH_TIMEOUT_S": "60",
                         "PAAS_ROUTER_READ_TIMEOUT": str(READ_TIMEOUT_S)})  # fmt: skip

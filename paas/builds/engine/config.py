@@ -4,6 +4,7 @@ itself, so tests and the benchmark configure it directly."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -18,6 +19,9 @@ class RegistrySettings:
     password: str | None = None
     scheme: str = "https"
     ca_file: str | None = None
+    # A registry in token mode whose signing key we hold: a challenge's scope
+    # is answered with a token minted here (no token endpoint involved).
+    token_source: Callable[[str], str] | None = None
 
     def client(self) -> RegistryClient:
         return RegistryClient(
@@ -26,6 +30,7 @@ class RegistrySettings:
             password=self.password,
             scheme=self.scheme,
             ca_file=self.ca_file,
+            token_source=self.token_source,
         )
 
 

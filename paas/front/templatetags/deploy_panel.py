@@ -9,6 +9,7 @@ from django import template
 
 from paas.accounts.services import ROLE_CAN, role_in_team
 from paas.applications.models import App
+from paas.applications.registry_credentials import registry_credentials_of
 from paas.applications.views_data import config_json
 
 register = template.Library()
@@ -31,6 +32,7 @@ def deploy_panel(context: dict[str, Any], app: App) -> dict[str, Any]:
         ),
         "config": config_json(app, reveal=role in ROLE_CAN["manage"]),
         "audit": app.audit_entries.all()[:20],
+        "registry_credentials": registry_credentials_of(app=app),
         "instance_actions": ["stop", "start", "restart", "kill"],
         "app_actions": ["restart", "stop", "start"],
     }

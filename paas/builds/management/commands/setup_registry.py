@@ -1,4 +1,4 @@
-"""Prepare the platform's own registry (credentials, TLS certificate,
+"""Prepare the platform's own registry (TLS certificate, token key,
 config) once; scripts/up then runs `docker-registry serve` on it."""
 
 from __future__ import annotations
@@ -18,5 +18,6 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=5000)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        setup = prepare(settings.DATA_DIR / "registry", port=options["port"])
+        realm = settings.PANEL_URL.rstrip("/") + "/registry/token"
+        setup = prepare(settings.DATA_DIR / "registry", port=options["port"], realm=realm)
         self.stdout.write(f"registry {setup.host}: config {setup.config_file}")
