@@ -38,6 +38,7 @@ from tests.web.deploy_support import (
     agent_root,
     container_names,
     get,
+    use_registry_settings,
     wait_for,
     wait_release,
 )
@@ -72,7 +73,10 @@ def busybox(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture
-def platform(agent: AgentProcess, router: TestRouter, settings: Any) -> Iterator[int]:
+def platform(
+    agent: AgentProcess, router: TestRouter, settings: Any, build_env: dict[str, str]
+) -> Iterator[int]:
+    use_registry_settings(settings, build_env)  # deploys here mint the agent's pull tokens
     settings.PAAS_HEALTH_TIMEOUT_S = 30.0
     settings.PAAS_DRAIN_SECONDS = 0.5
     add_host(agent)
