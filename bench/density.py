@@ -152,9 +152,11 @@ def _memory_cgroup(pid: int) -> str:
     return ""
 
 
-def helper_processes(agent_pid: int) -> list[str]:
+def helper_processes(agent_pid: int) -> tuple[list[str], int]:
     """Descendants of the agent still in the agent's own memory cgroup: every
-    process a container needs outside itself (none, if runc was left alone)."""
+    process a container needs outside itself (none, if runc was left alone);
+    and how many descendants there are in all (the containers' processes are
+    among them: the agent is their subreaper, so the walk does see them)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -163,15 +165,16 @@ def helper_processes(agent_pid: int) -> list[str]:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(entry.name))
     own = _memory_cgroup(agent_pid)
-    helpers, todo = [], list(children.get(agent_pid, []))
+    helpers, todo, seen = [], list(children.get(agent_pid, [])), 0
     while todo:
         pid = todo.pop()
+        seen += 1
         todo.extend(children.get(pid, []))
         with contextlib.suppress(OSError):
             if _memory_cgroup(pid) == own:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
                 helpers.append(f"{pid} {cmd.decode(errors='replace')[:80]}")
-    return helpers
+    return helpers, seen
 
 
 def leftovers(daemon: AgentDaemon) -> list[str]:
@@ -342,7 +345,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 figures["mem_available_drop_mib"] = round(delta / MIB, 1)
                 figures["host_mib_per_instance"] = round((delta - own) / MIB / args.instances, 2)
                 figures["agent_rss_mib"], figures["agent_pss_mib"] = rss_pss(daemon.proc.pid)
-                helpers = helper_processes(daemon.proc.pid)
+                helpers, figures["agent_descendants"] = helper_processes(daemon.proc.pid)
                 figures["helper_processes"] = len(helpers)
                 figures["helper_examples"] = helpers[:3]
                 figures["helper_processes_per_container"] = round(len(helpers) / args.instances, 3)
