@@ -214,8 +214,13 @@ def start_apps(agent: Agent, image_ref: str, tag: str, n: int, concurrency: int)
         wait_until(lambda: http_ok(info["address"], HTTP_PORT), READY_TIMEOUT_S, f"{name} httpd")
         return name, info["address"]
 
-    with ThreadPoolExecutor(concurrency) as pool:
+    pool = ThreadPoolExecutor(concurrency)
+    try:
         return dict(pool.map(one, range(n)))
+    finally:
+        # On Ctrl-C or a failed start, creates not yet begun are dropped (the
+        # cleanup then removes what did start) rather than all run first.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def remove_all(agent: Agent, concurrency: int) -> None:
