@@ -32,6 +32,8 @@ httpd answers, and ``router_apply`` gets one Route per app
   log pump...), divided by N; goal 0;
 - ``router_p99_ms``: ``--requests`` GETs through nginx (4 keep-alive
   clients on loopback, bench/support/http_load.py), each to a random app;
+- ``direct_p99_ms``: the same, straight to the containers' addresses (the
+  baseline: what the apps and the machine cost without the router);
 - ``agent_list_ms``: the median of 7 ``GET /v1/containers`` (N containers).
 
 Goals: all N running (default N=200 for a 2-core, 24 GB host), zero helper
@@ -243,29 +245,38 @@ def route_all(apps: dict[str, str]) -> dict[str, str]:
     return hosts
 
 
-def router_latency(port: int, hostnames: list[str], requests: int) -> dict[str, Any]:
-    """``requests`` GETs through nginx, each to a random app, 4 keep-alive clients."""
+def latency(
+    prefix: str, targets: list[tuple[str, int, str]], requests: int, keep_alive: bool
+) -> dict[str, Any]:
+    """``requests`` GETs, each to a random (address, port, Host) of
+    ``targets``, from 4 clients; one kept connection each when ``keep_alive``
+    (all targets share the address: the router), else one per request."""
     latencies: list[float] = []
     failed: list[str] = []
     lock = threading.Lock()
 
     def client(count: int) -> None:
-        conn, rng = Connection("127.0.0.1", port), random.Random()
-        mine, bad = [], []
+        rng, mine, bad = random.Random(), [], []
+        kept = Connection(targets[0][0], targets[0][1]) if keep_alive else None
         try:
             for _ in range(count):
-                headers = {"Host": rng.choice(hostnames), "Accept": "*/*"}
+                address, port, host = rng.choice(targets)
+                conn = kept or Connection(address, port)
                 started = time.perf_counter()
                 try:
-                    response, _ = fetch(conn, "GET", "/", headers)
+                    response, _ = fetch(conn, "GET", "/", {"Host": host, "Accept": "*/*"})
                 except (OSError, NoResponse, BrokenResponse) as exc:
                     bad.append(repr(exc))
                     continue
+                finally:
+                    if kept is None:
+                        conn.close()
                 mine.append(time.perf_counter() - started)
                 if response.status != 200:
-                    bad.append(f"{headers['Host']}: {response.status}")
+                    bad.append(f"{host}: {response.status}")
         finally:
-            conn.close()
+            if kept is not None:
+                kept.close()
         with lock:
             latencies.extend(mine)
             failed.extend(bad)
@@ -276,11 +287,11 @@ def router_latency(port: int, hostnames: list[str], requests: int) -> dict[str, 
     for t in threads:
         t.join()
     return {
-        "router_requests": len(latencies) + len(failed),
-        "router_failed": len(failed),
-        "router_errors": failed[:3],
-        "router_p50_ms": round(pct(latencies, 50) * 1000, 2),
-        "router_p99_ms": round(pct(latencies, 99) * 1000, 2),
+        f"{prefix}_requests": len(latencies) + len(failed),
+        f"{prefix}_failed": len(failed),
+        f"{prefix}_errors": failed[:3],
+        f"{prefix}_p50_ms": round(pct(latencies, 50) * 1000, 2),
+        f"{prefix}_p99_ms": round(pct(latencies, 99) * 1000, 2),
     }
 
 
@@ -354,7 +365,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 figures["helper_processes"] = len(helpers)
                 figures["helper_examples"] = helpers[:3]
                 figures["helper_processes_per_container"] = round(len(helpers) / args.instances, 3)
-                figures |= router_latency(router_port, list(hosts), args.requests)
+                # Baseline in the same run: the same random GETs straight to
+                # the containers (busybox httpd closes every connection, so
+                # direct requests each connect; nginx keeps its client side).
+                routed = [("127.0.0.1", router_port, host) for host in hosts]
+                direct = [(apps[name], HTTP_PORT, host) for host, name in hosts.items()]
+                figures |= latency("direct", direct, args.requests, keep_alive=False)
+                figures |= latency("router", routed, args.requests, keep_alive=True)
         finally:
             with contextlib.suppress(Exception):
                 remove_all(agent, args.concurrency)
