@@ -27,6 +27,8 @@ httpd answers, and ``router_apply`` gets one Route per app
   overlay mount, nft rules, the agent's and nginx's share). MemAvailable is
   the whole machine's: on a shared machine other work moves it too, so this
   figure is only as good as the machine is quiet (``loadavg`` is reported);
+  ``platform_pss_kib_per_instance`` is the steadier, partial figure: how much
+  the agent's and nginx's PSS grew, per instance (no kernel memory in it);
 - ``helper_processes_per_container``: processes descending from the agent
   that are not in a container's cgroup (a shim, a ``runc`` left waiting, a
   log pump...), divided by N; goal 0;
@@ -144,6 +146,17 @@ def rss_pss(pid: int) -> tuple[float, float]:
         key, _, rest = line.partition(":")
         values[key] = int(rest.split()[0]) * 1024
     return round(values["Rss"] / MIB, 1), round(values["Pss"] / MIB, 1)
+
+
+def nginx_pss_mib() -> float:
+    """PSS of the router's nginx, master and workers."""
+    from bench.router import _nginx_workers
+    from paas.router import master
+    from paas.router.config import RouterConfig
+
+    pid = master.master_pid(RouterConfig.from_settings())
+    pids = ([pid] if pid else []) + _nginx_workers()
+    return round(sum(rss_pss(p)[1] for p in pids), 1)
 
 
 def _memory_cgroup(pid: int) -> str:
@@ -341,6 +354,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 figures["agent_rss_idle_mib"], figures["agent_pss_idle_mib"] = rss_pss(
                     daemon.proc.pid
                 )
+                figures["nginx_pss_idle_mib"] = nginx_pss_mib()
                 available_before = mem_available()
                 started = time.perf_counter()
                 apps = start_apps(
@@ -361,6 +375,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 figures["mem_available_drop_mib"] = round(delta / MIB, 1)
                 figures["host_mib_per_instance"] = round((delta - own) / MIB / args.instances, 2)
                 figures["agent_rss_mib"], figures["agent_pss_mib"] = rss_pss(daemon.proc.pid)
+                figures["nginx_pss_mib"] = nginx_pss_mib()
+                # The platform's own processes' share per instance: steadier
+                # than the machine-wide figure, but without the kernel's part.
+                grown = (figures["agent_pss_mib"] - figures["agent_pss_idle_mib"]) + (
+                    figures["nginx_pss_mib"] - figures["nginx_pss_idle_mib"]
+                )
+                figures["platform_pss_kib_per_instance"] = round(grown * 1024 / args.instances, 1)
                 helpers, figures["agent_descendants"] = helper_processes(daemon.proc.pid)
                 figures["helper_processes"] = len(helpers)
                 figures["helper_examples"] = helpers[:3]
