@@ -41,8 +41,7 @@ def fail(client: Any, username: str, times: int, address: str = HOME) -> None:
         assert "did not match" in response.content.decode()
 
 
-def test_an_account_is_refused_after_five_failures_even_with_its_password(client: Any,
-                                                                          alice: Any) -> None:  # fmt: skip
+def test_five_failures_refuse_the_account_even_with_its_password(client: Any, alice: Any) -> None:
     fail(client, "alice", 5)
     response = sign_in(client, "alice", "alice-pw-123")
     page = response.content.decode()
@@ -51,7 +50,8 @@ def test_an_account_is_refused_after_five_failures_even_with_its_password(client
     assert signed_in_as(client) is None
     assert SignInFailure.objects.count() == 5  # a refused try is not a failure: no lock extension
     # From another address too: this is the account's limit.
-    assert "for this account" in sign_in(client, "Alice", "alice-pw-123", ELSEWHERE).content.decode()
+    elsewhere = sign_in(client, "Alice", "alice-pw-123", ELSEWHERE)
+    assert "for this account" in elsewhere.content.decode()
 
 
 def test_another_account_from_the_same_address_still_signs_in(client: Any, alice: Any,

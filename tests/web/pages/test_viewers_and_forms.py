@@ -34,7 +34,8 @@ def running_build(shop: Any) -> Build:
                                 archive_name="a.zip", archive_path="")  # fmt: skip
 
 
-def test_the_owner_gets_every_form(client: Any, alice: Any, shop: Any, running_build: Build) -> None:
+def test_the_owner_gets_every_form(client: Any, alice: Any, shop: Any,
+                                   running_build: Build) -> None:  # fmt: skip
     client.force_login(alice)
     app_forms = post_forms(client.get("/apps/shop/").content.decode())
     assert "/apps/shop/builds" in app_forms and "/apps/shop/build-settings" in app_forms
@@ -49,8 +50,15 @@ def test_a_viewer_sees_every_page_without_a_single_action_form(
 ) -> None:
     client.force_login(carol_viewer_in_alices_team)
     team = Team.objects.get(apps=shop)
-    for url in ["/apps/shop/", f"/apps/shop/builds/{running_build.pk}/", "/apps/shop/domains/",
-                "/apps/shop/activity/", f"/teams/{team.pk}/", f"/teams/{team.pk}/activity/"]:  # fmt: skip
+    pages = [
+        "/apps/shop/",
+        f"/apps/shop/builds/{running_build.pk}/",
+        "/apps/shop/domains/",
+        "/apps/shop/activity/",
+        f"/teams/{team.pk}/",
+        f"/teams/{team.pk}/activity/",
+    ]
+    for url in pages:
         response = client.get(url)
         assert response.status_code == 200, url
         assert post_forms(response.content.decode()) == [], url
