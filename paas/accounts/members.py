@@ -108,6 +108,12 @@ def _membership(team: Team, membership_id: int) -> Membership:
 def _refuse_losing_the_last_owner(team: Team, membership: Membership, verb: str) -> None:
     if membership.role != Role.OWNER:
         return
+    if team.personal_of_id == membership.user_id:
+        # Everyone keeps a team of their own to make apps in.
+        raise Conflict(
+            f"{team.name} is {membership.user.username}'s personal team: "
+            f"they stay its owner, so you cannot {verb} them.",
+        )
     # Locked, so two owners demoting each other at once cannot both pass.
     owners = list(
         Membership.objects.select_for_update().filter(team=team, role=Role.OWNER).values("pk")

@@ -132,3 +132,20 @@ def test_a_viewer_sees_members_but_no_forms_and_is_refused(
     carol = _member(team, "carol")
     client.post(f"/teams/{team.pk}/members/role", {"member": carol.pk, "role": "owner"})
     assert _member(team, "carol").role == Role.VIEWER
+
+
+def test_nobody_is_demoted_or_removed_from_their_personal_team(
+    client: Any, alice: Any, dave: Any
+) -> None:
+    team = alice.personal_team
+    team_add_member(team=team, user=dave, role=Role.OWNER)
+    client.force_login(dave)
+    alices = _member(team, "alice")
+    url = f"/teams/{team.pk}/members/"
+    demoted = client.post(url + "role", {"member": alices.pk, "role": "viewer"}, follow=True)
+    assert any("alice's team is alice's personal team" in m for m in messages_of(demoted))
+    removed = client.post(url + "remove", {"member": alices.pk}, follow=True)
+    assert any("you cannot remove them" in m for m in messages_of(removed))
+    assert _member(team, "alice").role == Role.OWNER
+    assert client.post(url + "remove", {"member": _member(team, "dave").pk}).status_code == 302
+    assert not Membership.objects.filter(team=team, user=dave).exists()
