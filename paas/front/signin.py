@@ -30,7 +30,10 @@ class ThrottledSignIn:
         except forms.ValidationError:
             signin_failed(username=username, address=address)
             raise
-        signin_succeeded(username=username)
+        # clean() also runs when a field is missing, without authenticating:
+        # only a real sign-in may forget the failures.
+        if getattr(self, "user_cache", None) is not None:
+            signin_succeeded(username=username)
         return cleaned
 
 

@@ -103,3 +103,10 @@ def test_the_admin_sign_in_is_throttled_too(client: Any, admin_user: Any) -> Non
     page = sign_in(client, "admin", "password", url="/admin/login/").content.decode()
     assert "Too many failed sign-ins for this account" in page
     assert signed_in_as(client) is None
+
+
+def test_a_post_without_a_password_forgets_no_failure(client: Any, alice: Any) -> None:
+    fail(client, "alice", 4)
+    client.post("/login/", {"username": "alice", "password": ""}, REMOTE_ADDR=HOME)
+    fail(client, "alice", 1)
+    assert "for this account" in sign_in(client, "alice", "alice-pw-123").content.decode()
