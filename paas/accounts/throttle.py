@@ -12,7 +12,10 @@ larger one: a person who mistyped one account's password a few times can
 still sign in to another from the same address.
 
 A successful sign-in forgets the account's failures (not the address's).
-Rows older than the window are deleted as new ones come.
+Rows older than the window are deleted as new ones come. The check and
+the record are not one transaction: attempts running at the same moment
+may pass the limit by their number (Django runs sync views one at a time
+per daphne process, so that is the number of web processes).
 """
 
 from __future__ import annotations
@@ -74,10 +77,7 @@ def signin_refusal(*, username: str, address: str, now: datetime | None = None) 
     )
     if by_account is not None:
         wait = _wait_text((by_account - now).total_seconds())
-        return (
-            f"Too many failed sign-ins for this account. Try again in {wait} "
-            "(or ask an admin to reset the password)."
-        )
+        return f"Too many failed sign-ins for this account. Try again in {wait}."
     by_address = _retry_at(
         SignInFailure.objects.filter(address=address), settings.PAAS_SIGNIN_MAX_PER_ADDRESS, now
     )

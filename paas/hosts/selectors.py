@@ -45,6 +45,7 @@ class HostSummary:
     instances: int
     running: int
     heartbeat_age_s: float | None
+    placed: list[Instance]  # what is meant to run there, by app and slot
 
     @property
     def used_percent(self) -> int:
@@ -70,6 +71,13 @@ def host_summaries(*, now: datetime | None = None) -> list[HostSummary]:
         )
     )
     by_host = {row["host_id"]: row for row in placed}
+    listed: dict[int, list[Instance]] = {}
+    for instance in (
+        Instance.objects.filter(desired=DesiredState.RUNNING)
+        .select_related("app", "release")
+        .order_by("app__name", "process_type", "index")
+    ):
+        listed.setdefault(instance.host_id, []).append(instance)
     summaries = []
     for host in Host.objects.exclude(state=HostState.REMOVED).order_by("name"):
         row = by_host.get(host.pk, {})
@@ -81,6 +89,7 @@ def host_summaries(*, now: datetime | None = None) -> list[HostSummary]:
                 instances=row.get("count", 0),
                 running=row.get("running", 0),
                 heartbeat_age_s=(now - beat).total_seconds() if beat else None,
+                placed=listed.get(host.pk, []),
             )
         )
     return summaries

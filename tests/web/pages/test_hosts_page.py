@@ -44,6 +44,7 @@ def test_an_admin_sees_capacity_usage_instances_and_heartbeat(client: Any, admin
     assert 'aria-valuenow="25"' in page  # 1 GiB of 4
     assert "1.0\xa0GB / 4.0\xa0GB (25%)" in page
     assert "1/1 running" in page and "0/0 running" in page
+    assert "<code>shop.v1.web.1</code>" in page  # which instances run where
     ages = [int(age) for age in re.findall(r"(\d+) s ago", page)]
     assert len(ages) == 2 and min(ages) >= 4  # the heartbeats were 4 s old when made
     assert "Ready" in page
