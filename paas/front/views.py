@@ -36,7 +36,7 @@ from paas.builds.buildvars import (
 from paas.builds.selectors import build_for_user, build_log_since
 from paas.builds.services import build_accept_upload, build_cancel
 from paas.core.errors import NotFound, PaasError
-from paas.hosts.selectors import app_summaries
+from paas.hosts.selectors import app_status, app_summaries
 
 
 def _or_404(fn: Any, **kwargs: Any) -> Any:
@@ -52,7 +52,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     teams = Membership.objects.filter(user=signed_in(request)).select_related("team")
     roles = {m.team_id: m.role for m in teams}
     rows = [
-        {"app": app, "can_manage": roles.get(app.team_id) in ROLE_CAN["manage"]}
+        {
+            "app": app,
+            "status": app_status(app),
+            "can_manage": roles.get(app.team_id) in ROLE_CAN["manage"],
+        }
         for app in app_summaries(user=request.user)
     ]
     context = {

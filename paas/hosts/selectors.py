@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from paas.accounts.types import AnyUser
@@ -18,14 +18,18 @@ CRASHED = [InstanceState.CRASHED, InstanceState.BACKOFF]
 
 
 def app_summaries(*, user: AnyUser) -> QuerySet[App]:
-    """The user's apps, each annotated with ``current_release`` (its number or
-    None), ``last_deploy_at``, ``wanted`` (instances meant to run),
-    ``running`` and ``crashed``."""
+    """The user's apps, each annotated with ``deploying`` (a release is on its
+    way), ``current_release`` (its number or None), ``last_deploy_at``,
+    ``wanted`` (instances meant to run), ``running`` and ``crashed``."""
     current = Release.objects.filter(app=OuterRef("pk"), state=ReleaseState.CURRENT).order_by(
         "-number"
     )
     wanted = Q(instances__desired=DesiredState.RUNNING)
+    rolling_out = Release.objects.filter(
+        app=OuterRef("pk"), state__in=[ReleaseState.PENDING, ReleaseState.DEPLOYING]
+    )
     return apps_visible_to(user=user).annotate(
+        deploying=Exists(rolling_out),
         current_release=Subquery(current.values("number")[:1], output_field=IntegerField()),
         last_deploy_at=Subquery(
             Release.objects.filter(app=OuterRef("pk"), deployed_at__isnull=False)
@@ -36,6 +40,19 @@ def app_summaries(*, user: AnyUser) -> QuerySet[App]:
         running=Count("instances", filter=wanted & Q(instances__state=InstanceState.RUNNING)),
         crashed=Count("instances", filter=wanted & Q(instances__state__in=CRASHED)),
     )
+
+
+def app_status(app: App) -> str:
+    """One word for an app annotated by :func:`app_summaries`."""
+    if app.deploying:  # type: ignore[attr-defined]
+        return "deploying"
+    if app.crashed:  # type: ignore[attr-defined]
+        return "crashed"
+    if app.current_release is None:  # type: ignore[attr-defined]
+        return "not deployed"
+    if not app.wanted:  # type: ignore[attr-defined]
+        return "stopped"
+    return "running" if app.running == app.wanted else "starting"  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ def test_alice_sees_release_instances_crashes_last_deploy_and_url(client: Any, a
     assert "v1" in page
     assert "1/2 running" in page
     assert "1 crashed" in page
+    assert 'app-status">crashed<' in page
     assert 'href="http://shop.localhost:8080/"' in page
     assert "ago</time>" in page  # the last deploy's age
     assert "/apps/shop/deploy/delete" in post_forms(page)
@@ -38,6 +39,7 @@ def test_an_app_never_deployed_says_so(client: Any, alice: Any) -> None:
     client.force_login(alice)
     page = client.get("/").content.decode()
     assert "none yet" in page and "never" in page
+    assert 'app-status">not deployed<' in page
 
 
 def test_a_new_user_gets_a_clear_empty_state(client: Any, bob: Any) -> None:
@@ -73,3 +75,23 @@ def test_delete_needs_the_apps_name_typed(client: Any, alice: Any, shop: App) ->
     entry = AuditEntry.objects.get(action="app.delete")
     assert (entry.team_id, entry.target, entry.actor_name) == (alice.personal_team.pk, "shop",
                                                                "alice")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("states", "release_state", "status"),
+    [
+        (["running", "running"], "current", "running"),
+        (["running", "starting"], "current", "starting"),
+        (["running", "backoff"], "current", "crashed"),
+        ([], "current", "stopped"),
+        (["running"], "deploying", "deploying"),
+    ],
+)
+def test_each_app_has_a_one_word_status(client: Any, alice: Any, states: list[str],
+                                        release_state: str, status: str) -> None:  # fmt: skip
+    app = deployed_app(alice, "web", host(), states)
+    if release_state != "current":
+        app.releases.create(number=2, image="reg/web@sha256:bb", cause="build",
+                            state=release_state)  # fmt: skip
+    client.force_login(alice)
+    assert f'app-status">{status}<' in client.get("/").content.decode()
