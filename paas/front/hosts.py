@@ -5,6 +5,8 @@ one-time join token for a new host, shown once."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -16,8 +18,19 @@ from django.views.decorators.http import require_http_methods
 from paas.accounts.types import signed_in
 from paas.core.errors import PaasError
 from paas.hosts.models import Host, HostState
-from paas.hosts.selectors import host_summaries
+from paas.hosts.selectors import HostSummary, host_summaries
 from paas.hosts.services import host_remove, host_set_state, join_token_create
+from paas.metrics.selectors import memory_in_use
+
+
+def _with_memory_in_use(summaries: list[HostSummary]) -> list[HostSummary]:
+    """Each host's measured memory: the sum over its instances' latest samples."""
+    used = memory_in_use(containers=[i.container_name for s in summaries for i in s.placed])
+    measured = []
+    for summary in summaries:
+        samples = [used[i.container_name] for i in summary.placed if i.container_name in used]
+        measured.append(replace(summary, used_bytes=sum(samples)) if samples else summary)
+    return measured
 
 
 def _admin_only(request: HttpRequest) -> None:
@@ -63,10 +76,11 @@ def hosts(request: HttpRequest) -> HttpResponse:
             messages.error(request, exc.message)
         return redirect("hosts")
     context = {
-        "summaries": host_summaries(),
+        "summaries": _with_memory_in_use(host_summaries()),
         "join_token": join_token,
         "panel_url": settings.PANEL_URL,
         "timeout_s": settings.PAAS_HOST_TIMEOUT_S,
         "join_token_ttl_min": settings.PAAS_JOIN_TOKEN_TTL_S // 60,
+        "metrics_interval_s": settings.PAAS_METRICS_INTERVAL_S,
     }
     return render(request, "front/hosts.html", context)

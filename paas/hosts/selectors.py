@@ -63,12 +63,20 @@ class HostSummary:
     running: int
     heartbeat_age_s: float | None
     placed: list[Instance]  # what is meant to run there, by app and slot
+    # Memory in use, as last measured (paas.metrics); None without samples.
+    used_bytes: int | None = None
 
     @property
     def used_percent(self) -> int:
         if self.host.memory_bytes <= 0:
             return 100 if self.reserved_bytes else 0
         return min(100, round(100 * self.reserved_bytes / self.host.memory_bytes))
+
+    @property
+    def in_use_percent(self) -> int:
+        if self.used_bytes is None or self.host.memory_bytes <= 0:
+            return 0
+        return min(100, round(100 * self.used_bytes / self.host.memory_bytes))
 
     @property
     def free_bytes(self) -> int:

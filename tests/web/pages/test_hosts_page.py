@@ -5,13 +5,16 @@ instances remain); a join token shown once."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from paas.applications.models import AuditEntry
 from paas.hosts.models import Host, HostState, JoinToken
 from paas.hosts.services import host_join
+from paas.metrics.models import MetricPoint, Tier
 from tests.web.pages.support import GiB, deployed_app, host, messages_of
 
 pytestmark = pytest.mark.django_db
@@ -102,3 +105,35 @@ def test_a_join_token_is_shown_once_and_lets_a_host_join(client: Any, admin_user
 def test_no_hosts_is_a_clear_empty_state(client: Any, admin_user: Any) -> None:
     client.force_login(admin_user)
     assert "No host has joined yet" in client.get("/hosts/").content.decode()
+
+
+def _sample(app: Any, container: str, memory: int, age_s: float) -> None:
+    at = timezone.now() - timedelta(seconds=age_s)
+    MetricPoint.objects.create(
+        app=app, container=container, instance=container.split(".", 2)[2], release=1,
+        tier=Tier.FINE, time=at, cpu_ns=0, sampled_at=at, memory_bytes=memory,
+    )  # fmt: skip
+
+
+def test_memory_in_use_is_the_latest_sample_of_each_instance(client: Any, admin_user: Any,
+                                                             alice: Any) -> None:  # fmt: skip
+    h = host("busy-1")
+    shop = deployed_app(alice, "shop", h, ["running", "running"])
+    host("idle-2")
+    _sample(shop, "shop.v1.web.1", 900 * 2**20, age_s=8)
+    _sample(shop, "shop.v1.web.1", 256 * 2**20, age_s=1)  # the latest one counts
+    _sample(shop, "shop.v1.web.2", 256 * 2**20, age_s=2)
+    _sample(shop, "shop.v1.web.3", 3 * GiB, age_s=1)  # no instance placed: not counted
+    client.force_login(admin_user)
+    page = client.get("/hosts/").content.decode()
+    assert "in use: 512.0\xa0MB (12%)" in page
+    assert 'aria-valuenow="12"' in page
+    assert "in use: not measured yet" in page  # idle-2
+
+
+def test_an_old_sample_is_not_memory_in_use(client: Any, admin_user: Any, alice: Any,
+                                            settings: Any) -> None:  # fmt: skip
+    shop = deployed_app(alice, "shop", host("busy-1"), ["running"])
+    _sample(shop, "shop.v1.web.1", 256 * 2**20, age_s=3 * settings.PAAS_METRICS_INTERVAL_S + 5)
+    client.force_login(admin_user)
+    assert "in use: not measured yet" in client.get("/hosts/").content.decode()
