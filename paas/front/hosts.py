@@ -38,12 +38,16 @@ def _admin_only(request: HttpRequest) -> None:
         raise Http404("No such page.")
 
 
-def _host_action(request: HttpRequest) -> str:
-    user = signed_in(request)
+def _host_of(request: HttpRequest) -> Host:
     raw = request.POST.get("host", "")
-    host = get_object_or_404(
+    return get_object_or_404(
         Host.objects.exclude(state=HostState.REMOVED), pk=int(raw) if raw.isdigit() else 0
     )
+
+
+def _host_action(request: HttpRequest) -> str:
+    user = signed_in(request)
+    host = _host_of(request)
     action = request.POST.get("action", "")
     if action == "drain":
         host_set_state(user=user, host=host, state=HostState.DRAINING)
@@ -65,10 +69,16 @@ def _host_action(request: HttpRequest) -> str:
 @require_http_methods(["GET", "POST"])
 def hosts(request: HttpRequest) -> HttpResponse:
     _admin_only(request)
-    join_token = None
-    if request.method == "POST" and request.POST.get("action") == "join-token":
+    join_token, rejoin = None, None
+    action = request.POST.get("action") if request.method == "POST" else None
+    if action == "join-token":
         _, join_token = join_token_create(user=signed_in(request),
                                           note=request.POST.get("note", "").strip())  # fmt: skip
+    elif action == "rejoin-token":
+        # For a host whose agent certificate changed: only it can spend this.
+        rejoin = _host_of(request)
+        _, join_token = join_token_create(user=signed_in(request),
+                                          note=f"re-join {rejoin.name}", rejoin=rejoin)  # fmt: skip
     elif request.method == "POST":
         try:
             messages.success(request, _host_action(request))
@@ -78,6 +88,7 @@ def hosts(request: HttpRequest) -> HttpResponse:
     context = {
         "summaries": _with_memory_in_use(host_summaries()),
         "join_token": join_token,
+        "rejoin": rejoin,
         "panel_url": settings.PANEL_URL,
         "timeout_s": settings.PAAS_HOST_TIMEOUT_S,
         "join_token_ttl_min": settings.PAAS_JOIN_TOKEN_TTL_S // 60,

@@ -18,6 +18,7 @@ from paas.metrics.models import MetricPoint, Tier
 from tests.web.pages.support import GiB, deployed_app, host, messages_of
 
 pytestmark = pytest.mark.django_db
+PIN = ":".join(["AB"] * 32)  # an agent certificate's fingerprint, as a join sends it
 
 
 @pytest.fixture
@@ -98,8 +99,18 @@ def test_a_join_token_is_shown_once_and_lets_a_host_join(client: Any, admin_user
     assert raw.startswith("join_")
     assert JoinToken.objects.get().note == "rack 3"
     assert raw not in client.get("/hosts/").content.decode()
-    joined, _ = host_join(raw_token=raw, name="new-host", agent_url="http://127.0.0.1:7998")
+    joined, _ = host_join(raw_token=raw, name="new-host", agent_url="https://127.0.0.1:7998",
+                          tls_fingerprint=PIN)  # fmt: skip
     assert joined.name == "new-host"
+
+
+def test_a_rejoin_token_is_for_one_host(client: Any, admin_user: Any, busy: Host) -> None:
+    client.force_login(admin_user)
+    page = client.post("/hosts/", {"action": "rejoin-token", "host": busy.pk}).content.decode()
+    assert "Re-join token for busy-1" in page and "--name busy-1" in page
+    token = JoinToken.objects.get()
+    assert token.rejoin_id == busy.pk
+    assert client.post("/hosts/", {"action": "rejoin-token", "host": "77"}).status_code == 404
 
 
 def test_no_hosts_is_a_clear_empty_state(client: Any, admin_user: Any) -> None:
