@@ -143,6 +143,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# Sign-in throttling (paas/accounts/throttle.py): failures within the window
+# per account (from anywhere) and per address (any account) before refusing.
+PAAS_SIGNIN_WINDOW_S = env_int("PAAS_SIGNIN_WINDOW_S", 900, minimum=1)
+PAAS_SIGNIN_MAX_PER_ACCOUNT = env_int("PAAS_SIGNIN_MAX_PER_ACCOUNT", 5, minimum=1)
+PAAS_SIGNIN_MAX_PER_ADDRESS = env_int("PAAS_SIGNIN_MAX_PER_ADDRESS", 20, minimum=1)
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 

@@ -56,3 +56,22 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class SignInFailure(models.Model):
+    """One failed sign-in, kept for the throttle's window and then deleted.
+    Rows, not counters, so the window slides and the page can say when the
+    next try is allowed."""
+
+    username = models.CharField(max_length=150, help_text="as typed, lowercased")
+    address = models.GenericIPAddressField()
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["username", "at"], name="signin_fail_by_user"),
+            models.Index(fields=["address", "at"], name="signin_fail_by_address"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username} from {self.address} at {self.at:%Y-%m-%d %H:%M:%S}"

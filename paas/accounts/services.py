@@ -107,3 +107,8 @@ def api_token_authenticate(*, raw: str) -> User | None:
         return None
     ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
     return token.user
+
+
+def role_allows(*, user: AnyUser, team_id: int, action: str) -> bool:
+    """Whether to offer ``action`` on a page; the services check again."""
+    return role_in_team(user=user, team_id=team_id) in ROLE_CAN[action]

@@ -161,6 +161,12 @@ class AuditEntry(models.Model):
     app = models.ForeignKey(
         App, null=True, blank=True, on_delete=models.CASCADE, related_name="audit_entries"
     )
+    # The team the action happened in: an app's entries carry its team, and
+    # so do team actions (members, roles) and an app's deletion, which have
+    # no app row left to point at. Platform actions (hosts) have neither.
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries"
+    )
     action = models.CharField(max_length=50)
     target = models.CharField(max_length=200, blank=True)
     result = models.CharField(max_length=10, choices=AuditResult.choices, default=AuditResult.OK)

@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from paas.accounts.services import role_allows
 from paas.accounts.types import signed_in
 from paas.applications.models import App
 from paas.applications.selectors import app_for_user
@@ -56,6 +57,7 @@ def app_domains(request: HttpRequest, name: str) -> HttpResponse:
         "rows": rows,
         "http_port": settings.PAAS_ROUTER_PORT,
         "https_port": settings.PAAS_ROUTER_HTTPS_PORT,
+        "can_deploy": role_allows(user=request.user, team_id=app.team_id, action="deploy"),
     }
     return render(request, "front/app_domains.html", context)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -14,13 +15,15 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from paas.accounts.models import ApiToken, Membership
 from paas.accounts.services import (
+    ROLE_CAN,
     api_token_create,
     api_token_revoke,
+    role_allows,
     team_ensure_personal,
     team_for_user,
 )
 from paas.accounts.types import signed_in
-from paas.applications.selectors import app_for_user, apps_visible_to
+from paas.applications.selectors import app_for_user
 from paas.applications.services import app_create
 from paas.builds.buildvars import (
     build_arg_delete,
@@ -33,6 +36,7 @@ from paas.builds.buildvars import (
 from paas.builds.selectors import build_for_user, build_log_since
 from paas.builds.services import build_accept_upload, build_cancel
 from paas.core.errors import NotFound, PaasError
+from paas.hosts.selectors import app_status, app_summaries
 
 
 def _or_404(fn: Any, **kwargs: Any) -> Any:
@@ -46,8 +50,21 @@ def _or_404(fn: Any, **kwargs: Any) -> Any:
 def dashboard(request: HttpRequest) -> HttpResponse:
     team_ensure_personal(user=signed_in(request))
     teams = Membership.objects.filter(user=signed_in(request)).select_related("team")
-    apps = apps_visible_to(user=request.user)
-    return render(request, "front/dashboard.html", {"apps": apps, "memberships": teams})
+    roles = {m.team_id: m.role for m in teams}
+    rows = [
+        {
+            "app": app,
+            "status": app_status(app),
+            "can_manage": roles.get(app.team_id) in ROLE_CAN["manage"],
+        }
+        for app in app_summaries(user=request.user)
+    ]
+    context = {
+        "rows": rows,
+        "memberships": [m for m in teams if m.role in ROLE_CAN["deploy"]],
+        "router_port": settings.PAAS_ROUTER_PORT,
+    }
+    return render(request, "front/dashboard.html", context)
 
 
 @login_required
@@ -73,6 +90,7 @@ def app_detail(request: HttpRequest, name: str) -> HttpResponse:
         "builds": builds,
         "build_args": build_args_of(app=app),
         "build_secrets": build_secret_names(app=app),
+        "can_deploy": role_allows(user=request.user, team_id=app.team_id, action="deploy"),
     }
     return render(request, "front/app_detail.html", context)
 
@@ -136,7 +154,9 @@ def build_detail(request: HttpRequest, name: str, build_id: str) -> HttpResponse
     if build.app.name != name:
         raise Http404("No such build.")
     lines = build_log_since(str(build.pk), 0)
-    return render(request, "front/build_detail.html", {"build": build, "lines": lines})
+    can_deploy = role_allows(user=request.user, team_id=build.app.team_id, action="deploy")
+    context = {"build": build, "lines": lines, "can_deploy": can_deploy}
+    return render(request, "front/build_detail.html", context)
 
 
 @login_required

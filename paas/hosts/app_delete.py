@@ -38,7 +38,7 @@ def app_delete_request(*, user: User, app: App, confirm: str) -> None:
         raise ValidationFailed(
             f"Type the app's name ({app.name}) to confirm its deletion.", field="confirm"
         )
-    audit_record(actor=user, app=None, action="app.delete", target=app.name)
+    audit_record(actor=user, app=None, team=app.team, action="app.delete", target=app.name)
     from paas.hosts.tasks import app_delete_task
 
     app_id = app.pk

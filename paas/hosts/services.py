@@ -33,7 +33,7 @@ from paas.applications.audit import audit_record
 from paas.applications.models import AuditResult
 from paas.core.errors import Conflict, PaasError, PermissionDenied, ValidationFailed
 from paas.hosts.agent_client import AgentClient, AgentUntrusted
-from paas.hosts.models import Host, HostState, JoinToken
+from paas.hosts.models import DesiredState, Host, HostState, Instance, JoinToken
 from paas.hosts.upstreams import check_agent_address
 from runtime_agent.host.tls import BadFingerprint, parse_fingerprint
 
@@ -263,3 +263,18 @@ def host_set_state(*, user: User, host: Host, state: HostState) -> None:
         raise PermissionDenied("Only platform admins can change hosts.")
     Host.objects.filter(pk=host.pk).update(state=state)
     audit_record(actor=user, app=None, action=f"host.{state}", target=host.name)
+
+
+def host_remove(*, user: User, host: Host) -> None:
+    """Remove a host once nothing is meant to run on it: the reconcile moves
+    instances off a draining host, but not off a removed one, so removing a
+    host that still has instances would strand them."""
+    if not user.is_staff:
+        raise PermissionDenied("Only platform admins can change hosts.")
+    placed = Instance.objects.filter(host=host, desired=DesiredState.RUNNING).count()
+    if placed:
+        raise Conflict(
+            f"{host.name} still has {placed} instance(s): drain it first, and remove it "
+            "once the reconcile has moved them to other hosts.",
+        )
+    host_set_state(user=user, host=host, state=HostState.REMOVED)

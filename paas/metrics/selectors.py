@@ -79,3 +79,20 @@ def _columns(series: dict[str, Any], times: list[int]) -> dict[str, Any]:
         "memory_bytes": [values[t][1] if t in values else None for t in times],
         "memory_limit_bytes": max(limits) if limits else None,
     }
+
+
+def memory_in_use(*, containers: list[str], now: datetime | None = None) -> dict[str, int]:
+    """The memory each container used at its latest collection, for those
+    sampled within the last three collection intervals (older samples are
+    of a container that has stopped, or of a collector that is down)."""
+    now = now or timezone.now()
+    since = now - timedelta(seconds=3 * settings.PAAS_METRICS_INTERVAL_S)
+    latest: dict[str, int] = {}
+    points = (
+        MetricPoint.objects.filter(tier=Tier.FINE, container__in=containers, sampled_at__gte=since)
+        .order_by("sampled_at")
+        .values_list("container", "memory_bytes")
+    )
+    for container, memory in points:
+        latest[container] = memory
+    return latest
