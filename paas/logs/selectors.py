@@ -85,3 +85,31 @@ def logs_lines_text(*, app_id: int, flt: LogFilter) -> Iterator[str]:
     ).iterator(chunk_size=2000):
         who = f"{source}[{instance}]" if instance else source
         yield f"{iso(moment)} {who}: {text}\n"
+
+
+@dataclass(frozen=True)
+class LogPage:
+    rows: list[list[Any]]
+    next_before: int | None  # the cursor for older lines, if there are any
+    last_seq: int | None  # the cursor to poll for newer lines
+
+
+def logs_page(
+    *, app_id: int, flt: LogFilter, limit: int, before: int | None = None, after: int | None = None
+) -> LogPage:
+    """A page of matching lines, oldest first, by sequence number: the newest
+    ``limit`` (older than ``before`` if given), or with ``after`` the oldest
+    ``limit`` newer than it (what a poller asks for)."""
+    lines = flt.narrow(LogLine.objects.filter(app_id=app_id))
+    if after is not None:
+        chosen = list(lines.filter(seq__gt=after).order_by("seq")[:limit].values_list(*ROW_COLUMNS))
+        older = False
+    else:
+        if before is not None:
+            lines = lines.filter(seq__lt=before)
+        chosen = list(lines.order_by("-seq")[: limit + 1].values_list(*ROW_COLUMNS))
+        older = len(chosen) > limit
+        chosen = chosen[:limit][::-1]
+    rows = [row(*values) for values in chosen]
+    last = rows[-1][0] if rows else after
+    return LogPage(rows, rows[0][0] if older and rows else None, last)

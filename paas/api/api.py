@@ -1,0 +1,58 @@
+"""The REST API under /api/v1: django-ninja routes, one bearer-token auth,
+one error shape (paas/api/errors.py), paging (paas/api/pagination.py).
+
+The schema is served at /api/v1/openapi.json and a Swagger page at
+/api/v1/docs, from ninja's own vendored assets (no CDN: ``ninja`` is an
+installed app, so its static files are served like ours) with Swagger's
+online validator turned off (it would call out to the internet).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import NinjaAPI, Swagger
+from ninja.operation import Operation
+from ninja.parser import Parser
+
+from paas.api.auth import BearerToken
+from paas.api.endpoints import apps, builds, deploys, domains, hosts, logs, tokens
+from paas.api.errors import install_error_handlers
+
+
+class JsonParser(Parser):
+    """A body must be a JSON object; anything else is a 400 naming the problem."""
+
+    def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        data = json.loads(request.body)
+        if not isinstance(data, dict):
+            raise ValueError("The body must be a JSON object.")
+        return data
+
+
+class PaasApi(NinjaAPI):
+    def get_openapi_operation_id(self, operation: Operation) -> str:
+        # The view's name alone (they are unique): short names for generated clients.
+        return operation.view_func.__name__
+
+
+api = PaasApi(
+    title="small dotCloud API",
+    version="1",
+    description=(
+        "Authenticate with `Authorization: Bearer <token>` (tokens: the API tokens page, "
+        'or POST /api/v1/tokens). Errors are `{"error": code, "message": text, '
+        '"field"?: name}`. Lists take `limit` (1-500, default 100) and `offset` and '
+        "return `total` and `next_offset` (null on the last page)."
+    ),
+    auth=BearerToken(),
+    parser=JsonParser(),
+    urls_namespace="api-v1",
+    docs=Swagger(settings={"validatorUrl": None}),
+)
+install_error_handlers(api)
+for router in (apps.router, builds.router, deploys.router, domains.router, logs.router,
+               hosts.router, tokens.router):  # fmt: skip
+    api.add_router("", router)
