@@ -23,10 +23,18 @@ from paas.api.errors import install_error_handlers
 
 
 class JsonParser(Parser):
-    """A body must be a JSON object; anything else is a 400 naming the problem."""
+    """A body is a JSON object. One that is not JSON at all and was not sent
+    as JSON (an empty form, as some clients send with a bare POST) reads as
+    {}: actions whose options are all optional then run with their defaults,
+    and a required field is a 400 naming it. Malformed JSON is a 400."""
 
     def parse_body(self, request: HttpRequest) -> dict[str, Any]:
-        data = json.loads(request.body)
+        try:
+            data = json.loads(request.body)
+        except ValueError:
+            if request.content_type == "application/json":
+                raise
+            return {}
         if not isinstance(data, dict):
             raise ValueError("The body must be a JSON object.")
         return data

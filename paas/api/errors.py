@@ -67,7 +67,7 @@ def install_error_handlers(api: NinjaAPI) -> None:
         code = "invalid" if exc.status_code == 400 else "error"
         message = exc.message
         if message.startswith("Cannot parse request body"):
-            message = "The body is not valid JSON."
+            message = "The body must be a JSON object."
         return _respond(api, request, {"error": code, "message": message}, exc.status_code)
 
     @api.exception_handler(Http404)
