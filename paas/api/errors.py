@@ -11,6 +11,7 @@ not JSON, a parameter of the wrong type) are turned into the same shape, as
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
@@ -18,6 +19,8 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from paas.core.errors import PaasError
+
+log = logging.getLogger(__name__)
 
 # Where ninja says a value came from; the field is the first name after it.
 _SOURCES = {"body", "query", "path", "form", "file", "header", "payload"}
@@ -69,6 +72,13 @@ def install_error_handlers(api: NinjaAPI) -> None:
         if message.startswith("Cannot parse request body"):
             message = "The body must be a JSON object."
         return _respond(api, request, {"error": code, "message": message}, exc.status_code)
+
+    @api.exception_handler(Exception)
+    def server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+        # A bug: logged with its traceback here, never shown to the client.
+        log.exception("API %s %s failed", request.method, request.path)
+        body = {"error": "server_error", "message": "Something went wrong on our side."}
+        return _respond(api, request, body, 500)
 
     @api.exception_handler(Http404)
     def not_found(request: HttpRequest, exc: Http404) -> HttpResponse:

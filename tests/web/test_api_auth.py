@@ -93,8 +93,9 @@ def test_tokens_are_listed_created_once_and_revoked(client, alice, bob):
 def test_hosts_are_for_admins_only(client, alice, django_user_model):
     Host.objects.create(name="node-1", agent_url="http://127.0.0.1:9", token="secret-cred")
     headers = auth(alice)
-    for method, path in [("GET", "/hosts"), ("GET", "/hosts/node-1"),
-                         ("POST", "/hosts/join-tokens"), ("POST", "/hosts/node-1/state")]:  # fmt: skip
+    admin_only = [("GET", "/hosts"), ("GET", "/hosts/node-1"),
+                  ("POST", "/hosts/join-tokens"), ("POST", "/hosts/node-1/state")]  # fmt: skip
+    for method, path in admin_only:
         body = b'{"state": "draining"}' if path.endswith("state") else b"{}"
         response = client.generic(method, "/api/v1" + path, body, "application/json", **headers)
         assert response.status_code == 403, (method, path)

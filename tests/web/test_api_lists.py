@@ -108,3 +108,12 @@ def test_an_app_is_shown_and_destroyed_only_with_its_name_typed_again(client, al
     assert client.delete("/api/v1/apps/doomed", **headers).status_code == 400
     right = client.delete("/api/v1/apps/doomed?confirm=doomed", **headers)
     assert right.json() == {"app": "doomed", "deleting": True}
+
+
+def test_a_bare_post_runs_an_action_with_its_defaults(client, alice):
+    # Some clients send an empty form with a POST that has no body to send.
+    app_create(user=alice, team=alice.personal_team, name="bare")
+    response = client.post("/api/v1/apps/bare/actions/restart", **auth(alice))
+    assert response.status_code == 202
+    unknown = client.post("/api/v1/apps/bare/actions/explode", **auth(alice))
+    assert (unknown.status_code, unknown.json()["field"]) == (400, "action")

@@ -45,6 +45,8 @@ def test_the_docs_page_loads_nothing_from_elsewhere(client):
     assert all(s.startswith("/static/") for s in sources), sources
     for source in sources:
         assert finders.find(source.removeprefix("/static/")), source
-    settings = json.loads(re.search(r'id="swagger-settings">(.*?)</script>', page, re.S)[1])
+    found = re.search(r'id="swagger-settings">(.*?)</script>', page, re.S)
+    assert found, page
+    settings = json.loads(found[1])
     assert settings["url"] == "/api/v1/openapi.json"
     assert settings["validatorUrl"] is None  # Swagger would call an online validator
