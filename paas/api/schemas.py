@@ -55,6 +55,7 @@ class AppIn(Schema):
 class AppOut(Schema):
     name: str
     team: int
+    url: str = Field(description="where the app answers: http://<app>.<PAAS_DOMAIN>[:port]")
     created_at: Time
 
 
@@ -275,20 +276,20 @@ class CertificateIn(Schema):
 
 
 class AppLogLine(Schema):
-    seq: int
+    id: int = Field(description="the line's sequence number in the app's log")
     time: Time
-    source: str
-    process: str
-    instance: str
-    stream: str
+    source: str = Field(description="app, build, router or platform")
+    process_type: str
+    instance: str = Field(description="e.g. web.1")
+    stream: str = Field(description="stdout, stderr or empty")
     text: str
 
 
 class AppLogs(Schema):
     lines: list[AppLogLine] = Field(description="oldest first")
-    next_before: int | None = Field(description="?before= for the page of older lines")
-    last_seq: int | None = Field(description="?after= to poll for newer lines")
-    websocket: str = Field(description="live follow (a signed-in session): this path")
+    next: int = Field(description="?since= this to get the lines that come after these")
+    next_before: int | None = Field(description="?before= this for older lines; null: none")
+    websocket: str = Field(description="live follow for a signed-in browser session")
 
 
 # --- hosts --------------------------------------------------------------

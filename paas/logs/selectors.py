@@ -90,19 +90,19 @@ def logs_lines_text(*, app_id: int, flt: LogFilter) -> Iterator[str]:
 @dataclass(frozen=True)
 class LogPage:
     rows: list[list[Any]]
+    next: int  # the cursor for the lines after these (what a poller sends back)
     next_before: int | None  # the cursor for older lines, if there are any
-    last_seq: int | None  # the cursor to poll for newer lines
 
 
 def logs_page(
-    *, app_id: int, flt: LogFilter, limit: int, before: int | None = None, after: int | None = None
+    *, app_id: int, flt: LogFilter, limit: int, before: int | None = None, since: int | None = None
 ) -> LogPage:
-    """A page of matching lines, oldest first, by sequence number: the newest
-    ``limit`` (older than ``before`` if given), or with ``after`` the oldest
-    ``limit`` newer than it (what a poller asks for)."""
+    """A page of matching lines, oldest first, by sequence number: with
+    ``since``, the oldest ``limit`` after it (what a poller asks for); else
+    the newest ``limit`` (older than ``before`` if given)."""
     lines = flt.narrow(LogLine.objects.filter(app_id=app_id))
-    if after is not None:
-        chosen = list(lines.filter(seq__gt=after).order_by("seq")[:limit].values_list(*ROW_COLUMNS))
+    if since is not None:
+        chosen = list(lines.filter(seq__gt=since).order_by("seq")[:limit].values_list(*ROW_COLUMNS))
         older = False
     else:
         if before is not None:
@@ -111,5 +111,16 @@ def logs_page(
         older = len(chosen) > limit
         chosen = chosen[:limit][::-1]
     rows = [row(*values) for values in chosen]
-    last = rows[-1][0] if rows else after
-    return LogPage(rows, rows[0][0] if older and rows else None, last)
+    if rows:
+        last = rows[-1][0]
+    elif since is not None:
+        last = since
+    else:  # nothing matches yet: follow from the app's newest line
+        last = (
+            LogLine.objects.filter(app_id=app_id)
+            .order_by("-seq")
+            .values_list("seq", flat=True)
+            .first()
+            or 0
+        )
+    return LogPage(rows, last, rows[0][0] if older and rows else None)

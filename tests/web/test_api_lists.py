@@ -54,32 +54,43 @@ def logged_app(alice):
     return app
 
 
+def _ids(page):
+    return [line["id"] for line in page["lines"]]
+
+
 def test_logs_are_paged_backwards_and_polled_forwards(client, alice, logged_app):
     headers = auth(alice)
     newest = client.get("/api/v1/apps/chatty/logs?limit=3", **headers).json()
-    assert [line["seq"] for line in newest["lines"]] == [6, 7, 8]
-    assert newest["lines"][-1]["text"] == "worker says hi"
-    assert (newest["next_before"], newest["last_seq"]) == (6, 8)
+    assert _ids(newest) == [6, 7, 8]
+    assert newest["lines"][-1] == {
+        "id": 8, "time": newest["lines"][-1]["time"], "source": "app",
+        "process_type": "worker", "instance": "worker.1", "stream": "stderr",
+        "text": "worker says hi",
+    }  # fmt: skip
+    assert (newest["next_before"], newest["next"]) == (6, 8)
     assert newest["websocket"] == "/ws/apps/chatty/logs/"
     older = client.get("/api/v1/apps/chatty/logs?limit=3&before=6", **headers).json()
-    assert [line["seq"] for line in older["lines"]] == [3, 4, 5]
+    assert _ids(older) == [3, 4, 5]
     oldest = client.get("/api/v1/apps/chatty/logs?limit=3&before=3", **headers).json()
-    assert ([line["seq"] for line in oldest["lines"]], oldest["next_before"]) == ([1, 2], None)
-    since = client.get("/api/v1/apps/chatty/logs?after=6", **headers).json()
-    assert [line["seq"] for line in since["lines"]] == [7, 8]
-    nothing_new = client.get("/api/v1/apps/chatty/logs?after=8", **headers).json()
-    assert (nothing_new["lines"], nothing_new["last_seq"]) == ([], 8)
+    assert (_ids(oldest), oldest["next_before"]) == ([1, 2], None)
+    since = client.get("/api/v1/apps/chatty/logs?since=6&limit=1", **headers).json()
+    assert (_ids(since), since["next"]) == ([7], 7)
+    nothing_new = client.get("/api/v1/apps/chatty/logs?since=8", **headers).json()
+    assert (nothing_new["lines"], nothing_new["next"]) == ([], 8)
+    none_matching = client.get("/api/v1/apps/chatty/logs?ps=nope", **headers).json()
+    assert (none_matching["lines"], none_matching["next"]) == ([], 8)
 
 
 def test_logs_are_filtered(client, alice, logged_app):
     headers = auth(alice)
-    worker = client.get("/api/v1/apps/chatty/logs?process=worker", **headers).json()
-    assert [line["text"] for line in worker["lines"]] == ["worker says hi"]
+    for query in ("ps=worker", "process=worker", "instance=worker.1"):
+        worker = client.get(f"/api/v1/apps/chatty/logs?{query}", **headers).json()
+        assert [line["text"] for line in worker["lines"]] == ["worker says hi"], query
     found = client.get("/api/v1/apps/chatty/logs?q=SAYS%203", **headers).json()
-    assert [line["seq"] for line in found["lines"]] == [3]
+    assert _ids(found) == [3]
     bad = client.get("/api/v1/apps/chatty/logs?source=kernel", **headers)
     assert (bad.status_code, bad.json()["field"]) == (400, "source")
-    for query in ("after=abc", "before=-1", "limit=1001", "q=%00"):
+    for query in ("since=abc", "before=-1", "limit=1001", "q=%00", "since=1.5"):
         response = client.get(f"/api/v1/apps/chatty/logs?{query}", **headers)
         assert response.status_code == 400, query
 
@@ -98,11 +109,17 @@ def test_errors_have_one_shape(client, alice):
     assert (nul.status_code, nul.json()["field"]) == (400, "name")
 
 
-def test_an_app_is_shown_and_destroyed_only_with_its_name_typed_again(client, alice):
+def test_an_app_is_shown_and_destroyed_only_with_its_name_typed_again(client, alice, settings):
+    settings.PAAS_DOMAIN, settings.PAAS_ROUTER_PORT = "apps.example.net", 8080
     headers = auth(alice)
     created = client.post("/api/v1/apps", {"name": "doomed"}, "application/json", **headers)
     shown = client.get("/api/v1/apps/doomed", **headers)
     assert shown.json() == created.json()
+    assert shown.json()["url"] == "http://doomed.apps.example.net:8080"
+    settings.PAAS_ROUTER_PORT = 80
+    assert client.get("/api/v1/apps", **headers).json()["apps"][0]["url"] == (
+        "http://doomed.apps.example.net"
+    )
     wrong = client.delete("/api/v1/apps/doomed?confirm=other", **headers)
     assert (wrong.status_code, wrong.json()["field"]) == (400, "confirm")
     assert client.delete("/api/v1/apps/doomed", **headers).status_code == 400

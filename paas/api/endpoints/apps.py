@@ -16,12 +16,18 @@ from paas.applications.models import App
 from paas.applications.selectors import app_for_user, apps_visible_to
 from paas.applications.services import app_create
 from paas.hosts.app_delete import app_delete_request
+from paas.router.selectors import app_url
 
 router = Router(tags=["apps"])
 
 
 def app_json(app: App) -> dict[str, Any]:
-    return {"name": app.name, "team": app.team_id, "created_at": app.created_at.isoformat()}
+    return {
+        "name": app.name,
+        "team": app.team_id,
+        "url": app_url(app=app),
+        "created_at": app.created_at.isoformat(),
+    }
 
 
 @router.get("/apps", response=answers(200, AppList))

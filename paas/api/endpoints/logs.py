@@ -1,6 +1,7 @@
 """An app's stored log lines (its instances, the router, the platform),
-filtered and paged by sequence number. Live follow: the WebSocket
-/ws/apps/<name>/logs/ (a signed-in session), or poll with ``?after=``."""
+filtered and paged by sequence number. Follow: poll with ``?since=next``
+(a CLI's ``logs -f``); a browser session follows over the WebSocket
+/ws/apps/<name>/logs/."""
 
 from __future__ import annotations
 
@@ -13,36 +14,41 @@ from paas.api.responses import answers
 from paas.api.schemas import AppLogs, PathName, Text
 from paas.applications.selectors import app_for_user
 from paas.logs.filters import LogFilter
-from paas.logs.lines import FIELDS
 from paas.logs.selectors import logs_page
 
 router = Router(tags=["logs"])
 
 SEQ_MAX = 2**62
+# A row's fields (paas.logs.lines.FIELDS) as the API names them.
+LINE_FIELDS = ("id", "time", "source", "process_type", "instance", "stream", "text")
 
 
 class LogQuery(Schema):
-    process: Text = Field("", description="process type, e.g. web")
+    ps: Text = Field("", description="process type, e.g. web")
+    process: Text = Field("", description="the same as ps")
     instance: Text = Field("", description="instance, e.g. web.1")
     source: Text = Field("", description="app, build, router or platform")
     q: Text = Field("", description="text the line contains (any case)")
     limit: int = Field(100, ge=1, le=1000)
-    before: int | None = Field(None, ge=0, le=SEQ_MAX, description="lines older than this seq")
-    after: int | None = Field(None, ge=0, le=SEQ_MAX, description="lines newer than this seq")
+    since: int | None = Field(
+        None, ge=0, le=SEQ_MAX, description="lines after this id, oldest first"
+    )
+    before: int | None = Field(None, ge=0, le=SEQ_MAX, description="lines older than this id")
 
 
 @router.get("/apps/{name}/logs", response=answers(200, AppLogs))
 def log_list(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> dict[str, Any]:
-    """The newest ``limit`` lines (older than ``before``), or with ``after`` the
-    lines that came since: poll with ``after=last_seq`` to follow."""
+    """The newest ``limit`` lines (older than ``before``), or with ``since`` the
+    lines that came after it: poll with ``since=next`` to follow."""
     app = app_for_user(user=request.user, name=name)
-    flt = LogFilter.parse(query.model_dump(include={"process", "instance", "source", "q"}))
+    wanted = {"instance": query.instance, "source": query.source, "q": query.q}
+    flt = LogFilter.parse({**wanted, "process": query.ps or query.process})
     page = logs_page(
-        app_id=app.pk, flt=flt, limit=query.limit, before=query.before, after=query.after
+        app_id=app.pk, flt=flt, limit=query.limit, before=query.before, since=query.since
     )
     return {
-        "lines": [dict(zip(FIELDS, r, strict=True)) for r in page.rows],
+        "lines": [dict(zip(LINE_FIELDS, r, strict=True)) for r in page.rows],
+        "next": page.next,
         "next_before": page.next_before,
-        "last_seq": page.last_seq,
         "websocket": f"/ws/apps/{app.name}/logs/",
     }
