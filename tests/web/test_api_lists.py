@@ -134,3 +134,10 @@ def test_a_bare_post_runs_an_action_with_its_defaults(client, alice):
     assert response.status_code == 202
     unknown = client.post("/api/v1/apps/bare/actions/explode", **auth(alice))
     assert (unknown.status_code, unknown.json()["field"]) == (400, "action")
+
+
+def test_a_path_the_api_does_not_have_is_a_json_404(client, alice):
+    for headers in ({}, auth(alice)):
+        response = client.get("/api/v1/no/such/thing", **headers)
+        assert response.status_code == 404
+        assert response.json()["error"] == "not_found"
