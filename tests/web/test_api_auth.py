@@ -115,3 +115,18 @@ def test_hosts_are_for_admins_only(client, alice, django_user_model):
     assert client.get("/api/v1/hosts/nope", **as_admin).status_code == 404
     join = client.post("/api/v1/hosts/join-tokens", {"note": "n2"}, "application/json", **as_admin)
     assert join.status_code == 201 and join.json()["join_token"].startswith("join_")
+
+
+def test_csrf_does_not_apply_a_bearer_token_is_no_cookie(alice):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    created = strict.post("/api/v1/apps", {"name": "no-csrf"}, "application/json", **auth(alice))
+    assert created.status_code == 201
+    join = strict.post("/api/v1/hosts/join", {"join_token": "x"}, "application/json")
+    assert join.status_code == 400  # refused for its content, not by a CSRF check
+
+
+def test_a_session_cookie_alone_does_not_authenticate(client, alice):
+    client.force_login(alice)
+    assert client.get("/api/v1/apps").status_code == 401
