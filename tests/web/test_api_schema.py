@@ -50,3 +50,24 @@ def test_the_docs_page_loads_nothing_from_elsewhere(client):
     settings = json.loads(found[1])
     assert settings["url"] == "/api/v1/openapi.json"
     assert settings["validatorUrl"] is None  # Swagger would call an online validator
+
+
+def test_every_paged_list_documents_limit_and_offset(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    components = schema["components"]["schemas"]
+    paged = []
+    for path, operations in schema["paths"].items():
+        get = operations.get("get")
+        if not get:
+            continue
+        ref = get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        body = components[ref.rsplit("/", 1)[1]]
+        if "next_offset" in body["properties"]:
+            paged.append(path)
+            names = {p["name"] for p in get.get("parameters", [])}
+            assert {"limit", "offset"} <= names, path
+    lists = ["apps", "builds", "releases", "instances", "audit", "domains"]
+    assert sorted(paged) == sorted(
+        ["/api/v1/apps", "/api/v1/tokens", "/api/v1/hosts"]
+        + [f"/api/v1/apps/{{name}}/{what}" for what in lists[1:]]
+    )
