@@ -298,6 +298,7 @@ class AppLogs(Schema):
 class HostOut(Schema):
     name: str
     agent_url: str
+    tls_fingerprint: str = Field(description="SHA-256 of the agent's pinned certificate")
     state: str
     memory_bytes: int
     cpus: int
@@ -317,6 +318,9 @@ class HostStateIn(Schema):
 
 class JoinTokenIn(Schema):
     note: Text = Field("", max_length=200)
+    rejoin: Text | None = Field(
+        None, max_length=100, description="a joined host's name: a token to join it again"
+    )
 
 
 class JoinTokenOut(Schema):
@@ -327,7 +331,8 @@ class JoinTokenOut(Schema):
 class HostJoinIn(Schema):
     join_token: Text = ""
     name: Text = ""
-    agent_url: Text = ""
+    agent_url: Text = Field("", description="https://ADDRESS:PORT")
+    tls_fingerprint: Text = Field("", description="SHA-256 of the agent's certificate")
 
 
 class HostJoined(Schema):

@@ -12,7 +12,7 @@ import pytest
 from paas.accounts.models import ApiToken
 from paas.accounts.services import api_token_create, api_token_revoke
 from paas.api.api import api
-from paas.hosts.models import Host
+from paas.hosts.models import Host, JoinToken
 from tests.web.api_support import auth
 
 pytestmark = pytest.mark.django_db
@@ -115,13 +115,23 @@ def test_hosts_are_for_admins_only(client, alice, django_user_model):
     assert client.get("/api/v1/hosts/nope", **as_admin).status_code == 404
     join = client.post("/api/v1/hosts/join-tokens", {"note": "n2"}, "application/json", **as_admin)
     assert join.status_code == 201 and join.json()["join_token"].startswith("join_")
+    rejoin = client.post("/api/v1/hosts/join-tokens", {"rejoin": "node-1"}, "application/json",
+                         **as_admin)  # fmt: skip
+    assert rejoin.status_code == 201
+    assert JoinToken.objects.get(rejoin__name="node-1")
+    unknown = client.post("/api/v1/hosts/join-tokens", {"rejoin": "nope"}, "application/json",
+                          **as_admin)  # fmt: skip
+    assert unknown.status_code == 404
 
 
 def test_csrf_does_not_apply_a_bearer_token_is_no_cookie(alice):
     from django.test import Client
 
     strict = Client(enforce_csrf_checks=True)
-    created = strict.post("/api/v1/apps", {"name": "no-csrf"}, "application/json", **auth(alice))
+    token = auth(alice)["HTTP_AUTHORIZATION"]
+    created = strict.post(
+        "/api/v1/apps", {"name": "no-csrf"}, "application/json", HTTP_AUTHORIZATION=token
+    )
     assert created.status_code == 201
     join = strict.post("/api/v1/hosts/join", {"join_token": "x"}, "application/json")
     assert join.status_code == 400  # refused for its content, not by a CSRF check

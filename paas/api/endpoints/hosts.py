@@ -35,6 +35,7 @@ def host_json(host: Host) -> dict[str, Any]:
     return {
         "name": host.name,
         "agent_url": host.agent_url,
+        "tls_fingerprint": host.tls_fingerprint,
         "state": host.state,
         "memory_bytes": host.memory_bytes,
         "cpus": host.cpus,
@@ -54,8 +55,10 @@ def host_list(request: HttpRequest, page: Query[PageParams]) -> dict[str, Any]:
 
 @router.post("/hosts/join-tokens", response=answers(201, JoinTokenOut))
 def join_token_new(request: HttpRequest, body: JoinTokenIn) -> Status[dict[str, Any]]:
-    """A one-time token for a new host (admins only); shown once."""
-    token, raw = join_token_create(user=signed_in(request), note=body.note)
+    """A one-time token for a new host, or with ``rejoin`` for a joined host
+    whose agent's certificate was replaced (admins only); shown once."""
+    rejoin = host_for_admin(user=request.user, name=body.rejoin) if body.rejoin else None
+    token, raw = join_token_create(user=signed_in(request), note=body.note, rejoin=rejoin)
     return Status(201, {"join_token": raw, "expires_at": token.expires_at.isoformat()})
 
 
@@ -63,7 +66,10 @@ def join_token_new(request: HttpRequest, body: JoinTokenIn) -> Status[dict[str, 
 def host_join_view(request: HttpRequest, body: HostJoinIn) -> Status[dict[str, Any]]:
     """An agent's host joins with a one-time join token and gets its credential."""
     host, credential = host_join(
-        raw_token=body.join_token, name=body.name, agent_url=body.agent_url
+        raw_token=body.join_token,
+        name=body.name,
+        agent_url=body.agent_url,
+        tls_fingerprint=body.tls_fingerprint,
     )
     return Status(201, {"host": host.name, "credential": credential})
 
