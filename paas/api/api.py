@@ -18,7 +18,7 @@ from ninja.operation import Operation
 from ninja.parser import Parser
 
 from paas.api.auth import BearerToken
-from paas.api.endpoints import apps, builds, deploys, domains, hosts, logs, tokens
+from paas.api.endpoints import apps, builds, deploys, domains, hosts, logs, registry, tokens
 from paas.api.errors import install_error_handlers
 
 
@@ -62,5 +62,5 @@ api = PaasApi(
 )
 install_error_handlers(api)
 for router in (apps.router, builds.router, deploys.router, domains.router, logs.router,
-               hosts.router, tokens.router):  # fmt: skip
+               registry.router, hosts.router, tokens.router):  # fmt: skip
     api.add_router("", router)

@@ -362,3 +362,26 @@ class TokenIn(Schema):
 
 class TokenCreated(TokenOut):
     token: str = Field(description="the token itself: shown this once, stored hashed")
+
+
+# --- registry credentials (pulling images of other registries) ---------
+
+
+class RegistryCredentialOut(Schema):
+    registry: str
+    username: str
+    updated_at: Time
+
+
+class RegistryCredentialList(Schema):
+    registry_credentials: list[RegistryCredentialOut] = Field(description="never a password")
+
+
+class RegistryCredentialIn(Schema):
+    username: Text | None = None
+    password: Text | None = Field(None, description="stored sealed; never shown again")
+
+
+class RegistryCredentialSaved(Schema):
+    registry: str
+    username: str

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from paas.api.api import api
-from paas.applications.models import App, AuditEntry, ConfigVar, Release
+from paas.applications.models import App, AuditEntry, ConfigVar, RegistryCredential, Release
 from paas.builds.models import Build, BuildArg, BuildSecret
 from paas.router.models import Domain
 from tests.support.certs import self_signed
@@ -39,6 +39,7 @@ READS = [
     ("GET", "/apps/{app}/audit"),
     ("GET", "/apps/{app}/domains"),
     ("GET", "/apps/{app}/logs"),
+    ("GET", "/apps/{app}/registry-credentials"),
 ]
 # (method, path, body, alice's status), in an order alice can follow.
 WRITES: list[tuple[str, str, Any, int]] = [
@@ -49,6 +50,9 @@ WRITES: list[tuple[str, str, Any, int]] = [
     ("POST", "/apps/{app}/releases", {"image": "{registry}/{app}:v1"}, 202),
     ("POST", "/apps/{app}/releases/1/rollback", {}, 201),
     ("POST", "/apps/{app}/config", {"set": {"A": "b"}}, 200),
+    ("PUT", "/apps/{app}/registry-credentials/r.example",
+     {"username": "u", "password": "p"}, 200),
+    ("DELETE", "/apps/{app}/registry-credentials/r.example", None, 204),
     ("POST", "/apps/{app}/formation/web", {"count": 2}, 202),
     ("POST", "/apps/{app}/instances/{instance}/restart", None, 202),
     ("POST", "/apps/{app}/actions/restart", None, 202),
@@ -92,7 +96,7 @@ def _json(body: dict[str, Any]) -> bytes:
 def _snapshot() -> dict[str, int]:
     return {model.__name__: model.objects.count()
             for model in (App, Build, BuildArg, BuildSecret, ConfigVar, Domain, Release,
-                          AuditEntry)}  # fmt: skip
+                          AuditEntry, RegistryCredential)}  # fmt: skip
 
 
 @pytest.fixture
@@ -110,8 +114,8 @@ def test_the_matrix_names_every_operation_on_an_app_or_a_build():
     }
     named = {
         (method, re.sub(r"\{[^}]+\}", "{}", path.split("?")[0]).replace("/GREETING", "/{}")
-         .replace("/npm_token", "/{}").replace("/1/", "/{}/").replace("/web", "/{}")
-         .replace("/restart", "/{}"))
+         .replace("/npm_token", "/{}").replace("/r.example", "/{}").replace("/1/", "/{}/")
+         .replace("/web", "/{}").replace("/restart", "/{}"))
         for method, path, *_ in READS + WRITES
     }  # fmt: skip
     assert scoped - named == set()
