@@ -72,6 +72,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # For its vendored Swagger UI assets (the API docs page loads nothing from a CDN).
+    "ninja",
     "paas.core",
     "paas.accounts",
     "paas.applications",

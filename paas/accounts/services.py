@@ -5,6 +5,7 @@ import secrets
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from paas.accounts.models import ApiToken, Membership, Role, Team
@@ -91,6 +92,18 @@ def api_token_create(*, user: User, name: str) -> tuple[ApiToken, str]:
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(user=user, name=name, prefix=raw[:12], digest=_digest(raw))
     return token, raw
+
+
+def api_tokens_of(*, user: User) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
+
+
+def api_token_of_user(*, user: User, token_id: int) -> ApiToken:
+    """One of ``user``'s own tokens; anyone else's is NotFound, like a missing one."""
+    token = ApiToken.objects.filter(user=user, pk=token_id).first()
+    if token is None:
+        raise NotFound("No such token.")
+    return token
 
 
 def api_token_revoke(*, token: ApiToken) -> None:

@@ -1,46 +1,43 @@
-"""Bearer-token authentication for the REST API (tokens from accounts)."""
+"""Bearer-token authentication for the REST API (tokens from accounts).
+
+Cookies are never trusted here, so CSRF does not apply: a page of another
+site cannot make a browser send an Authorization header. A missing header
+and a bad token are two different 401s, so a client can tell "log in" from
+"your token was revoked".
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any
-
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
+from django.contrib.auth.models import User
+from django.http import HttpRequest
+from ninja.security import HttpBearer
 
 from paas.accounts.services import api_token_authenticate
 from paas.core.errors import PaasError
 
-View = Callable[..., HttpResponse]
+
+class Unauthenticated(PaasError):
+    code = "unauthenticated"
+    status = 401
 
 
-def api_view(fn: View) -> View:
-    """Authenticate by ``Authorization: Bearer <token>`` and turn PaasError
-    into a JSON error. CSRF does not apply: no cookie is trusted here."""
+class BadToken(PaasError):
+    code = "bad_token"
+    status = 401
 
-    @csrf_exempt
-    @functools.wraps(fn)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        header = request.headers.get("Authorization", "")
-        scheme, _, raw = header.partition(" ")
+
+class BearerToken(HttpBearer):
+    """``Authorization: Bearer <token>``; the token's user becomes request.user."""
+
+    def __call__(self, request: HttpRequest) -> User:
+        scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not raw.strip():
-            response = JsonResponse(
-                {"error": "unauthenticated", "message": "Send Authorization: Bearer <token>."},
-                status=401,
-            )
-            response["WWW-Authenticate"] = 'Bearer realm="paas"'
-            return response
-        user = api_token_authenticate(raw=raw.strip())
-        if user is None:
-            return JsonResponse(
-                {"error": "bad_token", "message": "This token is unknown or revoked."},
-                status=401,
-            )
-        request.user = user
-        try:
-            return fn(request, *args, **kwargs)
-        except PaasError as exc:
-            return JsonResponse(exc.as_dict(), status=exc.status)
+            raise Unauthenticated("Send Authorization: Bearer <token>.")
+        return self.authenticate(request, raw.strip())
 
-    return wrapper
+    def authenticate(self, request: HttpRequest, token: str) -> User:
+        user = api_token_authenticate(raw=token)
+        if user is None:
+            raise BadToken("This token is unknown or revoked.")
+        request.user = user
+        return user

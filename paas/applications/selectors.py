@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from paas.accounts.services import require_role
+from paas.accounts.models import Role
+from paas.accounts.services import require_role, role_in_team
 from paas.accounts.types import AnyUser
 from paas.applications.models import App
+from paas.applications.views_data import config_json
 from paas.core.errors import NotFound
 
 
@@ -25,3 +27,10 @@ def app_for_user(*, user: AnyUser, name: str, action: str = "view") -> App:
     except NotFound:
         raise NotFound(f"No app named {name!r}.") from None
     return app
+
+
+def config_for_user(*, user: AnyUser, app: App) -> list[dict[str, str]]:
+    """The app's config vars as ``user`` may see them: values for owners of
+    the app's team, masked for everyone else."""
+    owner = role_in_team(user=user, team_id=app.team_id) == Role.OWNER
+    return config_json(app, reveal=owner)

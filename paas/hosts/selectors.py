@@ -1,5 +1,6 @@
-"""Reads for the dashboard and the hosts page: each is a few queries,
-whatever the number of apps or hosts (no query per row)."""
+"""Reads for the dashboard, the hosts page and the hosts API: each is a few
+queries, whatever the number of apps or hosts (no query per row). Hosts
+belong to no team: only platform admins (staff) read them through the API."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from django.utils import timezone
 from paas.accounts.types import AnyUser
 from paas.applications.models import App, Release, ReleaseState
 from paas.applications.selectors import apps_visible_to
+from paas.core.errors import NotFound, PermissionDenied
 from paas.hosts.models import DesiredState, Host, HostState, Instance, InstanceState
 
 CRASHED = [InstanceState.CRASHED, InstanceState.BACKOFF]
@@ -118,3 +120,21 @@ def host_summaries(*, now: datetime | None = None) -> list[HostSummary]:
             )
         )
     return summaries
+
+
+def _require_admin(user: AnyUser) -> None:
+    if not user.is_staff:
+        raise PermissionDenied("Only platform admins can see hosts.")
+
+
+def hosts_for_admin(*, user: AnyUser) -> QuerySet[Host]:
+    _require_admin(user)
+    return Host.objects.order_by("name")
+
+
+def host_for_admin(*, user: AnyUser, name: str) -> Host:
+    _require_admin(user)
+    host = Host.objects.filter(name=name).first()
+    if host is None:
+        raise NotFound(f"No host named {name[:100]!r}.")
+    return host

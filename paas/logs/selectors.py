@@ -85,3 +85,42 @@ def logs_lines_text(*, app_id: int, flt: LogFilter) -> Iterator[str]:
     ).iterator(chunk_size=2000):
         who = f"{source}[{instance}]" if instance else source
         yield f"{iso(moment)} {who}: {text}\n"
+
+
+@dataclass(frozen=True)
+class LogPage:
+    rows: list[list[Any]]
+    next: int  # the cursor for the lines after these (what a poller sends back)
+    next_before: int | None  # the cursor for older lines, if there are any
+
+
+def logs_page(
+    *, app_id: int, flt: LogFilter, limit: int, before: int | None = None, since: int | None = None
+) -> LogPage:
+    """A page of matching lines, oldest first, by sequence number: with
+    ``since``, the oldest ``limit`` after it (what a poller asks for); else
+    the newest ``limit`` (older than ``before`` if given)."""
+    lines = flt.narrow(LogLine.objects.filter(app_id=app_id))
+    if since is not None:
+        chosen = list(lines.filter(seq__gt=since).order_by("seq")[:limit].values_list(*ROW_COLUMNS))
+        older = False
+    else:
+        if before is not None:
+            lines = lines.filter(seq__lt=before)
+        chosen = list(lines.order_by("-seq")[: limit + 1].values_list(*ROW_COLUMNS))
+        older = len(chosen) > limit
+        chosen = chosen[:limit][::-1]
+    rows = [row(*values) for values in chosen]
+    if rows:
+        last = rows[-1][0]
+    elif since is not None:
+        last = since
+    else:  # nothing matches yet: follow from the app's newest line
+        last = (
+            LogLine.objects.filter(app_id=app_id)
+            .order_by("-seq")
+            .values_list("seq", flat=True)
+            .first()
+            or 0
+        )
+    return LogPage(rows, last, rows[0][0] if older and rows else None)

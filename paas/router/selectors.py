@@ -77,3 +77,9 @@ def domain_of_app(*, app: App, hostname: str) -> Domain:
 
 def domains_of_app(*, app: App) -> list[Domain]:
     return list(Domain.objects.filter(app=app))
+
+
+def app_url(*, app: App) -> str:
+    """Where the app answers: ``http://<app>.<PAAS_DOMAIN>`` on the router's port."""
+    port = settings.PAAS_ROUTER_PORT
+    return f"http://{app.name}.{settings.PAAS_DOMAIN}{'' if port == 80 else f':{port}'}"

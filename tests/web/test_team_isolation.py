@@ -56,7 +56,7 @@ def test_bobs_api_token_cannot_reach_alices_app(client, bob, alices_app):
     auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
     assert client.get("/api/v1/apps/alices-app/builds", **auth).status_code == 404
     listing = client.get("/api/v1/apps", **auth).json()
-    assert listing == {"apps": []}
+    assert listing == {"apps": [], "total": 0, "next_offset": None}
     response = client.post("/api/v1/apps/alices-app/builds", {"source": _upload()}, **auth)
     assert response.status_code == 404
 

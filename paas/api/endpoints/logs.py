@@ -1,0 +1,54 @@
+"""An app's stored log lines (its instances, the router, the platform),
+filtered and paged by sequence number. Follow: poll with ``?since=next``
+(a CLI's ``logs -f``); a browser session follows over the WebSocket
+/ws/apps/<name>/logs/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Field, Query, Router, Schema
+
+from paas.api.responses import answers
+from paas.api.schemas import AppLogs, PathName, Text
+from paas.applications.selectors import app_for_user
+from paas.logs.filters import LogFilter
+from paas.logs.selectors import logs_page
+
+router = Router(tags=["logs"])
+
+SEQ_MAX = 2**62
+# A row's fields (paas.logs.lines.FIELDS) as the API names them.
+LINE_FIELDS = ("id", "time", "source", "process_type", "instance", "stream", "text")
+
+
+class LogQuery(Schema):
+    ps: Text = Field("", description="process type, e.g. web")
+    process: Text = Field("", description="the same as ps")
+    instance: Text = Field("", description="instance, e.g. web.1")
+    source: Text = Field("", description="app, build, router or platform")
+    q: Text = Field("", description="text the line contains (any case)")
+    limit: int = Field(100, ge=1, le=1000)
+    since: int | None = Field(
+        None, ge=0, le=SEQ_MAX, description="lines after this id, oldest first"
+    )
+    before: int | None = Field(None, ge=0, le=SEQ_MAX, description="lines older than this id")
+
+
+@router.get("/apps/{name}/logs", response=answers(200, AppLogs))
+def log_list(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> dict[str, Any]:
+    """The newest ``limit`` lines (older than ``before``), or with ``since`` the
+    lines that came after it: poll with ``since=next`` to follow."""
+    app = app_for_user(user=request.user, name=name)
+    wanted = {"instance": query.instance, "source": query.source, "q": query.q}
+    flt = LogFilter.parse({**wanted, "process": query.ps or query.process})
+    page = logs_page(
+        app_id=app.pk, flt=flt, limit=query.limit, before=query.before, since=query.since
+    )
+    return {
+        "lines": [dict(zip(LINE_FIELDS, r, strict=True)) for r in page.rows],
+        "next": page.next,
+        "next_before": page.next_before,
+        "websocket": f"/ws/apps/{app.name}/logs/",
+    }
