@@ -1,0 +1,11 @@
+from django.urls import re_path
+
+from paas.gitdeploy import views
+
+urlpatterns = [
+    re_path(
+        r"^git/(?P<name>[a-z0-9-]{1,63})\.git/(?P<endpoint>info/refs|git-upload-pack|git-receive-pack)$",
+        views.git_endpoint,
+        name="git-endpoint",
+    ),
+]
