@@ -399,7 +399,9 @@ PAAS_GIT_FETCH_CA_BUNDLE = env_str(
     "PAAS_GIT_FETCH_CA_BUNDLE", _HOST_CA_BUNDLE if Path(_HOST_CA_BUNDLE).is_file() else ""
 )
 if PAAS_GIT_FETCH_CA_BUNDLE and not Path(PAAS_GIT_FETCH_CA_BUNDLE).is_file():
-    raise ImproperlyConfigured(f"PAAS_GIT_FETCH_CA_BUNDLE={PAAS_GIT_FETCH_CA_BUNDLE!r} is not a file")
+    raise ImproperlyConfigured(
+        f"PAAS_GIT_FETCH_CA_BUNDLE={PAAS_GIT_FETCH_CA_BUNDLE!r} is not a file"
+    )
 PAAS_GIT_FETCH_TIMEOUT_S = env_float("PAAS_GIT_FETCH_TIMEOUT_S", 300.0, minimum=5.0)
 
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -39,6 +39,8 @@ class WebhookDelivery(models.Model):
         "builds.Build", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     error = models.TextField(blank=True)
+    # Set by the worker that fetches it (a conditional update: one wins).
+    claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

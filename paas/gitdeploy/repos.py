@@ -1,9 +1,11 @@
 """The platform's bare repository of each app.
 
-Its path is made from the app's id under ``PAAS_GIT_DIR`` (never from a URL
-or a name a person typed). It is made with an empty template (no sample
-hooks) and the settings that keep it safe are both written into its config
-and forced on every git command (see :mod:`paas.gitdeploy.git`).
+Its path is made from the app's id and creation time under ``PAAS_GIT_DIR``
+(never from a URL or a name a person typed; the time keeps an app that
+reuses an id, after a database restore say, off an old app's repository).
+It is made with an empty template (no sample hooks) and the settings that
+keep it safe are both written into its config and forced on every git
+command (see :mod:`paas.gitdeploy.git`).
 """
 
 from __future__ import annotations
@@ -33,14 +35,15 @@ def repos_root() -> Path:
     return private_dir(Path(settings.PAAS_GIT_DIR) / "repos")
 
 
-def repo_path(*, app_id: int) -> Path:
-    return repos_root() / f"app-{int(app_id)}.git"
+def repo_path(*, app: App) -> Path:
+    stamp = int(app.created_at.timestamp() * 1_000_000)
+    return repos_root() / f"app-{int(app.pk)}-{stamp}.git"
 
 
 def repo_ensure(*, app: App) -> Path:
     """The app's bare repository, made on first use (made aside and renamed
     into place, so two first pushes at once both end with one repository)."""
-    path = repo_path(app_id=app.pk)
+    path = repo_path(app=app)
     if is_dir_repo(path):
         return path
     tmp = repos_root() / f".new-{uuid.uuid4().hex}"
@@ -58,8 +61,10 @@ def repo_ensure(*, app: App) -> Path:
     return path
 
 
-def repo_delete(*, app_id: int) -> None:
-    shutil.rmtree(repo_path(app_id=app_id), ignore_errors=True)
+def repo_delete(*, path: Path) -> None:
+    """Remove a deleted app's repository (``path`` from :func:`repo_path`)."""
+    if path.parent == repos_root() and path.name.startswith("app-"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def ref_sha(*, repo: Path, ref: str) -> str | None:

@@ -97,9 +97,9 @@ def _feed(proc: subprocess.Popen[bytes], chunks: Iterator[bytes]) -> None:
 
 def _cgi_env(call: GitCall, app: App) -> dict[str, str]:
     env = {
-        "GIT_PROJECT_ROOT": str(repo_path(app_id=app.pk).parent),
+        "GIT_PROJECT_ROOT": str(repo_path(app=app).parent),
         "GIT_HTTP_EXPORT_ALL": "1",
-        "PATH_INFO": f"/{repo_path(app_id=app.pk).name}/{call.endpoint}",
+        "PATH_INFO": f"/{repo_path(app=app).name}/{call.endpoint}",
         "REQUEST_METHOD": call.method,
         "QUERY_STRING": f"service={call.service}" if call.endpoint == "info/refs" else "",
         "CONTENT_TYPE": call.content_type,

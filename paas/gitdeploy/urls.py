@@ -1,4 +1,4 @@
-from django.urls import re_path
+from django.urls import path, re_path
 
 from paas.gitdeploy import views
 
@@ -8,4 +8,5 @@ urlpatterns = [
         views.git_endpoint,
         name="git-endpoint",
     ),
+    path("hooks/git/<str:name>", views.webhook, name="git-webhook"),
 ]

@@ -14,9 +14,10 @@ import re
 
 from django.contrib.auth.models import User
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 
 from paas.accounts.services import api_token_authenticate
 from paas.applications.selectors import app_for_user
@@ -24,6 +25,7 @@ from paas.core.errors import PaasError
 from paas.gitdeploy.repos import repo_ensure
 from paas.gitdeploy.smart_http import SERVICES, GitCall, git_serve
 from paas.gitdeploy.stream import ThreadedStream
+from paas.gitdeploy.webhooks import Outcome, webhook_receive
 
 GIT_PROTOCOL_RE = re.compile(r"[A-Za-z0-9=:._-]{1,100}")
 RPC_TYPES = {
@@ -105,3 +107,20 @@ def git_endpoint(request: HttpRequest, name: str, endpoint: str) -> HttpResponse
     for header, value in response.headers.items():
         out[header] = value
     return out
+
+
+@csrf_exempt
+@require_POST
+def webhook(request: HttpRequest, name: str) -> HttpResponse:
+    """A push event from GitHub, GitLab or anything that signs like them."""
+    try:
+        result = webhook_receive(
+            app_name=name,
+            headers=dict(request.headers),
+            body=request.body,
+            remote=request.META.get("REMOTE_ADDR", ""),
+        )
+    except PaasError as exc:
+        return JsonResponse(exc.as_dict(), status=exc.status)
+    status = 202 if result.outcome == Outcome.QUEUED else 200
+    return JsonResponse({"result": str(result.outcome), "message": result.message}, status=status)

@@ -63,7 +63,7 @@ def test_a_push_to_another_teams_app_is_refused(
     assert result.returncode != 0
     assert "not found" in result.stderr.lower()
     assert not Build.objects.exists()
-    assert not repo_path(app_id=hello.pk).exists()
+    assert not repo_path(app=hello).exists()
 
 
 def test_a_viewer_cannot_push(
@@ -88,7 +88,7 @@ def test_a_push_to_another_branch_is_stored_and_no_hook_runs(
     git.run("checkout", "--quiet", "-b", "feature", cwd=repo)
     first = git.push(repo, remote(web, "hello", token), "feature")
     assert first.returncode == 0, first.stderr
-    server_repo = repo_path(app_id=hello.pk)
+    server_repo = repo_path(app=hello)
     for name in ("pre-receive", "update", "post-receive", "post-update", "reference-transaction"):
         (server_repo / "hooks").mkdir(exist_ok=True)
         (server_repo / "hooks" / name).write_text(hook)
@@ -156,7 +156,7 @@ def test_a_failing_build_fails_the_push(
     assert (
         "refs/heads/main"
         not in git.run(
-            f"--git-dir={repo_path(app_id=hello.pk)}", "show-ref", cwd=tmp_path, check=False
+            f"--git-dir={repo_path(app=hello)}", "show-ref", cwd=tmp_path, check=False
         ).stdout
     )
 
