@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from paas.gitdeploy import views
+from paas.gitdeploy import pages, views
 
 urlpatterns = [
     re_path(
@@ -9,4 +9,5 @@ urlpatterns = [
         name="git-endpoint",
     ),
     path("hooks/git/<str:name>", views.webhook, name="git-webhook"),
+    path("apps/<str:name>/git/", pages.app_git, name="app-git"),
 ]

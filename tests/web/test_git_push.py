@@ -106,6 +106,24 @@ def test_a_push_to_another_branch_is_stored_and_no_hook_runs(
     stored = git.run(f"--git-dir={server_repo}", "rev-parse", "refs/heads/feature", cwd=tmp_path)
     assert stored.stdout.strip() == sha
     assert not Build.objects.exists()
+    # And it can be fetched back (upload-pack through the same endpoint).
+    git.run("clone", "--quiet", "--branch", "feature", remote(web, "hello", token),
+            str(tmp_path / "clone"), cwd=tmp_path)  # fmt: skip
+    assert (tmp_path / "clone" / "more.txt").read_text() == "more\n"
+
+
+def test_the_wsgi_test_server_streams_git_too(
+    live_server: Any, git: GitClient, hello: Any, token: str, tmp_path: Path
+) -> None:
+    """The same view under WSGI (Django's live server): a sync stream."""
+    url = f"http://alice:{token}@{live_server.url.removeprefix('http://')}/git/hello.git"
+    repo = git.repo(tmp_path / "src")
+    git.run("checkout", "--quiet", "-b", "feature", cwd=repo)
+    result = git.push(repo, url, "feature")
+    assert result.returncode == 0, result.stderr
+    assert "Stored, not deployed" in result.stderr
+    git.run("clone", "--quiet", "--branch", "feature", url, str(tmp_path / "clone"), cwd=tmp_path)
+    assert (tmp_path / "clone" / "app.py").exists()
 
 
 def test_bad_refs_and_dot_git_trees_are_refused(
