@@ -107,6 +107,8 @@ def webhook_receive(
         return WebhookResult(Outcome.IGNORED, f"Ignored: not a push to {branch}.")
     if not SHA_RE.fullmatch(after):
         raise ValidationFailed("'after' is not a commit id.")
+    if not row.repo_url:
+        raise ValidationFailed("Set the app's repository URL first: there is nothing to fetch.")
     delivery_id = (h.get("x-github-delivery") or h.get("x-gitlab-event-uuid") or after)[:100]
     return _record(app, delivery_id, after, ref)
 

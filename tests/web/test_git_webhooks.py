@@ -26,6 +26,7 @@ from paas.core.errors import ValidationFailed
 from paas.gitdeploy.models import WebhookDelivery
 from paas.gitdeploy.services import git_settings_update
 from tests.support.git_https import GitHost, make_ca, serve_git_https
+from tests.support.processes import free_port
 from tests.web.deploy_support import wait_for
 from tests.web.git_support import GitClient
 
@@ -209,3 +210,49 @@ def test_git_refuses_other_transports_even_if_a_url_got_in(tmp_path: Path) -> No
     local = subprocess.run(["git", "ls-remote", str(tmp_path)], env=clean_env(),
                            capture_output=True, text=True, timeout=30)  # fmt: skip
     assert local.returncode != 0 and "transport 'file' not allowed" in local.stderr
+
+
+def test_a_fetch_trusts_only_the_configured_cas(
+    settings: Any, hello: App, source: tuple[GitClient, Path], git_host: GitHost
+) -> None:
+    from paas.gitdeploy.fetch import fetched_commit
+    from paas.gitdeploy.models import GitSettings
+
+    git, repo = source
+    sha, row = _head(git, repo), GitSettings.objects.get(app=hello)
+    settings.BUILD_DIR = git_host.root.parent / "builds"
+    settings.PAAS_GIT_FETCH_CA_BUNDLE = str(git_host.ca.ca_file)  # type: ignore[attr-defined]
+    with fetched_commit(row=row, branch="main", sha=sha) as fetched:
+        assert (fetched / "objects").is_dir()
+    settings.PAAS_GIT_FETCH_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+    with (
+        pytest.raises(ValidationFailed, match="certificate"),
+        fetched_commit(row=row, branch="main", sha=sha),
+    ):
+        pass
+    # A commit that is not on the deploy branch is not deployed.
+    settings.PAAS_GIT_FETCH_CA_BUNDLE = str(git_host.ca.ca_file)  # type: ignore[attr-defined]
+    with (
+        pytest.raises(ValidationFailed, match="is not on main"),
+        fetched_commit(row=row, branch="main", sha="c" * 40),
+    ):
+        pass
+
+
+def test_an_ssh_fetch_fails_cleanly_with_its_key_kept_private(
+    settings: Any, alice: Any, tmp_path: Path
+) -> None:
+    from paas.gitdeploy.fetch import fetched_commit
+
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
+    settings.BUILD_DIR = tmp_path / "builds"
+    port = free_port()
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"
+    url = f"ssh://git@127.0.0.1:{port}/r.git"
+    change = git_settings_update(user=alice, app=app, repo_url=url, repo_credentials=key)
+    with (
+        pytest.raises(ValidationFailed, match="Fetching ssh://"),
+        fetched_commit(row=change.settings, branch="main", sha="d" * 40),
+    ):
+        pass
+    assert list((tmp_path / "builds").iterdir()) == []  # the key went with the scratch dir
