@@ -14,10 +14,19 @@ import pytest
 from paas.accounts.services import api_token_create
 from paas.applications.models import Release, ReleaseState
 from paas.applications.services import app_create
+from paas.gitdeploy.repos import repo_path
+from paas.hosts.app_delete import app_delete_request
 from tests.support.agent_harness import AgentProcess, cleanup, free_port
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter, run_router
-from tests.web.deploy_support import add_host, agent_for, agent_root, container_names, get
+from tests.web.deploy_support import (
+    add_host,
+    agent_for,
+    agent_root,
+    container_names,
+    get,
+    wait_for,
+)
 from tests.web.git_support import Daphne, GitClient, remote, run_daphne
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
@@ -55,7 +64,7 @@ def test_git_push_builds_rolls_out_and_serves_the_commit(
     platform: tuple[Daphne, TestRouter], alice: Any, tmp_path: Path
 ) -> None:
     daphne, router = platform
-    app_create(user=alice, team=alice.personal_team, name="hello")
+    app = app_create(user=alice, team=alice.personal_team, name="hello")
     token = api_token_create(user=alice, name="laptop")[1]
     git = GitClient(tmp_path / "home")
     repo = git.repo(tmp_path / "src")
@@ -73,3 +82,9 @@ def test_git_push_builds_rolls_out_and_serves_the_commit(
     release = Release.objects.get(app__name="hello", number=1)
     assert release.state == ReleaseState.CURRENT
     assert get(router.http_port, "hello.localhost") == (200, "Hello, world from hello-v1-web-1\n")
+
+    # Deleting the app deletes its repository too.
+    repo_dir = repo_path(app=app)
+    assert repo_dir.is_dir()
+    app_delete_request(user=alice, app=app, confirm="hello")
+    wait_for(lambda: not repo_dir.exists(), 60, "the app's repository to be removed")
