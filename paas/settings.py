@@ -394,6 +394,9 @@ PAAS_GIT_DIR = env_path("PAAS_GIT_DIR", DATA_DIR / "git")
 # How long a `git push` waits for its build and rollout before it gives up
 # (the deploy goes on; the push then says where to watch it).
 PAAS_GIT_PUSH_TIMEOUT_S = env_float("PAAS_GIT_PUSH_TIMEOUT_S", 1800.0, minimum=5.0)
+# A push that shows nothing for this long gets a keepalive packet (proxies
+# close connections that stay silent, and a dependency install can be long).
+PAAS_GIT_KEEPALIVE_S = env_float("PAAS_GIT_KEEPALIVE_S", 15.0, minimum=0.1)
 # The CAs trusted when a webhook fetches an app's repository over https.
 PAAS_GIT_FETCH_CA_BUNDLE = env_str(
     "PAAS_GIT_FETCH_CA_BUNDLE", _HOST_CA_BUNDLE if Path(_HOST_CA_BUNDLE).is_file() else ""

@@ -52,14 +52,15 @@ def _build_lines(build_id: str, after: int) -> list[tuple[int, str]]:
     return list(rows.values_list("seq", "text")[:500])
 
 
-def follow_build(build: Build, deadline: float) -> Generator[str, None, str | None]:
-    """Yield the build's log lines as they are written; return why the
-    deploy stops here (None when the build succeeded)."""
-    seen = 0
+def follow_build(build: Build, deadline: float) -> Generator[str | None, None, str | None]:
+    """Yield the build's log lines as they are written (and None after
+    ``PAAS_GIT_KEEPALIVE_S`` of silence); return why the deploy stops here
+    (None when the build succeeded)."""
+    seen, spoke = 0, time.monotonic()
     while True:
         lines = _build_lines(str(build.pk), seen)
         for number, text in lines:
-            seen = number
+            seen, spoke = number, time.monotonic()
             yield text
         if lines:
             continue
@@ -68,6 +69,9 @@ def follow_build(build: Build, deadline: float) -> Generator[str, None, str | No
             break
         if time.monotonic() > deadline:
             return "timed out waiting for the build (it goes on; see the app's page)"
+        if time.monotonic() - spoke > settings.PAAS_GIT_KEEPALIVE_S:
+            spoke = time.monotonic()
+            yield None
         time.sleep(POLL_S)
     if build.state == BuildState.SUCCEEDED:
         return None
@@ -84,14 +88,17 @@ def _last_log_seq(app_id: int) -> int:
     return last.first() or 0
 
 
-def follow_release(build: Build, deadline: float) -> Generator[str, None, str | None]:
+def follow_release(build: Build, deadline: float) -> Generator[str | None, None, str | None]:
     """Yield the rollout's platform lines until the build's release settles;
     return why the deploy failed (None when it is live)."""
-    seen = _last_log_seq(build.app_id)
+    seen, spoke = _last_log_seq(build.app_id), time.monotonic()
     release = None
     while release is None or release.state not in SETTLED:
         if time.monotonic() > deadline:
             return "timed out waiting for the rollout (it goes on; see the app's page)"
+        if time.monotonic() - spoke > settings.PAAS_GIT_KEEPALIVE_S:
+            spoke = time.monotonic()
+            yield None
         time.sleep(POLL_S)
         if release is None:
             release = Release.objects.filter(build=build).first()
@@ -100,7 +107,7 @@ def follow_release(build: Build, deadline: float) -> Generator[str, None, str | 
         else:
             release.refresh_from_db(fields=["state", "error"])
         for number, text in _platform_lines(build.app_id, seen):
-            seen = number
+            seen, spoke = number, time.monotonic()
             yield text
     if release.state == ReleaseState.FAILED:
         return f"{release.label} failed: {release.error}"
@@ -111,7 +118,7 @@ def follow_release(build: Build, deadline: float) -> Generator[str, None, str | 
 
 def deploy_and_follow(
     *, app: App, user: User | None, repo: Path, sha: str
-) -> Generator[str, None, str | None]:
+) -> Generator[str | None, None, str | None]:
     """Build and roll out ``sha``, yielding progress lines; return the
     reason the deploy failed, or None."""
     deadline = time.monotonic() + settings.PAAS_GIT_PUSH_TIMEOUT_S

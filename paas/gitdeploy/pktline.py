@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 FLUSH = b"0000"
+KEEPALIVE = b"0005\x01"
 MAX_DATA = 65516 - 4  # a pkt-line carries at most 65516 bytes after its length
 BAND_DATA, BAND_PROGRESS, BAND_ERROR = 1, 2, 3
 

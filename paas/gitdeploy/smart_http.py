@@ -288,8 +288,7 @@ def _after_push(
     report = pktline.report_lines(bytes(held))
     command = next((c for c in push.commands if c.ref == deploy_ref), None)
     if command is not None and f"ok {deploy_ref}" in report:
-        say = (lambda text: pktline.progress(text)) if sideband else (lambda text: b"")
-        reason = yield from _deploy(app, user, repo, command, say)
+        reason = yield from _deploy(app, user, repo, command, sideband)
         if reason:
             _reset_ref(repo, command)
             report = pktline.report_reject(report, deploy_ref, reason)
@@ -310,10 +309,19 @@ def _deploy(
     user: User | None,
     repo: Path,
     command: pktline.Command,
-    say: Callable[[str], bytes],
+    sideband: bool,
 ) -> Generator[bytes, None, str | None]:
     """Run the deploy of the pushed commit, yielding its lines as progress
-    packets; the reason it failed (one short line), or None."""
+    packets (nothing without side-band: the client cannot show them); the
+    reason it failed (one short line), or None."""
+
+    def say(line: str | None) -> bytes:
+        if not sideband:
+            return b""
+        # None: an empty side-band 1 packet, what receive-pack itself sends
+        # to keep a quiet connection alive (the client ignores it).
+        return pktline.KEEPALIVE if line is None else pktline.progress(line)
+
     if ref_sha(repo=repo, ref=command.ref) != command.new:
         return "the branch moved during the push"
     steps = deploy_and_follow(app=app, user=user, repo=repo, sha=command.new)

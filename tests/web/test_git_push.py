@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
 @pytest.fixture
 def web(workers: Any, tmp_path: Path) -> Iterator[Daphne]:
-    with run_daphne(workers.env, tmp_path) as daphne:
+    # Keepalive packets between the lines of every push (the client must
+    # take them in its stride).
+    with run_daphne({**workers.env, "PAAS_GIT_KEEPALIVE_S": "0.1"}, tmp_path) as daphne:
         yield daphne
 
 
