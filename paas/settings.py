@@ -406,6 +406,16 @@ if PAAS_GIT_FETCH_CA_BUNDLE and not Path(PAAS_GIT_FETCH_CA_BUNDLE).is_file():
         f"PAAS_GIT_FETCH_CA_BUNDLE={PAAS_GIT_FETCH_CA_BUNDLE!r} is not a file"
     )
 PAAS_GIT_FETCH_TIMEOUT_S = env_float("PAAS_GIT_FETCH_TIMEOUT_S", 300.0, minimum=5.0)
+# A webhook's fetch never goes to a loopback, private, link-local or other
+# non-public address (a tenant's repository URL must not reach the
+# platform's own network) unless it is in one of these networks.
+PAAS_GIT_FETCH_ALLOWED_NETWORKS = env_list("PAAS_GIT_FETCH_ALLOWED_NETWORKS", [])
+try:
+    PAAS_GIT_FETCH_ALLOWED_NETWORKS = [
+        str(ipaddress.ip_network(n)) for n in PAAS_GIT_FETCH_ALLOWED_NETWORKS
+    ]
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"PAAS_GIT_FETCH_ALLOWED_NETWORKS: {_exc}") from None
 
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -8,17 +8,27 @@ submodules, hooks off, every object checked. Credentials never appear in an
 argv: an https token travels in an extra header scoped to the repository's
 URL (in the environment of git alone), an ssh key in a 0600 file of the
 fetch's own directory.
+
+The repository's host is resolved here, once: an address that is not
+public (loopback, private, link-local...) is refused unless
+``PAAS_GIT_FETCH_ALLOWED_NETWORKS`` has it, and git is pinned to the address
+checked (curl's resolve list, ssh's HostName), so a second lookup cannot
+lead it elsewhere.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
+import shlex
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -26,15 +36,55 @@ from paas.core.errors import ValidationFailed
 from paas.gitdeploy.git import git_run
 from paas.gitdeploy.models import GitSettings
 from paas.gitdeploy.refs import SHA_RE, branch_validate
-from paas.gitdeploy.services import repo_credentials_of, repo_url_validate
+from paas.gitdeploy.services import SCP_RE, repo_credentials_of, repo_url_validate
 from runtime_agent.host.errors import CommandFailed
 from runtime_agent.host.private import private_dir
 
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy")
 
 
-def _https_config(url: str, credentials: str) -> dict[str, str]:
-    config = {"http.sslVerify": "true", "http.followRedirects": "initial"}
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    scp = SCP_RE.fullmatch(url)
+    if scp:
+        return scp["host"], 22
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 22)
+
+
+def _allowed(ip: IpAddress) -> bool:
+    if ip.is_global and not ip.is_multicast:
+        return True
+    return any(ip in ipaddress.ip_network(n) for n in settings.PAAS_GIT_FETCH_ALLOWED_NETWORKS)
+
+
+def checked_address(url: str) -> tuple[str, int, IpAddress]:
+    """The repository's host, port and the one address git will use."""
+    host, port = _host_port(url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise ValidationFailed(f"Cannot resolve {host!r}.") from None
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if _allowed(ip):
+            return host, port, ip
+    raise ValidationFailed(
+        f"{host} resolves only to addresses that are not public ({infos[0][4][0]}): "
+        "the platform does not fetch from its own networks."
+    )
+
+
+def _https_config(url: str, credentials: str, pin: tuple[str, int, IpAddress]) -> dict[str, str]:
+    host, port, ip = pin
+    address = f"[{ip}]" if ip.version == 6 else str(ip)
+    config = {
+        "http.sslVerify": "true",
+        "http.followRedirects": "false",
+        "http.curloptResolve": f"{host}:{port}:{address}",
+    }
     if settings.PAAS_GIT_FETCH_CA_BUNDLE:
         config["http.sslCAInfo"] = settings.PAAS_GIT_FETCH_CA_BUNDLE
     if credentials:
@@ -45,16 +95,18 @@ def _https_config(url: str, credentials: str) -> dict[str, str]:
     return config
 
 
-def _ssh_config(scratch: Path, credentials: str) -> dict[str, str]:
+def _ssh_config(scratch: Path, credentials: str, pin: tuple[str, int, IpAddress]) -> dict[str, str]:
     options = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
-               "-o", f"UserKnownHostsFile={scratch / 'known_hosts'}"]  # fmt: skip
+               "-o", f"UserKnownHostsFile={scratch / 'known_hosts'}",
+               "-o", f"HostName={pin[2]}", "-o", f"HostKeyAlias={pin[0]}"]  # fmt: skip
     if credentials:
         key = scratch / "key"
         fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(credentials.strip() + "\n")
         options += ["-o", "IdentitiesOnly=yes", "-i", str(key)]
-    return {"core.sshCommand": " ".join(options)}
+    # git runs core.sshCommand through the shell: quote every word.
+    return {"core.sshCommand": " ".join(shlex.quote(o) for o in options)}
 
 
 @contextmanager
@@ -70,8 +122,11 @@ def fetched_commit(*, row: GitSettings, branch: str, sha: str) -> Iterator[Path]
         repo = scratch / "repo.git"
         git_run(["init", "--bare", "--quiet", "--template=", str(repo)])
         credentials = repo_credentials_of(row=row)
-        https = url.startswith("https://")
-        config = _https_config(url, credentials) if https else _ssh_config(scratch, credentials)
+        pin = checked_address(url)
+        if url.startswith("https://"):
+            config = _https_config(url, credentials, pin)
+        else:
+            config = _ssh_config(scratch, credentials, pin)
         env = {k: os.environ[k] for k in PROXY_VARS if os.environ.get(k)}
         tip = f"refs/fetched/{branch}"
         try:

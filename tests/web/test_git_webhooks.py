@@ -72,6 +72,7 @@ def hello(alice: Any, git_host: GitHost) -> App:
 @pytest.fixture
 def worker(workers: Any, git_host: GitHost) -> Any:
     workers.env["PAAS_GIT_FETCH_CA_BUNDLE"] = str(git_host.ca.ca_file)  # type: ignore[attr-defined]
+    workers.env["PAAS_GIT_FETCH_ALLOWED_NETWORKS"] = "127.0.0.1/32"  # the test's git host
     workers.start()
     return workers
 
@@ -212,7 +213,7 @@ def test_git_refuses_other_transports_even_if_a_url_got_in(tmp_path: Path) -> No
     assert local.returncode != 0 and "transport 'file' not allowed" in local.stderr
 
 
-def test_a_fetch_trusts_only_the_configured_cas(
+def test_a_fetch_goes_to_allowed_addresses_and_trusts_only_the_configured_cas(
     settings: Any, hello: App, source: tuple[GitClient, Path], git_host: GitHost
 ) -> None:
     from paas.gitdeploy.fetch import fetched_commit
@@ -221,7 +222,18 @@ def test_a_fetch_trusts_only_the_configured_cas(
     git, repo = source
     sha, row = _head(git, repo), GitSettings.objects.get(app=hello)
     settings.BUILD_DIR = git_host.root.parent / "builds"
+    with (
+        pytest.raises(ValidationFailed, match="not public"),
+        fetched_commit(row=row, branch="main", sha=sha),
+    ):
+        pass  # loopback is the platform's own network, unless allowed
+    assert not any("upload-pack" in r for r in git_host.requests)
+    settings.PAAS_GIT_FETCH_ALLOWED_NETWORKS = ["127.0.0.1/32"]
     settings.PAAS_GIT_FETCH_CA_BUNDLE = str(git_host.ca.ca_file)  # type: ignore[attr-defined]
+    with fetched_commit(row=row, branch="main", sha=sha) as fetched:
+        assert (fetched / "objects").is_dir()
+    # By name too: git connects to the address that was checked (pinned).
+    row.repo_url = f"https://localhost:{git_host.port}/src.git"
     with fetched_commit(row=row, branch="main", sha=sha) as fetched:
         assert (fetched / "objects").is_dir()
     settings.PAAS_GIT_FETCH_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -246,6 +258,7 @@ def test_an_ssh_fetch_fails_cleanly_with_its_key_kept_private(
 
     app = app_create(user=alice, team=alice.personal_team, name="hello")
     settings.BUILD_DIR = tmp_path / "builds"
+    settings.PAAS_GIT_FETCH_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     port = free_port()
     key = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"
     url = f"ssh://git@127.0.0.1:{port}/r.git"
