@@ -23,6 +23,9 @@ from django import db
 log = logging.getLogger(__name__)
 _END = object()
 WAIT_S = 1.0
+# A client that reads nothing for this long is taken for gone (a server may
+# never close the iterator of a request whose client vanished).
+STALLED_S = 300.0
 
 
 class ThreadedStream:
@@ -33,12 +36,16 @@ class ThreadedStream:
         self._thread.start()
 
     def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
+        for _ in range(int(STALLED_S / WAIT_S)):
+            if self._stop.is_set():
+                return False
             try:
                 self._queue.put(item, timeout=WAIT_S)
                 return True
             except queue.Full:
                 continue
+        log.warning("a git client read nothing for %.0f s; its response is dropped", STALLED_S)
+        self._stop.set()
         return False
 
     def _run(self, produce: Callable[[], Iterator[bytes]]) -> None:
