@@ -16,7 +16,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 
 from django import db
 
@@ -71,7 +71,7 @@ class ThreadedStream:
                 if not self._thread.is_alive() and self._queue.empty():
                     return _END
 
-    def sync_iter(self) -> Iterator[bytes]:
+    def sync_iter(self) -> Generator[bytes, None, None]:
         try:
             while (item := self._get()) is not _END:
                 assert isinstance(item, bytes)
