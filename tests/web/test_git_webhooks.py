@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from paas.applications.models import App, AuditEntry, AuditResult
+from paas.applications.models import App, AuditEntry, AuditResult, Release
 from paas.applications.services import app_create
 from paas.builds.models import Build, BuildState
 from paas.core.errors import ValidationFailed
@@ -27,7 +27,7 @@ from paas.gitdeploy.models import WebhookDelivery
 from paas.gitdeploy.services import git_settings_update
 from tests.support.git_https import GitHost, make_ca, serve_git_https
 from tests.support.processes import free_port
-from tests.web.deploy_support import wait_for
+from tests.web.deploy_support import SAMPLE, wait_for
 from tests.web.git_support import GitClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
@@ -126,10 +126,12 @@ def test_a_signed_push_event_fetches_and_builds_the_commit_once(
 def test_a_gitlab_token_deploys_a_new_commit(
     client: Any, worker: Any, hello: App, source: tuple[GitClient, Path], git_host: GitHost
 ) -> None:
+    """The hello-world sample this time: built and made a release."""
     git, repo = source
-    (repo / "more.txt").write_text("more\n")
-    git.run("add", "more.txt", cwd=repo)
-    git.run("commit", "--quiet", "-m", "more", cwd=repo)
+    for item in SAMPLE.iterdir():
+        shutil.copy(item, repo / item.name)
+    git.run("add", "-A", cwd=repo)
+    git.run("commit", "--quiet", "-m", "the app", cwd=repo)
     _publish(git, repo, git_host)
     sha = _head(git, repo)
 
@@ -139,7 +141,16 @@ def test_a_gitlab_token_deploys_a_new_commit(
     )  # fmt: skip
 
     assert response.status_code == 202, response.content
-    wait_for(lambda: WebhookDelivery.objects.filter(build__isnull=False).first(), 120, "a build")
+    delivery = wait_for(
+        lambda: WebhookDelivery.objects.filter(build__isnull=False).first(), 120, "a build"
+    )
+    build = wait_for(
+        lambda: Build.objects.filter(pk=delivery.build_id, finished_at__isnull=False).first(),
+        600, "the build to end",
+    )  # fmt: skip
+    assert build.state == BuildState.SUCCEEDED, build.error
+    # It becomes a release like an upload's (no host runs it in this test).
+    wait_for(lambda: Release.objects.filter(build=build).exists(), 60, "its release")
 
 
 def test_bad_signatures_are_refused_and_logged(
