@@ -6,6 +6,7 @@ ever runs on the server are checked on the same real parts."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,18 @@ import pytest
 from paas.accounts.services import api_token_create
 from paas.applications.services import app_create
 from paas.builds.models import Build, BuildState
-from paas.gitdeploy.repos import repo_path
+from paas.gitdeploy.repos import repo_path, repos_root
 from paas.gitdeploy.services import git_settings_update
 from tests.web.git_support import Daphne, GitClient, remote, run_daphne
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
+
+
+@pytest.fixture(autouse=True)
+def _no_repositories_left() -> Iterator[None]:
+    """The platform's repositories made by a test go with it."""
+    yield
+    shutil.rmtree(repos_root(), ignore_errors=True)
 
 
 @pytest.fixture
