@@ -69,6 +69,7 @@ class GitHost:
     root: Path
     port: int
     credentials: str | None
+    ca: TestCA
     requests: list[str] = field(default_factory=list)
 
     def url(self, name: str) -> str:
@@ -130,7 +131,7 @@ def _handler(host: GitHost) -> type[BaseHTTPRequestHandler]:
 @contextlib.contextmanager
 def serve_git_https(root: Path, ca: TestCA, *, credentials: str | None = None) -> Iterator[GitHost]:
     """Serve the bare repositories under ``root`` at https://127.0.0.1:PORT/."""
-    host = GitHost(root, 0, credentials)
+    host = GitHost(root, 0, credentials, ca)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(host))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(ca.cert_file, ca.key_file)

@@ -42,7 +42,6 @@ def git_host(tmp_path: Path) -> Iterator[GitHost]:
     ca = make_ca(ca_dir)
     (tmp_path / "served").mkdir()
     with serve_git_https(tmp_path / "served", ca, credentials=CREDENTIALS) as host:
-        host.ca = ca  # type: ignore[attr-defined]
         yield host
 
 
@@ -71,7 +70,7 @@ def hello(alice: Any, git_host: GitHost) -> App:
 
 @pytest.fixture
 def worker(workers: Any, git_host: GitHost) -> Any:
-    workers.env["PAAS_GIT_FETCH_CA_BUNDLE"] = str(git_host.ca.ca_file)  # type: ignore[attr-defined]
+    workers.env["PAAS_GIT_FETCH_CA_BUNDLE"] = str(git_host.ca.ca_file)
     workers.env["PAAS_GIT_FETCH_ALLOWED_NETWORKS"] = "127.0.0.1/32"  # the test's git host
     workers.start()
     return workers
@@ -240,7 +239,7 @@ def test_a_fetch_goes_to_allowed_addresses_and_trusts_only_the_configured_cas(
         pass  # loopback is the platform's own network, unless allowed
     assert not any("upload-pack" in r for r in git_host.requests)
     settings.PAAS_GIT_FETCH_ALLOWED_NETWORKS = ["127.0.0.1/32"]
-    settings.PAAS_GIT_FETCH_CA_BUNDLE = str(git_host.ca.ca_file)  # type: ignore[attr-defined]
+    settings.PAAS_GIT_FETCH_CA_BUNDLE = str(git_host.ca.ca_file)
     with fetched_commit(row=row, branch="main", sha=sha) as fetched:
         assert (fetched / "objects").is_dir()
     # By name too: git connects to the address that was checked (pinned).
@@ -254,7 +253,7 @@ def test_a_fetch_goes_to_allowed_addresses_and_trusts_only_the_configured_cas(
     ):
         pass
     # A commit that is not on the deploy branch is not deployed.
-    settings.PAAS_GIT_FETCH_CA_BUNDLE = str(git_host.ca.ca_file)  # type: ignore[attr-defined]
+    settings.PAAS_GIT_FETCH_CA_BUNDLE = str(git_host.ca.ca_file)
     with (
         pytest.raises(ValidationFailed, match="is not on main"),
         fetched_commit(row=row, branch="main", sha="c" * 40),
