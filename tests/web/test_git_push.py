@@ -6,8 +6,12 @@ ever runs on the server are checked on the same real parts."""
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import stat
+import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +20,11 @@ import pytest
 
 from paas.accounts.services import api_token_create
 from paas.applications.services import app_create
-from paas.builds.models import Build, BuildState
+from paas.builds.models import Build, BuildLogLine, BuildState
+from paas.builds.services import build_cancel
 from paas.gitdeploy.repos import repo_path, repos_root
 from paas.gitdeploy.services import git_settings_update
+from tests.web.deploy_support import wait_for
 from tests.web.git_support import Daphne, GitClient, remote, run_daphne
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
@@ -201,3 +207,49 @@ def test_the_deploy_branch_is_a_setting(
     built = git.push(repo, remote(web, "hello", token), "main:production")
     assert built.returncode != 0
     assert Build.objects.filter(app=hello).count() == 1
+
+
+def test_the_build_log_streams_while_the_build_runs_and_a_cancel_fails_the_push(
+    web: Daphne, workers: Any, git: GitClient, hello: Any, token: str, tmp_path: Path
+) -> None:
+    """Lines reach the pusher as they are written, not at the end: the
+    build is still running when its first lines arrive."""
+    workers.start()
+    # A step of its own (no cache could have it built already) that runs long.
+    dockerfile = f"FROM stack\nRUN echo step-started {uuid.uuid4()} && sleep 600\n"
+    repo = git.repo(tmp_path / "src", files={"Dockerfile": dockerfile}, sample=False)
+    push = subprocess.Popen(
+        ["git", "push", "--porcelain", remote(web, "hello", token), "main"], cwd=repo,
+        env=git.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert push.stderr is not None
+    seen = b""
+    try:
+        deadline = time.monotonic() + 300  # a buffered push would say nothing until the end
+        while b"step-started" not in seen:
+            ready, _, _ = select.select([push.stderr], [], [], max(0, deadline - time.monotonic()))
+            assert ready, f"no build line reached the pusher while it ran: {seen!r}"
+            chunk = os.read(push.stderr.fileno(), 65536)
+            assert chunk, f"the push ended early: {seen.decode(errors='replace')}"
+            seen += chunk
+        build = Build.objects.get(app=hello)
+        assert build.state == BuildState.BUILDING
+        build_cancel(build=build)
+        out, err = push.communicate(timeout=300)
+    finally:
+        if push.poll() is None:
+            push.kill()
+            push.wait()
+        # Whatever happened, the long step must not outlive the test: a
+        # cancelled build's container is removed by its worker.
+        for running in Build.objects.filter(app=hello):
+            build_cancel(build=running)
+        if Build.objects.filter(app=hello, started_at__isnull=False).exists():
+            wait_for(lambda: b"Build cancelled" in _build_log(hello), 120, "the step's removal")
+    assert push.returncode != 0
+    assert "[remote rejected] (build cancelled)" in out.decode()
+
+
+def _build_log(app: Any) -> bytes:
+    lines = BuildLogLine.objects.filter(build__app=app).values_list("text", flat=True)
+    return "\n".join(lines).encode()
