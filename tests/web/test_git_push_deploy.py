@@ -44,6 +44,9 @@ def platform(
             workers.env.update({
                 **router.env, "PAAS_DRAIN_SECONDS": "0.5", "PAAS_HEALTH_TIMEOUT_S": "30",
                 "PAAS_TCP_PORTS_FIRST": str(first_tcp), "PAAS_TCP_PORTS_LAST": str(first_tcp + 2),
+                # As tests/web/test_deploy_e2e.py: beside it, never overlapping.
+                "PAAS_ROUTE_PORTS_FIRST": str(first_tcp + 3),
+                "PAAS_ROUTE_PORTS_LAST": str(first_tcp + 5),
             })  # fmt: skip
             settings.PAAS_HEALTH_TIMEOUT_S = 30.0
             add_host(agent)
