@@ -48,15 +48,24 @@ def _read_exact(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
-def sideband(band: int, data: bytes) -> Iterator[bytes]:
-    """``data`` as side-band packets of ``band`` (split to fit)."""
-    for start in range(0, len(data), MAX_DATA - 1):
-        yield encode(bytes([band]) + data[start : start + MAX_DATA - 1])
+def sideband_limit(capabilities: set[str]) -> int:
+    """The most data one side-band packet may carry for this client (0: the
+    client asked for no side-band)."""
+    if "side-band-64k" in capabilities:
+        return MAX_DATA - 1
+    return 999 - 4 - 1 if "side-band" in capabilities else 0
 
 
-def progress(text: str) -> bytes:
+def sideband(band: int, data: bytes, limit: int = MAX_DATA - 1) -> Iterator[bytes]:
+    """``data`` as side-band packets of ``band`` (split to fit ``limit``)."""
+    for start in range(0, len(data), limit):
+        yield encode(bytes([band]) + data[start : start + limit])
+
+
+def progress(text: str, limit: int = MAX_DATA - 1) -> bytes:
     """A line git shows as ``remote: text``."""
-    return b"".join(sideband(BAND_PROGRESS, text.encode(errors="replace") + b"\n"))
+    line = text.encode(errors="replace") + b"\n"
+    return b"".join(sideband(BAND_PROGRESS, line, limit))
 
 
 @dataclass(frozen=True)

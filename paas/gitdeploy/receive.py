@@ -53,8 +53,8 @@ def _refusal(push: pktline.PushRequest, problems: dict[str, str]) -> GitResponse
         for c in push.commands
     ]
     report = pktline.report_encode(lines)
-    sideband = "side-band-64k" in push.capabilities or "side-band" in push.capabilities
-    body = b"".join(pktline.sideband(1, report)) + pktline.FLUSH if sideband else report
+    limit = pktline.sideband_limit(push.capabilities)
+    body = b"".join(pktline.sideband(1, report, limit)) + pktline.FLUSH if limit else report
     return GitResponse(
         200,
         {"Content-Type": "application/x-git-receive-pack-result", "Cache-Control": "no-cache"},
@@ -118,7 +118,8 @@ def _after_push(
     deploy_ref: str,
 ) -> Generator[bytes, None, None]:
     assert proc.stdout is not None
-    sideband = "side-band-64k" in push.capabilities or "side-band" in push.capabilities
+    limit = pktline.sideband_limit(push.capabilities)
+    sideband = limit > 0
     held = bytearray()
     try:
         while (pkt := pktline.read_pkt(proc.stdout)) is not None:  # type: ignore[arg-type]
@@ -135,17 +136,18 @@ def _after_push(
     report = pktline.report_lines(bytes(held))
     command = next((c for c in push.commands if c.ref == deploy_ref), None)
     if command is not None and f"ok {deploy_ref}" in report:
-        reason = yield from _deploy(app, user, repo, command, sideband)
+        reason = yield from _deploy(app, user, repo, command, limit)
         if reason:
             _reset_ref(repo, command)
             report = pktline.report_reject(report, deploy_ref, reason)
     others = [c.ref for c in push.commands if c.ref != deploy_ref and f"ok {c.ref}" in report]
     if others and sideband:
-        yield pktline.progress(f"Stored, not deployed (the deploy branch is {deploy_ref[11:]}): "
-                               + ", ".join(others))  # fmt: skip
+        branch = deploy_ref.removeprefix("refs/heads/")
+        stored = f"Stored, not deployed (the deploy branch is {branch}): " + ", ".join(others)
+        yield pktline.progress(stored, limit)
     encoded = pktline.report_encode(report)
     if sideband:
-        yield from pktline.sideband(1, encoded)
+        yield from pktline.sideband(1, encoded, limit)
         yield pktline.FLUSH
     else:
         yield encoded
@@ -156,18 +158,18 @@ def _deploy(
     user: User | None,
     repo: Path,
     command: pktline.Command,
-    sideband: bool,
+    limit: int,
 ) -> Generator[bytes, None, str | None]:
     """Run the deploy of the pushed commit, yielding its lines as progress
-    packets (nothing without side-band: the client cannot show them); the
-    reason it failed (one short line), or None."""
+    packets of at most ``limit`` bytes (nothing without side-band: the client
+    cannot show them); the reason it failed (one short line), or None."""
 
     def say(line: str | None) -> bytes:
-        if not sideband:
+        if not limit:
             return b""
         # None: an empty side-band 1 packet, what receive-pack itself sends
         # to keep a quiet connection alive (the client ignores it).
-        return pktline.KEEPALIVE if line is None else pktline.progress(line)
+        return pktline.KEEPALIVE if line is None else pktline.progress(line, limit)
 
     if ref_sha(repo=repo, ref=command.ref) != command.new:
         return "the branch moved during the push"
