@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "paas.router",
     "paas.logs",
     "paas.metrics",
+    "paas.gitdeploy",
     "paas.front",
     "paas.api",
 ]
@@ -394,6 +395,34 @@ CELERY_BEAT_SCHEDULE["metrics-collect"] = {
     "options": {"expires": float(PAAS_METRICS_INTERVAL_S)},
 }
 CELERY_BEAT_SCHEDULE["metrics-compact"] = {"task": "metrics.compact", "schedule": 60.0}
+# Deploying from git (see paas/gitdeploy and README "git push and webhooks").
+# One bare repository per app lives here, named from the app's id.
+PAAS_GIT_DIR = env_path("PAAS_GIT_DIR", DATA_DIR / "git")
+# How long a `git push` waits for its build and rollout before it gives up
+# (the deploy goes on; the push then says where to watch it).
+PAAS_GIT_PUSH_TIMEOUT_S = env_float("PAAS_GIT_PUSH_TIMEOUT_S", 1800.0, minimum=5.0)
+# A push that shows nothing for this long gets a keepalive packet (proxies
+# close connections that stay silent, and a dependency install can be long).
+PAAS_GIT_KEEPALIVE_S = env_float("PAAS_GIT_KEEPALIVE_S", 15.0, minimum=0.1)
+# The CAs trusted when a webhook fetches an app's repository over https.
+PAAS_GIT_FETCH_CA_BUNDLE = env_str(
+    "PAAS_GIT_FETCH_CA_BUNDLE", _HOST_CA_BUNDLE if Path(_HOST_CA_BUNDLE).is_file() else ""
+)
+if PAAS_GIT_FETCH_CA_BUNDLE and not Path(PAAS_GIT_FETCH_CA_BUNDLE).is_file():
+    raise ImproperlyConfigured(
+        f"PAAS_GIT_FETCH_CA_BUNDLE={PAAS_GIT_FETCH_CA_BUNDLE!r} is not a file"
+    )
+PAAS_GIT_FETCH_TIMEOUT_S = env_float("PAAS_GIT_FETCH_TIMEOUT_S", 300.0, minimum=5.0)
+# A webhook's fetch never goes to a loopback, private, link-local or other
+# non-public address (a tenant's repository URL must not reach the
+# platform's own network) unless it is in one of these networks.
+PAAS_GIT_FETCH_ALLOWED_NETWORKS = env_list("PAAS_GIT_FETCH_ALLOWED_NETWORKS", [])
+try:
+    PAAS_GIT_FETCH_ALLOWED_NETWORKS = [
+        str(ipaddress.ip_network(n)) for n in PAAS_GIT_FETCH_ALLOWED_NETWORKS
+    ]
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"PAAS_GIT_FETCH_ALLOWED_NETWORKS: {_exc}") from None
 
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -38,6 +38,7 @@ urlpatterns = [
     ),
     path("", include("paas.logs.urls")),
     path("", include("paas.metrics.urls")),
+    path("", include("paas.gitdeploy.urls")),
     path("api/v1/", include("paas.api.urls")),
     path("registry/token", registry_token, name="registry-token"),
     path("admin/", admin.site.urls),

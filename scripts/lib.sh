@@ -7,7 +7,7 @@ VENV="$ROOT/.venv"
 # tools) and those the tests add (a PostgreSQL server, a browser, busybox for
 # tiny test images, wrk for bench/router.py).
 RUN_PACKAGES=(python3 python3-venv python3-dev gcc git redis-server runc nginx debootstrap
-              docker-registry nftables iproute2 openssl ca-certificates curl)
+              docker-registry nftables iproute2 openssl ca-certificates curl openssh-client)
 TEST_PACKAGES=(postgresql chromium busybox-static skopeo umoci docker.io wrk)
 
 need_root() {

@@ -115,11 +115,12 @@ def _next_number(app: App) -> int:
 
 
 def build_create_from_upload(
-    *, user: User, app: App, filename: str, chunks: Iterator[bytes]
+    *, user: User | None, app: App, filename: str, chunks: Iterator[bytes]
 ) -> Build:
     """Store an uploaded archive and queue a build of it.
 
-    The caller has checked that ``user`` may deploy ``app``. The format is
+    The caller has checked that ``user`` may deploy ``app`` (None: the
+    platform itself, for a webhook's push). The format is
     checked from the file's bytes; a refused upload leaves nothing behind.
     """
     build_id = uuid.uuid4()
@@ -158,7 +159,7 @@ def builds_redrive_queued() -> list[str]:
 
 
 def _create_build_row(
-    build_id: uuid.UUID, user: User, app: App, filename: str, path: Path, size: int
+    build_id: uuid.UUID, user: User | None, app: App, filename: str, path: Path, size: int
 ) -> Build:
     # Two uploads at once may race for the same number; the unique
     # constraint catches it and the loser takes the next one.
@@ -172,7 +173,7 @@ def _create_build_row(
                     archive_name=os.path.basename(filename)[:255],
                     archive_path=str(path),
                     archive_size=size,
-                    created_by_id=user.pk,
+                    created_by_id=user.pk if user else None,
                 )
         except IntegrityError:
             continue

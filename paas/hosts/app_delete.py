@@ -23,6 +23,7 @@ from paas.accounts.services import require_role
 from paas.applications.audit import audit_record
 from paas.applications.models import App
 from paas.core.errors import PaasError, ValidationFailed
+from paas.gitdeploy.repos import repo_delete, repo_path
 from paas.hosts.locks import app_lock
 from paas.hosts.models import Instance
 from paas.hosts.routing import routes_apply
@@ -56,6 +57,7 @@ def app_delete(*, app_id: int) -> bool:
             for i in Instance.objects.filter(app=app).select_related("host")
         ]
         archives = [Path(p) for p in app.builds.values_list("archive_path", flat=True) if p]
+        git_repo = repo_path(app=app)
         _delete_images(name)
         # The router lets go in the transaction that deletes the rows: who
         # sees the app gone also finds it gone from the router (the lock
@@ -70,6 +72,7 @@ def app_delete(*, app_id: int) -> bool:
                 host_client(host).remove(container, force=True)
         for archive in archives:  # paths the platform chose, under UPLOAD_DIR
             archive.unlink(missing_ok=True)
+        repo_delete(path=git_repo)
     return True
 
 

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class GitDeployConfig(AppConfig):
+    name = "paas.gitdeploy"
+    label = "gitdeploy"
