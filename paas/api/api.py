@@ -18,7 +18,17 @@ from ninja.operation import Operation
 from ninja.parser import Parser
 
 from paas.api.auth import BearerToken
-from paas.api.endpoints import apps, builds, deploys, domains, hosts, logs, registry, tokens
+from paas.api.endpoints import (
+    apps,
+    builds,
+    deploys,
+    domains,
+    hosts,
+    logs,
+    registry,
+    run,
+    tokens,
+)
 from paas.api.errors import install_error_handlers
 
 
@@ -62,5 +72,5 @@ api = PaasApi(
 )
 install_error_handlers(api)
 for router in (apps.router, builds.router, deploys.router, domains.router, logs.router,
-               registry.router, hosts.router, tokens.router):  # fmt: skip
+               registry.router, hosts.router, tokens.router, run.router):  # fmt: skip
     api.add_router("", router)

@@ -385,3 +385,14 @@ class RegistryCredentialIn(Schema):
 class RegistryCredentialSaved(Schema):
     registry: str
     username: str
+
+
+class RunIn(Schema):
+    command: Text = Field(description="a shell command line, run as `sh -c` in the release's image")
+
+
+class RunOut(Schema):
+    exit_code: int | None = Field(description="null when it was stopped (timed out)")
+    oom_killed: bool
+    timed_out: bool
+    output: list[str] = Field(description="its last output lines (stdout and stderr)")

@@ -56,6 +56,7 @@ WRITES: list[tuple[str, str, Any, int]] = [
     ("POST", "/apps/{app}/formation/web", {"count": 2}, 202),
     ("POST", "/apps/{app}/instances/{instance}/restart", None, 202),
     ("POST", "/apps/{app}/actions/restart", None, 202),
+    ("POST", "/apps/{app}/run", {"command": "true"}, 409),  # no host: nothing fits
     ("POST", "/apps/{app}/domains", {"hostname": "www.example.org"}, 201),
     ("PUT", "/apps/{app}/domains/{domain}/certificate",
      {"certificate": PEM.cert, "key": PEM.key}, 200),

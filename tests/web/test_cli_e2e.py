@@ -1,5 +1,7 @@
 """The `paas` CLI end to end against a running platform: the live Django
-server, a real Celery worker, a real agent, the registry and nginx. The CLI
+server, a real Celery worker, a real agent, the registry and nginx:
+create, deploy, logs (and logs -f), config:set, run, scale, rollback,
+destroy. The CLI
 runs as its own process, as on a laptop (PYTHONPATH=cli, no Django)."""
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from tests.web.deploy_support import (
     agent_root,
     container_names,
     get,
+    use_registry_settings,
     wait_for,
 )
 
@@ -79,12 +83,41 @@ class Cli:
     def json(self, *args: str) -> Any:
         return json.loads(self(*args, "--json").stdout)
 
+    def follow(self, *args: str) -> Follower:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "paas_cli", *args], env=self.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        return Follower(proc)
+
+
+class Follower:
+    """A `paas logs -f` running beside the test; its lines read by a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for_line(self, text: str) -> bool:
+        return bool(wait_for(lambda: any(text in line for line in self.lines), 60, text))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
 
 @pytest.fixture
 def cli(
     live_server: Any, alice: Any, agent: AgentProcess, router: TestRouter, workers: Any,
-    settings: Any, tmp_path: Path,
+    settings: Any, tmp_path: Path, build_env: dict[str, str],
 ) -> Iterator[Cli]:  # fmt: skip
+    use_registry_settings(settings, build_env)  # `run` creates its container from here
     deploy_env = {**router.env, "PAAS_DRAIN_SECONDS": "0.5", "PAAS_HEALTH_TIMEOUT_S": "30"}
     settings.PAAS_HEALTH_TIMEOUT_S = 30.0
     workers.env.update(deploy_env)
@@ -115,8 +148,17 @@ def test_create_deploy_scale_configure_roll_back_and_destroy(
     assert "Build succeeded" in deployed.stderr  # the build log, followed live
     assert get(port, HOST) == (200, "Hello, world from hello-v1-web-1\n")
 
-    cli("config:set", "GREETING=Bonjour")
-    wait_for(lambda: get(port, HOST)[1] == "Bonjour from hello-v2-web-1\n", 120, "v2 serving")
+    assert "v1 is live" in cli("logs").stdout  # the platform's line in the app's log
+    follower = cli.follow("logs", "-f")
+    try:
+        cli("config:set", "GREETING=Bonjour")
+        wait_for(lambda: get(port, HOST)[1] == "Bonjour from hello-v2-web-1\n", 120, "v2 serving")
+        assert follower.wait_for_line("v2 is live")  # arrived while following
+    finally:
+        follower.stop()
+
+    ran = cli("run", "--", "sh", "-c", 'echo "ran with $GREETING"; exit 3', ok=False)
+    assert ran.returncode == 3 and "ran with Bonjour" in ran.stdout, (ran.stdout, ran.stderr)
     assert {c["key"] for c in cli.json("config")["config"]} == {"GREETING"}
 
     cli("ps:scale", "web=2")
