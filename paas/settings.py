@@ -201,6 +201,8 @@ CELERY_BEAT_SCHEDULE = {
 # A build still queued (a release still pending) this long, whose task is no
 # longer in the broker (Redis restarted), is sent again (paas/core/redrive.py).
 PAAS_REDRIVE_AFTER_S = env_float("PAAS_REDRIVE_AFTER_S", 60.0, minimum=0.0)
+# A log follow over server-sent events ends (with an `end` event) after this.
+PAAS_LOG_STREAM_MAX_S = env_float("PAAS_LOG_STREAM_MAX_S", 600.0, minimum=0.1)
 
 # Runtime logs (see paas/logs and the README's "Logs").
 PAAS_LOG_RETENTION_LINES = env_int("PAAS_LOG_RETENTION_LINES", 100_000, minimum=0)

@@ -13,7 +13,6 @@ import binascii
 import re
 
 from django.contrib.auth.models import User
-from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
@@ -22,9 +21,9 @@ from django.views.decorators.http import require_POST
 from paas.accounts.services import api_token_authenticate
 from paas.applications.selectors import app_for_user
 from paas.core.errors import PaasError
+from paas.core.streams import ThreadedStream, streaming_content
 from paas.gitdeploy.repos import repo_ensure
 from paas.gitdeploy.smart_http import SERVICES, GitCall, git_serve
-from paas.gitdeploy.stream import ThreadedStream
 from paas.gitdeploy.webhooks import Outcome, webhook_receive
 
 GIT_PROTOCOL_RE = re.compile(r"[A-Za-z0-9=:._-]{1,100}")
@@ -102,7 +101,7 @@ def git_endpoint(request: HttpRequest, name: str, endpoint: str) -> HttpResponse
     except PaasError as exc:
         return _text(exc.status, exc.message)
     stream = ThreadedStream(response.body, name=f"git-{name}")
-    content = stream.async_iter() if isinstance(request, ASGIRequest) else stream.sync_iter()
+    content = streaming_content(request, stream)
     out = StreamingHttpResponse(content, status=response.status)
     for header, value in response.headers.items():
         out[header] = value

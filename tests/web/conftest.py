@@ -19,9 +19,12 @@ from django.db import connection
 from paas.accounts.models import Role, Team
 from paas.accounts.services import team_add_member
 from paas.celery import app as celery_app
+from tests.support.agent_harness import AgentProcess, cleanup
 from tests.support.build_env import build_environment
 from tests.support.redis_server import run_redis
 from tests.support.registry import TestRegistry
+from tests.support.router import TestRouter, run_router
+from tests.web.deploy_support import agent_for, agent_root
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,6 +69,8 @@ def live_redis(redis_url: str, settings: Any, tmp_path: Path) -> Iterator[None]:
     }
     settings.REDIS_URL = redis_url  # the deploy lock, taken in this process too
     settings.UPLOAD_DIR = tmp_path / "uploads"
+    # A log follow over SSE ends soon in tests: none outlives its test.
+    settings.PAAS_LOG_STREAM_MAX_S = 1.0
     settings.BUILD_DIR = tmp_path / "builds"
     channel_layers.backends.clear()
     celery_app.conf.broker_url = redis_url  # type: ignore[misc]
@@ -155,3 +160,29 @@ def carol_viewer_in_alices_team(django_user_model: Any, alice: Any) -> Any:
 @pytest.fixture
 def alices_team(alice: Any) -> Team:
     return alice.personal_team
+
+
+# --- the deploy tests' agent and router ----------------------------------------
+# Module-scoped: one agent per test module, whose image store keeps the stack
+# after the first pull (each test leaves it empty), and one nginx. A module
+# that needs another shape (test_two_hosts: agents in network namespaces)
+# defines its own fixture of the same name.
+
+
+@pytest.fixture(scope="module")
+def agent(registry: TestRegistry) -> Iterator[AgentProcess]:
+    """A real agent process trusting the registry's CA, with no credential."""
+    with agent_root() as root:
+        proc = agent_for(registry, root)
+        try:
+            proc.start()
+            yield proc
+        finally:
+            cleanup(proc)
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestRouter]:
+    """The platform's real router (nginx); this process's settings point at it."""
+    with run_router(tmp_path_factory.mktemp("router")) as running:
+        yield running

@@ -10,13 +10,16 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from bench.support.http_load import LoadResult, Response, run_load
 from paas.applications.models import Release, ReleaseState
 from paas.builds.models import Build
 from paas.hosts.models import Host
@@ -137,3 +140,45 @@ def container_names(agent: AgentProcess) -> list[str]:
     status, body = agent.request("GET", "/v1/containers")
     assert status == 200, body
     return sorted(c["name"] for c in body["containers"])
+
+
+class BackgroundLoad:
+    """The bounded load client (bench/support/http_load.py) through the
+    router on a thread, counting the bodies it got; ``report`` once stopped."""
+
+    def __init__(self, port: int, host: str, duration_s: float) -> None:
+        self.bodies: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._outcome: list[LoadResult] = []
+        self._thread = threading.Thread(
+            target=lambda: self._outcome.append(
+                run_load(host="127.0.0.1", port=port, host_header=host, workers=2,
+                         duration_s=duration_s, stop=self._stop, on_response=self._count)
+            ),
+            daemon=True,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _count(self, response: Response) -> None:
+        self.bodies[response.body.decode(errors="replace").strip()] += 1
+
+    @property
+    def report(self) -> LoadResult:
+        (result,) = self._outcome
+        return result
+
+
+@contextlib.contextmanager
+def background_load(port: int, host: str, *, duration_s: float) -> Iterator[BackgroundLoad]:
+    load = BackgroundLoad(port, host, duration_s)
+    load.start()
+    try:
+        yield load
+    finally:
+        load.stop()

@@ -39,6 +39,7 @@ READS = [
     ("GET", "/apps/{app}/audit"),
     ("GET", "/apps/{app}/domains"),
     ("GET", "/apps/{app}/logs"),
+    ("GET", "/apps/{app}/logs/stream"),
     ("GET", "/apps/{app}/registry-credentials"),
 ]
 # (method, path, body, alice's status), in an order alice can follow.
@@ -84,8 +85,11 @@ def _call(client: Any, user: Any, method: str, path: str, body: Any, world: Any)
         return client.post(url, {"source": source}, **headers)
     if isinstance(body, dict):
         body = {k: _fill(v, world) if isinstance(v, str) else v for k, v in body.items()}
-    return client.generic(method, url, b"" if body is None else _json(body),
-                          content_type="application/json", **headers)  # fmt: skip
+    response = client.generic(method, url, b"" if body is None else _json(body),
+                              content_type="application/json", **headers)  # fmt: skip
+    if response.streaming:  # a log follow: read to its end (PAAS_LOG_STREAM_MAX_S)
+        b"".join(response.streaming_content)
+    return response
 
 
 def _json(body: dict[str, Any]) -> bytes:

@@ -20,14 +20,11 @@ import pytest
 
 from paas.accounts.services import api_token_create
 from paas.applications.models import App, Release, ReleaseState
-from tests.support.agent_harness import AgentProcess, cleanup
-from tests.support.registry import TestRegistry
-from tests.support.router import TestRouter, run_router
+from tests.support.agent_harness import AgentProcess
+from tests.support.router import TestRouter
 from tests.web.deploy_support import (
     SAMPLE,
     add_host,
-    agent_for,
-    agent_root,
     container_names,
     get,
     use_registry_settings,
@@ -38,23 +35,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "hello.localhost"
-
-
-@pytest.fixture(scope="module")
-def agent(registry: TestRegistry) -> Iterator[AgentProcess]:
-    with agent_root() as root:
-        proc = agent_for(registry, root)
-        try:
-            proc.start()
-            yield proc
-        finally:
-            cleanup(proc)
-
-
-@pytest.fixture(scope="module")
-def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestRouter]:
-    with run_router(tmp_path_factory.mktemp("router")) as running:
-        yield running
 
 
 class Cli:

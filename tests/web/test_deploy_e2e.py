@@ -7,14 +7,10 @@ redeploy, a failing release and the reconcile."""
 from __future__ import annotations
 
 import http.client
-import threading
-from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from bench.support.http_load import LoadResult, Response, run_load
 from paas.accounts.services import api_token_create
 from paas.applications.models import App, AuditEntry, Release, ReleaseState
 from paas.applications.releases import (
@@ -33,13 +29,12 @@ from paas.hosts.models import Instance, InstanceState
 from paas.hosts.reconcile import reconcile
 from paas.hosts.services import host_client
 from paas.logs.models import LogLine
-from tests.support.agent_harness import AgentProcess, cleanup, free_port
+from tests.support.agent_harness import AgentProcess, free_port
 from tests.support.registry import TestRegistry
-from tests.support.router import TestRouter, run_router
+from tests.support.router import TestRouter
 from tests.web.deploy_support import (
     add_host,
-    agent_for,
-    agent_root,
+    background_load,
     container_names,
     get,
     upload,
@@ -51,26 +46,6 @@ from tests.web.deploy_support import (
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
 HOST = "hello.localhost"
-
-
-@pytest.fixture(scope="module")
-def agent(registry: TestRegistry) -> Iterator[Any]:
-    """One agent for the module: its image store keeps the stack after the
-    first pull. Each test leaves it empty."""
-    with agent_root() as root:
-        proc = agent_for(registry, root)
-        try:
-            proc.start()
-            yield proc
-        finally:
-            cleanup(proc)
-
-
-@pytest.fixture(scope="module")
-def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestRouter]:
-    """The platform's real router (nginx); this process's settings point at it."""
-    with run_router(tmp_path_factory.mktemp("router")) as running:
-        yield running
 
 
 @pytest.fixture
@@ -203,20 +178,8 @@ def test_a_redeploy_drops_no_request_and_a_failing_release_leaves_the_old_one(
     upload(client, alice, "hello")
     assert wait_release("hello", 1, timeout_s=600).state == ReleaseState.CURRENT
 
-    bodies: Counter[str] = Counter()
-    stop = threading.Event()
-    outcome: list[LoadResult] = []
-
-    def count(response: Response) -> None:
-        bodies[response.body.decode(errors="replace").strip()] += 1
-
-    def load() -> None:
-        outcome.append(run_load(host="127.0.0.1", port=platform, host_header=HOST, workers=2,
-                                duration_s=600, stop=stop, on_response=count))  # fmt: skip
-
-    thread = threading.Thread(target=load, daemon=True)
-    thread.start()
-    try:
+    with background_load(platform, HOST, duration_s=600) as load:
+        bodies = load.bodies
         wait_for(lambda: bodies["Hello, world from hello-v1-web-1"] > 20, 30, "load on v1")
         config_set(user=alice, app=app, values={"GREETING": "Two"})
         assert wait_release("hello", 2).state == ReleaseState.CURRENT
@@ -226,10 +189,7 @@ def test_a_redeploy_drops_no_request_and_a_failing_release_leaves_the_old_one(
         v3 = wait_release("hello", 3)
         served = bodies["Two from hello-v2-web-1"]
         wait_for(lambda: bodies["Two from hello-v2-web-1"] > served + 20, 30, "v2 still serving")
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-    (report,) = outcome
+    report = load.report
     assert report.failed == 0, report.errors[:5]
     assert set(bodies) == {"Hello, world from hello-v1-web-1", "Two from hello-v2-web-1"}
     print(f"zero-downtime load: {report.ok} ok, {report.retries} retries")

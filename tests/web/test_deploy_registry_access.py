@@ -25,7 +25,7 @@ from tests.support.agent_harness import AgentProcess
 from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry, run_registry
 from tests.web.deploy_support import get, upload, wait_for, wait_release
-from tests.web.test_deploy_e2e import agent, platform, router  # noqa: F401  (fixtures)
+from tests.web.test_deploy_e2e import platform  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 

@@ -28,14 +28,12 @@ from paas.hosts import deploy, lifecycle
 from paas.hosts.locks import app_lock_held
 from paas.hosts.models import Instance, InstanceState
 from paas.hosts.observe import hosts_observe
-from tests.support.agent_harness import AgentProcess, cleanup, free_port
+from tests.support.agent_harness import AgentProcess, free_port
 from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry
-from tests.support.router import TestRouter, run_router
+from tests.support.router import TestRouter
 from tests.web.deploy_support import (
     add_host,
-    agent_for,
-    agent_root,
     container_names,
     get,
     use_registry_settings,
@@ -47,23 +45,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
 MIB = 2**20
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def agent(registry: TestRegistry) -> Iterator[AgentProcess]:
-    with agent_root() as root:
-        proc = agent_for(registry, root)
-        try:
-            proc.start()
-            yield proc
-        finally:
-            cleanup(proc)
-
-
-@pytest.fixture(scope="module")
-def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestRouter]:
-    with run_router(tmp_path_factory.mktemp("router")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,6 @@ import pytest
 from django.contrib.staticfiles.testing import StaticLiveServerTestCase
 from django.test.testcases import LiveServerThread
 
-from bench.support.http_load import LoadResult, Response, run_load
 from paas.applications.models import App, ReleaseState
 from paas.applications.releases import formation_scale
 from paas.applications.services import app_create
@@ -43,6 +40,7 @@ from tests.support.router import TestRouter, run_router
 from tests.web.deploy_support import (
     agent_for,
     agent_root,
+    background_load,
     container_names,
     get,
     upload,
@@ -214,20 +212,8 @@ def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
     assert container_names(agents["b"]) == ["hello.v1.web.2"]
     _still_denied_by_default(agents)
 
-    bodies: Counter[str] = Counter()
-    stop = threading.Event()
-    outcome: list[LoadResult] = []
-
-    def count(response: Response) -> None:
-        bodies[response.body.decode(errors="replace").strip()] += 1
-
-    def load() -> None:
-        outcome.append(run_load(host="127.0.0.1", port=port, host_header=HOST, workers=2,
-                                duration_s=900, stop=stop, on_response=count))  # fmt: skip
-
-    thread = threading.Thread(target=load, daemon=True)
-    thread.start()
-    try:
+    with background_load(port, HOST, duration_s=900) as load:
+        bodies = load.bodies
         wait_for(lambda: bodies["Hello, world from hello-v1-web-2"] > 10, 30, "load on b")
         # Host b is lost: unplugged, and its agent killed (its containers
         # live on, unreachable, as on a machine cut off from the network).
@@ -248,10 +234,7 @@ def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
         wait_for(lambda: bodies["Hello, world from hello-v1-web-2"] > served + 10, 30,
                  "web.2 serving again, from host a")  # fmt: skip
         routed_s = time.monotonic() - lost_at
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-    (report,) = outcome
+    report = load.report
     print(f"host lost -> unreachable in {unreachable_s:.1f} s, "
           f"instance healthy on the other host in {moved_s:.1f} s, "
           f"serving through the router in {routed_s:.1f} s (PAAS_HOST_TIMEOUT_S="

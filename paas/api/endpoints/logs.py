@@ -1,19 +1,23 @@
 """An app's stored log lines (its instances, the router, the platform),
-filtered and paged by sequence number. Follow: poll with ``?since=next``
-(a CLI's ``logs -f``); a browser session follows over the WebSocket
+filtered and paged by sequence number. Follow: server-sent events from
+``/logs/stream`` (``curl -N``), or poll with ``?since=next`` (the CLI's
+``logs -f``); a browser session follows over the WebSocket
 /ws/apps/<name>/logs/."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
+from django.conf import settings
+from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema
 
-from paas.api.responses import answers
+from paas.api.responses import ERRORS, answers
 from paas.api.schemas import AppLogs, PathName, Text
 from paas.applications.selectors import app_for_user
+from paas.core.streams import ThreadedStream, streaming_content
 from paas.logs.filters import LogFilter
+from paas.logs.follow_events import log_events
 from paas.logs.selectors import logs_page
 
 router = Router(tags=["logs"])
@@ -52,3 +56,39 @@ def log_list(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> di
         "next_before": page.next_before,
         "websocket": f"/ws/apps/{app.name}/logs/",
     }
+
+
+EVENT_STREAM = {
+    200: {
+        "description": "text/event-stream: `line` events (data: a line as in the list, "
+        "id: its id), then an `end` event after PAAS_LOG_STREAM_MAX_S; reconnect with "
+        "Last-Event-ID (or ?since=) to go on",
+        "content": {"text/event-stream": {"schema": {"type": "object"}}},
+    }
+}
+
+
+@router.get("/apps/{name}/logs/stream", response=ERRORS, openapi_extra={"responses": EVENT_STREAM})
+def log_stream(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> Any:
+    """Follow the log live as server-sent events: the last ``limit`` lines
+    (or those after ``since`` / the Last-Event-ID header), then new ones."""
+    app = app_for_user(user=request.user, name=name)
+    wanted = {"instance": query.instance, "source": query.source, "q": query.q}
+    flt = LogFilter.parse({**wanted, "process": query.ps or query.process})
+    since = query.since if query.since is not None else _last_event_id(request)
+    max_s = settings.PAAS_LOG_STREAM_MAX_S
+    stream = ThreadedStream(
+        lambda: log_events(app_id=app.pk, flt=flt, since=since, history=query.limit, max_s=max_s),
+        name=f"log-stream-{app.pk}",
+    )
+    response = StreamingHttpResponse(
+        streaming_content(request, stream), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the events
+    return response
+
+
+def _last_event_id(request: HttpRequest) -> int | None:
+    raw = request.headers.get("Last-Event-ID", "")
+    return int(raw) if raw.isdigit() and int(raw) <= SEQ_MAX else None

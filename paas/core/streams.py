@@ -3,8 +3,9 @@ to the server as they come.
 
 Why: Django buffers a ``StreamingHttpResponse`` whole when its iterator
 does not match the server (a sync iterator under ASGI is consumed with
-``list()`` first, an async one under WSGI too). A push must stream: the
-pusher watches the build. So the view gives daphne an async iterator and
+``list()`` first, an async one under WSGI too). A git push and a log follow
+(server-sent events) must stream: someone is watching. So a view gives
+daphne an async iterator and
 the WSGI test server a sync one, both reading one queue fed by one thread.
 One thread, not a thread per chunk: the producer touches the database, and
 its connection must stay in, and be closed by, the thread that opened it.
@@ -86,3 +87,12 @@ class ThreadedStream:
                 yield item
         finally:
             self._stop.set()
+
+
+def streaming_content(
+    request: object, stream: ThreadedStream
+) -> Iterator[bytes] | AsyncIterator[bytes]:
+    """The iterator that matches the server the request came through."""
+    from django.core.handlers.asgi import ASGIRequest
+
+    return stream.async_iter() if isinstance(request, ASGIRequest) else stream.sync_iter()
