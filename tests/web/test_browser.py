@@ -26,6 +26,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 ]  # fmt: skip
 
+# Waits, not timing goals: an upload and its build page on a loaded CI machine.
+UPLOAD_WAIT_MS = 120_000
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -100,8 +103,8 @@ def test_alice_uploads_a_zip_and_watches_the_log_live(
     expect(page.get_by_role("heading", name="hello-web")).to_be_visible()
 
     page.set_input_files("#source", str(source))
-    page.wait_for_url("**/builds/**")
-    expect(page.locator("#state")).to_have_text("succeeded", timeout=30_000)
+    page.wait_for_url("**/builds/**", timeout=UPLOAD_WAIT_MS)
+    expect(page.locator("#state")).to_have_text("succeeded", timeout=UPLOAD_WAIT_MS)
     log = page.locator("#log")
     expect(log).to_contain_text("-----> Build #1 of hello-web from hello.zip")
     expect(log).to_contain_text("detected a python app")
@@ -125,6 +128,7 @@ def test_a_zip_dropped_on_the_page_uploads_with_a_progress_bar(
     page.click("button[type=submit]")
     page.fill("input[name=name]", "dropped")
     page.click("text=Create app")
+    page.wait_for_url("**/apps/dropped/")  # the drop zone is on the app's page
     # A drop as the browser makes it: a DataTransfer holding the file.
     payload = base64.b64encode(zipped(HELLO)).decode()
     transfer = page.evaluate_handle(
@@ -149,11 +153,11 @@ def test_a_zip_dropped_on_the_page_uploads_with_a_progress_bar(
         }"""
     )
     page.dispatch_event("#dropzone", "drop", {"dataTransfer": transfer})
-    page.wait_for_url("**/builds/**")
+    page.wait_for_url("**/builds/**", timeout=UPLOAD_WAIT_MS)
     seen = page.evaluate("JSON.parse(sessionStorage.getItem('bar') || '[]')")
     assert any(not s["hidden"] for s in seen), seen  # the bar was shown
     assert seen[-1] == {"hidden": False, "value": 100}, seen  # and full at the end
-    expect(page.locator("#state")).to_have_text("succeeded", timeout=30_000)
+    expect(page.locator("#state")).to_have_text("succeeded", timeout=UPLOAD_WAIT_MS)
     expect(page.locator("#log")).to_contain_text("from dropped.zip")
 
 
@@ -189,7 +193,7 @@ def test_alice_saves_a_build_secret_and_cancels_a_running_build(
     source = tmp_path / "slow.tar.gz"
     source.write_bytes(targz({"Dockerfile": dockerfile}))
     page.set_input_files("#source", str(source))
-    page.wait_for_url("**/builds/**")
+    page.wait_for_url("**/builds/**", timeout=UPLOAD_WAIT_MS)
     expect(page.locator("#log")).to_contain_text(f"       {marker}", timeout=60_000)
     page.click("text=Cancel this build")
     expect(page.locator("#state")).to_have_text("cancelled", timeout=15_000)
