@@ -1,8 +1,8 @@
 """The `paas` CLI end to end against a running platform: the live Django
 server, a real Celery worker, a real agent, the registry and nginx:
-create, deploy, logs (and logs -f), config:set, run, scale, rollback,
-destroy. The CLI
-runs as its own process, as on a laptop (PYTHONPATH=cli, no Django)."""
+login, create, deploy, logs (and logs -f), config:set, run, scale,
+rollback, destroy. The CLI runs as its own process, as on a laptop
+(PYTHONPATH=cli, no Django)."""
 
 from __future__ import annotations
 
@@ -41,14 +41,17 @@ class Cli:
     """Runs `paas ...` as a separate process logged in as one user."""
 
     def __init__(self, url: str, token: str, home: Path) -> None:
-        self.env = {
+        self.url, self.token, self.home = url, token, home
+        self.env = {  # no PAAS_URL/PAAS_TOKEN: `paas login` saves them under HOME
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(home),
             "PYTHONPATH": str(REPO / "cli"),
-            "PAAS_URL": url,
-            "PAAS_TOKEN": token,
             "PAAS_APP": "hello",
         }
+
+    @property
+    def saved(self) -> Path:
+        return self.home / ".config" / "paas" / "credentials.json"
 
     def __call__(self, *args: str, cwd: Path | None = None, stdin: str = "",
                  ok: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
@@ -104,7 +107,9 @@ def cli(
     add_host(agent)
     workers.start()
     _, token = api_token_create(user=alice, name="laptop")
-    yield Cli(live_server.url, token, tmp_path)
+    cli = Cli(live_server.url, token, tmp_path)
+    cli("login", "--url", cli.url, "--token", cli.token)
+    yield cli
     for name in container_names(agent):
         agent.request("DELETE", f"/v1/containers/{name}?force=1")
 
@@ -120,6 +125,10 @@ def test_create_deploy_scale_configure_roll_back_and_destroy(
     cli: Cli, tmp_path: Path, router: TestRouter, agent: AgentProcess
 ) -> None:
     port = router.http_port
+    assert oct(cli.saved.stat().st_mode & 0o777) == "0o600"  # the token, the owner's alone
+    refused = cli("login", "--url", cli.url, "--token", "paas_not-a-token", ok=False)
+    assert refused.returncode == 1 and "unknown or revoked" in refused.stderr
+    assert json.loads(cli.saved.read_text())["token"] == cli.token  # a refused login saves nothing
     assert "hello" in cli("apps:create", "hello").stdout
     assert [a["name"] for a in cli.json("apps")["apps"]] == ["hello"]
 
