@@ -162,6 +162,9 @@ class LoadResult:
     retries: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    # (time.monotonic() when the failed request was sent, what went wrong),
+    # so a caller can tell failures at a fault it caused from any others.
+    failures: list[tuple[float, str]] = field(default_factory=list)
     latencies_s: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -172,6 +175,7 @@ class LoadResult:
         self.retries += other.retries
         self.statuses.update(other.statuses)
         self.errors.extend(other.errors[: MAX_ERRORS_KEPT - len(self.errors)])
+        self.failures.extend(other.failures[: MAX_ERRORS_KEPT - len(self.failures)])
         self.latencies_s.extend(other.latencies_s)
 
     def as_dict(self) -> dict[str, Any]:
@@ -214,7 +218,7 @@ def _worker(
     conn = Connection(host, port, timeout_s=timeout_s)
     try:
         while not should_stop():
-            started = time.perf_counter()
+            started, sent_at = time.perf_counter(), time.monotonic()
             result.requests += 1
             try:
                 response, retries = fetch(conn, "GET", path, headers)
@@ -222,6 +226,7 @@ def _worker(
                 result.failed += 1
                 if len(result.errors) < MAX_ERRORS_KEPT:
                     result.errors.append(repr(exc))
+                    result.failures.append((sent_at, repr(exc)))
                 continue
             result.latencies_s.append(time.perf_counter() - started)
             result.retries += retries
@@ -230,6 +235,8 @@ def _worker(
                 result.ok += 1
             else:
                 result.failed += 1
+                if len(result.failures) < MAX_ERRORS_KEPT:
+                    result.failures.append((sent_at, f"status {response.status}"))
             if on_response is not None:
                 on_response(response)
     finally:

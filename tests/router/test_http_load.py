@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -119,3 +120,34 @@ def test_run_load_counts_requests_failures_and_retries() -> None:
     assert (result.requests, result.ok, result.failed) == (6, 6, 0)
     assert result.retries == 5  # every request after the first on each connection
     assert result.statuses == {200: 6}
+
+
+def test_each_failure_is_kept_with_when_its_request_was_sent() -> None:
+    def cut_then_refuse(conn: socket.socket, index: int) -> None:
+        if _read_request(conn):  # every connection: a response cut short
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+
+    before = time.monotonic()
+    with _server(cut_then_refuse) as port:
+        result = run_load(
+            host="127.0.0.1", port=port, host_header="a.localhost", workers=1, max_requests=3
+        )
+    after = time.monotonic()
+    assert (result.requests, result.failed) == (3, 3)
+    assert [error for _, error in result.failures] == [
+        "BrokenResponse('connection ended mid-response: EOFError()')"
+    ] * 3
+    sent = [at for at, _ in result.failures]
+    assert sent == sorted(sent) and before <= sent[0] and sent[-1] <= after
+
+
+def test_a_status_outside_the_accepted_ones_is_a_failure_kept_too() -> None:
+    def unavailable(conn: socket.socket, index: int) -> None:
+        if _read_request(conn):
+            conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+
+    with _server(unavailable) as port:
+        result = run_load(
+            host="127.0.0.1", port=port, host_header="a.localhost", workers=1, max_requests=1
+        )
+    assert [error for _, error in result.failures] == ["status 503"]

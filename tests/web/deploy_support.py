@@ -146,13 +146,15 @@ class BackgroundLoad:
     """The bounded load client (bench/support/http_load.py) through the
     router on a thread, counting the bodies it got; ``report`` once stopped."""
 
+    workers = 2  # keep-alive clients, so at most this many requests in flight
+
     def __init__(self, port: int, host: str, duration_s: float) -> None:
         self.bodies: Counter[str] = Counter()
         self._stop = threading.Event()
         self._outcome: list[LoadResult] = []
         self._thread = threading.Thread(
             target=lambda: self._outcome.append(
-                run_load(host="127.0.0.1", port=port, host_header=host, workers=2,
+                run_load(host="127.0.0.1", port=port, host_header=host, workers=self.workers,
                          duration_s=duration_s, stop=self._stop, on_response=self._count)
             ),
             daemon=True,

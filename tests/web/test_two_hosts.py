@@ -219,6 +219,7 @@ def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
         # live on, unreachable, as on a machine cut off from the network).
         lost_at = time.monotonic()
         link_down(lost)
+        unplugged_at = time.monotonic()
         agents["b"].kill()
 
         wait_for(lambda: _beat()["b"] == "unreachable", 120, "host b to be unreachable")
@@ -240,8 +241,14 @@ def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
           f"serving through the router in {routed_s:.1f} s (PAAS_HOST_TIMEOUT_S="
           f"{HOST_TIMEOUT_S:g}); load: {report.ok} ok, {report.failed} failed, "
           f"{report.retries} retries, slowest {max(report.latencies_s):.1f} s")  # fmt: skip
-    # The router kept serving from the surviving host the whole time.
-    assert report.failed == 0, report.errors[:5]
+    # The router kept serving from the surviving host the whole time. The
+    # one loss a proxy cannot hide: a response host b had begun to send when
+    # its link went (nginx had passed its head on), cut mid-way. Only a
+    # request sent before the loss can be one, at most one per load worker;
+    # every request sent after it was answered.
+    cut = [(at, error) for at, error in report.failures
+           if at < unplugged_at and "mid-response" in error]  # fmt: skip
+    assert report.failed == len(cut) <= load.workers, report.failures[:5]
     assert set(bodies) == BODIES
     assert Host.objects.get(name="b").state == HostState.UNREACHABLE
     assert container_names(agents["a"]) == ["hello.v1.web.1", "hello.v1.web.2"]
