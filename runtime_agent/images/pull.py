@@ -34,7 +34,7 @@ from runtime_agent.images.refs import ImageRef
 from runtime_agent.images.registry import RegistryClient
 
 if TYPE_CHECKING:
-    from runtime_agent.images.store import Credentials, ImageStore
+    from runtime_agent.images.store import ClientFactory, Credentials, ImageStore
     from runtime_agent.wire import RegistryAuth
 
 log = logging.getLogger("runtime_agent.images")
@@ -51,9 +51,11 @@ class RegistryPuller:
         ca_file: str | None,
         http_registries: frozenset[str],
         max_layer_bytes: int | None,
+        clients: ClientFactory | None = None,
     ) -> None:
         self.store = store
         self._credentials = credentials
+        self._make_client = clients
         self._ca_file = ca_file
         self._http = http_registries
         self._max_layer_bytes = max_layer_bytes
@@ -188,6 +190,10 @@ class RegistryPuller:
 
     def _client(self, registry: str) -> RegistryClient:
         with self._clients_lock:
+            if registry not in self._clients and self._make_client is not None:
+                made = self._make_client(registry)
+                if made is not None:
+                    self._clients[registry] = made
             if registry not in self._clients:
                 creds = self._credentials(registry) if self._credentials else None
                 self._clients[registry] = RegistryClient(

@@ -42,14 +42,16 @@ from runtime_agent.images.layers import LayerInfo, UnpackLimits, unpack_layer
 from runtime_agent.images.manifests import Image, parse_json
 from runtime_agent.images.pull import RegistryPuller
 from runtime_agent.images.refs import DIGEST_RE, ImageRef
-from runtime_agent.images.registry import (
-    sha256_digest,
-)
+from runtime_agent.images.registry import RegistryClient, sha256_digest
 from runtime_agent.wire import RegistryAuth
 
 log = logging.getLogger("runtime_agent.images")
 
 Credentials = Callable[[str], "tuple[str, str] | None"]
+# A registry's client made by the caller, or None for one made from
+# ``credentials``: the builder's own for the platform's registry in token
+# mode answers each challenge with a token it mints (no realm involved).
+ClientFactory = Callable[[str], RegistryClient | None]
 
 
 @dataclass
@@ -78,6 +80,7 @@ class ImageStore:
         http_registries: frozenset[str] = frozenset(),
         max_layer_bytes: int | None = None,
         layer_limits: UnpackLimits | None = None,
+        clients: ClientFactory | None = None,
     ) -> None:
         self.root = Path(root)
         self._max_layer_bytes = max_layer_bytes
@@ -89,6 +92,7 @@ class ImageStore:
             ca_file=ca_file,
             http_registries=http_registries,
             max_layer_bytes=max_layer_bytes,
+            clients=clients,
         )
         for sub in ("layers", "blobs/sha256", "images", "tags", "tmp", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)

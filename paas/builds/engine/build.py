@@ -363,8 +363,15 @@ def _store_kwargs(config: BuildConfig) -> dict[str, Any]:
             return reg.username, reg.password
         return None
 
+    def clients(host: str) -> RegistryClient | None:
+        # In token mode the builder mints its own tokens for the platform's
+        # registry, for pulls of a base image as for pushes; the realm the
+        # registry names only refuses (paas/builds/registry_realm.py).
+        return reg.client() if host == reg.host and reg.token_source else None
+
     return {
         "credentials": credentials,
+        "clients": clients,
         "ca_file": reg.ca_file,
         "http_registries": frozenset({reg.host}) if reg.scheme == "http" else frozenset(),
     }

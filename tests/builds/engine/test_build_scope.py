@@ -12,10 +12,15 @@ import pytest
 from paas.builds.engine.build import build_image
 from paas.builds.engine.buildpacks import python
 from paas.builds.engine.buildpacks.common import BuildpackInput
+from paas.builds.engine.config import RegistrySettings
 from paas.builds.engine.dockerfile import BaseImage
 from paas.builds.engine.errors import BuildFailed
 from paas.builds.engine.plan import RunStep
+from paas.builds.engine.stack import StackSpec, publish_stack
 from paas.builds.engine.tenant import Tenant, base_allowed, team_cache_dir
+from paas.builds.registry_tokens import parse_scopes
+from tests.builds.engine.conftest import STACK_CACHE
+from tests.support.registry import run_registry
 
 
 def build(config, source, app, tenant, lines=None):
@@ -68,6 +73,41 @@ def test_from_an_image_of_the_own_team_works(engine_config, sample, tmp_path):
     result = build(engine_config, from_source(tmp_path, "alice", f"FROM {a_app}:v1"), second,
                    alice)  # fmt: skip
     assert result.digest
+
+
+@pytest.mark.root
+def test_in_token_mode_the_builder_pulls_its_bases_with_tokens_it_mints(
+    engine_config, sample, tmp_path
+):
+    """The platform's registry as manage.py setup_registry makes it: token
+    mode, and a realm that refuses everyone (paas/builds/registry_realm.py).
+    So the builder answers each challenge itself with a token it mints, for
+    the base images it pulls (the stack, then the team's own app) as for its
+    pushes; it never goes to the realm."""
+    alice, _bob, a_app, _ = teams()
+    second = f"a2-{uuid.uuid4().hex[:6]}"
+    alice = replace(alice, apps=alice.apps | {second})
+    with run_registry(tmp_path / "registry", token=True) as registry:
+        signer = registry.signer()
+        minted: list[str] = []
+
+        def mint(scope: str) -> str:
+            minted.append(scope)
+            return signer.mint(parse_scopes(scope), subject="paas-worker", ttl_s=300)
+
+        settings = RegistrySettings(
+            host=registry.host, scheme=registry.scheme, ca_file=str(registry.ca_file),
+            token_source=mint,
+        )  # fmt: skip
+        with settings.client() as client:
+            stack = publish_stack(StackSpec(), STACK_CACHE, client, print)
+        config = replace(engine_config, registry=settings, stack_ref=stack,
+                         image_store_dir=tmp_path / "images")  # fmt: skip
+        build(config, sample("python-nodeps"), a_app, alice)
+        result = build(config, from_source(tmp_path, "alice", f"FROM {a_app}:v1"), second, alice)
+    assert result.digest
+    assert f"repository:{a_app}:pull" in minted
+    assert registry.tokens_issued == []  # the realm was never asked
 
 
 @pytest.mark.root
