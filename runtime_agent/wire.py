@@ -194,6 +194,10 @@ class LogLine:
     time: str  # RFC 3339, UTC
     stream: str  # "stdout" | "stderr"
     line: str
+    # The line's number in its container's log: 1, 2, 3... A reader that sees
+    # a number jump knows the lines between were rotated away before it read
+    # them. 0: not numbered (written by an agent from before numbering).
+    n: int = 0
 
 
 @dataclass(frozen=True)

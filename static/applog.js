@@ -1,7 +1,10 @@
 // An app's live log: history, then live lines over the WebSocket, with
 // filters, pause/resume and download. Every "lines" frame is acknowledged
 // once shown: the server sends at most a few frames ahead and tells us how
-// many lines it had to drop ("dropped") if we fall behind.
+// many lines it had to drop ("dropped") if we fall behind. A socket that
+// drops (a restarted server, a network blip) reconnects with the highest
+// sequence number the page had ("since"): the server sends what came after
+// it and the page keeps what it shows, so no line is missed or shown twice.
 (function () {
   "use strict";
   const panel = document.getElementById("app-logs");
@@ -18,6 +21,8 @@
   let held = [];
   let heldDropped = 0;
   let closedByUs = false;
+  let lastSeq = 0; // every line up to this one is on the page, held, or counted dropped
+  let applied = filterValues(); // the filter the server applies
 
   function filterValues() {
     const data = new FormData(form);
@@ -68,6 +73,7 @@
 
   function receive(msg) {
     if (msg.type === "lines") {
+      msg.lines.forEach(function (row) { if (row[0] > lastSeq) lastSeq = row[0]; });
       if (paused) {
         const room = Math.max(0, MAX_HELD - held.length);
         held = held.concat(msg.lines.slice(0, room));
@@ -80,10 +86,14 @@
     } else if (msg.type === "dropped") {
       notice(msg.count + " lines dropped (this page fell behind)");
     } else if (msg.type === "hello") {
-      out.textContent = "";
+      if (!msg.resumed) {
+        out.textContent = "";
+        lastSeq = 0;
+      }
     } else if (msg.type === "replayed") {
       status.textContent = paused ? "Paused" : "Live";
-      if (!msg.count) notice("no stored lines match yet; new ones appear here");
+      if (msg.upto > lastSeq) lastSeq = msg.upto;
+      if (!msg.count && !out.childElementCount) notice("no stored lines match yet; new ones appear here");
     } else if (msg.type === "error") {
       status.textContent = msg.message;
     }
@@ -91,8 +101,9 @@
 
   function connect(delay) {
     const proto = window.location.protocol === "https:" ? "wss://" : "ws://";
-    const values = filterValues();
+    const values = Object.assign({}, applied);
     download.href = panel.dataset.download + query(values);
+    if (lastSeq) values.since = String(lastSeq);
     ws = new WebSocket(proto + window.location.host + panel.dataset.ws + query(values));
     ws.onopen = function () { delay = 500; };
     ws.onmessage = function (e) { receive(JSON.parse(e.data)); };
@@ -107,9 +118,12 @@
   form.addEventListener("submit", function (e) {
     e.preventDefault();
     const values = filterValues();
+    applied = values;
     download.href = panel.dataset.download + query(values);
     if (ws && ws.readyState === WebSocket.OPEN) {
       ws.send(JSON.stringify(Object.assign({ type: "filter" }, values)));
+    } else {
+      lastSeq = 0; // a new filter while reconnecting: its history, not a resume
     }
   });
 

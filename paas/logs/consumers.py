@@ -2,14 +2,31 @@
 
 The app log protocol (JSON text frames)::
 
-    server -> {"type": "hello", "fields": [...], "filter": {...}}
+    server -> {"type": "hello", "fields": [...], "filter": {...}, "resumed": bool}
               {"type": "lines", "batch": N, "lines": [[seq, time, source,
                                  process, instance, stream, text], ...]}
-              {"type": "replayed", "count": N}     history done, live from here
+              {"type": "replayed", "count": N, "upto": SEQ}
+                                 history done, live from here; every matching
+                                 line up to SEQ was sent (or counted dropped)
               {"type": "dropped", "count": N}      N lines were skipped here
               {"type": "error", "message": ...}
     client -> {"type": "ack", "batch": N}          after showing batch N
               {"type": "filter", "process", "instance", "source", "q"}
+
+Resuming: a page whose socket dropped reconnects with ``?since=SEQ``, the
+highest sequence number it had (or the last ``upto``); it then gets every
+matching line after it (the newest ``PAAS_LOG_CONSUMER_BUFFER``, the rest
+counted as dropped) instead of the recent history, and keeps what it shows
+(``resumed``).
+
+Gaps: Redis pub/sub delivers a batch to whoever listens at that moment, so
+batches published while Redis restarts, or while this process's connection
+to it is re-made, are lost for the live view (never for the database). Each
+batch carries its first and last sequence number; a batch that does not
+follow the last one seen makes the consumer read the missing lines from the
+database first. So a watcher sees every line once, in spite of a Redis
+restart, a publisher that lost its connection, or two publishers whose
+batches cross.
 
 Flow control is by acknowledgement: at most ``MAX_UNACKED`` batches are on
 the way to a client; what arrives meanwhile waits in a buffer of at most
@@ -39,10 +56,10 @@ from paas.applications.selectors import app_for_user
 from paas.builds.models import FINAL_STATES
 from paas.builds.selectors import build_for_user, build_log_since
 from paas.builds.services import build_group, build_state_event
-from paas.core.errors import PaasError
+from paas.core.errors import PaasError, ValidationFailed
 from paas.logs.filters import LogFilter
 from paas.logs.lines import FIELDS, encode_rows
-from paas.logs.selectors import logs_recent
+from paas.logs.selectors import logs_after
 from paas.logs.services import LAYER, app_logs_group
 
 # Close codes in the application range (4000-4999), mirroring HTTP statuses.
@@ -52,6 +69,15 @@ MAX_UNACKED = 4  # batches on the way to one client before lines wait in its buf
 MAX_FRAME_LINES = 2000  # lines per frame when a backlog is sent
 MAX_LAG_S = 2.0  # a batch older than this when its turn comes is dropped (and counted)
 MEMBERSHIP_RECHECK_S = 15.0  # a watcher removed from the team is cut off within this
+
+
+def _cursor(text: str) -> int | None:
+    """A ``since`` cursor: a sequence number, or absent."""
+    if not text:
+        return None
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise ValidationFailed("since must be a line's sequence number", field="since")
+    return int(text)
 
 
 class BuildLogConsumer(AsyncJsonWebsocketConsumer):
@@ -121,7 +147,9 @@ class AppLogConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.group = ""
         self.filter = LogFilter()
-        self.seen_upto = 0  # live lines at or below this came with the replay
+        # Every matching line up to this sequence number has been queued for
+        # the client or counted as dropped: live lines at or below it are old.
+        self.covered = 0
         self.sent = 0  # batches sent
         self.acked = 0
         self.waiting: deque[tuple[int, str]] = deque()  # (line count, JSON array of rows)
@@ -131,6 +159,7 @@ class AppLogConsumer(AsyncJsonWebsocketConsumer):
         try:
             query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
             self.filter = LogFilter.parse({k: v[-1] for k, v in query.items()})
+            since = _cursor(query.get("since", [""])[-1])
             app = await database_sync_to_async(app_for_user)(user=self.scope["user"], name=name)
         except PaasError as exc:
             # Refuse the handshake: outsiders learn nothing about the app.
@@ -145,7 +174,7 @@ class AppLogConsumer(AsyncJsonWebsocketConsumer):
         # is dropped by its sequence number, none is missed.
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await self._replay()
+        await self._replay(since=since)
 
     async def disconnect(self, code: int) -> None:
         if self.group:
@@ -168,40 +197,72 @@ class AppLogConsumer(AsyncJsonWebsocketConsumer):
         else:
             await self.send_json({"type": "error", "message": "send an ack or a filter message"})
 
-    async def _replay(self) -> None:
-        limit = settings.PAAS_LOG_REPLAY_LINES
-        rows = await database_sync_to_async(logs_recent)(
-            app_id=self.app_id, flt=self.filter, limit=limit
-        )
+    async def _replay(self, *, since: int | None = None) -> None:
+        """Recent history, or with ``since`` every line after it (see the module doc)."""
+        read = database_sync_to_async(logs_after)
+        resumed = since is not None
+        if since is not None:
+            limit = settings.PAAS_LOG_CONSUMER_BUFFER
+            gap = await read(app_id=self.app_id, flt=self.filter, after=since, limit=limit)
+            # A cursor past the app's last line is not this log's (an app
+            # deleted and made again under its name): start afresh.
+            resumed = since <= gap.upto
+        if not resumed:
+            limit = settings.PAAS_LOG_REPLAY_LINES
+            gap = await read(
+                app_id=self.app_id, flt=self.filter, after=0, limit=limit, count_skipped=False
+            )  # history: older lines are not "dropped"
+        rows = gap.rows
+        if resumed:
+            self.dropped += gap.skipped
+        else:
+            rows.sort(key=lambda r: (r[1], r[0]))  # history in time order
         await self.send_json(
-            {"type": "hello", "fields": list(FIELDS), "filter": self.filter.as_dict()}
-        )
-        self.seen_upto = max((r[0] for r in rows), default=self.seen_upto)
+            {"type": "hello", "fields": list(FIELDS), "filter": self.filter.as_dict(),
+             "resumed": resumed}
+        )  # fmt: skip
+        self.covered = gap.upto
         if rows:
             self._wait(len(rows), encode_rows(rows))
         await self._flush()
-        await self.send_json({"type": "replayed", "count": len(rows)})
+        await self.send_json({"type": "replayed", "count": len(rows), "upto": self.covered})
 
     async def logs_batch(self, event: dict[str, Any]) -> None:
-        if event["last"] <= self.seen_upto or not await self._still_allowed():
+        first, last = event["first"], event["last"]
+        if last <= self.covered or not await self._still_allowed():
             return
         if time.time() - event.get("sent_at", time.time()) > MAX_LAG_S:
             # This process is behind on its watchers (more than it can send):
             # skipping costs nothing, so the backlog drains instead of growing.
-            self.dropped += event["last"] - max(event["first"], self.seen_upto + 1) + 1
+            self.dropped += last - max(first, self.covered + 1) + 1
+            self.covered = last
             return
-        if self.filter.is_empty and event["first"] > self.seen_upto:
+        if first > self.covered + 1:
+            await self._fill(upto=first - 1)
+        if self.filter.is_empty and first > self.covered:
             # The common case: forward the encoded rows as they came.
-            self._wait(event["last"] - event["first"] + 1, event["rows"])
+            self._wait(last - first + 1, event["rows"])
         else:
             rows = [
                 r for r in json.loads(event["rows"])
-                if r[0] > self.seen_upto and self.filter.matches(r)
+                if r[0] > self.covered and self.filter.matches(r)
             ]  # fmt: skip
-            if not rows:
-                return
-            self._wait(len(rows), encode_rows(rows))
+            if rows:
+                self._wait(len(rows), encode_rows(rows))
+        self.covered = last
         await self._flush()
+
+    async def _fill(self, *, upto: int) -> None:
+        """Queue the lines between the last batch seen and this one from the
+        database: their batch never came (see "Gaps" in the module doc)."""
+        gap = await database_sync_to_async(logs_after)(
+            app_id=self.app_id, flt=self.filter, after=self.covered, upto=upto,
+            limit=settings.PAAS_LOG_CONSUMER_BUFFER,
+        )  # fmt: skip
+        self.dropped += gap.skipped
+        if gap.rows:
+            self._wait(len(gap.rows), encode_rows(gap.rows))
+        self.covered = upto
 
     async def _still_allowed(self) -> bool:
         """Membership is checked again now and then: a watcher removed from the

@@ -13,8 +13,13 @@ stored in the same transaction as its lines. For a container the cursor is
 the agent's timestamp of the last stored line and how many stored lines carry
 that very timestamp (the agent stamps a whole read batch with one time); on
 reconnect the follower asks for lines since a second before it, skips what
-is older and the first ``count`` lines of that timestamp. For the router's
-access log it is the file's inode and byte offset.
+is older and the first ``count`` lines of that timestamp. The agent also
+numbers each container's lines (``n``); the cursor keeps the last number, so
+lines already stored are skipped by it, and a jump in the numbers (the
+agent's size-capped log rotated lines away before they were read: the
+follower was down or far behind) is stored as a ``platform`` line "N lines of
+web.1 were lost ..." where they were: visible in the log, never silent. For
+the router's access log it is the file's inode and byte offset.
 
 One writer: every source feeds one queue; a single task stores what has
 piled up while the previous store ran (natural batching: small batches when
@@ -86,24 +91,47 @@ class ContainerGone(AgentStreamError):
 
 @dataclass
 class ContainerPosition:
-    """The last line accepted from a container: its time and how many lines had it."""
+    """The last line accepted from a container: its time, how many lines had
+    it, and its number (None: unknown, a cursor from before numbering)."""
 
     time: str = ""
     count: int = 0
+    n: int | None = 0
     skip: int = field(default=0, repr=False)  # lines of ``time`` still to skip after a reconnect
+    lost: int = field(default=0, repr=False)  # lines the last accepted one's number skipped
 
     @classmethod
     def load(cls, data: dict[str, Any]) -> ContainerPosition:
-        time, count = data.get("time"), data.get("count")
+        time, count, n = data.get("time"), data.get("count"), data.get("n")
         if isinstance(time, str) and isinstance(count, int):
-            return cls(time, count)
+            return cls(time, count, n if isinstance(n, int) else None)
         return cls()
+
+    def saved(self) -> dict[str, Any]:
+        return {"time": self.time, "count": self.count, "n": self.n}
 
     def rewind(self) -> None:
         self.skip = self.count
 
-    def accept(self, time: str) -> bool:
-        """Whether a line stamped ``time`` is new, counting it if so."""
+    def accept(self, time: str, n: int = 0) -> bool:
+        """Whether a line stamped ``time`` (numbered ``n``, 0 if not) is new,
+        counting it if so; ``lost`` says how many lines were skipped before it."""
+        self.lost = 0
+        if n and self.n is not None:
+            if n <= self.n and time <= self.time:
+                return False  # stored already
+            # (A smaller number at a later time: the container's log began anew.)
+            self.lost = max(n - self.n - 1, 0)
+            self.n = n
+            self.time, self.count = time, (self.count + 1 if time == self.time else 1)
+            self.skip = 0
+            return True
+        accepted = self._accept_by_time(time)
+        if accepted and n:
+            self.n = n
+        return accepted
+
+    def _accept_by_time(self, time: str) -> bool:
         if time < self.time:
             return False
         if time == self.time:
@@ -136,6 +164,16 @@ def _pinned(target: FollowTarget) -> aiohttp.Fingerprint:
 def _mismatch(target: FollowTarget, exc: aiohttp.ServerFingerprintMismatch) -> str:
     presented = parse_fingerprint(exc.got.hex())
     return mismatch(target.host_url, presented, parse_fingerprint(target.fingerprint)).message
+
+
+def _lost_notice(target: FollowTarget, count: int, moment: datetime) -> IngestLine:
+    text = (
+        f"{count} line{'s' if count != 1 else ''} of {target.instance or target.container_name}"
+        " were lost here: the agent's log rotated them away before they were read"
+        " (PAAS_AGENT_LOG_MAX_BYTES x PAAS_AGENT_LOG_MAX_FILES per container)"
+    )
+    return IngestLine(LogSource.PLATFORM, moment, text, "", target.process_type[:30],
+                      target.instance[:63], target.container_name[:63])  # fmt: skip
 
 
 def _stream_name(value: Any) -> str:
@@ -275,20 +313,21 @@ class Follower:
         for data in entries:
             if "error" in data:
                 raise AgentStreamError(f"agent: {data.get('message', data['error'])}")
-            time = data["time"]
-            if not isinstance(time, str) or not position.accept(time):
+            time, n = data["time"], data.get("n", 0)
+            if not isinstance(time, str) or not position.accept(time, n if type(n) is int else 0):
                 continue
             if time != parsed_time:  # the agent stamps a whole read with one time
                 parsed_time, moment = time, datetime.fromisoformat(time)
             assert moment is not None
+            if position.lost:
+                lines.append(_lost_notice(target, position.lost, moment))
             lines.append(
                 IngestLine(LogSource.APP, moment, str(data.get("line", "")),
                            _stream_name(data.get("stream")), process, instance, container)
             )  # fmt: skip
         if not lines:
             return []
-        where = {"time": position.time, "count": position.count}
-        return [Item(target.app_id, "", lines, target.key, where)]
+        return [Item(target.app_id, "", lines, target.key, position.saved())]
 
     # --- the router ------------------------------------------------------------------
 

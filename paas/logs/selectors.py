@@ -9,7 +9,7 @@ from typing import Any
 from paas.hosts.models import HostState, Instance, InstanceState
 from paas.logs.filters import LogFilter
 from paas.logs.lines import iso, row
-from paas.logs.models import LogFollow, LogLine
+from paas.logs.models import LogCounter, LogFollow, LogLine
 
 ROW_COLUMNS = ("seq", "timestamp", "source", "process_type", "instance", "stream", "text")
 
@@ -69,12 +69,39 @@ def containers_to_follow() -> list[FollowTarget]:
     return targets
 
 
-def logs_recent(*, app_id: int, flt: LogFilter, limit: int) -> list[list[Any]]:
-    """The newest ``limit`` matching lines as rows, in time order."""
-    newest = flt.narrow(LogLine.objects.filter(app_id=app_id)).order_by("-seq")[:limit]
-    rows = [row(*values) for values in newest.values_list(*ROW_COLUMNS)]
-    rows.sort(key=lambda r: (r[1], r[0]))
-    return rows
+@dataclass(frozen=True)
+class LogGap:
+    """Matching lines after a cursor that a watcher has not had: the newest
+    ``limit`` of them, how many older ones did not fit, and up to where the
+    read covered (every line up to ``upto`` that matched is in ``rows``)."""
+
+    rows: list[list[Any]]
+    skipped: int
+    upto: int
+
+
+def logs_after(
+    *, app_id: int, flt: LogFilter, after: int, upto: int | None = None, limit: int,
+    count_skipped: bool = True,
+) -> LogGap:  # fmt: skip
+    """Matching lines with ``after < seq <= upto`` (``upto`` None: the newest
+    stored), at most the newest ``limit``, in sequence order.
+
+    The counter is read first: a line's number is given under the counter's
+    row lock held until its commit, so every line up to the number read is
+    committed and the query below sees it.
+    """
+    if upto is None:
+        found = LogCounter.objects.filter(app_id=app_id).values_list("last_seq", flat=True)
+        upto = found.first() or 0
+    lines = flt.narrow(LogLine.objects.filter(app_id=app_id, seq__gt=after, seq__lte=upto))
+    newest = list(lines.order_by("-seq")[: limit + 1].values_list(*ROW_COLUMNS))
+    skipped = 0
+    if len(newest) > limit and count_skipped:
+        oldest_kept = newest[limit - 1][0] if limit else upto + 1
+        skipped = lines.filter(seq__lt=oldest_kept).count()
+    newest = newest[:limit]
+    return LogGap([row(*values) for values in reversed(newest)], skipped, upto)
 
 
 def logs_lines_text(*, app_id: int, flt: LogFilter) -> Iterator[str]:

@@ -552,7 +552,9 @@ def _line(item: dict[str, Any]) -> bytes:
 
 def _log_line(line: Any) -> bytes:
     if isinstance(line, wire.LogLine):  # the common case, without the generic walk
-        data = {"time": line.time, "stream": line.stream, "line": line.line}
+        data: dict[str, Any] = {"time": line.time, "stream": line.stream, "line": line.line}
+        if line.n:
+            data["n"] = line.n
         return (json.dumps(data, separators=(",", ":")) + "\n").encode()
     return _line(to_jsonable(line))
 

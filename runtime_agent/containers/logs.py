@@ -5,8 +5,14 @@ A container's stdout and stderr are plain files, ``logs/stdout.raw`` and
 process's fds: the container writes straight into them, nothing of ours sits
 in the pipe, and they outlive the agent. The agent tails them (one asyncio
 task per container, polling every ``poll_s``) into ``logs/log.jsonl``: one JSON
-object per line, ``{"time": RFC 3339 UTC, "stream": ..., "line": ...}``,
+object per line, ``{"time": RFC 3339 UTC, "stream": ..., "line": ..., "n": N}``,
 size-capped and rotated (``log.jsonl.1`` ... ``log.jsonl.<max_files-1>``).
+
+``n`` numbers the container's lines 1, 2, 3... (the count is kept with the
+read offsets). Rotation drops the oldest file whether or not anyone read it
+(the disk is capped, not the reader's patience); a reader that was too far
+behind sees the numbers jump and can say how many lines it lost, instead of
+losing them silently.
 
 The raw read offsets are persisted in ``logs/offsets.json`` after each batch,
 so a new agent resumes where the old one stopped: no line lost, none repeated
@@ -187,6 +193,7 @@ class LogTailer:
         self.dir.mkdir(parents=True, exist_ok=True)
         offsets = self._load_offsets()
         self.streams = {s: _RawStream(raw_path(log_dir, s), offsets.get(s, 0)) for s in STREAMS}
+        self.numbered = offsets.get("lines", 0)  # lines written to log.jsonl so far
         self._followers: set[asyncio.Queue[wire.LogLine | None]] = set()
         # Lines taken in but not yet sent to Redis: the exit flush pumps
         # synchronously, and its lines must reach the stream too.
@@ -247,7 +254,10 @@ class LogTailer:
             at_end = len(data) < READ_CHUNK
             lines, used = split_lines(data, final=final and at_end)
             now = rfc3339(_now())
-            out.extend(wire.LogLine(now, stream, _decode(b)) for b in lines)
+            first = self.numbered + len(out) + 1
+            out.extend(
+                wire.LogLine(now, stream, _decode(b), first + i) for i, b in enumerate(lines)
+            )
             used_by.append((raw, used))
         if not out:
             return out
@@ -256,6 +266,7 @@ class LogTailer:
         # the same lines again on the next poll instead of losing them.
         for raw, used in used_by:
             raw.offset += used
+        self.numbered += len(out)
         self._save_offsets()
         for raw in self.streams.values():
             raw.free_consumed()
@@ -266,7 +277,8 @@ class LogTailer:
 
     def _append(self, lines: list[wire.LogLine]) -> None:
         data = b"".join(
-            json.dumps({"time": ln.time, "stream": ln.stream, "line": ln.line}).encode() + b"\n"
+            json.dumps({"time": ln.time, "stream": ln.stream, "line": ln.line, "n": ln.n}).encode()
+            + b"\n"
             for ln in lines
         )
         path = self.dir / JSONL
@@ -305,10 +317,11 @@ class LogTailer:
             data = json.loads((self.dir / OFFSETS).read_bytes())
         except FileNotFoundError:
             return {}
-        return {s: int(data.get(s, 0)) for s in STREAMS}
+        return {s: int(data.get(s, 0)) for s in [*STREAMS, "lines"]}
 
     def _save_offsets(self) -> None:
-        data = json.dumps({s: r.offset for s, r in self.streams.items()}).encode()
+        offsets = {s: r.offset for s, r in self.streams.items()}
+        data = json.dumps({**offsets, "lines": self.numbered}).encode()
         atomic_write(self.dir / OFFSETS, data, durable=False)
 
     async def _push_pending(self) -> None:
@@ -416,7 +429,8 @@ def _end(q: asyncio.Queue[wire.LogLine | None]) -> None:
 def _parse(raw: bytes) -> wire.LogLine | None:
     try:
         data = json.loads(raw)
-        return wire.LogLine(time=data["time"], stream=data["stream"], line=data["line"])
+        n = data.get("n", 0)
+        return wire.LogLine(data["time"], data["stream"], data["line"], n if type(n) is int else 0)
     except (ValueError, KeyError, TypeError):
         return None  # a torn last line after a crash: skip it rather than fail the read
 

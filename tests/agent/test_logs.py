@@ -143,6 +143,24 @@ def test_rotation_caps_each_file_and_keeps_only_max_files(log_dir, fds):
     assert tail == [f"line {i:04d}" for i in range(200 - newest - 5, 200)]
 
 
+def test_lines_are_numbered_so_a_reader_sees_what_rotation_dropped(log_dir, fds):
+    out, err = fds
+    cfg = LogConfig(max_bytes=4096, max_files=2, poll_s=0.01)
+    tailer = LogTailer("web", log_dir, cfg)
+    for i in range(100):
+        os.write(out if i % 2 else err, b"line %04d %s\n" % (i, b"p" * 40))
+        tailer.pump()
+    kept = tailer.read()
+    assert [r.n for r in kept] == list(range(kept[0].n, 101))  # 1, 2, 3... no gap inside
+    assert kept[0].n > 1  # lines 1 .. n-1 were rotated away: a reader can count them
+    assert all(r.line.startswith(f"line {r.n - 1:04d}") for r in kept)
+    # The numbering goes on in a new tailer (an agent restart), never starts over.
+    os.write(out, b"after a restart\n")
+    again = LogTailer("web", log_dir, cfg)
+    again.pump()
+    assert again.read(tail=1)[0].n == 101
+
+
 def test_consumed_raw_bytes_are_freed_from_disk(log_dir, fds):
     out, _ = fds
     tailer = LogTailer("web", log_dir, FAST)

@@ -14,7 +14,7 @@ from paas.accounts.models import Membership
 from paas.applications.services import app_create
 from paas.logs import consumers
 from paas.logs.models import LogLine, LogSource
-from paas.logs.services import LAYER, app_logs_group, logs_platform_say
+from paas.logs.services import LAYER, app_logs_group, logs_platform_say, logs_store
 from tests.web.logs.support import (
     ingest,
     line,
@@ -169,9 +169,11 @@ async def test_a_platform_line_said_in_a_transaction_arrives_once_it_commits(ali
 async def test_a_batch_that_waited_too_long_for_its_watcher_is_skipped_and_counted(alice, shop):
     connected, _, ws = await watcher("shop", alice)
     await texts_until_replayed(ws)
-    layer = get_channel_layer(LAYER)
-    stale = {"type": "logs.batch", "first": 1, "last": 3, "rows": "[]", "sent_at": time.time() - 60}
-    await layer.group_send(app_logs_group(shop.pk), stale)
+    (stored,) = await sync_to_async(logs_store)(
+        lines_by_app={shop.pk: [line(f"old {i}", at=i) for i in range(3)]}
+    )  # stored, published late:
+    stale = {**stored.message(), "sent_at": time.time() - 60}
+    await get_channel_layer(LAYER).group_send(app_logs_group(shop.pk), stale)
     await ingest(shop.pk, *[line(f"line {i}", at=i) for i in range(4)])
     messages = await until(ws, "lines")
     assert messages[0] == {"type": "dropped", "count": 3}  # said before the next lines
@@ -191,3 +193,88 @@ async def test_a_watcher_removed_from_the_team_is_disconnected(
     await sync_to_async(Membership.objects.filter(user=carol_viewer_in_alices_team).delete)()
     await ingest(shop.pk, line("after the removal"))
     assert await ws.receive_output(timeout=10) == {"type": "websocket.close", "code": 4403}
+
+
+async def received_texts(ws, count: int) -> tuple[list[str], int]:
+    """Texts of the next ``count`` lines (acknowledged) and the lines said dropped."""
+    texts: list[str] = []
+    dropped = 0
+    while len(texts) + dropped < count:
+        message = await ws.receive_json_from(timeout=10)
+        if message["type"] == "dropped":
+            dropped += message["count"]
+        elif message["type"] == "lines":
+            texts += [r[6] for r in message["lines"]]
+            await ws.send_json_to({"type": "ack", "batch": message["batch"]})
+    return texts, dropped
+
+
+async def test_a_page_that_reconnects_with_since_gets_every_line_after_it_once(
+    alice, shop, settings
+):
+    settings.PAAS_LOG_REPLAY_LINES = 5  # fewer than were written while it was away
+    _, _, ws = await watcher("shop", alice)
+    await texts_until_replayed(ws)
+    await ingest(shop.pk, *[line(f"before {i}", at=i) for i in range(3)])
+    last = (await next_lines(ws))["lines"][-1][0]
+    await ws.disconnect()
+
+    await ingest(shop.pk, *[line(f"away {i}", at=10 + i) for i in range(20)])
+    _, _, again = await watcher("shop", alice, query=f"since={last}")
+    messages = await until(again, "replayed")
+    assert messages[0]["resumed"] is True
+    assert [r[6] for m in messages if m["type"] == "lines" for r in m["lines"]] == [
+        f"away {i}" for i in range(20)
+    ]
+    assert messages[-1]["upto"] == 23
+    await ingest(shop.pk, line("live again", at=40))
+    assert [r[6] for r in (await next_lines(again))["lines"]] == ["live again"]
+    await again.disconnect()
+
+
+async def test_a_resume_longer_than_the_buffer_keeps_the_newest_and_says_how_many_dropped(
+    alice, shop, settings
+):
+    settings.PAAS_LOG_CONSUMER_BUFFER = 100
+    await ingest(shop.pk, *[line(f"away {i}", at=i) for i in range(130)])
+    _, _, ws = await watcher("shop", alice, query="since=0")
+    texts, dropped = await received_texts(ws, 130)
+    assert (texts, dropped) == ([f"away {i}" for i in range(30, 130)], 30)
+    await ws.disconnect()
+
+
+async def test_a_cursor_beyond_the_log_starts_afresh_and_a_bad_one_is_refused(alice, shop):
+    await ingest(shop.pk, line("only line"))
+    _, _, ws = await watcher("shop", alice, query="since=999")
+    messages = await until(ws, "replayed")
+    assert messages[0]["resumed"] is False
+    assert [r[6] for m in messages if m["type"] == "lines" for r in m["lines"]] == ["only line"]
+    await ws.disconnect()
+    connected, code, _ = await watcher("shop", alice, query="since=-1")
+    assert (connected, code) == (False, 4400)
+
+
+async def test_lines_whose_batch_never_came_are_read_from_the_database_in_order(alice, shop):
+    _, _, everything = await watcher("shop", alice)
+    _, _, workers = await watcher("shop", alice, query="process=worker")
+    await texts_until_replayed(everything)
+    await texts_until_replayed(workers)
+    # Stored while Redis was away: the publication was lost.
+    lost = [line(f"lost {i}", at=i, process="worker" if i % 2 else "web") for i in range(6)]
+    await sync_to_async(logs_store)(lines_by_app={shop.pk: lost})
+    await ingest(shop.pk, line("published", at=10, process="worker"))
+
+    texts, dropped = await received_texts(everything, 7)
+    assert (texts, dropped) == ([*(f"lost {i}" for i in range(6)), "published"], 0)
+    texts, dropped = await received_texts(workers, 4)
+    assert (texts, dropped) == (["lost 1", "lost 3", "lost 5", "published"], 0)
+    # The late publication of a batch already read from the database is not shown again.
+    await get_channel_layer(LAYER).group_send(
+        app_logs_group(shop.pk),
+        {"type": "logs.batch", "first": 1, "last": 6, "rows": "[]", "sent_at": time.time()},
+    )
+    await ingest(shop.pk, line("next", at=20, process="worker"))
+    assert [r[6] for r in (await next_lines(everything))["lines"]] == ["next"]
+    assert [r[6] for r in (await next_lines(workers))["lines"]] == ["next"]
+    await everything.disconnect()
+    await workers.disconnect()

@@ -69,12 +69,13 @@ def start_ticker(agent, image_ref: str, name: str) -> None:
     assert status == 201, info
 
 
-def run_instance(app, agent, name: str) -> None:
+def run_instance(app, agent, name: str, *, index: int = 1) -> None:
     host = Host.objects.create(name=f"h-{name}", agent_url=agent.url, token=agent.token,
                                tls_fingerprint=agent.fingerprint)  # fmt: skip
     release, _ = Release.objects.get_or_create(app=app, number=1, defaults={"image": "x"})
     Instance.objects.create(
-        app=app, release=release, process_type="web", index=1, host=host, container_name=name,
+        app=app, release=release, process_type="web", index=index, host=host,
+        container_name=name,
         memory_bytes=64 * 1024 * 1024, state=InstanceState.RUNNING,
     )  # fmt: skip
 
