@@ -3,8 +3,8 @@ own app open; other apps, the host's ports, the build network, link-local
 and private networks refused or dropped; the outside world open; no forged
 source address gets through.
 
-"Other hosts" are network namespaces this test makes, each linked to the
-host by a veth on its own /30: one at a public-looking address (TEST-NET-2,
+"Other hosts" are network namespaces this test makes
+(tests/support/other_hosts.py): one at a public-looking address (TEST-NET-2,
 standing in for the outside world), one link-local, one in the build
 network, one on a private network. Nothing else is ever contacted.
 """
@@ -15,25 +15,20 @@ import secrets
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute, netns
 
 from runtime_agent.containers.manager import ContainerManager
-from runtime_agent.net import links
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.net.policy import PolicySettings
 from tests.support.agent_harness import AgentUnderTest, LocalImages, exec_sh, request, unique
-from tests.support.netns_servers import NamespaceServers
+from tests.support.other_hosts import PORT, Hosts, OtherHost, host_listener, slash30
 
 pytestmark = pytest.mark.root
-
-PORT = 8080
 
 
 def free_port() -> int:
@@ -42,58 +37,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass(frozen=True)
-class OtherHost:
-    netns: str
-    address: str
-    via: str  # the host's address on the link (one of the host's own addresses)
-
-
 @dataclass
 class World:
     outside: OtherHost
     link_local: OtherHost
     build: OtherHost
     private: OtherHost
-
-
-class Hosts:
-    """Namespaces linked to the host, each with a server answering its name."""
-
-    def __init__(self, tag: str) -> None:
-        self.tag = tag
-        self.made: list[tuple[str, str]] = []
-        self.servers = NamespaceServers()
-
-    def add(self, name: str, link: IPv4Network) -> OtherHost:
-        host_ip, its_ip = (str(a) for a in link.hosts())
-        ns, host_end = f"{self.tag}-{name}", f"{self.tag}{name[0]}"
-        netns.create(ns)
-        self.made.append((ns, host_end))
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=host_end, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
-            idx = ipr.link_lookup(ifname=host_end)[0]
-            ipr.addr("add", index=idx, address=host_ip, prefixlen=30)
-            ipr.link("set", index=idx, state="up")
-        with IPRoute(netns=ns, flags=0) as ipr:
-            idx = ipr.link_lookup(ifname="eth0")[0]
-            ipr.addr("add", index=idx, address=its_ip, prefixlen=30)
-            ipr.link("set", index=idx, state="up")
-            ipr.route("add", dst="0.0.0.0/0", gateway=host_ip)
-        self.servers.start(ns, its_ip, PORT, name)
-        return OtherHost(netns=ns, address=its_ip, via=host_ip)
-
-    def cleanup(self) -> None:
-        self.servers.stop()
-        for ns, host_end in self.made:
-            links.delete_link(host_end)
-            links.remove_netns(ns)
-
-
-def slash30(network: str) -> IPv4Network:
-    """A random /30 inside ``network``."""
-    net = IPv4Network(network)
-    return IPv4Network(f"{net.network_address + 4 * secrets.randbelow(net.num_addresses // 4)}/30")
 
 
 @pytest.fixture
@@ -157,27 +106,6 @@ async def container(manager: ContainerManager, group: str, *, serve: bool = Fals
     cmd = ["nc", "-ll", "-p", str(PORT), "-e", "hostname"] if serve else ["sleep", "1000"]
     await manager.create(request(name, cmd, network_group=group, hostname=name))
     return name
-
-
-def host_listener(address: str, port: int = 0) -> tuple[socket.socket, int]:
-    """A server on one of the host's own addresses, answering 'host'."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((address, port))
-    s.listen(8)
-    s.settimeout(15)
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = s.accept()
-            except OSError:
-                return  # closed by the test, or nobody came
-            with conn:
-                conn.sendall(b"host\n")
-
-    threading.Thread(target=serve, daemon=True).start()
-    return s, int(s.getsockname()[1])
 
 
 async def test_a_container_reaches_its_own_apps_instances_and_not_another_apps(
@@ -311,6 +239,57 @@ async def test_ipv6_between_containers_is_dropped_even_if_switched_back_on(
         assert v6.returncode != 0 and v6.stdout == "", v6.stdout
     finally:
         hosts.cleanup()
+
+
+def _ipv6_knob(ifname: str) -> Path:
+    return Path("/proc/sys/net/ipv6/conf") / ifname / "disable_ipv6"
+
+
+async def test_ipv6_to_the_host_is_dropped_even_if_switched_back_on(
+    manager: ContainerManager, router_port: int
+) -> None:
+    # The agent's bridge has IPv6 off. Should root on the host switch it
+    # back on (and give the bridge an address) and a container get IPv6
+    # too, the router's port, open over IPv4, is still unreachable over
+    # IPv6: the bridge passes only IPv4 and ARP from a container's port.
+    bridge = manager.preparer.network.bridge
+    assert _ipv6_knob(bridge).read_text().strip() == "1"
+    probe = await container(manager, "shop")
+    ns = Path(manager.records[probe].netns_path or "").name
+    subprocess.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{bridge}.disable_ipv6=0"], check=True)
+    subprocess.run(["ip", "-6", "addr", "add", "fd00:6::1/64", "dev", bridge, "nodad"], check=True)
+    exec_in = ["ip", "netns", "exec", ns]
+    subprocess.run([*exec_in, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0",
+                    "net.ipv6.conf.eth0.disable_ipv6=0"], check=True)  # fmt: skip
+    subprocess.run([*exec_in, "ip", "-6", "addr", "add", "fd00:6::a/64", "dev", "eth0", "nodad"],
+                   check=True)  # fmt: skip
+    v4, _ = host_listener(str(manager.preparer.network.gateway), router_port)
+    v6, _ = host_listener("fd00:6::1", router_port)
+    client = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n"
+        "s.settimeout(3)\n"
+        "try:\n"
+        "    s.connect((sys.argv[1], int(sys.argv[2]))); print(s.recv(64).decode().strip())\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    argv = [*exec_in, sys.executable, "-c", client]
+
+    def ask(address: str) -> str:
+        done = subprocess.run(
+            [*argv, address, str(router_port)], capture_output=True, text=True, timeout=20
+        )
+        return done.stdout.strip()
+
+    try:
+        assert ask(str(manager.preparer.network.gateway)) == "host"  # the router's port, IPv4
+        assert ask("fd00:6::1") in ("TimeoutError", "OSError")  # dropped, over IPv6
+    finally:
+        v4.close()
+        v6.close()
+        subprocess.run(["ip", "-6", "addr", "del", "fd00:6::1/64", "dev", bridge], check=False)
+        _ipv6_knob(bridge).write_text("1")
 
 
 def test_a_nameserver_is_open_on_port_53_only(tmp_path: Path, world: World) -> None:
