@@ -46,7 +46,7 @@ from paas.builds.engine.files import lookup, make_parents, resolve
 from paas.builds.engine.plan import BindMount, RunStep
 from runtime_agent.host import safepath
 from runtime_agent.host.errors import AgentError, UnsafePath
-from runtime_agent.net import links
+from runtime_agent.net import links, sandbox
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci import cgroups, overlay, userns
 from runtime_agent.oci.etcfiles import write_etc_files
@@ -122,6 +122,8 @@ def run_step(
             att = env.network.attach(cid, id_range=env.id_range)
             attached = True
             netns_path, address = att.netns_path, att.address
+            # No IPv6 and unprivileged ping, as in the agent's containers.
+            sandbox.seal(netns_path)
         spec = _spec(
             step, gate_dir, step_dir, netns_path, address, env.limits, cgroups_path, env.id_range
         )
