@@ -6,6 +6,7 @@ than root and the service user could read, write, list, or run setuid."""
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -75,3 +76,49 @@ def test_the_walk_finds_what_another_user_could_read(tmp_path):
         str(open_dir / "secret"),
     ]
     assert _exposed(closed) == []
+
+
+def _named(roots: list[Path], name: str) -> list[tuple[Path, os.stat_result]]:
+    """Where (walking as root, links not followed) entries called ``name`` lie."""
+    found = []
+    for root in roots:
+        for top, dirs, files, top_fd in os.fwalk(root, follow_symlinks=False):
+            for f in (*dirs, *files):
+                if f == name:
+                    found.append((Path(top) / f, os.stat(f, dir_fd=top_fd, follow_symlinks=False)))
+    return found
+
+
+def test_kept_trees_of_a_build_show_no_other_user_a_setuid_binary_or_a_device(
+    client, alice, workers, build_env, settings, tmp_path
+):
+    # A tenant's RUN step makes a setuid-root shell (and tries a device
+    # node, which its user namespace refuses). The worker keeps the step's
+    # tree (the team's layer cache: setuid to the range's root there, to
+    # real root in the packed layer): no other user may reach either.
+    data = tmp_path / "var"
+    settings.UPLOAD_DIR = data / "uploads"
+    workers.env["PAAS_DATA_DIR"] = str(data)
+    workers.start()
+    app_create(user=alice, team=alice.personal_team, name="suid")
+    client.force_login(alice)
+    dockerfile = (
+        b"FROM stack\n"
+        b"RUN cp /bin/dash /suid-sh && chmod 4755 /suid-sh"
+        b" && (mknod /null-again c 1 3 || echo no mknod)\n"
+    )
+    response = client.post(
+        "/apps/suid/builds",
+        {"source": SimpleUploadedFile("src.tar.gz", targz({"Dockerfile": dockerfile}))},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 201, response.content
+    build = Build.objects.get(pk=response.json()["build"])
+    _wait_for_final(build)
+    assert build.state == BuildState.SUCCEEDED, build.error
+    builds, cache = Path(build_env["PAAS_BUILD_DIR"]), Path(build_env["PAAS_BUILD_CACHE_DIR"])
+    kept = [p for p, st in _named([builds, cache], "suid-sh") if st.st_mode & stat.S_ISUID]
+    assert _named([builds, cache], "null-again") == []  # no device node was made
+    assert kept  # the tree this test guards is there (a walk from an open root finds it)
+    for root in [builds, cache, data]:
+        assert _exposed(root) == [], root
