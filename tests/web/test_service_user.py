@@ -42,3 +42,26 @@ def test_what_it_writes_is_private(tmp_path):
     _as_service_user(tmp_path, "echo x > file; mkdir dir")
     assert (tmp_path / "file").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "dir").stat().st_mode & 0o777 == 0o750
+
+
+def _procfile() -> dict[str, list[str]]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    entries = (line.split(":", 1) for line in lines if line.strip() and not line.startswith("#"))
+    return {name.strip(): command.split() for name, command in entries}
+
+
+def test_scripts_up_runs_only_the_worker_the_agent_and_nginxs_master_as_root():
+    processes = _procfile()
+    as_root = {name for name, argv in processes.items() if argv[0] != "scripts/as-service-user"}
+    # The router's nginx master binds the public ports and reads the TLS
+    # keys; its workers, which talk to clients, run as nobody (router/render.py).
+    assert as_root == {"worker", "agent", "router"}
+    assert {"web", "beat", "registry", "redis"} <= processes.keys()
+    assert processes["web"][1].endswith("daphne")
+
+
+def test_scripts_up_is_in_production_mode_unless_given_dev():
+    up = (ROOT / "scripts" / "up").read_text()
+    assert 'mode="${PAAS_MODE:-production}"' in up
+    assert "--dev) mode=development ;;" in up
+    assert 'export PAAS_MODE="$mode"' in up
