@@ -19,6 +19,7 @@ from paas.builds.registry_server import RegistrySetup, prepare
 from paas.builds.registry_tokens import TokenSigner, parse_scopes, pull_access
 from runtime_agent.host.errors import RegistryError
 from runtime_agent.images.registry import RegistryClient
+from tests.support.private import exposed
 from tests.support.processes import free_port, start_process, stop_process, wait_until
 
 
@@ -63,6 +64,9 @@ def test_the_registry_takes_the_workers_tokens_and_agents_get_no_credential(tmp_
     assert "PASSWORD" not in env and "REGISTRY_USER" not in env
     assert "PAAS_AGENT_REGISTRY_CA=" in env
     assert (Path(setup.token_key).stat().st_mode & 0o077) == 0  # root's alone
+    # Config, TLS key, token key, password: nothing another local user may
+    # read (root's, the rest 0640 for the service user's group).
+    assert exposed(directory) == []
     with serving(setup, tmp_path / "registry.log"):
         challenge = _challenge(setup) or ""
         assert 'Bearer realm="https://panel.example/registry/token"' in challenge
