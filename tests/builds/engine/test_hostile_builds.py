@@ -327,17 +327,32 @@ def evil_python_source(tmp_path: Path, attack: str) -> Path:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize("swap", ["app-to-host-dir", "npm-cache-parent-to-host-dir"])
+@pytest.mark.parametrize(
+    "swap",
+    [
+        "app-to-host-dir",
+        "npm-cache-parent-to-host-dir",
+        "kept-path-to-host-file",
+        "kept-path-to-host-file-relative",
+    ],
+)
 def test_an_npm_postinstall_swapping_paths_for_links_leaves_the_host_alone(
     engine_config, tmp_path, host, swap
 ):
     c = str(host.dir)
     parent = c.rsplit("/", 1)[0]
+    # The kept path itself a link to a host file: keeping it must not open,
+    # truncate or copy that file (postinstall is npm's last act, so the
+    # step still succeeds).
+    to_file = "mkdir -p /app/node_modules && mv /app/node_modules /app/nm.moved && ln -s {} "
     script = {
         # npm's cwd moves with /app; /app's kept node_modules resolve through the link.
         "app-to-host-dir": f"mkdir -p {parent} && mv /app {c} && ln -s {c} /app",
         "npm-cache-parent-to-host-dir": f"mkdir -p {parent} && "
         f"mv /var/cache/paas /var/cache/paas.moved && ln -s {c} /var/cache/paas",
+        "kept-path-to-host-file": to_file.format(host.dir / "secret") + "/app/node_modules",
+        "kept-path-to-host-file-relative": to_file.format(climb(host.dir / "secret"))
+        + "/app/node_modules",
     }[swap]
     src = tmp_path / "src"
     src.mkdir()
