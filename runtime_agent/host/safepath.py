@@ -71,11 +71,16 @@ libc.syscall.restype = ctypes.c_long
 # --------------------------------------------------------------- opening
 
 
-def openat2(dir_fd: int, rel: str, flags: int, mode: int = 0, *, resolve: int = BENEATH) -> int:
-    """``openat2(dir_fd, rel)``; always ``O_CLOEXEC | O_NOFOLLOW``. A symlink
-    on the way (``ELOOP``) or a name leaving ``dir_fd`` (``EXDEV``) raises
-    :class:`UnsafePath`; other failures raise the usual ``OSError``."""
-    flags |= os.O_CLOEXEC | os.O_NOFOLLOW
+def openat2(
+    dir_fd: int, rel: str, flags: int, mode: int = 0, *, resolve: int = BENEATH,
+    follow_last: bool = False,
+) -> int:  # fmt: skip
+    """``openat2(dir_fd, rel)``; always ``O_CLOEXEC``, and ``O_NOFOLLOW``
+    unless ``follow_last`` (for :data:`IN_ROOT`, where every link resolves
+    inside ``dir_fd`` anyway). A symlink on the way (``ELOOP``) or a name
+    leaving ``dir_fd`` (``EXDEV``) raises :class:`UnsafePath`; other failures
+    raise the usual ``OSError``."""
+    flags |= os.O_CLOEXEC | (0 if follow_last else os.O_NOFOLLOW)
     how = _OpenHow(flags, mode if flags & (os.O_CREAT | os.O_TMPFILE) else 0, resolve)
     path = os.fsencode(rel or ".")
     for _ in range(_EAGAIN_RETRIES):  # a rename elsewhere in the tree raced us
@@ -191,6 +196,26 @@ def read_bytes(dir_fd: int, rel: str, *, limit: int | None = None) -> bytes:
         raise UnsafePath(f"{rel!r} is not a regular file", path=rel)
     with os.fdopen(fd, "rb") as f:
         return f.read() if limit is None else f.read(limit)
+
+
+def read_in_root(root_fd: int, path: str, *, limit: int) -> bytes | None:
+    """Up to ``limit`` bytes of the regular file at ``path`` as a process
+    whose root is ``root_fd`` sees it: links followed, but absolute targets
+    start at that root and ``..`` stops there (``RESOLVE_IN_ROOT``), so an
+    image's links never reach a host file. None when there is no regular
+    file there (missing, a directory, a FIFO, a link loop)."""
+    try:
+        fd = openat2(
+            root_fd, path.lstrip("/"), os.O_RDONLY | os.O_NONBLOCK, resolve=IN_ROOT,
+            follow_last=True,
+        )  # fmt: skip
+    except (FileNotFoundError, NotADirectoryError, UnsafePath):
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read(limit)
 
 
 # --------------------------------------------------------------- writing

@@ -8,16 +8,14 @@ absent on purpose; there is no "privileged" switch.
 
 from __future__ import annotations
 
-import errno
-import os
 import posixpath
 import resource
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime_agent.host import safepath
 from runtime_agent.host.errors import InvalidRequest
 from runtime_agent.oci import seccomp, userns
 from runtime_agent.wire import IdRange, Limits
@@ -304,7 +302,6 @@ def _resources(limits: Limits) -> dict[str, Any]:
 # passwd and group files in an image are untrusted input: small caps on what
 # we read, and every path is resolved as if rootfs were "/".
 _MAX_DB_BYTES = 1 << 20
-_MAX_LINKS = 40
 
 
 def resolve_user(rootfs: Path, user: str | None) -> tuple[int, int, list[int]]:
@@ -364,44 +361,9 @@ def _parse_db(text: str, fields: int) -> list[list[str]]:
 
 
 def _read_in_root(rootfs: Path, path: str) -> str:
-    """Read a small regular file at ``path`` inside ``rootfs``, following
-    symlinks as the container would see them (absolute targets start at the
-    rootfs, ``..`` stops there), so an image cannot point us at a host file.
-    A missing file reads as empty."""
-    try:
-        real = _resolve_in_root(str(rootfs), path)
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return ""
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            return ""
-        raise
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return ""
-        return f.read(_MAX_DB_BYTES).decode(errors="replace")
-
-
-def _resolve_in_root(root: str, path: str) -> str:
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        here = os.path.join(root, *done, part)
-        if not os.path.islink(here):
-            done.append(part)
-            continue
-        links += 1
-        if links > _MAX_LINKS:
-            raise OSError(errno.ELOOP, "too many links", path)
-        target = os.readlink(here)
-        if target.startswith("/"):
-            done = []
-        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-    return os.path.join(root, *done)
+    """A small regular file at ``path`` inside ``rootfs``, links followed as
+    the container would see them (safepath.read_in_root), so an image cannot
+    point us at a host file. Anything but a regular file reads as empty."""
+    with safepath.opened_dir(rootfs) as root_fd:
+        data = safepath.read_in_root(root_fd, path, limit=_MAX_DB_BYTES)
+    return "" if data is None else data.decode(errors="replace")

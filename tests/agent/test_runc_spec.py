@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,25 @@ def test_it_never_follows_a_passwd_link_out_of_the_image(rootfs, tmp_path, how):
     (rootfs / "etc" / "passwd").symlink_to(target)
     with pytest.raises(InvalidRequest):
         spec.resolve_user(rootfs, "evil")
+
+
+@pytest.mark.parametrize("how", ["absolute", "relative"])
+def test_it_never_follows_an_etc_link_out_of_the_image(rootfs, tmp_path, how):
+    host_etc = tmp_path / "host-etc"
+    host_etc.mkdir()
+    (host_etc / "passwd").write_text("evil:x:0:0::/:/bin/sh\n")
+    target = str(host_etc) if how == "absolute" else "../../../../../../../" + str(host_etc)
+    shutil.rmtree(rootfs / "etc")
+    (rootfs / "etc").symlink_to(target)
+    with pytest.raises(InvalidRequest):
+        spec.resolve_user(rootfs, "evil")
+    assert spec.resolve_user(rootfs, "1000") == (1000, 0, [])
+
+
+def test_a_passwd_link_loop_reads_as_no_passwd(rootfs):
+    (rootfs / "etc" / "passwd").unlink()
+    (rootfs / "etc" / "passwd").symlink_to("/etc/passwd")
+    assert spec.resolve_user(rootfs, "1000") == (1000, 0, [])
 
 
 def test_it_does_not_hang_on_a_passwd_fifo(rootfs):

@@ -224,6 +224,25 @@ def test_read_bytes_reads_regular_files_only(tree: Path):
             safepath.read_bytes(fd, "app")
 
 
+def test_read_in_root_follows_links_as_the_tenant_would_and_never_out(tree: Path):
+    (tree / "etc").mkdir()
+    (tree / "etc" / "passwd").write_text("app:x:1000:1000::/:/bin/sh\n")
+    (tree / "passwd-link").symlink_to("/etc/passwd")  # absolute: from the tree's root
+    (tree / "loop").symlink_to("loop")
+    os.mkfifo(tree / "fifo")
+    with safepath.opened_dir(tree) as fd:
+        assert (
+            safepath.read_in_root(fd, "/passwd-link", limit=100) == b"app:x:1000:1000::/:/bin/sh\n"
+        )
+        assert safepath.read_in_root(fd, "/etc/passwd", limit=3) == b"app"
+        # abs -> the canary's absolute path, which the tree's root does not have.
+        assert safepath.read_in_root(fd, "/abs/secret", limit=100) is None
+        assert safepath.read_in_root(fd, "/app/file-link", limit=100) is None
+        assert safepath.read_in_root(fd, "/rel/secret", limit=100) is None  # ".." stops at the root
+        for name in ("/loop", "/fifo", "/app", "/missing"):
+            assert safepath.read_in_root(fd, name, limit=100) is None, name
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_copy_tree_of_random_hostile_trees_never_reaches_the_host(
     tmp_path: Path, canary: Path, seed: int
