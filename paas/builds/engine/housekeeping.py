@@ -29,6 +29,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime_agent.host import safepath
+from runtime_agent.host.errors import UnsafePath
+
 LAYERS = "layers"
 DOWNLOADS = "downloads"
 REGISTRY_LOCK = ".registry.lock"
@@ -41,6 +44,10 @@ class CacheEntry:
     path: Path
     size: int
     last_used: float  # epoch seconds
+    # A download-cache file: the tool's directory it lies beneath. Build
+    # steps write there (a bind mount), so it is only ever touched by
+    # directory fd, relative to this root, with no link followed.
+    tenant_root: Path | None = None
 
 
 @dataclass
@@ -94,15 +101,26 @@ def _entries(cache_dir: Path) -> list[CacheEntry]:
                 if stat.S_ISDIR(st.st_mode):
                     entries.append(CacheEntry("layer", entry, tree_size(entry), st.st_mtime))
     downloads = cache_dir / DOWNLOADS
-    if downloads.is_dir():
-        for tool in downloads.iterdir():
-            for dirpath, _dirs, filenames in os.walk(tool):
-                for name in filenames:
-                    path = Path(dirpath) / name
-                    with contextlib.suppress(OSError):
-                        st = path.lstat()
-                        used = max(st.st_mtime, st.st_atime)
-                        entries.append(CacheEntry(tool.name, path, st.st_blocks * 512, used))
+    if downloads.is_dir() and not downloads.is_symlink():
+        for tool in sorted(downloads.iterdir()):
+            if tool.is_dir() and not tool.is_symlink():
+                entries += _download_entries(tool)
+    return entries
+
+
+def _download_entries(tool: Path) -> list[CacheEntry]:
+    """Each file of one tool's download cache. A tenant's build step may be
+    writing it right now, swapping directories for links: ``os.fwalk``
+    opens each directory by fd and never descends into a link, whenever it
+    was swapped in."""
+    entries: list[CacheEntry] = []
+    for dirpath, _dirs, filenames, dir_fd in os.fwalk(tool, follow_symlinks=False):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                used = max(st.st_mtime, st.st_atime)
+                path = Path(dirpath) / name
+                entries.append(CacheEntry(tool.name, path, st.st_blocks * 512, used, tool))
     return entries
 
 
@@ -112,7 +130,20 @@ def evict_cache(
     """Remove least recently used entries until the cache fits
     ``budget_bytes``; never an entry used within ``min_age_s``."""
     now = time.time() if now is None else now
-    entries = sorted(cache_entries(cache_dir), key=lambda e: e.last_used)
+    report = evict_entries(
+        cache_entries(cache_dir), budget_bytes=budget_bytes, min_age_s=min_age_s, now=now
+    )
+    for root in cache_roots(cache_dir):
+        _prune_empty_dirs(root / DOWNLOADS)
+    return report
+
+
+def evict_entries(
+    entries: list[CacheEntry], *, budget_bytes: int, min_age_s: float, now: float
+) -> EvictionReport:
+    """The removals of :func:`evict_cache`, for entries listed earlier (a
+    download cache may have changed shape since: nothing is followed)."""
+    entries = sorted(entries, key=lambda e: e.last_used)
     total = sum(e.size for e in entries)
     report = EvictionReport(budget_bytes=budget_bytes, before_bytes=total)
     for entry in entries:
@@ -121,13 +152,25 @@ def evict_cache(
         if now - entry.last_used < min_age_s:
             report.in_use_bytes += entry.size
             continue
-        _remove(entry.path)
+        if entry.tenant_root is not None:
+            _remove_beneath(entry.tenant_root, entry.path)
+        else:
+            _remove(entry.path)
         total -= entry.size
         report.removed.append(entry)
-    for root in cache_roots(cache_dir):
-        _prune_empty_dirs(root / DOWNLOADS)
     report.after_bytes = total
     return report
+
+
+def _remove_beneath(root: Path, path: Path) -> None:
+    """Remove the download-cache file ``path`` relative to ``root``'s fd; a
+    link on the way (a tenant's swap) leaves it where it is."""
+    rel = str(path.relative_to(root))
+    with (
+        contextlib.suppress(FileNotFoundError, NotADirectoryError, UnsafePath),
+        safepath.opened_dir(root) as root_fd,
+    ):
+        safepath.remove_beneath(root_fd, rel)
 
 
 def _remove(path: Path) -> None:
@@ -146,12 +189,16 @@ def _remove(path: Path) -> None:
 
 
 def _prune_empty_dirs(root: Path) -> None:
-    if not root.is_dir():
+    """Empty directories below each tool's (which stay), by directory fd:
+    a directory a tenant swapped for a link is neither walked nor removed."""
+    if not root.is_dir() or root.is_symlink():
         return
-    for dirpath, _dirs, _files in os.walk(root, topdown=False):
-        if Path(dirpath) != root and Path(dirpath).parent != root:
+    for dirpath, dirs, _files, dir_fd in os.fwalk(root, topdown=False, follow_symlinks=False):
+        if Path(dirpath) == root:
+            continue  # its children are the tools' own directories
+        for name in dirs:
             with contextlib.suppress(OSError):
-                os.rmdir(dirpath)  # only succeeds when empty
+                os.rmdir(name, dir_fd=dir_fd)  # only an empty directory, never a link
 
 
 def remove_stale_temporaries(cache_dir: Path, *, min_age_s: float) -> list[Path]:

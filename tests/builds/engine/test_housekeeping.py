@@ -18,6 +18,7 @@ from paas.builds.engine.build import build_image
 from paas.builds.engine.housekeeping import (
     cache_entries,
     evict_cache,
+    evict_entries,
     gc_needed,
     registry_push_lock,
     tree_size,
@@ -170,3 +171,46 @@ def test_registry_gc_frees_the_blobs_of_deleted_versions(engine_config, sample, 
             dest = tmp_path / digest.replace(":", "-")
             client.fetch_blob(app, digest, dest)
             assert dest.stat().st_size == size
+
+
+def _host_and_cache(tmp_path: Path, now: float) -> tuple[Path, Path, Path]:
+    """A host directory and a download cache directory holding files of the
+    same names, all long unused."""
+    host, cache = tmp_path / "host", tmp_path / "cache"
+    real = cache / "downloads" / "pip" / "http" / "a"
+    (host / "empty").mkdir(parents=True)
+    real.mkdir(parents=True)
+    for where in (real, host):
+        for name in ("f1", "f2"):
+            (where / name).write_bytes(b"x" * 8192)
+            os.utime(where / name, (now - 5000, now - 5000))
+    return host, cache, real
+
+
+def test_a_download_cache_dir_swapped_for_a_link_after_listing_leaves_the_host_alone(tmp_path):
+    # The download cache is a tenant's: its build steps write it (a bind
+    # mount), maybe while the worker evicts. A step swaps a directory the
+    # eviction listed for a link to the host, whose files have the same
+    # names: removing them by path would remove the host's (it did).
+    now = time.time()
+    host, cache, real = _host_and_cache(tmp_path, now)
+    entries = cache_entries(cache)
+    assert {e.path.name for e in entries} == {"f1", "f2"}
+    real.rename(real.with_name("a.moved"))
+    real.symlink_to(host)
+    report = evict_entries(entries, budget_bytes=0, min_age_s=600, now=now)
+    assert len(report.removed) == 2  # counted as gone: they are not in the cache any more
+    assert sorted(p.name for p in host.iterdir()) == ["empty", "f1", "f2"]
+    assert sorted(p.name for p in real.with_name("a.moved").iterdir()) == ["f1", "f2"]
+
+
+def test_a_link_in_a_download_cache_is_neither_walked_nor_pruned(tmp_path):
+    now = time.time()
+    host, cache, real = _host_and_cache(tmp_path, now)
+    (real.parent / "to-host").symlink_to(host)
+    (real.parent / "to-empty").symlink_to(host / "empty")
+    report = evict_cache(cache, budget_bytes=0, min_age_s=600, now=now)
+    assert {e.path.parent for e in report.removed} == {real}
+    assert sorted(p.name for p in host.iterdir()) == ["empty", "f1", "f2"]
+    assert (real.parent / "to-host").is_symlink() and (real.parent / "to-empty").is_symlink()
+    assert not real.exists()  # emptied, then pruned
