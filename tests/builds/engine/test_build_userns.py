@@ -114,3 +114,16 @@ def test_copy_and_run_layers_agree_on_owners_across_steps(engine_config, tmp_pat
     lines = _build(engine_config, src, tenant)
     marked = [line for line in lines if "MAP" in line and "$" not in line]
     assert marked and marked[0].split("MAP", 1)[1].split() == ["0:0"] * 5, lines
+
+
+@pytest.mark.root
+def test_a_user_named_in_the_images_passwd_runs_the_step(engine_config, tmp_path):
+    # USER by name: the worker reads the image's /etc/passwd in the step's
+    # idmapped rootfs (safepath.read_in_root), as the container would.
+    src = _dockerfile(
+        tmp_path, "src", "FROM stack\nUSER nobody\nRUN echo WHO $(id -un) $(id -u) $(id -g)\n"
+    )
+    tenant = Tenant(team=f"who-{uuid.uuid4().hex[:6]}", id_range=_range())
+    lines = _build(engine_config, src, tenant)
+    who = [line.split("WHO", 1)[1].split() for line in lines if "WHO" in line and "$" not in line]
+    assert who == [["nobody", "65534", "65534"]], lines
