@@ -127,3 +127,27 @@ def test_a_user_named_in_the_images_passwd_runs_the_step(engine_config, tmp_path
     lines = _build(engine_config, src, tenant)
     who = [line.split("WHO", 1)[1].split() for line in lines if "WHO" in line and "$" not in line]
     assert who == [["nobody", "65534", "65534"]], lines
+
+
+@pytest.mark.root
+def test_a_run_step_has_the_documented_capabilities_and_no_new_privs(engine_config, tmp_path):
+    # The same set as the agent's containers: Docker's default less NET_RAW
+    # (runtime_agent/oci/spec.py), no_new_privs, a seccomp filter.
+    src = _dockerfile(
+        tmp_path, "src",
+        "FROM stack\nRUN grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status"
+        " | sed 's/^/STATUS /'\n",
+    )  # fmt: skip
+    tenant = Tenant(team=f"caps-{uuid.uuid4().hex[:6]}", id_range=_range())
+    lines = _build(engine_config, src, tenant)
+    status = dict(
+        line.split("STATUS ", 1)[1].replace(":", " ", 1).split()
+        for line in lines
+        if "STATUS " in line and "sed" not in line
+    )
+    assert status == {
+        "CapEff": "00000000a80405fb",
+        "CapBnd": "00000000a80405fb",
+        "NoNewPrivs": "1",
+        "Seccomp": "2",
+    }, lines
