@@ -30,16 +30,11 @@ from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.net.policy import PolicySettings
 from tests.support.agent_harness import AgentUnderTest, LocalImages, exec_sh, request, unique
 from tests.support.netns_servers import NamespaceServers
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.root
 
 PORT = 8080
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -103,7 +98,7 @@ def build_subnet() -> IPv4Network:
 
 @pytest.fixture
 def router_port() -> int:
-    return free_port()
+    return free_port("0.0.0.0")
 
 
 @pytest.fixture
@@ -195,7 +190,7 @@ async def test_a_container_reaches_its_own_apps_instances_and_not_another_apps(
 async def test_another_apps_published_port_is_refused_own_apps_is_open(
     manager: ContainerManager,
 ) -> None:
-    name, host_port = unique("shop"), free_port()
+    name, host_port = unique("shop"), free_port("0.0.0.0")
     cmd = ["nc", "-ll", "-p", str(PORT), "-e", "hostname"]
     ports = [{"container_port": PORT, "host_port": host_port}]
     await manager.create(request(name, cmd, network_group="shop", hostname=name, ports=ports))
