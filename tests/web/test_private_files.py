@@ -6,7 +6,6 @@ than root and the service user could read, write, list, or run setuid."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,9 @@ from paas.applications.services import app_create
 from paas.builds.models import Build, BuildState
 from tests.support.private import exposed as _exposed
 from tests.web.archives import HELLO, targz
+from tests.web.deploy_support import wait_build_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-FINAL = {BuildState.SUCCEEDED, BuildState.FAILED}
-
-
-def _wait_for_final(build: Build, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        build.refresh_from_db()
-        if build.state in FINAL:
-            return
-        assert time.monotonic() < deadline, f"build still {build.state}"
-        time.sleep(0.2)
 
 
 def test_a_real_build_leaves_nothing_another_user_can_read(
@@ -48,7 +36,7 @@ def test_a_real_build_leaves_nothing_another_user_can_read(
     )
     assert response.status_code == 201, response.content
     build = Build.objects.get(pk=response.json()["build"])
-    _wait_for_final(build)
+    wait_build_final(build, 120)
     assert build.state == BuildState.SUCCEEDED, build.error
 
     builds = Path(build_env["PAAS_BUILD_DIR"])
