@@ -104,8 +104,6 @@ import os
 import re
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -121,16 +119,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `paas` and `bench` importable
     sys.path.insert(0, str(REPO))
 
+from bench.support.harness import free_port  # noqa: E402
+from bench.support.harness import stop as stop_process  # noqa: E402
+
 GOAL_RATIO = 0.8
 QUIET_OTHERS_MAX = 0.25  # of all CPUs, used by other work during the throughput runs
 HOST = "bench.localhost"
 START_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _setup_django(data_dir: Path) -> None:
@@ -150,13 +145,7 @@ def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc, grace_s=15)
 
 
 @dataclass(frozen=True)
