@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from runtime_agent.host.settings import SettingError, Settings
 from runtime_agent.images.layers import UnpackLimits
 from runtime_agent.net import policy
 from runtime_agent.net.names import IFNAME_RE, IFNAME_RULE, NFT_TABLE_RE, NFT_TABLE_RULE
-from runtime_agent.wire import ID_RANGE_BASE, ID_RANGE_SIZE
+from runtime_agent.wire import ID_RANGE_BASE, ID_RANGE_SIZE, REGISTRY_HOST_RE
 
 log = logging.getLogger("runtime_agent.config")
 
@@ -33,7 +32,6 @@ PREFIX = "PAAS_AGENT_"
 ConfigError = SettingError
 
 Env = Mapping[str, str]
-REGISTRY_RE = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?")
 USERNS_MIN_ID = ID_RANGE_BASE  # the first host id a range may start at (wire.py)
 
 
@@ -186,7 +184,7 @@ def _registry(read: Settings) -> dict[str, Any]:
             f"{PREFIX}REGISTRY_USER needs {PREFIX}REGISTRY (host:port): credentials "
             "are only ever sent to the registry they are for"
         )
-    if registry is not None and not REGISTRY_RE.fullmatch(registry):
+    if registry is not None and not REGISTRY_HOST_RE.fullmatch(registry):
         raise ConfigError(f"{PREFIX}REGISTRY must be host[:port], got {registry!r}")
     ca = read.optional_path("REGISTRY_CA")
     if ca is not None and not ca.is_file():

@@ -14,13 +14,12 @@ from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
 from paas.applications.models import App
+from paas.builds.engine.outbound import SECRET_NAME_RE  # also a file name under /run/secrets
 from paas.builds.models import BuildArg, BuildSecret
 from paas.builds.secretbox import seal, unseal
 from paas.core.errors import NotFound, ValidationFailed
 
 ARG_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-# Also a file name under /run/secrets.
-SECRET_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 MAX_VALUE_BYTES = 64 * 1024
 MAX_PER_APP = 100
 

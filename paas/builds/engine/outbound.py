@@ -31,6 +31,7 @@ CA_VARIABLES = (
     "NODE_EXTRA_CA_CERTS",
     "npm_config_cafile",
 )
+# A build secret's name, also its file name under /run/secrets (buildvars checks it too).
 SECRET_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
