@@ -65,6 +65,23 @@ def env_optional_path(name: str) -> Path | None:
     return _read(lambda s: s.optional_path(name))
 
 
+def env_file(name: str, default: str, *, none_word: str | None = None) -> str:
+    """An existing file, by absolute path, in its text form; the default
+    when unset, and "" (no file) for an empty default or ``none_word``."""
+
+    def get(s: Settings) -> str:
+        value = s.text(name, default)
+        if not value or (none_word is not None and value.lower() == none_word):
+            return ""
+        if not Path(value).is_absolute():
+            raise SettingError(f"{name} must be an absolute path, got {value!r}")
+        if not Path(value).is_file():
+            raise SettingError(f"{name}={value!r} is not a file")
+        return value
+
+    return _read(get)
+
+
 def env_subnet(name: str, default: str) -> str:
     """An IPv4 network, checked, in its text form."""
     return _read(lambda s: str(s.subnet(name, default)))

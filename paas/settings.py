@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from paas.env import (
     env_bool,
+    env_file,
     env_float,
     env_int,
     env_list,
@@ -209,7 +210,7 @@ PAAS_LOG_RETENTION_LINES = env_int("PAAS_LOG_RETENTION_LINES", 100_000, minimum=
 PAAS_LOG_RETENTION_DAYS = env_int("PAAS_LOG_RETENTION_DAYS", 7, minimum=0)
 PAAS_LOG_REPLAY_LINES = env_int("PAAS_LOG_REPLAY_LINES", 500, minimum=0)
 PAAS_LOG_CONSUMER_BUFFER = env_int("PAAS_LOG_CONSUMER_BUFFER", 10_000, minimum=100)
-PAAS_LOG_ROUTER_ACCESS_LOG = env_str("PAAS_LOG_ROUTER_ACCESS_LOG", "")
+PAAS_LOG_ROUTER_ACCESS_LOG = str(env_optional_path("PAAS_LOG_ROUTER_ACCESS_LOG") or "")
 PAAS_LOG_FOLLOW_REFRESH_S = env_float("PAAS_LOG_FOLLOW_REFRESH_S", 2.0, minimum=0.05)
 
 # Source intake limits (the archive is untrusted input).
@@ -292,13 +293,11 @@ PAAS_UPLOAD_RETENTION_DAYS = env_int("PAAS_UPLOAD_RETENTION_DAYS", 7, minimum=0)
 # CA bundle (mounted read-only; "none" mounts none) and proxies (default: the
 # host's HTTP_PROXY, HTTPS_PROXY, NO_PROXY, upper- or lower-case).
 _HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-PAAS_BUILD_CA_BUNDLE = env_str(
-    "PAAS_BUILD_CA_BUNDLE", _HOST_CA_BUNDLE if Path(_HOST_CA_BUNDLE).is_file() else ""
+PAAS_BUILD_CA_BUNDLE = env_file(
+    "PAAS_BUILD_CA_BUNDLE",
+    _HOST_CA_BUNDLE if Path(_HOST_CA_BUNDLE).is_file() else "",
+    none_word="none",
 )
-if PAAS_BUILD_CA_BUNDLE.lower() == "none":
-    PAAS_BUILD_CA_BUNDLE = ""
-if PAAS_BUILD_CA_BUNDLE and not Path(PAAS_BUILD_CA_BUNDLE).is_file():
-    raise ImproperlyConfigured(f"PAAS_BUILD_CA_BUNDLE={PAAS_BUILD_CA_BUNDLE!r} is not a file")
 
 
 def _host_proxy(name: str) -> str:
@@ -407,13 +406,9 @@ PAAS_GIT_PUSH_TIMEOUT_S = env_float("PAAS_GIT_PUSH_TIMEOUT_S", 1800.0, minimum=5
 # close connections that stay silent, and a dependency install can be long).
 PAAS_GIT_KEEPALIVE_S = env_float("PAAS_GIT_KEEPALIVE_S", 15.0, minimum=0.1)
 # The CAs trusted when a webhook fetches an app's repository over https.
-PAAS_GIT_FETCH_CA_BUNDLE = env_str(
+PAAS_GIT_FETCH_CA_BUNDLE = env_file(
     "PAAS_GIT_FETCH_CA_BUNDLE", _HOST_CA_BUNDLE if Path(_HOST_CA_BUNDLE).is_file() else ""
 )
-if PAAS_GIT_FETCH_CA_BUNDLE and not Path(PAAS_GIT_FETCH_CA_BUNDLE).is_file():
-    raise ImproperlyConfigured(
-        f"PAAS_GIT_FETCH_CA_BUNDLE={PAAS_GIT_FETCH_CA_BUNDLE!r} is not a file"
-    )
 PAAS_GIT_FETCH_TIMEOUT_S = env_float("PAAS_GIT_FETCH_TIMEOUT_S", 300.0, minimum=5.0)
 # A webhook's fetch never goes to a loopback, private, link-local or other
 # non-public address (a tenant's repository URL must not reach the

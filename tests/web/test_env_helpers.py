@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from paas.env import env_int, env_name, env_path, env_subnet, secret_key
+from paas.env import env_file, env_int, env_name, env_path, env_subnet, secret_key
 from runtime_agent.net.names import IFNAME_RE, IFNAME_RULE
 
 
@@ -51,3 +51,23 @@ def test_a_secret_key_may_come_from_a_file(monkeypatch, tmp_path):
     (tmp_path / "key").write_text("k" * 60 + "\n")
     monkeypatch.setenv("X_KEY_FILE", str(tmp_path / "key"))
     assert secret_key("X_KEY", tmp_path / "data") == "k" * 60
+
+
+def test_a_file_setting_wants_an_existing_file_by_absolute_path(monkeypatch, tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("x")
+    monkeypatch.setenv("X_CA", str(bundle))
+    assert env_file("X_CA", "", none_word="none") == str(bundle)
+    monkeypatch.setenv("X_CA", "ca.pem")
+    with pytest.raises(ImproperlyConfigured, match="X_CA must be an absolute path, got 'ca.pem'"):
+        env_file("X_CA", "")
+    monkeypatch.setenv("X_CA", str(tmp_path / "missing.pem"))
+    with pytest.raises(ImproperlyConfigured, match="X_CA=.*missing.pem' is not a file"):
+        env_file("X_CA", "")
+
+
+def test_a_file_setting_may_name_no_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("X_CA", "None")
+    assert env_file("X_CA", str(tmp_path), none_word="none") == ""
+    monkeypatch.setenv("X_CA", "")
+    assert env_file("X_CA", "") == ""
