@@ -24,16 +24,6 @@ def teams_of(*, user: AnyUser) -> QuerySet[Membership]:
     return Membership.objects.filter(user_id=user.pk).select_related("team").order_by("team__name")
 
 
-def team_of_user(*, user: AnyUser, team_id: int, action: str = "view") -> Team:
-    """The team, if ``user``'s role in it allows ``action``; a team the user
-    is not in is NotFound, exactly like a missing one."""
-    try:
-        require_role(user=user, team_id=team_id, action=action)
-    except NotFound:
-        raise NotFound("No such team.") from None
-    return Team.objects.get(pk=team_id)
-
-
 def _require_owner(actor: User, team: Team) -> None:
     try:
         require_role(user=actor, team_id=team.pk, action="manage")

@@ -76,11 +76,17 @@ def team_for_user(*, user: User, team_id: object, action: str) -> Team:
         return team_ensure_personal(user=user)
     if isinstance(team_id, bool) or not str(team_id).isdigit():
         raise NotFound("No such team.")
+    return team_of_user(user=user, team_id=int(str(team_id)), action=action)
+
+
+def team_of_user(*, user: AnyUser, team_id: int, action: str = "view") -> Team:
+    """The team, if ``user``'s role in it allows ``action``; a team the user
+    is not in is NotFound, exactly like a missing one."""
     try:
-        require_role(user=user, team_id=int(str(team_id)), action=action)
+        require_role(user=user, team_id=team_id, action=action)
     except NotFound:
         raise NotFound("No such team.") from None
-    return Team.objects.get(pk=int(str(team_id)))
+    return Team.objects.get(pk=team_id)
 
 
 def _digest(raw: str) -> str:

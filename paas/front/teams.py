@@ -15,11 +15,10 @@ from paas.accounts.members import (
     team_member_add,
     team_member_remove,
     team_member_set_role,
-    team_of_user,
     teams_of,
 )
 from paas.accounts.models import Role, Team
-from paas.accounts.services import ROLE_CAN, role_in_team
+from paas.accounts.services import ROLE_CAN, role_in_team, team_of_user
 from paas.accounts.types import signed_in
 from paas.core.errors import NotFound, PaasError, ValidationFailed
 
