@@ -9,16 +9,15 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.agent_harness import REPO, AgentProcess, cleanup, free_port
+from tests.support.agent_harness import REPO, AgentProcess, cleanup
 from tests.support.images import HTTP_PORT
-from tests.support.processes import wait_until
+from tests.support.processes import free_port, wait_until
 
 needs_root = pytest.mark.root
 
@@ -78,9 +77,7 @@ def test_the_agent_process_answers_the_auth_matrix_and_exits_cleanly_on_sigterm(
     assert info["agent"]["pid"] == agent.proc.pid
     assert info["cpus"] >= 1
 
-    started = time.monotonic()
-    assert agent.terminate() == 0
-    assert time.monotonic() - started < 10
+    assert agent.terminate() == 0  # a clean exit on SIGTERM, not a SIGKILL after the grace
     log = agent.stderr()
     assert "SIGTERM" in log
     assert "agent stopped" in log

@@ -63,10 +63,9 @@ async def test_stop_lets_an_app_that_handles_sigterm_exit_cleanly(manager):
     name = unique()
     await manager.create(request(name, ["sh", "-c", TRAP_0]))
     await logged(manager, name, "ready")
-    started = time.monotonic()
     await manager.stop(name, 5.0)
-    assert time.monotonic() - started < 4.0
     info = manager.inspect(name)
+    # 0, not 137: the app exited on SIGTERM, no SIGKILL after the grace period.
     assert (info.state, info.exit_code, info.pid) == (S.EXITED, 0, None)
     await logged(manager, name, "bye")
 
@@ -169,10 +168,9 @@ async def test_exec_streams_output_and_the_exit_code(manager):
 async def test_exec_past_its_timeout_is_killed(manager):
     name = unique()
     await manager.create(request(name, ["sh", "-c", DEAF]))
-    started = time.monotonic()
     out = await manager.exec(name, ExecRequest(cmd=["sleep", "30"], timeout_s=0.5))
     items = [item async for item in out]
-    assert time.monotonic() - started < 10
+    # Not 0: the sleep was killed, not waited for.
     assert items[-1][0] == "exit" and items[-1][1] != 0
 
 

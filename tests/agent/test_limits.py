@@ -11,6 +11,7 @@ import pytest
 from runtime_agent.host.errors import NotFound
 from runtime_agent.oci import cgroups
 from runtime_agent.wire import Limits
+from tests.support.processes import wait_until
 from tests.support.rootfs import Harness
 
 pytestmark = pytest.mark.root
@@ -111,9 +112,7 @@ def test_it_reports_sane_stats(harness):
     assert first.memory_limit_bytes == 64 * MiB
     assert 0 < first.memory_bytes < 64 * MiB
     assert first.pids == 1
-    deadline = time.monotonic() + 10
-    while started.output() != "done\n" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: started.output() == "done\n", timeout_s=10, what="the loop to finish")
     later = cgroups.stats(started.cgroups_path)
     assert later.pids == 1
     assert later.cpu_usage_ns > first.cpu_usage_ns > 0

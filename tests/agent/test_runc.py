@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -40,11 +39,14 @@ ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPE
 root, bundle, cid, sig = sys.argv[1:5]
 runc = Runc(Path(root))
 null = os.open(os.devnull, os.O_WRONLY)
-pid = runc.create(cid, Path(bundle), stdout_fd=null, stderr_fd=null,
+out = Path(bundle) / "stdout"
+out_fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+pid = runc.create(cid, Path(bundle), stdout_fd=out_fd, stderr_fd=null,
                   pid_file=Path(bundle) / "pid")
 runc.start(cid)
 if sig:
-    time.sleep(0.3)  # let the shell install its trap
+    while b"ready" not in out.read_bytes():  # the shell has installed its trap
+        time.sleep(0.01)
     runc.kill(cid, sig)
 _, status = os.waitpid(pid, 0)
 print(json.dumps(os.waitstatus_to_exitcode(status)))
@@ -87,7 +89,7 @@ def test_it_reports_the_main_process_exit_code_to_a_subreaper(harness):
 
 
 def test_it_delivers_a_signal_by_name_to_the_main_process(harness):
-    trap = 'trap "exit 7" TERM; while :; do sleep 0.05; done'
+    trap = 'trap "exit 7" TERM; echo ready; while :; do sleep 0.05; done'
     assert exit_code_through_pid(harness, ["sh", "-c", trap], sig="TERM") == 7
 
 
@@ -114,7 +116,8 @@ def test_it_says_false_when_killing_a_stopped_container(harness):
 def test_it_starts_only_on_start(harness):
     started = harness.create(["sh", "-c", "echo started"])
     assert harness.runc.state(started.cid)["status"] == "created"
-    time.sleep(0.2)
+    # Its init is still runc's, waiting for the start: the command has not run.
+    assert Path(f"/proc/{started.pid}/comm").read_text().startswith("runc:")
     assert started.output() == ""
     harness.runc.start(started.cid)
     harness.wait_status(started.cid, "stopped")
