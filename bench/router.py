@@ -105,7 +105,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -121,16 +120,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `paas` and `bench` importable
     sys.path.insert(0, str(REPO))
 
+from bench.support.harness import free_port  # noqa: E402
+
 GOAL_RATIO = 0.8
 QUIET_OTHERS_MAX = 0.25  # of all CPUs, used by other work during the throughput runs
 HOST = "bench.localhost"
 START_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _setup_django(data_dir: Path) -> None:

@@ -27,9 +27,9 @@ from runtime_agent.host.cmd import output
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci.runc import Runc
-from tests.support.agent_harness import free_port, server_tls, unused_subnet
+from tests.support.agent_harness import server_tls, unused_subnet
 from tests.support.images import HTTP_PORT, BuiltImage
-from tests.support.processes import async_wait_until
+from tests.support.processes import async_wait_until, free_port
 from tests.support.registry import TestRegistry
 
 pytestmark = pytest.mark.root

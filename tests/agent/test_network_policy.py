@@ -12,7 +12,6 @@ network, one on a private network. Nothing else is ever contacted.
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -27,14 +26,9 @@ from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.net.policy import PolicySettings
 from tests.support.agent_harness import AgentUnderTest, LocalImages, exec_sh, request, unique
 from tests.support.other_hosts import PORT, Hosts, OtherHost, host_listener, slash30
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -52,7 +46,7 @@ def build_subnet() -> IPv4Network:
 
 @pytest.fixture
 def router_port() -> int:
-    return free_port()
+    return free_port("0.0.0.0")
 
 
 @pytest.fixture
@@ -123,7 +117,7 @@ async def test_a_container_reaches_its_own_apps_instances_and_not_another_apps(
 async def test_another_apps_published_port_is_refused_own_apps_is_open(
     manager: ContainerManager,
 ) -> None:
-    name, host_port = unique("shop"), free_port()
+    name, host_port = unique("shop"), free_port("0.0.0.0")
     cmd = ["nc", "-ll", "-p", str(PORT), "-e", "hostname"]
     ports = [{"container_port": PORT, "host_port": host_port}]
     await manager.create(request(name, cmd, network_group="shop", hostname=name, ports=ports))

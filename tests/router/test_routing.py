@@ -15,7 +15,7 @@ from bench.support.http_load import Connection
 from paas.router.routes import Route, Upstream
 from paas.router.services import router_apply, router_status
 from tests.support.backends import Backend
-from tests.support.redis_server import free_port
+from tests.support.processes import free_port
 from tests.support.router import TestRouter
 
 

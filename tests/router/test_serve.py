@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from django.test import override_settings
 
 from paas.router.routes import Route
 from paas.router.services import router_apply, router_status
-from tests.support.redis_server import free_port
+from tests.support.processes import free_port, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,14 +50,14 @@ def test_router_serve_runs_nginx_on_the_live_routes(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 30
-            while not router_status().running:
+
+            def running() -> bool:
                 assert proc.poll() is None, "router_serve exited"
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.05)
+                return router_status().running
+
+            wait_until(running, timeout_s=30, what="nginx running")
             assert router_status().pid == proc.pid  # the command became nginx
             assert _get(port, "sleepy.localhost") == 503
             assert _get(port, "other.localhost") == 404
         finally:
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
+            stop_process(proc, grace_s=15)

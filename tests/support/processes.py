@@ -22,9 +22,14 @@ POLL_S = 0.02
 
 
 def wait_until(
-    predicate: Callable[[], T | None], *, timeout_s: float = 30.0, what: str = "the condition"
+    predicate: Callable[[], T | None],
+    *,
+    timeout_s: float = 30.0,
+    what: str = "the condition",
+    poll_s: float = POLL_S,
 ) -> T:
-    """Poll ``predicate`` until it returns something truthy, and return that."""
+    """Poll ``predicate`` until it returns something truthy, and return that
+    (a longer ``poll_s`` for a predicate that costs a request or a query)."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = predicate()
@@ -32,7 +37,7 @@ def wait_until(
             return result
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not happen within {timeout_s}s (last: {result!r})")
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
 
 
 async def async_wait_until(

@@ -13,11 +13,8 @@ PID at the end. It dies with the test process (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import http.client
 import json
-import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -30,7 +27,7 @@ from typing import Any
 from django.test import override_settings
 
 from paas.router.services import router_prepare, router_status
-from tests.support.redis_server import free_port
+from tests.support.processes import die_with_parent, free_port, stop_process, wait_until
 
 START_TIMEOUT_S = 20.0
 
@@ -99,20 +96,6 @@ class TestRouter:
             time.sleep(0.05)
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)  # nginx: fast shutdown
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
-
-
 @contextlib.contextmanager
 def run_router(directory: Path, *, workers: int = 2) -> Iterator[TestRouter]:
     http_port, https_port = free_port(), free_port()
@@ -127,16 +110,18 @@ def run_router(directory: Path, *, workers: int = 2) -> Iterator[TestRouter]:
         out = open(directory / "logs" / "nginx.out", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
         out.close()
         try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while not router_status().running:
-                if proc.poll() is not None or time.monotonic() > deadline:
+
+            def running() -> bool:
+                if proc.poll() is not None:
                     log = (directory / "logs" / "error.log").read_text(errors="replace")
                     raise RuntimeError(f"the router's nginx did not start: {log[-2000:]}")
-                time.sleep(0.02)
+                return router_status().running
+
+            wait_until(running, timeout_s=START_TIMEOUT_S, what="the router's nginx running")
             yield TestRouter(directory, http_port, https_port, proc.pid)
         finally:
-            _stop(proc)
+            stop_process(proc, grace_s=15)  # SIGTERM: nginx's fast shutdown

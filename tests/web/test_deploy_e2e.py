@@ -29,7 +29,8 @@ from paas.hosts.models import Instance, InstanceState
 from paas.hosts.reconcile import reconcile
 from paas.hosts.services import host_client
 from paas.logs.models import LogLine
-from tests.support.agent_harness import AgentProcess, free_port
+from tests.support.agent_harness import AgentProcess
+from tests.support.processes import free_port
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter
 from tests.web.deploy_support import (

@@ -16,7 +16,8 @@ from paas.applications.models import Release, ReleaseState
 from paas.applications.services import app_create
 from paas.gitdeploy.repos import repo_path
 from paas.hosts.app_delete import app_delete_request
-from tests.support.agent_harness import AgentProcess, cleanup, free_port
+from tests.support.agent_harness import AgentProcess, cleanup
+from tests.support.processes import free_port
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter, run_router
 from tests.web.deploy_support import (
