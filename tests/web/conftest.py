@@ -3,11 +3,11 @@ and named users in two teams."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from paas.accounts.services import team_add_member
 from paas.celery import app as celery_app
 from tests.support.agent_harness import AgentProcess, cleanup
 from tests.support.build_env import build_environment
+from tests.support.processes import stop_process, wait_until
 from tests.support.redis_server import run_redis
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter, run_router
@@ -108,24 +109,37 @@ class Workers:
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.procs.append(proc)
-        # Generous: a worker starts in seconds, but the machine may be loaded.
-        deadline = time.monotonic() + 90
-        while b"ready." not in log_path.read_bytes():
+
+        def ready() -> bool:
             assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "the worker did not start in 90 s"
-            time.sleep(0.1)
+            return b"ready." in log_path.read_bytes()
+
+        # Generous: a worker starts in seconds, but the machine may be loaded.
+        wait_until(ready, timeout_s=90, what="the worker's 'ready.'")
         return proc
 
+    @contextlib.contextmanager
+    def beat(self) -> Iterator[None]:
+        """A real ``celery beat`` with the workers' environment, stopped by
+        its PID after."""
+        log_path = self.tmp_path / "beat.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "paas", "beat", "--loglevel", "INFO",
+                 "--schedule", str(self.tmp_path / "beat-schedule")],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            yield
+        finally:
+            stop_process(proc, grace_s=20)
+
     def stop_all(self) -> None:
-        for proc in self.procs:
+        for proc in self.procs:  # all asked at once, then each waited for
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, grace_s=20)
 
 
 @pytest.fixture

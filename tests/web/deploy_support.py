@@ -11,7 +11,6 @@ import shutil
 import tarfile
 import tempfile
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from paas.builds.models import Build
 from paas.hosts.models import Host
 from paas.hosts.services import host_heartbeat
 from tests.support.agent_harness import AgentProcess
+from tests.support.processes import wait_until
 from tests.support.registry import TestRegistry
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "hello-world"
@@ -90,14 +90,19 @@ def add_host(agent: AgentProcess, name: str = "local") -> Host:
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
+    """:func:`wait_until` with this module's positional arguments."""
+    return wait_until(check, timeout_s=timeout_s, what=what or str(check), poll_s=0.1)
+
+
+def wait_build_final(build: Build, timeout_s: float = 240) -> Build:
+    """``build`` once it succeeded or failed, refreshed from the database."""
+
+    def final() -> Build | None:
+        build.refresh_from_db()
+        return build if build.is_final else None
+
+    found: Build = wait_for(final, timeout_s, f"build {build.pk} to finish")
+    return found
 
 
 def upload(client: Any, user: Any, app: str, extra: dict[str, bytes] | None = None) -> Build:

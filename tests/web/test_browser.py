@@ -5,17 +5,15 @@ watch the build log arrive live."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
+from tests.support.processes import free_port, port_open, stop_process, wait_until
 from tests.web.archives import HELLO, zipped
 from tests.web.conftest import ROOT, Workers, _worker_env
 
@@ -30,15 +28,9 @@ CHROMIUM_ARGS = [
 UPLOAD_WAIT_MS = 120_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def daphne(redis_url: str, tmp_path: Path, settings) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {**_worker_env(redis_url), "PAAS_UPLOAD_DIR": str(settings.UPLOAD_DIR)}
     with open(tmp_path / "daphne.log", "wb") as log:
         proc = subprocess.Popen(
@@ -47,23 +39,15 @@ def daphne(redis_url: str, tmp_path: Path, settings) -> Iterator[str]:
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "daphne.log").read_text()
-                assert time.monotonic() < deadline, "daphne did not start"
-                time.sleep(0.1)
+
+        def listening() -> bool:
+            assert proc.poll() is None, (tmp_path / "daphne.log").read_text()
+            return port_open("127.0.0.1", port)
+
+        wait_until(listening, timeout_s=30, what="daphne listening")
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from paas.accounts.services import api_token_create
 from paas.applications.services import app_create
 from paas.builds.models import Build, BuildState
 from tests.web.archives import targz
+from tests.web.deploy_support import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,15 +33,6 @@ def upload(client, user, name, files):
     )
     assert response.status_code == 201, response.content
     return Build.objects.get(pk=response.json()["build"])
-
-
-def wait_for(check, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def log_of(build):

@@ -3,9 +3,6 @@ worker process on a real Redis, and the log arriving over the WebSocket."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -14,6 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from paas.applications.services import app_create
 from paas.asgi import application
 from paas.builds.models import Build, BuildState
+from tests.support.processes import async_wait_until
 from tests.web.archives import HELLO, targz, zipped
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -93,14 +91,14 @@ async def test_a_late_subscriber_gets_the_whole_log_replayed(client, alice, work
     build, session = await sync_to_async(_upload_as)(
         client, alice, "late", zipped(HELLO), "src.zip"
     )
+
     # Wait for the build to end, however long a loaded machine takes (the
     # first build of a session also pushes the stack), before subscribing.
-    deadline = time.monotonic() + 180
-    await sync_to_async(build.refresh_from_db)()
-    while not build.is_final:
-        assert time.monotonic() < deadline, f"build still {build.state}"
-        await asyncio.sleep(0.1)
+    async def final() -> bool:
         await sync_to_async(build.refresh_from_db)()
+        return build.is_final
+
+    await async_wait_until(final, timeout_s=180, what="the build to finish")
     assert build.state == BuildState.SUCCEEDED
 
     communicator = await _open_log(build, session)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -15,6 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from paas.applications.services import app_create
 from paas.builds.models import Build, BuildState
 from tests.web.archives import HELLO, targz
+from tests.web.deploy_support import wait_build_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,26 +30,16 @@ def upload(client, user, app: str, files: dict[str, bytes]) -> Build:
     return Build.objects.get(pk=response.json()["build"])
 
 
-def finished(build: Build, timeout_s: float = 240) -> Build:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        build.refresh_from_db()
-        if build.is_final:
-            return build
-        time.sleep(0.1)
-    raise AssertionError(f"build {build.pk} still {build.state}")
-
-
 def test_from_is_scoped_to_the_builds_team(client, alice, bob, workers):
     app_create(user=alice, team=alice.personal_team, name="alice-base")
     app_create(user=alice, team=alice.personal_team, name="alice-derived")
     app_create(user=bob, team=bob.personal_team, name="bob-derived")
     workers.start()
-    base = finished(upload(client, alice, "alice-base", HELLO))
+    base = wait_build_final(upload(client, alice, "alice-base", HELLO))
     assert base.state == BuildState.SUCCEEDED, base.error
     dockerfile = {"Dockerfile": b"FROM alice-base:v1\nRUN true\n"}
 
-    bobs = finished(upload(client, bob, "bob-derived", dockerfile))
+    bobs = wait_build_final(upload(client, bob, "bob-derived", dockerfile))
     assert bobs.state == BuildState.FAILED
     assert "Dockerfile line 1: FROM alice-base:v1" in bobs.error
     assert (
@@ -58,7 +48,7 @@ def test_from_is_scoped_to_the_builds_team(client, alice, bob, workers):
         .exists()
     )  # refused before any pull
 
-    alices = finished(upload(client, alice, "alice-derived", dockerfile))
+    alices = wait_build_final(upload(client, alice, "alice-derived", dockerfile))
     assert alices.state == BuildState.SUCCEEDED, alices.error
 
 
@@ -84,7 +74,7 @@ def test_an_uploaded_copy_through_a_planted_link_leaves_the_host_alone(
     }
     app_create(user=alice, team=alice.personal_team, name="copy-through")
     workers.start()
-    build = finished(upload_tar(client, alice, "copy-through", files, [link]))
+    build = wait_build_final(upload_tar(client, alice, "copy-through", files, [link]))
     assert build.state == BuildState.SUCCEEDED, build.error  # the intake let it in
     assert (canary / "secret").read_text() == "host secret\n"
     assert os.listdir(canary) == ["secret"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 
 import pytest
@@ -17,6 +16,7 @@ from paas.applications.services import app_create
 from paas.builds.buildvars import build_secret_values
 from paas.builds.models import Build, BuildSecret, BuildState
 from tests.web.archives import targz
+from tests.web.deploy_support import wait_build_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SECRET = "pypi-T0ken-for-alice"
@@ -100,10 +100,7 @@ def test_a_worker_build_uses_both_and_logs_no_secret(client, alice, workers):
         HTTP_ACCEPT="application/json",
     )
     build = Build.objects.get(pk=response.json()["build"])
-    deadline = time.monotonic() + 240
-    while not build.is_final and time.monotonic() < deadline:
-        time.sleep(0.2)
-        build.refresh_from_db()
+    wait_build_final(build)
     log = "\n".join(build.log_lines.values_list("text", flat=True))
     assert build.state == BuildState.SUCCEEDED, log
     assert build.app == app
@@ -133,10 +130,7 @@ def test_an_index_password_never_reaches_the_stored_log(client, alice, workers, 
         HTTP_ACCEPT="application/json",
     )
     build = Build.objects.get(pk=response.json()["build"])
-    deadline = time.monotonic() + 240
-    while not build.is_final and time.monotonic() < deadline:
-        time.sleep(0.2)
-        build.refresh_from_db()
+    wait_build_final(build)
     log = "\n".join(build.log_lines.values_list("text", flat=True))
     assert build.state == BuildState.FAILED, log
     assert f"Looking in indexes: http://builder:***@{gateway}:9/simple/" in log

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 import time
 import uuid
 from datetime import timedelta
@@ -20,7 +18,7 @@ from django.utils import timezone
 from paas.applications.services import app_create
 from paas.builds.housekeeping import builds_housekeep
 from paas.builds.models import Build, BuildState
-from tests.web.conftest import ROOT
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -117,7 +115,7 @@ def test_the_usage_command_names_what_uses_the_disk(dirs):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_celery_beat_runs_the_housekeeping_on_a_real_worker(alice, workers, build_env, tmp_path):
+def test_celery_beat_runs_the_housekeeping_on_a_real_worker(alice, workers, build_env):
     """celery beat (its shortest allowed interval) sends builds.housekeep to a
     real worker, which removes a finished build's scratch directory."""
     app = app_create(user=alice, team=alice.personal_team, name="beat")
@@ -131,19 +129,13 @@ def test_celery_beat_runs_the_housekeeping_on_a_real_worker(alice, workers, buil
         PAAS_BUILD_CACHE_MAX_BYTES=str(1 << 50),
     )
     workers.start()
-    beat = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "paas", "beat", "--loglevel", "INFO",
-         "-s", str(tmp_path / "beat-schedule")],
-        cwd=ROOT, env=workers.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        while build_dir.parent.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not build_dir.parent.exists()
-    finally:
-        beat.terminate()
-        beat.wait(timeout=20)
+    with workers.beat():
+        wait_until(
+            lambda: not build_dir.parent.exists(),
+            timeout_s=90,
+            what="the housekeeping to remove the build's directory",
+            poll_s=0.2,
+        )
 
 
 def test_no_registry_gc_while_a_blob_upload_is_open(dirs, settings):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -17,20 +16,9 @@ from paas.applications.services import app_create
 from paas.builds.models import Build, BuildState
 from tests.support.private import exposed as _exposed
 from tests.web.archives import HELLO, targz
+from tests.web.deploy_support import wait_build_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-FINAL = {BuildState.SUCCEEDED, BuildState.FAILED}
-
-
-def _wait_for_final(build: Build, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        build.refresh_from_db()
-        if build.state in FINAL:
-            return
-        assert time.monotonic() < deadline, f"build still {build.state}"
-        time.sleep(0.2)
 
 
 def test_a_real_build_leaves_nothing_another_user_can_read(
@@ -49,7 +37,7 @@ def test_a_real_build_leaves_nothing_another_user_can_read(
     )
     assert response.status_code == 201, response.content
     build = Build.objects.get(pk=response.json()["build"])
-    _wait_for_final(build)
+    wait_build_final(build, 120)
     assert build.state == BuildState.SUCCEEDED, build.error
 
     builds = Path(build_env["PAAS_BUILD_DIR"])
@@ -114,7 +102,7 @@ def test_kept_trees_of_a_build_show_no_other_user_a_setuid_binary_or_a_device(
     )
     assert response.status_code == 201, response.content
     build = Build.objects.get(pk=response.json()["build"])
-    _wait_for_final(build)
+    wait_build_final(build, 120)
     assert build.state == BuildState.SUCCEEDED, build.error
     builds, cache = Path(build_env["PAAS_BUILD_DIR"]), Path(build_env["PAAS_BUILD_CACHE_DIR"])
     kept = [p for p, st in _named([builds, cache], "suid-sh") if st.st_mode & stat.S_ISUID]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -15,17 +14,11 @@ from paas.applications.services import app_create
 from paas.builds import services
 from paas.builds.models import Build, BuildState
 from tests.web.archives import targz
+from tests.web.deploy_support import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SLOW = {"Dockerfile": b'FROM stack\nRUN echo started && sleep 120\nCMD ["true"]\n'}
-
-
-def _wait_for(predicate, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def _lease_expired(build):
@@ -39,7 +32,7 @@ def test_a_build_whose_worker_is_killed_ends_failed(client, alice, workers, buil
     client.force_login(alice)
     client.post("/apps/slow/builds", {"source": SimpleUploadedFile("s.tar.gz", targz(SLOW))})
     build = Build.objects.get()
-    _wait_for(lambda: build.log_lines.filter(text__contains="started").exists())
+    wait_for(lambda: build.log_lines.filter(text__contains="started").exists(), 120, "the step")
 
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
@@ -54,7 +47,7 @@ def test_a_build_whose_worker_is_killed_ends_failed(client, alice, workers, buil
         setattr(settings, key, build_env[key])
     # Wait for the lease the dead worker last renewed to run out (nobody
     # renews it now), then sweep once.
-    _wait_for(lambda: _lease_expired(build))
+    wait_for(lambda: _lease_expired(build), 120, "the lease to expire")
     assert services.builds_fail_abandoned() == 1
     build.refresh_from_db()
     assert build.state == BuildState.FAILED

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from paas.logs.services import LAYER
 from paas.router.routes import Upstream, app_routes
 from paas.router.services import router_apply
 from tests.support.backends import run_backends
+from tests.support.processes import async_wait_until
 from tests.support.router import run_router
 from tests.web.logs.support import next_lines, texts_until_replayed, watcher
 
@@ -53,13 +53,11 @@ def stored(app_id: int) -> list[tuple[int, str, str, str, str, str]]:
 
 
 async def wait_stored(app_id: int, count: int, timeout_s: float = 60) -> list:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    async def enough() -> list | None:
         lines = await sync_to_async(stored)(app_id)
-        if len(lines) >= count:
-            return lines
-        assert time.monotonic() < deadline, f"{len(lines)} of {count} lines stored"
-        await asyncio.sleep(0.05)
+        return lines if len(lines) >= count else None
+
+    return await async_wait_until(enough, timeout_s=timeout_s, what=f"{count} lines stored")
 
 
 def start_ticker(agent, image_ref: str, name: str) -> None:
@@ -81,15 +79,13 @@ def run_instance(app, agent, name: str, *, index: int = 1) -> None:
 
 
 async def wait_agent_has(agent, name: str, count: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    async def enough() -> bool:
         status, lines = await asyncio.to_thread(
             agent.request, "GET", f"/v1/containers/{name}/logs?tail=all"
         )
-        if status == 200 and len(lines) >= count:
-            return
-        assert time.monotonic() < deadline, f"the agent has {len(lines)} of {count} lines"
-        await asyncio.sleep(0.05)
+        return status == 200 and len(lines) >= count
+
+    await async_wait_until(enough, timeout_s=timeout_s, what=f"the agent to have {count} lines")
 
 
 def numbers(lines: list, prefix: str) -> list[int]:
@@ -218,10 +214,11 @@ async def test_it_reads_no_agent_whose_certificate_is_not_the_pinned_one_until_r
     expected = (f"the agent at {agent.url} presented a certificate with fingerprint "
                 f"{agent.fingerprint}, pinned {wrong}")  # fmt: skip
     async with following():
-        deadline = time.monotonic() + 60
-        while not any(expected in r.getMessage() for r in caplog.records):
-            assert time.monotonic() < deadline, "the follower did not report the mismatch"
-            await asyncio.sleep(0.05)
+        await async_wait_until(
+            lambda: any(expected in r.getMessage() for r in caplog.records),
+            timeout_s=60,
+            what="the follower to report the mismatch",
+        )
         # The host joins again with the certificate its agent has: the follower
         # notices the new pin and reads the log (nothing was lost meanwhile).
         await sync_to_async(Host.objects.filter(name=f"h-{name}").update)(

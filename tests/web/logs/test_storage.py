@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +12,7 @@ from paas.logs.lines import MAX_TEXT, IngestLine
 from paas.logs.models import LogLine, LogSource
 from paas.logs.services import logs_enforce_retention, logs_ingest
 from paas.logs.tasks import enforce_retention
+from tests.web.deploy_support import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,10 +71,7 @@ def test_the_beat_task_enforces_retention_in_a_real_worker(shop, settings, worke
     logs_ingest(app_id=shop.pk, lines=[at(now - timedelta(days=8), "old"), at(now, "new")])
     workers.start()
     enforce_retention.delay()
-    deadline = time.monotonic() + 60
-    while texts(shop) != ["new"]:
-        assert time.monotonic() < deadline, texts(shop)
-        time.sleep(0.1)
+    wait_for(lambda: texts(shop) == ["new"], 60, "the old line to go")
 
 
 def test_download_returns_the_stored_matching_lines_as_text(client, alice, shop):

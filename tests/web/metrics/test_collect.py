@@ -4,10 +4,6 @@ counters from the agent in one request and stores points for its app."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-
 import pytest
 
 from paas.applications.models import Release
@@ -15,7 +11,7 @@ from paas.applications.services import app_create
 from paas.hosts.models import Host, HostState, Instance, InstanceState
 from paas.metrics.models import MetricPoint, Tier
 from paas.metrics.services import metrics_collect
-from tests.web.conftest import ROOT
+from tests.support.processes import wait_until
 from tests.web.deploy_support import add_host
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.root]
@@ -42,14 +38,13 @@ def instance(app, host: Host, name: str, index: int) -> Instance:
 
 
 def collect_until(check, timeout_s: float = 60):
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def collected():
         metrics_collect()
         points = list(MetricPoint.objects.filter(tier=Tier.FINE).order_by("sampled_at"))
-        if check(points):
-            return points
-        assert time.monotonic() < deadline, f"no such points in time: {points}"
-        time.sleep(0.5)
+        return points if check(points) else None
+
+    # Half a second apart: a CPU share is measured between two collections.
+    return wait_until(collected, timeout_s=timeout_s, what="the points asked for", poll_s=0.5)
 
 
 def test_it_stores_cpu_and_memory_of_each_running_instance(alice, agent, busybox_image):
@@ -97,7 +92,7 @@ def test_hosts_that_do_not_answer_or_were_removed_are_skipped(alice, agent, busy
     assert point.container == name and point.memory_bytes > 0
 
 
-def test_celery_beat_collects_on_a_real_worker(alice, agent, busybox_image, workers, tmp_path):
+def test_celery_beat_collects_on_a_real_worker(alice, agent, busybox_image, workers):
     """beat sends metrics.collect every PAAS_METRICS_INTERVAL_S to a real
     worker; successive collections give the CPU share between them."""
     app = app_create(user=alice, team=alice.personal_team, name="burner")
@@ -107,17 +102,11 @@ def test_celery_beat_collects_on_a_real_worker(alice, agent, busybox_image, work
     instance(app, host, name, 1)
     workers.env.update(PAAS_METRICS_INTERVAL_S="1", PAAS_METRICS_COARSE_S="60")
     workers.start()
-    beat = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "paas", "beat", "--loglevel", "INFO",
-         "-s", str(tmp_path / "beat-schedule")],
-        cwd=ROOT, env=workers.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        while not MetricPoint.objects.filter(container=name, cpu_percent__gt=0).exists():
-            assert time.monotonic() < deadline, list(MetricPoint.objects.values())
-            time.sleep(0.2)
-    finally:
-        beat.terminate()
-        beat.wait(timeout=20)
+    with workers.beat():
+        wait_until(
+            MetricPoint.objects.filter(container=name, cpu_percent__gt=0).exists,
+            timeout_s=90,
+            what="a collected point with a CPU share",
+            poll_s=0.2,
+        )
     assert MetricPoint.objects.filter(container=name).count() >= 2
