@@ -21,6 +21,7 @@ import pytest
 from paas.accounts.services import api_token_create
 from paas.applications.models import App, Release, ReleaseState
 from tests.support.agent_harness import AgentProcess
+from tests.support.processes import stop_process
 from tests.support.router import TestRouter
 from tests.web.deploy_support import (
     SAMPLE,
@@ -91,8 +92,7 @@ class Follower:
         return bool(wait_for(lambda: any(text in line for line in self.lines), 60, text))
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 @pytest.fixture

@@ -8,12 +8,9 @@ port stays the same across a redeploy."""
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +25,9 @@ from paas.hosts import deploy, lifecycle
 from paas.hosts.locks import app_lock_held
 from paas.hosts.models import Instance, InstanceState
 from paas.hosts.observe import hosts_observe
-from tests.support.agent_harness import AgentProcess, free_port
+from tests.support.agent_harness import AgentProcess
 from tests.support.images import BuiltImage, build_busybox_image
+from tests.support.processes import free_port
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter
 from tests.web.deploy_support import (
@@ -123,23 +121,6 @@ def test_a_crash_loop_and_an_oom_kill_show_within_a_poll_of_the_agent(
     assert "restarted 2×" in client.get("/apps/loops/").content.decode()
 
 
-@contextlib.contextmanager
-def _beat(env: dict[str, str], tmp_path: Path) -> Iterator[None]:
-    """A real ``celery beat`` (stopped by its PID after)."""
-    log_path = tmp_path / "beat.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "paas", "beat", "--loglevel", "INFO",
-             "--schedule", str(tmp_path / "beat-schedule")],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
 def test_the_beat_keeps_instance_states_fresh_without_the_reconcile(
     alice: Any, platform: int, busybox: BuiltImage, workers: Any, router: TestRouter,
     tmp_path: Path,
@@ -150,7 +131,7 @@ def test_the_beat_keeps_instance_states_fresh_without_the_reconcile(
     app = _app(alice, "watched", busybox, {"crasher": ("sh -c 'exit 3'", 1, 64)})
     _deploy(app)
     workers.start()
-    with _beat(workers.env, tmp_path):
+    with workers.beat():
         wait_for(
             lambda: Instance.objects.filter(
                 container_name="watched.v1.crasher.1", state=InstanceState.BACKOFF, exit_code=3
