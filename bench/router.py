@@ -104,7 +104,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -121,6 +120,7 @@ if str(REPO) not in sys.path:  # run as a script: make `paas` and `bench` import
     sys.path.insert(0, str(REPO))
 
 from bench.support.harness import free_port  # noqa: E402
+from bench.support.harness import stop as stop_process  # noqa: E402
 
 GOAL_RATIO = 0.8
 QUIET_OTHERS_MAX = 0.25  # of all CPUs, used by other work during the throughput runs
@@ -145,13 +145,7 @@ def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc, grace_s=15)
 
 
 @dataclass(frozen=True)

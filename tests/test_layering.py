@@ -1,7 +1,8 @@
 """The rules of the house, read from the code's imports (AST, no import
 side effects): the agent never imports the control plane (nor Django); the control
 plane uses the agent's host toolkit and wire format, never its daemon; the
-toolkit knows nothing of the daemon; no class grows past 250 lines."""
+toolkit knows nothing of the daemon; bench/ has its own helpers, not the
+tests'; no class grows past 250 lines."""
 
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ def test_the_control_plane_never_imports_the_agent_daemon():
 @pytest.mark.parametrize("toolkit", TOOLKIT)
 def test_the_host_toolkit_never_imports_the_daemon(toolkit):
     assert offences(f"runtime_agent/{toolkit}", DAEMON) == []
+
+
+def test_the_benchmarks_never_import_the_tests():
+    assert offences("bench", ("tests",)) == []
 
 
 def test_the_scan_sees_a_forbidden_import(tmp_path):
