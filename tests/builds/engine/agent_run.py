@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import tempfile
 import urllib.request
 from collections.abc import AsyncIterator
@@ -18,15 +17,10 @@ from runtime_agent import wire
 from runtime_agent.host.cmd import run
 from runtime_agent.images.store import ImageStore
 from tests.support.agent_harness import AgentUnderTest, unique
+from tests.support.processes import free_port
 
 # Straight to the container: a proxy from the environment must not get it.
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _mounts_under(root: str) -> list[str]:
@@ -48,7 +42,7 @@ async def served_by_agent(
     try:
         await agent.setup()
         manager = await agent.manager()
-        host_port = _free_port()
+        host_port = free_port()
         request = wire.parse_create(
             {
                 "name": unique("app"),
