@@ -225,7 +225,7 @@ class ImageStore:
             for tag in (self.root / "tags").glob("*.json"):
                 if parse_json(tag.read_bytes(), str(tag))["digest"] not in in_use:
                     tag.unlink()
-            self._remove_blobs(keep_blobs)
+            _remove_blobs(self.root / "blobs/sha256", keep_blobs)
             removed = self._remove_layers(keep_layers)
             for leftover in (self.root / "tmp").iterdir():  # from a crashed pull
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -247,11 +247,6 @@ class ImageStore:
             (self.root / "locks" / f"layer-{layer.name}").unlink(missing_ok=True)
             removed.append(digest)
         return removed
-
-    def _remove_blobs(self, keep: set[str]) -> None:
-        for blob in (self.root / "blobs/sha256").iterdir():
-            if "sha256:" + blob.name not in keep:
-                blob.unlink()
 
     # ------------------------------------------------------------- helpers
 
@@ -315,6 +310,12 @@ class ImageStore:
         """Pulls share this lock; gc takes it exclusively, so it never deletes
         a layer a pull has just unpacked but not yet recorded."""
         return self.flock("gc", fcntl.LOCK_SH)
+
+
+def _remove_blobs(blobs: Path, keep: set[str]) -> None:
+    for blob in blobs.iterdir():
+        if "sha256:" + blob.name not in keep:
+            blob.unlink()
 
 
 def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
