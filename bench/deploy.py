@@ -102,8 +102,6 @@ def platform_env(workdir: Path, setup: RegistrySetup, redis_url: str) -> dict[st
         "PAAS_DRAIN_SECONDS": "1",
         "REDIS_URL": redis_url,
         "PAAS_REGISTRY": setup.host,
-        "PAAS_REGISTRY_USER": setup.username,
-        "PAAS_REGISTRY_PASSWORD": setup.password,
         "PAAS_REGISTRY_CA": setup.ca_file,
         "PAAS_REGISTRY_TOKEN_KEY": setup.token_key,
         "PAAS_REGISTRY_TOKEN_CERT": setup.token_cert,
@@ -264,9 +262,7 @@ def main() -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="paas-bench-deploy-"))
     workdir.chmod(0o711)  # the agent's root must be traversable (user namespaces)
-    # The realm: the builder pulls its base image with the registry's user
-    # and password (as the tests' registry lets it; see registry()).
-    with redis(workdir / "redis") as redis_url, registry(workdir / "registry", realm=True) as setup:
+    with redis(workdir / "redis") as redis_url, registry(workdir / "registry") as setup:
         env = platform_env(workdir, setup, redis_url)
         os.environ.update(env)
         agent = AgentDaemon(

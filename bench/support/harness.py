@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
@@ -102,24 +101,9 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> int:
 
 
 @contextlib.contextmanager
-def registry(workdir: Path, *, realm: bool = False) -> Iterator[RegistrySetup]:
-    """The platform's registry setup (TLS, token auth) on a free port.
-
-    ``realm``: also serve a token realm on loopback that grants what is asked
-    to the setup's username and password, for a client that pulls with
-    those (the builder's base-image pull; the platform's own realm refuses)."""
-    realm_port = free_port()
-    setup = prepare(
-        workdir, port=free_port(), realm=f"https://127.0.0.1:{realm_port}/registry/token"
-    )
-    with contextlib.ExitStack() as stack:
-        if realm:
-            stack.enter_context(_token_realm(setup, realm_port))
-        yield stack.enter_context(_registry_process(workdir, setup))
-
-
-@contextlib.contextmanager
-def _registry_process(workdir: Path, setup: RegistrySetup) -> Iterator[RegistrySetup]:
+def registry(workdir: Path) -> Iterator[RegistrySetup]:
+    """The platform's registry setup (TLS, token auth) on a free port."""
+    setup = prepare(workdir, port=free_port())
     proc = start(["docker-registry", "serve", setup.config_file], workdir / "registry.log")
     context = ssl.create_default_context(cafile=setup.ca_file)
 
@@ -139,47 +123,6 @@ def _registry_process(workdir: Path, setup: RegistrySetup) -> Iterator[RegistryS
         yield setup
     finally:
         stop(proc)
-
-
-@contextlib.contextmanager
-def _token_realm(setup: RegistrySetup, port: int) -> Iterator[None]:
-    expected = "Basic " + base64.b64encode(f"{setup.username}:{setup.password}".encode()).decode()
-    signer = TokenSigner(Path(setup.token_key), Path(setup.token_cert))
-
-    class Realm(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.headers.get("Authorization") != expected:
-                self._answer(401, {"details": "bad credentials"})
-                return
-            query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
-            access = [a for scope in query.get("scope", []) for a in parse_scopes(scope)]
-            token = signer.mint(access, subject=setup.username, ttl_s=300)
-            self._answer(200, {"token": token, "access_token": token, "expires_in": 300})
-
-        def _answer(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Realm)
-    # Over TLS, with the registry's own pair (clients trust its certificate).
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(setup.ca_file, Path(setup.ca_file).with_name("key.pem"))
-    server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def token_source(setup: RegistrySetup) -> Callable[[str], str]:
