@@ -26,7 +26,7 @@ from runtime_agent.containers.logs import (
     parse_time,
     rfc3339,
 )
-from tests.support.processes import async_wait_until
+from tests.support.processes import async_wait_until, wait_until
 from tests.support.redis_server import run_redis
 
 FAST = LogConfig(poll_s=0.01)
@@ -103,9 +103,13 @@ def test_since_returns_only_lines_at_or_after_the_time(log_dir, fds):
     tailer = LogTailer("web", log_dir, FAST)
     os.write(out, b"old\n")
     tailer.pump()
-    time.sleep(0.01)
-    cutoff = time.time()
-    time.sleep(0.01)
+    old = tailer.read()[-1].time
+
+    def past_old() -> float | None:  # a cutoff after the old line's time
+        now = time.time()
+        return now if rfc3339(now) > old else None
+
+    cutoff = wait_until(past_old, what="the clock to pass the old line")  # new is stamped later
     os.write(out, b"new\n")
     tailer.pump()
     assert [r.line for r in tailer.read(since=cutoff)] == ["new"]

@@ -28,6 +28,7 @@ from pathlib import Path
 from paas.builds.engine.plan import ImageSettings
 from paas.builds.engine.publish import Layer, image_config, push_image
 from runtime_agent.host.cmd import run
+from runtime_agent.host.settings import SettingError, Settings
 from runtime_agent.images.layers import LayerInfo, pack_layer
 from runtime_agent.images.registry import RegistryClient
 
@@ -220,8 +221,14 @@ def _main() -> None:
     parser = argparse.ArgumentParser(description="make the stack (and push it)")
     parser.add_argument("--cache-dir", type=Path, required=True)
     parser.add_argument("--registry", help="host:port; without it only the layer is made")
-    parser.add_argument("--username", default=os.environ.get("PAAS_REGISTRY_USERNAME"))
-    parser.add_argument("--password", default=os.environ.get("PAAS_REGISTRY_PASSWORD"))
+    # The one settings helper's rules (NAME_FILE, empty means unset), as everywhere.
+    env = Settings(os.environ)
+    try:
+        username, password = (env.optional(f"PAAS_REGISTRY_{n}") for n in ("USERNAME", "PASSWORD"))
+    except SettingError as exc:
+        parser.error(exc.message)
+    parser.add_argument("--username", default=username)
+    parser.add_argument("--password", default=password)
     parser.add_argument("--ca-file")
     args = parser.parse_args()
     if not args.registry:
