@@ -225,3 +225,46 @@ def test_an_agent_killed_while_stopping_a_container_drops_no_request_and_converg
     assert _pids(agent)[first] == pid
     print(f"agent killed at stop.requested: {report.ok} ok, {report.failed} failed, "
           f"{report.retries} retries; converged {converged_s:.1f} s after the restart")  # fmt: skip
+
+
+def test_an_agent_killed_while_starting_a_redeploy_fails_it_cleanly_and_converges(
+    alice: Any, platform: int, agent: AgentProcess, busybox: BuiltImage, tmp_path: Path
+) -> None:
+    app = _app(alice, "redo", busybox, web=1)
+    serving = "redo.v1.web.1"
+    pid = _pids(agent)[serving]
+    marker = tmp_path / "failpoint"
+    v2 = Release.objects.create(
+        app=app, number=2, image=busybox.pinned_ref, cause=ReleaseCause.CONFIG, process_types={}
+    )
+
+    with background_load(platform, "redo.localhost", duration_s=600) as load:
+        wait_for(lambda: sum(load.bodies.values()) > 20, 30, "load through the router")
+        _restart_frozen_at(agent, "launch.after:redo.v2.web.1", marker)
+        states: list[ReleaseState] = []
+        rollout = _in_background(lambda: states.append(deploy.release_deploy(release_id=v2.pk)))
+        _kill_when_frozen(agent, marker)
+        rollout.join(timeout=120)
+        assert not rollout.is_alive() and not rollout.errors  # type: ignore[attr-defined]
+        # Failed with the reason; v1 stays current and keeps serving.
+        assert states == [ReleaseState.FAILED]
+        v2.refresh_from_db()
+        assert v2.state == ReleaseState.FAILED and "did not answer" in v2.error
+        _more_served(load)
+
+        _restart(agent)
+        restarted = time.monotonic()
+        assert _pids(agent)[serving] == pid
+        # v2's half-started container is adopted by the agent, then removed
+        # with its row by the reconcile (its deploy could not reach the agent).
+        wait_for(lambda: _converged(app, [serving], agent), 90, "only v1 left")
+        converged_s = time.monotonic() - restarted
+        _more_served(load)
+
+    report = load.report
+    assert report.failed == 0, report.errors[:5]
+    assert [r.state for r in Release.objects.filter(app=app).order_by("number")] == [
+        ReleaseState.CURRENT, ReleaseState.FAILED,
+    ]  # fmt: skip
+    print(f"agent killed mid-redeploy: {report.ok} ok, {report.failed} failed, "
+          f"{report.retries} retries; converged {converged_s:.1f} s after the restart")  # fmt: skip
