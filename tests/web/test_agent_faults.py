@@ -4,7 +4,7 @@ router, a bounded client sending requests through it the whole time.
 
 The agent is frozen at an exact point by a failpoint
 (runtime_agent/host/failpoints.py: the agent restarted with
-PAAS_AGENT_FAILPOINT writes a marker file there and blocks), killed, and
+PAAS_AGENT_FAILPOINTS writes a marker file there and blocks), killed, and
 started again on the same root. Throughout, the app's instance that was
 already serving must answer every request (containers are not the agent's
 children to lose: it is a subreaper, not a parent that takes them along);
@@ -47,8 +47,8 @@ from tests.web.deploy_support import (
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
 MIB = 2**20
-FAILPOINT = "PAAS_AGENT_FAILPOINT"
-MARKER = "PAAS_AGENT_FAILPOINT_MARKER"
+FAILPOINTS = "PAAS_AGENT_FAILPOINTS"
+FAILPOINT_DIR = "PAAS_AGENT_FAILPOINT_DIR"
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def platform(
     add_host(agent)
     yield router.http_port
     # Whatever the test left it as: running, with no failpoint, for the next one.
-    agent.extra_env.pop(FAILPOINT, None)
+    agent.extra_env.pop(FAILPOINTS, None)
     if agent.proc is None or agent.proc.poll() is not None:
         agent.start()
     for name in container_names(agent):
@@ -89,21 +89,24 @@ def _pids(agent: AgentProcess) -> dict[str, int | None]:
     return {c["name"]: c["pid"] for c in body["containers"]}
 
 
-def _restart_frozen_at(agent: AgentProcess, point: str, marker: Path) -> None:
-    """Kill the agent and start it again, armed to freeze at ``point``."""
+def _restart_frozen_at(agent: AgentProcess, point: str, directory: Path) -> Path:
+    """Kill the agent and start it again, armed to freeze at ``point``
+    (``POINT:CONTAINER``); returns the file it writes there."""
     agent.kill()
-    agent.extra_env[FAILPOINT] = point
-    agent.extra_env[MARKER] = str(marker)
+    agent.extra_env[FAILPOINTS] = point
+    agent.extra_env[FAILPOINT_DIR] = str(directory)
     agent.start()
+    return directory / point.partition(":")[0]
 
 
 def _kill_when_frozen(agent: AgentProcess, marker: Path) -> None:
     wait_for(marker.exists, 60, "the agent to reach its failpoint")
+    assert int(marker.read_text()) == agent.proc.pid  # type: ignore[union-attr]
     agent.kill()  # SIGKILL, right there
 
 
 def _restart(agent: AgentProcess) -> None:
-    agent.extra_env.pop(FAILPOINT, None)
+    agent.extra_env.pop(FAILPOINTS, None)
     agent.start()
 
 
@@ -153,12 +156,11 @@ def test_an_agent_killed_while_starting_a_container_drops_no_request_and_converg
     first = f"{name}.v1.web.1"
     new = f"{name}.v1.web.2"
     pid = _pids(agent)[first]
-    marker = tmp_path / "failpoint"
 
     with background_load(platform, f"{name}.localhost", duration_s=600) as load:
         wait_for(lambda: sum(load.bodies.values()) > 20, 30, "load through the router")
         # A restart of the agent under the running app: it re-adopts, nothing restarts.
-        _restart_frozen_at(agent, f"{point}:{new}", marker)
+        marker = _restart_frozen_at(agent, f"{point}:{new}", tmp_path)
         assert _pids(agent)[first] == pid
         _more_served(load)
 
@@ -197,11 +199,10 @@ def test_an_agent_killed_while_stopping_a_container_drops_no_request_and_converg
     app = _app(alice, "shrink", busybox, web=2)
     first, surplus = "shrink.v1.web.1", "shrink.v1.web.2"
     pid = _pids(agent)[first]
-    marker = tmp_path / "failpoint"
 
     with background_load(platform, "shrink.localhost", duration_s=600) as load:
         wait_for(lambda: sum(load.bodies.values()) > 20, 30, "load through the router")
-        _restart_frozen_at(agent, f"stop.requested:{surplus}", marker)
+        marker = _restart_frozen_at(agent, f"stop.requested:{surplus}", tmp_path)
         assert _pids(agent)[first] == pid
 
         # A scale-down whose surplus container is being stopped when the agent dies.
@@ -233,14 +234,13 @@ def test_an_agent_killed_while_starting_a_redeploy_fails_it_cleanly_and_converge
     app = _app(alice, "redo", busybox, web=1)
     serving = "redo.v1.web.1"
     pid = _pids(agent)[serving]
-    marker = tmp_path / "failpoint"
     v2 = Release.objects.create(
         app=app, number=2, image=busybox.pinned_ref, cause=ReleaseCause.CONFIG, process_types={}
     )
 
     with background_load(platform, "redo.localhost", duration_s=600) as load:
         wait_for(lambda: sum(load.bodies.values()) > 20, 30, "load through the router")
-        _restart_frozen_at(agent, "launch.after:redo.v2.web.1", marker)
+        marker = _restart_frozen_at(agent, "launch.after:redo.v2.web.1", tmp_path)
         states: list[ReleaseState] = []
         rollout = _in_background(lambda: states.append(deploy.release_deploy(release_id=v2.pk)))
         _kill_when_frozen(agent, marker)
