@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
+
 
 class PaasError(Exception):
     code = "error"
@@ -39,3 +41,10 @@ class PermissionDenied(PaasError):
 class Conflict(PaasError):
     code = "conflict"
     status = 409
+
+
+# The database went away (a restart, a failover, a dropped connection): not
+# the fault of the work under way, and gone again in seconds. Tasks retry on
+# these with a backoff instead of failing what they were doing; their next run
+# gets a fresh connection (Celery's Django fixup closes unusable ones).
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError)

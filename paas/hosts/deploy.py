@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from paas.applications.audit import audit_record
 from paas.applications.models import App, AuditResult, Formation, Release, ReleaseState
-from paas.core.errors import PaasError
+from paas.core.errors import DATABASE_UNAVAILABLE, PaasError
 from paas.hosts.instances import (
     container_name,
     instance_ensure,
@@ -145,6 +145,11 @@ def _release_deploy(release_id: int) -> ReleaseState:
     except PaasError as exc:
         _fail(release, exc.message)
         return ReleaseState.FAILED
+    except DATABASE_UNAVAILABLE:
+        # Not the release's fault (and its failure could not be written now):
+        # the task runs it again once the database is back, and every step
+        # picks up what is done (the slots' rows and containers stay).
+        raise
     except Exception as exc:
         # A bug must not leave the release "deploying" for ever: fail it
         # (its instances removed, the old release serving) and say so.

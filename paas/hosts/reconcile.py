@@ -2,7 +2,10 @@
 desired instances and fix the drift. Missing instances are created, exited
 ones that should run are started, running ones that should not are stopped,
 and containers of ours (labelled ``paas.app``) that no instance claims are
-removed. Instances on unreachable hosts are marked lost."""
+removed. Instances on unreachable hosts are marked lost. A removal that
+began and did not finish (the agent died or restarted mid-stop, so the row
+stayed behind, desired stopped) is finished here: nothing else would come
+back for it."""
 
 from __future__ import annotations
 
@@ -10,9 +13,15 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from paas.applications.models import ReleaseState
+from paas.applications.models import Formation, ReleaseState
 from paas.core.errors import PaasError
-from paas.hosts.instances import instance_ensure, instance_health_check, instance_observe
+from paas.hosts.instances import (
+    instance_ensure,
+    instance_health_check,
+    instance_observe,
+    instance_remove,
+)
+from paas.hosts.locks import app_lock_held
 from paas.hosts.models import DesiredState, Host, HostState, Instance, InstanceState
 from paas.hosts.release_phase import RELEASE_PHASE
 from paas.hosts.routing import routes_apply
@@ -110,6 +119,40 @@ def _reschedule(report: ReconcileReport) -> None:
                 host_client(old_host).remove(instance.container_name, force=True)
 
 
+def _unfinished_removals() -> list[Instance]:
+    """Rows a removal left behind: desired stopped and no longer part of the
+    app (a release that is not current, or a slot beyond its formation). A
+    stopped app's instances are desired stopped too, but still in it."""
+    leftovers = (
+        Instance.objects.filter(
+            desired=DesiredState.STOPPED,
+            host__state__in=[HostState.READY, HostState.DRAINING],
+        )
+        .exclude(process_type=RELEASE_PHASE)
+        .select_related("release", "host", "app")
+    )
+    counts = {
+        (f.app_id, f.process_type): f.count
+        for f in Formation.objects.filter(app__in=leftovers.values("app"))
+    }
+    return [
+        i
+        for i in leftovers
+        if i.release.state != ReleaseState.CURRENT
+        or i.index > counts.get((i.app_id, i.process_type), 0)
+    ]
+
+
+def _finish_removals(report: ReconcileReport) -> None:
+    for instance in _unfinished_removals():
+        if app_lock_held(instance.app_id):
+            continue  # a deploy or scale of the app is under way: it owns its rows
+        pk = instance.pk
+        instance_remove(instance)  # keeps the row again if the host still fails
+        if not Instance.objects.filter(pk=pk).exists():
+            report.removed.append(instance.container_name)
+
+
 def reconcile() -> ReconcileReport:
     report = ReconcileReport()
     for host in Host.objects.filter(state__in=[HostState.READY, HostState.DRAINING]):
@@ -117,6 +160,7 @@ def reconcile() -> ReconcileReport:
             _reconcile_host(host, report)
         except PaasError as exc:
             report.errors.append(f"{host.name}: {exc.message}")
+    _finish_removals(report)
     lost = Instance.objects.filter(host__state=HostState.UNREACHABLE).exclude(
         state=InstanceState.LOST
     )

@@ -3,23 +3,39 @@ idempotent and ack late, so a task redelivered after a worker died is safe."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
 from paas.applications import releases
+from paas.core.errors import DATABASE_UNAVAILABLE
 from paas.hosts import app_delete, deploy, lifecycle, observe, reconcile, services
 
+# A database restart or failover mid-task: run again, 1, 2, 4 ... 30 s later,
+# for about three minutes in all (the task is idempotent: it resumes).
+RETRY_ON_DATABASE: dict[str, Any] = {
+    "autoretry_for": DATABASE_UNAVAILABLE,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": False,
+    "max_retries": 10,
+}
 
-@shared_task(name="deploy.release", acks_late=True, reject_on_worker_lost=True)
+
+@shared_task(name="deploy.release", acks_late=True, reject_on_worker_lost=True,
+             **RETRY_ON_DATABASE)  # fmt: skip
 def deploy_release(release_id: int) -> str:
     return str(deploy.release_deploy(release_id=release_id))
 
 
-@shared_task(name="deploy.retire_old", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name="deploy.retire_old", acks_late=True, reject_on_worker_lost=True,
+             **RETRY_ON_DATABASE)  # fmt: skip
 def retire_old(app_id: int) -> int:
     return deploy.app_retire_old(app_id=app_id)
 
 
-@shared_task(name="deploy.converge", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name="deploy.converge", acks_late=True, reject_on_worker_lost=True,
+             **RETRY_ON_DATABASE)  # fmt: skip
 def converge_app(app_id: int) -> None:
     deploy.app_converge(app_id=app_id)
 

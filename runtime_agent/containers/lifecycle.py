@@ -32,6 +32,7 @@ from runtime_agent.containers.supervision import (
     Tick,
     transition,
 )
+from runtime_agent.host import failpoints
 from runtime_agent.host.errors import AgentError, Conflict, NotFound
 from runtime_agent.oci import cgroups
 from runtime_agent.wire import ContainerState
@@ -90,6 +91,8 @@ class Lifecycle:
         self.advance(rec, StopRequested())
         if rec.sup.pid is None:
             return
+        if failpoints.armed():  # recorded as stopping, not yet signalled
+            await asyncio.to_thread(failpoints.failpoint, "stop.requested", rec.name)
         exited = self.exits.event(rec.name)
         if grace > 0:
             await self._signal(rec.name, "TERM")

@@ -24,6 +24,7 @@ from runtime_agent.containers import isolation
 from runtime_agent.containers.logs import open_raw_fds
 from runtime_agent.containers.records import ContainerRecord, Store
 from runtime_agent.host.errors import AgentError, InvalidRequest, NotFound
+from runtime_agent.host.failpoints import failpoint
 from runtime_agent.net import sandbox
 from runtime_agent.net.bridge import HostNetwork, write_etc_files
 from runtime_agent.oci import rootfs, spec
@@ -190,7 +191,10 @@ class Preparer:
     def launch(self, rec: ContainerRecord) -> int:
         # One thread hop for both: each hop costs a wake-up of the event loop.
         self._ensure_runtime(rec)
-        return self._run_process(rec)
+        failpoint("launch.before", rec.name)  # recorded as starting, no runc state yet
+        pid = self._run_process(rec)
+        failpoint("launch.after", rec.name)  # running under runc, not yet recorded as such
+        return pid
 
     def _run_process(self, rec: ContainerRecord) -> int:
         cdir = self.store.container_dir(rec.name)

@@ -87,9 +87,16 @@ def test_the_longest_names_and_many_routes_still_apply(router: TestRouter) -> No
     assert b"app499 is not running" in router.get("app499.localhost").data  # type: ignore[attr-defined]
 
 
+RELOADS = 50
+
+
 def test_reloads_under_load_drop_no_request(router: TestRouter, backends: list[Backend]) -> None:
+    """50 graceful reloads under a bounded load lose nothing, and a broken
+    config tried between them (every tenth) is refused and never served."""
     ups = [Upstream("127.0.0.1", b.port) for b in backends]
     router_apply(routes=[Route("web", ("web.localhost",), tuple(ups))])
+    before = router_status().serving_generation
+    assert before is not None
     stop = threading.Event()
     results = []
     load = threading.Thread(
@@ -99,22 +106,37 @@ def test_reloads_under_load_drop_no_request(router: TestRouter, backends: list[B
                 port=router.http_port,
                 host_header="web.localhost",
                 workers=2,
-                duration_s=120,
+                duration_s=300,
                 stop=stop,
             )  # fmt: skip
         )
     )
     load.start()
+    refused = 0
     try:
-        for i in range(10):
-            router_apply(routes=[Route("web", ("web.localhost",), (ups[i % 3],))])
+        for i in range(RELOADS):
+            # Consecutive upstream sets differ, so every apply is a reload.
+            good = [Route("web", ("web.localhost",), (ups[i % 3],))]
+            router_apply(routes=good)
+            if i % 10 == 9:
+                broken = [*good, Route("shop", ("shop.example.com",), (),
+                                       tls=_garbage_cert("shop.example.com"))]  # fmt: skip
+                with pytest.raises(RouterConfigRejected):
+                    router_apply(routes=broken)
+                refused += 1
     finally:
         stop.set()
         load.join()
     (result,) = results
+    status = router_status()
+    assert status.serving_generation == status.live_generation == before + RELOADS
+    assert refused == RELOADS // 10
+    assert router.get("shop.example.com").status == 404  # no broken config was ever live
     assert result.requests > 0
     assert result.failed == 0, result.errors
     assert result.ok == result.requests
+    print(f"{RELOADS} reloads under load: {result.ok} ok, {result.failed} failed, "
+          f"{result.retries} retries, {refused} broken configs refused")  # fmt: skip
 
 
 def test_applying_what_is_served_does_not_reload(router: TestRouter) -> None:
