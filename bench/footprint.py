@@ -34,9 +34,10 @@ creates an app through the API, uploads tests/samples/hello-world and waits
 until ``GET /`` through the router with ``Host: <app>.localhost`` answers
 200 (the build, the registry push, the deploy and the route all ran).
 
-Stopping: SIGTERM to ``scripts/up``'s PID (it is honcho by then, which
-stops its children); anything of the recorded tree still alive after that
-(same PID and start time) is killed by PID. Then, as the agent leaves its
+Stopping: SIGTERM to ``scripts/up``'s PID (it is the Procfile's supervisor
+by then, scripts/run_procfile.py, which stops its children); anything of the
+recorded tree still alive after that (same PID and start time) is killed by
+PID. Then, as the agent leaves its
 containers and network in place on purpose, its containers are deleted
 through runc, mounts under its root unmounted, its bridge, nftables tables
 and the build network removed, and the data dir deleted.
@@ -138,7 +139,7 @@ def kind_of(pid: int, tree: dict[int, int]) -> str:
     parent = _stat(pid)
     in_worker = parent is not None and _is_worker(argv_of(parent[0]))
     rules = [
-        ("honcho" in line, "honcho"),
+        ("honcho" in line or "run_procfile" in line, "supervisor"),
         (name in ("sh", "bash", "dash") and "-c" in argv, "shell wrapper"),
         (name in ("bash", "up") or line.endswith("scripts/up"), "scripts/up"),
         ("redis-server" in line, "redis"),
@@ -150,6 +151,7 @@ def kind_of(pid: int, tree: dict[int, int]) -> str:
         ("runtime_agent" in line, "agent"),
         ("nginx" in line or "router_serve" in line, "router (nginx)"),
         ("logs_follow" in line, "log follower"),
+        ("singletons" in line, "beat + log follower"),
     ]
     for matched, kind in rules:
         if matched:
@@ -159,8 +161,10 @@ def kind_of(pid: int, tree: dict[int, int]) -> str:
 
 def _is_worker(argv: list[str]) -> bool:
     """A Celery worker's own process (a shell that runs one is not)."""
-    return bool(argv) and Path(argv[0]).name not in ("sh", "bash", "dash") and (
-        any(Path(a).name == "celery" for a in argv) and "worker" in argv
+    return (
+        bool(argv)
+        and Path(argv[0]).name not in ("sh", "bash", "dash")
+        and (any(Path(a).name == "celery" for a in argv) and "worker" in argv)
     )
 
 
@@ -241,7 +245,7 @@ def agent_answers(env: dict[str, str]) -> bool:
     try:
         token = token_file.read_text().strip()
         # Loopback, the agent this bench started: its pin is not the point here.
-        context = ssl._create_unverified_context()  # noqa: S323
+        context = ssl._create_unverified_context()
         conn = http.client.HTTPSConnection(host, int(port), timeout=5, context=context)
         conn.request("GET", "/v1/info", headers={"Authorization": f"Bearer {token}"})
         ok = conn.getresponse().status == 200
@@ -262,7 +266,7 @@ def ready(proc: subprocess.Popen[bytes], env: dict[str, str]) -> bool:
 
 
 def stop(proc: subprocess.Popen[bytes], recorded: dict[int, int]) -> list[int]:
-    """SIGTERM to scripts/up (honcho); then SIGKILL, by PID, whatever of the
+    """SIGTERM to scripts/up (the supervisor by then); then SIGKILL, by PID, whatever of the
     recorded tree is still the same process. Returns the PIDs killed so."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -347,8 +351,14 @@ def api_token(env: dict[str, str]) -> str:
         "print(api_token_create(user=User.objects.get(username='admin'), name='bench')[1])"
     )
     result = subprocess.run(
-        [str(REPO / "scripts" / "as-service-user"), ".venv/bin/python", "manage.py", "shell",
-         "-c", code],  # fmt: skip
+        [
+            str(REPO / "scripts" / "as-service-user"),
+            ".venv/bin/python",
+            "manage.py",
+            "shell",
+            "-c",
+            code,
+        ],  # fmt: skip
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -387,9 +397,13 @@ def exercise(env: dict[str, str]) -> float:
         raise RuntimeError(f"POST /apps answered {status}: {body}")
     boundary = secrets.token_hex(8)
     payload = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="source"; '
-        'filename="hello.tar.gz"\r\nContent-Type: application/gzip\r\n\r\n'
-    ).encode() + sample_archive() + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="source"; '
+            'filename="hello.tar.gz"\r\nContent-Type: application/gzip\r\n\r\n'
+        ).encode()
+        + sample_archive()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     started = time.monotonic()
     status, body = api(
         env, token, "POST", "/apps/hello/builds", body=payload,

@@ -9,9 +9,11 @@ off for the default plain http://127.0.0.1:8000, which they would break.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -64,8 +66,20 @@ ALLOWED_HOSTS = env_list(
 )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
+# ninja's package directory, found without importing it (see INSTALLED_APPS).
+_NINJA_SPEC = importlib.util.find_spec("ninja")
+assert _NINJA_SPEC is not None and _NINJA_SPEC.origin is not None, "django-ninja is a dependency"
+_NINJA_DIR = Path(_NINJA_SPEC.origin).parent
+# Neither daphne nor ninja is an installed app: as apps they would be imported
+# by every process that sets Django up (the worker, the log follower and
+# beat too), ~40 MiB each (daphne's app pulls in twisted and autobahn;
+# ninja pydantic). daphne serves the web as a command of its own; ninja's
+# vendored Swagger assets are found through TEMPLATES and STATICFILES_DIRS
+# below, and paas/api/api.py renders its docs page from them. Only
+# ``manage.py runserver`` wants daphne's app (its ASGI runserver).
+_DAPHNE_APP = ["daphne"] if sys.argv[1:2] == ["runserver"] else []
 INSTALLED_APPS = [
-    "daphne",
+    *_DAPHNE_APP,
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -73,8 +87,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
-    # For its vendored Swagger UI assets (the API docs page loads nothing from a CDN).
-    "ninja",
     "paas.core",
     "paas.accounts",
     "paas.applications",
@@ -105,7 +117,7 @@ ASGI_APPLICATION = "paas.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [BASE_DIR / "templates", _NINJA_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -161,7 +173,7 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [BASE_DIR / "static", _NINJA_DIR / "static"]
 STATIC_ROOT = private_dir(DATA_DIR / "static", 0o750)
 # Serve straight from static/ while developing; collectstatic is for production.
 WHITENOISE_USE_FINDERS = DEBUG

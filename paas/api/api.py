@@ -2,9 +2,10 @@
 one error shape (paas/api/errors.py), paging (paas/api/pagination.py).
 
 The schema is served at /api/v1/openapi.json and a Swagger page at
-/api/v1/docs, from ninja's own vendored assets (no CDN: ``ninja`` is an
-installed app, so its static files are served like ours) with Swagger's
-online validator turned off (it would call out to the internet).
+/api/v1/docs, from ninja's own vendored assets (no CDN: paas/settings.py
+lists ninja's templates and static files beside ours, so they are served
+like ours) with Swagger's online validator turned off (it would call out to
+the internet).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from ninja import NinjaAPI, Swagger
 from ninja.operation import Operation
 from ninja.parser import Parser
@@ -50,6 +52,21 @@ class JsonParser(Parser):
         return data
 
 
+class OwnAssetsSwagger(Swagger):
+    """ninja renders its CDN page unless "ninja" is an installed app; it is
+    not (paas/settings.py: importing it in every process costs memory), so
+    render its vendored template, which links only its vendored assets."""
+
+    def render_page(self, request: HttpRequest, api: NinjaAPI, **kwargs: Any) -> HttpResponse:
+        self.settings["url"] = self.get_openapi_url(api, kwargs)
+        context = {
+            "swagger_settings": json.dumps(self.settings, indent=1),
+            "api": api,
+            "add_csrf": False,  # bearer tokens only: no cookie, so no CSRF token
+        }
+        return render(request, self.template, context)
+
+
 class PaasApi(NinjaAPI):
     def get_openapi_operation_id(self, operation: Operation) -> str:
         # The view's name alone (they are unique): short names for generated clients.
@@ -68,7 +85,7 @@ api = PaasApi(
     auth=BearerToken(),
     parser=JsonParser(),
     urls_namespace="api-v1",
-    docs=Swagger(settings={"validatorUrl": None}),
+    docs=OwnAssetsSwagger(settings={"validatorUrl": None}),
 )
 install_error_handlers(api)
 for router in (apps.router, builds.router, deploys.router, domains.router, logs.router,

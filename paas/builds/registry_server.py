@@ -171,9 +171,9 @@ def _move_to_token_auth(directory: Path, setup: RegistrySetup, realm: str) -> Re
 
 
 def _write_agent_env(directory: Path, setup: RegistrySetup) -> None:
-    """What the runtime agent needs to pull (an env file honcho reads): the
-    registry's CA, and no credential: the control plane sends a pull token
-    for one repository with each create."""
+    """What the runtime agent needs to pull (an env file scripts/up passes to
+    the Procfile's processes): the registry's CA, and no credential: the
+    control plane sends a pull token for one repository with each create."""
     _write_private(
         directory / "agent.env",
         f"PAAS_AGENT_REGISTRY_CA={setup.ca_file}\nPAAS_REGISTRY_CONFIG={setup.config_file}\n",

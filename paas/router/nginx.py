@@ -45,7 +45,7 @@ class Nginx:
 
     def serve_argv(self, conf: Path) -> list[str]:
         """The argv that runs the master in the foreground (the config says
-        ``daemon off``): for honcho, and for the tests' router."""
+        ``daemon off``): for scripts/up's supervisor, and for the tests' router."""
         return self._argv(conf)
 
     def version(self) -> str:

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime_agent.host.errors import ImageNotSupported
-from runtime_agent.images.refs import DIGEST_RE
-from runtime_agent.images.registry import (
+from runtime_agent.images.media import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
     DOCKER_LIST,
@@ -22,6 +21,7 @@ from runtime_agent.images.registry import (
     OCI_LAYER_TAR,
     OCI_MANIFEST,
 )
+from runtime_agent.images.refs import DIGEST_RE
 
 MANIFEST_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
 INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}

@@ -31,9 +31,11 @@ from runtime_agent.images.manifests import (
     pick_platform,
 )
 from runtime_agent.images.refs import ImageRef
-from runtime_agent.images.registry import RegistryClient
 
 if TYPE_CHECKING:
+    # The client (python-dxf, requests: ~8 MiB) is imported on the first pull,
+    # not at the agent's start: an idle agent on every host stays small.
+    from runtime_agent.images.registry import RegistryClient
     from runtime_agent.images.store import ClientFactory, Credentials, ImageStore
     from runtime_agent.wire import RegistryAuth
 
@@ -84,6 +86,8 @@ class RegistryPuller:
                 f"registry_auth is for {auth.registry}, but the image is on {parsed.registry}",
                 field="registry_auth.registry",
             )
+        from runtime_agent.images.registry import RegistryClient
+
         with RegistryClient(
             parsed.registry,
             username=auth.username,
@@ -189,6 +193,8 @@ class RegistryPuller:
         return min(caps) if caps else None
 
     def _client(self, registry: str) -> RegistryClient:
+        from runtime_agent.images.registry import RegistryClient
+
         with self._clients_lock:
             if registry not in self._clients and self._make_client is not None:
                 made = self._make_client(registry)

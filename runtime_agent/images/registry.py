@@ -29,31 +29,37 @@ from runtime_agent.host.errors import (
     InvalidRequest,
     RegistryError,
 )
+from runtime_agent.images.media import (
+    CHUNK,
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_TAR,
+    OCI_MANIFEST,
+    sha256_digest,
+    sha256_file,
+)
 from runtime_agent.images.refs import DIGEST_RE, REPOSITORY_RE
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-
-_CHUNK = 1 << 20
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+# The media types and digests are re-exported (they were first defined here).
+__all__ = [
+    "RegistryClient",
+    "DOCKER_CONFIG",
+    "DOCKER_LAYER_GZIP",
+    "DOCKER_LIST",
+    "DOCKER_MANIFEST",
+    "OCI_CONFIG",
+    "OCI_INDEX",
+    "OCI_LAYER_GZIP",
+    "OCI_LAYER_TAR",
+    "OCI_MANIFEST",
+    "sha256_digest",
+    "sha256_file",
+]
 
 
 class RegistryClient:
@@ -190,7 +196,7 @@ class RegistryClient:
     def _stream_blob(self, repo: str, digest: str, out: Any, max_size: int | None) -> int:
         h, size = hashlib.sha256(), 0
         try:
-            chunks = cast(Iterable[bytes], self._repo(repo).pull_blob(digest, chunk_size=_CHUNK))
+            chunks = cast(Iterable[bytes], self._repo(repo).pull_blob(digest, chunk_size=CHUNK))
             for chunk in chunks:
                 h.update(chunk)
                 size += len(chunk)

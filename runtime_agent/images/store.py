@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime_agent.host.errors import (
     AgentError,
@@ -40,10 +40,16 @@ from runtime_agent.host.errors import (
 from runtime_agent.host.libc import get_errno, libc
 from runtime_agent.images.layers import LayerInfo, UnpackLimits, unpack_layer
 from runtime_agent.images.manifests import Image, parse_json
+from runtime_agent.images.media import (
+    sha256_digest,
+)
 from runtime_agent.images.pull import RegistryPuller
 from runtime_agent.images.refs import DIGEST_RE, ImageRef
-from runtime_agent.images.registry import RegistryClient, sha256_digest
 from runtime_agent.wire import RegistryAuth
+
+if TYPE_CHECKING:
+    # Imported on the first pull (see pull.py), not at the agent's start.
+    from runtime_agent.images.registry import RegistryClient
 
 log = logging.getLogger("runtime_agent.images")
 
@@ -51,7 +57,7 @@ Credentials = Callable[[str], "tuple[str, str] | None"]
 # A registry's client made by the caller, or None for one made from
 # ``credentials``: the builder's own for the platform's registry in token
 # mode answers each challenge with a token it mints (no realm involved).
-ClientFactory = Callable[[str], RegistryClient | None]
+ClientFactory = Callable[[str], "RegistryClient | None"]
 
 
 @dataclass

@@ -27,6 +27,17 @@ def router_access_log() -> Path:
     return Path(router_dir) / "logs" / "access.log"
 
 
+async def follow_logs(stop: asyncio.Event, out: Any) -> None:
+    """Follow until ``stop`` is set (also used by ``manage.py singletons``)."""
+    follower = Follower(
+        layer=get_channel_layer(LAYER),
+        refresh_s=settings.PAAS_LOG_FOLLOW_REFRESH_S,
+        router_log=router_access_log(),
+    )
+    out.write(f"following container logs and {follower.router_log}")
+    await follower.run(stop)
+
+
 class Command(BaseCommand):
     help = "Follow the agents' container logs and the router's access log into app logs."
 
@@ -38,10 +49,4 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        follower = Follower(
-            layer=get_channel_layer(LAYER),
-            refresh_s=settings.PAAS_LOG_FOLLOW_REFRESH_S,
-            router_log=router_access_log(),
-        )
-        self.stdout.write(f"following container logs and {follower.router_log}")
-        await follower.run(stop)
+        await follow_logs(stop, self.stdout)

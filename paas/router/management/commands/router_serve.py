@@ -1,7 +1,7 @@
 """Run the router's nginx in the foreground (the Procfile's ``router`` line).
 
 The live routes are rendered again with today's settings and tested first,
-then this process becomes nginx (exec), so honcho's signals reach it.
+then this process becomes nginx (exec), so scripts/up's signals reach it.
 """
 
 from __future__ import annotations
