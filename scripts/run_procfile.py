@@ -11,9 +11,11 @@ code is the first stopped process's (or 130/143 after SIGINT/SIGTERM).
 
 Why not honcho: it forks a Python process per line to watch it (8 lines,
 ~30 MiB PSS together) and leaves a ``sh -c`` per line in between. Here one
-process watches every child through its pipe, and each line runs as
-``sh -c 'exec LINE'``: the shell expands ``$VARS`` and becomes the command.
-Standard library only, so it stays small (run it with ``python3 -I -S``).
+process watches every child through its pipe, and a line that is one simple
+command runs as ``sh -c 'exec LINE'``: the shell expands ``$VARS`` and
+becomes the command (a line with ``;``, ``&``, ``|``, redirections or
+subshells runs as it is, under its shell). Standard library only, so it
+stays small (run it with ``python3 -I -S``).
 
 Usage: run_procfile.py [-e ENV_FILE] [-f PROCFILE] [--stop-wait SECONDS]
 """
@@ -33,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LINE_RE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
+# More than one simple command: ``exec`` in front would change what it does.
+SHELL_SYNTAX = re.compile(r"[;&|<>()`\n]")
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -65,6 +69,21 @@ def parse_env_file(text: str) -> dict[str, str]:
     return env
 
 
+def groups_alive(groups: set[int]) -> set[int]:
+    """Which of these process groups still have a (non-zombie) member."""
+    alive = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[2]) in groups:
+                alive.add(int(fields[2]))
+    return alive
+
+
 @dataclass
 class Child:
     name: str
@@ -82,6 +101,7 @@ class Supervisor:
     exit_code: int | None = None
     stop_started: float | None = None
     killed: bool = False
+    received: signal.Signals | None = None
 
     def say(self, name: str, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -90,7 +110,7 @@ class Supervisor:
 
     def start(self, name: str, command: str, env: dict[str, str]) -> None:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {command}"],
+            ["/bin/sh", "-c", command if SHELL_SYNTAX.search(command) else f"exec {command}"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -105,10 +125,17 @@ class Supervisor:
         self.say("system", f"{name} started (pid={proc.pid})")
 
     def on_signal(self, signum: int, _frame: object) -> None:
-        self.say("system", f"{signal.Signals(signum).name} received")
-        if self.exit_code is None:
-            self.exit_code = SIGNAL_EXIT.get(signal.Signals(signum), 1)
-        self.stop()
+        # Only noted here: the loop acts on it (printing from a handler could
+        # re-enter a write to stdout the signal interrupted).
+        self.received = signal.Signals(signum)
+
+    def act_on_signal(self) -> None:
+        received, self.received = self.received, None
+        if received is not None:
+            self.say("system", f"{received.name} received")
+            if self.exit_code is None:
+                self.exit_code = SIGNAL_EXIT.get(received, 1)
+            self.stop()
 
     def stop(self) -> None:
         if self.stop_started is None:
@@ -139,6 +166,7 @@ class Supervisor:
                 self.say(child.name, line.decode(errors="replace").rstrip("\r"))
 
     def reap(self) -> None:
+        self.act_on_signal()
         for child in self.children:
             if child.returncode is None and (code := child.proc.poll()) is not None:
                 child.returncode = code
@@ -155,6 +183,16 @@ class Supervisor:
         while any(c.returncode is None for c in self.children):
             self.pump(0.1)
             self.reap()
+        # A line's own children may outlive it (a shell killed before what it
+        # started): they get the rest of the wait, then SIGKILL like the others.
+        groups = {c.proc.pid for c in self.children}
+        while groups_alive(groups) and not self.killed:
+            self.pump(0.1)
+            self.reap()
+        for group in groups_alive(groups):
+            self.say("system", f"sending SIGKILL to what is left of process group {group}")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
         # What is left in the pipes; a grandchild that outlives its parent
         # (and holds the pipe) does not keep us waiting.
         deadline = time.monotonic() + 1.0

@@ -33,11 +33,6 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from runtime_agent.config import PREFIX, ConfigError, tls_settings
 from runtime_agent.host.settings import Settings
 from runtime_agent.host.tls import pem_fingerprint
@@ -47,15 +42,23 @@ log = logging.getLogger("runtime_agent.tls")
 CERT_NAME, KEY_NAME = "cert.pem", "key.pem"
 # Clients check the pin, never the dates; the dates only have to be valid X.509.
 VALIDITY = timedelta(days=3650)
-LOOPBACK_NAMES: list[x509.GeneralName] = [
-    x509.DNSName("localhost"),
-    x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
-    x509.IPAddress(ipaddress.IPv6Address("::1")),
-]
 
 
 def _self_signed() -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) of a new self-signed ECDSA P-256 pair."""
+    """(certificate PEM, key PEM) of a new self-signed ECDSA P-256 pair.
+
+    cryptography is imported here, once per host: an agent that serves the
+    pair it already has never loads it (~6 MiB of an idle agent)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    loopback: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+        x509.IPAddress(ipaddress.IPv6Address("::1")),
+    ]
     key = ec.generate_private_key(ec.SECP256R1())
     common_name = f"paas-agent {socket.gethostname()}"[:64]
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -70,7 +73,7 @@ def _self_signed() -> tuple[bytes, bytes]:
         .not_valid_after(now + VALIDITY)
         # Not for the platform (it pins, names do not matter): so that an
         # operator on the host can `curl --cacert ROOT/tls/cert.pem https://127.0.0.1:7070`.
-        .add_extension(x509.SubjectAlternativeName(LOOPBACK_NAMES), critical=False)
+        .add_extension(x509.SubjectAlternativeName(loopback), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(

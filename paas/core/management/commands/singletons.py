@@ -29,7 +29,7 @@ from paas.logs.management.commands.logs_follow import follow_logs
 
 log = logging.getLogger(__name__)
 # Beat sleeps until its next due task; this bounds how long a stop waits for it.
-BEAT_MAX_INTERVAL_S = 5.0
+BEAT_MAX_INTERVAL_S = 5
 BEAT_STOP_WAIT_S = 30.0
 
 
@@ -61,6 +61,9 @@ class BeatThread(threading.Thread):
 
 class Command(BaseCommand):
     help = "Run Celery beat and the log follower (one of each per control plane)."
+    # scripts/up ran Django's checks (migrate) just before; here they would
+    # import every view and the API (~25 MiB) this process never serves.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--schedule", required=True, type=Path, help="beat's schedule file")
