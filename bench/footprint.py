@@ -32,7 +32,10 @@ With ``--exercise`` it then also proves the platform works end to end as
 started: makes an API token (``manage.py shell`` as the service user),
 creates an app through the API, uploads tests/samples/hello-world and waits
 until ``GET /`` through the router with ``Host: <app>.localhost`` answers
-200 (the build, the registry push, the deploy and the route all ran).
+200 (the build, the registry push, the deploy and the route all ran:
+``upload_to_routed_s``), and counts the processes in the agent's process
+group besides the agent (``agent_group_others``, 0 expected: the supervisor
+stops a line's whole group, and containers must outlive the platform).
 
 Stopping: SIGTERM to ``scripts/up``'s PID (it is the Procfile's supervisor
 by then, scripts/run_procfile.py, which stops its children); anything of the
@@ -420,6 +423,29 @@ def exercise(env: dict[str, str]) -> float:
     return round(time.monotonic() - started, 1)
 
 
+def agent_group_others(root: int) -> int:
+    """Processes in the agent's process group besides the agent (0 expected:
+    scripts/up stops a line's whole group, and containers must outlive it)."""
+    tree = descendants(root)
+    agents = [pid for pid in tree if kind_of(pid, tree) == "agent"]
+    if not agents:
+        return -1
+    return sum(
+        1
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and int(entry.name) != agents[0]
+        and _pgid(int(entry.name)) == agents[0]
+    )
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 # --- main ----------------------------------------------------------------------
 
 
@@ -456,6 +482,7 @@ def main() -> int:
             if args.exercise:
                 figures["upload_to_routed_s"] = exercise(env)
                 recorded.update(descendants(proc.pid))
+                figures["agent_group_others"] = agent_group_others(proc.pid)
             ok = total <= GOALS["total_mib"] and figures["agent_mib"] <= GOALS["agent_mib"]
     except Exception as exc:
         figures["error"] = f"{type(exc).__name__}: {exc}"
