@@ -1,0 +1,68 @@
+"""``manage.py singletons`` (scripts/up's ``singletons`` line): Celery beat
+and the log follower in one process. Beat sends its schedule's tasks by name
+(the worker runs them), SIGTERM stops both with exit code 0 and beat's
+schedule saved, and when one part stops on its own the whole command exits
+non-zero (so scripts/up's supervisor stops the platform)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.processes import start_process, stop_process, wait_until
+from tests.support.redis_server import run_redis
+from tests.web.conftest import ROOT, _worker_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _start(tmp_path: Path, redis_url: str, schedule: Path):
+    env = {
+        **_worker_env(redis_url),
+        "PAAS_OBSERVE_SECONDS": "1",
+        "PAAS_LOG_ROUTER_ACCESS_LOG": str(tmp_path / "access.log"),
+    }
+    log = open(tmp_path / "singletons.log", "wb")  # noqa: SIM115 - the process writes it
+    argv = [sys.executable, "manage.py", "singletons", "--schedule", str(schedule)]
+    return start_process(argv, cwd=ROOT, env=env, stdout=log, stderr=log), tmp_path / "singletons.log"
+
+
+def _queued_tasks(redis_url: str) -> list[str]:
+    client = redis.Redis.from_url(redis_url)
+    return [json.loads(raw)["headers"]["task"] for raw in client.lrange("celery", 0, -1)]
+
+
+def test_beat_sends_its_tasks_and_sigterm_stops_both_with_the_schedule_saved(tmp_path):
+    with run_redis(tmp_path / "redis") as redis_url:
+        schedule = tmp_path / "beat-schedule"
+        proc, log = _start(tmp_path, redis_url, schedule)
+        try:
+            wait_until(
+                lambda: "deploy.observe" in _queued_tasks(redis_url),
+                timeout_s=60,
+                what="beat's deploy.observe in the queue",
+            )
+            assert "following container logs and" in log.read_text()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, log.read_text()
+        finally:
+            stop_process(proc)
+    assert list(tmp_path.glob("beat-schedule*")), "beat saved no schedule"
+
+
+def test_when_beat_cannot_run_the_follower_stops_too_and_it_exits_non_zero(tmp_path):
+    with run_redis(tmp_path / "redis") as redis_url:
+        # A schedule file beat cannot open: its thread ends at once.
+        proc, log = _start(tmp_path, redis_url, tmp_path / "missing" / "beat-schedule")
+        try:
+            assert proc.wait(timeout=60) != 0
+        finally:
+            stop_process(proc)
+    output = log.read_text()
+    assert "beat stopped on an error" in output
+    assert "beat or the log follower stopped on its own" in output
