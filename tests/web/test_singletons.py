@@ -27,14 +27,16 @@ def _start(tmp_path: Path, redis_url: str, schedule: Path):
         "PAAS_OBSERVE_SECONDS": "1",
         "PAAS_LOG_ROUTER_ACCESS_LOG": str(tmp_path / "access.log"),
     }
-    log = open(tmp_path / "singletons.log", "wb")  # noqa: SIM115 - the process writes it
     argv = [sys.executable, "manage.py", "singletons", "--schedule", str(schedule)]
-    return start_process(argv, cwd=ROOT, env=env, stdout=log, stderr=log), tmp_path / "singletons.log"
+    log = tmp_path / "singletons.log"
+    with open(log, "wb") as out:
+        return start_process(argv, cwd=ROOT, env=env, stdout=out, stderr=out), log
 
 
 def _queued_tasks(redis_url: str) -> list[str]:
     client = redis.Redis.from_url(redis_url)
-    return [json.loads(raw)["headers"]["task"] for raw in client.lrange("celery", 0, -1)]
+    queued: list[bytes] = client.lrange("celery", 0, -1)  # type: ignore[assignment]
+    return [json.loads(raw)["headers"]["task"] for raw in queued]
 
 
 def test_beat_sends_its_tasks_and_sigterm_stops_both_with_the_schedule_saved(tmp_path):
