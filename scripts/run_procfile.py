@@ -37,6 +37,7 @@ from pathlib import Path
 LINE_RE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 # More than one simple command: ``exec`` in front would change what it does.
 SHELL_SYNTAX = re.compile(r"[;&|<>()`\n]")
+MAX_LINE = 64 * 1024  # bytes held for one line before it is printed anyway
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -162,6 +163,9 @@ class Supervisor:
                 data = b"\n" if child.pending else b""
             lines = (child.pending + data).split(b"\n")
             child.pending = lines.pop()
+            while len(child.pending) >= MAX_LINE:  # no newline yet: print in pieces
+                lines.append(child.pending[:MAX_LINE])
+                child.pending = child.pending[MAX_LINE:]
             for line in lines:
                 self.say(child.name, line.decode(errors="replace").rstrip("\r"))
 

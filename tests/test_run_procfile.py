@@ -92,3 +92,13 @@ def test_a_malformed_procfile_is_refused_with_its_line(tmp_path):
     assert proc.returncode != 0
     assert "Procfile line 2" in output
     assert "started" not in output  # refused before anything ran
+
+
+def test_output_without_newlines_is_printed_in_pieces_not_held(tmp_path):
+    # 300 KiB and no newline: held whole, it would grow without bound.
+    proc = _start(tmp_path, "chatty: sh -c 'head -c 307200 /dev/zero | tr \\\\0 x'\n")
+    output, _ = proc.communicate(timeout=30)
+    pieces = re.findall(r"^\S+ chatty\.1 +\| (.*)$", output, re.M)
+    assert len(pieces) >= 4, output[:300]
+    assert all(len(p) <= 64 * 1024 for p in pieces)
+    assert sum(len(p) for p in pieces) == 307200
