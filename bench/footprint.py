@@ -73,10 +73,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.support.harness import AgentDaemon, free_port, wait_until  # noqa: E402
 from runtime_agent.host.cmd import run  # noqa: E402
 from runtime_agent.net.bridge import HostNetwork  # noqa: E402
-from tests.support.agent_harness import AgentProcess, cleanup, unused_subnet  # noqa: E402
-from tests.support.processes import free_port, wait_until  # noqa: E402
 
 MIB = 1024 * 1024
 GOALS = {"total_mib": 250, "agent_mib": 40}
@@ -205,7 +204,9 @@ def baseline_mib() -> float:
 
 
 def platform_env(data: Path) -> dict[str, str]:
-    suffix = secrets.token_hex(3)
+    # Named like bench/support's agents, so that AgentDaemon.cleanup finds its objects.
+    agent_net = AgentDaemon(root=data / "agent", env={})
+    suffix = agent_net.suffix
     web, agent = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PAAS_", "REDIS_"))}
     env.update(
@@ -220,11 +221,11 @@ def platform_env(data: Path) -> dict[str, str]:
             "PAAS_AGENT_LISTEN": f"127.0.0.1:{agent}",
             "PAAS_ROUTER_PORT": str(free_port()),
             "PAAS_ROUTER_HTTPS_PORT": str(free_port()),
-            "PAAS_AGENT_BRIDGE": f"pf{suffix}",
-            "PAAS_AGENT_SUBNET": str(unused_subnet()),
-            "PAAS_AGENT_NFT_TABLE": f"paas_pf_{suffix}",
+            "PAAS_AGENT_BRIDGE": agent_net.bridge,
+            "PAAS_AGENT_SUBNET": str(agent_net.subnet),
+            "PAAS_AGENT_NFT_TABLE": agent_net.nft_table,
             "PAAS_BUILD_BRIDGE": f"pfb{suffix}",
-            "PAAS_BUILD_SUBNET": str(unused_subnet()),
+            "PAAS_BUILD_SUBNET": str(AgentDaemon(root=data, env={}).subnet),
             "PAAS_BUILD_NFT_TABLE": f"paas_pfb_{suffix}",
         }
     )
@@ -275,7 +276,7 @@ def stop(proc: subprocess.Popen[bytes], recorded: dict[int, int]) -> list[int]:
         proc.send_signal(signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=60)
-    with contextlib.suppress(TimeoutError):
+    with contextlib.suppress(RuntimeError):
         wait_until(
             lambda: not any(_same(pid, start) for pid, start in recorded.items()),
             timeout_s=30,
@@ -300,15 +301,14 @@ def remove_leftovers(env: dict[str, str]) -> None:
     """The agent keeps containers and its network across restarts on purpose:
     remove them, the build network and the data dir."""
     data = Path(env["PAAS_DATA_DIR"])
-    agent = AgentProcess(
+    # Never started by this object (proc None): cleanup only removes.
+    agent = AgentDaemon(
         root=data / "agent",
-        token="",
-        port=0,
-        bridge=env["PAAS_AGENT_BRIDGE"],
+        env={},
+        suffix=env["PAAS_AGENT_BRIDGE"].removeprefix("pb"),
         subnet=IPv4Network(env["PAAS_AGENT_SUBNET"]),
-        nft_table=env["PAAS_AGENT_NFT_TABLE"],
     )
-    cleanup(agent)
+    agent.cleanup()
     with contextlib.suppress(Exception):
         HostNetwork(
             data / "builds" / "net",
