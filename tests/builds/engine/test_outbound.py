@@ -178,3 +178,12 @@ def test_a_long_secret_base64_wrapped_over_lines_is_masked_on_every_line():
         for line in out:
             for piece in line.strip().split("***"):
                 assert not any(piece[i : i + 12] in grams for i in range(len(piece))), out
+
+
+def test_a_bundle_gone_from_the_host_fails_the_build_saying_how_to_fix_it(tmp_path):
+    from paas.builds.engine.errors import BuildFailed
+    from paas.builds.engine.outbound import trust_mounts
+
+    missing = tmp_path / "gone.pem"
+    with pytest.raises(BuildFailed, match=f"{missing} does not exist.*'none' to mount none"):
+        trust_mounts(HostTrust(ca_bundle=missing))
