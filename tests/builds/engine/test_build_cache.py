@@ -94,3 +94,21 @@ def test_images_beyond_keep_images_are_deleted(engine_config, sample):
             client.get_manifest(app, "v1")
         assert client.get_manifest(app, "v3")[1]
         assert client.get_manifest(app, "v2")[1]
+
+
+@pytest.mark.root
+def test_pruning_never_deletes_a_protected_image(engine_config, sample):
+    """``protected_digests`` (the images releases still reference) outlive
+    PAAS_KEEP_IMAGES' count of versions; the unprotected older one goes."""
+    app = f"prune-{uuid.uuid4().hex[:6]}"
+    src = sample("static")
+    digests = []
+    for version in (1, 2, 3):
+        (src / "public" / "index.html").write_text(f"version {version}\n")
+        config = replace(engine_config, keep_images=1, protected_digests=frozenset(digests[:1]))
+        digests.append(build(config, src, app, version).digest)
+    with engine_config.registry.client() as client:
+        assert client.get_manifest(app, "v1")[1] == digests[0]
+        with pytest.raises(ImageNotFound):
+            client.get_manifest(app, "v2")
+        assert client.get_manifest(app, "v3")[1] == digests[2]
