@@ -102,7 +102,7 @@ def test_pruning_never_deletes_a_protected_image(engine_config, sample):
     PAAS_KEEP_IMAGES' count of versions; the unprotected older one goes."""
     app = f"prune-{uuid.uuid4().hex[:6]}"
     src = sample("static")
-    digests = []
+    digests: list[str] = []
     for version in (1, 2, 3):
         (src / "public" / "index.html").write_text(f"version {version}\n")
         config = replace(engine_config, keep_images=1, protected_digests=frozenset(digests[:1]))
