@@ -126,7 +126,8 @@ def test_rollback_to_a_kept_release_works_after_pruning_deleted_newer_versions(
 ) -> None:
     """PAAS_KEEP_IMAGES=1 counts releases: the third build deletes v1's
     image but not v2's (the newest release when it ran, though no longer
-    the newest version), so a rollback to v2 runs v2's image."""
+    the newest version), so a rollback to v2 runs v2's image; a rollback to
+    v1 fails saying its image was deleted, and v2's keeps serving."""
     workers.stop_all()
     workers.env["PAAS_KEEP_IMAGES"] = "1"
     workers.start()
@@ -150,6 +151,13 @@ def test_rollback_to_a_kept_release_works_after_pruning_deleted_newer_versions(
     v4 = wait_release("hello", 4)
     assert (v4.state, v4.description) == (ReleaseState.CURRENT, "Rollback to v2"), v4.error
     assert v4.image == releases[1].image
+    assert get(platform, HOST) == (200, "Hello, world from hello-v4-web-1\n")
+
+    # v1's image is gone (though the agent may still hold a copy): refused, v4 serves on.
+    release_rollback(user=alice, app=App.objects.get(name="hello"), number=1)
+    v5 = wait_release("hello", 5)
+    assert v5.state == ReleaseState.FAILED
+    assert v5.error.startswith("Rollback to v1: its image was deleted from the registry"), v5.error
     assert get(platform, HOST) == (200, "Hello, world from hello-v4-web-1\n")
 
 
