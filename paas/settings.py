@@ -312,13 +312,17 @@ PAAS_BUILD_CA_BUNDLE = env_file(
 )
 
 
-def _host_proxy(name: str) -> str:
-    return os.environ.get(name) or os.environ.get(name.lower()) or ""
+def _build_proxy(name: str) -> str:
+    """PAAS_BUILD_<name>, else the host's own; "none" gives builds none even
+    when the host has one (an empty variable means the default)."""
+    host = os.environ.get(name) or os.environ.get(name.lower()) or ""
+    value = env_str(f"PAAS_BUILD_{name}", host)
+    return "" if value.lower() == "none" else value
 
 
-PAAS_BUILD_HTTP_PROXY = env_str("PAAS_BUILD_HTTP_PROXY", _host_proxy("HTTP_PROXY"))
-PAAS_BUILD_HTTPS_PROXY = env_str("PAAS_BUILD_HTTPS_PROXY", _host_proxy("HTTPS_PROXY"))
-PAAS_BUILD_NO_PROXY = env_str("PAAS_BUILD_NO_PROXY", _host_proxy("NO_PROXY"))
+PAAS_BUILD_HTTP_PROXY = _build_proxy("HTTP_PROXY")
+PAAS_BUILD_HTTPS_PROXY = _build_proxy("HTTPS_PROXY")
+PAAS_BUILD_NO_PROXY = _build_proxy("NO_PROXY")
 # Repositories in the platform registry (``repo`` or ``repo:tag``) any team's
 # Dockerfile may start FROM, besides the stack and the team's own apps.
 PAAS_BUILD_ALLOWED_IMAGES = env_list("PAAS_BUILD_ALLOWED_IMAGES", [])

@@ -363,6 +363,33 @@ def _image_digest(app: App, ref: ImageRef, image: str) -> str:
     return digest
 
 
+def release_image_deleted(*, release: Release) -> bool:
+    """Whether the platform's registry no longer has the release's image:
+    pruning deleted it (it keeps the images of the last PAAS_KEEP_IMAGES
+    releases and of the serving one), so a rollback to this release cannot
+    run anywhere, even where an agent still holds a copy. Only the worker
+    holds the registry's credentials to ask. Another registry, or one that
+    does not answer, is left to the agent's pull."""
+    from paas.builds.engine_adapter import registry_settings
+    from runtime_agent.host.errors import AgentError, ImageNotFound
+    from runtime_agent.images.refs import ImageRef
+
+    try:
+        ref = ImageRef.parse(release.image)
+    except AgentError:
+        return False
+    if ref.registry != settings.PAAS_REGISTRY:
+        return False
+    try:
+        with registry_settings().client() as client:
+            client.get_manifest(ref.repository, ref.reference)
+    except ImageNotFound:
+        return True
+    except AgentError:
+        return False
+    return False
+
+
 @transaction.atomic
 def release_create_from_image(*, user: User, app: App, image: str) -> Release:
     """Deploy an existing image (by tag or digest) as the app's next release."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -132,7 +132,7 @@ def build_app_image(
     build_args: Mapping[str, str] | None = None,
     secrets: Mapping[str, str] | None = None,
     cancel: threading.Event | None = None,
-    protected_digests: frozenset[str] = frozenset(),
+    protected_digests: Callable[[], Collection[str]] = frozenset,
 ) -> BuildResult:
     config = replace(
         engine_config(),

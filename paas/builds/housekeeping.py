@@ -13,6 +13,7 @@ paas/builds/engine/housekeeping.py)."""
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -22,8 +23,10 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
+from paas.accounts.models import Team
 from paas.builds.engine.housekeeping import (
     EvictionReport,
+    cache_entries,
     clear_gc_needed,
     evict_cache,
     gc_needed,
@@ -185,3 +188,26 @@ def disk_usage() -> list[tuple[str, Path, int]]:
     if storage is not None:
         rows.append(("registry storage", storage))
     return [(what, path, tree_size(path) if path.exists() else 0) for what, path in rows]
+
+
+def cache_usage_by_team() -> list[tuple[str, int]]:
+    """Evictable cache bytes per team, largest first, as (label, bytes): the
+    team's name and directory (``teams/team-<id>``), or "(shared)" for
+    entries outside every team's directory."""
+    cache = Path(settings.PAAS_BUILD_CACHE_DIR)
+    totals: dict[str, int] = {}
+    for entry in cache_entries(cache):
+        parts = entry.path.relative_to(cache).parts
+        owner = parts[1] if parts[0] == "teams" and len(parts) > 2 else ""
+        totals[owner] = totals.get(owner, 0) + entry.size
+    ids = [int(m.group(1)) for o in totals if (m := re.fullmatch(r"team-(\d+)", o))]
+    names = dict(Team.objects.filter(pk__in=ids).values_list("pk", "name"))
+
+    def label(owner: str) -> str:
+        if not owner:
+            return "(shared)"
+        m = re.fullmatch(r"team-(\d+)", owner)
+        name = names.get(int(m.group(1))) if m else None
+        return f"{name} (teams/{owner})" if name else f"teams/{owner} (no such team)"
+
+    return sorted(((label(o), n) for o, n in totals.items()), key=lambda t: -t[1])

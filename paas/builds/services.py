@@ -447,7 +447,7 @@ def _build_image(
         build_args=build_args_of(app=build.app),
         secrets=build_secret_values(app=build.app),
         cancel=cancel,
-        protected_digests=images_in_use(app_id=build.app_id),
+        protected_digests=lambda: images_in_use(app_id=build.app_id),  # at pruning time
         tenant=build_tenant(build.app),
     )
     out(f"-----> {result.image_ref} ({result.digest}) in {result.duration_s:.2f} s")

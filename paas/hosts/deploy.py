@@ -24,8 +24,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from paas.applications.audit import audit_record
-from paas.applications.models import App, AuditResult, Formation, Release, ReleaseState
-from paas.core.errors import DATABASE_UNAVAILABLE, PaasError
+from paas.applications.models import (
+    App,
+    AuditResult,
+    Formation,
+    Release,
+    ReleaseCause,
+    ReleaseState,
+)
+from paas.applications.releases import release_image_deleted
+from paas.core.errors import DATABASE_UNAVAILABLE, Conflict, PaasError
 from paas.hosts.instances import (
     container_name,
     instance_ensure,
@@ -137,6 +145,12 @@ def _release_deploy(release_id: int) -> ReleaseState:
     Release.objects.filter(pk=release.pk).update(state=ReleaseState.DEPLOYING)
     _say(release, f"Deploying {release.label}: {release.description}")
     try:
+        if release.cause == ReleaseCause.ROLLBACK and release_image_deleted(release=release):
+            raise Conflict(
+                f"{release.description}: its image was deleted from the registry (the images "
+                f"of the last {settings.PAAS_KEEP_IMAGES} releases, PAAS_KEEP_IMAGES, and of "
+                "the serving one are kept); roll back to a newer release or build again"
+            )
         release_phase_run(release)
         for formation in _formation(release.app):
             indices = list(range(1, formation.count + 1))

@@ -46,7 +46,11 @@ def test_the_settings_override_the_host(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{bundle}|{bundle}|http://build-proxy:2||"
-    none = _shell(tmp_path, PAAS_BUILD_CA_BUNDLE="none")
+    none = _shell(
+        tmp_path, PAAS_BUILD_CA_BUNDLE="none", HTTPS_PROXY="http://host-proxy:1",
+        PAAS_BUILD_HTTPS_PROXY="none", NO_PROXY=".internal", PAAS_BUILD_NO_PROXY="NONE",
+    )  # fmt: skip
+    assert none.returncode == 0, none.stderr
     assert none.stdout.strip() == "|None|||"
 
 

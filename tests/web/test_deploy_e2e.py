@@ -29,6 +29,7 @@ from paas.hosts.models import Instance, InstanceState
 from paas.hosts.reconcile import reconcile
 from paas.hosts.services import host_client
 from paas.logs.models import LogLine
+from runtime_agent.host.errors import ImageNotFound
 from tests.support.agent_harness import AgentProcess
 from tests.support.processes import free_port
 from tests.support.registry import TestRegistry
@@ -118,6 +119,46 @@ def test_upload_build_release_run_route_config_rollback_scale(
     assert {get(platform, HOST)[1] for _ in range(5)} == {"Hello, world from hello-v3-web-1\n"}
     actions = set(AuditEntry.objects.filter(app=app).values_list("action", flat=True))
     assert {"config.set", "release.rollback", "formation.scale", "deploy"} <= actions
+
+
+def test_rollback_to_a_kept_release_works_after_pruning_deleted_newer_versions(
+    client: Any, alice: Any, platform: int, registry: TestRegistry, workers: Any
+) -> None:
+    """PAAS_KEEP_IMAGES=1 counts releases: the third build deletes v1's
+    image but not v2's (the newest release when it ran, though no longer
+    the newest version), so a rollback to v2 runs v2's image; a rollback to
+    v1 fails saying its image was deleted, and v2's keeps serving."""
+    workers.stop_all()
+    workers.env["PAAS_KEEP_IMAGES"] = "1"
+    workers.start()
+    app_create(user=alice, team=alice.personal_team, name="hello")
+    releases = []
+    for n in (1, 2, 3):  # distinct sources: three images
+        upload(client, alice, "hello", extra={"version.txt": f"{n}\n".encode()})
+        release = wait_release("hello", n, timeout_s=600 if n == 1 else 120)
+        assert release.state == ReleaseState.CURRENT, release.error
+        releases.append(release)
+    v1, v2, v3 = (r.image.rpartition("@")[2] for r in releases)
+    assert len({v1, v2, v3}) == 3
+    with registry.client() as reg:
+        with pytest.raises(ImageNotFound):
+            reg.get_manifest("hello", v1)  # pruned: neither kept nor serving
+        assert reg.get_manifest("hello", v2)[1] == v2
+        versions = [t for t in reg.list_tags("hello") if not t.startswith("build-")]
+        assert sorted(versions) == ["v2", "v3"]
+
+    release_rollback(user=alice, app=App.objects.get(name="hello"), number=2)
+    v4 = wait_release("hello", 4)
+    assert (v4.state, v4.description) == (ReleaseState.CURRENT, "Rollback to v2"), v4.error
+    assert v4.image == releases[1].image
+    assert get(platform, HOST) == (200, "Hello, world from hello-v4-web-1\n")
+
+    # v1's image is gone (though the agent may still hold a copy): refused, v4 serves on.
+    release_rollback(user=alice, app=App.objects.get(name="hello"), number=1)
+    v5 = wait_release("hello", 5)
+    assert v5.state == ReleaseState.FAILED
+    assert v5.error.startswith("Rollback to v1: its image was deleted from the registry"), v5.error
+    assert get(platform, HOST) == (200, "Hello, world from hello-v4-web-1\n")
 
 
 def test_instance_and_app_lifecycle_is_observed_through_the_agent(

@@ -109,9 +109,33 @@ def test_the_usage_command_names_what_uses_the_disk(dirs):
     assert "dependency layers (evictable)" in text
     assert "uploaded source archives" in text
     assert "evictable cache: 8.0 KiB of a 200.0 KiB budget" in text
+    assert f"8.0 KiB  layer  layers/{'a' * 64}" in text
     out = io.StringIO()
     call_command("build_housekeeping", stdout=out)
     assert "cache" in out.getvalue()
+
+
+def test_the_usage_command_says_which_team_uses_the_cache(dirs, alice):
+    team = alice.personal_team
+    layer = dirs / "cache" / "teams" / f"team-{team.pk}" / "layers" / ("b" * 64)
+    layer.mkdir(parents=True)
+    (layer / "layer.tar.gz").write_bytes(os.urandom(16384))
+    pip = dirs / "cache" / "teams" / "team-999999" / "downloads" / "pip"  # a deleted team
+    pip.mkdir(parents=True)
+    (pip / "wheel").write_bytes(os.urandom(4096))
+    shared = dirs / "cache" / "downloads" / "npm"
+    shared.mkdir(parents=True)
+    (shared / "tarball").write_bytes(os.urandom(8192))
+    out = io.StringIO()
+    call_command("build_disk_usage", stdout=out)
+    by_team = out.getvalue().split("evictable cache by team:\n")[1].splitlines()
+    assert [line.split(None, 2)[2] for line in by_team] == [
+        f"{team.name} (teams/team-{team.pk})",
+        "(shared)",
+        "teams/team-999999 (no such team)",
+    ]
+    assert by_team[0].split()[:2] == ["16.0", "KiB"]
+    assert f"layer  teams/team-{team.pk}/layers/{'b' * 64}" in out.getvalue()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -330,7 +330,7 @@ class _Build:
     def prune(self) -> None:
         try:
             deleted = publish.prune_versions(
-                self.client, self.app, self.config.keep_images, self.config.protected_digests
+                self.client, self.app, self.config.keep_images, self.config.protected_digests()
             )
             for old in deleted:
                 self.say(f"       deleted old image {old}")

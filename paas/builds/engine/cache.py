@@ -92,18 +92,6 @@ class LayerCache:
         assert cached is not None
         return cached
 
-    def evict_older_than(self, seconds: float) -> list[str]:
-        """Drop entries not used for ``seconds`` (called by a periodic task)."""
-        if not self.root.is_dir():
-            return []
-        cutoff = time.time() - seconds
-        removed = []
-        for entry in self.root.iterdir():
-            if entry.stat().st_mtime < cutoff:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry.name)
-        return removed
-
 
 def _move_tree(tree: Path, dest: Path) -> None:
     """Move a layer tree (a build step's output: the tenant's) to ``dest``:

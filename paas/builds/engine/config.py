@@ -4,7 +4,7 @@ itself, so tests and the benchmark configure it directly."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -84,8 +84,10 @@ class BuildConfig:
     pip_index_url: str | None = None  # None: pip's default (PyPI)
     npm_registry_url: str | None = None  # None: npm's default
     keep_images: int = 10  # per app; 0 keeps all
-    # Images a release still references: pruning never deletes them.
-    protected_digests: frozenset[str] = frozenset()
+    # Images a release still references: pruning never deletes them. Asked
+    # when pruning, not when the build starts: a rollback made while the
+    # build ran may have made an old image the serving one.
+    protected_digests: Callable[[], Collection[str]] = frozenset
     # Where the registry push lock lives (housekeeping.registry_push_lock):
     # one place for every build of the host, whatever cache dir a build uses.
     registry_lock_dir: Path | None = None

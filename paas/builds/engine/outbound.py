@@ -55,7 +55,7 @@ def trust_mounts(trust: HostTrust) -> list[BindMount]:
     if not trust.ca_bundle.is_file():
         raise BuildFailed(
             f"the build CA bundle {trust.ca_bundle} does not exist on this host "
-            "(set PAAS_BUILD_CA_BUNDLE to the host's bundle, or empty to mount none)",
+            "(set PAAS_BUILD_CA_BUNDLE to the host's bundle, or to 'none' to mount none)",
             step="setup",
         )
     return [BindMount(trust.ca_bundle, CA_BUNDLE_MOUNT, read_only=True)]

@@ -47,6 +47,7 @@ async def served_by_agent(
             {
                 "name": unique("app"),
                 "image": digest_ref,
+                "env": {"PORT": str(port)},  # as a deploy sets it
                 "ports": [{"container_port": port, "host_port": host_port, "host_ip": "127.0.0.1"}],
             }
         )
@@ -81,13 +82,17 @@ def _get(url: str) -> str:
 
 
 def body_served_by_agent(
-    registry: RegistrySettings, image_store_dir: Path, digest_ref: str, path: str = "/"
+    registry: RegistrySettings,
+    image_store_dir: Path,
+    digest_ref: str,
+    path: str = "/",
+    port: int = 8080,
 ) -> str:
     """For synchronous tests: run the image under a real agent (in an event
-    loop of its own) and return the body of GET ``path``."""
+    loop of its own, $PORT set to ``port``) and return the body of GET ``path``."""
 
     async def go() -> str:
-        async with served_by_agent(registry, image_store_dir, digest_ref) as url:
+        async with served_by_agent(registry, image_store_dir, digest_ref, port) as url:
             return await get_body(url + path)
 
     return asyncio.run(go())

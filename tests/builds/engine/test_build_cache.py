@@ -94,3 +94,41 @@ def test_images_beyond_keep_images_are_deleted(engine_config, sample):
             client.get_manifest(app, "v1")
         assert client.get_manifest(app, "v3")[1]
         assert client.get_manifest(app, "v2")[1]
+
+
+@pytest.mark.root
+def test_pruning_keeps_what_releases_reference_when_it_prunes(engine_config, sample):
+    """``protected_digests`` (the images releases still reference) outlive
+    PAAS_KEEP_IMAGES' count of versions, and are asked for when pruning, not
+    when the build starts: v1 made serving again (a rollback) while v3
+    builds is kept, and v2 goes."""
+    app = f"prune-{uuid.uuid4().hex[:6]}"
+    src = sample("static")
+    protected: set[str] = set()
+    config = replace(engine_config, keep_images=1, protected_digests=lambda: frozenset(protected))
+
+    def build_version(version: int, log=lambda line: None) -> str:
+        (src / "public" / "index.html").write_text(f"version {version}\n")
+        return build_image(
+            source_dir=src, app=app, build_id=f"b{version}", version=version, config=config,
+            log=log,
+        ).digest  # fmt: skip
+
+    def rollback_to_v1_meanwhile(line: str) -> None:
+        if line.startswith("-----> pushing"):
+            protected.clear()
+            protected.add(d1)
+
+    d1 = build_version(1)
+    protected.add(d1)  # v1 serves
+    d2 = build_version(2)
+    with engine_config.registry.client() as client:
+        assert client.get_manifest(app, "v1")[1] == d1  # protected past the count
+    protected.clear()
+    protected.add(d2)  # v2 serves, then a rollback to v1 while v3 builds
+    d3 = build_version(3, rollback_to_v1_meanwhile)
+    with engine_config.registry.client() as client:
+        assert client.get_manifest(app, "v1")[1] == d1
+        with pytest.raises(ImageNotFound):
+            client.get_manifest(app, "v2")
+        assert client.get_manifest(app, "v3")[1] == d3

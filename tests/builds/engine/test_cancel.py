@@ -1,13 +1,16 @@
 """Cancelling a build mid-step: the step's container is killed, the build
 ends with BuildCancelled, and no container, mount, netns or directory of it
-is left (the web test does the same through a real Celery worker)."""
+is left, nor its cgroup (the web test does the same through a real Celery
+worker)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +27,17 @@ def test_a_cancel_mid_step_kills_it_and_leaves_nothing(engine_config, tmp_path):
     (src / "Dockerfile").write_text(f'FROM stack\nRUN echo {marker} && sleep 600\nCMD ["true"]\n')
     cancel = threading.Event()
     lines: list[str] = []
+    parents = [h / engine_config.cgroup_parent for h in Path("/sys/fs/cgroup").iterdir()]
+
+    def step_cgroups() -> list[Path]:
+        return [c for p in parents if p.is_dir() for c in p.iterdir() if c.is_dir()]
+
+    running: list[Path] = []
 
     def log(line: str) -> None:
         lines.append(line)
         if line.strip() == marker:
+            running.extend(step_cgroups())
             cancel.set()  # the step's own output: it is running, cancel it now
 
     with pytest.raises(BuildCancelled):
@@ -47,6 +57,11 @@ def test_a_cancel_mid_step_kills_it_and_leaves_nothing(engine_config, tmp_path):
     assert not (engine_config.cache_dir / "layers").exists() or not any(
         p.name.startswith(".tmp-") for p in (engine_config.cache_dir / "layers").iterdir()
     )
+    # No step cgroup (in any hierarchy) and no step network namespace either.
+    assert running and step_cgroups() == []
+    netns = Path("/var/run/netns")
+    prefix = f"{engine_config.network.bridge}-"
+    assert not [n for n in (os.listdir(netns) if netns.exists() else []) if n.startswith(prefix)]
 
 
 @pytest.mark.root

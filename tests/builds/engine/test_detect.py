@@ -129,6 +129,21 @@ def test_the_error_names_the_small_apps_and_the_readme_section(tmp_path):
     assert "README.md#making-your-app-buildable" in exc.value.message
 
 
+def test_the_readme_section_the_error_links_exists_and_explains_both_ways():
+    """The anchor in the error is the one GitHub makes of the heading, and
+    the section shows a Procfile and a Dockerfile."""
+    import re
+
+    from paas.builds.engine.detect import HELP
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    (anchor,) = re.findall(r"README\.md#([a-z0-9-]+)", HELP)
+    sections = re.split(r"^#+ ", readme, flags=re.M)
+    (section,) = [s for s in sections if re.sub(r"\W+", "-", s.split("\n")[0].lower()) == anchor]
+    assert "web: python3" in section and "Procfile" in section
+    assert "Dockerfile" in section and "FROM stack" in section
+
+
 @pytest.mark.parametrize(
     ("command", "requirements", "ok"),
     [

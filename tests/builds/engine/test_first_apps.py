@@ -25,7 +25,10 @@ def test_a_one_file_hello_world_builds_and_serves_get_slash(engine_config, sampl
     log = "\n".join(lines)
     assert "detected a python app: app.py found and no dependency file" in log
     assert [s.name for s in result.steps] == ["add source", "push"]  # nothing installed
-    body = body_served_by_agent(engine_config.registry, image_store_dir, result.digest_ref)
+    # On $PORT, not only on its default 8080.
+    body = body_served_by_agent(
+        engine_config.registry, image_store_dir, result.digest_ref, port=5005
+    )
     assert body == "hello, world"
 
 

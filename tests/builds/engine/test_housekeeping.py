@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -214,3 +215,76 @@ def test_a_link_in_a_download_cache_is_neither_walked_nor_pruned(tmp_path):
     assert sorted(p.name for p in host.iterdir()) == ["empty", "f1", "f2"]
     assert (real.parent / "to-host").is_symlink() and (real.parent / "to-empty").is_symlink()
     assert not real.exists()  # emptied, then pruned
+
+
+def lock_waiters(lock_file: Path) -> int:
+    """Processes or threads blocked in flock() on ``lock_file`` (the
+    kernel's /proc/locks lists a waiter with '->')."""
+    inode = lock_file.stat().st_ino
+    with open("/proc/locks") as f:
+        return sum(1 for line in f if "->" in line and f":{inode} " in line)
+
+
+@pytest.mark.root
+def test_the_registry_gc_waits_for_a_push_in_flight(engine_config, sample, registry, tmp_path,
+                                                     settings):  # fmt: skip
+    """The build stops with its layer blobs uploaded and its manifest not yet
+    (unreferenced blobs, which a collection would delete); the housekeeping's
+    collection started then waits on the push lock, runs once the push is
+    done, and the pushed image is whole while the old version's blobs go."""
+    from paas.builds.engine.housekeeping import REGISTRY_LOCK
+    from paas.builds.housekeeping import registry_collect_garbage
+    from paas.builds.registry_server import GarbageCollection
+
+    locks = tmp_path / "locks"
+    config = replace(engine_config, keep_images=1, cache_dir=tmp_path / "cache",
+                     registry_lock_dir=locks)  # fmt: skip
+    settings.PAAS_BUILD_CACHE_DIR = locks
+    settings.PAAS_REGISTRY_CONFIG = str(registry.storage_dir.parent / "config.yml")
+    app = f"gcwait-{uuid.uuid4().hex[:6]}"
+    src = sample("static")
+    (src / "public" / "big.bin").write_bytes(os.urandom(1 << 20))
+    old = app_layers(config, app, build(config, src, app, 1))
+
+    (src / "public" / "big.bin").write_bytes(os.urandom(1 << 20))
+    blobs_pushed, resume = threading.Event(), threading.Event()
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if line.startswith("layer ") and "pushed (1" in line:  # the 1 MiB layer's blob
+            blobs_pushed.set()
+            assert resume.wait(300)
+
+    pushed: list = []
+    push = threading.Thread(
+        target=lambda: pushed.append(
+            build_image(source_dir=src, app=app, build_id="b2", version=2, config=config, log=log)
+        )
+    )
+    push.start()
+    gc: list = []
+    collect = threading.Thread(target=lambda: gc.append(registry_collect_garbage(force=True)))
+    try:
+        assert blobs_pushed.wait(300), "\n".join(lines)
+        collect.start()
+        deadline = time.monotonic() + 60
+        while lock_waiters(locks / REGISTRY_LOCK) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lock_waiters(locks / REGISTRY_LOCK) == 1  # the collection, held off
+        assert collect.is_alive() and not gc
+    finally:
+        resume.set()
+        push.join(300)
+        collect.join(300)
+
+    (result,) = pushed
+    (collection,) = gc
+    assert isinstance(collection, GarbageCollection), collection
+    assert collection.blobs_deleted >= 1
+    assert not any(registry.blob_data_path(d).exists() for d, _size in old)
+    with config.registry.client() as client:  # the image pushed meanwhile is whole
+        for digest, size in app_layers(config, app, result):
+            dest = tmp_path / digest.replace(":", "-")
+            client.fetch_blob(app, digest, dest)
+            assert dest.stat().st_size == size

@@ -86,6 +86,33 @@ def test_an_index_password_never_reaches_the_log(engine_config, sample, package_
 
 
 @pytest.mark.root
+def test_an_npm_registry_password_never_reaches_the_log(engine_config, sample):
+    """PAAS_NPM_REGISTRY_URL with credentials: npm gets it, and its own
+    scripts printing it (as npm's config and errors do) show it masked."""
+    registry = f"http://builder:{INDEX_PASSWORD}@npm-registry.invalid:4873/"
+    src = sample("node-nodeps")
+    package = json.loads((src / "package.json").read_text())
+    # The root package's preinstall runs in the install step (never cached:
+    # a fresh nonce), and prints the registry npm was given two ways.
+    package["scripts"]["preinstall"] = (
+        f"echo {uuid.uuid4().hex} && echo registry=$npm_config_registry && npm config get registry"
+    )
+    (src / "package.json").write_text(json.dumps(package))
+    # A lockfile (with no packages) makes the install step run npm ci.
+    root = {"name": package["name"], "version": package["version"]}
+    lock = {"name": root["name"], "lockfileVersion": 3, "requires": True, "packages": {"": root}}
+    (src / "package-lock.json").write_text(json.dumps({**lock, "version": root["version"]}))
+    lines: list[str] = []
+    result = build(replace(engine_config, npm_registry_url=registry), src, lines)
+    log = "\n".join(lines)
+    assert result.steps[0].name == "install dependencies (npm ci)"
+    assert result.steps[0].cached is False
+    assert "registry=http://builder:***@npm-registry.invalid:4873/" in log
+    assert INDEX_PASSWORD not in log
+    assert INDEX_PASSWORD not in json.dumps([s.__dict__ for s in result.steps])
+
+
+@pytest.mark.root
 def test_a_url_password_a_step_prints_is_masked(engine_config, tmp_path):
     # The password is put together at run time: only the masking of URL
     # credentials in step output can hide it.
@@ -151,3 +178,12 @@ def test_a_long_secret_base64_wrapped_over_lines_is_masked_on_every_line():
         for line in out:
             for piece in line.strip().split("***"):
                 assert not any(piece[i : i + 12] in grams for i in range(len(piece))), out
+
+
+def test_a_bundle_gone_from_the_host_fails_the_build_saying_how_to_fix_it(tmp_path):
+    from paas.builds.engine.errors import BuildFailed
+    from paas.builds.engine.outbound import trust_mounts
+
+    missing = tmp_path / "gone.pem"
+    with pytest.raises(BuildFailed, match=f"{missing} does not exist.*'none' to mount none"):
+        trust_mounts(HostTrust(ca_bundle=missing))

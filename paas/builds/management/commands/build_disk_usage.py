@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from paas.builds.engine.housekeeping import cache_entries
-from paas.builds.housekeeping import disk_usage
+from paas.builds.housekeeping import cache_usage_by_team, disk_usage
 
 
 def _size(n: int) -> str:
@@ -35,5 +35,10 @@ class Command(BaseCommand):
             f"evictable cache: {_size(used)} of a {_size(budget)} budget "
             f"(PAAS_BUILD_CACHE_MAX_BYTES), {len(entries)} entries; largest:"
         )
+        cache = settings.PAAS_BUILD_CACHE_DIR
         for entry in entries[:10]:
-            self.stdout.write(f"{_size(entry.size):>10}  {entry.kind}  {entry.path.name}")
+            where = entry.path.relative_to(cache)
+            self.stdout.write(f"{_size(entry.size):>10}  {entry.kind}  {where}")
+        self.stdout.write("evictable cache by team:")
+        for label, size in cache_usage_by_team():
+            self.stdout.write(f"{_size(size):>10}  {label}")
