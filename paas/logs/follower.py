@@ -21,9 +21,14 @@ follower was down or far behind) is stored as a ``platform`` line "N lines of
 web.1 were lost ..." where they were: visible in the log, never silent. For
 the router's access log it is the file's inode and byte offset.
 
-One writer: every source feeds one queue; a single task stores what has
-piled up while the previous store ran (natural batching: small batches when
-idle, large ones under load), in one database thread.
+One writer: every source feeds the writer's queue; a single task stores what
+has piled up while the previous store ran (natural batching: small batches
+when idle, large ones under load), in one database thread. The queue is fair
+(:class:`FairQueue`): each source has a few chunks of room of its own and the
+writer takes one chunk from each waiting source in turn, so a chatty app
+that keeps the follower busy does not put its backlog in front of a quiet
+app's lines (they go into the next store); the chatty source just waits for
+room, and its agent keeps its lines meanwhile.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import contextlib
 import json
 import logging
 import os
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,7 +64,7 @@ from runtime_agent.host.tls import fingerprint_bytes, mismatch, parse_fingerprin
 
 log = logging.getLogger(__name__)
 
-QUEUE_CHUNKS = 256  # chunks of lines waiting for the writer; then readers wait (agents buffer)
+SOURCE_CHUNKS = 8  # chunks of one source waiting for the writer; then it waits (agents buffer)
 ROUTER_READ = 1024 * 1024
 ROUTER_POLL_S = 0.1
 MAX_BACKOFF_S = 10.0
@@ -79,6 +84,52 @@ class Item:
     lines: list[IngestLine]
     cursor_key: str
     position: dict[str, Any]
+
+
+class FairQueue:
+    """Chunks of lines from many sources for the one writer: each source has
+    ``per_source`` chunks of room (then :meth:`put` waits), and :meth:`take`
+    takes one chunk of each waiting source in turn (see the module doc)."""
+
+    def __init__(self, per_source: int) -> None:
+        self.per_source = per_source
+        self.waiting: dict[str, deque[list[Item]]] = {}  # source -> its chunks, oldest first
+        self.turns: deque[str] = deque()  # sources with chunks waiting, next first
+        self.ready = asyncio.Event()
+        self.room: dict[str, asyncio.Event] = {}
+
+    async def put(self, source: str, items: list[Item]) -> None:
+        chunks = self.waiting.setdefault(source, deque())
+        while len(chunks) >= self.per_source:
+            room = self.room.setdefault(source, asyncio.Event())
+            room.clear()
+            await room.wait()
+            chunks = self.waiting.setdefault(source, deque())
+        if not chunks:
+            self.turns.append(source)
+        chunks.append(items)
+        self.ready.set()
+
+    async def take(self, max_lines: int) -> list[Item]:
+        """At least one chunk; more, in turns, while under ``max_lines``."""
+        while not self.turns:
+            self.ready.clear()
+            await self.ready.wait()
+        items: list[Item] = []
+        count = 0
+        while self.turns and (not items or count < max_lines):
+            source = self.turns.popleft()
+            chunks = self.waiting[source]
+            chunk = chunks.popleft()
+            items.extend(chunk)
+            count += sum(len(i.lines) for i in chunk)
+            if chunks:
+                self.turns.append(source)
+            else:
+                del self.waiting[source]
+            if source in self.room:
+                self.room[source].set()
+        return items
 
 
 class AgentStreamError(Exception):
@@ -187,7 +238,7 @@ class Follower:
         self.layer = layer
         self.refresh_s = refresh_s
         self.router_log = router_log
-        self.queue: asyncio.Queue[list[Item]] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+        self.queue = FairQueue(SOURCE_CHUNKS)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.following: dict[str, FollowTarget] = {}
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logs-db")
@@ -298,7 +349,7 @@ class Follower:
                     items = self._container_items(target, position, chunk)
                     if items:
                         got += len(items[0].lines)
-                        await self.queue.put(items)
+                        await self.queue.put(target.key, items)
         return got
 
     def _container_items(
@@ -345,7 +396,7 @@ class Follower:
                 await asyncio.sleep(MAX_BACKOFF_S)
                 continue
             if items:
-                await self.queue.put(items)
+                await self.queue.put(key, items)
             else:
                 await asyncio.sleep(ROUTER_POLL_S)
 
@@ -353,12 +404,8 @@ class Follower:
 
     async def _write_loop(self) -> None:
         while True:
-            items = await self.queue.get()
+            items = await self.queue.take(WRITE_BATCH_LINES)
             count = sum(len(i.lines) for i in items)
-            while not self.queue.empty() and count < WRITE_BATCH_LINES:
-                more = self.queue.get_nowait()
-                items.extend(more)
-                count += sum(len(i.lines) for i in more)
             backoff = 0.5
             while True:
                 try:
