@@ -65,7 +65,15 @@ the clients share those 2 cores):
   itself; 16.7k lines/s reach 1 client (6.5k/s each of 50). The agent
   keeps 50 MiB of log per container, so most of such a flood is rotated
   away before anything could read it; the lines that arrive are old (age
-  p99 ~15 s), which is what a backlog looks like.
+  p99 ~15 s), which is what a backlog looks like. (Lines rotated away are
+  reported in the log as "N lines of web.1 were lost here", see
+  paas/logs/follower.py.)
+- instances (2026-12-05, smoke runs with ``--instances 5 --seconds 3`` at
+  load 9-12, so only indicative): the quiet app's lines took p50 2.3 s,
+  p99 3.3 s behind the flood while the follower had one FIFO queue; with
+  the fair queue and chunks of at most 500 lines p50 0.67 s, p99 1.1 s
+  (in the agent p50 0.16 s, after it 0.47 s), 17k lines/s to the one
+  socket. Run with 50 on a quiet machine for the issue's figure.
 """
 
 from __future__ import annotations
@@ -85,6 +93,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -284,11 +293,13 @@ class Observer:
 @dataclass
 class Watcher:
     records_latency: bool
+    keeps_stamps: bool = False
     received: int = 0
     dropped: int = 0
     first_at: float = 0.0
     last_at: float = 0.0
     receipts: list[tuple[int, float]] = field(default_factory=list)
+    stamped: dict[int, str] = field(default_factory=dict)  # seq -> the agent's time (quiet app)
 
 
 async def watch(
@@ -317,7 +328,10 @@ async def watch(
                 message = json.loads(raw) if watcher.records_latency else None
                 if message is not None:
                     for row in message["lines"]:
-                        watcher.receipts.append((int(row[6].split(" ", 1)[0]), now))
+                        seq = int(row[6].split(" ", 1)[0])
+                        watcher.receipts.append((seq, now))
+                        if watcher.keeps_stamps:
+                            watcher.stamped[seq] = row[1]
                     count, batch = len(message["lines"]), message["batch"]
                 else:
                     count = raw.count('"],[') + 1
@@ -431,7 +445,10 @@ async def instances_scenario(
     plan += [(app_id, f"bench-i{tag}-{k}", f"web.{k}", steady) for k in range(2, instances)]
     plan += [(quiet_id, f"quiet-i{tag}-1", "web.1", quiet)]
     base = f"ws://127.0.0.1:{platform.web_port}/ws/apps"
-    watchers = {"bench": Watcher(records_latency=False), "quiet": Watcher(records_latency=True)}
+    watchers = {
+        "bench": Watcher(records_latency=False),
+        "quiet": Watcher(records_latency=True, keeps_stamps=True),
+    }
     readies = {k: asyncio.Event() for k in watchers}
     stop_all = asyncio.Event()
     tasks = [
@@ -486,6 +503,16 @@ async def instances_scenario(
         for seq, at in got.items()
         if (written := observer.written_at(seq)) is not None
     ]
+    # Where the time goes: the agent stamps a line when its tailer reads it,
+    # so write -> stamp is the agent's share, stamp -> receipt the follower's,
+    # the database's, Redis' and the web process's.
+    in_agent, after_agent = [], []
+    for seq, at in got.items():
+        written, stamp = observer.written_at(seq), quiet_w.stamped.get(seq)
+        if written is not None and stamp is not None:
+            stamped_at = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+            in_agent.append((stamped_at - written) * 1000)
+            after_agent.append((at - stamped_at) * 1000)
     return {
         "instances": instances,
         "bench_delivered_per_s": round((at_end - at_start) / (ended - started)),
@@ -495,6 +522,10 @@ async def instances_scenario(
         "quiet_latency_p50_ms": round(percentile(latencies, 0.5), 1),
         "quiet_latency_p99_ms": round(percentile(latencies, 0.99), 1),
         "quiet_latency_samples": len(latencies),
+        "quiet_in_agent_p50_ms": round(percentile(in_agent, 0.5), 1),
+        "quiet_in_agent_p99_ms": round(percentile(in_agent, 0.99), 1),
+        "quiet_after_agent_p50_ms": round(percentile(after_agent, 0.5), 1),
+        "quiet_after_agent_p99_ms": round(percentile(after_agent, 0.99), 1),
         "load_average_1m": round(os.getloadavg()[0], 1),
     }
 

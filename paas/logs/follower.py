@@ -72,6 +72,11 @@ GONE_BACKOFF_S = 2.0  # a pending instance's container appears within moments
 # Lines stored (and published) at once at most: bigger batches store a little
 # faster but reach the browsers later and in lumps.
 WRITE_BATCH_LINES = 2000
+# Lines of one source per queued chunk at most (an agent sends up to 5000 at
+# once): a quiet source's lines then wait for one small store at most, not for
+# a chatty source's whole read. Each chunk carries the position after its
+# last line, so a crash between two stores loses or repeats nothing.
+CHUNK_LINES = 500
 
 
 @dataclass
@@ -345,18 +350,21 @@ class Follower:
                     rest += data
                     continue
                 chunk, rest = (rest + data).rsplit(b"\n", 1)
-                if chunk:
-                    items = self._container_items(target, position, chunk)
+                if not chunk:
+                    continue
+                # One parse for the whole chunk (NDJSON lines never hold a raw newline).
+                entries = json.loads(b"[" + chunk.replace(b"\n", b",") + b"]")
+                for at in range(0, len(entries), CHUNK_LINES):
+                    items = self._container_items(target, position, entries[at : at + CHUNK_LINES])
                     if items:
                         got += len(items[0].lines)
                         await self.queue.put(target.key, items)
         return got
 
     def _container_items(
-        self, target: FollowTarget, position: ContainerPosition, chunk: bytes
+        self, target: FollowTarget, position: ContainerPosition, entries: list[Any]
     ) -> list[Item]:
-        # One parse for the whole chunk (NDJSON lines never hold a raw newline).
-        entries = json.loads(b"[" + chunk.replace(b"\n", b",") + b"]")
+        """New lines of ``entries`` as one item that ends at ``position``."""
         lines = []
         parsed_time, moment = "", None
         process, instance = target.process_type[:30], target.instance[:63]
