@@ -77,6 +77,7 @@ WRITE_BATCH_LINES = 2000
 # a chatty source's whole read. Each chunk carries the position after its
 # last line, so a crash between two stores loses or repeats nothing.
 CHUNK_LINES = 500
+SETTLE_POLL_S = 0.05
 
 
 @dataclass
@@ -114,6 +115,9 @@ class FairQueue:
             self.turns.append(source)
         chunks.append(items)
         self.ready.set()
+
+    def holds(self, source: str) -> bool:
+        return source in self.waiting
 
     async def take(self, max_lines: int) -> list[Item]:
         """At least one chunk; more, in turns, while under ``max_lines``."""
@@ -249,6 +253,7 @@ class Follower:
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logs-db")
         self.session: aiohttp.ClientSession | None = None
         self.stored_lines = 0
+        self.storing: set[str] = set()  # sources of the lines being stored now
 
     async def _in_db(self, fn: Any, **kwargs: Any) -> Any:
         def call() -> Any:
@@ -309,6 +314,7 @@ class Follower:
         if not wire.NAME_RE.fullmatch(target.container_name):
             log.error("not following %r: not a container name", target.container_name)
             return
+        await self.settled(target.key)
         saved = await self._in_db(log_cursor_position, key=target.key)
         position = ContainerPosition.load(saved)
         backoff = 0.2
@@ -410,10 +416,19 @@ class Follower:
 
     # --- storing ------------------------------------------------------------------------
 
+    async def settled(self, key: str) -> None:
+        """Until no line of source ``key`` waits to be stored. A source followed
+        anew (its task ended, or its host joined again) reads its cursor only
+        then: read earlier, it would miss what the old task still had queued,
+        and those lines would be stored twice."""
+        while self.queue.holds(key) or key in self.storing:
+            await asyncio.sleep(SETTLE_POLL_S)
+
     async def _write_loop(self) -> None:
         while True:
             items = await self.queue.take(WRITE_BATCH_LINES)
             count = sum(len(i.lines) for i in items)
+            self.storing = {i.cursor_key for i in items}
             backoff = 0.5
             while True:
                 try:
@@ -423,6 +438,7 @@ class Follower:
                     log.exception("could not store %d log lines; retrying", count)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
+            self.storing = set()
             self.stored_lines += count
             for batch in batches:
                 await logs_publish_async(self.layer, batch)

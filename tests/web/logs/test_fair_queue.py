@@ -5,8 +5,16 @@ stands in front of a quiet source's lines, and a source out of room waits
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-from paas.logs.follower import FairQueue, Item
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+
+from paas.applications.services import app_create
+from paas.logs.follower import FairQueue, Follower, Item
+from paas.logs.models import LogLine
+from paas.logs.services import LAYER, log_cursor_position
 from tests.web.logs.support import line
 
 
@@ -54,3 +62,27 @@ async def test_each_source_keeps_its_order_and_a_take_waits_for_lines():
         ("a", 2),
         ("b", 2),
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_source_followed_anew_reads_its_cursor_only_once_its_queued_lines_are_stored(
+    alice,
+):
+    app = await sync_to_async(app_create)(user=alice, team=alice.personal_team, name="again")
+    follower = Follower(layer=get_channel_layer(LAYER))
+    writer = asyncio.create_task(follower._write_loop())
+    try:
+        # What the source's old task had queued when it ended, up to line 3.
+        lines = [line(f"queued {i}", at=i) for i in range(3)]
+        await follower.queue.put("agent:x:c", [Item(app.pk, "", lines, "agent:x:c", {"n": 3})])
+        await asyncio.wait_for(follower.settled("agent:x:c"), 30)
+        # So the new task's cursor is the one after those lines, not before them.
+        position = await sync_to_async(log_cursor_position)(key="agent:x:c")
+        assert position == {"n": 3}
+        stored = await sync_to_async(LogLine.objects.filter(app=app).count)()
+        assert stored == 3
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        follower.db.shutdown(wait=True)
