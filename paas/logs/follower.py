@@ -254,6 +254,7 @@ class Follower:
         self.session: aiohttp.ClientSession | None = None
         self.stored_lines = 0
         self.storing: set[str] = set()  # sources of the lines being stored now
+        self.publish_failing = False
 
     async def _in_db(self, fn: Any, **kwargs: Any) -> Any:
         def call() -> Any:
@@ -441,7 +442,18 @@ class Follower:
             self.storing = set()
             self.stored_lines += count
             for batch in batches:
-                await logs_publish_async(self.layer, batch)
+                self._published(await logs_publish_async(self.layer, batch))
+
+    def _published(self, failure: Exception | None) -> None:
+        """Say when publishing starts failing (Redis down) and when it works again."""
+        if failure is not None and not self.publish_failing:
+            log.warning(
+                "could not publish log lines to Redis (%s); they are stored, and watchers "
+                "read the ones they missed from the database", failure
+            )  # fmt: skip
+        elif failure is None and self.publish_failing:
+            log.warning("publishing log lines to Redis works again")
+        self.publish_failing = failure is not None
 
 
 def _read_router(
