@@ -587,6 +587,16 @@ def platform_running(work: Path) -> Iterator[tuple[Platform, str, int, str]]:
                 agent.root.parent.rmdir()
 
 
+def _no_nan(value: Any) -> Any:
+    """A figure without samples (no latency under a flood) as null: the last
+    line must be JSON, which has no NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -637,7 +647,8 @@ def main() -> int:
         and figures["instances"]["quiet_latency_p99_ms"] <= GOAL_P99_MS
         and figures["instances"]["quiet_missing_lines"] == 0
     )
-    print(json.dumps({"bench": "logs", "figures": figures, "goals": goals, "ok": ok}))
+    result = {"bench": "logs", "figures": figures, "goals": goals, "ok": ok}
+    print(json.dumps(_no_nan(result), allow_nan=False))
     return 0
 
 
