@@ -37,6 +37,10 @@ live batches reach every consumer through Redis pub/sub without waiting for
 any of them. And when the web process itself falls behind (more watchers
 than it has CPU for), a batch that waited longer than ``MAX_LAG_S`` for its
 consumer's turn is skipped and counted the same way, so the backlog drains.
+(channels_redis' pub/sub layer gives each consumer an unbounded queue of its
+own; it stays short because no handler here waits for the client: a batch
+is queued in the bounded buffer or dropped, never sent while a slow socket
+holds it up.)
 """
 
 from __future__ import annotations

@@ -21,9 +21,14 @@ follower was down or far behind) is stored as a ``platform`` line "N lines of
 web.1 were lost ..." where they were: visible in the log, never silent. For
 the router's access log it is the file's inode and byte offset.
 
-One writer: every source feeds one queue; a single task stores what has
-piled up while the previous store ran (natural batching: small batches when
-idle, large ones under load), in one database thread.
+One writer: every source feeds the writer's queue; a single task stores what
+has piled up while the previous store ran (natural batching: small batches
+when idle, large ones under load), in one database thread. The queue is fair
+(:class:`FairQueue`): each source has a few chunks of room of its own and the
+writer takes one chunk from each waiting source in turn, so a chatty app
+that keeps the follower busy does not put its backlog in front of a quiet
+app's lines (they go into the next store); the chatty source just waits for
+room, and its agent keeps its lines meanwhile.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import contextlib
 import json
 import logging
 import os
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,7 +64,7 @@ from runtime_agent.host.tls import fingerprint_bytes, mismatch, parse_fingerprin
 
 log = logging.getLogger(__name__)
 
-QUEUE_CHUNKS = 256  # chunks of lines waiting for the writer; then readers wait (agents buffer)
+SOURCE_CHUNKS = 8  # chunks of one source waiting for the writer; then it waits (agents buffer)
 ROUTER_READ = 1024 * 1024
 ROUTER_POLL_S = 0.1
 MAX_BACKOFF_S = 10.0
@@ -67,6 +72,12 @@ GONE_BACKOFF_S = 2.0  # a pending instance's container appears within moments
 # Lines stored (and published) at once at most: bigger batches store a little
 # faster but reach the browsers later and in lumps.
 WRITE_BATCH_LINES = 2000
+# Lines of one source per queued chunk at most (an agent sends up to 5000 at
+# once): a quiet source's lines then wait for one small store at most, not for
+# a chatty source's whole read. Each chunk carries the position after its
+# last line, so a crash between two stores loses or repeats nothing.
+CHUNK_LINES = 500
+SETTLE_POLL_S = 0.05
 
 
 @dataclass
@@ -79,6 +90,55 @@ class Item:
     lines: list[IngestLine]
     cursor_key: str
     position: dict[str, Any]
+
+
+class FairQueue:
+    """Chunks of lines from many sources for the one writer: each source has
+    ``per_source`` chunks of room (then :meth:`put` waits), and :meth:`take`
+    takes one chunk of each waiting source in turn (see the module doc)."""
+
+    def __init__(self, per_source: int) -> None:
+        self.per_source = per_source
+        self.waiting: dict[str, deque[list[Item]]] = {}  # source -> its chunks, oldest first
+        self.turns: deque[str] = deque()  # sources with chunks waiting, next first
+        self.ready = asyncio.Event()
+        self.room: dict[str, asyncio.Event] = {}
+
+    async def put(self, source: str, items: list[Item]) -> None:
+        chunks = self.waiting.setdefault(source, deque())
+        while len(chunks) >= self.per_source:
+            room = self.room.setdefault(source, asyncio.Event())
+            room.clear()
+            await room.wait()
+            chunks = self.waiting.setdefault(source, deque())
+        if not chunks:
+            self.turns.append(source)
+        chunks.append(items)
+        self.ready.set()
+
+    def holds(self, source: str) -> bool:
+        return source in self.waiting
+
+    async def take(self, max_lines: int) -> list[Item]:
+        """At least one chunk; more, in turns, while under ``max_lines``."""
+        while not self.turns:
+            self.ready.clear()
+            await self.ready.wait()
+        items: list[Item] = []
+        count = 0
+        while self.turns and (not items or count < max_lines):
+            source = self.turns.popleft()
+            chunks = self.waiting[source]
+            chunk = chunks.popleft()
+            items.extend(chunk)
+            count += sum(len(i.lines) for i in chunk)
+            if chunks:
+                self.turns.append(source)
+            else:
+                del self.waiting[source]
+            if source in self.room:
+                self.room[source].set()
+        return items
 
 
 class AgentStreamError(Exception):
@@ -187,12 +247,14 @@ class Follower:
         self.layer = layer
         self.refresh_s = refresh_s
         self.router_log = router_log
-        self.queue: asyncio.Queue[list[Item]] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+        self.queue = FairQueue(SOURCE_CHUNKS)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.following: dict[str, FollowTarget] = {}
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logs-db")
         self.session: aiohttp.ClientSession | None = None
         self.stored_lines = 0
+        self.storing: set[str] = set()  # sources of the lines being stored now
+        self.publish_failing = False
 
     async def _in_db(self, fn: Any, **kwargs: Any) -> Any:
         def call() -> Any:
@@ -253,6 +315,7 @@ class Follower:
         if not wire.NAME_RE.fullmatch(target.container_name):
             log.error("not following %r: not a container name", target.container_name)
             return
+        await self.settled(target.key)
         saved = await self._in_db(log_cursor_position, key=target.key)
         position = ContainerPosition.load(saved)
         backoff = 0.2
@@ -294,18 +357,21 @@ class Follower:
                     rest += data
                     continue
                 chunk, rest = (rest + data).rsplit(b"\n", 1)
-                if chunk:
-                    items = self._container_items(target, position, chunk)
+                if not chunk:
+                    continue
+                # One parse for the whole chunk (NDJSON lines never hold a raw newline).
+                entries = json.loads(b"[" + chunk.replace(b"\n", b",") + b"]")
+                for at in range(0, len(entries), CHUNK_LINES):
+                    items = self._container_items(target, position, entries[at : at + CHUNK_LINES])
                     if items:
                         got += len(items[0].lines)
-                        await self.queue.put(items)
+                        await self.queue.put(target.key, items)
         return got
 
     def _container_items(
-        self, target: FollowTarget, position: ContainerPosition, chunk: bytes
+        self, target: FollowTarget, position: ContainerPosition, entries: list[Any]
     ) -> list[Item]:
-        # One parse for the whole chunk (NDJSON lines never hold a raw newline).
-        entries = json.loads(b"[" + chunk.replace(b"\n", b",") + b"]")
+        """New lines of ``entries`` as one item that ends at ``position``."""
         lines = []
         parsed_time, moment = "", None
         process, instance = target.process_type[:30], target.instance[:63]
@@ -345,20 +411,25 @@ class Follower:
                 await asyncio.sleep(MAX_BACKOFF_S)
                 continue
             if items:
-                await self.queue.put(items)
+                await self.queue.put(key, items)
             else:
                 await asyncio.sleep(ROUTER_POLL_S)
 
     # --- storing ------------------------------------------------------------------------
 
+    async def settled(self, key: str) -> None:
+        """Until no line of source ``key`` waits to be stored. A source followed
+        anew (its task ended, or its host joined again) reads its cursor only
+        then: read earlier, it would miss what the old task still had queued,
+        and those lines would be stored twice."""
+        while self.queue.holds(key) or key in self.storing:
+            await asyncio.sleep(SETTLE_POLL_S)
+
     async def _write_loop(self) -> None:
         while True:
-            items = await self.queue.get()
+            items = await self.queue.take(WRITE_BATCH_LINES)
             count = sum(len(i.lines) for i in items)
-            while not self.queue.empty() and count < WRITE_BATCH_LINES:
-                more = self.queue.get_nowait()
-                items.extend(more)
-                count += sum(len(i.lines) for i in more)
+            self.storing = {i.cursor_key for i in items}
             backoff = 0.5
             while True:
                 try:
@@ -368,9 +439,21 @@ class Follower:
                     log.exception("could not store %d log lines; retrying", count)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
+            self.storing = set()
             self.stored_lines += count
             for batch in batches:
-                await logs_publish_async(self.layer, batch)
+                self._published(await logs_publish_async(self.layer, batch))
+
+    def _published(self, failure: Exception | None) -> None:
+        """Say when publishing starts failing (Redis down) and when it works again."""
+        if failure is not None and not self.publish_failing:
+            log.warning(
+                "could not publish log lines to Redis (%s); they are stored, and watchers "
+                "read the ones they missed from the database", failure
+            )  # fmt: skip
+        elif failure is None and self.publish_failing:
+            log.warning("publishing log lines to Redis works again")
+        self.publish_failing = failure is not None
 
 
 def _read_router(

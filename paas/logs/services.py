@@ -155,11 +155,14 @@ def logs_publish(batch: StoredBatch) -> None:
         log.exception("could not publish %d log lines of app %s", batch.count, batch.app_id)
 
 
-async def logs_publish_async(layer: Any, batch: StoredBatch) -> None:
+async def logs_publish_async(layer: Any, batch: StoredBatch) -> Exception | None:
+    """Best effort too; returns the failure for the caller to report (the
+    follower says so once per outage, not once per batch)."""
     try:
         await layer.group_send(app_logs_group(batch.app_id), batch.message())
-    except Exception:
-        log.exception("could not publish %d log lines of app %s", batch.count, batch.app_id)
+    except Exception as exc:
+        return exc
+    return None
 
 
 def log_cursor_position(*, key: str) -> dict[str, Any]:

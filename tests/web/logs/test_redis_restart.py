@@ -164,4 +164,8 @@ def test_a_redis_restart_loses_and_repeats_no_line_in_the_store_or_the_browser(
     assert numbers == list(range(len(numbers)))  # every line stored once, in order
     assert shown == list(range(shown[-1] + 1))  # every line shown once
     assert numbers[-1] >= shown[-1] > back
+    # The operator is told once per outage, not once per batch.
+    said = (tmp_path / "follower.log").read_text()
+    assert 1 <= said.count("could not publish log lines to Redis") <= 3, said[-2000:]
+    assert said.rindex("publishing log lines to Redis works again") > said.rindex("could not")
     page.close()
