@@ -17,6 +17,8 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from paas.builds.engine.gate import GATE_ROOT
 from runtime_agent.host.cmd import output
 from runtime_agent.net import links
@@ -81,13 +83,30 @@ def beat(env: dict[str, str], tmp_path: Path) -> Iterator[None]:
         proc.wait(timeout=30)
 
 
-def take_over(workers: Any, tmp_path: Path) -> contextlib.ExitStack:
+@contextlib.contextmanager
+def take_over(workers: Any, tmp_path: Path) -> Iterator[None]:
     """The beat and a fresh worker, as after the dead one's supervisor
-    restarted it (the beat first: it needs no wait to be ready)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(beat(dict(workers.env), tmp_path))
-    workers.start()
-    return stack
+    restarted it (the beat first: it needs no wait to be ready). After, with
+    every worker stopped, the broker forgets this test's messages."""
+    with beat(dict(workers.env), tmp_path):
+        workers.start()
+        try:
+            yield
+        finally:
+            workers.stop_all()
+    forget_messages(workers.env["REDIS_URL"])
+
+
+def forget_messages(redis_url: str) -> None:
+    """Drop the queue and the unacked messages (the dead worker's task, which
+    Redis would hand out again after its visibility timeout, half an hour
+    on): a later test's worker must not run this test's tasks, whose ids
+    name other rows by then. Only while no worker runs."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete("celery", "unacked", "unacked_index")
+    finally:
+        client.close()
 
 
 # --- what a dead build may leave --------------------------------------------------
