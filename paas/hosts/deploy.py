@@ -239,6 +239,7 @@ def _retire_old(app_id: int) -> int:
     ).select_related("host")
     count = 0
     for instance in old:
+        failpoint("deploy.retire")  # switched, drained, the old instance not yet stopped
         instance_remove(instance)
         count += 1
     return count

@@ -1,9 +1,10 @@
 """Issue 13, fault 1 (deploys): a real Celery worker SIGKILLed while it
 rolls out v2 of an app serving v1 (a real agent, nginx as the router, a
 busybox image from the real registry): once v2's instance is healthy but
-before the router switch, and once after the switch but before v1's
-instance is stopped. A fresh worker and a real beat with short sweeps take
-over (paas/hosts/resume.py). The deploy then completes exactly once: v2
+before the router switch; once after the switch, before the task that
+stops v1's instance is sent; once in that task, about to stop it. A fresh
+worker and a real beat with short sweeps take over (paas/hosts/resume.py).
+The deploy then completes exactly once: v2
 current and served, v1 retired and its container gone, nothing else on the
 agent (container, directory, mount, netns, veth)."""
 
@@ -84,13 +85,18 @@ def _states(app: App) -> dict[int, str]:
     return dict(Release.objects.filter(app=app).values_list("number", "state"))
 
 
-@pytest.mark.parametrize("point", ["deploy.before_switch", "deploy.after_switch"])
+@pytest.mark.parametrize(
+    "point",
+    # Before the switch; after it, before the old instances are told to
+    # stop; and in the retire task itself, as it is about to stop v1's.
+    ["deploy.before_switch", "deploy.after_switch", "deploy.retire"],
+)
 def test_a_worker_killed_mid_deploy_leaves_the_deploy_completed_once(
     point: str, alice: Any, platform: int, agent: AgentProcess, router: TestRouter,
     images: tuple[BuiltImage, BuiltImage], workers: Any, tmp_path: Path,
 ) -> None:  # fmt: skip
     one, two = images
-    name = f"dies-{point.split('.')[1].replace('_', '-')}"
+    name = f"dies-at-{point.split('.')[1].replace('_', '-')}"
     host = f"{name}.localhost"
     app = _serving_v1(alice, name, one)
     assert get(platform, host) == (200, one.index_body)
