@@ -180,10 +180,12 @@ def build_leftovers(build_env: dict[str, str], build_id: str, steps: Steps) -> l
 # --- what a dead deploy may leave on the agent -----------------------------------
 
 
-def agent_leftovers(agent: AgentProcess, expected: set[str]) -> list[str]:
+def agent_leftovers(agent: AgentProcess, expected: set[str], gone: list[str]) -> list[str]:
     """Anything on the agent beyond the ``expected`` containers: other
-    containers, their directories, mounts, netns and veths."""
-    found = [f"container {n}" for n in container_names(agent) if n not in expected]
+    containers, their directories, mounts, netns, veths, and nft rules
+    naming the addresses of containers that should be ``gone``."""
+    found = [f"nft rule for {a}" for a in _in_nft(gone)]
+    found += [f"container {n}" for n in container_names(agent) if n not in expected]
     containers = agent.root / "containers"
     found += [f"dir {d.name}" for d in containers.iterdir() if d.name not in expected]
     for point in _mounts_under(str(containers)):

@@ -114,6 +114,9 @@ def test_a_worker_killed_mid_deploy_leaves_the_deploy_completed_once(
     # serves v1 (not switched yet) or v2 (switched).
     both = {f"{name}.v1.web.1", f"{name}.v2.web.1"}
     assert set(container_names(agent)) == both
+    v1_address = Instance.objects.get(container_name=f"{name}.v1.web.1").address
+    left = agent_leftovers(agent, {f"{name}.v2.web.1"}, [v1_address])  # v1's, for now
+    assert {f"container {name}.v1.web.1", f"nft rule for {v1_address}"} <= set(left)
     if point == "deploy.before_switch":
         assert _states(app) == {1: ReleaseState.CURRENT, 2: ReleaseState.DEPLOYING}
         assert get(platform, host) == (200, one.index_body)
@@ -122,12 +125,17 @@ def test_a_worker_killed_mid_deploy_leaves_the_deploy_completed_once(
         assert get(platform, host) == (200, two.index_body)
 
     live = {f"{name}.v2.web.1"}
+
+    def settled() -> bool:
+        return _states(app)[2] == ReleaseState.CURRENT and not agent_leftovers(
+            agent, live, [v1_address]
+        )
+
     with take_over(workers, tmp_path):
         try:
-            wait_for(lambda: _states(app)[2] == ReleaseState.CURRENT
-                     and not agent_leftovers(agent, live), 120, "the deploy to settle")  # fmt: skip
+            wait_for(settled, 120, "the deploy to settle")
         except AssertionError:
-            left = agent_leftovers(agent, live)
+            left = agent_leftovers(agent, live, [v1_address])
             raise AssertionError(f"not settled: {_states(app)}, left {left}") from None
 
     assert _states(app) == {1: ReleaseState.RETIRED, 2: ReleaseState.CURRENT}
