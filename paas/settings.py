@@ -204,12 +204,16 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
 # longest task or a healthy build would be handed to a second worker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 60}
 PAAS_HOUSEKEEPING_INTERVAL = env_int("PAAS_HOUSEKEEPING_INTERVAL", 600, minimum=10)
+# How often the beat looks for work a dead worker or a lost broker queue
+# abandoned: builds whose lease ran out, tasks Redis lost, deploys whose
+# worker died (paas/hosts/resume.py).
+PAAS_SWEEP_SECONDS = env_float("PAAS_SWEEP_SECONDS", 30.0, minimum=0.5)
 CELERY_BEAT_SCHEDULE = {
-    "fail-abandoned-builds": {"task": "builds.fail_abandoned", "schedule": 30.0},
+    "fail-abandoned-builds": {"task": "builds.fail_abandoned", "schedule": PAAS_SWEEP_SECONDS},
     "build-housekeeping": {"task": "builds.housekeep", "schedule": PAAS_HOUSEKEEPING_INTERVAL},
     "log-retention": {"task": "logs.enforce_retention", "schedule": 300.0},
-    "redrive-builds": {"task": "builds.redrive", "schedule": 30.0},
-    "redrive-releases": {"task": "deploy.redrive", "schedule": 30.0},
+    "redrive-builds": {"task": "builds.redrive", "schedule": PAAS_SWEEP_SECONDS},
+    "redrive-releases": {"task": "deploy.redrive", "schedule": PAAS_SWEEP_SECONDS},
 }
 # A build still queued (a release still pending) this long, whose task is no
 # longer in the broker (Redis restarted), is sent again (paas/core/redrive.py).

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Protocol
 
 from paas.core.errors import PaasError
+from paas.core.failpoints import failpoint
 from runtime_agent.host import errors as host_errors
 from runtime_agent.host import safepath
 from runtime_agent.host.safepath import link_target_inside
@@ -622,6 +623,7 @@ def extract_archive(
         budget = _Budget(limits, max(1, path.stat().st_size), label)
         writer = _Writer(staging, budget)
         _unpack(path, fmt, budget, writer)
+        failpoint("build.extract")  # written to staging, not yet in place
         root, stripped = _app_root(staging)
         # Links are judged again once all exist (a later link can change
         # where an earlier one leads) and against the root the app will have.

@@ -311,7 +311,12 @@ def _after_cancel(build_id: str, out: BuildLogWriter) -> None:
 
 
 def builds_fail_abandoned() -> int:
-    """Fail builds whose worker stopped renewing its lease (killed mid-build)."""
+    """Fail builds whose worker stopped renewing its lease (killed mid-build),
+    and remove their source directory (PAAS_BUILD_DIR/<id>/, the source
+    half-extracted or built from), which their worker no longer can.
+    Housekeeping would too, but up to a quarter of an hour later (two leases
+    after the end, on its own interval); the engine's scratch dirs (mounts,
+    step containers) are the reaper's."""
     count = 0
     stale = Build.objects.filter(state=BuildState.BUILDING, lease_expires_at__lt=timezone.now())
     for build_id in stale.values_list("pk", flat=True):
@@ -321,6 +326,8 @@ def builds_fail_abandoned() -> int:
             error="The worker running this build stopped; start the build again.",
         ):
             count += 1
+            # fd-based on Linux: no link the tenant's source holds is followed.
+            shutil.rmtree(Path(settings.BUILD_DIR) / str(build_id), ignore_errors=True)
     return count
 
 

@@ -34,6 +34,7 @@ from paas.applications.models import (
 )
 from paas.applications.releases import release_image_deleted
 from paas.core.errors import DATABASE_UNAVAILABLE, Conflict, PaasError
+from paas.core.failpoints import failpoint
 from paas.hosts.instances import (
     container_name,
     instance_ensure,
@@ -142,7 +143,11 @@ def _release_deploy(release_id: int) -> ReleaseState:
         )
         retire_later(app_id=release.app_id)
         return ReleaseState.RETIRED
-    Release.objects.filter(pk=release.pk).update(state=ReleaseState.DEPLOYING)
+    starting = Release.objects.filter(
+        pk=release.pk, state__in=[ReleaseState.PENDING, ReleaseState.DEPLOYING]
+    )
+    if not starting.update(state=ReleaseState.DEPLOYING):
+        return ReleaseState(Release.objects.get(pk=release.pk).state)  # ended meanwhile
     _say(release, f"Deploying {release.label}: {release.description}")
     try:
         if release.cause == ReleaseCause.ROLLBACK and release_image_deleted(release=release):
@@ -155,10 +160,13 @@ def _release_deploy(release_id: int) -> ReleaseState:
         for formation in _formation(release.app):
             indices = list(range(1, formation.count + 1))
             _start_and_check(_place(release, formation, indices))
-        _promote(release)
+        failpoint("deploy.before_switch")  # new instances healthy, router untouched
+        if not _promote(release):
+            # Another run of this deploy (resumed while this one seemed
+            # dead, paas/hosts/resume.py) ended it first: its outcome stands.
+            return ReleaseState(Release.objects.get(pk=release.pk).state)
     except PaasError as exc:
-        _fail(release, exc.message)
-        return ReleaseState.FAILED
+        return _fail(release, exc.message)
     except DATABASE_UNAVAILABLE:
         # Not the release's fault (and its failure could not be written now):
         # the task runs it again once the database is back, and every step
@@ -168,8 +176,8 @@ def _release_deploy(release_id: int) -> ReleaseState:
         # A bug must not leave the release "deploying" for ever: fail it
         # (its instances removed, the old release serving) and say so.
         log.exception("deploy of %s crashed", release)
-        _fail(release, f"internal error: {type(exc).__name__}: {exc}")
-        return ReleaseState.FAILED
+        return _fail(release, f"internal error: {type(exc).__name__}: {exc}")
+    failpoint("deploy.after_switch")  # live, old instances not yet told to stop
     retire_later(app_id=release.app_id)
     return ReleaseState.CURRENT
 
@@ -184,34 +192,47 @@ def _say(release: Release, text: str) -> None:
         log.exception("could not log %r for %s", text, release)
 
 
-def _fail(release: Release, reason: str) -> None:
+def _fail(release: Release, reason: str) -> ReleaseState:
+    """Fail a release still deploying; one that another run of its deploy
+    ended meanwhile keeps that outcome (and its instances)."""
+    failed = Release.objects.filter(pk=release.pk, state=ReleaseState.DEPLOYING).update(
+        state=ReleaseState.FAILED, error=reason
+    )
+    if not failed:
+        return ReleaseState(Release.objects.get(pk=release.pk).state)
     log.info("release %s failed: %s", release, reason)
     _say(release, f"{release.label} failed: {reason}")
-    Release.objects.filter(pk=release.pk).update(state=ReleaseState.FAILED, error=reason)
     for instance in Instance.objects.filter(release=release).select_related("host"):
         instance_remove(instance)
     audit_record(actor=None, app=release.app, action="deploy", target=release.label,
                  result=AuditResult.FAILED, detail=reason)  # fmt: skip
+    return ReleaseState.FAILED
 
 
-def _promote(release: Release) -> None:
+def _promote(release: Release) -> bool:
     """Switch the router inside the transaction that makes the release
     current: anyone who sees it current also gets it through the router, and
     a router that refuses the config leaves the old release current. The
     router lock is held past the commit, so a concurrent apply (a reconcile)
-    cannot route from the state before it."""
+    cannot route from the state before it.
+
+    Only a release still deploying is promoted (a conditional update), so
+    two runs of one deploy make it live once; False for the one that lost."""
     with router_lock(), transaction.atomic():
+        won = Release.objects.filter(pk=release.pk, state=ReleaseState.DEPLOYING).update(
+            state=ReleaseState.CURRENT, deployed_at=timezone.now(), error=""
+        )
+        if not won:
+            return False
         Release.objects.filter(app=release.app, state=ReleaseState.CURRENT).exclude(
             pk=release.pk
         ).update(state=ReleaseState.RETIRED)
-        Release.objects.filter(pk=release.pk).update(
-            state=ReleaseState.CURRENT, deployed_at=timezone.now(), error=""
-        )
         switch = time.monotonic()
         routes_apply()
         log.info("router switched in %.0f ms", (time.monotonic() - switch) * 1000)
     audit_record(actor=None, app=release.app, action="deploy", target=release.label)
     _say(release, f"{release.label} is live")
+    return True
 
 
 def retire_later(*, app_id: int) -> None:
@@ -232,6 +253,7 @@ def _retire_old(app_id: int) -> int:
     ).select_related("host")
     count = 0
     for instance in old:
+        failpoint("deploy.retire")  # switched, drained, the old instance not yet stopped
         instance_remove(instance)
         count += 1
     return count

@@ -9,7 +9,7 @@ from celery import shared_task
 
 from paas.applications import releases
 from paas.core.errors import DATABASE_UNAVAILABLE
-from paas.hosts import app_delete, deploy, lifecycle, observe, reconcile, services
+from paas.hosts import app_delete, deploy, lifecycle, observe, reconcile, resume, services
 
 # A database restart or failover mid-task: run again, 1, 2, 4 ... 30 s later,
 # for about three minutes in all (the task is idempotent: it resumes).
@@ -47,9 +47,12 @@ def reconcile_all() -> dict[str, list[str]]:
 
 
 @shared_task(name="deploy.redrive")
-def redrive_releases() -> list[int]:
-    """Releases whose deploy task the broker lost (a Redis restart), sent again."""
-    return releases.releases_redrive_pending()
+def redrive_releases() -> dict[str, list[int]]:
+    """Releases whose deploy task the broker lost (a Redis restart), and
+    deploys whose worker died (paas/hosts/resume.py), sent again."""
+    pending = releases.releases_redrive_pending()
+    report = resume.deploys_resume_abandoned()
+    return {"pending": pending, "redeployed": report.redeployed, "retiring": report.retiring}
 
 
 @shared_task(name="deploy.observe")

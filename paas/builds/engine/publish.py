@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from paas.builds.engine.plan import ImageSettings
+from paas.core.failpoints import failpoint
 from runtime_agent.host.errors import RegistryError
 from runtime_agent.images.layers import LayerInfo
 from runtime_agent.images.registry import (
@@ -147,6 +148,7 @@ def push_image(
 ) -> tuple[str, int]:
     """Push everything; returns (manifest digest, total image size)."""
     push_layers(client, repo, layers, say)
+    failpoint("build.push")  # blobs up, no manifest: nothing tagged yet
     config_bytes = canonical(config_doc)
     config_digest = client.push_blob_bytes(repo, config_bytes)
     manifest_bytes = canonical(manifest(config_bytes, config_digest, layers))
