@@ -26,7 +26,7 @@ from runtime_agent.api.server import ApiServer, create_app
 from runtime_agent.api.tls import certificate_fingerprint, certificate_paths, server_context
 from runtime_agent.config import PREFIX, AgentConfig, ConfigError
 from runtime_agent.containers.manager import ContainerManager
-from runtime_agent.host.errors import AgentError
+from runtime_agent.host.errors import HostError
 from runtime_agent.host.settings import Settings
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
@@ -120,7 +120,7 @@ def main() -> int:
         return EXIT_CONFIG
     try:
         return asyncio.run(serve(config))
-    except AgentError as exc:
+    except HostError as exc:
         log.error("cannot start: %s", exc.message)
         return EXIT_CANNOT_START
     except OSError as exc:  # most often: the listen address is taken

@@ -271,12 +271,12 @@ def _check_image(app: App, image: str) -> ImageRef:
     or an image in another registry that PAAS_DEPLOY_REGISTRIES allows."""
     from django.conf import settings
 
-    from runtime_agent.host.errors import AgentError
+    from runtime_agent.host.errors import HostError
     from runtime_agent.images.refs import ImageRef
 
     try:
         ref = ImageRef.parse(image.strip())
-    except AgentError as exc:
+    except HostError as exc:
         raise ValidationFailed(exc.message, field="image") from None
     if ref.registry != settings.PAAS_REGISTRY:
         allowed = settings.PAAS_DEPLOY_REGISTRIES
@@ -330,7 +330,7 @@ def _image_digest(app: App, ref: ImageRef, image: str) -> str:
 
     from paas.applications.registry_credentials import registry_credential_for
     from paas.builds.engine_adapter import registry_settings
-    from runtime_agent.host.errors import AgentError, ImageNotFound, RegistryError
+    from runtime_agent.host.errors import HostError, ImageNotFound, RegistryError
     from runtime_agent.images.registry import RegistryClient
 
     found = None
@@ -358,7 +358,7 @@ def _image_digest(app: App, ref: ImageRef, image: str) -> str:
                 field="image",
             ) from None
         raise ValidationFailed(f"Could not get {image}: {exc.message}", field="image") from None
-    except AgentError as exc:
+    except HostError as exc:
         raise ValidationFailed(f"The registry has no image {image}: {exc.message}") from None
     return digest
 
@@ -371,12 +371,12 @@ def release_image_deleted(*, release: Release) -> bool:
     holds the registry's credentials to ask. Another registry, or one that
     does not answer, is left to the agent's pull."""
     from paas.builds.engine_adapter import registry_settings
-    from runtime_agent.host.errors import AgentError, ImageNotFound
+    from runtime_agent.host.errors import HostError, ImageNotFound
     from runtime_agent.images.refs import ImageRef
 
     try:
         ref = ImageRef.parse(release.image)
-    except AgentError:
+    except HostError:
         return False
     if ref.registry != settings.PAAS_REGISTRY:
         return False
@@ -385,7 +385,7 @@ def release_image_deleted(*, release: Release) -> bool:
             client.get_manifest(ref.repository, ref.reference)
     except ImageNotFound:
         return True
-    except AgentError:
+    except HostError:
         return False
     return False
 

@@ -35,7 +35,7 @@ from paas.builds.selectors import images_in_use
 from paas.core.errors import PaasError, ValidationFailed
 from paas.core.events import group_send
 from paas.core.redrive import enqueue_marked, redrive
-from runtime_agent.host.errors import AgentError
+from runtime_agent.host.errors import HostError
 from runtime_agent.host.private import private_dir
 
 log = logging.getLogger(__name__)
@@ -411,7 +411,7 @@ def build_run(*, build_id: str) -> None:
         _after_cancel(build_id, out)
     except BuildFailed as exc:  # the engine has logged it
         build_finish(build_id=build_id, state=BuildState.FAILED, error=str(exc))
-    except (AgentError, PaasError) as exc:
+    except (HostError, PaasError) as exc:
         out.final(f"!!     {exc.message}")
         build_finish(build_id=build_id, state=BuildState.FAILED, error=exc.message)
     except Exception as exc:

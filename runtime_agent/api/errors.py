@@ -4,8 +4,8 @@ status each error of the toolkit's family answers with."""
 from __future__ import annotations
 
 from runtime_agent.host.errors import (
-    AgentError,
     Conflict,
+    HostError,
     ImageNotFound,
     ImageNotSupported,
     InvalidRequest,
@@ -17,14 +17,14 @@ from runtime_agent.host.errors import (
 )
 
 
-class Unauthorized(AgentError):
+class Unauthorized(HostError):
     """No bearer token was sent (the API answers 401 with WWW-Authenticate)."""
 
     code = "unauthorized"
     permanent = True
 
 
-class Forbidden(AgentError):
+class Forbidden(HostError):
     """A token was sent, but not this agent's."""
 
     code = "forbidden"
@@ -32,7 +32,7 @@ class Forbidden(AgentError):
 
 
 # Most specific first does not matter: the lookup walks each error's own MRO.
-HTTP_STATUS: dict[type[AgentError], int] = {
+HTTP_STATUS: dict[type[HostError], int] = {
     InvalidRequest: 400,
     Unauthorized: 401,
     Forbidden: 403,
@@ -44,11 +44,11 @@ HTTP_STATUS: dict[type[AgentError], int] = {
     ImageNotSupported: 422,
     RegistryError: 502,
     OutOfSpace: 507,  # Insufficient Storage
-    AgentError: 500,
+    HostError: 500,
 }
 
 
-def http_status(exc: AgentError) -> int:
+def http_status(exc: HostError) -> int:
     """The status of the nearest class of ``exc`` that has one."""
     for cls in type(exc).__mro__:
         if cls in HTTP_STATUS:

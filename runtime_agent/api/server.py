@@ -2,7 +2,7 @@
 
 The handlers only translate HTTP into calls on the container manager (and
 the image store) and their results back into JSON; every decision lives in
-the manager. Errors travel as :class:`AgentError` and leave as
+the manager. Errors travel as :class:`HostError` and leave as
 ``{"error", "message", "permanent", ...}`` with the error's status.
 
 Routes (every one needs ``Authorization: Bearer <token>``)::
@@ -58,7 +58,7 @@ from aiohttp import web
 from runtime_agent import wire
 from runtime_agent.api.errors import Forbidden, Unauthorized, http_status
 from runtime_agent.config import AgentConfig
-from runtime_agent.host.errors import AgentError, InvalidRequest, NotFound
+from runtime_agent.host.errors import HostError, InvalidRequest, NotFound
 
 log = logging.getLogger("runtime_agent.api")
 
@@ -266,7 +266,7 @@ async def error_middleware(
 ) -> web.StreamResponse:
     try:
         return await handler(request)
-    except AgentError as exc:
+    except HostError as exc:
         status = http_status(exc)
         if status >= 500:
             log.warning("%s %s failed: %s", request.method, request.path, exc.message)
@@ -477,7 +477,7 @@ class Handlers:
 
     def _images(self) -> Images:
         if self.images is None:
-            raise AgentError("this agent has no image store configured")
+            raise HostError("this agent has no image store configured")
         return self.images
 
     async def _stream(self, request: web.Request, items: AsyncIterator[Any]) -> web.StreamResponse:
@@ -529,7 +529,7 @@ class Handlers:
     async def _item_or_error(task: asyncio.Task[Any]) -> Any:
         try:
             return task.result()
-        except AgentError as exc:
+        except HostError as exc:
             return exc.as_dict()
         except Exception as exc:
             log.exception("stream failed")

@@ -33,7 +33,7 @@ from runtime_agent.containers.supervision import (
     transition,
 )
 from runtime_agent.host import failpoints
-from runtime_agent.host.errors import AgentError, Conflict, NotFound
+from runtime_agent.host.errors import Conflict, HostError, NotFound
 from runtime_agent.oci import cgroups
 from runtime_agent.wire import ContainerState
 
@@ -101,7 +101,7 @@ class Lifecycle:
             log.info("%s did not stop within %.1fs: SIGKILL", rec.name, grace)
         await self._signal(rec.name, "KILL", all=True)
         if not await wait_for(exited, KILL_WAIT_S):
-            raise AgentError(f"container {rec.name} did not die after SIGKILL", name=rec.name)
+            raise HostError(f"container {rec.name} did not die after SIGKILL", name=rec.name)
 
     async def _launch(self, rec: ContainerRecord, *, raise_errors: bool) -> None:
         """One ``runc run --detach``: the container writes to its log files."""

@@ -23,7 +23,7 @@ from runtime_agent.config import AgentConfig
 from runtime_agent.containers import isolation
 from runtime_agent.containers.logs import open_raw_fds
 from runtime_agent.containers.records import ContainerRecord, Store
-from runtime_agent.host.errors import AgentError, InvalidRequest, NotFound
+from runtime_agent.host.errors import HostError, InvalidRequest, NotFound
 from runtime_agent.host.failpoints import failpoint
 from runtime_agent.net import sandbox
 from runtime_agent.net.bridge import HostNetwork, write_etc_files
@@ -239,6 +239,6 @@ class Preparer:
                 log.exception("removing %s: a cleanup step failed", name)
         if rootfs.any_mounted(cdir):
             # Never delete through a mount: that would delete inside the overlay.
-            raise AgentError(f"cannot remove {name}: its rootfs is still mounted", name=name)
+            raise HostError(f"cannot remove {name}: its rootfs is still mounted", name=name)
         if cdir.exists():
             self.store.delete(name)

@@ -23,7 +23,7 @@ from typing import Any
 
 from runtime_agent import wire
 from runtime_agent.containers.supervision import Supervision
-from runtime_agent.host.errors import AgentError, NotFound
+from runtime_agent.host.errors import HostError, NotFound
 
 log = logging.getLogger("runtime_agent.store")
 
@@ -163,7 +163,7 @@ class Store:
         for name in self.names():
             try:
                 out[name] = self.load(name)
-            except (AgentError, ValueError, KeyError, TypeError) as exc:
+            except (HostError, ValueError, KeyError, TypeError) as exc:
                 log.error("skipping unreadable record of %s: %s", name, exc)
         return out
 

@@ -15,10 +15,10 @@ from typing import Any
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class AgentError(Exception):
+class HostError(Exception):
     """Base error of the toolkit and the agent daemon."""
 
-    code = "agent_error"
+    code = "agent_error"  # what the agent's API calls an error with no more specific code
     permanent = False
 
     def __init__(self, message: str, **data: Any) -> None:
@@ -35,29 +35,29 @@ class AgentError(Exception):
         }
 
 
-class InvalidRequest(AgentError):
+class InvalidRequest(HostError):
     code = "invalid_request"
     permanent = True
 
 
-class NotFound(AgentError):
+class NotFound(HostError):
     code = "not_found"
     permanent = True
 
 
-class Conflict(AgentError):
+class Conflict(HostError):
     code = "conflict"
     permanent = True
 
 
-class UnsafeArchive(AgentError):
+class UnsafeArchive(HostError):
     """A layer or source archive tried to escape its directory or was too big."""
 
     code = "unsafe_archive"
     permanent = True
 
 
-class UnsafePath(AgentError):
+class UnsafePath(HostError):
     """A path in a tree a tenant shaped goes through a link or out of its
     directory: the host refuses to follow it (see safepath.py)."""
 
@@ -65,7 +65,7 @@ class UnsafePath(AgentError):
     permanent = True
 
 
-class RegistryError(AgentError):
+class RegistryError(HostError):
     code = "registry_error"
 
 
@@ -74,7 +74,7 @@ class DigestMismatch(RegistryError):
     permanent = True
 
 
-class CommandFailed(AgentError):
+class CommandFailed(HostError):
     """An external command (runc, mount, nft, ...) exited non-zero."""
 
     code = "command_failed"
@@ -95,18 +95,18 @@ class CommandFailed(AgentError):
         self.permanent = permanent
 
 
-class OutOfSpace(AgentError):
+class OutOfSpace(HostError):
     """The host's disk is full: nothing was made, and the same request works
     once an operator frees space (not permanent)."""
 
     code = "out_of_space"
 
 
-class NetworkError(AgentError):
+class NetworkError(HostError):
     code = "network_error"
 
 
-class UnsafeRuntime(AgentError):
+class UnsafeRuntime(HostError):
     """The installed runc is vulnerable to a known container escape."""
 
     code = "unsafe_runtime"
@@ -120,7 +120,7 @@ class ImageNotFound(RegistryError):
     permanent = True
 
 
-class MountFailed(AgentError):
+class MountFailed(HostError):
     """An overlay mount or unmount failed; carries errno and, when the kernel
     said more, its own message."""
 

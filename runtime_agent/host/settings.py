@@ -23,14 +23,14 @@ from collections.abc import Mapping
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from runtime_agent.host.errors import AgentError
+from runtime_agent.host.errors import HostError
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-class SettingError(AgentError):
+class SettingError(HostError):
     """A variable has a bad value (or a bad ``_FILE``); the message names it."""
 
     code = "config_error"

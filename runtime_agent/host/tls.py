@@ -27,19 +27,19 @@ import re
 import ssl
 from typing import Any
 
-from runtime_agent.host.errors import AgentError
+from runtime_agent.host.errors import HostError
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class CertificateMismatch(AgentError):
+class CertificateMismatch(HostError):
     """The agent's certificate is not the one pinned: it is not trusted."""
 
     code = "certificate_mismatch"
     permanent = True
 
 
-class BadFingerprint(AgentError):
+class BadFingerprint(HostError):
     code = "bad_fingerprint"
     permanent = True
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from runtime_agent.host import safepath
-from runtime_agent.host.errors import AgentError, UnsafeArchive, UnsafePath
+from runtime_agent.host.errors import HostError, UnsafeArchive, UnsafePath
 from runtime_agent.host.safepath import clean_member_name, link_target_inside
 from runtime_agent.wire import IdRange
 
@@ -246,7 +246,7 @@ def _unpack_entry(
         if exc.errno in _ARCHIVE_ERRNOS:
             msg = f"entry {m.name!r} cannot be unpacked: {exc}"
             raise UnsafeArchive(msg, entry=m.name) from exc
-        raise AgentError(f"unpacking entry {m.name!r} failed: {exc}", entry=m.name) from exc
+        raise HostError(f"unpacking entry {m.name!r} failed: {exc}", entry=m.name) from exc
 
 
 # Errors a well-formed layer never causes (a name too long, a file where a

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime_agent.host.errors import (
-    AgentError,
     DigestMismatch,
+    HostError,
     InvalidRequest,
     NotFound,
 )
@@ -335,6 +335,6 @@ def _syncfs(path: Path) -> None:
     try:
         if libc.syncfs(fd) != 0:
             err = get_errno()
-            raise AgentError(f"syncfs {path} failed: {os.strerror(err)}")
+            raise HostError(f"syncfs {path} failed: {os.strerror(err)}")
     finally:
         os.close(fd)

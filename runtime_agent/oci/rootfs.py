@@ -44,7 +44,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime_agent.host.errors import AgentError, MountFailed
+from runtime_agent.host.errors import HostError, MountFailed
 from runtime_agent.host.libc import get_errno, libc
 from runtime_agent.oci import overlay, userns
 from runtime_agent.wire import IdRange
@@ -69,7 +69,7 @@ def open_for_ranges(agent_root: Path, containers_dir: Path) -> None:
             os.chmod(entry.path, 0o700)
     for parent in agent_root.resolve().parents:
         if not os.stat(parent).st_mode & stat.S_IXOTH:
-            raise AgentError(
+            raise HostError(
                 f"{parent} is not searchable by other users (mode o+x): containers run as "
                 f"unprivileged host ids and runc resolves their rootfs under {agent_root} as them"
             )

@@ -27,7 +27,7 @@ from runtime_agent.host import errors
         (errors.NetworkError, 500),
         (errors.MountFailed, 500),
         (errors.UnsafeRuntime, 500),
-        (errors.AgentError, 500),
+        (errors.HostError, 500),
     ],
 )
 def test_each_error_answers_with_its_status(error, status):

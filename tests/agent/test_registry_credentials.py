@@ -15,7 +15,7 @@ import pytest
 
 from paas.builds.registry_server import make_self_signed_cert
 from runtime_agent.config import AgentConfig
-from runtime_agent.host.errors import AgentError
+from runtime_agent.host.errors import HostError
 from runtime_agent.images.store import ImageStore
 
 PASSWORD = "s3cret-registry-password"
@@ -74,7 +74,7 @@ def pull_from(host: str, configured_for: str, root: Path, ca: Path) -> None:
         }
     )
     store = ImageStore(root / "store", credentials=config.registry_credentials, ca_file=str(ca))
-    with pytest.raises(AgentError):
+    with pytest.raises(HostError):
         store.pull(f"{host}/someone/else:1")
 
 

@@ -51,7 +51,7 @@ from runtime_agent.api.tls import certificate_fingerprint, ensure_certificate, s
 from runtime_agent.config import AgentConfig
 from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.host.cmd import output, run
-from runtime_agent.host.errors import AgentError
+from runtime_agent.host.errors import HostError
 from runtime_agent.host.libc import set_child_subreaper
 from runtime_agent.host.tls import PinnedHTTPSConnection, fingerprint_bytes
 from runtime_agent.net import links, nsthread
@@ -169,10 +169,10 @@ class AgentUnderTest:
         for pid in pids:
             _reap(pid)
         for item in self.runc.list():
-            with contextlib.suppress(AgentError):
+            with contextlib.suppress(HostError):
                 self.runc.delete(item["id"], force=True)
         for cdir in self.config.containers_dir.glob("*/"):
-            with contextlib.suppress(AgentError):
+            with contextlib.suppress(HostError):
                 rootfs.unmount(cdir)
         await asyncio.to_thread(self.network.teardown)
         # The manager made this (test) process a child subreaper; undo it so
@@ -341,7 +341,7 @@ class AgentProcess:
         cert = self.extra_env.get("PAAS_AGENT_TLS_CERT") or str(self.root / "tls" / "cert.pem")
         try:
             return certificate_fingerprint(Path(cert))
-        except AgentError:
+        except HostError:
             return None
 
     def env(self) -> dict[str, str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime_agent.host.errors import AgentError
+from runtime_agent.host.errors import HostError
 from runtime_agent.oci import spec
 from runtime_agent.oci.runc import Runc
 from runtime_agent.wire import Limits
@@ -174,6 +174,6 @@ class Harness:
 
     def cleanup(self) -> None:
         for cid in self.cids:
-            with contextlib.suppress(AgentError):
+            with contextlib.suppress(HostError):
                 self.runc.delete(cid, force=True)
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -40,7 +40,7 @@ from paas.builds.engine.source import hash_parts, source_digest
 from paas.builds.engine.steps import StepEnv, run_step
 from paas.builds.engine.tenant import ANONYMOUS, Tenant, base_allowed, scoped_config
 from runtime_agent.host import safepath
-from runtime_agent.host.errors import AgentError, ImageNotFound
+from runtime_agent.host.errors import HostError, ImageNotFound
 from runtime_agent.images.layers import LayerInfo, pack_layer
 from runtime_agent.images.manifests import Image
 from runtime_agent.images.refs import ImageRef
@@ -137,7 +137,7 @@ def build_image(
         )
         say(f"build failed: {failed}")
         raise failed from exc
-    except AgentError as exc:
+    except HostError as exc:
         say(f"build failed: {exc.message}")
         raise BuildFailed(say.redact(exc.message), step="build") from exc
     except OSError as exc:
@@ -299,7 +299,7 @@ class _Build:
                         step, layers, lowers, host_view, step_dir, env, cache, say
                     )
                     host_view.add(tree)
-            except AgentError as exc:
+            except HostError as exc:
                 # runc, mount or netns trouble: still name the step it broke.
                 raise BuildFailed(exc.message, step=step.name) from exc
             lowers.insert(0, tree)
@@ -336,7 +336,7 @@ class _Build:
                 self.say(f"       deleted old image {old}")
             if deleted:
                 mark_gc_needed(self.config.lock_dir)
-        except AgentError as exc:
+        except HostError as exc:
             # The image is built and tagged: a registry that refuses deletes
             # must not turn a good build into a failed one.
             self.say(f"       could not delete old images: {exc.message}")

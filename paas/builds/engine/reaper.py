@@ -19,7 +19,7 @@ from pathlib import Path
 
 from paas.builds.engine import gate
 from paas.builds.engine.config import BuildConfig
-from runtime_agent.host.errors import AgentError
+from runtime_agent.host.errors import HostError
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci import overlay
 from runtime_agent.oci.runc import Runc
@@ -71,11 +71,11 @@ def _reap(build_dir: Path, runc: Runc, network: HostNetwork | None) -> None:
         cid_file = step_dir / CID_FILE
         if cid_file.exists():
             cid = cid_file.read_text().strip()
-            with contextlib.suppress(AgentError):
+            with contextlib.suppress(HostError):
                 runc.delete(cid, force=True)
             gate.close(cid)
             if network is not None:
-                with contextlib.suppress(AgentError):
+                with contextlib.suppress(HostError):
                     network.detach(cid)
         rootfs = step_dir / "rootfs"
         if os.path.ismount(rootfs):

@@ -45,7 +45,7 @@ from paas.builds.engine.errors import BuildCancelled, BuildFailed
 from paas.builds.engine.files import lookup, make_parents, resolve
 from paas.builds.engine.plan import BindMount, RunStep
 from runtime_agent.host import safepath
-from runtime_agent.host.errors import AgentError, UnsafePath
+from runtime_agent.host.errors import HostError, UnsafePath
 from runtime_agent.net import links, sandbox
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci import cgroups, overlay, userns
@@ -236,12 +236,12 @@ def _run(
                 # Again every second: a kill sent before runc made the
                 # container finds nothing to kill.
                 next_kill = time.monotonic() + 1.0
-                with contextlib.suppress(AgentError):  # it may be exiting already
+                with contextlib.suppress(HostError):  # it may be exiting already
                     runc.kill(cid, "KILL", all=True)
             remaining = deadline - time.monotonic()
             if remaining <= 0 and not timed_out:
                 timed_out = True
-                with contextlib.suppress(AgentError):  # it may be exiting already
+                with contextlib.suppress(HostError):  # it may be exiting already
                     runc.kill(cid, "KILL", all=True)
                 deadline = time.monotonic() + 30  # for the pipe to close
                 continue
@@ -271,7 +271,7 @@ def _run(
 def _oom_killed(cgroups_path: str) -> bool:
     try:
         return cgroups.oom_killed(cgroups_path)
-    except AgentError:
+    except HostError:
         return False
 
 
