@@ -77,8 +77,13 @@
         return;
       }
       if (!tr) {
+        // In the page's order: process type, slot, release.
         tr = instanceRow(e);
-        table.tBodies[0].append(tr);
+        tr.dataset.sort = e.process_type + "." + pad(e.index) + "." + pad(e.release);
+        const after = Array.prototype.find.call(table.tBodies[0].rows, function (row) {
+          return row.dataset.sort > tr.dataset.sort;
+        });
+        table.tBodies[0].insertBefore(tr, after || null);
         table.hidden = false;
       }
       tr.dataset.instanceId = String(e.id);
@@ -132,6 +137,35 @@
     if (form) form.hidden = e.state === "current";
   }
 
+  function pad(n) {
+    return String(n).padStart(6, "0");
+  }
+
+  function onBuild(e) {
+    const table = document.getElementById("build-rows");
+    if (!table) return;
+    let tr = find("#build-rows tr", "data-build", e.id);
+    if (!tr) {
+      tr = document.createElement("tr");
+      tr.dataset.build = e.id;
+      tr.dataset.number = String(e.number);
+      const link = el("a", "#" + e.number);
+      link.href = e.url;
+      const first = el("td");
+      first.append(link);
+      tr.append(first, el("td", null, "b-state"), el("td", e.source), el("td", e.created_at));
+      const older = Array.prototype.find.call(table.tBodies[0].rows, function (row) {
+        return Number(row.dataset.number) < e.number;
+      });
+      table.tBodies[0].insertBefore(tr, older || null);
+      table.hidden = false;
+      const none = document.getElementById("no-build");
+      if (none) none.hidden = true;
+    }
+    tr.dataset.state = e.state;
+    tr.querySelector(".b-state").replaceChildren(badge("", e.state, e.state));
+  }
+
   function onDeploy(e) {
     const p = document.getElementById("deploy-progress");
     if (!p) return;
@@ -174,7 +208,7 @@
     }
   }
 
-  const handlers = { instance: onInstance, release: onRelease, deploy: onDeploy,
+  const handlers = { build: onBuild, instance: onInstance, release: onRelease, deploy: onDeploy,
                      app: onApp, host: onHost };
 
   function connect(delay) {

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
+from django.urls import reverse
 
 from paas.applications.models import App, Release
 from paas.core.events import group_send
@@ -27,6 +28,7 @@ from paas.hosts.models import DesiredState, Host, HostState, Instance, InstanceS
 HOSTS_GROUP = "hosts_events"
 EVENT_TYPE = "live.event"  # the consumer's handler: live_event
 RELEASES_SHOWN = 20  # as many as the app page lists
+BUILDS_SHOWN = 50
 
 
 def app_events_group(app_id: int) -> str:
@@ -61,6 +63,11 @@ def deploy_progress(*, app_id: int, release: int, step: str, text: str) -> None:
     transaction.on_commit(lambda: _send(app_events_group(app_id), event))
 
 
+def build_changed(*, app_id: int, build_id: str) -> None:
+    """A build's row on the app page (its log and steps stream on its own page)."""
+    transaction.on_commit(lambda: _publish_build(app_id, build_id))
+
+
 def host_changed(*, host_id: int) -> None:
     transaction.on_commit(lambda: _publish_host(host_id))
 
@@ -83,6 +90,26 @@ def _publish_releases(app_id: int) -> None:
     _publish_app(app_id)
 
 
+def _publish_build(app_id: int, build_id: str) -> None:
+    from paas.builds.models import Build
+
+    build = Build.objects.filter(pk=build_id).select_related("app").first()
+    if build is not None:
+        _send(app_events_group(app_id), build_event(build))
+
+
+def build_event(build: Any) -> dict[str, Any]:
+    return {
+        "kind": "build",
+        "id": str(build.pk),
+        "number": build.number,
+        "state": build.state,
+        "source": build.archive_name,
+        "url": reverse("build-detail", args=[build.app.name, build.pk]),
+        "created_at": build.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
 def _publish_app(app_id: int) -> None:
     event = app_event(app_id)
     if event is not None:
@@ -101,7 +128,20 @@ def app_snapshot(app_id: int) -> list[dict[str, Any]]:
     subscription is not missed."""
     ids = list(Instance.objects.filter(app_id=app_id).values_list("pk", flat=True))
     summary = app_event(app_id)
-    return [*instance_events(ids), *release_events(app_id), *([summary] if summary else [])]
+    return [
+        *build_events(app_id),
+        *instance_events(ids),
+        *release_events(app_id),
+        *([summary] if summary else []),
+    ]
+
+
+def build_events(app_id: int) -> list[dict[str, Any]]:
+    """The builds the app page lists (its newest), oldest first."""
+    from paas.builds.models import Build
+
+    newest = Build.objects.filter(app_id=app_id).select_related("app").order_by("-number")
+    return [build_event(b) for b in reversed(newest[:BUILDS_SHOWN])]
 
 
 def hosts_snapshot() -> list[dict[str, Any]]:

@@ -180,3 +180,25 @@ async def test_a_revoked_membership_closes_the_socket(
     await sync_to_async(Membership.objects.filter(user=carol_viewer_in_alices_team).delete)()
     await sync_to_async(crash)("shop.v1.web.1")
     assert await ws.receive_output(timeout=10) == {"type": "websocket.close", "code": 4403}
+
+
+async def test_a_build_and_a_new_release_reach_the_app_page_watchers(alice, shop):
+    from paas.applications.releases import config_set
+    from paas.builds.models import Build
+    from paas.builds.services import build_claim
+
+    ws = await socket(alice)
+    await ws.connect(timeout=10)
+    await subscribe_past_snapshot(ws, "shop")
+    build = await sync_to_async(Build.objects.create)(
+        app=shop, number=1, archive_name="shop.zip", archive_path="/nowhere"
+    )
+    await sync_to_async(build_claim)(build_id=str(build.pk))
+    event = await next_event(ws, "build", id=str(build.pk))
+    assert (event["number"], event["state"], event["source"]) == (1, "building", "shop.zip")
+    assert event["url"] == f"/apps/shop/builds/{build.pk}/"
+
+    await sync_to_async(config_set)(user=alice, app=shop, values={"MODE": "fast"})
+    release = await next_event(ws, "release", number=2)
+    assert (release["state"], release["description"]) == ("pending", "Set MODE")
+    await ws.disconnect()
