@@ -15,7 +15,8 @@ next event or reload.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import transaction
@@ -25,6 +26,7 @@ from paas.applications.models import App, Release
 from paas.core.events import group_send
 from paas.hosts.models import DesiredState, Host, HostState, Instance, InstanceState
 
+log = logging.getLogger(__name__)
 HOSTS_GROUP = "hosts_events"
 EVENT_TYPE = "live.event"  # the consumer's handler: live_event
 RELEASES_SHOWN = 20  # as many as the app page lists
@@ -35,6 +37,19 @@ def app_events_group(app_id: int) -> str:
     return f"app_{app_id}_events"
 
 
+def _on_commit(publish: Callable[[], None]) -> None:
+    """Run ``publish`` once the transaction commits, never failing the
+    service that changed the rows: the page is only a view on them."""
+
+    def run() -> None:
+        try:
+            publish()
+        except Exception:
+            log.exception("could not publish a live event")
+
+    transaction.on_commit(run)
+
+
 def _send(group: str, event: dict[str, Any]) -> None:
     group_send(group, {"type": EVENT_TYPE, "event": event})
 
@@ -43,7 +58,7 @@ def instances_changed(*, app_id: int, instance_ids: Iterable[int]) -> None:
     """Rows of these instances (gone ones as ``gone``), then the app's summary."""
     ids = sorted(set(instance_ids))
     if ids:
-        transaction.on_commit(lambda: _publish_instances(app_id, ids))
+        _on_commit(lambda: _publish_instances(app_id, ids))
 
 
 def instance_changed(instance: Instance) -> None:
@@ -53,23 +68,23 @@ def instance_changed(instance: Instance) -> None:
 def release_changed(*, app_id: int) -> None:
     """The app's releases (their states move together: one current, the
     rest retired), then the app's summary."""
-    transaction.on_commit(lambda: _publish_releases(app_id))
+    _on_commit(lambda: _publish_releases(app_id))
 
 
 def deploy_progress(*, app_id: int, release: int, step: str, text: str) -> None:
     """A step of a deploy: ``start``, ``starting``, ``health``, ``healthy``,
     ``router``, ``live`` or ``failed``, with a sentence for people."""
     event = {"kind": "deploy", "release": release, "step": step, "text": text}
-    transaction.on_commit(lambda: _send(app_events_group(app_id), event))
+    _on_commit(lambda: _send(app_events_group(app_id), event))
 
 
 def build_changed(*, app_id: int, build_id: str) -> None:
     """A build's row on the app page (its log and steps stream on its own page)."""
-    transaction.on_commit(lambda: _publish_build(app_id, build_id))
+    _on_commit(lambda: _publish_build(app_id, build_id))
 
 
 def host_changed(*, host_id: int) -> None:
-    transaction.on_commit(lambda: _publish_host(host_id))
+    _on_commit(lambda: _publish_host(host_id))
 
 
 def _publish_instances(app_id: int, ids: list[int]) -> None:

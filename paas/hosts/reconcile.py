@@ -168,8 +168,11 @@ def reconcile() -> ReconcileReport:
     lost_rows = list(lost.values_list("pk", "app_id", "container_name"))
     report.lost = [name for _, _, name in lost_rows]
     lost.update(state=InstanceState.LOST, healthy=False)
+    by_app: dict[int, list[int]] = {}
     for pk, app_id, _ in lost_rows:
-        instances_changed(app_id=app_id, instance_ids=[pk])
+        by_app.setdefault(app_id, []).append(pk)
+    for app_id, ids in by_app.items():
+        instances_changed(app_id=app_id, instance_ids=ids)
     _reschedule(report)
     try:
         routes_apply()
