@@ -7,15 +7,16 @@ the dashboard watches every app it lists, an app page its app, the hosts
 page the hosts (platform admins only)::
 
     client -> {"type": "subscribe", "app": NAME} | {"type": "subscribe", "hosts": true}
-    server -> {"type": "subscribed", "app": NAME} | {"type": "subscribed", "hosts": true}
+    server -> {"type": "event", "kind": "instance"|"release"|"build"|"app"|"deploy"|"host", ...}
+              {"type": "subscribed", "app": NAME} | {"type": "subscribed", "hosts": true}
               {"type": "refused", "app"|"hosts": ..., "message": ...}
-              {"type": "event", "kind": "instance"|"release"|"app"|"deploy"|"host", ...}
 
 A subscription is answered with the current state as events (so nothing
 changed between the page's render and the subscription is lost), then
-live events. Viewers may watch. Session auth and the Origin check come from
-paas.asgi; a member removed from the app's team (or an admin no longer
-staff) is disconnected, as by the log consumers.
+``subscribed`` (the snapshot is complete), then live events. Viewers may
+watch. Session auth and the Origin check come from paas.asgi; a member
+removed from the app's team (or an admin no longer staff) is
+disconnected, as by the log consumers.
 """
 
 from __future__ import annotations
@@ -70,24 +71,27 @@ class LiveEventsConsumer(AsyncJsonWebsocketConsumer):
             # Outsiders learn nothing about the app: the message is the 404's.
             await self.send_json({"type": "refused", "app": name, "message": exc.message})
             return
-        await self._join(app_events_group(app.pk), app.team_id, {"app": name})
+        await self._join(app_events_group(app.pk), app.team_id)
         for event in await database_sync_to_async(app_snapshot)(app.pk):
             await self.send_json({"type": "event", **event})
+        await self.send_json({"type": "subscribed", "app": name})
 
     async def _subscribe_hosts(self) -> None:
         if not await database_sync_to_async(self._is_staff)():
             message = "Only platform admins can watch hosts."
             await self.send_json({"type": "refused", "hosts": True, "message": message})
             return
-        await self._join(HOSTS_GROUP, 0, {"hosts": True})
+        await self._join(HOSTS_GROUP, 0)
         for event in await database_sync_to_async(hosts_snapshot)():
             await self.send_json({"type": "event", **event})
+        await self.send_json({"type": "subscribed", "hosts": True})
 
-    async def _join(self, group: str, team_id: int, what: dict[str, Any]) -> None:
+    async def _join(self, group: str, team_id: int) -> None:
+        # Joined before the snapshot is read: a change in between comes
+        # twice (both carry the newest state), never not at all.
         if group not in self.teams:
             self.teams[group] = team_id
             await self.channel_layer.group_add(group, self.channel_name)
-        await self.send_json({"type": "subscribed", **what})
 
     async def live_event(self, message: dict[str, Any]) -> None:
         if await self._still_allowed():
