@@ -91,13 +91,36 @@
       if (e.published) published.replaceChildren(el("code", e.published));
       instanceStateCell(tr.querySelector(".i-state"), e);
     }
-    const li = find("li", "data-instance", e.name);
-    if (li && !e.gone) {
-      const span = li.querySelector(".state");
-      span.textContent = e.state_label;
-      span.className = "state state-" + e.state;
-      li.dataset.state = e.state;
+    if (hostsTable) onPlaced(e);
+  }
+
+  // The hosts page lists, per host, the instances meant to run there.
+  function onPlaced(e) {
+    let li = e.gone ? find("#hosts li", "data-instance-id", e.id)
+                    : find("#hosts li", "data-instance", e.name);
+    const row = e.gone ? null : find("#hosts tr", "data-host", e.host);
+    if (li && (e.gone || e.desired !== "running" || li.closest("tr") !== row)) {
+      li.remove(); // gone, stopped, or moved to another host
+      li = null;
     }
+    if (e.gone || e.desired !== "running" || !row) return;
+    if (!li) {
+      li = el("li");
+      li.dataset.instance = e.name;
+      li.dataset.instanceId = String(e.id);
+      li.append(el("code", e.name), " ", el("span", null, "state"));
+      let list = row.querySelector(".placed ul");
+      if (!list) {
+        const details = el("details", null, "placed");
+        details.append(el("summary", "which"), (list = el("ul")));
+        row.querySelector(".instances").after(details);
+      }
+      list.append(li);
+    }
+    const span = li.querySelector(".state");
+    span.textContent = e.state_label;
+    span.className = "state state-" + e.state;
+    li.dataset.state = e.state;
   }
 
   function releaseRow(e) {

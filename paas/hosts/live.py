@@ -91,8 +91,8 @@ def _publish_instances(app_id: int, ids: list[int]) -> None:
     hosts = set()
     for event in instance_events(ids):
         _send(app_events_group(app_id), event)
+        _send(HOSTS_GROUP, event)
         if not event["gone"]:
-            _send(HOSTS_GROUP, event)
             hosts.add(event["host"])
     _publish_app(app_id)
     for host in Host.objects.filter(name__in=hosts):

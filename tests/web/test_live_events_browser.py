@@ -14,8 +14,9 @@ from playwright.sync_api import Browser, Page, expect
 
 from paas.hosts.models import Host, HostState
 from paas.hosts.services import host_set_state
+from paas.hosts.upstreams import instance_create
 from tests.support.artifacts import artifact_dir
-from tests.web.pages.support import deployed_app, host
+from tests.web.pages.support import GiB, deployed_app, host
 from tests.web.test_browser import browser, daphne  # noqa: F401 - fixtures
 from tests.web.test_live_events import crash
 
@@ -39,6 +40,15 @@ def in_thread(change: Callable[[], None]) -> None:
 
     with ThreadPoolExecutor(1) as pool:
         pool.submit(run).result()
+
+
+def place(app: Any, *, index: int) -> None:
+    """A new instance row, as a deploy or scale places it (not started)."""
+    instance_create(
+        host=Host.objects.get(name="host-1"), process_type="web", app=app,
+        release=app.releases.get(number=1), index=index,
+        container_name=f"{app.name}.v1.web.{index}", memory_bytes=GiB,
+    )  # fmt: skip
 
 
 def open_live(page: Page, url: str) -> None:
@@ -96,6 +106,11 @@ def test_state_changes_show_up_on_open_pages_without_a_reload(
         )
     )
     expect(host_row.locator(".h-state .state")).to_have_text("Draining")
+    # A new instance placed there joins its list and counts.
+    in_thread(lambda: place(shop, index=3))
+    placed = host_row.locator('li[data-instance="shop.v1.web.3"]')
+    expect(placed).to_contain_text("Pending")
+    expect(host_row.locator(".instances")).to_have_text("0/3 running")
     expect(host_row.locator(".h-state .state")).to_have_class("state state-host-draining")
     still_the_same_page(page)
     page.screenshot(path=str(artifact_dir() / "live-hosts-draining.png"), full_page=True)
