@@ -225,6 +225,13 @@
     error.title = e.last_error;
     error.hidden = !e.last_error;
     tr.querySelector(".instances").textContent = e.running + "/" + e.instances + " running";
+    // Drain and make ready are one button that swaps with the state.
+    const toggle = tr.querySelector("button[name=action][value=drain], button[name=action][value=ready]");
+    if (toggle) {
+      const draining = e.state === "draining";
+      toggle.value = draining ? "ready" : "drain";
+      toggle.textContent = draining ? "Make ready" : "Drain";
+    }
     if (e.heartbeat_at) {
       const age = Math.max(0, Math.round((Date.now() - Date.parse(e.heartbeat_at)) / 1000));
       tr.querySelector(".h-heartbeat").replaceChildren(el("span", age + " s ago"));

@@ -112,5 +112,6 @@ def test_state_changes_show_up_on_open_pages_without_a_reload(
     expect(placed).to_contain_text("Pending")
     expect(host_row.locator(".instances")).to_have_text("0/3 running")
     expect(host_row.locator(".h-state .state")).to_have_class("state state-host-draining")
+    expect(host_row.get_by_role("button", name="Make ready")).to_be_visible()
     still_the_same_page(page)
     page.screenshot(path=str(artifact_dir() / "live-hosts-draining.png"), full_page=True)
