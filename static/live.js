@@ -205,6 +205,14 @@
     status.className = "state state-app-" + e.status.replace(/\s+/g, "-") + " app-status";
     const release = tr.querySelector(".app-release");
     if (e.current_release) release.textContent = "v" + e.current_release;
+    const deployed = tr.querySelector(".app-deployed");
+    const shown = deployed.querySelector("time");
+    if (e.last_deploy_at && (!shown || Date.parse(shown.dateTime) !== Date.parse(e.last_deploy_at))) {
+      const time = el("time", "just now");
+      time.dateTime = e.last_deploy_at;
+      time.title = e.last_deploy_at.slice(0, 19).replace("T", " ") + " UTC";
+      deployed.replaceChildren(time);
+    }
     const cell = tr.querySelector(".instances");
     if (!e.wanted) {
       cell.replaceChildren(el("span", "none", "muted"));

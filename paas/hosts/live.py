@@ -207,6 +207,7 @@ def app_event(app_id: int) -> dict[str, Any] | None:
     app = summaries_of(App.objects.filter(pk=app_id)).first()
     if app is None:
         return None
+    deployed = app.last_deploy_at  # type: ignore[attr-defined]
     return {
         "kind": "app",
         "name": app.name,
@@ -215,6 +216,7 @@ def app_event(app_id: int) -> dict[str, Any] | None:
         "wanted": app.wanted,  # type: ignore[attr-defined]
         "running": app.running,  # type: ignore[attr-defined]
         "crashed": app.crashed,  # type: ignore[attr-defined]
+        "last_deploy_at": deployed.isoformat() if deployed else None,
     }
 
 

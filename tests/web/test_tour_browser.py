@@ -4,7 +4,7 @@ router and the log follower. Alice signs in, creates an app, uploads the
 hello-world sample with the progress bar, watches the build log stream,
 opens the app through the router, sees that request's router line and the
 app's own output in the live log, scales to 2, changes a config var and
-rolls back (release rows and instances update live); carol, a viewer, sees
+rolls back (the dashboard, release rows and instances update live); carol, a viewer, sees
 the app without any action button. Each main page is saved as a screenshot
 (tests/support/artifacts.py).
 
@@ -161,8 +161,13 @@ def test_the_tour_from_sign_in_to_rollback_and_a_viewer_without_buttons(
     page.goto(f"{base}/")
     expect(page.locator("tr[data-app=tour] .app-status")).to_have_text("not deployed")
     shot(page, "dashboard")
+    # The dashboard stays open in its own tab, to follow the deploy live.
+    dashboard = page
+    expect(dashboard.locator("body")).to_have_attribute("data-live", "on")
+    dashboard.evaluate("window.notReloaded = true")
 
     # Upload the hello-world sample with the progress bar.
+    page = context.new_page()
     page.goto(f"{base}/apps/tour/")
     source = tmp_path / "hello-world.tar.gz"
     source.write_bytes(sample_archive())
@@ -188,6 +193,14 @@ def test_the_tour_from_sign_in_to_rollback_and_a_viewer_without_buttons(
     expect(release_state(page, 1)).to_have_text("Current", timeout=FIRST_DEPLOY_WAIT_MS)
     web1 = page.locator('tr[data-instance="tour.v1.web.1"] .i-state')
     expect(web1).to_have_text("Running", timeout=DEPLOY_WAIT_MS)
+    row = dashboard.locator("tr[data-app=tour]")
+    expect(row.locator(".app-status")).to_have_text("running")
+    expect(row.locator(".app-release")).to_have_text("v1")
+    expect(row.locator(".instances")).to_have_text("1/1 running")
+    expect(row.locator(".app-deployed")).to_have_text("just now")
+    assert dashboard.evaluate("window.notReloaded") is True
+    shot(dashboard, "dashboard-deployed")
+    dashboard.close()
 
     # Through the real router, then that request's router line and the
     # app's own output in the live log.
