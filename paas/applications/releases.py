@@ -31,6 +31,7 @@ from paas.applications.models import (
 )
 from paas.core.errors import Conflict, NotFound, ValidationFailed
 from paas.core.redrive import enqueue_marked, redrive
+from paas.hosts.live import release_changed
 
 if TYPE_CHECKING:
     from runtime_agent.images.refs import ImageRef
@@ -96,6 +97,7 @@ def _release_create(
                 )
                 _ensure_formation(app, process_types)
                 _enqueue_deploy(release)
+                release_changed(app_id=app.pk)
                 return release
         except IntegrityError:
             continue

@@ -35,6 +35,7 @@ from paas.builds.selectors import images_in_use
 from paas.core.errors import PaasError, ValidationFailed
 from paas.core.events import group_send
 from paas.core.redrive import enqueue_marked, redrive
+from paas.hosts.live import build_changed
 from runtime_agent.host.errors import HostError
 from runtime_agent.host.private import private_dir
 
@@ -166,7 +167,7 @@ def _create_build_row(
     for _ in range(5):
         try:
             with transaction.atomic():
-                return Build.objects.create(
+                build = Build.objects.create(
                     id=build_id,
                     app=app,
                     number=_next_number(app),
@@ -175,6 +176,8 @@ def _create_build_row(
                     archive_size=size,
                     created_by_id=user.pk if user else None,
                 )
+                build_changed(app_id=app.pk, build_id=str(build.pk))
+                return build
         except IntegrityError:
             continue
     raise ValidationFailed("Too many builds were started at once; try again.")
@@ -237,6 +240,7 @@ def build_state_event(build: Build) -> dict[str, str]:
 
 def _publish_state(build: Build) -> None:
     group_send(build_group(build.pk), {"type": "build.state", **build_state_event(build)})
+    build_changed(app_id=build.app_id, build_id=str(build.pk))  # the app page's row
 
 
 def build_claim(*, build_id: str) -> bool:

@@ -36,6 +36,7 @@ from paas.builds.buildvars import (
 from paas.builds.selectors import build_for_user, build_log_since
 from paas.builds.services import build_accept_upload, build_cancel
 from paas.core.errors import NotFound, PaasError
+from paas.hosts.live import BUILDS_SHOWN
 from paas.hosts.selectors import app_status, app_summaries
 
 
@@ -84,7 +85,7 @@ def app_new(request: HttpRequest) -> HttpResponse:
 @login_required
 def app_detail(request: HttpRequest, name: str) -> HttpResponse:
     app = _or_404(app_for_user, user=request.user, name=name)
-    builds = app.builds.all()[:50]
+    builds = app.builds.all()[:BUILDS_SHOWN]
     context = {
         "app": app,
         "builds": builds,

@@ -41,6 +41,7 @@ from paas.hosts.instances import (
     instance_health_check,
     instance_remove,
 )
+from paas.hosts.live import deploy_progress, instance_changed, instances_changed, release_changed
 from paas.hosts.locks import app_lock
 from paas.hosts.models import DesiredState, Host, Instance
 from paas.hosts.release_phase import RELEASE_PHASE, release_phase_run
@@ -101,11 +102,14 @@ def _start_and_check(instances: list[Instance]) -> None:
     # All containers are created first, so they boot side by side.
     started = time.monotonic()
     for instance in instances:
+        _progress(instance, "starting", f"starting {_slot(instance)} on {instance.host.name}")
         instance_ensure(instance)
     created = time.monotonic()
     for instance in instances:
         if instance.process_type == "web":
+            _progress(instance, "health", f"health check of {_slot(instance)}")
             instance_health_check(instance)
+            _progress(instance, "healthy", f"{_slot(instance)} is healthy")
     log.info(
         "%d instances created in %.0f ms, healthy %.0f ms later",
         len(instances), (created - started) * 1000, (time.monotonic() - created) * 1000,
@@ -141,6 +145,7 @@ def _release_deploy(release_id: int) -> ReleaseState:
         Release.objects.filter(pk=release.pk).update(
             state=ReleaseState.RETIRED, error="superseded by a newer release before it ran"
         )
+        release_changed(app_id=release.app_id)
         retire_later(app_id=release.app_id)
         return ReleaseState.RETIRED
     starting = Release.objects.filter(
@@ -148,7 +153,8 @@ def _release_deploy(release_id: int) -> ReleaseState:
     )
     if not starting.update(state=ReleaseState.DEPLOYING):
         return ReleaseState(Release.objects.get(pk=release.pk).state)  # ended meanwhile
-    _say(release, f"Deploying {release.label}: {release.description}")
+    release_changed(app_id=release.app_id)
+    _say(release, f"Deploying {release.label}: {release.description}", step="start")
     try:
         if release.cause == ReleaseCause.ROLLBACK and release_image_deleted(release=release):
             raise Conflict(
@@ -182,9 +188,21 @@ def _release_deploy(release_id: int) -> ReleaseState:
     return ReleaseState.CURRENT
 
 
-def _say(release: Release, text: str) -> None:
-    """A platform line in the app's log (what the deploy did, for the app's people)."""
+def _slot(instance: Instance) -> str:
+    return f"{instance.process_type}.{instance.index}"
+
+
+def _progress(instance: Instance, step: str, text: str) -> None:
+    deploy_progress(app_id=instance.app_id, release=instance.release.number, step=step, text=text)
+
+
+def _say(release: Release, text: str, *, step: str = "") -> None:
+    """A platform line in the app's log (what the deploy did, for the app's
+    people), and with a ``step`` a deploy-progress event for its page."""
     from paas.logs.services import logs_platform_say
+
+    if step:
+        deploy_progress(app_id=release.app_id, release=release.number, step=step, text=text)
 
     try:
         logs_platform_say(app_id=release.app_id, text=text)
@@ -201,7 +219,8 @@ def _fail(release: Release, reason: str) -> ReleaseState:
     if not failed:
         return ReleaseState(Release.objects.get(pk=release.pk).state)
     log.info("release %s failed: %s", release, reason)
-    _say(release, f"{release.label} failed: {reason}")
+    _say(release, f"{release.label} failed: {reason}", step="failed")
+    release_changed(app_id=release.app_id)
     for instance in Instance.objects.filter(release=release).select_related("host"):
         instance_remove(instance)
     audit_record(actor=None, app=release.app, action="deploy", target=release.label,
@@ -230,8 +249,11 @@ def _promote(release: Release) -> bool:
         switch = time.monotonic()
         routes_apply()
         log.info("router switched in %.0f ms", (time.monotonic() - switch) * 1000)
+        deploy_progress(app_id=release.app_id, release=release.number, step="router",
+                        text=f"router switched to {release.label}")  # fmt: skip
+        release_changed(app_id=release.app_id)
     audit_record(actor=None, app=release.app, action="deploy", target=release.label)
-    _say(release, f"{release.label} is live")
+    _say(release, f"{release.label} is live", step="live")
     return True
 
 
@@ -285,6 +307,7 @@ def _converge(app_id: int) -> None:
         surplus += list(running.filter(index__gt=formation.count).select_related("host"))
     for instance in surplus:
         Instance.objects.filter(pk=instance.pk).update(desired=DesiredState.STOPPED, healthy=False)
+        instance_changed(instance)
     routes_apply()
     for instance in surplus:
         instance_remove(instance)
@@ -300,6 +323,7 @@ def app_set_running(*, user: User, app: App, running: bool) -> None:
     if not running:
         Instance.objects.filter(app=app).update(healthy=False)
         routes_apply()
+    instances_changed(app_id=app.pk, instance_ids=instances.values_list("pk", flat=True))
     from paas.hosts.lifecycle import instance_apply_desired
 
     for instance in instances:

@@ -15,6 +15,7 @@ from django.utils import timezone
 from paas.accounts.idranges import team_id_range
 from paas.core.errors import PaasError
 from paas.hosts.agent_client import AgentClient
+from paas.hosts.live import instance_changed, instances_changed
 from paas.hosts.models import DesiredState, Instance, InstanceState
 from paas.hosts.pull_auth import pull_auth
 from paas.hosts.services import host_client
@@ -130,8 +131,12 @@ def instance_observe(instance: Instance, info: wire.ContainerInfo) -> None:
     if state != InstanceState.RUNNING:
         fields["healthy"] = False
     Instance.objects.filter(pk=instance.pk).update(**fields)
+    # Pages hear of a change, not of every poll (a health check polls often).
+    changed = any(getattr(instance, k) != v for k, v in fields.items() if k != "observed_at")
     for key, value in fields.items():
         setattr(instance, key, value)
+    if changed:
+        instance_changed(instance)
 
 
 def instance_ensure(instance: Instance) -> wire.ContainerInfo:
@@ -193,6 +198,7 @@ def instance_health_check(instance: Instance) -> None:
         ):
             Instance.objects.filter(pk=instance.pk).update(healthy=True)
             instance.healthy = True
+            instance_changed(instance)
             return
         if time.monotonic() > deadline:
             raise HealthCheckFailed(
@@ -206,6 +212,7 @@ def instance_remove(instance: Instance) -> None:
     """Stop and remove the container, then forget the instance. A host that
     does not answer keeps the row (desired: stopped) for the reconcile."""
     Instance.objects.filter(pk=instance.pk).update(desired=DesiredState.STOPPED, healthy=False)
+    instance_changed(instance)
     client = host_client(instance.host)
     try:
         client.stop(instance.container_name, timeout_s=10)
@@ -216,4 +223,6 @@ def instance_remove(instance: Instance) -> None:
     except PaasError as exc:
         log.warning("could not remove %s: %s", instance.container_name, exc.message)
         return
+    pk, app_id = instance.pk, instance.app_id
     instance.delete()
+    instances_changed(app_id=app_id, instance_ids=[pk])

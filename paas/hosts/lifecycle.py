@@ -34,6 +34,7 @@ from paas.hosts.instances import (
     instance_observe,
     instance_remove,
 )
+from paas.hosts.live import instance_changed
 from paas.hosts.locks import app_lock
 from paas.hosts.models import DesiredState, HostState, Instance, InstanceState
 from paas.hosts.routing import routes_apply
@@ -132,6 +133,7 @@ def _act(instance: Instance, action: str, signal: str) -> None:
         if action == "stop":
             Instance.objects.filter(pk=instance.pk).update(healthy=False)
             routes_apply()
+        instance_changed(instance)
         instance_apply_desired(instance)
     elif action == "restart":
         _restart_keeping_an_upstream(instance)
@@ -170,6 +172,7 @@ def _restart_in_place(instance: Instance) -> None:
     """Out of the router, drained, restarted, and healthy again (the caller
     puts it back in the router)."""
     Instance.objects.filter(pk=instance.pk).update(healthy=False)
+    instance_changed(instance)
     if instance.process_type == "web":
         routes_apply()
         _drain()

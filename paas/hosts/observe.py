@@ -34,6 +34,7 @@ from django.utils import timezone
 from paas.applications.models import ReleaseState
 from paas.core.errors import PaasError
 from paas.hosts.instances import instance_answers, observed_fields
+from paas.hosts.live import instance_changed
 from paas.hosts.locks import app_lock_held
 from paas.hosts.models import DesiredState, Host, HostState, Instance, InstanceState
 from paas.hosts.routing import routes_apply
@@ -96,6 +97,7 @@ def _observe_instance(instance: Instance, info: wire.ContainerInfo, report: Obse
         if not written:
             return False
         report.changed.append(f"{instance.container_name}: {instance.state} -> {fields['state']}")
+        instance_changed(instance)
         for key, value in fields.items():
             setattr(instance, key, value)
         if "healthy" in fields:
@@ -128,9 +130,12 @@ def _readmit(instance: Instance) -> bool:
     if app_lock_held(instance.app_id):  # asked after the probe: the lock may be newer
         return False
     # Conditional: a stop or restart that began meanwhile keeps it out.
-    return bool(
+    readmitted = bool(
         Instance.objects.filter(
             pk=instance.pk, healthy=False, desired=DesiredState.RUNNING,
             state=InstanceState.RUNNING,
         ).update(healthy=True)
     )  # fmt: skip
+    if readmitted:
+        instance_changed(instance)
+    return readmitted

@@ -21,6 +21,7 @@ from paas.hosts.instances import (
     instance_observe,
     instance_remove,
 )
+from paas.hosts.live import instances_changed
 from paas.hosts.locks import app_lock_held
 from paas.hosts.models import DesiredState, Host, HostState, Instance, InstanceState
 from paas.hosts.release_phase import RELEASE_PHASE
@@ -164,8 +165,14 @@ def reconcile() -> ReconcileReport:
     lost = Instance.objects.filter(host__state=HostState.UNREACHABLE).exclude(
         state=InstanceState.LOST
     )
-    report.lost = list(lost.values_list("container_name", flat=True))
+    lost_rows = list(lost.values_list("pk", "app_id", "container_name"))
+    report.lost = [name for _, _, name in lost_rows]
     lost.update(state=InstanceState.LOST, healthy=False)
+    by_app: dict[int, list[int]] = {}
+    for pk, app_id, _ in lost_rows:
+        by_app.setdefault(app_id, []).append(pk)
+    for app_id, ids in by_app.items():
+        instances_changed(app_id=app_id, instance_ids=ids)
     _reschedule(report)
     try:
         routes_apply()

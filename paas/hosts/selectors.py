@@ -23,6 +23,11 @@ def app_summaries(*, user: AnyUser) -> QuerySet[App]:
     """The user's apps, each annotated with ``deploying`` (a release is on its
     way), ``current_release`` (its number or None), ``last_deploy_at``,
     ``wanted`` (instances meant to run), ``running`` and ``crashed``."""
+    return summaries_of(apps_visible_to(user=user))
+
+
+def summaries_of(apps: QuerySet[App]) -> QuerySet[App]:
+    """``apps`` annotated as by :func:`app_summaries`."""
     current = Release.objects.filter(app=OuterRef("pk"), state=ReleaseState.CURRENT).order_by(
         "-number"
     )
@@ -30,7 +35,7 @@ def app_summaries(*, user: AnyUser) -> QuerySet[App]:
     rolling_out = Release.objects.filter(
         app=OuterRef("pk"), state__in=[ReleaseState.PENDING, ReleaseState.DEPLOYING]
     )
-    return apps_visible_to(user=user).annotate(
+    return apps.annotate(
         deploying=Exists(rolling_out),
         current_release=Subquery(current.values("number")[:1], output_field=IntegerField()),
         last_deploy_at=Subquery(

@@ -33,6 +33,7 @@ from paas.applications.audit import audit_record
 from paas.applications.models import AuditResult
 from paas.core.errors import Conflict, PaasError, PermissionDenied, ValidationFailed
 from paas.hosts.agent_client import AgentClient, AgentUntrusted
+from paas.hosts.live import host_changed
 from paas.hosts.models import DesiredState, Host, HostState, Instance, JoinToken
 from paas.hosts.upstreams import check_agent_address
 from runtime_agent.host.tls import BadFingerprint, parse_fingerprint
@@ -210,6 +211,7 @@ def host_heartbeat(*, host_id: int, reconcile_on_change: bool = False) -> HostSt
                 _reconcile_soon(reconcile_on_change)
         else:
             Host.objects.filter(pk=host.pk).update(last_error=exc.message)
+        host_changed(host_id=host.pk)
         return HostState(Host.objects.get(pk=host.pk).state)
     Host.objects.filter(pk=host.pk).update(
         memory_bytes=info.memory_bytes,
@@ -221,6 +223,7 @@ def host_heartbeat(*, host_id: int, reconcile_on_change: bool = False) -> HostSt
     if Host.objects.filter(pk=host.pk, state=HostState.UNREACHABLE).update(state=HostState.READY):
         log.warning("host %s answers again", host.name)
         _reconcile_soon(reconcile_on_change)
+    host_changed(host_id=host.pk)
     return HostState(Host.objects.get(pk=host.pk).state)
 
 
@@ -242,6 +245,7 @@ def _host_untrusted(host: Host, message: str, *, reconcile_on_change: bool) -> N
     changed = Host.objects.filter(pk=host.pk, state=HostState.READY).update(
         state=HostState.UNREACHABLE
     )
+    host_changed(host_id=host.pk)
     if changed:
         log.error("host %s is not trusted: %s", host.name, message)
         audit_record(actor=None, app=None, action="host.untrusted", target=host.name,
@@ -262,6 +266,7 @@ def host_set_state(*, user: User, host: Host, state: HostState) -> None:
     if not user.is_staff:
         raise PermissionDenied("Only platform admins can change hosts.")
     Host.objects.filter(pk=host.pk).update(state=state)
+    host_changed(host_id=host.pk)
     audit_record(actor=user, app=None, action=f"host.{state}", target=host.name)
 
 

@@ -51,6 +51,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from paas.core.errors import ValidationFailed
+from paas.hosts.live import instance_changed
 from paas.hosts.models import Host, Instance, InstanceState
 from paas.hosts.scheduler import NothingFits
 
@@ -170,9 +171,11 @@ def instance_create(*, host: Host, process_type: str, **fields: Any) -> Instance
                     host, process_type=process_type, tcp_port=fields.get("tcp_port"),
                     slot_port=_slot_port(host, process_type, fields["app"].pk, fields["index"]),
                 )  # fmt: skip
-                return Instance.objects.create(
+                instance = Instance.objects.create(
                     host=host, process_type=process_type, **fields, **ports
                 )
+                instance_changed(instance)
+                return instance
         except IntegrityError:
             if not ports:
                 raise  # not a port race: a slot taken twice
@@ -222,5 +225,6 @@ def instance_move(*, instance: Instance, host: Host) -> bool:
             return False
         for key, value in fields.items():
             setattr(instance, key, value)
+        instance_changed(instance)
         return True
     raise NothingFits(f"Could not allocate a port on {host.name}; try again.")

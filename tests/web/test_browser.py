@@ -4,6 +4,7 @@ watch the build log arrive live."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -30,9 +31,16 @@ UPLOAD_WAIT_MS = 120_000
 
 @pytest.fixture
 def daphne(redis_url: str, tmp_path: Path, settings) -> Iterator[str]:
-    port = free_port()
     env = {**_worker_env(redis_url), "PAAS_UPLOAD_DIR": str(settings.UPLOAD_DIR)}
-    with open(tmp_path / "daphne.log", "wb") as log:
+    with run_daphne(env, tmp_path / "daphne.log") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def run_daphne(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """The control plane's ASGI server on a free port, stopped (by PID) after."""
+    port = free_port()
+    with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
              "paas.asgi:application"],
@@ -41,7 +49,7 @@ def daphne(redis_url: str, tmp_path: Path, settings) -> Iterator[str]:
     try:
 
         def listening() -> bool:
-            assert proc.poll() is None, (tmp_path / "daphne.log").read_text()
+            assert proc.poll() is None, log_path.read_text()
             return port_open("127.0.0.1", port)
 
         wait_until(listening, timeout_s=30, what="daphne listening")

@@ -11,6 +11,7 @@ from paas.accounts.services import ROLE_CAN, role_in_team
 from paas.applications.models import App
 from paas.applications.registry_credentials import registry_credentials_of
 from paas.applications.views_data import config_json
+from paas.hosts.live import RELEASES_SHOWN
 
 register = template.Library()
 
@@ -25,7 +26,7 @@ def deploy_panel(context: dict[str, Any], app: App) -> dict[str, Any]:
         "csrf_token": context.get("csrf_token"),
         "can_deploy": role in ROLE_CAN["deploy"],
         "can_manage": role in ROLE_CAN["manage"],
-        "releases": app.releases.all()[:20],
+        "releases": app.releases.all()[:RELEASES_SHOWN],
         "formation": app.formation.all(),
         "instances": app.instances.select_related("release", "host").order_by(
             "process_type", "index"
