@@ -36,5 +36,8 @@ def agent(registry: TestRegistry) -> Iterator[AgentProcess]:
         yield proc
     finally:
         cleanup(proc)
+        link = root / "agent"  # to the real root, which cleanup removed
+        if link.is_symlink() and not link.exists():
+            link.unlink()
         if root.exists() and not any(root.iterdir()):
             root.rmdir()
