@@ -69,11 +69,21 @@ the clients share those 2 cores):
   reported in the log as "N lines of web.1 were lost here", see
   paas/logs/follower.py.)
 - instances (2026-12-05, smoke runs with ``--instances 5 --seconds 3`` at
-  load 9-12, so only indicative): the quiet app's lines took p50 2.3 s,
-  p99 3.3 s behind the flood while the follower had one FIFO queue; with
-  the fair queue and chunks of at most 500 lines p50 0.67 s, p99 1.1 s
-  (in the agent p50 0.16 s, after it 0.47 s), 17k lines/s to the one
-  socket. Run with 50 on a quiet machine for the issue's figure.
+  load 9-12): the quiet app's lines took p50 2.3 s, p99 3.3 s behind the
+  flood while the follower had one FIFO queue; with the fair queue and
+  chunks of at most 500 lines p50 0.67 s, p99 1.1 s.
+- Full run, 2026-12-05 01:15 UTC, load average 1.3-2.9 (other helpers
+  mostly idle), defaults (10 s, 50 clients, 50 instances): flood 1 client
+  25.9k lines/s delivered (1.26M/s written, the rest rotated away and
+  reported lost); flood 50 clients 11.8k/s to the slowest; paced 1 client
+  23.3k/s, p50 55 ms, p99 112 ms; paced 50 clients 14.2k/s to the slowest,
+  p50 575 ms, p99 2.2 s (1.5M lines dropped with notices); 50 instances
+  (one flooding): 32.3k lines/s to the one ``bench`` socket, the quiet
+  app's lines p50 451 ms, p99 1.02 s (in the agent p50 115 / p99 642 ms:
+  the flooding container's 1 MiB tailer reads hold the agent's loop; after
+  it p50 361 / p99 719 ms: a store of up to WRITE_BATCH_LINES ahead of it,
+  its own, then Redis and daphne). ok: false (50 clients, and the quiet
+  app's p99 against 250 ms).
 """
 
 from __future__ import annotations
