@@ -5,8 +5,9 @@ pending or deploying, and the app never has two current releases.
 
 PostgreSQL only (marked ``postgres_only``): the SQLite pass of scripts/test
 deselects it (shown in its summary), and the PostgreSQL pass, which sets
-PAAS_TEST_POSTGRES=1, runs it and fails it outright if its database is not
-PostgreSQL. It restarts the cluster the test run uses, found through the
+PAAS_TEST_POSTGRES=1, runs it (last, in a pytest session of its own: the
+restart cuts every connection the session holds) and fails it outright if
+its database is not PostgreSQL. It restarts the cluster the test run uses, found through the
 database itself (its data directory and version), with pg_ctl as the
 cluster's owner: pg_ctl starts it again with the options it last ran with.
 """
