@@ -21,11 +21,18 @@ from paas.accounts.services import team_add_member
 from paas.celery import app as celery_app
 from tests.support.agent_harness import AgentProcess, cleanup
 from tests.support.build_env import build_environment
+from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.processes import stop_process, wait_until
 from tests.support.redis_server import run_redis
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter, run_router
-from tests.web.deploy_support import agent_for, agent_root
+from tests.web.deploy_support import (
+    add_host,
+    agent_for,
+    agent_root,
+    container_names,
+    use_registry_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,11 +183,11 @@ def alices_team(alice: Any) -> Team:
     return alice.personal_team
 
 
-# --- the deploy tests' agent and router ----------------------------------------
+# --- the deploy tests' agent, router, image and platform -----------------------
 # Module-scoped: one agent per test module, whose image store keeps the stack
 # after the first pull (each test leaves it empty), and one nginx. A module
-# that needs another shape (test_two_hosts: agents in network namespaces)
-# defines its own fixture of the same name.
+# that needs another shape (test_two_hosts: agents in network namespaces;
+# test_deploy_e2e: a worker too) defines its own fixture of the same name.
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +207,26 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestRouter]:
     """The platform's real router (nginx); this process's settings point at it."""
     with run_router(tmp_path_factory.mktemp("router")) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def busybox(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    """busybox httpd on 8080, serving a fixed body; sh, dd and sleep for the
+    rest. One per session: nothing changes an image once pushed."""
+    return build_busybox_image(registry, tmp_path_factory.mktemp("busybox"))
+
+
+@pytest.fixture
+def platform(
+    agent: AgentProcess, router: TestRouter, settings: Any, build_env: dict[str, str]
+) -> Iterator[int]:
+    """The module's agent as the one ready host and nginx as the router, for
+    deploys made in this process; yields the router's HTTP port. Every
+    container the test left on the agent is removed after."""
+    use_registry_settings(settings, build_env)  # deploys here mint the agent's pull tokens
+    settings.PAAS_HEALTH_TIMEOUT_S = 30.0
+    settings.PAAS_DRAIN_SECONDS = 0.5
+    add_host(agent)
+    yield router.http_port
+    for name in container_names(agent):
+        agent.request("DELETE", f"/v1/containers/{name}?force=1")

@@ -31,16 +31,13 @@ from paas.hosts.models import Instance
 from paas.hosts.observe import hosts_observe
 from paas.hosts.reconcile import reconcile
 from tests.support.agent_harness import AgentProcess
-from tests.support.images import BuiltImage, build_busybox_image
-from tests.support.registry import TestRegistry
+from tests.support.images import BuiltImage
 from tests.support.router import TestRouter
 from tests.web.deploy_support import (
     BackgroundLoad,
-    add_host,
     background_load,
     container_names,
     get,
-    use_registry_settings,
     wait_for,
 )
 
@@ -51,26 +48,19 @@ FAILPOINTS = "PAAS_AGENT_FAILPOINTS"
 FAILPOINT_DIR = "PAAS_AGENT_FAILPOINT_DIR"
 
 
-@pytest.fixture(scope="module")
-def busybox(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
-    return build_busybox_image(registry, tmp_path_factory.mktemp("busybox"))
-
-
 @pytest.fixture
-def platform(
-    agent: AgentProcess, router: TestRouter, settings: Any, build_env: dict[str, str]
-) -> Iterator[int]:
-    use_registry_settings(settings, build_env)
-    settings.PAAS_HEALTH_TIMEOUT_S = 30.0
-    settings.PAAS_DRAIN_SECONDS = 0.5
-    add_host(agent)
-    yield router.http_port
-    # Whatever the test left it as: running, with no failpoint, for the next one.
+def platform(platform: int, agent: AgentProcess, router: TestRouter) -> Iterator[int]:
+    """The shared platform (tests/web/conftest.py), and after the test the
+    agent as the next one needs it: running, with no failpoint."""
+    # ``router`` is asked for here too: pytest orders by scope only the
+    # fixtures it sees from the test, and the overridden platform's are not
+    # among them. Set up after a test's ``settings``, the module's router
+    # settings would go with that test's settings and the next test's routes
+    # to another directory.
+    yield platform
     agent.extra_env.pop(FAILPOINTS, None)
     if agent.proc is None or agent.proc.poll() is not None:
         agent.start()
-    for name in container_names(agent):
-        agent.request("DELETE", f"/v1/containers/{name}?force=1")
 
 
 def _app(user: Any, name: str, image: BuiltImage, web: int) -> App:

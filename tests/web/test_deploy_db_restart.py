@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,8 @@ from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter
 from tests.web.deploy_support import (
-    add_host,
     container_names,
     get,
-    use_registry_settings,
     wait_for,
     wait_release,
 )
@@ -51,24 +48,6 @@ MIB = 2**20
 # v2's web process waits for the test's go-ahead (a file the test puts in
 # its rootfs), so the restart lands while the worker polls its health check.
 GATED = "sh -c 'until [ -e /go ]; do sleep 0.1; done; exec httpd -f -p 8080 -h /www'"
-
-
-@pytest.fixture(scope="module")
-def busybox(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
-    return build_busybox_image(registry, tmp_path_factory.mktemp("busybox"))
-
-
-@pytest.fixture
-def platform(
-    agent: AgentProcess, router: TestRouter, settings: Any, build_env: dict[str, str]
-) -> Iterator[int]:
-    use_registry_settings(settings, build_env)
-    settings.PAAS_HEALTH_TIMEOUT_S = 30.0
-    settings.PAAS_DRAIN_SECONDS = 0.5
-    add_host(agent)
-    yield router.http_port
-    for name in container_names(agent):
-        agent.request("DELETE", f"/v1/containers/{name}?force=1")
 
 
 def _pg_setting(name: str) -> str:

@@ -12,7 +12,6 @@ import http.client
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,8 @@ from tests.support.processes import free_port
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter
 from tests.web.deploy_support import (
-    add_host,
     container_names,
     get,
-    use_registry_settings,
     wait_for,
     wait_release,
 )
@@ -43,25 +40,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
 MIB = 2**20
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def busybox(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
-    """busybox httpd on 8080, serving a fixed body; sh, dd and sleep for the rest."""
-    return build_busybox_image(registry, tmp_path_factory.mktemp("busybox"))
-
-
-@pytest.fixture
-def platform(
-    agent: AgentProcess, router: TestRouter, settings: Any, build_env: dict[str, str]
-) -> Iterator[int]:
-    use_registry_settings(settings, build_env)  # deploys here mint the agent's pull tokens
-    settings.PAAS_HEALTH_TIMEOUT_S = 30.0
-    settings.PAAS_DRAIN_SECONDS = 0.5
-    add_host(agent)
-    yield router.http_port
-    for name in container_names(agent):
-        agent.request("DELETE", f"/v1/containers/{name}?force=1")
 
 
 def _app(

@@ -10,7 +10,6 @@ agent (container, directory, mount, netns, veth)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,8 @@ from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter
 from tests.web.deploy_support import (
-    add_host,
     container_names,
     get,
-    use_registry_settings,
     wait_for,
 )
 from tests.web.fault_support import agent_leftovers, kill_at, stop_worker_at, take_over
@@ -57,19 +54,6 @@ def images(
         build_busybox_image(registry, workdir / "one", body="release one\n"),
         build_busybox_image(registry, workdir / "two", body="release two\n"),
     )
-
-
-@pytest.fixture
-def platform(
-    agent: AgentProcess, router: TestRouter, settings: Any, build_env: dict[str, str]
-) -> Iterator[int]:
-    use_registry_settings(settings, build_env)  # v1's deploy here mints the agent's pull token
-    settings.PAAS_HEALTH_TIMEOUT_S = 30.0
-    settings.PAAS_DRAIN_SECONDS = 0.5
-    add_host(agent)
-    yield router.http_port
-    for name in container_names(agent):
-        agent.request("DELETE", f"/v1/containers/{name}?force=1")
 
 
 def _serving_v1(user: Any, name: str, one: BuiltImage) -> App:

@@ -1,8 +1,13 @@
-"""Helpers for the log tests: signed-in WebSocket clients and lines to ingest."""
+"""Helpers for the log tests: a real agent, signed-in WebSocket clients and
+lines to ingest."""
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -13,8 +18,37 @@ from paas.asgi import application
 from paas.logs.lines import IngestLine
 from paas.logs.models import LogSource
 from paas.logs.services import logs_ingest
+from tests.support.agent_harness import AgentProcess, cleanup
+from tests.support.registry import TestRegistry
 
 T0 = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def running_agent(registry: TestRegistry, prefix: str, **env: str) -> Iterator[AgentProcess]:
+    """``python -m runtime_agent`` on a short root (overlay options are capped
+    at a page) holding the registry's credentials, with ``env`` on top; its
+    own port, bridge, subnet and nft table; removed after."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    root.chmod(0o711)  # containers run as unprivileged ids; runc finds their rootfs as them
+    proc = AgentProcess.fresh(
+        root / "agent",
+        PAAS_AGENT_REGISTRY=registry.host,
+        PAAS_AGENT_REGISTRY_USER=registry.username or "",
+        PAAS_AGENT_REGISTRY_PASSWORD=registry.password or "",
+        PAAS_AGENT_REGISTRY_CA=str(registry.ca_file or ""),
+        **env,
+    )
+    try:
+        proc.start()
+        yield proc
+    finally:
+        cleanup(proc)
+        link = root / "agent"  # to the real root, which cleanup removed
+        if link.is_symlink() and not link.exists():
+            link.unlink()
+        if root.exists() and not any(root.iterdir()):
+            root.rmdir()
 
 
 def session_of(user: Any) -> str:

@@ -93,11 +93,11 @@ def numbers(lines: list, prefix: str) -> list[int]:
 
 
 async def test_it_follows_a_container_and_resumes_after_a_restart_without_duplicates(
-    alice, agent, busybox_image
+    alice, agent, busybox
 ):
     app = await sync_to_async(app_create)(user=alice, team=alice.personal_team, name="ticker")
     name = f"ticker-{agent.nft_table[-6:]}-web-1"
-    start_ticker(agent, busybox_image.ref, name)
+    start_ticker(agent, busybox.ref, name)
     await sync_to_async(run_instance)(app, agent, name)  # as deploy records it
 
     connected, _, ws = await watcher("ticker", alice)
@@ -203,11 +203,11 @@ async def test_a_request_through_the_real_router_becomes_a_router_line_of_its_ap
 
 
 async def test_it_reads_no_agent_whose_certificate_is_not_the_pinned_one_until_repinned(
-    alice, agent, busybox_image, caplog
+    alice, agent, busybox, caplog
 ):
     app = await sync_to_async(app_create)(user=alice, team=alice.personal_team, name="pinned")
     name = f"pinned-{agent.nft_table[-6:]}-web-1"
-    start_ticker(agent, busybox_image.ref, name)
+    start_ticker(agent, busybox.ref, name)
     await sync_to_async(run_instance)(app, agent, name)
     wrong = ":".join(["AB"] * 32)
     await sync_to_async(Host.objects.filter(name=f"h-{name}").update)(tls_fingerprint=wrong)

@@ -88,7 +88,7 @@ def test_a_redis_restart_loses_and_repeats_no_line_in_the_store_or_the_browser(
     alice,
     counter_app,
     agent,
-    busybox_image,
+    busybox,
     browser: Browser,  # noqa: F811
     tmp_path: Path,
 ):
@@ -132,7 +132,7 @@ def test_a_redis_restart_loses_and_repeats_no_line_in_the_store_or_the_browser(
         expect(page.locator("#log-status")).to_have_text("Live")
         status, info = agent.request(
             "POST", "/v1/containers",
-            {"name": name, "image": busybox_image.ref, "cmd": ["sh", "-c", COUNTER]},
+            {"name": name, "image": busybox.ref, "cmd": ["sh", "-c", COUNTER]},
         )  # fmt: skip
         assert status == 201, info
         wait_until(lambda: shown_beyond(MOVED_ON), timeout_s=WAIT_S, what="lines on the page")

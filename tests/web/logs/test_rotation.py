@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from paas.applications.services import app_create
 from paas.logs.models import LogLine, LogSource
-from tests.support.agent_harness import AgentProcess, cleanup
+from tests.support.agent_harness import AgentProcess
 from tests.support.registry import TestRegistry
+from tests.web.logs.support import running_agent
 from tests.web.logs.test_follower import following, run_instance
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.root]
@@ -38,27 +37,10 @@ LOST = re.compile(r"^(\d+) lines? of web\.\d were lost here")
 @pytest.fixture
 def small_log_agent(registry: TestRegistry) -> Iterator[AgentProcess]:
     """An agent keeping 4 files of 64 KiB of log per container (~3,000 lines)."""
-    root = Path(tempfile.mkdtemp(prefix="pr-", dir="/tmp"))
-    root.chmod(0o711)
-    proc = AgentProcess.fresh(
-        root / "agent",
-        PAAS_AGENT_REGISTRY=registry.host,
-        PAAS_AGENT_REGISTRY_USER=registry.username or "",
-        PAAS_AGENT_REGISTRY_PASSWORD=registry.password or "",
-        PAAS_AGENT_REGISTRY_CA=str(registry.ca_file or ""),
-        PAAS_AGENT_LOG_MAX_BYTES=str(MAX_BYTES),
-        PAAS_AGENT_LOG_MAX_FILES="4",
-    )
-    try:
-        proc.start()
+    with running_agent(
+        registry, "pr-", PAAS_AGENT_LOG_MAX_BYTES=str(MAX_BYTES), PAAS_AGENT_LOG_MAX_FILES="4"
+    ) as proc:
         yield proc
-    finally:
-        cleanup(proc)
-        link = root / "agent"  # to the real root, which cleanup removed
-        if link.is_symlink() and not link.exists():
-            link.unlink()
-        if root.exists() and not any(root.iterdir()):
-            root.rmdir()
 
 
 def start_bursts(agent: AgentProcess, image: str, name: str, bursts: int, size: int) -> None:
@@ -102,7 +84,7 @@ def numbers(lines: list[tuple[str, str]]) -> list[int]:
 
 
 async def test_rotated_lines_are_stored_once_or_reported_lost_never_silently(
-    alice, small_log_agent, busybox_image
+    alice, small_log_agent, busybox
 ):
     agent = small_log_agent
     app = await sync_to_async(app_create)(user=alice, team=alice.personal_team, name="chatty")
@@ -110,8 +92,8 @@ async def test_rotated_lines_are_stored_once_or_reported_lost_never_silently(
     # web.1 writes ~100 KiB of log: rotated, still all in the agent's files.
     # web.2 writes ~3 MiB: most of it rotated away before anyone reads it.
     within, beyond = f"chatty-{suffix}-web-1", f"chatty-{suffix}-web-2"
-    start_bursts(agent, busybox_image.ref, within, bursts=4, size=300)
-    start_bursts(agent, busybox_image.ref, beyond, bursts=30, size=1000)
+    start_bursts(agent, busybox.ref, within, bursts=4, size=300)
+    start_bursts(agent, busybox.ref, beyond, bursts=30, size=1000)
     await wait_written(agent, within, "n-1199")
     await wait_written(agent, beyond, "n-29999")
     rotated = sorted(p.name for p in (agent.root / "containers").rglob("log.jsonl*"))

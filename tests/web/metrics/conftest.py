@@ -1,5 +1,6 @@
-"""A real agent process and the tiny busybox image, as for the log tests."""
+"""A real agent process, as for the log tests (the busybox image is
+tests/web/conftest.py's)."""
 
-from tests.web.logs.conftest import agent, busybox_image
+from tests.web.logs.conftest import agent
 
-__all__ = ["agent", "busybox_image"]
+__all__ = ["agent"]

@@ -47,13 +47,13 @@ def collect_until(check, timeout_s: float = 60):
     return wait_until(collected, timeout_s=timeout_s, what="the points asked for", poll_s=0.5)
 
 
-def test_it_stores_cpu_and_memory_of_each_running_instance(alice, agent, busybox_image):
+def test_it_stores_cpu_and_memory_of_each_running_instance(alice, agent, busybox):
     app = app_create(user=alice, team=alice.personal_team, name="burner")
     host = add_host(agent, "h1")
     busy, idle = f"burner.v1.web.1.{agent.port}", f"burner.v1.web.2.{agent.port}"
-    start(agent, busybox_image.ref, busy, ["sh", "-c", BURNER])
-    start(agent, busybox_image.ref, idle, ["sleep", "600"])
-    start(agent, busybox_image.ref, f"stranger-{agent.port}", ["sleep", "600"])
+    start(agent, busybox.ref, busy, ["sh", "-c", BURNER])
+    start(agent, busybox.ref, idle, ["sleep", "600"])
+    start(agent, busybox.ref, f"stranger-{agent.port}", ["sleep", "600"])
     instance(app, host, busy, 1)
     instance(app, host, idle, 2)
 
@@ -75,15 +75,15 @@ def test_it_stores_cpu_and_memory_of_each_running_instance(alice, agent, busybox
     assert first.cpu_percent is None  # no earlier counter to compare with
 
 
-def test_hosts_that_do_not_answer_or_were_removed_are_skipped(alice, agent, busybox_image):
+def test_hosts_that_do_not_answer_or_were_removed_are_skipped(alice, agent, busybox):
     app = app_create(user=alice, team=alice.personal_team, name="burner")
     ok = add_host(agent, "ok")
     Host.objects.create(name="down", agent_url="http://127.0.0.1:9", token="x")
     gone = add_host(agent, "gone")
     Host.objects.filter(pk=gone.pk).update(state=HostState.REMOVED)
     name, stale = f"burner.v1.web.1.{agent.port}", f"burner.v1.web.2.{agent.port}"
-    start(agent, busybox_image.ref, name, ["sleep", "600"])
-    start(agent, busybox_image.ref, stale, ["sleep", "600"])
+    start(agent, busybox.ref, name, ["sleep", "600"])
+    start(agent, busybox.ref, stale, ["sleep", "600"])
     instance(app, ok, name, 1)
     instance(app, gone, stale, 2)  # a removed host is not asked
 
@@ -92,13 +92,13 @@ def test_hosts_that_do_not_answer_or_were_removed_are_skipped(alice, agent, busy
     assert point.container == name and point.memory_bytes > 0
 
 
-def test_celery_beat_collects_on_a_real_worker(alice, agent, busybox_image, workers):
+def test_celery_beat_collects_on_a_real_worker(alice, agent, busybox, workers):
     """beat sends metrics.collect every PAAS_METRICS_INTERVAL_S to a real
     worker; successive collections give the CPU share between them."""
     app = app_create(user=alice, team=alice.personal_team, name="burner")
     host = add_host(agent, "h1")
     name = f"burner.v1.web.1.{agent.port}"
-    start(agent, busybox_image.ref, name, ["sh", "-c", BURNER])
+    start(agent, busybox.ref, name, ["sh", "-c", BURNER])
     instance(app, host, name, 1)
     workers.env.update(PAAS_METRICS_INTERVAL_S="1", PAAS_METRICS_COARSE_S="60")
     workers.start()
