@@ -382,6 +382,16 @@ PAAS_TCP_PORTS_LAST = env_int("PAAS_TCP_PORTS_LAST", 29999, minimum=1024)
 # may overlap: a host's ports are allocated from what neither kind holds.
 PAAS_ROUTE_PORTS_FIRST = env_int("PAAS_ROUTE_PORTS_FIRST", 30000, minimum=1024)
 PAAS_ROUTE_PORTS_LAST = env_int("PAAS_ROUTE_PORTS_LAST", 39999, minimum=1024)
+# The addresses the router and the health check reach those ports from, given
+# to a host when it joins (its agent answers route ports for them alone).
+# Empty: the address this machine reaches the joining host from
+# (paas/hosts/route_sources.py); set it when that is not so (a NAT, a router
+# on other machines): comma-separated IPv4 networks.
+PAAS_ROUTER_SOURCES = env_list("PAAS_ROUTER_SOURCES", [])
+try:
+    PAAS_ROUTER_SOURCES = [str(ipaddress.IPv4Network(n)) for n in PAAS_ROUTER_SOURCES]
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"PAAS_ROUTER_SOURCES: {_exc} (IPv4 networks)") from None
 CELERY_BEAT_SCHEDULE["hosts-heartbeat"] = {
     "task": "hosts.heartbeat",
     "schedule": PAAS_HEARTBEAT_SECONDS,

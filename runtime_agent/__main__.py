@@ -16,6 +16,7 @@ agent cannot start (unsafe runc, network setup, port in use...).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -94,12 +95,30 @@ async def serve(config: AgentConfig) -> int:
         await server.start()
         log.info("agent ready (pid %d, root %s, certificate fingerprint %s)",
                  os.getpid(), config.root, certificate_fingerprint(cert))  # fmt: skip
+        _log_router_sources(config)
         await stop.wait()
     finally:
         await server.stop()
         await manager.shutdown()
     log.info("agent stopped; containers left running")
     return EXIT_OK
+
+
+def _log_router_sources(config: AgentConfig) -> None:
+    """Say who this host's route ports answer, and warn when it is no one
+    on a host the router reaches over the network."""
+    if config.router_sources:
+        log.info("route ports answer %s only", ", ".join(map(str, config.router_sources)))
+    elif not _is_loopback(config.listen_host):
+        log.warning("no router sources (PAAS_AGENT_ROUTER_SOURCES, or join the host): "
+                    "route ports will answer no one from outside")  # fmt: skip
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:

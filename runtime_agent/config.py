@@ -73,6 +73,8 @@ class AgentConfig:
     build_subnet: IPv4Network = policy.DEFAULT_BUILD_SUBNET
     blocked_networks: tuple[IPv4Network, ...] = policy.DEFAULT_BLOCKED
     allowed_networks: tuple[IPv4Network, ...] = ()
+    # Who may reach this host's route ports from outside (net/ports.py).
+    router_sources: tuple[IPv4Network, ...] = ()
     # Caps on a layer being unpacked (images/layers.py), like the upload intake's.
     layer_max_bytes: int = 8 * 1024**3
     layer_max_entry_bytes: int = 4 * 1024**3
@@ -128,6 +130,7 @@ class AgentConfig:
             build_subnet=self.build_subnet,
             blocked=self.blocked_networks,
             allowed=self.allowed_networks,
+            router_sources=self.router_sources,
         )
 
     @classmethod
@@ -154,6 +157,7 @@ class AgentConfig:
             # aiohttp reads a drain deadline of 0 as "wait forever": keep it positive.
             drain_timeout_s=read.number("DRAIN_TIMEOUT_S", 10.0, minimum=0.1),
             **_isolation(read),
+            router_sources=router_sources(read, root),
             tls_cert=tls_cert,
             tls_key=tls_key,
         )
@@ -240,13 +244,38 @@ def _networks(
     read: Settings, name: str, default: tuple[IPv4Network, ...]
 ) -> tuple[IPv4Network, ...]:
     """A comma-separated list of IPv4 networks (``10.0.0.0/8,192.168.1.5/32``)."""
+    return _parse_networks(read.items(name, [str(n) for n in default]), PREFIX + name)
+
+
+def _parse_networks(items: list[str], where: str) -> tuple[IPv4Network, ...]:
     out = []
-    for item in read.items(name, [str(n) for n in default]):
+    for item in items:
         try:
             out.append(IPv4Network(item, strict=True))
         except ValueError as exc:
-            raise ConfigError(f"{PREFIX}{name}: {item!r} is not an IPv4 network: {exc}") from None
+            raise ConfigError(f"{where}: {item!r} is not an IPv4 network: {exc}") from None
     return tuple(out)
+
+
+ROUTER_SOURCES_FILE = "router_sources"  # in ROOT, written by runtime_agent.join
+
+
+def router_sources(read: Settings, root: Path) -> tuple[IPv4Network, ...]:
+    """The router's (and health check's) source addresses: ROUTER_SOURCES
+    (or ROUTER_SOURCES_FILE) if set, else what the control plane gave at
+    join (ROOT/router_sources), else none: route ports then answer no one
+    from outside (deny by default; net/ports.py)."""
+    if read.raw("ROUTER_SOURCES") is None:
+        path = root / ROUTER_SOURCES_FILE
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return ()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+        items = [i.strip() for i in text.replace("\n", ",").split(",") if i.strip()]
+        return _parse_networks(items, f"{path} (written by the join)")
+    return _networks(read, "ROUTER_SOURCES", ())
 
 
 def _backoff(read: Settings) -> dict[str, Any]:

@@ -10,7 +10,11 @@ again with a re-join token (``manage.py host_join_token --rejoin NAME``)
 replaces the pin after the certificate changed.
 
 The control plane answers with the agent's own credential, written to
-``$PAAS_AGENT_ROOT/token`` (mode 0600): start (or restart) the agent after.
+``$PAAS_AGENT_ROOT/token`` (mode 0600), and with the addresses its router
+and health check connect from, written to ``$PAAS_AGENT_ROOT/router_sources``:
+the only sources this host's route ports answer (unless
+``PAAS_AGENT_ROUTER_SOURCES`` says otherwise; see runtime_agent/net/ports.py).
+Start (or restart) the agent after.
 """
 
 from __future__ import annotations
@@ -21,13 +25,18 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
 
 from runtime_agent.api.tls import certificate_fingerprint, certificate_paths
-from runtime_agent.config import PREFIX, ConfigError, tls_settings
+from runtime_agent.config import PREFIX, ROUTER_SOURCES_FILE, ConfigError, tls_settings
 from runtime_agent.host.settings import Settings
 
 
-def join(control_plane: str, join_token: str, name: str, agent_url: str, fingerprint: str) -> str:
+def join(
+    control_plane: str, join_token: str, name: str, agent_url: str, fingerprint: str
+) -> dict[str, Any]:
     body = json.dumps(
         {"join_token": join_token, "name": name, "agent_url": agent_url,
          "tls_fingerprint": fingerprint}
@@ -40,7 +49,8 @@ def join(control_plane: str, join_token: str, name: str, agent_url: str, fingerp
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
-            return str(json.loads(resp.read())["credential"])
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
     except urllib.error.HTTPError as exc:
         message = json.loads(exc.read() or b"{}").get("message", exc.reason)
         raise SystemExit(f"the control plane refused the join: {message}") from None
@@ -58,13 +68,34 @@ def main(argv: list[str] | None = None) -> None:
         fingerprint = certificate_fingerprint(certificate_paths(root, cert, key)[0])
     except ConfigError as exc:
         raise SystemExit(f"error: {exc.message}") from None
-    credential = join(args.control_plane, args.join_token, args.name, args.agent_url, fingerprint)
+    answer = join(args.control_plane, args.join_token, args.name, args.agent_url, fingerprint)
+    sources = _router_sources(answer)
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / "token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(credential + "\n")
+    _write(root / "token", str(answer["credential"]))
+    if sources is not None:  # an older control plane says nothing: keep what is there
+        _write(root / ROUTER_SOURCES_FILE, ",".join(sources))
     print(f"joined as {args.name} (certificate {fingerprint}); credential written to "
-          f"{root / 'token'}", file=sys.stderr)  # fmt: skip
+          f"{root / 'token'}; route ports answer {', '.join(sources or []) or 'no one'}",
+          file=sys.stderr)  # fmt: skip
+
+
+def _router_sources(answer: dict[str, Any]) -> list[str] | None:
+    """The control plane's list, checked as the agent will read it."""
+    sources = answer.get("router_sources")
+    if sources is None:
+        return None
+    if not isinstance(sources, list):
+        raise SystemExit("error: the control plane's router_sources is not a list")
+    try:
+        return [str(IPv4Network(str(s), strict=True)) for s in sources]
+    except ValueError as exc:
+        raise SystemExit(f"error: the control plane's router_sources: {exc}") from None
+
+
+def _write(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ class PortBinding:
     host_port: int
     host_ip: str = "0.0.0.0"  # like docker -p: all addresses unless one is given
     protocol: str = "tcp"
+    # A route port (paas/hosts/upstreams.py): answered only for the agent's
+    # router sources (PAAS_AGENT_ROUTER_SOURCES) and the container's own
+    # app on the host (runtime_agent/net/ports.py); refused to anyone else.
+    router_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -283,6 +287,7 @@ def parse_ports(value: Any) -> list[PortBinding]:
                 container_port=_port(item.get("container_port"), where + "container_port"),
                 host_port=_port(item.get("host_port"), where + "host_port"),
                 host_ip=_host_ip(_optional(item, "host_ip", str, where, "0.0.0.0"), where),
+                router_only=_optional(item, "router_only", bool, where, False),
             )
         )
     return out

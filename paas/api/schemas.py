@@ -338,6 +338,9 @@ class HostJoinIn(Schema):
 class HostJoined(Schema):
     host: str
     credential: str
+    # Who the host's route ports answer (runtime_agent.join keeps it in
+    # the agent's ROOT/router_sources); empty for a host on this machine.
+    router_sources: list[str]
 
 
 # --- tokens -------------------------------------------------------------

@@ -88,6 +88,7 @@ def _published(instance: Instance) -> list[wire.PortBinding]:
                 container_port=instance.port,
                 host_port=instance.route_port,
                 host_ip=publish_ip(instance),
+                router_only=True,  # the agent answers only its router sources there
             )
         )
     return ports

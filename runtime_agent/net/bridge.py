@@ -130,6 +130,30 @@ def _binding_from_dict(data: dict[str, Any]) -> PortBinding:
     return PortBinding(**data)
 
 
+NO_ROUTER_SOURCES = (
+    "this host has no router sources, so its route ports answer no one: set "
+    "PAAS_AGENT_ROUTER_SOURCES (the router's addresses) or join the host again, "
+    "then restart the agent"
+)
+
+
+def _check_router_sources(policy: _policy.PolicySettings, wanted: list[PortBinding]) -> None:
+    """A route port that would answer no one is refused at once, rather than
+    leaving the deploy to wait out its health check."""
+    if not policy.router_sources and any(b.router_only for b in wanted):
+        raise Conflict(NO_ROUTER_SOURCES, field="ports")
+
+
+def _warn_without_router_sources(
+    policy: _policy.PolicySettings, published: dict[str, ports.Published]
+) -> None:
+    """On setup (agent start): route ports kept from before, now closed to all."""
+    if not policy.router_sources and any(
+        b.router_only for p in published.values() for b in p.bindings
+    ):
+        log.warning(NO_ROUTER_SOURCES)
+
+
 class _Background:
     """One call in its own thread; :meth:`wait` joins it and raises its error."""
 
@@ -195,6 +219,7 @@ class HostNetwork:
             _ipv6_off(self.bridge)
             self._table_ready = False  # repair: always the whole table here
             self._apply_rules(state)
+            _warn_without_router_sources(self.policy, _published(state))
 
     def teardown(self) -> None:
         """Remove everything this agent made: rules, veths, netns, bridge, state."""
@@ -298,6 +323,7 @@ class HostNetwork:
         False when nothing changed (idempotent, and no nft run for a container
         without ports)."""
         current = _published(state)
+        _check_router_sources(self.policy, wanted)
         ports.check_conflicts(cid, wanted, current, _group_mates(state, cid))
         held = {b for pub in current.values() for b in pub.bindings}
         for b in wanted:
@@ -391,14 +417,13 @@ class HostNetwork:
         if self._table_ready:
             change = _policy.render_change(self.nft_table, join, leave)
             try:
-                ports.apply(ports.render_publish(self.nft_table, published) + change)
+                ports.apply(ports.render_publish(self.nft_table, published, self.bridge) + change)
                 return
             except CommandFailed:
                 log.warning("nft table %s was changed behind our back: rebuilding", self.nft_table)
         members = [_member(state, cid) for cid in sorted(state["attachments"])]
         filters = _policy.render_ip_chains(self.bridge, self.gateway, self.policy, members)
-        ports.apply(
-            ports.render(self.nft_table, self.bridge, self.subnet, published, filters)
-            + _policy.render_bridge_table(self.nft_table, members)
-        )
+        table = ports.render(self.nft_table, self.bridge, self.subnet, published, filters,
+                             self.policy.router_sources)  # fmt: skip
+        ports.apply(table + _policy.render_bridge_table(self.nft_table, members))
         self._table_ready = True

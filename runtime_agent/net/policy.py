@@ -21,6 +21,9 @@ Where each rule has to sit, because of how a packet travels:
   set of our ports and the drop; where br_netfilter is on, the IP forward
   chain below refuses the same packets first);
 - container to the host (any of its addresses) is the IP ``input`` hook;
+  so is anyone outside calling a route port without being the router (a
+  ``router_only`` port is DNATed only for the router's sources, see
+  net/ports.py): refused there;
 - container to anywhere else, and to a port published on a host address
   (DNAT sends it back out onto the bridge), is the IP ``forward`` hook.
 
@@ -78,6 +81,9 @@ class PolicySettings:
     build_subnet: IPv4Network | None = DEFAULT_BUILD_SUBNET
     blocked: tuple[IPv4Network, ...] = DEFAULT_BLOCKED
     allowed: tuple[IPv4Network, ...] = ()  # wins over blocked and build_subnet
+    # Who may reach route ports from outside (the router, the health check):
+    # net/ports.py; empty: no one.
+    router_sources: tuple[IPv4Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,7 +205,11 @@ def render_ip_chains(
             _chain("refuse", [REFUSE]),
             _chain(
                 "filter_input",
-                [f'iifname "{bridge}" jump container_to_host'],
+                [
+                    f'iifname "{bridge}" jump container_to_host',
+                    # A route port not DNATed (net/ports.py): not the router.
+                    "ct state new meta l4proto . th dport @router_only goto refuse",
+                ],
                 "type filter hook input priority filter; policy accept;",
             ),
             _chain("container_to_host", [*_host_rules(gateway, settings), "goto refuse"]),

@@ -30,6 +30,18 @@ transaction. Every publish rule carries the container id as its comment, so
 what belongs to whom is visible in ``nft list table`` and unpublishing a
 container drops exactly its rules. Existing connections are unaffected by a
 replacement: their NAT bindings live in conntrack, not in the rules.
+
+A route port (``PortBinding.router_only``: a web instance published on a
+host across the network for the router, paas/hosts/upstreams.py) is DNATed
+only for the router's source addresses (the ``router_sources`` set, from
+``PAAS_AGENT_ROUTER_SOURCES`` or the join) and for containers on this host's
+bridge (the policy then lets only the instance's own app through). Anyone
+else's connection is not DNATed: it reaches the host itself, where the
+policy's input chain refuses any new connection to a port in the
+``router_only`` set (net/policy.py), whether or not a host process listens
+there. An empty ``router_sources`` set answers no one from outside: deny by
+default. Filtering before the DNAT, rather than after it in the forward
+hook, keeps the refusal's reset coming from the address the client called.
 """
 
 from __future__ import annotations
@@ -39,7 +51,7 @@ import errno
 import socket
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 
 from runtime_agent.host import cmd
 from runtime_agent.host.errors import Conflict, InvalidRequest
@@ -47,6 +59,8 @@ from runtime_agent.wire import PortBinding
 
 PROTOCOLS = ("tcp", "udp")
 ANY = "0.0.0.0"
+ROUTER_SOURCES = "router_sources"  # who may reach route ports from outside
+ROUTER_ONLY = "router_only"  # the route ports (protocol . port), for the policy
 
 
 @dataclass(frozen=True)
@@ -131,31 +145,62 @@ def check_host_port_free(b: PortBinding) -> None:
                 raise
 
 
-def _publish_rule(cid: str, address: str, b: PortBinding) -> str:
+def _publish_rule(cid: str, address: str, b: PortBinding, bridge: str) -> list[str]:
     match = "" if b.host_ip == ANY else f"ip daddr {b.host_ip} "
-    return (
+    rule = (
         f"{match}{b.protocol} dport {b.host_port} "
         f'dnat to {address}:{b.container_port} comment "{cid}"'
     )
+    if not b.router_only:
+        return [rule]
+    # Containers here (the policy's same-app check decides) and the router.
+    return [f'iifname "{bridge}" {rule}', f"ip saddr @{ROUTER_SOURCES} {rule}"]
 
 
-def _publish_rules(published: Mapping[str, Published]) -> list[str]:
+def _publish_rules(published: Mapping[str, Published], bridge: str) -> list[str]:
     # The earliest holder's rule first: a DNAT ends the chain, so it wins a
     # shared port (see check_conflicts).
     order = sorted(published, key=lambda cid: (published[cid].since, cid))
     return [
-        _publish_rule(cid, published[cid].address, b)
+        rule
         for cid in order
         for b in published[cid].bindings
+        for rule in _publish_rule(cid, published[cid].address, b, bridge)
     ]
 
 
-def render_publish(table: str, published: Mapping[str, Published]) -> str:
-    """Only the publish chain, refilled in one transaction: replacing the
-    whole table re-registers its hooks, about 10 ms more per container start."""
-    lines = [f"flush chain ip {table} publish"]
-    lines += [f"add rule ip {table} publish {r}" for r in _publish_rules(published)]
+def _router_only(published: Mapping[str, Published]) -> list[str]:
+    """The ``router_only`` set's elements: every route port's protocol and port."""
+    ports = {
+        (b.protocol, b.host_port) for p in published.values() for b in p.bindings if b.router_only
+    }
+    return [f"{proto} . {port}" for proto, port in sorted(ports)]
+
+
+def _elements(items: Iterable[object]) -> str:
+    listed = ", ".join(str(i) for i in items)
+    return f"\t\telements = {{ {listed} }}\n" if listed else ""
+
+
+def render_publish(table: str, published: Mapping[str, Published], bridge: str) -> str:
+    """Only the publish chain and the route ports, refilled in one
+    transaction: replacing the whole table re-registers its hooks, about
+    10 ms more per container start."""
+    lines = [f"flush chain ip {table} publish", f"flush set ip {table} {ROUTER_ONLY}"]
+    lines += [f"add rule ip {table} publish {r}" for r in _publish_rules(published, bridge)]
+    if route_ports := _router_only(published):
+        lines.append(f"add element ip {table} {ROUTER_ONLY} {{ {', '.join(route_ports)} }}")
     return "\n".join(lines) + "\n"
+
+
+def router_sources_set(sources: Iterable[IPv4Network]) -> str:
+    """The ``router_sources`` set's declaration. Overlapping networks are
+    merged first: nft refuses overlapping intervals."""
+    merged = collapse_addresses(sources)
+    return (
+        f"\tset {ROUTER_SOURCES} {{\n\t\ttype ipv4_addr\n\t\tflags interval\n"
+        f"{_elements(merged)}\t}}\n"
+    )
 
 
 def render(
@@ -164,13 +209,17 @@ def render(
     subnet: IPv4Network,
     published: Mapping[str, Published],
     filters: str = "",
+    router_sources: Iterable[IPv4Network] = (),
 ) -> str:
     """The complete ruleset for one agent's table, as ``nft -f`` input;
     ``filters`` are more chains for it (net/policy.py's)."""
-    body = "\n".join(f"\t\t{r}" for r in _publish_rules(published))
+    body = "\n".join(f"\t\t{r}" for r in _publish_rules(published, bridge))
     return f"""table ip {table} {{}}
 delete table ip {table}
 table ip {table} {{
+{router_sources_set(router_sources)}\tset {ROUTER_ONLY} {{
+\t\ttype inet_proto . inet_service
+{_elements(_router_only(published))}\t}}
 \tchain publish {{
 {body}
 \t}}

@@ -39,7 +39,7 @@ def test_the_network_refuses_it_too(host_ip: str) -> None:
 def test_a_valid_address_is_kept_in_its_canonical_form() -> None:
     [binding] = ports.validate([PortBinding(80, 8080, host_ip="127.0.0.1")])
     assert binding.host_ip == "127.0.0.1"
-    rules = ports.render_publish("t", {"c": ports.Published("10.0.0.2", (binding,))})
-    assert rules.splitlines()[1] == (
+    rules = ports.render_publish("t", {"c": ports.Published("10.0.0.2", (binding,))}, "br")
+    assert rules.splitlines()[2] == (
         'add rule ip t publish ip daddr 127.0.0.1 tcp dport 8080 dnat to 10.0.0.2:80 comment "c"'
     )

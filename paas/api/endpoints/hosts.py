@@ -23,6 +23,7 @@ from paas.api.schemas import (
     PathName,
 )
 from paas.hosts.models import Host, HostState
+from paas.hosts.route_sources import route_sources
 from paas.hosts.selectors import host_for_admin, hosts_for_admin
 from paas.hosts.services import host_join, host_set_state, join_token_create
 
@@ -64,14 +65,17 @@ def join_token_new(request: HttpRequest, body: JoinTokenIn) -> Status[dict[str, 
 
 @router.post("/hosts/join", auth=None, response=answers(201, HostJoined))
 def host_join_view(request: HttpRequest, body: HostJoinIn) -> Status[dict[str, Any]]:
-    """An agent's host joins with a one-time join token and gets its credential."""
+    """An agent's host joins with a one-time join token and gets its
+    credential and who its route ports answer."""
+    # First: a host the router has no route to is refused before the token is spent.
+    sources = route_sources(agent_url=body.agent_url)
     host, credential = host_join(
         raw_token=body.join_token,
         name=body.name,
         agent_url=body.agent_url,
         tls_fingerprint=body.tls_fingerprint,
     )
-    return Status(201, {"host": host.name, "credential": credential})
+    return Status(201, {"host": host.name, "credential": credential, "router_sources": sources})
 
 
 @router.get("/hosts/{host}", response=answers(200, HostOut))
