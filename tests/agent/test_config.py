@@ -96,6 +96,9 @@ def test_it_sends_registry_credentials_only_to_its_registry(tmp_path):
         ("USERNS_DEFAULT_ID", "65536", "PAAS_AGENT_USERNS_DEFAULT_ID"),
         ("ALLOWED_NETWORKS", "10.0.0.1/8", "PAAS_AGENT_ALLOWED_NETWORKS"),
         ("ROUTER_PORTS", "80,http", "PAAS_AGENT_ROUTER_PORTS"),
+        ("ROUTER_SOURCES", "10.0.0.5/24", "PAAS_AGENT_ROUTER_SOURCES"),
+        ("ROUTER_SOURCES", "10.0.0.5,router", "PAAS_AGENT_ROUTER_SOURCES"),
+        ("ROUTER_SOURCES", "fd00::1", "PAAS_AGENT_ROUTER_SOURCES"),
         ("DEFAULT_WRITABLE_BYTES", "1000", "PAAS_AGENT_DEFAULT_WRITABLE_BYTES"),
         ("REGISTRY_CA", "/nonexistent/ca.pem", "PAAS_AGENT_REGISTRY_CA"),
     ],
@@ -155,3 +158,22 @@ def test_it_refuses_registry_credentials_without_their_registry(tmp_path):
     values = env(tmp_path, REGISTRY_USER="bob", REGISTRY_PASSWORD="pw")
     with pytest.raises(ConfigError, match="PAAS_AGENT_REGISTRY "):
         AgentConfig.from_env(values)
+
+
+def test_route_ports_answer_no_one_until_router_sources_are_given(tmp_path):
+    assert AgentConfig.from_env(env(tmp_path)).policy_settings().router_sources == ()
+
+
+def test_router_sources_come_from_the_join_unless_the_setting_says_otherwise(tmp_path):
+    (tmp_path / "router_sources").write_text("10.1.0.1/32,10.2.0.0/24\n")
+    joined = AgentConfig.from_env(env(tmp_path))
+    assert joined.router_sources == (IPv4Network("10.1.0.1/32"), IPv4Network("10.2.0.0/24"))
+    assert joined.policy_settings().router_sources == joined.router_sources
+    overridden = AgentConfig.from_env(env(tmp_path, ROUTER_SOURCES="192.0.2.7"))
+    assert overridden.router_sources == (IPv4Network("192.0.2.7/32"),)
+
+
+def test_a_bad_router_sources_file_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "router_sources").write_text("10.1.0.1\nrouter.example\n")
+    with pytest.raises(ConfigError, match="router_sources .*'router.example'"):
+        AgentConfig.from_env(env(tmp_path))

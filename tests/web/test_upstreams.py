@@ -90,11 +90,12 @@ def test_a_web_instance_across_the_network_is_published_on_its_hosts_address(
     first.address = "10.88.0.5"
     assert instance_upstream(first) == ("10.0.0.2", 31000)
     assert instance_request(first).ports == [
-        PortBinding(container_port=8080, host_port=31000, host_ip="10.0.0.2")
+        # The router's way in: the agent answers it for its router sources only.
+        PortBinding(container_port=8080, host_port=31000, host_ip="10.0.0.2", router_only=True)
     ]
     assert instance_request(second).ports == [
         PortBinding(container_port=9000, host_port=settings.PAAS_TCP_PORTS_FIRST),
-        PortBinding(container_port=8080, host_port=31001, host_ip="10.0.0.2"),
+        PortBinding(container_port=8080, host_port=31001, host_ip="10.0.0.2", router_only=True),
     ]
 
 

@@ -1,0 +1,88 @@
+"""Who a host's route ports answer comes with the join (paas/hosts/
+route_sources.py): the address this machine reaches the host from, or
+PAAS_ROUTER_SOURCES; ``python -m runtime_agent.join`` keeps it in the
+agent's root, where the agent reads it at start."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from runtime_agent.config import AgentConfig
+from tests.support.agent_harness import REPO
+from tests.support.netns_hosts import Lan, lan
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PIN = ":".join(["AB"] * 32)
+
+
+@pytest.fixture
+def network() -> Iterator[Lan]:
+    with lan() as net:
+        yield net
+
+
+def _token() -> str:
+    out = io.StringIO()
+    call_command("host_join_token", "--note", "test", stdout=out)
+    return out.getvalue().strip()
+
+
+def _join(client: Any, url: str, name: str = "host-1") -> Any:
+    body = {"join_token": _token(), "name": name, "agent_url": url, "tls_fingerprint": PIN}
+    return client.post("/api/v1/hosts/join", body, content_type="application/json")
+
+
+def test_a_host_across_the_network_is_told_the_address_the_router_comes_from(
+    client: Any, network: Lan
+) -> None:
+    host = network.add_host()
+    joined = _join(client, f"https://{host.address}:7070")
+    assert joined.status_code == 201, joined.content
+    # The router and the health check reach the host's LAN from this address.
+    assert joined.json()["router_sources"] == [f"{network.gateway}/32"]
+
+
+def test_the_setting_names_the_router_sources_instead(client: Any, settings: Any) -> None:
+    settings.PAAS_ROUTER_SOURCES = ["192.0.2.0/28", "198.51.100.7/32"]
+    joined = _join(client, "https://10.0.0.9:7070")
+    assert joined.json()["router_sources"] == ["192.0.2.0/28", "198.51.100.7/32"]
+
+
+def test_a_host_on_this_machine_needs_none(client: Any, settings: Any) -> None:
+    settings.PAAS_ROUTER_SOURCES = ["192.0.2.0/28"]
+    assert _join(client, "https://127.0.0.1:7070").json()["router_sources"] == []
+
+
+def _run_join(live_server: Any, root: Path, name: str, url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAAS_AGENT_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime_agent.join", "--control-plane", live_server.url,
+         "--join-token", _token(), "--name", name, "--agent-url", url],
+        env={**env, "PAAS_AGENT_ROOT": str(root), "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_join_command_leaves_them_where_the_agent_reads_them(
+    live_server: Any, tmp_path: Path, settings: Any
+) -> None:
+    settings.PAAS_ROUTER_SOURCES = ["192.0.2.0/28", "198.51.100.7/32"]
+    root = tmp_path / "agent-root"
+    _run_join(live_server, root, "host-9", "https://10.0.0.9:7070")
+    config = AgentConfig.from_env({"PAAS_AGENT_ROOT": str(root)}, generate_token=False)
+    assert config.router_sources == (IPv4Network("192.0.2.0/28"), IPv4Network("198.51.100.7/32"))
+    # Joined again as a host on this machine: nothing from outside any more.
+    _run_join(live_server, root, "host-10", "https://127.0.0.1:7071")
+    config = AgentConfig.from_env({"PAAS_AGENT_ROOT": str(root)}, generate_token=False)
+    assert config.router_sources == ()
