@@ -20,9 +20,12 @@ apps' containers on that host, and containers on other hosts cannot reach
 the host's private address at all (private networks are blocked for
 containers). Nothing else changes on the host: no routes, no subnet plan,
 and it works the same on separate machines and on test hosts made as
-network namespaces. What is left to the operator is the hosts' own
-firewall: the route ports (``PAAS_ROUTE_PORTS_FIRST``..``LAST``) must be
-open to the router's machine, and should be to nothing else.
+network namespaces. The route port is ``router_only``: the agent answers
+it for its router sources alone and refuses anyone else, deny by default
+(net/ports.py); the join gives the host those sources
+(paas/hosts/route_sources.py). A firewall in front of the hosts must let
+the router's machine through to the route ports
+(``PAAS_ROUTE_PORTS_FIRST``..``LAST``).
 
 So a host across the network joins with its IPv4 address in its agent URL
 (checked at join: nginx takes IP literals only, and the agent's DNAT is IPv4).

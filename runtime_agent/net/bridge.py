@@ -323,9 +323,10 @@ class HostNetwork:
         False when nothing changed (idempotent, and no nft run for a container
         without ports)."""
         current = _published(state)
-        _check_router_sources(self.policy, wanted)
         ports.check_conflicts(cid, wanted, current, _group_mates(state, cid))
         held = {b for pub in current.values() for b in pub.bindings}
+        # New ones only: a container restarting keeps what it holds.
+        _check_router_sources(self.policy, [b for b in wanted if b not in held])
         for b in wanted:
             if b not in held:  # a port our DNAT holds has no host listener to find
                 ports.check_host_port_free(b)

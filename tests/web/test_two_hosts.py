@@ -181,16 +181,32 @@ def _connects(agent: AgentProcess, container: str, address: str, port: int) -> b
     return bool(code == 0)
 
 
-def _still_denied_by_default(agents: dict[str, AgentProcess]) -> None:
+def _still_denied_by_default(network: Lan, agents: dict[str, AgentProcess]) -> None:
     """Route ports open a way in for the router, not for tenants: a
     container reaches its own app's route port (the probe works), but not
-    the other host's address nor its own host's other services (the agent)."""
+    the other host's address nor its own host's other services (the agent).
+    Nor does another machine on the LAN: the hosts answer their route
+    ports for the router's address only (given at the join)."""
     one, two = Instance.objects.select_related("host").order_by("index")
     here, there = agents[one.host.name], agents[two.host.name]
     assert one.route_port is not None and two.route_port is not None
     assert _connects(here, one.container_name, here.listen_host, one.route_port)
     assert not _connects(here, one.container_name, there.listen_host, two.route_port)
     assert not _connects(here, one.container_name, here.listen_host, here.port)
+    for agent in agents.values():
+        assert (agent.root / "router_sources").read_text().split() == [f"{network.gateway}/32"]
+    stranger = network.add_host()  # a machine on the LAN with no business there
+    for address, route_port in ((here.listen_host, one.route_port),
+                                (there.listen_host, two.route_port)):  # fmt: skip
+        assert "Connection refused" in _from_netns(stranger.netns, address, route_port)
+
+
+def _from_netns(netns: str, address: str, port: int) -> str:
+    """What a TCP client in ``netns`` gets from address:port ("answered",
+    or the error)."""
+    done = run(["ip", "netns", "exec", netns, sys.executable, "-c", PROBE, address, str(port)],
+               check=False, timeout=30)  # fmt: skip
+    return "answered" if done.returncode == 0 else done.stderr.decode()
 
 
 def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
@@ -210,7 +226,7 @@ def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
                     "both instances through the router")  # fmt: skip
     assert seen
     assert container_names(agents["b"]) == ["hello.v1.web.2"]
-    _still_denied_by_default(agents)
+    _still_denied_by_default(network, agents)
 
     with background_load(port, HOST, duration_s=900) as load:
         bodies = load.bodies
