@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,9 +151,11 @@ def _table(agent: AgentUnderTest) -> dict[str, list[dict[str, object]]]:
     return out
 
 
-def _sources(agent: AgentUnderTest) -> list[object]:
+def _sources(agent: AgentUnderTest) -> list[str]:
+    """The router_sources set's elements as nft holds them (``a.b.c.d`` or ``a.b.c.d/n``)."""
     [found] = [s for s in _table(agent)["set"] if s["name"] == "router_sources"]
-    return list(found.get("elem", []))  # type: ignore[call-overload]
+    elements: list[Any] = found.get("elem", [])  # type: ignore[assignment]
+    return [e if isinstance(e, str) else "{addr}/{len}".format(**e["prefix"]) for e in elements]
 
 
 def _publish_rules(agent: AgentUnderTest, cid: str) -> int:
@@ -199,5 +202,18 @@ async def test_without_router_sources_a_route_port_is_refused_at_once(
         manager = await (await a.setup()).manager()
         with pytest.raises(Conflict, match="PAAS_AGENT_ROUTER_SOURCES"):
             await web_instance(manager, machines.router.via)
+    finally:
+        await a.cleanup()
+
+
+async def test_overlapping_router_sources_are_merged_for_nft(
+    tmp_agent_root: Path, tmp_path: Path
+) -> None:
+    """nft refuses overlapping intervals in a set; the agent merges them."""
+    sources = (IPv4Network("192.0.2.0/24"), IPv4Network("192.0.2.7/32"), IPv4Network("10.9.0.1/32"))
+    a = AgentUnderTest(tmp_agent_root, LocalImages(tmp_path / "images"), router_sources=sources)
+    try:
+        await a.setup()
+        assert sorted(_sources(a)) == ["10.9.0.1", "192.0.2.0/24"]
     finally:
         await a.cleanup()
