@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from django.core.management import call_command
 
 from runtime_agent.config import AgentConfig
+from runtime_agent.host.cmd import run
 from tests.support.agent_harness import REPO
 from tests.support.netns_hosts import Lan, lan
 
@@ -86,3 +88,30 @@ def test_the_join_command_leaves_them_where_the_agent_reads_them(
     _run_join(live_server, root, "host-10", "https://127.0.0.1:7071")
     config = AgentConfig.from_env({"PAAS_AGENT_ROOT": str(root)}, generate_token=False)
     assert config.router_sources == ()
+
+
+NO_ROUTE = """
+import django
+django.setup()
+from ipaddress import IPv4Address
+from paas.core.errors import ValidationFailed
+from paas.hosts.route_sources import source_towards
+try:
+    source_towards(IPv4Address("192.0.2.10"))
+except ValidationFailed as exc:
+    print(exc.message)
+"""
+
+
+def test_a_host_this_machine_has_no_route_to_is_refused_with_the_reason() -> None:
+    """Seen from a machine with no route (a namespace with loopback only)."""
+    ns = f"rs{secrets.token_hex(3)}"
+    run(["ip", "netns", "add", ns])
+    try:
+        done = run(["ip", "netns", "exec", ns, sys.executable, "-c", NO_ROUTE],
+                   env={**os.environ, "PYTHONPATH": str(REPO),
+                        "DJANGO_SETTINGS_MODULE": "paas.settings"}, timeout=60)  # fmt: skip
+    finally:
+        run(["ip", "netns", "del", ns])
+    said = done.stdout.decode()
+    assert "no route to 192.0.2.10" in said and "PAAS_ROUTER_SOURCES" in said, said
