@@ -6,6 +6,8 @@ from typing import Any
 
 from celery import Celery, signals
 
+from paas.core import thread_time_limits
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paas.settings")
 
 app = Celery("paas")
@@ -22,3 +24,7 @@ def freeze_before_fork(**_: Any) -> None:
     modules) are never scanned again, so their pages stay shared."""
     gc.collect()
     gc.freeze()
+
+
+# The worker runs tasks on threads (Procfile): keep their time limits there.
+thread_time_limits.install()
