@@ -27,9 +27,8 @@ from paas.applications.models import App
 from paas.applications.selectors import app_for_user
 from paas.builds.archive import ArchiveLimits, UnsafeArchive, detect_format, extract_archive
 from paas.builds.buildvars import build_args_of, build_secret_values
-from paas.builds.engine import BuildCancelled, BuildFailed, reap_stale_builds
 from paas.builds.engine.diskspace import DISK_ERRNOS, out_of_space
-from paas.builds.engine_adapter import build_app_image, build_tenant, engine_config
+from paas.builds.engine.errors import BuildCancelled, BuildFailed
 from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.builds.selectors import images_in_use
 from paas.core.errors import PaasError, ValidationFailed
@@ -338,6 +337,11 @@ def builds_fail_abandoned() -> int:
 def builds_reap_leftovers() -> list[str]:
     """Remove the containers, mounts and scratch dirs of builds whose worker
     died mid-step on this host (live builds hold a lock and are left alone)."""
+    # The engine (pyroute2, the registry client) is the worker's alone: the
+    # web imports this module and must not load it (issue 13's footprint).
+    from paas.builds.engine import reap_stale_builds
+    from paas.builds.engine_adapter import engine_config
+
     return reap_stale_builds(engine_config())
 
 
@@ -448,6 +452,8 @@ def _build_image(
     build: Build, source: Path, out: BuildLogWriter, cancel: threading.Event
 ) -> dict[str, Any]:
     """Build and push the image; the fields to record on the Build."""
+    from paas.builds.engine_adapter import build_app_image, build_tenant  # the worker's: see above
+
     version = _take_version(str(build.pk))
     result = build_app_image(
         app=build.app.name,

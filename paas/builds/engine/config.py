@@ -8,8 +8,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runtime_agent.images.registry import RegistryClient
+if TYPE_CHECKING:  # the client (requests, python-dxf) is imported on first use
+    from runtime_agent.images.registry import RegistryClient
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class RegistrySettings:
     token_source: Callable[[str], str] | None = None
 
     def client(self) -> RegistryClient:
+        from runtime_agent.images.registry import RegistryClient
+
         return RegistryClient(
             self.host,
             username=self.username,
