@@ -34,24 +34,25 @@ def _send(redis_url: str, marker: Path, *, ignore_soft: bool) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
 
 
+def _wait_soft_limit(marker: Path, log: Path, failures: int) -> None:
+    def stopped() -> bool:
+        return marker.exists() and marker.read_text() == "soft limit"
+
+    def logged() -> bool:
+        return log.read_text().count("SoftTimeLimitExceeded") >= failures
+
+    wait_until(stopped, timeout_s=60, what=f"{marker.name} stopped by its soft limit")
+    wait_until(logged, timeout_s=30, what=f"{marker.name}'s failure in the worker's log")
+
+
 def test_past_the_soft_limit_the_task_fails_and_the_worker_goes_on(tmp_path):
     with run_redis(tmp_path / "redis") as redis_url:
         log = tmp_path / "worker.log"
         worker = _worker(redis_url, log)
         try:
             for n in (1, 2):  # the second: the thread that ran the first is fine
-                marker = tmp_path / f"task-{n}"
-                _send(redis_url, marker, ignore_soft=False)
-                wait_until(
-                    lambda m=marker: m.exists() and m.read_text() == "soft limit",
-                    timeout_s=60,
-                    what=f"task {n} stopped by its soft limit",
-                )
-                wait_until(
-                    lambda n=n: log.read_text().count("SoftTimeLimitExceeded") >= n,
-                    timeout_s=30,
-                    what=f"task {n}'s failure in the worker's log",
-                )
+                _send(redis_url, tmp_path / f"task-{n}", ignore_soft=False)
+                _wait_soft_limit(tmp_path / f"task-{n}", log, n)
             assert worker.poll() is None, log.read_text()
         finally:
             stop_process(worker)

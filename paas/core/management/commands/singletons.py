@@ -59,6 +59,33 @@ class BeatThread(threading.Thread):
         self.join(BEAT_STOP_WAIT_S)
 
 
+async def run_singletons(schedule: Path, stop: asyncio.Event, out: Any) -> bool:
+    """Beat (a thread) and the log follower (this loop) until ``stop`` is set
+    or one of them ends on its own. True when stopped by ``stop`` with both
+    well; beat's schedule is saved either way. Also run by ``manage.py web
+    --singletons`` on a thread of its own, beside the web's loop."""
+    loop = asyncio.get_running_loop()
+    asked = asyncio.Event()
+
+    async def stopped_by_caller() -> None:
+        await stop.wait()
+        asked.set()
+
+    # The follower stops on ``ended``: set by the caller or by beat's end.
+    ended = asyncio.Event()
+    relay = asyncio.ensure_future(stopped_by_caller())
+    relay.add_done_callback(lambda _: ended.set())
+    beat_thread = BeatThread(schedule, lambda: loop.call_soon_threadsafe(ended.set))
+    beat_thread.start()
+    try:
+        await follow_logs(ended, out)
+    finally:
+        ended.set()
+        relay.cancel()
+        await asyncio.to_thread(beat_thread.stop)
+    return asked.is_set() and not beat_thread.failed
+
+
 class Command(BaseCommand):
     help = "Run Celery beat and the log follower (one of each per control plane)."
     # scripts/up ran Django's checks (migrate) just before; here they would
@@ -75,21 +102,7 @@ class Command(BaseCommand):
     async def _run(self, schedule: Path) -> bool:
         """True when stopped by a signal; False when one part stopped by itself."""
         stop = asyncio.Event()
-        asked = False
-
-        def on_signal() -> None:
-            nonlocal asked
-            asked = True
-            stop.set()
-
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-        beat_thread = BeatThread(schedule, lambda: loop.call_soon_threadsafe(stop.set))
-        beat_thread.start()
-        try:
-            await follow_logs(stop, self.stdout)
-        finally:
-            stop.set()
-            await asyncio.to_thread(beat_thread.stop)
-        return asked and not beat_thread.failed
+            loop.add_signal_handler(sig, stop.set)
+        return await run_singletons(schedule, stop, self.stdout)
