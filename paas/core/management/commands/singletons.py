@@ -7,9 +7,10 @@ the service user, and each alone was a whole Django process (beat ~92 MiB
 PSS idle, the follower ~87 MiB: issue 13's footprint). Beat here sends its
 tasks by name without importing them (the worker runs them), so it adds a
 few MiB to the follower. If either stops, the other is stopped and the
-command exits non-zero, so scripts/up stops the platform as it would for any
-process that dies. SIGTERM or Ctrl-C stops both; beat saves its schedule.
-(``celery -A paas beat`` and ``manage.py logs_follow`` still run them apart.)
+command exits non-zero (a supervisor then sees it die). SIGTERM or Ctrl-C
+stops both; beat saves its schedule. scripts/up runs ``run_singletons``
+inside the web's process instead (paas/web.py: one Django process fewer);
+``celery -A paas beat`` and ``manage.py logs_follow`` still run them apart.
 """
 
 from __future__ import annotations
