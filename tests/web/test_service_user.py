@@ -56,10 +56,10 @@ def test_scripts_up_runs_only_the_worker_the_agent_and_nginxs_master_as_root():
     # The router's nginx master binds the public ports and reads the TLS
     # keys; its workers, which talk to clients, run as nobody (router/render.py).
     assert as_root == {"worker", "agent", "router"}
-    # Beat and the log follower share the service user's `singletons` process.
-    assert {"web", "singletons", "registry", "redis"} <= processes.keys()
-    assert processes["web"][1].endswith("daphne")
-    assert processes["singletons"][1:4] == [".venv/bin/python", "manage.py", "singletons"]
+    # Beat and the log follower run in the service user's web process.
+    assert {"web", "registry", "redis"} <= processes.keys()
+    assert processes["web"][1:4] == [".venv/bin/python", "-m", "paas.web"]
+    assert "--singletons" in processes["web"]
 
 
 def test_scripts_up_is_in_production_mode_unless_given_dev():
