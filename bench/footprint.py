@@ -15,8 +15,8 @@ nothing else on the host), the stack cache of the tests
 debootstrap) and a random admin password. It waits until the platform is
 ready (``GET /login/`` answers 200, the agent answers ``GET /v1/info`` with
 its token, the router accepts connections), then lets it idle ``--settle``
-seconds (beat's periodic tasks run meanwhile, so the worker's children have
-run tasks, as they have on any live platform), and sums the PSS
+seconds (beat's periodic tasks run meanwhile, so the worker has run tasks,
+as it has on any live platform), and sums the PSS
 (``Pss:`` of /proc/<pid>/smaps_rollup) of every process descending from the
 ``scripts/up`` it started (nginx included), by kind: PSS splits each shared
 page among the processes that map it, so the sum counts a page once however
