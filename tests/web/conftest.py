@@ -106,11 +106,13 @@ class Workers:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, pool: tuple[str, ...] = ("--pool", "solo")) -> subprocess.Popen[bytes]:
+        """A worker; ``pool`` as scripts/up's Procfile gives it, e.g.
+        ``("--pool", "threads", "--concurrency", "2")``, else one task at a time."""
         log_path = self.tmp_path / f"worker-{len(self.procs)}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "paas", "worker", "--pool", "solo",
+                [sys.executable, "-m", "celery", "-A", "paas", "worker", *pool,
                  "--loglevel", "INFO", "--without-heartbeat", "--without-gossip",
                  "--without-mingle"],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
