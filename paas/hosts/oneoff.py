@@ -75,7 +75,7 @@ def run_to_end(request: wire.CreateContainer, release: Release, timeout_s: float
     ``timeout_s``), and remove it. Raises a PaasError if no host can take it."""
     host = oneoff_host(release)
     client = host_client(host)
-    info = oneoff_start(client, host, request, release)
+    info = oneoff_start(client, request, oneoff_pull_auth(release, host))
     try:
         return oneoff_wait(client, info, timeout_s)
     finally:
@@ -91,12 +91,16 @@ def oneoff_host(release: Release) -> Host:
 
 
 def oneoff_start(
-    client: AgentClient, host: Host, request: wire.CreateContainer, release: Release
+    client: AgentClient, request: wire.CreateContainer, auth: wire.RegistryAuth | None
 ) -> wire.ContainerInfo:
-    """Create (and start) the one-off; the same request again answers the
-    container made the first time (the agent's create is idempotent by name)."""
-    auth = pull_auth(app=release.app, image=release.image, host=host)
+    """Create (and start) the one-off with ``auth`` (oneoff_pull_auth); the
+    same request again answers the container made the first time (the
+    agent's create is idempotent by name)."""
     return client.create(request, registry_auth=auth)
+
+
+def oneoff_pull_auth(release: Release, host: Host) -> wire.RegistryAuth | None:
+    return pull_auth(app=release.app, image=release.image, host=host)
 
 
 def oneoff_wait(client: AgentClient, info: wire.ContainerInfo, timeout_s: float) -> Ended:

@@ -37,6 +37,7 @@ from paas.hosts.models import Host
 from paas.hosts.oneoff import (
     Ended,
     oneoff_host,
+    oneoff_pull_auth,
     oneoff_remove,
     oneoff_request,
     oneoff_start,
@@ -65,8 +66,11 @@ def release_phase_run(release: Release) -> None:
     request = oneoff_request(release, name, command, RELEASE_PHASE)
     if _state(release) == ReleaseCommandState.NOT_RUN:
         host = oneoff_host(release)
+        # Minted before the claim: between the claim and the container's
+        # creation nothing may fail but the worker itself.
+        auth = oneoff_pull_auth(release, host)
         if _claim(release, host):
-            _run(release, command, host, request)
+            _run(release, command, host, request, auth)
             return
     _resume(release, command, name)
 
@@ -84,9 +88,15 @@ def _claim(release: Release, host: Host) -> bool:
     )
 
 
-def _run(release: Release, command: str, host: Host, request: wire.CreateContainer) -> None:
+def _run(
+    release: Release,
+    command: str,
+    host: Host,
+    request: wire.CreateContainer,
+    auth: wire.RegistryAuth | None,
+) -> None:
     client = host_client(host)
-    info = oneoff_start(client, host, request, release)
+    info = oneoff_start(client, request, auth)
     failpoint("release.running")  # the command under way, nothing recorded of its end
     _finish(release, command, client, oneoff_wait(client, info, _timeout()))
 
