@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,8 @@ from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter
 from tests.web.deploy_support import (
-    add_host,
     container_names,
     get,
-    use_registry_settings,
     wait_for,
 )
 from tests.web.fault_support import FAST_SWEEPS, beat, forget_messages
@@ -57,18 +54,6 @@ RETRIED = re.compile(rb"Task deploy\.release\[[^]]+\] retry: Retry in")
 # v2's web process waits for the test's go-ahead (a file in its rootfs): the
 # worker polls it, writing what it sees, when the database goes away.
 GATED = "sh -c 'until [ -e /go ]; do sleep 0.1; done; exec httpd -f -p 8080 -h /www'"
-
-
-@pytest.fixture
-def platform(
-    agent: AgentProcess, router: TestRouter, settings: Any, build_env: dict[str, str]
-) -> Iterator[int]:
-    use_registry_settings(settings, build_env)
-    settings.PAAS_HEALTH_TIMEOUT_S = 30.0
-    add_host(agent)
-    yield router.http_port
-    for name in container_names(agent):
-        agent.request("DELETE", f"/v1/containers/{name}?force=1")
 
 
 class Cluster:

@@ -18,7 +18,6 @@ beat with short sweeps (paas/hosts/resume.py) take over:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +39,8 @@ from tests.support.images import BuiltImage, build_busybox_image
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter
 from tests.web.deploy_support import (
-    add_host,
     container_names,
     get,
-    use_registry_settings,
     wait_for,
 )
 from tests.web.fault_support import kill_at, stop_worker_at, take_over
@@ -63,19 +60,6 @@ def images(
         build_busybox_image(registry, workdir / "one", body="release one\n"),
         build_busybox_image(registry, workdir / "two", body="release two\n"),
     )
-
-
-@pytest.fixture
-def platform(
-    agent: AgentProcess, router: TestRouter, settings: Any, build_env: dict[str, str]
-) -> Iterator[int]:
-    use_registry_settings(settings, build_env)
-    settings.PAAS_HEALTH_TIMEOUT_S = 30.0
-    settings.PAAS_DRAIN_SECONDS = 0.5
-    add_host(agent)
-    yield router.http_port
-    for name in container_names(agent):
-        agent.request("DELETE", f"/v1/containers/{name}?force=1")
 
 
 def _serving_v1(user: Any, name: str, one: BuiltImage) -> App:
