@@ -15,10 +15,12 @@ A resumed deploy goes on from what the release says: a command that
 succeeded is not run again; one that failed fails the release (as it did,
 or would have); one still "running" was interrupted by the worker's death.
 Its container is looked for on the host it was made on: found (running or
-ended), it is the same run, waited for and its outcome taken; gone (the
-agent lost it), whether the command finished cannot be known, and running a
-migration twice is worse than asking, so the release fails and says to
-deploy again once its people have checked. The container is named after the
+ended), it is the same run, waited for (PAAS_RELEASE_TIMEOUT_S again, from
+the resume) and its outcome taken; gone (the agent lost it), whether the
+command finished cannot be known, and running a migration twice is worse
+than asking, so the release fails and says to deploy again once its people
+have checked. (A worker that died between the claim and the container's
+creation reads the same way: the conservative answer.) The container is named after the
 release like an instance and removed once its outcome is recorded.
 """
 
