@@ -100,7 +100,7 @@ def _run(
     client = host_client(host)
     info = oneoff_start(client, request, auth)
     failpoint("release.running")  # the command under way, nothing recorded of its end
-    _finish(release, command, client, oneoff_wait(client, info, _timeout()))
+    _finish(release, command, client, _wait(client, info))
 
 
 def _resume(release: Release, command: str, name: str) -> None:
@@ -129,7 +129,17 @@ def _resume(release: Release, command: str, name: str) -> None:
         _record(release, ReleaseCommandState.FAILED, reason)
         raise ReleasePhaseFailed(reason)
     log.info("release command of %s still there after its worker died: waiting for it", release)
-    _finish(release, command, client, oneoff_wait(client, info, _timeout()))
+    _finish(release, command, client, _wait(client, info))
+
+
+def _wait(client: AgentClient, info: wire.ContainerInfo) -> Ended:
+    try:
+        return oneoff_wait(client, info, _timeout())
+    except PaasError:
+        # The agent stopped answering mid-wait: the deploy fails, and no
+        # one-off of it may outlive that (removed if the agent can hear it).
+        oneoff_remove(client, info.name)
+        raise
 
 
 def _find(client: AgentClient | None, name: str) -> wire.ContainerInfo | None:
