@@ -373,6 +373,10 @@ PAAS_HEARTBEAT_SECONDS = env_float("PAAS_HEARTBEAT_SECONDS", 10.0, minimum=0.5)
 PAAS_RECONCILE_SECONDS = env_float("PAAS_RECONCILE_SECONDS", 30.0, minimum=1.0)
 PAAS_OBSERVE_SECONDS = env_float("PAAS_OBSERVE_SECONDS", 2.0, minimum=0.2)
 PAAS_DEPLOY_LOCK_LEASE_S = env_float("PAAS_DEPLOY_LOCK_LEASE_S", 20.0, minimum=1.0)
+# A deploy task that loses the database retries 1, 2, 4 ... 30 s later, this
+# many times (10: about three minutes); after that, the deploy sweep
+# (paas/hosts/resume.py) resumes the release once the database is back.
+PAAS_DEPLOY_DB_RETRIES = env_int("PAAS_DEPLOY_DB_RETRIES", 10, minimum=0)
 PAAS_JOIN_TOKEN_TTL_S = env_int("PAAS_JOIN_TOKEN_TTL_S", 3600, minimum=60)
 PAAS_INSTANCE_PORT = env_int("PAAS_INSTANCE_PORT", 8080, minimum=1)
 PAAS_TCP_PORTS_FIRST = env_int("PAAS_TCP_PORTS_FIRST", 20000, minimum=1024)

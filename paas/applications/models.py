@@ -74,6 +74,16 @@ class ReleaseState(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
+class ReleaseCommandState(models.TextChoices):
+    """Where a release's release command (the Procfile's ``release:``) is:
+    it runs at most once per release (paas/hosts/release_phase.py)."""
+
+    NOT_RUN = "", "Not run"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
 class ReleaseCause(models.TextChoices):
     BUILD = "build", "Build"
     CONFIG = "config", "Config change"
@@ -84,8 +94,8 @@ class ReleaseCause(models.TextChoices):
 class Release(models.Model):
     """What runs: an image (by digest), a snapshot of the config vars and the
     process types. The three never change once written; a config change or
-    a rollback makes a new release. Only ``state`` and ``error`` move, as
-    the release is rolled out."""
+    a rollback makes a new release. Only ``state``, ``error`` and the
+    release command's progress move, as the release is rolled out."""
 
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="releases")
     number = models.PositiveIntegerField(help_text="v1, v2, ... per app")
@@ -106,6 +116,16 @@ class Release(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     deployed_at = models.DateTimeField(null=True, blank=True)
+    # The release command's progress, moved by conditional updates only, and
+    # the host its container was made on: a deploy resumed after its worker
+    # died finds that container again rather than running the command twice.
+    release_command = models.CharField(
+        max_length=10, choices=ReleaseCommandState.choices, blank=True,
+        default=ReleaseCommandState.NOT_RUN,
+    )  # fmt: skip
+    release_command_host = models.ForeignKey(
+        "hosts.Host", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-number"]

@@ -29,6 +29,7 @@ from paas.builds.archive import ArchiveLimits, UnsafeArchive, detect_format, ext
 from paas.builds.buildvars import build_args_of, build_secret_values
 from paas.builds.engine.diskspace import DISK_ERRNOS, out_of_space
 from paas.builds.engine.errors import BuildCancelled, BuildFailed
+from paas.builds.engine.housekeeping import mark_gc_needed
 from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.builds.selectors import images_in_use
 from paas.core.errors import PaasError, ValidationFailed
@@ -319,7 +320,14 @@ def builds_fail_abandoned() -> int:
     half-extracted or built from), which their worker no longer can.
     Housekeeping would too, but up to a quarter of an hour later (two leases
     after the end, on its own interval); the engine's scratch dirs (mounts,
-    step containers) are the reaper's."""
+    step containers) are the reaper's.
+
+    A build that died pushing left blobs in the registry that no manifest
+    will ever reference. The registry's garbage collection frees them, but
+    housekeeping only runs it after image versions were deleted, which an
+    app that never prunes may not see for weeks: so any failed abandoned
+    build asks for one (the next housekeeping pass runs it, holding off
+    every push, engine/housekeeping.py)."""
     count = 0
     stale = Build.objects.filter(state=BuildState.BUILDING, lease_expires_at__lt=timezone.now())
     for build_id in stale.values_list("pk", flat=True):
@@ -331,6 +339,8 @@ def builds_fail_abandoned() -> int:
             count += 1
             # fd-based on Linux: no link the tenant's source holds is followed.
             shutil.rmtree(Path(settings.BUILD_DIR) / str(build_id), ignore_errors=True)
+    if count:
+        mark_gc_needed(Path(settings.PAAS_BUILD_CACHE_DIR))
     return count
 
 

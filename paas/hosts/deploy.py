@@ -163,6 +163,7 @@ def _release_deploy(release_id: int) -> ReleaseState:
                 "the serving one are kept); roll back to a newer release or build again"
             )
         release_phase_run(release)
+        failpoint("deploy.after_release_command")  # recorded as done, no instance started
         for formation in _formation(release.app):
             indices = list(range(1, formation.count + 1))
             _start_and_check(_place(release, formation, indices))

@@ -23,6 +23,7 @@ from paas.applications.models import DEFAULT_MEMORY_BYTES, App, AuditResult, Rel
 from paas.core.errors import Conflict, PaasError, ValidationFailed
 from paas.hosts.agent_client import AgentClient
 from paas.hosts.instances import container_name
+from paas.hosts.models import Host
 from paas.hosts.pull_auth import pull_auth
 from paas.hosts.scheduler import schedule
 from paas.hosts.services import host_client
@@ -72,23 +73,51 @@ def oneoff_request(release: Release, name: str, command: str, kind: str) -> wire
 def run_to_end(request: wire.CreateContainer, release: Release, timeout_s: float) -> Ended:
     """Create ``request`` on a host with room, wait for its end (at most
     ``timeout_s``), and remove it. Raises a PaasError if no host can take it."""
+    host = oneoff_host(release)
+    client = host_client(host)
+    info = oneoff_start(client, request, oneoff_pull_auth(release, host))
+    try:
+        return oneoff_wait(client, info, timeout_s)
+    finally:
+        oneoff_remove(client, request.name)
+
+
+def oneoff_host(release: Release) -> Host:
+    """A ready host with room for a one-off of ``release``; raises NothingFits."""
     (host,) = schedule(
         app_id=release.app_id, process_type=ONEOFF, memory_bytes=DEFAULT_MEMORY_BYTES, count=1
     )
-    client = host_client(host)
-    auth = pull_auth(app=release.app, image=release.image, host=host)
-    info = client.create(request, registry_auth=auth)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while info.state not in (ContainerState.EXITED, ContainerState.DEAD):
-            if time.monotonic() > deadline:
-                return _ended(client, info, timed_out=True)
-            time.sleep(POLL_S)
-            info = client.inspect(request.name)
-        return _ended(client, info, timed_out=False)
-    finally:
-        with contextlib.suppress(PaasError):
-            client.remove(request.name, force=True)
+    return host
+
+
+def oneoff_start(
+    client: AgentClient, request: wire.CreateContainer, auth: wire.RegistryAuth | None
+) -> wire.ContainerInfo:
+    """Create (and start) the one-off with ``auth`` (oneoff_pull_auth); the
+    same request again answers the container made the first time (the
+    agent's create is idempotent by name)."""
+    return client.create(request, registry_auth=auth)
+
+
+def oneoff_pull_auth(release: Release, host: Host) -> wire.RegistryAuth | None:
+    return pull_auth(app=release.app, image=release.image, host=host)
+
+
+def oneoff_wait(client: AgentClient, info: wire.ContainerInfo, timeout_s: float) -> Ended:
+    """Wait for the one-off's end (at most ``timeout_s``); it is not removed."""
+    deadline = time.monotonic() + timeout_s
+    while info.state not in (ContainerState.EXITED, ContainerState.DEAD):
+        if time.monotonic() > deadline:
+            return _ended(client, info, timed_out=True)
+        time.sleep(POLL_S)
+        info = client.inspect(info.name)
+    return _ended(client, info, timed_out=False)
+
+
+def oneoff_remove(client: AgentClient, name: str) -> None:
+    """Remove the one-off (killed if it still runs); one already gone is fine."""
+    with contextlib.suppress(PaasError):
+        client.remove(name, force=True)
 
 
 def _ended(client: AgentClient, info: wire.ContainerInfo, *, timed_out: bool) -> Ended:

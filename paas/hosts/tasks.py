@@ -6,19 +6,22 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 
 from paas.applications import releases
 from paas.core.errors import DATABASE_UNAVAILABLE
 from paas.hosts import app_delete, deploy, lifecycle, observe, reconcile, resume, services
 
 # A database restart or failover mid-task: run again, 1, 2, 4 ... 30 s later,
-# for about three minutes in all (the task is idempotent: it resumes).
+# PAAS_DEPLOY_DB_RETRIES times (about three minutes; the task is idempotent:
+# it resumes). A longer outage leaves the release "deploying" with its lock
+# free, which the deploy sweep resumes once the database answers again.
 RETRY_ON_DATABASE: dict[str, Any] = {
     "autoretry_for": DATABASE_UNAVAILABLE,
     "retry_backoff": 1,
     "retry_backoff_max": 30,
     "retry_jitter": False,
-    "max_retries": 10,
+    "max_retries": settings.PAAS_DEPLOY_DB_RETRIES,
 }
 
 

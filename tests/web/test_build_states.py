@@ -49,6 +49,20 @@ def test_a_build_whose_worker_died_is_failed_by_the_sweep(build):
     assert "worker" in build.error
 
 
+def test_failing_a_dead_build_asks_for_the_registry_gc(build, settings, tmp_path: Path):
+    """Its worker may have died pushing: blobs no manifest will reference
+    (tests/web/test_fault_build_push_gc.py runs the collection for real)."""
+    from paas.builds.engine.housekeeping import gc_needed
+
+    settings.PAAS_BUILD_CACHE_DIR = str(tmp_path / "cache")
+    services.build_claim(build_id=str(build.pk))
+    assert services.builds_fail_abandoned() == 0
+    assert not gc_needed(tmp_path / "cache")  # a live build asks nothing
+    Build.objects.filter(pk=build.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.builds_fail_abandoned() == 1
+    assert gc_needed(tmp_path / "cache")
+
+
 def test_the_sweep_leaves_builds_with_a_live_lease_alone(build):
     services.build_claim(build_id=str(build.pk))
     assert services.builds_fail_abandoned() == 0
