@@ -32,6 +32,15 @@ def _blobs(registry: TestRegistry) -> set[str]:
     return {d.name for d in root.glob("*/*") if (d / "data").is_file()}
 
 
+def _linked_by_others(registry: TestRegistry, app: str) -> set[str]:
+    """The digests other repositories link, layers and manifests (the
+    stack's among them, published by this build's worker when the session's
+    registry lacked it): the GC rightly keeps those."""
+    repos = registry.storage_dir / "docker/registry/v2/repositories"
+    links = [*repos.glob("**/_layers/sha256"), *repos.glob("**/_manifests/revisions/sha256")]
+    return {link.name for d in links if app not in d.parts for link in d.iterdir()}
+
+
 def _gc_config(registry: TestRegistry, tmp_path: Path) -> Path:
     config = tmp_path / "registry-gc.yml"
     config.write_text(
@@ -63,7 +72,7 @@ def test_blobs_of_a_push_killed_before_its_manifest_are_collected_by_the_next_ho
     assert response.status_code == 201, response.content
     build = Build.objects.get(pk=response.json()["build"])
     kill_at(worker, "build.push", markers)
-    pushed = _blobs(registry) - before
+    pushed = _blobs(registry) - before - _linked_by_others(registry, app)
     assert pushed, "the dead push left no blob to collect"
 
     workers.env.update({
@@ -82,6 +91,6 @@ def test_blobs_of_a_push_killed_before_its_manifest_are_collected_by_the_next_ho
             left = sorted(_blobs(registry) & pushed)
             raise AssertionError(f"{len(left)} of its {len(pushed)} blobs still on disk") from None
 
-    assert _blobs(registry) <= before  # no blob of it is left
+    assert not _blobs(registry) & pushed  # no blob of it is left
     with registry.client() as images:
         assert images.list_tags(app) == []

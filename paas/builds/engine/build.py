@@ -323,7 +323,9 @@ class _Build:
         )  # fmt: skip
         self.say(f"-----> pushing {self.image_ref}")
         tags = [f"{REUSE_TAG_PREFIX}{reuse_key[:64]}", self.tag]
-        digest, size = publish.push_image(self.client, self.app, layers, config_doc, tags, self.say)
+        digest, size = publish.push_image(
+            self.client, self.app, layers, config_doc, tags, self.say, point="build.push"
+        )
         self.say(f"-----> pushed {self.image_ref} ({digest}, {size} bytes)")
         return digest, size, time.monotonic() - t0
 

@@ -145,10 +145,17 @@ def push_image(
     config_doc: dict[str, Any],
     tags: list[str],
     say: Callable[[str], None],
+    *,
+    point: str | None = None,
 ) -> tuple[str, int]:
-    """Push everything; returns (manifest digest, total image size)."""
+    """Push everything; returns (manifest digest, total image size).
+
+    ``point`` names the failpoint between the blobs and the manifest: an
+    app's build passes one, the stack's publication does not, so a test
+    that stops a worker at an app's push never stops at the stack's."""
     push_layers(client, repo, layers, say)
-    failpoint("build.push")  # blobs up, no manifest: nothing tagged yet
+    if point:
+        failpoint(point)  # blobs up, no manifest: nothing tagged yet
     config_bytes = canonical(config_doc)
     config_digest = client.push_blob_bytes(repo, config_bytes)
     manifest_bytes = canonical(manifest(config_bytes, config_digest, layers))
