@@ -480,8 +480,13 @@ async def instances_scenario(
             if status != 201:
                 raise RuntimeError(f"create failed: {status} {info}")
 
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(create, plan))
+        def create_all() -> None:
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(create, plan))
+
+        # In a thread: the watchers must keep answering daphne's pings (a
+        # blocked loop for longer than its ping timeout, 50 s, closes them).
+        await asyncio.to_thread(create_all)
         follows = [(a, name, instance) for a, name, instance, _ in plan]
         register = FOLLOW_MANY.format(follows=follows, port=agent.port, token=agent.token,
                                       fingerprint=agent.fingerprint)  # fmt: skip
