@@ -54,14 +54,13 @@ OFFSETS = "offsets.json"
 # A line longer than this without a newline is cut, so one runaway writer
 # cannot make the agent buffer without bound.
 MAX_LINE = 16 * 1024
-# Read per stream per turn: one turn of a flooding container (~1100 short
-# lines) costs the event loop a few ms, so every other container's tailer and
-# every follower's stream get their turn between two of its reads. (At 1 MiB,
-# ~17k lines, one turn held the loop for 50-650 ms on a busy host, and a quiet
-# container's lines waited that long to be read and sent.) A tailer that read
-# a full chunk goes again at once, behind everything else that is ready,
-# rather than after ``poll_s``, up to CHUNKS_PER_POLL times: a backlog drains
-# at the same most per poll as before (1 MiB a stream), in turns.
+# Read per stream at once: ~1100 short lines, a few ms of the event loop.
+# A tailer that is behind reads on for at most ``LogConfig.turn_s``, then lets
+# everything else that is ready run (other containers' tailers, followers'
+# streams) and goes again at once rather than after ``poll_s``, up to
+# CHUNKS_PER_POLL reads: a backlog drains at the same most per poll as before
+# (1 MiB a stream), in turns. (One 1 MiB read, ~17k lines, held the loop for
+# 50-650 ms on a busy host, and a quiet container's lines waited that long.)
 READ_CHUNK = 64 * 1024
 CHUNKS_PER_POLL = 16
 PUNCH_EVERY = 64 * 1024  # free consumed raw bytes once this much has piled up
@@ -80,6 +79,7 @@ class LogConfig:
     max_bytes: int = 10 * 1024 * 1024  # per log.jsonl file
     max_files: int = 5  # log.jsonl plus max_files-1 rotated ones
     poll_s: float = 0.05
+    turn_s: float = 0.02  # a tailer that is behind holds the event loop about this long at most
     redis_url: str | None = None
     redis_maxlen: int = 10_000  # approximate cap of each container's Redis stream
 
@@ -223,8 +223,7 @@ class LogTailer:
         while True:
             again = False
             try:
-                self.pump()
-                turns += 1
+                turns += self._take_turn(CHUNKS_PER_POLL - turns)
                 again = self.behind and turns < CHUNKS_PER_POLL
                 await self._push_pending()
             except OSError as exc:
@@ -247,6 +246,18 @@ class LogTailer:
             else:
                 turns = 0
                 await asyncio.sleep(self.cfg.poll_s * (DISK_FULL_BACKOFF if disk_full else 1))
+
+    def _take_turn(self, reads: int) -> int:
+        """Pump, and while behind pump on for up to ``turn_s`` (at most
+        ``reads`` times); returns how many reads it made."""
+        started = time.monotonic()
+        done = 0
+        while done < max(reads, 1):
+            self.pump()
+            done += 1
+            if not self.behind or time.monotonic() - started >= self.cfg.turn_s:
+                break
+        return done
 
     def pump(self, *, final: bool = False) -> list[wire.LogLine]:
         """Move every new raw line into the JSONL log and to the followers.

@@ -290,9 +290,9 @@ def flood_backlog(fd: int, chunks: int) -> int:
 
 async def test_a_quiet_containers_line_is_read_before_a_floods_backlog_drains(tmp_path):
     # No second poll ever comes (poll_s an hour): the flood's backlog drains
-    # through reads that go again at once, and between two of them the quiet
-    # container's tailer has its turn.
-    cfg = LogConfig(poll_s=3600)
+    # through reads that go again at once, and between two of them (a turn
+    # of one read: turn_s 0) the quiet container's tailer has its turn.
+    cfg = LogConfig(poll_s=3600, turn_s=0)
     flood_out, flood_err = open_raw_fds(tmp_path / "flood")
     quiet_out, quiet_err = open_raw_fds(tmp_path / "quiet")
     total = flood_backlog(flood_out, 6)
