@@ -84,6 +84,20 @@ the clients share those 2 cores):
   it p50 361 / p99 719 ms: a store of up to WRITE_BATCH_LINES ahead of it,
   its own, then Redis and daphne). ok: false (50 clients, and the quiet
   app's p99 against 250 ms).
+- instances, 2026-12-05 03:40-04:05 UTC, main (2379092) and the ``loglat``
+  branch back to back, same bench script, load average 4-5 (other helpers'
+  suites running): PAIR_FIGURES
+  What changed: the agent reads a flooding container 64 KiB at a time and
+  goes again after everything else ready had its turn (a 1 MiB read held
+  its event loop 50-650 ms), its log stream encodes at most 1000 lines
+  before writing; the follower parses and queues a chatty stream 250 lines
+  at a time, yielding between chunks, and stores 500 lines at once (was
+  2000). Where the rest goes (traced with timestamps at each hop): the
+  agent's loop on a starved CPU, where a round of its ~50 tailers and
+  streams takes 100-270 ms and a line crosses three tasks (tailer, the
+  stream's reader, its writer) before the socket; then the follower's store
+  (10-100 ms for 500 lines); Redis and daphne add 1-25 ms. The flood itself
+  (awk, a core) and 49 writers share the 2 cores with all of it.
 """
 
 from __future__ import annotations

@@ -74,8 +74,9 @@ STREAM_POLL_S = 0.5
 MAX_TIMEOUT_S = 3600.0
 # Most log lines a stream holds for its client before the reader waits: the
 # reader encodes them without yielding, so this also bounds how long one
-# chatty container's stream holds the event loop (5000 was 25-300 ms).
-LOG_CHUNK_LINES = 1000
+# chatty container's stream holds the event loop (5000 was 25-300 ms; 1000
+# held a flood to ~16k lines/s on a starved loop).
+LOG_CHUNK_LINES = 2000
 
 
 class Manager(Protocol):
