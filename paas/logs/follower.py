@@ -75,7 +75,7 @@ GONE_BACKOFF_S = 2.0  # a pending instance's container appears within moments
 # that comes during a store waits for it (2000 lines took 70-340 ms on a busy
 # host, 500 a quarter of that).
 WRITE_BATCH_LINES = 500
-# Lines of one source per queued chunk at most (an agent sends up to 1000 at
+# Lines of one source per queued chunk at most (an agent sends up to 2000 at
 # once): a quiet source's lines then wait for one small store at most, not for
 # a chatty source's whole read. Each chunk carries the position after its
 # last line, so a crash between two stores loses or repeats nothing.

@@ -191,6 +191,46 @@ def split_lines(data: bytes, *, final: bool) -> tuple[list[bytes], int]:
         return lines, used
 
 
+def append_lines(log_dir: Path, cfg: LogConfig, lines: list[wire.LogLine]) -> None:
+    """Append to log.jsonl, rotating first if it would pass ``max_bytes``."""
+    data = b"".join(
+        json.dumps({"time": ln.time, "stream": ln.stream, "line": ln.line, "n": ln.n}).encode()
+        + b"\n"
+        for ln in lines
+    )
+    path = log_dir / JSONL
+    size = path.stat().st_size if path.exists() else 0
+    if size and size + len(data) > cfg.max_bytes:
+        rotate(log_dir, cfg.max_files)
+        size = 0
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        # All or nothing: no half line for readers, and the caller reads
+        # these lines again.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
+    finally:
+        os.close(fd)
+
+
+def rotate(log_dir: Path, max_files: int) -> None:
+    """log.jsonl -> log.jsonl.1 -> ... ; the oldest beyond max_files is dropped."""
+    keep = max_files - 1
+    oldest = log_dir / f"{JSONL}.{keep}" if keep else log_dir / JSONL
+    oldest.unlink(missing_ok=True)
+    for i in range(keep - 1, 0, -1):
+        src = log_dir / f"{JSONL}.{i}"
+        if src.exists():
+            os.replace(src, log_dir / f"{JSONL}.{i + 1}")
+    if keep and (log_dir / JSONL).exists():
+        os.replace(log_dir / JSONL, log_dir / f"{JSONL}.1")
+
+
 class LogTailer:
     """Tails one container's raw files into its rotated JSONL log."""
 
@@ -300,7 +340,7 @@ class LogTailer:
             used_by.append((raw, used))
         if not out:
             return out
-        self._append(out)
+        append_lines(self.dir, self.cfg, out)
         # Consumed only once written: a write that failed (a full disk) reads
         # the same lines again on the next poll instead of losing them.
         for raw, used in used_by:
@@ -313,43 +353,6 @@ class LogTailer:
         if self.redis is not None:
             self._unpushed.extend(out)
         return out
-
-    def _append(self, lines: list[wire.LogLine]) -> None:
-        data = b"".join(
-            json.dumps({"time": ln.time, "stream": ln.stream, "line": ln.line, "n": ln.n}).encode()
-            + b"\n"
-            for ln in lines
-        )
-        path = self.dir / JSONL
-        size = path.stat().st_size if path.exists() else 0
-        if size and size + len(data) > self.cfg.max_bytes:
-            self._rotate()
-            size = 0
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except OSError:
-            # All or nothing: no half line for readers, and the caller reads
-            # these lines again.
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
-            raise
-        finally:
-            os.close(fd)
-
-    def _rotate(self) -> None:
-        """log.jsonl -> log.jsonl.1 -> ... ; the oldest beyond max_files is dropped."""
-        keep = self.cfg.max_files - 1
-        oldest = self.dir / f"{JSONL}.{keep}" if keep else self.dir / JSONL
-        oldest.unlink(missing_ok=True)
-        for i in range(keep - 1, 0, -1):
-            src = self.dir / f"{JSONL}.{i}"
-            if src.exists():
-                os.replace(src, self.dir / f"{JSONL}.{i + 1}")
-        if keep and (self.dir / JSONL).exists():
-            os.replace(self.dir / JSONL, self.dir / f"{JSONL}.1")
 
     def _load_offsets(self) -> dict[str, int]:
         try:
