@@ -54,7 +54,15 @@ OFFSETS = "offsets.json"
 # A line longer than this without a newline is cut, so one runaway writer
 # cannot make the agent buffer without bound.
 MAX_LINE = 16 * 1024
-READ_CHUNK = 1024 * 1024  # per stream per poll, so one chatty container cannot stall the loop
+# Read per stream at once: ~1100 short lines, a few ms of the event loop.
+# A tailer that is behind reads on for at most ``LogConfig.turn_s``, then lets
+# everything else that is ready run (other containers' tailers, followers'
+# streams) and goes again at once rather than after ``poll_s``, up to
+# CHUNKS_PER_POLL reads: a backlog drains at the same most per poll as before
+# (1 MiB a stream), in turns. (One 1 MiB read, ~17k lines, held the loop for
+# 50-650 ms on a busy host, and a quiet container's lines waited that long.)
+READ_CHUNK = 64 * 1024
+CHUNKS_PER_POLL = 16
 PUNCH_EVERY = 64 * 1024  # free consumed raw bytes once this much has piled up
 # A follower this many lines behind is cut off rather than buffered forever
 # (it reconnects with ``since``); one poll can bring ~17k short lines (1 MiB).
@@ -71,6 +79,7 @@ class LogConfig:
     max_bytes: int = 10 * 1024 * 1024  # per log.jsonl file
     max_files: int = 5  # log.jsonl plus max_files-1 rotated ones
     poll_s: float = 0.05
+    turn_s: float = 0.02  # a tailer that is behind holds the event loop about this long at most
     redis_url: str | None = None
     redis_maxlen: int = 10_000  # approximate cap of each container's Redis stream
 
@@ -182,6 +191,46 @@ def split_lines(data: bytes, *, final: bool) -> tuple[list[bytes], int]:
         return lines, used
 
 
+def append_lines(log_dir: Path, cfg: LogConfig, lines: list[wire.LogLine]) -> None:
+    """Append to log.jsonl, rotating first if it would pass ``max_bytes``."""
+    data = b"".join(
+        json.dumps({"time": ln.time, "stream": ln.stream, "line": ln.line, "n": ln.n}).encode()
+        + b"\n"
+        for ln in lines
+    )
+    path = log_dir / JSONL
+    size = path.stat().st_size if path.exists() else 0
+    if size and size + len(data) > cfg.max_bytes:
+        rotate(log_dir, cfg.max_files)
+        size = 0
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        # All or nothing: no half line for readers, and the caller reads
+        # these lines again.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
+    finally:
+        os.close(fd)
+
+
+def rotate(log_dir: Path, max_files: int) -> None:
+    """log.jsonl -> log.jsonl.1 -> ... ; the oldest beyond max_files is dropped."""
+    keep = max_files - 1
+    oldest = log_dir / f"{JSONL}.{keep}" if keep else log_dir / JSONL
+    oldest.unlink(missing_ok=True)
+    for i in range(keep - 1, 0, -1):
+        src = log_dir / f"{JSONL}.{i}"
+        if src.exists():
+            os.replace(src, log_dir / f"{JSONL}.{i + 1}")
+    if keep and (log_dir / JSONL).exists():
+        os.replace(log_dir / JSONL, log_dir / f"{JSONL}.1")
+
+
 class LogTailer:
     """Tails one container's raw files into its rotated JSONL log."""
 
@@ -200,6 +249,7 @@ class LogTailer:
         self._unpushed: list[wire.LogLine] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.behind = False  # the last read stopped at READ_CHUNK, not at the end of a file
 
     # --- tailing ----------------------------------------------------------------
 
@@ -209,9 +259,12 @@ class LogTailer:
 
     async def _run(self) -> None:
         disk_full = False
+        turns = 0  # reads since the last poll_s sleep
         while True:
+            again = False
             try:
-                self.pump()
+                turns += self._take_turn(CHUNKS_PER_POLL - turns)
+                again = self.behind and turns < CHUNKS_PER_POLL
                 await self._push_pending()
             except OSError as exc:
                 if exc.errno not in DISK_ERRNOS:
@@ -228,30 +281,56 @@ class LogTailer:
                 if disk_full:
                     log.warning("logs of %s flow again: disk space is back", self.name)
                 disk_full = False
-            await asyncio.sleep(self.cfg.poll_s * (DISK_FULL_BACKOFF if disk_full else 1))
+            if again:  # more is waiting: read on once everything else ready had its turn
+                await asyncio.sleep(0)
+            else:
+                turns = 0
+                await asyncio.sleep(self.cfg.poll_s * (DISK_FULL_BACKOFF if disk_full else 1))
+
+    def _take_turn(self, reads: int) -> int:
+        """Pump, and while behind pump on for up to ``turn_s`` (at most
+        ``reads`` times); returns how many reads it made."""
+        started = time.monotonic()
+        done = 0
+        while done < max(reads, 1):
+            self.pump()
+            done += 1
+            if not self.behind or time.monotonic() - started >= self.cfg.turn_s:
+                break
+        return done
 
     def pump(self, *, final: bool = False) -> list[wire.LogLine]:
         """Move every new raw line into the JSONL log and to the followers.
 
         Synchronous on purpose: writing the file and notifying the followers
         happen in one step of the event loop (see the module docstring).
-        ``final`` (the writer has exited) reads to the end of the files and
-        flushes a last line that has no newline.
+        At most READ_CHUNK per stream (see :meth:`drain` for all of it);
+        ``final`` (the writer has exited) also takes a last line that has no
+        newline at the end of a file.
         """
-        out = self._pump_once(final=final)
-        while final and (more := self._pump_once(final=True)):
-            out.extend(more)
-        return out
+        return self._pump_once(final=final)
+
+    def drain(self) -> int:
+        """Take in everything a container that exited left (a last line without
+        a newline too); returns how many lines came. Keeps no line in memory:
+        the backlog of a container that wrote faster than it was read can be
+        gigabytes (collected, the agent grew by 10 GB for a 2.5 GB backlog)."""
+        count = 0
+        while more := self._pump_once(final=True):
+            count += len(more)
+        return count
 
     def _pump_once(self, *, final: bool) -> list[wire.LogLine]:
         """At most one READ_CHUNK per stream, so a poll never stalls the loop."""
         out: list[wire.LogLine] = []
         used_by: list[tuple[_RawStream, int]] = []
+        self.behind = False
         for stream, raw in self.streams.items():
             data = raw.read_new()
             # Only at the end of the file is a partial line really the last one;
             # a chunk boundary can fall anywhere.
             at_end = len(data) < READ_CHUNK
+            self.behind = self.behind or not at_end
             lines, used = split_lines(data, final=final and at_end)
             now = rfc3339(_now())
             first = self.numbered + len(out) + 1
@@ -261,7 +340,7 @@ class LogTailer:
             used_by.append((raw, used))
         if not out:
             return out
-        self._append(out)
+        append_lines(self.dir, self.cfg, out)
         # Consumed only once written: a write that failed (a full disk) reads
         # the same lines again on the next poll instead of losing them.
         for raw, used in used_by:
@@ -274,43 +353,6 @@ class LogTailer:
         if self.redis is not None:
             self._unpushed.extend(out)
         return out
-
-    def _append(self, lines: list[wire.LogLine]) -> None:
-        data = b"".join(
-            json.dumps({"time": ln.time, "stream": ln.stream, "line": ln.line, "n": ln.n}).encode()
-            + b"\n"
-            for ln in lines
-        )
-        path = self.dir / JSONL
-        size = path.stat().st_size if path.exists() else 0
-        if size and size + len(data) > self.cfg.max_bytes:
-            self._rotate()
-            size = 0
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except OSError:
-            # All or nothing: no half line for readers, and the caller reads
-            # these lines again.
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
-            raise
-        finally:
-            os.close(fd)
-
-    def _rotate(self) -> None:
-        """log.jsonl -> log.jsonl.1 -> ... ; the oldest beyond max_files is dropped."""
-        keep = self.cfg.max_files - 1
-        oldest = self.dir / f"{JSONL}.{keep}" if keep else self.dir / JSONL
-        oldest.unlink(missing_ok=True)
-        for i in range(keep - 1, 0, -1):
-            src = self.dir / f"{JSONL}.{i}"
-            if src.exists():
-                os.replace(src, self.dir / f"{JSONL}.{i + 1}")
-        if keep and (self.dir / JSONL).exists():
-            os.replace(self.dir / JSONL, self.dir / f"{JSONL}.1")
 
     def _load_offsets(self) -> dict[str, int]:
         try:
@@ -483,7 +525,7 @@ class LogStreams:
         """Take in the last bytes a container wrote before it exited."""
         tailer = self._tailers.get(name)
         if tailer is not None:
-            tailer.pump(final=True)
+            tailer.drain()
 
     async def close(self, name: str) -> None:
         tailer = self._tailers.pop(name, None)

@@ -77,8 +77,9 @@ def test_a_final_flush_of_a_big_backlog_splits_no_line_at_a_read_boundary(log_di
     line = b"y" * 99 + b"\n"
     count = 3 * READ_CHUNK // len(line) + 7  # the backlog spans several reads
     os.write(out, line * count + b"tail")
-    got = LogTailer("web", log_dir, FAST).pump(final=True)
-    assert [len(r.line) for r in got] == [99] * count + [4]
+    tailer = LogTailer("web", log_dir, FAST)
+    assert tailer.drain() == count + 1
+    assert [len(r.line) for r in tailer.read()] == [99] * count + [4]
 
 
 def test_a_runaway_line_is_cut_at_the_maximum_length(log_dir, fds):
@@ -277,3 +278,51 @@ async def test_log_streams_keep_one_tailer_per_container_and_flush_its_last_word
     with pytest.raises(KeyError):
         streams.lines("web", None, None, False)
     await streams.close_all()
+
+
+def flood_backlog(fd: int, chunks: int) -> int:
+    """Write ``chunks`` reads' worth of numbered lines; returns how many."""
+    line = b"%08d " + b"f" * 50 + b"\n"
+    count = chunks * READ_CHUNK // len(line % 0)
+    os.write(fd, b"".join(line % i for i in range(count)))
+    return count
+
+
+async def test_a_quiet_containers_line_is_read_before_a_floods_backlog_drains(tmp_path):
+    # No second poll ever comes (poll_s an hour): the flood's backlog drains
+    # through reads that go again at once, and between two of them (a turn
+    # of one read: turn_s 0) the quiet container's tailer has its turn.
+    cfg = LogConfig(poll_s=3600, turn_s=0)
+    flood_out, flood_err = open_raw_fds(tmp_path / "flood")
+    quiet_out, quiet_err = open_raw_fds(tmp_path / "quiet")
+    total = flood_backlog(flood_out, 6)
+    os.write(quiet_out, b"quiet line\n")
+    flood = LogTailer("flood", tmp_path / "flood", cfg)
+    quiet = LogTailer("quiet", tmp_path / "quiet", cfg)
+    flood_got: list[str] = []
+    flood_lines_before_quiet: list[int] = []
+
+    async def watch_flood() -> None:
+        async for line in flood.follow():
+            flood_got.append(line.line)
+            if len(flood_got) == total:
+                return
+
+    async def watch_quiet() -> None:
+        async for _ in quiet.follow():
+            flood_lines_before_quiet.append(len(flood_got))
+            return
+
+    watchers = [asyncio.create_task(watch_flood()), asyncio.create_task(watch_quiet())]
+    await asyncio.sleep(0)  # both subscribed before anything is read
+    flood.start()
+    quiet.start()
+    try:
+        await asyncio.wait_for(asyncio.gather(*watchers), 60)
+    finally:
+        await flood.close()
+        await quiet.close()
+        for fd in (flood_out, flood_err, quiet_out, quiet_err):
+            os.close(fd)
+    assert flood_got == [f"{i:08d} " + "f" * 50 for i in range(total)]
+    assert flood_lines_before_quiet and flood_lines_before_quiet[0] < total // 2
