@@ -368,6 +368,8 @@ PAAS_RELEASE_TIMEOUT_S = env_float("PAAS_RELEASE_TIMEOUT_S", 600.0, minimum=1.0)
 # How long `paas run -- CMD` may run before it is stopped (the request waits).
 PAAS_RUN_TIMEOUT_S = env_float("PAAS_RUN_TIMEOUT_S", 300.0, minimum=1.0)
 PAAS_DRAIN_SECONDS = env_float("PAAS_DRAIN_SECONDS", 10.0, minimum=0.0)
+# How long a stopped instance has between SIGTERM and SIGKILL (the agent waits it out).
+PAAS_STOP_GRACE_S = env_float("PAAS_STOP_GRACE_S", 10.0, minimum=0.0)
 PAAS_HOST_TIMEOUT_S = env_float("PAAS_HOST_TIMEOUT_S", 30.0, minimum=1.0)
 PAAS_HEARTBEAT_SECONDS = env_float("PAAS_HEARTBEAT_SECONDS", 10.0, minimum=0.5)
 PAAS_RECONCILE_SECONDS = env_float("PAAS_RECONCILE_SECONDS", 30.0, minimum=1.0)

@@ -216,7 +216,7 @@ def instance_remove(instance: Instance) -> None:
     instance_changed(instance)
     client = host_client(instance.host)
     try:
-        client.stop(instance.container_name, timeout_s=10)
+        client.stop(instance.container_name, timeout_s=settings.PAAS_STOP_GRACE_S)
     except PaasError as exc:
         log.info("stop %s: %s", instance.container_name, exc.message)
     try:

@@ -52,7 +52,9 @@ def instance_apply_desired(instance: Instance) -> None:
     """Make the container match ``instance.desired`` (start and health-check, or stop)."""
     client = host_client(instance.host)
     if instance.desired == DesiredState.STOPPED:
-        instance_observe(instance, client.stop(instance.container_name))
+        instance_observe(
+            instance, client.stop(instance.container_name, timeout_s=settings.PAAS_STOP_GRACE_S)
+        )
         return
     instance_observe(instance, client.start(instance.container_name))
     if instance.process_type == "web":
@@ -176,7 +178,10 @@ def _restart_in_place(instance: Instance) -> None:
     if instance.process_type == "web":
         routes_apply()
         _drain()
-    instance_observe(instance, host_client(instance.host).restart(instance.container_name))
+    client = host_client(instance.host)
+    instance_observe(
+        instance, client.restart(instance.container_name, timeout_s=settings.PAAS_STOP_GRACE_S)
+    )
     if instance.process_type == "web":
         instance_health_check(instance)
 

@@ -13,6 +13,8 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from django.conf import settings
+
 from paas.applications.models import Formation, ReleaseState
 from paas.core.errors import PaasError
 from paas.hosts.instances import (
@@ -62,7 +64,9 @@ def _reconcile_host(host: Host, report: ReconcileReport) -> None:
             report.started.append(instance.container_name)
             _check(instance, report)
         elif not running and info is not None and info.state == ContainerState.RUNNING:
-            instance_observe(instance, client.stop(instance.container_name))
+            instance_observe(
+                instance, client.stop(instance.container_name, timeout_s=settings.PAAS_STOP_GRACE_S)
+            )
             report.stopped.append(instance.container_name)
         elif info is not None:
             was_lost = instance.state == InstanceState.LOST

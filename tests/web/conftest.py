@@ -86,6 +86,18 @@ def live_redis(redis_url: str, settings: Any, tmp_path: Path) -> Iterator[None]:
     channel_layers.backends.clear()
 
 
+# busybox httpd and the samples' servers run as their container's PID 1 and
+# set no SIGTERM handler, so the kernel drops the SIGTERM of every stop and
+# the agent SIGKILLs them when the grace has passed: all a longer grace does
+# in a test is wait. 2 s, like the test agents' own PAAS_AGENT_STOP_GRACE_S.
+STOP_GRACE_S = 2.0
+
+
+@pytest.fixture(autouse=True)
+def short_stop_grace(settings: Any) -> None:
+    settings.PAAS_STOP_GRACE_S = STOP_GRACE_S
+
+
 def _worker_env(redis_url: str) -> dict[str, str]:
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
@@ -94,7 +106,8 @@ def _worker_env(redis_url: str) -> dict[str, str]:
         database_url = (
             f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
         )
-    return {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    return {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+            "PAAS_STOP_GRACE_S": str(STOP_GRACE_S)}  # fmt: skip
 
 
 class Workers:
