@@ -86,10 +86,10 @@ def live_redis(redis_url: str, settings: Any, tmp_path: Path) -> Iterator[None]:
     channel_layers.backends.clear()
 
 
-# busybox httpd and the samples' servers run as their container's PID 1 and
-# set no SIGTERM handler, so the kernel drops the SIGTERM of every stop and
-# the agent SIGKILLs them when the grace has passed: all a longer grace does
-# in a test is wait. 2 s, like the test agents' own PAAS_AGENT_STOP_GRACE_S.
+# busybox httpd (the deploy tests' image) runs as its container's PID 1 and
+# sets no SIGTERM handler, so the kernel drops the SIGTERM of every stop and
+# the agent SIGKILLs it when the grace has passed: all a longer grace does in
+# a test is wait. 2 s, like the test agents' own PAAS_AGENT_STOP_GRACE_S.
 STOP_GRACE_S = 2.0
 
 
