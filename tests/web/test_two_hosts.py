@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ from django.test.testcases import LiveServerThread
 from paas.applications.models import App, ReleaseState
 from paas.applications.releases import formation_scale
 from paas.applications.services import app_create
+from paas.builds.models import Build, BuildState
 from paas.hosts.models import Host, HostState, Instance, InstanceState
+from paas.hosts.pull_auth import pull_auth
 from paas.hosts.reconcile import reconcile
 from paas.hosts.services import hosts_heartbeat_all, join_token_create
 from runtime_agent.host.cmd import run
@@ -45,6 +48,7 @@ from tests.web.deploy_support import (
     get,
     upload,
     use_registry_settings,
+    wait_build_final,
     wait_for,
     wait_release,
 )
@@ -181,6 +185,23 @@ def _connects(agent: AgentProcess, container: str, address: str, port: int) -> b
     return bool(code == 0)
 
 
+def _prefetch(
+    pool: ThreadPoolExecutor, agent: AgentProcess, host_name: str, build: Build
+) -> Future[tuple[int, Any]]:
+    """Host ``host_name`` pulls the build's image (the stack's layers: the
+    longest wait of this test) on a thread, while the other host pulls it
+    for v1, rather than after, when the app scales onto it. What the test
+    checks (the spread, the loss, the return) comes after either way; the
+    pull a create makes with its token is test_deploy_registry_access's."""
+    build = wait_build_final(build)
+    assert build.state == BuildState.SUCCEEDED, build.error
+    auth = pull_auth(app=build.app, image=build.digest_ref, host=Host.objects.get(name=host_name))
+    assert auth is not None and auth.token
+    body = {"ref": build.digest_ref,
+            "registry_auth": {"registry": auth.registry, "token": auth.token}}  # fmt: skip
+    return pool.submit(agent.request, "POST", "/v1/images/pull", body, timeout=600)
+
+
 def _still_denied_by_default(network: Lan, agents: dict[str, AgentProcess]) -> None:
     """Route ports open a way in for the router, not for tenants: a
     container reaches its own app's route port (the probe works), but not
@@ -214,9 +235,12 @@ def _two_hosts(client: Any, alice: Any, network: Lan, lost: NetnsHost,
     assert _beat() == {"a": "ready", "b": "ready"}
     assert {h.agent_url for h in Host.objects.all()} == {ag.url for ag in agents.values()}
     app = app_create(user=alice, team=alice.personal_team, name="hello")
-    upload(client, alice, "hello")
-    v1 = wait_release("hello", 1, timeout_s=900)  # the hosts pull the stack first
-    assert v1.state == ReleaseState.CURRENT, v1.error
+    with ThreadPoolExecutor(1) as pool:
+        prefetch = _prefetch(pool, agents["b"], "b", upload(client, alice, "hello"))
+        v1 = wait_release("hello", 1, timeout_s=900)  # host a pulls the stack first
+        assert v1.state == ReleaseState.CURRENT, v1.error
+        status, pulled = prefetch.result(timeout=600)
+        assert status == 200, pulled
     formation_scale(user=alice, app=app, process_type="web", count=2)
     wait_for(lambda: sum(i.healthy for i in _instances()) == 2, 600, "two healthy instances")
     assert sorted(i.host.name for i in _instances()) == ["a", "b"]
