@@ -64,7 +64,9 @@ def platform(
         # one host on loopback publishes no route port anyway.
         "PAAS_ROUTE_PORTS_FIRST": str(first_tcp + 3), "PAAS_ROUTE_PORTS_LAST": str(first_tcp + 5),
     }  # fmt: skip
-    settings.PAAS_HEALTH_TIMEOUT_S = 30.0
+    # As the worker's: this process restarts and stops instances too (the
+    # lifecycle test), each drained min(PAAS_DRAIN_SECONDS, 5 s) before.
+    settings.PAAS_HEALTH_TIMEOUT_S, settings.PAAS_DRAIN_SECONDS = 30.0, 0.5
     workers.env.update(deploy_env)
     add_host(agent)
     workers.start()
