@@ -91,7 +91,8 @@ def engine_config(stack_ref: str = "") -> BuildConfig:
     )
 
 
-# Per worker process: (registry, stack key) -> the pushed stack's reference.
+# Per worker process (shared by its pool's threads): (registry, stack key) ->
+# the pushed stack's reference.
 _stacks: dict[tuple[str, str], str] = {}
 
 
@@ -106,6 +107,11 @@ def ensure_stack(log: Callable[[str], None]) -> str:
     cache = private_dir(Path(settings.PAAS_BUILD_CACHE_DIR))
     with open(cache / ".stack.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        # Another thread of this worker (two builds at once on the threads
+        # pool) may have pushed it while this one waited: pushing its tag
+        # again while that build reads it made the registry answer 500.
+        if key in _stacks:
+            return _stacks[key]
         # A push like any other: no registry garbage collection meanwhile.
         with registry_settings().client() as client, registry_push_lock(cache):
             _stacks[key] = publish_stack(spec, cache, client, log)

@@ -44,7 +44,10 @@ def _wait_log(build: Any, line: str, timeout_s: float) -> None:
     def logged() -> bool:
         return line in log_of(build)
 
-    wait_for(logged, timeout_s, f"{line.strip()!r} in build {build.pk}'s log")
+    try:
+        wait_for(logged, timeout_s, f"{line.strip()!r} in build {build.pk}'s log")
+    except TimeoutError as exc:
+        raise AssertionError("\n".join([str(exc), *log_of(build)])) from None
 
 
 def test_two_builds_run_at_once_and_both_cancel_cleanly(client, alice, workers, build_env):
