@@ -54,6 +54,7 @@ class AgentConfig:
     backoff_reset_s: float = 600.0
     log_max_bytes: int = 10 * 1024 * 1024
     log_max_files: int = 5
+    log_backlog_bytes: int = 64 * 1024 * 1024
     stop_grace_s: float = 10.0
     max_body_bytes: int = 1024 * 1024
     drain_timeout_s: float = 10.0  # a create in flight may be pulling an image
@@ -152,6 +153,10 @@ class AgentConfig:
             **_backoff(read),
             log_max_bytes=read.integer("LOG_MAX_BYTES", 10 * 1024 * 1024, minimum=4096),
             log_max_files=read.integer("LOG_MAX_FILES", 5, minimum=1),
+            # Below this a skip could not keep one whole line (MAX_LINE) of the newest output.
+            log_backlog_bytes=read.integer(
+                "LOG_BACKLOG_BYTES", 64 * 1024 * 1024, minimum=256 * 1024
+            ),
             stop_grace_s=read.number("STOP_GRACE_S", 10.0, minimum=0.0),
             max_body_bytes=read.integer("MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             # aiohttp reads a drain deadline of 0 as "wait forever": keep it positive.

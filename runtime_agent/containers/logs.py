@@ -21,6 +21,16 @@ batch; a clean shutdown cannot). Timestamps are taken when the agent reads a
 line (within ``poll_s`` of the write while the agent runs; lines written while
 the agent is down get the time they are read).
 
+Unread backlog cap: a container that writes faster than the agent reads
+(``yes`` makes ~250 MB/s) would grow its raw file's unread part without
+bound, a tenant filling the host's disk. Past ``backlog_bytes`` unread bytes
+in a stream the agent drops the oldest of them (keeping the newest half of
+the cap, from a line boundary), punches them out, and writes one notice
+line saying how many bytes were dropped; the app is never blocked (as
+Heroku's logplex: drop, never block). The check runs before every read and,
+so that it holds while the event loop is too busy to read, in a watchdog
+thread every ``watch_s`` (:class:`BacklogWatch`).
+
 Followers (``follow=True``) get new lines pushed the moment they are
 written to ``log.jsonl``; history and subscription happen in one synchronous
 step of the event loop, so a follower neither misses nor doubles a line.
@@ -34,8 +44,9 @@ import errno
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +79,7 @@ PUNCH_EVERY = 64 * 1024  # free consumed raw bytes once this much has piled up
 # (it reconnects with ``since``); one poll can bring ~17k short lines (1 MiB).
 FOLLOW_QUEUE_MAX = 100_000
 REDIS_STREAM_PREFIX = "paas:container-logs:"
+WARN_EVERY_S = 60.0  # the agent's own log says a container's output is dropped at most this often
 DISK_FULL_BACKOFF = 25  # polls are this much slower while the disk is full
 
 FALLOC_FL_KEEP_SIZE = 0x01
@@ -82,6 +94,13 @@ class LogConfig:
     turn_s: float = 0.02  # a tailer that is behind holds the event loop about this long at most
     redis_url: str | None = None
     redis_maxlen: int = 10_000  # approximate cap of each container's Redis stream
+    # Unread raw bytes per stream past which the oldest are dropped (see the
+    # module docstring); checked before every read and every watch_s.
+    backlog_bytes: int = 64 * 1024 * 1024
+    # A file can pass the cap by the writer's rate times this (GNU yes into a
+    # page-cached file: ~1.2 GB/s here, so ~25 MB), and costs one fstat per
+    # stream per check: 200 containers, ~20k cheap syscalls a second.
+    watch_s: float = 0.02
 
 
 def rfc3339(ts: float) -> str:
@@ -145,19 +164,51 @@ class _RawStream:
         self.offset = offset  # first byte not yet turned into a log line
         self.punched = offset - offset % 4096
         self.fd: int | None = None
+        self.dropped = 0  # bytes skipped that no notice line has told of yet
 
-    def read_new(self) -> bytes:
+    def _open(self) -> int | None:
         if self.fd is None:
             try:
                 # Read-write: fallocate needs a writable fd.
                 self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
-                return b""
-        return os.pread(self.fd, READ_CHUNK, self.offset)
+                return None
+        return self.fd
 
-    def free_consumed(self) -> None:
+    def read_new(self) -> bytes:
+        fd = self._open()
+        return b"" if fd is None else os.pread(fd, READ_CHUNK, self.offset)
+
+    def skip_backlog(self, cap: int) -> int:
+        """If more than ``cap`` bytes are unread, skip to the newest ``cap // 2``
+        of them, from the start of a line; returns how many bytes were skipped.
+
+        One fstat when under the cap, so it can run before every read. A line
+        start is looked for within MAX_LINE bytes; without one the cut falls
+        where a runaway line would be cut anyway.
+        """
+        fd = self._open()
+        if fd is None:
+            return 0
+        size = os.fstat(fd).st_size
+        if size - self.offset <= cap:
+            return 0
+        target = size - cap // 2
+        head = os.pread(fd, MAX_LINE, target)
+        newline = head.find(b"\n")
+        resume = target + (newline + 1 if newline >= 0 else len(head))
+        skipped = resume - self.offset
+        self.offset = resume
+        self.dropped += skipped
+        return skipped
+
+    def free_consumed(self, *, now: bool = False) -> None:
         upto = self.offset - self.offset % 4096
-        if self.fd is None or upto - self.punched < PUNCH_EVERY:
+        if (
+            self.fd is None
+            or upto <= self.punched
+            or (upto - self.punched < PUNCH_EVERY and not now)
+        ):
             return
         if punch_hole(self.fd, upto):
             self.punched = upto
@@ -166,6 +217,15 @@ class _RawStream:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def dropped_notice(stream: str, dropped: int, cap: int) -> str:
+    """The line that stands where skipped output was (see :meth:`_RawStream.skip_backlog`)."""
+    return (
+        f"[paas] {dropped} bytes of {stream} were dropped here: the app wrote faster than"
+        f" its log is read, and unread output past {cap} bytes"
+        " (PAAS_AGENT_LOG_BACKLOG_BYTES) is dropped rather than filling the disk"
+    )
 
 
 def split_lines(data: bytes, *, final: bool) -> tuple[list[bytes], int]:
@@ -242,6 +302,12 @@ class LogTailer:
         self.dir.mkdir(parents=True, exist_ok=True)
         offsets = self._load_offsets()
         self.streams = {s: _RawStream(raw_path(log_dir, s), offsets.get(s, 0)) for s in STREAMS}
+        for s, raw in self.streams.items():
+            raw.dropped = offsets.get(f"{s}_dropped", 0)
+        # The event loop's reads and the backlog watchdog's skips (another
+        # thread) both move the offsets: one at a time.
+        self._lock = threading.Lock()
+        self._warned_at = -WARN_EVERY_S
         self.numbered = offsets.get("lines", 0)  # lines written to log.jsonl so far
         self._followers: set[asyncio.Queue[wire.LogLine | None]] = set()
         # Lines taken in but not yet sent to Redis: the exit flush pumps
@@ -320,12 +386,44 @@ class LogTailer:
             count += len(more)
         return count
 
+    def enforce_backlog(self) -> None:
+        """Skip what is past the unread cap now (the watchdog thread calls this)."""
+        with self._lock:
+            if not self._closed:
+                self._skip_backlogs()
+
+    def _skip_backlogs(self) -> None:
+        """With the lock held: drop each stream's unread bytes past the cap.
+
+        The new offsets (and the bytes still to be told of) are saved before
+        the hole is punched, so a crash never resumes inside a hole."""
+        skipped = [raw for raw in self.streams.values() if raw.skip_backlog(self.cfg.backlog_bytes)]
+        if skipped:
+            self._save_offsets()
+            for raw in skipped:
+                raw.free_consumed(now=True)
+            if (
+                time.monotonic() - self._warned_at >= WARN_EVERY_S
+            ):  # a flood skips ~50 times a second
+                self._warned_at = time.monotonic()
+                log.warning("logs of %s: unread output past the backlog cap is dropped", self.name)
+
     def _pump_once(self, *, final: bool) -> list[wire.LogLine]:
+        with self._lock:
+            return self._pump_locked(final=final)
+
+    def _pump_locked(self, *, final: bool) -> list[wire.LogLine]:
         """At most one READ_CHUNK per stream, so a poll never stalls the loop."""
         out: list[wire.LogLine] = []
         used_by: list[tuple[_RawStream, int]] = []
         self.behind = False
+        self._skip_backlogs()
         for stream, raw in self.streams.items():
+            if raw.dropped:  # numbered like any line: followers and since= see it in order
+                text = dropped_notice(stream, raw.dropped, self.cfg.backlog_bytes)
+                out.append(
+                    wire.LogLine(rfc3339(_now()), stream, text, self.numbered + len(out) + 1)
+                )
             data = raw.read_new()
             # Only at the end of the file is a partial line really the last one;
             # a chunk boundary can fall anywhere.
@@ -345,6 +443,7 @@ class LogTailer:
         # the same lines again on the next poll instead of losing them.
         for raw, used in used_by:
             raw.offset += used
+            raw.dropped = 0  # told of by the notice just written
         self.numbered += len(out)
         self._save_offsets()
         for raw in self.streams.values():
@@ -359,32 +458,20 @@ class LogTailer:
             data = json.loads((self.dir / OFFSETS).read_bytes())
         except FileNotFoundError:
             return {}
-        return {s: int(data.get(s, 0)) for s in [*STREAMS, "lines"]}
+        keys = [*STREAMS, "lines", *(f"{s}_dropped" for s in STREAMS)]
+        return {k: int(data.get(k, 0)) for k in keys}
 
     def _save_offsets(self) -> None:
         offsets = {s: r.offset for s, r in self.streams.items()}
+        offsets |= {f"{s}_dropped": r.dropped for s, r in self.streams.items()}
         data = json.dumps({**offsets, "lines": self.numbered}).encode()
         atomic_write(self.dir / OFFSETS, data, durable=False)
 
     async def _push_pending(self) -> None:
         lines, self._unpushed = self._unpushed, []
         if lines:
-            await self._push_redis(lines)
-
-    async def _push_redis(self, lines: list[wire.LogLine]) -> None:
-        """Best effort: Redis is a live-view buffer, log.jsonl stays the record."""
-        key = REDIS_STREAM_PREFIX + self.name
-        assert self.redis is not None
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for ln in lines:
-                    fields = {"time": ln.time, "stream": ln.stream, "line": ln.line}
-                    pipe.xadd(key, fields, maxlen=self.cfg.redis_maxlen, approximate=True)
-                await pipe.execute()
-        except Exception as exc:  # redis down or slow: the lines are safe on disk
-            log.warning(
-                "could not push %d log lines of %s to redis: %s", len(lines), self.name, exc
-            )
+            assert self.redis is not None
+            await push_redis(self.redis, self.name, self.cfg.redis_maxlen, lines)
 
     async def close(self) -> None:
         """Stop tailing: take what is left, persist offsets, end the followers."""
@@ -396,9 +483,10 @@ class LogTailer:
         if not self._closed:
             self.pump()
             await self._push_pending()
-        self._closed = True
-        for raw in self.streams.values():
-            raw.close()
+        with self._lock:
+            self._closed = True
+            for raw in self.streams.values():
+                raw.close()
         for q in list(self._followers):
             _end(q)
         self._followers.clear()
@@ -411,29 +499,8 @@ class LogTailer:
         return [p for p in [*rotated, self.dir / JSONL] if p.exists()]
 
     def read(self, tail: int | None = None, since: float | None = None) -> list[wire.LogLine]:
-        """Stored lines, oldest first: the last ``tail`` of those at or after ``since``.
-
-        Read newest first and stop as soon as ``tail`` lines are found or a line
-        is older than ``since`` (lines are appended in time order), so a short
-        tail of a large log parses only what it returns.
-        """
-        if tail == 0:
-            return []
-        cutoff = rfc3339(since) if since is not None else None
-        newest_first: list[wire.LogLine] = []
-        for path in reversed(self.files()):
-            with open(path, "rb") as f:
-                raws = f.readlines()
-            for raw in reversed(raws):
-                line = _parse(raw)
-                if line is None:
-                    continue
-                if cutoff is not None and line.time < cutoff:
-                    return newest_first[::-1]
-                newest_first.append(line)
-                if tail is not None and len(newest_first) >= tail:
-                    return newest_first[::-1]
-        return newest_first[::-1]
+        """Stored lines, oldest first: the last ``tail`` of those at or after ``since``."""
+        return read_stored(self.files(), tail, since)
 
     async def follow(
         self, tail: int | None = None, since: float | None = None
@@ -462,6 +529,46 @@ class LogTailer:
                 continue
             for ln in lines:
                 q.put_nowait(ln)
+
+
+async def push_redis(redis: Any, name: str, maxlen: int, lines: list[wire.LogLine]) -> None:
+    """Best effort: Redis is a live-view buffer, log.jsonl stays the record."""
+    key = REDIS_STREAM_PREFIX + name
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for ln in lines:
+                fields = {"time": ln.time, "stream": ln.stream, "line": ln.line}
+                pipe.xadd(key, fields, maxlen=maxlen, approximate=True)
+            await pipe.execute()
+    except Exception as exc:  # redis down or slow: the lines are safe on disk
+        log.warning("could not push %d log lines of %s to redis: %s", len(lines), name, exc)
+
+
+def read_stored(files: list[Path], tail: int | None, since: float | None) -> list[wire.LogLine]:
+    """Stored lines of ``files`` (given oldest first), oldest first: the last
+    ``tail`` of those at or after ``since``.
+
+    Read newest first and stop as soon as ``tail`` lines are found or a line
+    is older than ``since`` (lines are appended in time order), so a short
+    tail of a large log parses only what it returns.
+    """
+    if tail == 0:
+        return []
+    cutoff = rfc3339(since) if since is not None else None
+    newest_first: list[wire.LogLine] = []
+    for path in reversed(files):
+        with open(path, "rb") as f:
+            raws = f.readlines()
+        for raw in reversed(raws):
+            line = _parse(raw)
+            if line is None:
+                continue
+            if cutoff is not None and line.time < cutoff:
+                return newest_first[::-1]
+            newest_first.append(line)
+            if tail is not None and len(newest_first) >= tail:
+                return newest_first[::-1]
+    return newest_first[::-1]
 
 
 def _end(q: asyncio.Queue[wire.LogLine | None]) -> None:
@@ -494,6 +601,42 @@ def connect_redis(url: str | None) -> Any | None:
     return redis.asyncio.Redis.from_url(url)
 
 
+class BacklogWatch:
+    """A thread that holds every tailer's unread raw backlog under its cap.
+
+    Why a thread: a flood is exactly when the event loop falls behind (every
+    tailer and follower wants it), and a check that waits for the loop lets
+    the file grow by the writer's rate times the loop's stall. This one runs
+    every ``every_s`` whatever the loop does: one fstat per stream, plus a
+    skip and a hole punch for a stream past its cap.
+    """
+
+    def __init__(self, tailers: Callable[[], list[LogTailer]], every_s: float) -> None:
+        self._tailers = tailers
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="log-backlog", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            for tailer in self._tailers():
+                try:
+                    tailer.enforce_backlog()
+                except Exception:  # one bad file must not end the watch over the others
+                    log.exception("holding the log backlog of %s failed", tailer.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
 class LogStreams:
     """The log tailer of every container, and the Redis client they share."""
 
@@ -501,6 +644,7 @@ class LogStreams:
         self.cfg = cfg
         self._tailers: dict[str, LogTailer] = {}
         self._redis: Any = None
+        self._watch = BacklogWatch(lambda: list(self._tailers.values()), cfg.watch_s)
 
     def connect(self) -> None:
         self._redis = connect_redis(self.cfg.redis_url)
@@ -510,6 +654,7 @@ class LogStreams:
         tailer = LogTailer(name, log_dir, self.cfg, self._redis)
         self._tailers[name] = tailer
         tailer.start()
+        self._watch.start()
 
     def lines(
         self, name: str, tail: int | None, since: float | None, follow: bool
@@ -533,6 +678,7 @@ class LogStreams:
             await tailer.close()
 
     async def close_all(self) -> None:
+        await asyncio.to_thread(self._watch.stop)
         for tailer in self._tailers.values():
             await tailer.close()
         self._tailers.clear()

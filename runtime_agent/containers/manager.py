@@ -96,6 +96,7 @@ class ContainerManager:
             LogConfig(
                 max_bytes=config.log_max_bytes,
                 max_files=config.log_max_files,
+                backlog_bytes=config.log_backlog_bytes,
                 poll_s=log_poll_s,
                 redis_url=config.redis_url,
             )

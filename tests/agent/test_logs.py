@@ -326,3 +326,70 @@ async def test_a_quiet_containers_line_is_read_before_a_floods_backlog_drains(tm
             os.close(fd)
     assert flood_got == [f"{i:08d} " + "f" * 50 for i in range(total)]
     assert flood_lines_before_quiet and flood_lines_before_quiet[0] < total // 2
+
+
+def numbered_lines(start: int, count: int) -> bytes:
+    return b"".join(b"%08d %s\n" % (i, b"b" * 90) for i in range(start, start + count))
+
+
+def test_unread_output_past_the_backlog_cap_is_dropped_with_a_notice(log_dir, fds):
+    out, _ = fds
+    cap = 256 * 1024
+    cfg = LogConfig(poll_s=0.01, backlog_bytes=cap)
+    first = LogTailer("web", log_dir, cfg)
+    os.write(out, b"before the flood\n")
+    first.pump()
+    flood = numbered_lines(0, 20_000)  # ~2 MB unread, eight times the cap
+    os.write(out, flood)
+    got = first.pump()
+    notice = got[0]
+    skipped = int(notice.line.split()[1])
+    assert notice.line.startswith(f"[paas] {skipped} bytes of stdout were dropped here")
+    assert "PAAS_AGENT_LOG_BACKLOG_BYTES" in notice.line
+    # The newest half of the cap is kept, from the next line start (lines of 100 bytes).
+    assert len(flood) - cap <= skipped <= len(flood) - cap // 2 + 100
+    raw = log_dir / "stdout.raw"
+    assert raw.stat().st_blocks * 512 <= cap  # the dropped bytes left the disk
+    # An agent restart resumes after the skip: the kept lines come once, whole,
+    # in order, and the numbering has no gap (the notice took a number).
+    del first
+    second = LogTailer("web", log_dir, cfg)
+    while second.pump():
+        pass
+    stored = second.read()
+    assert stored[0].line == "before the flood" and stored[1] == notice
+    kept = [r.line for r in stored[2:]]
+    start = int(kept[0][:8])
+    assert kept == [f"{i:08d} " + "b" * 90 for i in range(start, 20_000)]
+    assert [r.n for r in stored] == list(range(1, len(stored) + 1))
+
+
+def test_a_skip_is_told_even_when_the_agent_stops_before_writing_the_notice(log_dir, fds):
+    out, _ = fds
+    cfg = LogConfig(poll_s=0.01, backlog_bytes=256 * 1024)
+    first = LogTailer("web", log_dir, cfg)
+    os.write(out, numbered_lines(0, 10_000))
+    first.enforce_backlog()  # the watchdog skipped; the agent died before the next read
+    second = LogTailer("web", log_dir, cfg)
+    got = second.pump()
+    assert got[0].line.startswith("[paas] ") and got[0].n == 1
+    assert "\x00" not in "".join(r.line for r in got)  # never resumed inside a punched hole
+
+
+async def test_the_watchdog_holds_the_backlog_while_the_loop_never_reads(log_dir, fds):
+    # No poll ever comes (poll_s an hour) and nothing is read: only the
+    # watchdog thread can keep the raw file's blocks under the cap.
+    out, _ = fds
+    cap = 256 * 1024
+    streams = LogStreams(LogConfig(poll_s=3600, backlog_bytes=cap, watch_s=0.01))
+    streams.open("web", log_dir)
+    try:
+        await asyncio.sleep(0)  # the tailer's first (and only) read: nothing yet
+        raw = log_dir / "stdout.raw"
+        os.write(out, numbered_lines(0, 40_000))  # ~4 MB
+        assert raw.stat().st_blocks * 512 > 4 * cap
+        await async_wait_until(
+            lambda: raw.stat().st_blocks * 512 <= cap, what="the watchdog to drop the backlog"
+        )
+    finally:
+        await streams.close_all()
