@@ -14,6 +14,7 @@ import pytest
 
 from runtime_agent.containers.logs import PUNCH_EVERY
 from runtime_agent.wire import ContainerState as S
+from runtime_agent.wire import LogLine
 from tests.support.agent_harness import AgentUnderTest, LocalImages, request, unique
 from tests.support.processes import async_wait_until
 
@@ -80,7 +81,7 @@ async def test_a_flooding_container_keeps_its_raw_log_under_the_backlog_cap(
             )
             flood_s = time.monotonic() - started
 
-            async def arrived() -> list[str] | None:
+            async def arrived() -> list[LogLine] | None:
                 got = [ln async for ln in manager.logs(name)]
                 return got if any(ln.line == "after-the-flood" for ln in got) else None
 
