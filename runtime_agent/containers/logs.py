@@ -627,6 +627,9 @@ class BacklogWatch:
             for tailer in self._tailers():
                 try:
                     tailer.enforce_backlog()
+                except OSError as exc:
+                    if exc.errno not in DISK_ERRNOS:  # a full disk: the tailer says so, once
+                        log.exception("holding the log backlog of %s failed", tailer.name)
                 except Exception:  # one bad file must not end the watch over the others
                     log.exception("holding the log backlog of %s failed", tailer.name)
 
