@@ -31,6 +31,7 @@ def test_it_has_sensible_defaults(tmp_path):
     assert (config.backoff_base_s, config.backoff_cap_s, config.backoff_reset_s) == (1, 300, 600)
     assert config.containers_dir == tmp_path / "containers"
     assert config.runc_root == tmp_path / "runc"
+    assert config.log_backlog_bytes == 64 * 1024 * 1024
 
 
 def test_it_reads_every_typed_value(tmp_path):
@@ -45,6 +46,7 @@ def test_it_reads_every_typed_value(tmp_path):
             BACKOFF_CAP_S="4",
             LOG_MAX_BYTES="65536",
             LOG_MAX_FILES="3",
+            LOG_BACKLOG_BYTES="1048576",
             STOP_GRACE_S="2.5",
             REGISTRY="registry.example:5000",
             REGISTRY_USER="bob",
@@ -57,6 +59,7 @@ def test_it_reads_every_typed_value(tmp_path):
     assert config.nft_table == "paas_t1"
     assert (config.backoff_base_s, config.backoff_cap_s) == (0.5, 4.0)
     assert (config.log_max_bytes, config.log_max_files) == (65536, 3)
+    assert config.log_backlog_bytes == 1048576
     assert config.stop_grace_s == 2.5
     assert config.registry_credentials("registry.example:5000") == ("bob", "hunter2")
 
@@ -85,6 +88,8 @@ def test_it_sends_registry_credentials_only_to_its_registry(tmp_path):
         ("NFT_TABLE", "tablé", "PAAS_AGENT_NFT_TABLE"),
         ("LOG_MAX_FILES", "three", "PAAS_AGENT_LOG_MAX_FILES"),
         ("LOG_MAX_FILES", "0", "PAAS_AGENT_LOG_MAX_FILES"),
+        ("LOG_BACKLOG_BYTES", "64k", "PAAS_AGENT_LOG_BACKLOG_BYTES"),
+        ("LOG_BACKLOG_BYTES", "4096", "PAAS_AGENT_LOG_BACKLOG_BYTES"),
         ("STOP_GRACE_S", "soon", "PAAS_AGENT_STOP_GRACE_S"),
         ("STOP_GRACE_S", "nan", "PAAS_AGENT_STOP_GRACE_S"),
         ("BACKOFF_CAP_S", "0.1", "PAAS_AGENT_BACKOFF_CAP_S"),
