@@ -24,7 +24,7 @@ CAP = 1024 * 1024
 # A file passes the cap by what the writer adds between two checks: its rate
 # (busybox yes here: ~370 MB/s) times the watchdog's interval (20 ms) plus any
 # time the agent's process is not scheduled at all (the flood itself keeps
-# both cores of a test machine busy: stalls of ~50 ms, peaks of 20-44 MB were
+# both cores of a test machine busy: watchdog gaps up to ~130 ms, peaks of 20-54 MB were
 # seen), plus what waits to be punched and a page. 128 MiB allows ~350 ms of
 # stall at that rate; without the cap the backlog grows to most of the
 # flood (the agent reads ~50 MB/s at best), ~900 MB.
