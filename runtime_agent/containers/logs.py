@@ -638,6 +638,7 @@ class BacklogWatch:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._stop.clear()  # a later open() starts watching again
 
 
 class LogStreams:

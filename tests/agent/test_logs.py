@@ -393,3 +393,21 @@ async def test_the_watchdog_holds_the_backlog_while_the_loop_never_reads(log_dir
         )
     finally:
         await streams.close_all()
+
+
+async def test_the_watchdog_watches_again_after_close_all(log_dir, fds):
+    out, _ = fds
+    cap = 256 * 1024
+    streams = LogStreams(LogConfig(poll_s=3600, backlog_bytes=cap, watch_s=0.01))
+    streams.open("web", log_dir)
+    await streams.close_all()
+    streams.open("web", log_dir)  # the same agent's streams, opened again
+    try:
+        await asyncio.sleep(0)
+        raw = log_dir / "stdout.raw"
+        os.write(out, numbered_lines(0, 40_000))
+        await async_wait_until(
+            lambda: raw.stat().st_blocks * 512 <= cap, what="the watchdog to drop the backlog"
+        )
+    finally:
+        await streams.close_all()
