@@ -14,7 +14,7 @@ scripts/up's Procfile starts exactly one (a second web behind a balancer
 runs without the flag; ``manage.py singletons`` still runs them alone).
 
 If beat or the follower stops on its own, the web stops too and this exits
-1, so scripts/up stops the platform as when the singletons process died.
+1, so scripts/up's supervisor starts the whole web again (after a backoff).
 SIGTERM or Ctrl-C stops the web (daphne's handlers), then both singletons
 (beat saves its schedule); the exit code is then 0.
 """

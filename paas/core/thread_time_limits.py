@@ -22,8 +22,8 @@ So a watchdog thread keeps the same promise here:
   exception cannot reach, and a thread cannot be killed: the worker exits
   (code 70) after logging which task, as prefork would kill its child.
   Its message, acked late, is redelivered later and finds its work failed or
-  done (tasks are idempotent); under scripts/up the platform stops as for
-  any process that dies.
+  done (tasks are idempotent); under scripts/up the supervisor starts the
+  worker again (scripts/run_procfile.py: backoff, crash-loop limit).
 
 Only tasks running off the main thread are watched: in the solo pool (the
 tests' workers) and in prefork children tasks run on the main thread, and

@@ -2,7 +2,7 @@
 and the log follower in one process. Beat sends its schedule's tasks by name
 (the worker runs them), SIGTERM stops both with exit code 0 and beat's
 schedule saved, and when one part stops on its own the whole command exits
-non-zero (so scripts/up's supervisor stops the platform)."""
+non-zero (so scripts/up's supervisor starts it again)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ daphne serving the platform, with Celery beat and the log follower on a
 thread of their own in the same process. The web answers while beat sends
 its tasks and the follower runs; SIGTERM stops all three with exit code 0
 and beat's schedule saved; when beat cannot run, the web stops too and the
-process exits non-zero (so scripts/up's supervisor stops the platform)."""
+process exits non-zero (so scripts/up's supervisor starts it again)."""
 
 from __future__ import annotations
 
