@@ -300,7 +300,9 @@ class Supervisor:
                 self.say("system", f"sending SIGKILL to what is left of {child.name}'s group")
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.proc.pid, signal.SIGKILL)
+                child.term_sent_at = now  # again after a wait, not at every turn
             return
+        self.groups.discard(child.proc.pid)  # empty: nothing can join it again
         child.restart_at = child.term_sent_at = child.returncode = None
         child.restarts.append(now)
         child.started_at = now
