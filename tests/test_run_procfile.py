@@ -16,6 +16,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.support.processes import wait_until
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_procfile.py"
@@ -218,14 +220,15 @@ def test_a_run_longer_than_stable_after_starts_the_backoff_over(tmp_path):
     assert waits == ["0.01", "0.01"], output
 
 
-def test_sigterm_during_a_backoff_stops_everything_and_starts_nothing(tmp_path):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_a_backoff_stops_everything_and_starts_nothing(tmp_path, sig, code):
     procfile = "steady: sleep 600\nbroken: sh -c 'exit 5'\n"
     proc = _start(tmp_path, procfile, "", "--backoff", "600")
     out = Output(proc)
     out.wait_for(r"broken\.1 +\| exited with code 5; restarting in 600 s$")
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     output = out.finish(proc)
-    assert proc.returncode == 143, output
+    assert proc.returncode == code, output
     assert len(_starts(output, "broken.1")) == 1, output
     assert not any(_alive(pid) for pid in _started(output).values())
 
