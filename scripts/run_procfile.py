@@ -357,6 +357,8 @@ def parse_args() -> argparse.Namespace:
     numbers = (args.stop_wait, args.backoff, args.backoff_max, args.stable_after)
     if min(numbers) < 0 or args.restart_limit < 0 or args.restart_window <= 0:
         parser.error("waits, backoffs and the limit are >= 0, the window > 0")
+    if args.backoff > args.backoff_max:
+        parser.error(f"--backoff {args.backoff:g} is more than --backoff-max {args.backoff_max:g}")
     return args
 
 

@@ -223,7 +223,7 @@ def test_a_run_longer_than_stable_after_starts_the_backoff_over(tmp_path):
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_a_backoff_stops_everything_and_starts_nothing(tmp_path, sig, code):
     procfile = "steady: sleep 600\nbroken: sh -c 'exit 5'\n"
-    proc = _start(tmp_path, procfile, "", "--backoff", "600")
+    proc = _start(tmp_path, procfile, "", "--backoff", "600", "--backoff-max", "600")
     out = Output(proc)
     out.wait_for(r"broken\.1 +\| exited with code 5; restarting in 600 s$")
     proc.send_signal(sig)
@@ -241,3 +241,11 @@ def test_with_restart_on_failure_a_clean_exit_stops_everything(tmp_path):
     assert "done.1 stopped (rc=0)" in output
     assert len(_starts(output, "done.1")) == 1
     assert not _alive(_starts(output, "steady.1")[0])
+
+
+def test_flags_out_of_range_are_refused_before_anything_runs(tmp_path):
+    for flags in (["--backoff", "5", "--backoff-max", "1"], ["--restart-limit", "-1"]):
+        proc = _start(tmp_path, "server: sleep 60\n", "", *flags)
+        output, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 2, output
+        assert "started" not in output
