@@ -249,3 +249,18 @@ def test_flags_out_of_range_are_refused_before_anything_runs(tmp_path):
         output, _ = proc.communicate(timeout=30)
         assert proc.returncode == 2, output
         assert "started" not in output
+
+
+def test_restarts_older_than_the_window_do_not_count_towards_a_crash_loop(tmp_path):
+    # Each run (>= 0.05 s) is longer than the window: no restart is still in
+    # it when the next exit comes.
+    extra = ["--backoff", "0.01", "--restart-limit", "1", "--restart-window", "0.01"]
+    proc = _start(tmp_path, "broken: sh -c 'sleep 0.05; exit 6'\n", "", *extra)
+    out = Output(proc)
+    try:
+        wait_until(lambda: len(_starts(out.now(), "broken.1")) >= 4, what="3 restarts")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = out.finish(proc)
+    assert proc.returncode == 143, output
+    assert "crash loop" not in output
