@@ -220,6 +220,42 @@ async def test_a_cancelled_follower_is_forgotten(log_dir, fds):
     await tailer.close()
 
 
+async def test_a_stored_batch_reaches_a_waiting_follower_in_one_step(log_dir, fds):
+    # The API's stream waits in batch(); the tailer's store wakes it directly,
+    # with no task in between (each would cost a pass of a busy event loop).
+    out, _ = fds
+    tailer = LogTailer("web", log_dir, LogConfig(poll_s=3600))
+    os.write(out, b"old\n")
+    tailer.pump()
+    follow = tailer.follow(tail=10)
+    assert lines_of(await follow.batch(10) or []) == [("stdout", "old")]
+    waiter = asyncio.create_task(follow.batch(2))
+    await asyncio.sleep(0)  # the waiter is waiting
+    os.write(out, b"a\nb\nc\n")
+    tailer.pump()
+    await asyncio.sleep(0)
+    assert waiter.done()
+    assert lines_of(waiter.result() or []) == [("stdout", "a"), ("stdout", "b")]
+    assert lines_of(await follow.batch(10) or []) == [("stdout", "c")]
+    assert await follow.batch(10, timeout=0) == []  # nothing new: the stream checks its client
+    await tailer.close()
+    assert await follow.batch(10) is None
+
+
+async def test_a_follower_too_far_behind_gets_what_it_had_then_ends(log_dir, fds, monkeypatch):
+    monkeypatch.setattr("runtime_agent.containers.logs.FOLLOW_QUEUE_MAX", 3)
+    out, _ = fds
+    tailer = LogTailer("web", log_dir, LogConfig(poll_s=3600))
+    follow = tailer.follow()
+    os.write(out, b"1\n2\n")
+    tailer.pump()
+    os.write(out, b"3\n4\n")
+    tailer.pump()  # 4 lines waiting would pass the cap: cut off
+    assert tailer._followers == set()
+    assert [ln.line async for ln in follow] == ["1", "2"]
+    await tailer.close()
+
+
 def test_rfc3339_strings_sort_like_the_times():
     assert rfc3339(1.5) < rfc3339(10.25) < rfc3339(1e9)
     assert parse_time(rfc3339(1234.5)) == 1234.5
