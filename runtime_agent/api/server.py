@@ -72,7 +72,8 @@ FIRST_ITEM_WAIT_S = 0.5
 # half-done create must not be cancelled because a client gave up).
 STREAM_POLL_S = 0.5
 MAX_TIMEOUT_S = 3600.0
-# Most log lines a stream holds for its client before the reader waits: the
+# Most log lines a stream holds for its client before the reader waits (and
+# the most a follow stream takes from its tailer for one write): the
 # reader encodes them without yielding, so this also bounds how long one
 # chatty container's stream holds the event loop (5000 was 25-300 ms; 1000
 # held a flood to ~16k lines/s on a starved loop).
