@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 
+from runtime_agent.api import router_sources as router_sources_api
 from runtime_agent.api.server import ApiServer, create_app
 from runtime_agent.api.tls import certificate_fingerprint, certificate_paths, server_context
 from runtime_agent.config import PREFIX, AgentConfig, ConfigError
@@ -32,6 +33,7 @@ from runtime_agent.host.settings import Settings
 from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.oci.runc import Runc, check_runtime_safe
+from runtime_agent.router_sources import RouterSourcesKeeper
 
 log = logging.getLogger("runtime_agent")
 
@@ -84,8 +86,12 @@ async def serve(config: AgentConfig) -> int:
     )
     manager = ContainerManager(config, images, network, runc)
     await manager.start()
+    app = create_app(manager, images, config)
+    keeper = RouterSourcesKeeper(config.root, config.router_sources, network.set_router_sources,
+                                 pinned_by_setting=config.router_sources_pinned)  # fmt: skip
+    app.add_routes(router_sources_api.routes(keeper))
     server = ApiServer(
-        create_app(manager, images, config),
+        app,
         config.listen_host,
         config.listen_port,
         config.drain_timeout_s,
@@ -110,8 +116,8 @@ def _log_router_sources(config: AgentConfig) -> None:
     if config.router_sources:
         log.info("route ports answer %s only", ", ".join(map(str, config.router_sources)))
     elif not _is_loopback(config.listen_host):
-        log.warning("no router sources (PAAS_AGENT_ROUTER_SOURCES, or join the host): "
-                    "route ports will answer no one from outside")  # fmt: skip
+        log.warning("no router sources (PAAS_AGENT_ROUTER_SOURCES, the join, or the control "
+                    "plane's push): route ports answer no one from outside until then")  # fmt: skip
 
 
 def _is_loopback(host: str) -> bool:

@@ -76,6 +76,9 @@ class AgentConfig:
     allowed_networks: tuple[IPv4Network, ...] = ()
     # Who may reach this host's route ports from outside (net/ports.py).
     router_sources: tuple[IPv4Network, ...] = ()
+    # PAAS_AGENT_ROUTER_SOURCES is set: it wins over the join's and the control
+    # plane's lists (runtime_agent/router_sources.py).
+    router_sources_pinned: bool = False
     # Caps on a layer being unpacked (images/layers.py), like the upload intake's.
     layer_max_bytes: int = 8 * 1024**3
     layer_max_entry_bytes: int = 4 * 1024**3
@@ -163,6 +166,7 @@ class AgentConfig:
             drain_timeout_s=read.number("DRAIN_TIMEOUT_S", 10.0, minimum=0.1),
             **_isolation(read),
             router_sources=router_sources(read, root),
+            router_sources_pinned=read.raw("ROUTER_SOURCES") is not None,
             tls_cert=tls_cert,
             tls_key=tls_key,
         )
@@ -262,7 +266,8 @@ def _parse_networks(items: list[str], where: str) -> tuple[IPv4Network, ...]:
     return tuple(out)
 
 
-ROUTER_SOURCES_FILE = "router_sources"  # in ROOT, written by runtime_agent.join
+# In ROOT, written by runtime_agent.join and the API's PUT /v1/router-sources.
+ROUTER_SOURCES_FILE = "router_sources"
 
 
 def router_sources(read: Settings, root: Path) -> tuple[IPv4Network, ...]:

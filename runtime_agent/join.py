@@ -29,8 +29,10 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from runtime_agent import router_sources
 from runtime_agent.api.tls import certificate_fingerprint, certificate_paths
-from runtime_agent.config import PREFIX, ROUTER_SOURCES_FILE, ConfigError, tls_settings
+from runtime_agent.config import PREFIX, ConfigError, tls_settings
+from runtime_agent.host.errors import InvalidRequest
 from runtime_agent.host.settings import Settings
 
 
@@ -73,23 +75,22 @@ def main(argv: list[str] | None = None) -> None:
     root.mkdir(parents=True, exist_ok=True)
     _write(root / "token", str(answer["credential"]))
     if sources is not None:  # an older control plane says nothing: keep what is there
-        _write(root / ROUTER_SOURCES_FILE, ",".join(sources))
+        router_sources.write(root, sources)
+    listed = ", ".join(map(str, sources or ())) or "no one"
     print(f"joined as {args.name} (certificate {fingerprint}); credential written to "
-          f"{root / 'token'}; route ports answer {', '.join(sources or []) or 'no one'}",
+          f"{root / 'token'}; route ports answer {listed}",
           file=sys.stderr)  # fmt: skip
 
 
-def _router_sources(answer: dict[str, Any]) -> list[str] | None:
-    """The control plane's list, checked as the agent will read it."""
+def _router_sources(answer: dict[str, Any]) -> tuple[IPv4Network, ...] | None:
+    """The control plane's list, checked as the agent's API checks a push."""
     sources = answer.get("router_sources")
     if sources is None:
         return None
-    if not isinstance(sources, list):
-        raise SystemExit("error: the control plane's router_sources is not a list")
     try:
-        return [str(IPv4Network(str(s), strict=True)) for s in sources]
-    except ValueError as exc:
-        raise SystemExit(f"error: the control plane's router_sources: {exc}") from None
+        return router_sources.parse(sources)
+    except InvalidRequest as exc:
+        raise SystemExit(f"error: the control plane's {exc.message}") from None
 
 
 def _write(path: Path, text: str) -> None:

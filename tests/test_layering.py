@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DAEMON = ("runtime_agent.api", "runtime_agent.containers", "runtime_agent.config",
-          "runtime_agent.join", "runtime_agent.__main__")  # fmt: skip
+          "runtime_agent.join", "runtime_agent.router_sources",
+          "runtime_agent.__main__")  # fmt: skip
 TOOLKIT = ("host", "oci", "images", "net")
 MAX_CLASS_LINES = 250
 

@@ -26,6 +26,8 @@ Routes (every one needs ``Authorization: Bearer <token>``)::
                                             {"stream":"stdout"|"stderr","data"}..., {"exit_code"}
     POST   /v1/images/pull                  {"ref"} -> {"ref","digest","layers"}
     POST   /v1/images/gc                    -> {"removed": [layer digests], "in_use": [...]}
+    GET    /v1/router-sources               who route ports answer (api/router_sources.py;
+    PUT    /v1/router-sources               the daemon adds these two routes)
 
 A stream that fails after its 200 went out ends with an ``{"error": ...}``
 line. Middleware order matters: the error middleware is outermost so that every

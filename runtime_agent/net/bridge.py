@@ -132,8 +132,8 @@ def _binding_from_dict(data: dict[str, Any]) -> PortBinding:
 
 NO_ROUTER_SOURCES = (
     "this host has no router sources, so its route ports answer no one: set "
-    "PAAS_AGENT_ROUTER_SOURCES (the router's addresses) or join the host again, "
-    "then restart the agent"
+    "PAAS_AGENT_ROUTER_SOURCES (the router's addresses) and restart the agent, or have "
+    "the control plane push them (manage.py host_router_sources)"
 )
 
 
@@ -347,6 +347,23 @@ class HostNetwork:
 
     def published(self) -> dict[str, ports.Published]:
         return _published(self.store.read())
+
+    def set_router_sources(self, sources: tuple[IPv4Network, ...]) -> None:
+        """Who route ports answer from outside, from now on (the agent's
+        ``PUT /v1/router-sources``): only the set is refilled, so running
+        containers and open connections are untouched; new route ports are
+        checked against the new list."""
+        with self.store.transaction() as state:  # no publish in between
+            self.policy = dataclasses.replace(self.policy, router_sources=sources)
+            if self._table_ready:
+                try:
+                    ports.apply(ports.render_router_sources(self.nft_table, sources))
+                    return
+                except CommandFailed:
+                    log.warning("nft table %s was changed behind our back: rebuilding",
+                                self.nft_table)  # fmt: skip
+            self._table_ready = False
+            self._apply_rules(state)
 
     # --- helpers ----------------------------------------------------------
 

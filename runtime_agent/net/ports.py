@@ -203,6 +203,17 @@ def router_sources_set(sources: Iterable[IPv4Network]) -> str:
     )
 
 
+def render_router_sources(table: str, sources: Iterable[IPv4Network]) -> str:
+    """Refill the ``router_sources`` set in one transaction (the agent's
+    router sources changed while it runs): no moment with a half list, the
+    chains and hooks stay, and connections already DNATed keep going
+    (conntrack holds them, not the set)."""
+    lines = [f"flush set ip {table} {ROUTER_SOURCES}"]
+    if merged := list(collapse_addresses(sources)):
+        lines.append(f"add element ip {table} {ROUTER_SOURCES} {{ {', '.join(map(str, merged))} }}")
+    return "\n".join(lines) + "\n"
+
+
 def render(
     table: str,
     bridge: str,

@@ -9,6 +9,7 @@ router's is answered by the container. Nothing else is ever contacted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import secrets
@@ -20,12 +21,22 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from runtime_agent.api import router_sources as router_sources_api
+from runtime_agent.api.server import ApiServer, create_app
 from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.host.cmd import run
 from runtime_agent.host.errors import Conflict
-from tests.support.agent_harness import AgentUnderTest, LocalImages, request, unique
+from runtime_agent.router_sources import RouterSourcesKeeper
+from tests.support.agent_harness import (
+    AgentUnderTest,
+    LocalImages,
+    request,
+    server_tls,
+    unique,
+)
 from tests.support.other_hosts import PORT, Hosts, OtherHost, host_listener, slash30
 from tests.support.processes import free_port
 
@@ -217,3 +228,150 @@ async def test_overlapping_router_sources_are_merged_for_nft(
         assert sorted(_sources(a)) == ["10.9.0.1", "192.0.2.0/24"]
     finally:
         await a.cleanup()
+
+
+# --- the router sources replaced while the agent runs (PUT /v1/router-sources) -------
+
+
+@dataclass
+class Api:
+    """The agent's HTTP API in front of ``agent``, as the daemon wires it."""
+
+    session: aiohttp.ClientSession
+    keeper: RouterSourcesKeeper
+
+    async def push(self, sources: object, **kw: Any) -> tuple[int, dict[str, Any]]:
+        body = {"router_sources": sources} if "json" not in kw else kw.pop("json")
+        resp = await self.session.put("/v1/router-sources", json=body, **kw)
+        return resp.status, await resp.json()
+
+
+@contextlib.asynccontextmanager
+async def api_for(agent: AgentUnderTest) -> AsyncIterator[Api]:
+    manager = await agent.manager()
+    app = create_app(manager, agent.images, agent.config)
+    keeper = RouterSourcesKeeper(agent.root, agent.config.router_sources,
+                                 agent.network.set_router_sources,
+                                 pinned_by_setting=agent.config.router_sources_pinned)  # fmt: skip
+    app.add_routes(router_sources_api.routes(keeper))
+    server = ApiServer(app, "127.0.0.1", 0, 2.0, tls=server_tls().context)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(
+            base_url=f"https://127.0.0.1:{server.port}", connector=server_tls().connector(),
+            headers={"Authorization": f"Bearer {agent.config.token}"},
+        ) as session:  # fmt: skip
+            yield Api(session, keeper)
+    finally:
+        await server.stop()
+
+
+def _saved(agent: AgentUnderTest) -> str:
+    return (agent.root / "router_sources").read_text().strip()
+
+
+async def test_a_push_moves_route_ports_to_the_new_router_without_a_restart(
+    agent: AgentUnderTest, machines: Machines
+) -> None:
+    """The router moved: the stranger's machine is the router now."""
+    async with api_for(agent) as api:
+        manager = agent.managers[0]
+        host_ip = machines.router.via
+        name, route_port = await web_instance(manager, host_ip)
+        pid = manager.inspect(name).pid
+        assert connect_from(machines.router, host_ip, route_port) == name
+        assert connect_from(machines.stranger, host_ip, route_port) == REFUSED
+
+        status, said = await api.push([machines.stranger.address])
+        assert status == 200, said
+        assert said["in_effect"] == [f"{machines.stranger.address}/32"]
+        assert said["overridden_by"] is None
+        assert connect_from(machines.stranger, host_ip, route_port) == name
+        assert connect_from(machines.router, host_ip, route_port) == REFUSED
+        # Kept for the next start, and the container never noticed.
+        assert _saved(agent) == f"{machines.stranger.address}/32"
+        assert manager.inspect(name).pid == pid
+        assert _publish_rules(agent, name) == 2
+
+
+async def test_a_host_without_router_sources_takes_route_ports_after_a_push(
+    tmp_agent_root: Path, tmp_path: Path, machines: Machines
+) -> None:
+    """A host that joined before the join handed out router sources."""
+    a = AgentUnderTest(tmp_agent_root, LocalImages(tmp_path / "images"))
+    try:
+        await a.setup()
+        async with api_for(a) as api:
+            manager = a.managers[0]
+            with pytest.raises(Conflict, match="router sources"):
+                await web_instance(manager, machines.router.via)
+            # A second router (a network) and the first one: both answered.
+            both = [f"{machines.router.address}", str(slash30("192.0.2.0/24"))]
+            status, said = await api.push(both)
+            assert status == 200, said
+            name, route_port = await web_instance(manager, machines.router.via)
+            assert connect_from(machines.router, machines.router.via, route_port) == name
+            assert connect_from(machines.stranger, machines.router.via, route_port) == REFUSED
+            got = await api.session.get("/v1/router-sources")
+            assert (await got.json())["in_effect"] == [f"{both[0]}/32", both[1]]
+    finally:
+        await a.cleanup()
+
+
+async def test_the_hosts_own_setting_wins_over_a_push_and_says_so(
+    tmp_agent_root: Path, tmp_path: Path, machines: Machines
+) -> None:
+    a = AgentUnderTest(tmp_agent_root, LocalImages(tmp_path / "images"),
+                       router_sources=_only(machines.router),
+                       router_sources_pinned=True)  # fmt: skip
+    try:
+        await a.setup()
+        async with api_for(a) as api:
+            status, said = await api.push([machines.stranger.address])
+            assert status == 200, said
+            assert said["overridden_by"] == "PAAS_AGENT_ROUTER_SOURCES"
+            assert said["in_effect"] == [f"{machines.router.address}/32"]
+            assert "PAAS_AGENT_ROUTER_SOURCES is set on this host and wins" in said["message"]
+            # Saved for when the setting goes; the set is the setting's.
+            assert _saved(a) == f"{machines.stranger.address}/32"
+            assert _sources(a) == [machines.router.address]
+            name, route_port = await web_instance(a.managers[0], machines.router.via)
+            assert connect_from(machines.router, machines.router.via, route_port) == name
+            assert connect_from(machines.stranger, machines.router.via, route_port) == REFUSED
+    finally:
+        await a.cleanup()
+
+
+BAD_PUSHES = [
+    ({"router_sources": ["10.0.0.5/24"]}, "has host bits set"),
+    ({"router_sources": ["router.example"]}, "'router.example' is not an IPv4 address"),
+    ({"router_sources": ["fd00::1"]}, "'fd00::1' is not an IPv4 address"),
+    ({"router_sources": ["10.0.0.1\nflush ruleset"]}, "is not an IPv4 address"),
+    ({"router_sources": [167772161]}, "'167772161' is not an IPv4 address"),
+    ({"router_sources": "10.0.0.1"}, "must be a list"),
+    ({"router_sources": [f"10.0.{i}.1" for i in range(65)]}, "65 entries; at most 64"),
+    ({"router_sources": [], "extra": 1}, 'the body is {"router_sources"'),
+    ({"sources": []}, 'the body is {"router_sources"'),
+    (["10.0.0.1"], 'the body is {"router_sources"'),
+]
+
+
+@pytest.mark.parametrize(("body", "says"), BAD_PUSHES)
+async def test_a_bad_push_is_refused_and_changes_nothing(
+    agent: AgentUnderTest, machines: Machines, body: object, says: str
+) -> None:
+    (agent.root / "router_sources").write_text(f"{machines.router.address}/32\n")
+    async with api_for(agent) as api:
+        status, said = await api.push(None, json=body)
+        assert status == 400, said
+        assert says in said["message"], said
+    assert _saved(agent) == f"{machines.router.address}/32"
+    assert _sources(agent) == [machines.router.address]
+
+
+async def test_a_push_needs_the_agents_token(agent: AgentUnderTest, machines: Machines) -> None:
+    async with api_for(agent) as api:
+        status, _ = await api.push(["192.0.2.1"], headers={"Authorization": "Bearer wrong"})
+        assert status == 403
+        assert _sources(agent) == [machines.router.address]
+        assert not (agent.root / "router_sources").exists()
