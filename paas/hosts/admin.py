@@ -7,7 +7,9 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from paas.core.errors import PaasError
 from paas.hosts.models import Host, HostState, Instance, JoinToken
+from paas.hosts.router_push import host_router_sources_push
 from paas.hosts.services import host_set_state, join_token_create
 
 
@@ -26,17 +28,30 @@ def _set_state(state: HostState) -> Any:
     return action
 
 
+@admin.action(description="Push router sources now")
+def push_router_sources(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+    for host in queryset.exclude(state=HostState.REMOVED):
+        try:
+            answer = host_router_sources_push(host=host, actor=request.user)  # type: ignore[arg-type]
+        except PaasError as exc:
+            messages.error(request, f"{host.name}: not pushed: {exc.message}")
+            continue
+        said = answer.message or "route ports answer " + (", ".join(answer.in_effect) or "no one")
+        level = messages.WARNING if answer.overridden_by else messages.SUCCESS
+        messages.add_message(request, level, f"{host.name}: {said}")
+
+
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
     list_display = ["name", "agent_url", "state", "memory_bytes", "agent_version",
                     "last_heartbeat_at"]  # fmt: skip
     # The pin changes only by joining again (a re-join token), never by an edit.
     readonly_fields = ["tls_fingerprint", "memory_bytes", "cpus", "agent_version",
-                       "last_heartbeat_at", "last_error"]  # fmt: skip
+                       "last_heartbeat_at", "last_error", "router_sources"]  # fmt: skip
     exclude = ["token"]  # the agent's credential is never shown
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # agents speak https
     actions = [_set_state(HostState.DRAINING), _set_state(HostState.READY),
-               _set_state(HostState.REMOVED)]  # fmt: skip
+               _set_state(HostState.REMOVED), push_router_sources]  # fmt: skip
 
 
 @admin.register(JoinToken)

@@ -70,6 +70,16 @@ class HostInfo:
     agent_pid: int | None
 
 
+@dataclass(frozen=True)
+class RouterSources:
+    """An agent's answer to a push of router sources."""
+
+    stored: list[str]  # in its ROOT/router_sources now
+    in_effect: list[str]  # what its route ports answer
+    overridden_by: str | None  # PAAS_AGENT_ROUTER_SOURCES, set on the host, wins
+    message: str
+
+
 def container_info(data: dict[str, Any]) -> wire.ContainerInfo:
     """A ContainerInfo from the agent's JSON (enums and nested shapes typed)."""
     ports = [wire.PortBinding(**p) for p in data.get("ports") or []]
@@ -203,6 +213,22 @@ class AgentClient:
             containers=int(data.get("containers") or 0),
             api_version=str(data.get("api_version") or ""),
             agent_pid=(data.get("agent") or {}).get("pid"),
+        )
+
+    def set_router_sources(self, sources: builtins.list[str]) -> RouterSources:
+        """Who the host's route ports answer, from now on."""
+        try:
+            data = self._json("PUT", "/v1/router-sources", {"router_sources": sources})
+        except ContainerMissing:
+            raise AgentRefused(
+                f"The agent at {self.base_url} takes no router sources (an older agent): "
+                "upgrade it, or set PAAS_AGENT_ROUTER_SOURCES there and restart it."
+            ) from None
+        return RouterSources(
+            stored=[str(s) for s in data.get("router_sources") or []],
+            in_effect=[str(s) for s in data.get("in_effect") or []],
+            overridden_by=data.get("overridden_by") or None,
+            message=str(data.get("message") or ""),
         )
 
     # --- containers ------------------------------------------------------------------

@@ -30,6 +30,10 @@ class Host(models.Model):
     agent_version = models.CharField(max_length=50, blank=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Who its route ports answer, as its agent last accepted them (PUT
+    # /v1/router-sources, paas/hosts/router_push.py); null until an agent
+    # confirms a push (a new join, or a host that joined before pushes).
+    router_sources = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

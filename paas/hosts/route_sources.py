@@ -34,7 +34,8 @@ def route_sources(*, agent_url: str) -> list[str]:
     if host_is_local(agent_url):
         return []
     if settings.PAAS_ROUTER_SOURCES:
-        return list(settings.PAAS_ROUTER_SOURCES)
+        # Without duplicates, as the agent keeps them: compared with its answer.
+        return list(dict.fromkeys(settings.PAAS_ROUTER_SOURCES))
     try:
         address = IPv4Address(host_address(agent_url))
     except ValueError:

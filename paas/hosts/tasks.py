@@ -10,7 +10,18 @@ from django.conf import settings
 
 from paas.applications import releases
 from paas.core.errors import DATABASE_UNAVAILABLE
-from paas.hosts import app_delete, deploy, lifecycle, observe, reconcile, resume, services
+from paas.hosts import (
+    app_delete,
+    deploy,
+    lifecycle,
+    observe,
+    reconcile,
+    resume,
+    router_push,
+    services,
+)
+from paas.hosts.agent_client import AgentRefused, AgentUnreachable
+from paas.hosts.models import Host, HostState
 
 # A database restart or failover mid-task: run again, 1, 2, 4 ... 30 s later,
 # PAAS_DEPLOY_DB_RETRIES times (about three minutes; the task is idempotent:
@@ -65,8 +76,21 @@ def observe_all() -> dict[str, list[str]]:
 
 
 @shared_task(name="hosts.heartbeat")
-def heartbeat() -> dict[str, str]:
-    return services.hosts_heartbeat_all(reconcile_on_change=True)
+def heartbeat() -> dict[str, Any]:
+    states = services.hosts_heartbeat_all(reconcile_on_change=True)
+    return {"states": states, "router_sources": router_push.hosts_router_sources_sync()}
+
+
+# After a join the agent may not run yet: try for a few minutes, then the
+# heartbeat's sync takes over.
+@shared_task(name="hosts.push_router_sources", autoretry_for=(AgentUnreachable, AgentRefused),
+             retry_backoff=2, retry_backoff_max=60, retry_jitter=False,
+             max_retries=6)  # fmt: skip
+def push_router_sources(host_id: int) -> list[str]:
+    host = Host.objects.exclude(state=HostState.REMOVED).filter(pk=host_id).first()
+    if host is None:
+        return []
+    return router_push.host_router_sources_push(host=host).in_effect
 
 
 @shared_task(name="deploy.instance_action", acks_late=True, reject_on_worker_lost=True)
