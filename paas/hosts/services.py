@@ -96,6 +96,21 @@ def _validate_fingerprint(fingerprint: str) -> str:
         raise ValidationFailed(f"The agent's {exc.message}.", field="tls_fingerprint") from None
 
 
+JOIN_REFUSED = "This join token is unknown, used or expired; ask for a new one."
+
+
+def join_token_check(*, raw_token: str) -> None:
+    """Refuse a join token that could not be spent, before the join looks at
+    anything else: a caller without a valid token learns nothing (not which
+    address this machine reaches a given host from) and makes this machine
+    look up nothing. :func:`host_join` checks again as it spends it."""
+    usable = JoinToken.objects.filter(
+        digest=_digest(raw_token), used_at=None, expires_at__gt=timezone.now()
+    )
+    if not usable.exists():
+        raise JoinRefused(JOIN_REFUSED)
+
+
 def host_join(
     *, raw_token: str, name: str, agent_url: str, tls_fingerprint: str
 ) -> tuple[Host, str]:
@@ -113,14 +128,33 @@ def host_join(
             digest=_digest(raw_token), used_at=None, expires_at__gt=now
         ).update(used_at=now)
         if not spent:
-            raise JoinRefused("This join token is unknown, used or expired; ask for a new one.")
+            raise JoinRefused(JOIN_REFUSED)
         token = JoinToken.objects.select_related("rejoin").get(digest=_digest(raw_token))
         if token.rejoin is not None:
             host = _rejoin(token.rejoin, name=name, url=url, pin=pin, credential=credential)
         else:
             host = _join_new(name=name, url=url, pin=pin, credential=credential)
         JoinToken.objects.filter(pk=token.pk).update(host=host)
+        _router_sources_unconfirmed(host)
     return host, credential
+
+
+def _router_sources_unconfirmed(host: Host) -> None:
+    """A (re-)joined agent has confirmed no router sources yet: it gets them
+    pushed once it answers (paas/hosts/router_push.py)."""
+    Host.objects.filter(pk=host.pk).update(router_sources=None)
+    host.router_sources = None
+    transaction.on_commit(lambda: _push_router_sources_soon(host.pk))
+
+
+def _push_router_sources_soon(host_id: int) -> None:
+    from paas.hosts.tasks import push_router_sources  # tasks import this module
+
+    try:
+        push_router_sources.delay(host_id)
+    except Exception:  # the broker is down: the heartbeat's sync pushes them later
+        log.warning("could not enqueue the router sources push of host %s", host_id,
+                    exc_info=True)  # fmt: skip
 
 
 def _join_new(*, name: str, url: str, pin: str, credential: str) -> Host:

@@ -134,7 +134,8 @@ def test_csrf_does_not_apply_a_bearer_token_is_no_cookie(alice):
     )
     assert created.status_code == 201
     join = strict.post("/api/v1/hosts/join", {"join_token": "x"}, "application/json")
-    assert join.status_code == 400  # refused for its content, not by a CSRF check
+    # Refused for its token (checked first), not by a CSRF check.
+    assert join.status_code == 403 and join.json()["error"] == "join_refused", join.content
 
 
 def test_a_session_cookie_alone_does_not_authenticate(client, alice):

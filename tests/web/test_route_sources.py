@@ -115,3 +115,38 @@ def test_a_host_this_machine_has_no_route_to_is_refused_with_the_reason() -> Non
         run(["ip", "netns", "del", ns])
     said = done.stdout.decode()
     assert "no route to 192.0.2.10" in said and "PAAS_ROUTER_SOURCES" in said, said
+
+
+# The limited broadcast address: connect() on a UDP socket to it fails
+# (EACCES without SO_BROADCAST), so the route lookup refuses it.
+NO_ROUTE_URL = "https://255.255.255.255:7070"
+
+
+def test_a_bad_join_token_is_refused_before_any_route_lookup(client: Any) -> None:
+    """A caller without a valid token learns nothing of this machine's routes
+    and makes it look up none: it gets the token's refusal, not the lookup's."""
+    # With a good token this URL fails at the route lookup...
+    looked_up = _join(client, NO_ROUTE_URL)
+    assert looked_up.status_code == 400, looked_up.content
+    assert "no route to 255.255.255.255" in looked_up.json()["message"]
+    # ...without one, it never gets there.
+    for token in ("join_made-up", "", "x" * 5000):
+        body = {"join_token": token, "name": "host-1", "agent_url": NO_ROUTE_URL,
+                "tls_fingerprint": PIN}  # fmt: skip
+        refused = client.post("/api/v1/hosts/join", body, content_type="application/json")
+        assert refused.status_code == 403, refused.content
+        assert refused.json() == {
+            "error": "join_refused",
+            "message": "This join token is unknown, used or expired; ask for a new one.",
+        }
+
+
+def test_a_spent_join_token_is_refused_before_any_route_lookup(client: Any) -> None:
+    body = {"join_token": _token(), "name": "host-1", "agent_url": "https://127.0.0.1:7070",
+            "tls_fingerprint": PIN}  # fmt: skip
+    assert (
+        client.post("/api/v1/hosts/join", body, content_type="application/json").status_code == 201
+    )
+    again = client.post("/api/v1/hosts/join", {**body, "agent_url": NO_ROUTE_URL},
+                        content_type="application/json")  # fmt: skip
+    assert again.status_code == 403 and again.json()["error"] == "join_refused", again.content

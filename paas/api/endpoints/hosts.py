@@ -25,7 +25,7 @@ from paas.api.schemas import (
 from paas.hosts.models import Host, HostState
 from paas.hosts.route_sources import route_sources
 from paas.hosts.selectors import host_for_admin, hosts_for_admin
-from paas.hosts.services import host_join, host_set_state, join_token_create
+from paas.hosts.services import host_join, host_set_state, join_token_check, join_token_create
 
 router = Router(tags=["hosts"])
 
@@ -67,7 +67,10 @@ def join_token_new(request: HttpRequest, body: JoinTokenIn) -> Status[dict[str, 
 def host_join_view(request: HttpRequest, body: HostJoinIn) -> Status[dict[str, Any]]:
     """An agent's host joins with a one-time join token and gets its
     credential and who its route ports answer."""
-    # First: a host the router has no route to is refused before the token is spent.
+    # The token first: no route lookup (which tells the caller how this
+    # machine reaches the address it names, and probes it) for a stranger.
+    join_token_check(raw_token=body.join_token)
+    # Then a host the router has no route to is refused before the token is spent.
     sources = route_sources(agent_url=body.agent_url)
     host, credential = host_join(
         raw_token=body.join_token,
