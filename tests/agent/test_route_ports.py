@@ -294,6 +294,47 @@ async def test_a_push_moves_route_ports_to_the_new_router_without_a_restart(
         assert _publish_rules(agent, name) == 2
 
 
+ECHO_CLIENT = (
+    "import socket, sys\n"
+    "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
+    "for line in sys.stdin:\n"
+    "    s.sendall(line.encode())\n"
+    "    print(s.recv(64).decode().strip() or 'closed', flush=True)\n"
+)
+
+
+async def test_a_connection_the_router_holds_outlives_a_push_that_drops_it(
+    agent: AgentUnderTest, machines: Machines
+) -> None:
+    """Only new connections are checked against the new list: a request in
+    flight through the old router finishes."""
+    async with api_for(agent) as api:
+        manager = agent.managers[0]
+        name, route_port = unique("echo"), free_port("0.0.0.0")
+        host_ip = machines.router.via
+        ports = [{"container_port": PORT, "host_port": route_port, "host_ip": host_ip,
+                  "router_only": True}]  # fmt: skip
+        await manager.create(request(name, ["nc", "-ll", "-p", str(PORT), "-e", "cat"],
+                                     network_group="echo", ports=ports))  # fmt: skip
+        argv = ["ip", "netns", "exec", machines.router.netns, sys.executable, "-c",
+                ECHO_CLIENT, host_ip, str(route_port)]  # fmt: skip
+        client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert client.stdin is not None and client.stdout is not None
+        try:
+            client.stdin.write("one\n")
+            client.stdin.flush()
+            assert client.stdout.readline().strip() == "one"
+            status, said = await api.push([machines.stranger.address])
+            assert status == 200, said
+            client.stdin.write("two\n")
+            client.stdin.flush()
+            assert client.stdout.readline().strip() == "two"
+            assert connect_from(machines.router, host_ip, route_port) == REFUSED
+        finally:
+            client.stdin.close()
+            assert client.wait(timeout=30) == 0
+
+
 async def test_a_host_without_router_sources_takes_route_ports_after_a_push(
     tmp_agent_root: Path, tmp_path: Path, machines: Machines
 ) -> None:
