@@ -154,6 +154,23 @@ def _warn_without_router_sources(
         log.warning(NO_ROUTER_SOURCES)
 
 
+def _plumbed(att: Attachment, addr: IPv4Interface, gateway: IPv4Address) -> bool:
+    return (
+        links.netns_alive(att.netns_name)
+        and links.link_exists(att.host_veth)
+        and links.container_side_ready(att.netns_name, addr, gateway)
+    )
+
+
+def _check_subnet(state: dict[str, Any], subnet: IPv4Network) -> None:
+    old = state.get("subnet")
+    if old and old != str(subnet) and state["attachments"]:
+        raise Conflict(
+            f"subnet changed from {old} to {subnet} while containers are attached",
+            field="subnet",
+        )
+
+
 class _Background:
     """One call in its own thread; :meth:`wait` joins it and raises its error."""
 
@@ -207,7 +224,7 @@ class HostNetwork:
     def setup(self) -> None:
         """Bridge, sysctls and nft table; safe to call on every agent start."""
         with self.store.transaction() as state:
-            self._check_subnet(state)
+            _check_subnet(state, self.subnet)
             state["subnet"] = str(self.subnet)
             links.ensure_bridge(
                 self.bridge, IPv4Interface(f"{self.gateway}/{self.subnet.prefixlen}")
@@ -282,7 +299,7 @@ class HostNetwork:
         fresh = links.ensure_netns(att.netns_name, id_range)
         # A netns made just now is empty: no need to look inside (~3 ms
         # of netlink round trips on every container start).
-        if fresh or not self._plumbed(att, addr):
+        if fresh or not _plumbed(att, addr, self.gateway):
             # replace: a half-made pair from a crash goes first.
             links.plumb_veth(
                 att.host_veth, self.bridge, att.netns_name, addr, self.gateway, replace=True
@@ -349,21 +366,11 @@ class HostNetwork:
         return _published(self.store.read())
 
     def set_router_sources(self, sources: tuple[IPv4Network, ...]) -> None:
-        """Who route ports answer from outside, from now on (the agent's
-        ``PUT /v1/router-sources``): only the set is refilled, so running
-        containers and open connections are untouched; new route ports are
-        checked against the new list."""
+        """Who route ports answer from outside from now on (PUT /v1/router-sources):
+        only that set is refilled; containers and open connections are untouched."""
         with self.store.transaction() as state:  # no publish in between
             self.policy = dataclasses.replace(self.policy, router_sources=sources)
-            if self._table_ready:
-                try:
-                    ports.apply(ports.render_router_sources(self.nft_table, sources))
-                    return
-                except CommandFailed:
-                    log.warning("nft table %s was changed behind our back: rebuilding",
-                                self.nft_table)  # fmt: skip
-            self._table_ready = False
-            self._apply_rules(state)
+            self._apply_rules(state, sources_only=True)
 
     # --- helpers ----------------------------------------------------------
 
@@ -383,14 +390,6 @@ class HostNetwork:
     def _check_cid(self, cid: str) -> None:
         if not CID_RE.fullmatch(cid):
             raise InvalidRequest(f"container id {cid!r} is not valid", field="cid")
-
-    def _check_subnet(self, state: dict[str, Any]) -> None:
-        old = state.get("subnet")
-        if old and old != str(self.subnet) and state["attachments"]:
-            raise Conflict(
-                f"subnet changed from {old} to {self.subnet} while containers are attached",
-                field="subnet",
-            )
 
     def _allocate(self, state: dict[str, Any], cid: str, group: str | None) -> Attachment:
         if cid in state["attachments"]:
@@ -415,27 +414,26 @@ class HostNetwork:
         self.store.checkpoint(state)
         return att
 
-    def _plumbed(self, att: Attachment, addr: IPv4Interface) -> bool:
-        return (
-            links.netns_alive(att.netns_name)
-            and links.link_exists(att.host_veth)
-            and links.container_side_ready(att.netns_name, addr, self.gateway)
-        )
-
     def _apply_rules(
         self,
         state: dict[str, Any],
         *,
         join: _policy.Member | None = None,
         leave: _policy.Member | None = None,
+        sources_only: bool = False,
     ) -> None:
         """The whole tables (on setup, or if someone removed them), else the
-        publish chain and the membership change, in one transaction."""
+        publish chain and the membership change (or the router sources
+        alone), in one transaction."""
         published = _published(state)
         if self._table_ready:
-            change = _policy.render_change(self.nft_table, join, leave)
+            if sources_only:
+                change = ports.render_router_sources(self.nft_table, self.policy.router_sources)
+            else:
+                change = ports.render_publish(self.nft_table, published, self.bridge)
+                change += _policy.render_change(self.nft_table, join, leave)
             try:
-                ports.apply(ports.render_publish(self.nft_table, published, self.bridge) + change)
+                ports.apply(change)
                 return
             except CommandFailed:
                 log.warning("nft table %s was changed behind our back: rebuilding", self.nft_table)
