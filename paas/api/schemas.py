@@ -305,6 +305,10 @@ class HostOut(Schema):
     agent_version: str
     last_heartbeat_at: Time | None
     last_error: str
+    router_sources: list[str] | None = Field(
+        description="who its route ports answer, as its agent last accepted (null: not "
+        "confirmed yet; the heartbeat pushes them)"
+    )
     created_at: Time
 
 

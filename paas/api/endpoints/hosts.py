@@ -43,6 +43,7 @@ def host_json(host: Host) -> dict[str, Any]:
         "agent_version": host.agent_version,
         "last_heartbeat_at": beat.isoformat() if beat else None,
         "last_error": host.last_error,
+        "router_sources": host.router_sources,
         "created_at": host.created_at.isoformat(),
     }
 
