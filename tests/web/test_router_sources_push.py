@@ -21,6 +21,7 @@ from paas.applications.models import AuditEntry
 from paas.hosts.models import Host
 from paas.hosts.router_push import hosts_router_sources_sync
 from paas.hosts.services import host_join, hosts_heartbeat_all, join_token_create
+from paas.hosts.tasks import heartbeat
 from runtime_agent.host.cmd import output
 from tests.support.agent_harness import AgentProcess, cleanup
 from tests.support.netns_hosts import Lan, lan
@@ -172,3 +173,11 @@ def test_a_joined_host_gets_them_from_the_worker_once_its_agent_answers(
     wait_until(pushed, timeout_s=120, what="the push after the join")
     assert host.router_sources == [f"{network.gateway}/32"]
     assert _nft_set(agent) == [str(network.gateway)]
+
+    # A host with no record (as one that joined before pushes): the
+    # heartbeat task pushes to it.
+    Host.objects.filter(pk=host.pk).update(router_sources=None)
+    heartbeat.delay()
+    wait_until(pushed, timeout_s=120, what="the heartbeat's push")
+    assert host.router_sources == [f"{network.gateway}/32"]
+    assert _pushes("h1") == 2
