@@ -14,7 +14,8 @@ The control plane answers with the agent's own credential, written to
 and health check connect from, written to ``$PAAS_AGENT_ROOT/router_sources``:
 the only sources this host's route ports answer (unless
 ``PAAS_AGENT_ROUTER_SOURCES`` says otherwise; see runtime_agent/net/ports.py).
-Start (or restart) the agent after.
+Start (or restart) the agent after. Later changes need no join: the control
+plane pushes them to the running agent (runtime_agent/router_sources.py).
 """
 
 from __future__ import annotations

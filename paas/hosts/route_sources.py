@@ -6,8 +6,9 @@ port only for its router sources (``PAAS_AGENT_ROUTER_SOURCES``, see
 runtime_agent/net/ports.py) and refuses everyone else: the network denies
 by default. The router (nginx) and the health check (the Celery worker)
 run on the control plane's machine, so the control plane hands those
-sources to the host when it joins, and the operator sets nothing on the
-host.
+sources to the host when it joins (and pushes a changed list to its
+running agent: paas/hosts/router_push.py), and the operator sets nothing
+on the host.
 
 By default the source is the address this machine's kernel would use to
 reach the host's address: the one nginx and the health check connect
