@@ -174,8 +174,10 @@ def test_router_sources_come_from_the_join_unless_the_setting_says_otherwise(tmp
     joined = AgentConfig.from_env(env(tmp_path))
     assert joined.router_sources == (IPv4Network("10.1.0.1/32"), IPv4Network("10.2.0.0/24"))
     assert joined.policy_settings().router_sources == joined.router_sources
+    assert not joined.router_sources_pinned  # the control plane's pushes apply
     overridden = AgentConfig.from_env(env(tmp_path, ROUTER_SOURCES="192.0.2.7"))
     assert overridden.router_sources == (IPv4Network("192.0.2.7/32"),)
+    assert overridden.router_sources_pinned  # they are kept, not applied
 
 
 def test_a_bad_router_sources_file_is_refused_naming_the_file(tmp_path):
