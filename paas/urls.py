@@ -39,7 +39,7 @@ urlpatterns = [
     path("", include("paas.logs.urls")),
     path("", include("paas.metrics.urls")),
     path("", include("paas.gitdeploy.urls")),
-    path("api/v1/", include("paas.api.urls")),
+    # The API (api/v1/) is in paas/urls_api.py only, here: see there.
     path("registry/token", registry_token, name="registry-token"),
     path("admin/", admin.site.urls),
 ]
