@@ -49,8 +49,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 LINE_RE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 # More than one simple command: ``exec`` in front would change what it does.
@@ -111,14 +109,24 @@ class Restart(enum.Enum):
     NO = "no"  # never: the first exit stops everything (honcho's way)
 
 
-@dataclass(frozen=True)
+# Plain classes, no dataclasses or pathlib: importing those (with inspect,
+# ast, tokenize, dis behind dataclasses) cost this process ~2 MiB of its ~8.
 class RestartPolicy:
-    mode: Restart = Restart.ALWAYS
-    backoff_s: float = 1.0  # the first wait; doubled at each restart ...
-    backoff_max_s: float = 30.0  # ... up to this
-    stable_s: float = 60.0  # a run this long resets the wait to backoff_s
-    limit: int = 5  # more restarts than this within window_s: a crash loop
-    window_s: float = 300.0
+    def __init__(
+        self,
+        mode: Restart = Restart.ALWAYS,
+        backoff_s: float = 1.0,  # the first wait; doubled at each restart ...
+        backoff_max_s: float = 30.0,  # ... up to this
+        stable_s: float = 60.0,  # a run this long resets the wait to backoff_s
+        limit: int = 5,  # more restarts than this within window_s: a crash loop
+        window_s: float = 300.0,
+    ) -> None:
+        self.mode = mode
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.stable_s = stable_s
+        self.limit = limit
+        self.window_s = window_s
 
     def restarts(self, code: int) -> bool:
         return self.mode is Restart.ALWAYS or (self.mode is Restart.ON_FAILURE and code != 0)
@@ -129,41 +137,50 @@ def exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-@dataclass
 class Stream:
     """One process's pipe: a restarted line gets a new one, while the old one
     may still hold the end of its last line."""
 
-    name: str
-    pending: bytes = b""
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pending = b""
 
 
-@dataclass
 class Child:
-    name: str
-    command: str
-    proc: subprocess.Popen[bytes]
-    started_at: float
-    returncode: int | None = None
-    backoff_s: float = 0.0
-    restart_at: float | None = None  # waiting out its backoff
-    term_sent_at: float | None = None  # what its exit left in its group got SIGTERM then
-    restarts: list[float] = field(default_factory=list)  # when, within the window
+    def __init__(
+        self,
+        name: str,
+        command: str,
+        proc: subprocess.Popen[bytes],
+        started_at: float,
+        backoff_s: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.command = command
+        self.proc = proc
+        self.started_at = started_at
+        self.returncode: int | None = None
+        self.backoff_s = backoff_s
+        self.restart_at: float | None = None  # waiting out its backoff
+        self.term_sent_at: float | None = None  # its exit's leftovers got SIGTERM then
+        self.restarts: list[float] = []  # when, within the window
 
 
-@dataclass
 class Supervisor:
-    width: int
-    stop_wait_s: float
-    env: dict[str, str]
-    policy: RestartPolicy = field(default_factory=RestartPolicy)
-    children: list[Child] = field(default_factory=list)
-    groups: set[int] = field(default_factory=set)  # every group ever started
-    selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
-    exit_code: int | None = None
-    stop_started: float | None = None
-    killed: bool = False
-    received: signal.Signals | None = None
+    def __init__(
+        self, width: int, stop_wait_s: float, env: dict[str, str], policy: RestartPolicy
+    ) -> None:
+        self.width = width
+        self.stop_wait_s = stop_wait_s
+        self.env = env
+        self.policy = policy
+        self.children: list[Child] = []
+        self.groups: set[int] = set()  # every group ever started
+        self.selector: selectors.BaseSelector = selectors.DefaultSelector()
+        self.exit_code: int | None = None
+        self.stop_started: float | None = None
+        self.killed = False
+        self.received: signal.Signals | None = None
 
     def say(self, name: str, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -331,10 +348,15 @@ class Supervisor:
         return self.exit_code or 0
 
 
+def read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-e", "--env", type=Path, help="an env file of KEY=VALUE lines")
-    parser.add_argument("-f", "--procfile", type=Path, default=Path("Procfile"))
+    parser.add_argument("-e", "--env", help="an env file of KEY=VALUE lines")
+    parser.add_argument("-f", "--procfile", default="Procfile")
     parser.add_argument("--stop-wait", type=float, default=10.0, help="SIGTERM to SIGKILL")
     defaults = RestartPolicy()
     parser.add_argument(
@@ -364,10 +386,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    processes = parse_procfile(args.procfile.read_text())
+    processes = parse_procfile(read_text(args.procfile))
     env = dict(os.environ)
     if args.env is not None:
-        env.update(parse_env_file(args.env.read_text()))
+        env.update(parse_env_file(read_text(args.env)))
     names = [f"{name}.1" for name in processes]
     width = max(len(n) for n in [*names, "system"])
     policy = RestartPolicy(
