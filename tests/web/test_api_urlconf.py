@@ -54,3 +54,16 @@ def test_the_apis_docs_page_reverses_its_schema_url(client):
     response = client.get("/api/v1/docs")
     assert response.status_code == 200
     assert b"/api/v1/openapi.json" in response.content
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_daphnes_async_stack_takes_the_apis_urlconf_too(async_client):
+    # ASGIHandler: the middleware's async path (daphne's), not the test
+    # client's sync one.
+    api = await async_client.get("/api/v1/no-such-thing")
+    assert api.status_code == 404
+    assert api.json()["error"] == "not_found"
+    schema = await async_client.get("/api/v1/openapi.json")
+    assert schema.status_code == 200
+    page = await async_client.get("/login/")
+    assert page.status_code == 200
