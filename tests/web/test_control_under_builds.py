@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from paas.applications.models import AuditEntry
 from paas.applications.services import app_create
 from paas.builds.models import BuildState
 from paas.builds.services import build_cancel
@@ -49,15 +50,17 @@ def test_a_lost_host_is_noticed_while_two_builds_hold_the_build_slots(
         app_create(user=alice, team=alice.personal_team, name="three")
         quick = f'FROM stack\nRUN true {token}-quick\nCMD ["true"]\n'
         third = upload(client, alice, "three", {"Dockerfile": quick.encode()})
-        # The host's agent is gone (nothing listens on its port) and it has
-        # been silent for an hour: the next heartbeat must mark it.
+        # The host's agent is gone (nothing listens on its port any more) and
+        # it has been silent for an hour: the next heartbeat must mark it.
         lost = Host.objects.create(
             name="lost", agent_url=f"https://127.0.0.1:{free_port()}", state=HostState.READY,
+            tls_fingerprint=":".join(["AB"] * 32), token=secrets.token_hex(16),
             last_heartbeat_at=timezone.now() - timedelta(hours=1),
         )  # fmt: skip
         with workers.beat():
             wait_for(lambda: _state(lost) == HostState.UNREACHABLE, 120,
                      "the heartbeat to mark the lost host unreachable")  # fmt: skip
+        assert AuditEntry.objects.filter(action="host.unreachable", target="lost").exists()
         third.refresh_from_db()
         assert third.state == BuildState.QUEUED  # both slots were still busy
         assert len(_steps_running(build_env)) == 2
