@@ -13,12 +13,18 @@ slots are full, and takes them again when one frees:
   worker that dies loses nothing and holds nothing (no prefetched build, no
   half-hour visibility timeout for it), its state stays "queued" (no lease
   is taken), and cancelling it works as for any queued build.
-- Measured against the other design, a third thread that bounces a build it
+- Weighed against the other design, a third thread that bounces a build it
   cannot start back to the queue with a countdown: the worker would then
   pull every queued build into its memory as a delayed message (each
   publish+ack every few seconds, the order lost, and all of them stranded
   for the visibility timeout if the worker is killed). Stopping the
-  consumer costs nothing while builds wait.
+  consumer costs nothing while builds wait. A second queue alone reserves
+  nothing: one consumer's prefetch is shared, so builds could still fill
+  every thread.
+- Memory: one more idle pool thread. bench/footprint.py, main and this
+  back to back (2026-12-05 06:39-06:45, load 4-6): the worker 82.4 / 83.0
+  MiB on main, 83.0 / 82.6 MiB here (noise; totals 247.7 / 254.2 vs
+  252.8 / 251.6, moved by the registry and Redis sharing pages).
 
 Pausing the queue is done on the consumer's own loop (``call_soon`` is
 thread-safe), as one idempotent step that reads the slots when it runs, so

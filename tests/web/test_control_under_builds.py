@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -19,7 +20,7 @@ from paas.builds.services import build_cancel
 from paas.hosts.models import Host, HostState
 from tests.support.processes import free_port
 from tests.web.deploy_support import wait_build_final, wait_for
-from tests.web.test_build_cancel import upload
+from tests.web.test_build_cancel import log_of, upload
 from tests.web.test_worker_threads import _procfile_pool, _steps_running, _wait_log
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
@@ -75,3 +76,40 @@ def test_a_lost_host_is_noticed_while_two_builds_hold_the_build_slots(
         for build in builds:
             _wait_log(build, "-----> Build cancelled", 60)
     assert _steps_running(build_env) == []
+
+
+def test_builds_queued_before_the_worker_starts_take_the_slots_one_at_a_time(
+    client, alice, workers, build_env
+):
+    """Both builds are in the queue when the worker starts, so it may fetch
+    both before it pauses the builds queue: the one that finds no slot goes
+    back to the queue (not lost, still queued) and runs once the slot frees."""
+    workers.env.update(PAAS_BUILD_SLOTS="1")
+    token = secrets.token_hex(8)
+    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
+    builds = []
+    for name in ("one", "two"):
+        app_create(user=alice, team=alice.personal_team, name=name)
+        builds.append(upload(client, alice, name, {"Dockerfile": slow.encode()}))
+    workers.start(("--pool", "threads", "--concurrency", "2"))
+    try:
+        running = wait_for(lambda: _started(builds), 240, "a build's step")
+        waiting = next(b for b in builds if b.pk != running.pk)
+        waiting.refresh_from_db()
+        assert waiting.state == BuildState.QUEUED  # one slot, and it is taken
+        assert len(_steps_running(build_env)) == 1
+        assert build_cancel(build=running)
+        _wait_log(waiting, "       step-42", 240)  # its turn came
+        assert len(_steps_running(build_env)) == 1
+    finally:
+        for build in builds:
+            build_cancel(build=build)
+        for build in builds:
+            build.refresh_from_db()
+            if build.started_at is not None:
+                _wait_log(build, "-----> Build cancelled", 60)
+    assert _steps_running(build_env) == []
+
+
+def _started(builds: list[Any]) -> Any:
+    return next((b for b in builds if "       step-42" in log_of(b)), None)
