@@ -201,6 +201,16 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("PAAS_TASK_TIME_LIMIT", 1800, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
+# Builds have a queue of their own, which the worker stops taking from while
+# PAAS_BUILD_SLOTS builds run, so its other thread (Procfile: --concurrency
+# is one more than the slots) is always free for deploys and the control
+# loops: a lost host is noticed within its bound under build load too
+# (paas/builds/slots.py). Everything else goes to the default queue.
+PAAS_BUILD_SLOTS = env_int("PAAS_BUILD_SLOTS", 2, minimum=1)
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+# Names, not kombu Queues: the router's process reads these settings too.
+CELERY_TASK_QUEUES = {"celery": {"routing_key": "celery"}, "builds": {"routing_key": "builds"}}
+CELERY_TASK_ROUTES = {"builds.run": {"queue": "builds"}}
 # Redis redelivers an unacked task after this long; it must outlast the
 # longest task or a healthy build would be handed to a second worker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 60}

@@ -1,7 +1,8 @@
 """The worker as scripts/up's Procfile runs it (``--pool threads
---concurrency 2``: one process, two tasks at a time) runs two builds at
-once, each in its own runc step, and cancelling both stops both and leaves
-no step container behind (real worker, real runc)."""
+--concurrency 3``: one process, three tasks at a time, at most two of them
+builds, see paas/builds/slots.py) runs two builds at once, each in its own
+runc step, and cancelling both stops both and leaves no step container
+behind (real worker, real runc)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def _wait_log(build: Any, line: str, timeout_s: float) -> None:
 
 def test_two_builds_run_at_once_and_both_cancel_cleanly(client, alice, workers, build_env):
     pool = _procfile_pool()
-    assert pool == ("--pool", "threads", "--concurrency", "2")
+    assert pool == ("--pool", "threads", "--concurrency", "3")
     workers.start(pool)
     # A step of this run's own: no earlier build's cached layer answers for it.
     # It prints "step-42" (its command line, also logged, does not).

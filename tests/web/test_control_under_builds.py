@@ -1,0 +1,115 @@
+"""Issue 13, fault 6 under build load: the worker as scripts/up's Procfile
+runs it, with two long builds holding both build slots, still runs the
+control loops (here the heartbeat that turns a lost host unreachable, which
+is what starts moving its instances), and a third build waits in the queue,
+nothing lost, until a slot frees (real worker, real beat, real runc)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from paas.applications.models import AuditEntry
+from paas.applications.services import app_create
+from paas.builds.models import BuildState
+from paas.builds.services import build_cancel
+from paas.hosts.models import Host, HostState
+from tests.support.processes import free_port
+from tests.web.deploy_support import wait_build_final, wait_for
+from tests.web.test_build_cancel import log_of, upload
+from tests.web.test_worker_threads import _procfile_pool, _steps_running, _wait_log
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
+
+
+def _state(host: Host) -> str:
+    host.refresh_from_db()
+    return host.state
+
+
+def test_a_lost_host_is_noticed_while_two_builds_hold_the_build_slots(
+    client, alice, workers, build_env
+):
+    # A heartbeat every second, a host silent for 2 s is lost: the bound this
+    # test waits for is seconds, the builds below hold their slots for minutes.
+    workers.env.update(PAAS_HEARTBEAT_SECONDS="1", PAAS_HOST_TIMEOUT_S="2")
+    workers.start(_procfile_pool())
+    token = secrets.token_hex(8)
+    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
+    builds = []
+    for name in ("one", "two"):
+        app_create(user=alice, team=alice.personal_team, name=name)
+        builds.append(upload(client, alice, name, {"Dockerfile": slow.encode()}))
+    try:
+        for build in builds:
+            _wait_log(build, "       step-42", 240)
+        # A third build while both slots are held: it must wait, not run.
+        app_create(user=alice, team=alice.personal_team, name="three")
+        quick = f'FROM stack\nRUN true {token}-quick\nCMD ["true"]\n'
+        third = upload(client, alice, "three", {"Dockerfile": quick.encode()})
+        # The host's agent is gone (nothing listens on its port any more) and
+        # it has been silent for an hour: the next heartbeat must mark it.
+        lost = Host.objects.create(
+            name="lost", agent_url=f"https://127.0.0.1:{free_port()}", state=HostState.READY,
+            tls_fingerprint=":".join(["AB"] * 32), token=secrets.token_hex(16),
+            last_heartbeat_at=timezone.now() - timedelta(hours=1),
+        )  # fmt: skip
+        with workers.beat():
+            wait_for(lambda: _state(lost) == HostState.UNREACHABLE, 120,
+                     "the heartbeat to mark the lost host unreachable")  # fmt: skip
+        assert AuditEntry.objects.filter(action="host.unreachable", target="lost").exists()
+        third.refresh_from_db()
+        assert third.state == BuildState.QUEUED  # both slots were still busy
+        assert len(_steps_running(build_env)) == 2
+
+        # A slot frees: the waiting build runs (it was not lost while it waited).
+        assert build_cancel(build=builds[0])
+        _wait_log(builds[0], "-----> Build cancelled", 60)
+        assert wait_build_final(third, 300).state == BuildState.SUCCEEDED
+    finally:
+        for build in builds:
+            build_cancel(build=build)
+        for build in builds:
+            _wait_log(build, "-----> Build cancelled", 60)
+    assert _steps_running(build_env) == []
+
+
+def test_builds_queued_before_the_worker_starts_take_the_slots_one_at_a_time(
+    client, alice, workers, build_env
+):
+    """Both builds are in the queue when the worker starts, so it may fetch
+    both before it pauses the builds queue: the one that finds no slot goes
+    back to the queue (not lost, still queued) and runs once the slot frees."""
+    workers.env.update(PAAS_BUILD_SLOTS="1")
+    token = secrets.token_hex(8)
+    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
+    builds = []
+    for name in ("one", "two"):
+        app_create(user=alice, team=alice.personal_team, name=name)
+        builds.append(upload(client, alice, name, {"Dockerfile": slow.encode()}))
+    workers.start(("--pool", "threads", "--concurrency", "2"))
+    try:
+        running = wait_for(lambda: _started(builds), 240, "a build's step")
+        waiting = next(b for b in builds if b.pk != running.pk)
+        waiting.refresh_from_db()
+        assert waiting.state == BuildState.QUEUED  # one slot, and it is taken
+        assert len(_steps_running(build_env)) == 1
+        assert build_cancel(build=running)
+        _wait_log(waiting, "       step-42", 240)  # its turn came
+        assert len(_steps_running(build_env)) == 1
+    finally:
+        for build in builds:
+            build_cancel(build=build)
+        for build in builds:
+            build.refresh_from_db()
+            if build.started_at is not None:
+                _wait_log(build, "-----> Build cancelled", 60)
+    assert _steps_running(build_env) == []
+
+
+def _started(builds: list[Any]) -> Any:
+    return next((b for b in builds if "       step-42" in log_of(b)), None)
