@@ -231,6 +231,9 @@ CELERY_BEAT_SCHEDULE = {
 PAAS_REDRIVE_AFTER_S = env_float("PAAS_REDRIVE_AFTER_S", 60.0, minimum=0.0)
 # A log follow over server-sent events ends (with an `end` event) after this.
 PAAS_LOG_STREAM_MAX_S = env_float("PAAS_LOG_STREAM_MAX_S", 600.0, minimum=0.1)
+# ... and sends a comment line after this long without a line, so that a proxy
+# in front does not take it for dead.
+PAAS_LOG_STREAM_HEARTBEAT_S = env_float("PAAS_LOG_STREAM_HEARTBEAT_S", 15.0, minimum=0.05)
 
 # Runtime logs (see paas/logs and the README's "Logs").
 PAAS_LOG_RETENTION_LINES = env_int("PAAS_LOG_RETENTION_LINES", 100_000, minimum=0)

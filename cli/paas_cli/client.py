@@ -6,6 +6,7 @@ Every refusal becomes a CliError carrying the platform's own message
 
 from __future__ import annotations
 
+import http.client
 import json
 import secrets
 import urllib.error
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from paas_cli import __version__
-from paas_cli.errors import CliError
+from paas_cli.errors import CliError, StreamDropped
 
 TIMEOUT_S = 60.0
 CHUNK = 64 * 1024
@@ -56,18 +57,38 @@ class Api:
         headers = {"Content-Type": body.content_type, "Content-Length": str(body.length)}
         return self._send("POST", self._url(path, None), body, headers, timeout=600.0)
 
+    def open_stream(
+        self, path: str, query: dict, headers: dict, timeout: float
+    ) -> http.client.HTTPResponse:
+        """A GET whose body is read as it comes (server-sent events). A
+        refusal is a CliError; not reaching the platform is a StreamDropped
+        (the caller tries again)."""
+        headers = {**headers, **self._headers("text/event-stream")}
+        req = urllib.request.Request(self._url(path, query), headers=headers, method="GET")
+        try:
+            response: http.client.HTTPResponse = urllib.request.urlopen(req, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            raise _refusal(exc) from None
+        except urllib.error.URLError as exc:
+            raise StreamDropped(f"cannot reach {self.url}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise StreamDropped(f"talking to {self.url} failed: {exc}") from None
+        return response
+
+    def _headers(self, accept: str) -> dict:
+        return {
+            "Authorization": f"Bearer {self.token}",
+            "Accept": accept,
+            "User-Agent": f"paas-cli/{__version__}",
+        }
+
     def _url(self, path: str, query: dict | None) -> str:
         url = f"{self.url}/api/v1/{path.lstrip('/')}"
         pairs = {k: v for k, v in (query or {}).items() if v is not None and v != ""}
         return f"{url}?{urllib.parse.urlencode(pairs)}" if pairs else url
 
     def _send(self, method: str, url: str, data: Any, headers: dict, timeout: float) -> Any:
-        headers = {
-            **headers,
-            "Authorization": f"Bearer {self.token}",
-            "Accept": "application/json",
-            "User-Agent": f"paas-cli/{__version__}",
-        }
+        headers = {**headers, **self._headers("application/json")}
         req = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as response:

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import getpass
 import shlex
-import time
 import webbrowser
 from typing import Any
 
 from paas_cli import credentials
 from paas_cli.client import Api
 from paas_cli.errors import CliError
+from paas_cli.follow import follow_log
 from paas_cli.output import Output
-
-LOG_POLL_S = 1.0
 
 
 def login(out: Output, url: str, token: str | None) -> int:
@@ -127,15 +125,15 @@ def _container(api: Api, app: str, instance: str) -> str:
 
 
 def logs(api: Api, out: Output, app: str, follow: bool, ps_type: str | None, lines: int) -> int:
-    data = api.get(f"apps/{app}/logs", ps=ps_type, limit=lines)
-    while True:
-        for line in data.get("lines", []):
-            if not out.data(line):
-                print(_log_line(line), flush=True)
-        if not follow:
-            return 0
-        time.sleep(LOG_POLL_S)
-        data = api.get(f"apps/{app}/logs", since=data.get("next"), ps=ps_type)
+    def show(line: dict[str, Any]) -> None:
+        if not out.data(line):
+            print(_log_line(line), flush=True)
+
+    if follow:  # streamed as the platform stores lines (paas_cli/follow.py)
+        return follow_log(api, out, app=app, ps=ps_type, lines=lines, show=show)
+    for line in api.get(f"apps/{app}/logs", ps=ps_type, limit=lines).get("lines", []):
+        show(line)
+    return 0
 
 
 def _log_line(line: dict[str, Any]) -> str:

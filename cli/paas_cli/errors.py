@@ -9,3 +9,7 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+class StreamDropped(Exception):
+    """A follow's connection could not be made or broke off: try again."""

@@ -1,5 +1,8 @@
-"""Following an app's log as server-sent events: the live follow of the
-REST API (token holders, scripts, ``curl -N``); browsers use the WebSocket.
+"""Following an app's log as server-sent events under a WSGI server (the
+test server, ``runserver``), where the request owns a thread anyway: it
+polls the database. Under daphne the stream is paas/logs/live_stream.py
+(pushed from Redis pub/sub, no thread per follower); both send the same
+events.
 
 It reads the stored log, which every line reaches (Redis pub/sub is only
 the browsers' fast path), from a cursor: first the last lines (or those
@@ -12,44 +15,37 @@ no request holds a worker thread for ever.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from paas.logs.filters import LogFilter
+from paas.logs.live_stream import sse_end, sse_line
 from paas.logs.selectors import logs_page
 
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
 BATCH = 500
-FIELDS = ("id", "time", "source", "process_type", "instance", "stream", "text")
-
-
-def _event(row: list[Any]) -> bytes:
-    line = dict(zip(FIELDS, row, strict=True))
-    return f"id: {line['id']}\nevent: line\ndata: {json.dumps(line)}\n\n".encode()
 
 
 def log_events(
     *, app_id: int, flt: LogFilter, since: int | None, history: int, max_s: float,
     clock: Callable[[], float] = time.monotonic, poll_s: float = POLL_S,
 ) -> Iterator[bytes]:  # fmt: skip
-    """The event stream's bytes (blocking: run it in a thread of its own)."""
+    """The event stream's bytes (blocking: for the request's own thread)."""
     started = last_sent = clock()
     page = logs_page(app_id=app_id, flt=flt, limit=BATCH if since is not None else history,
                      since=since)  # fmt: skip
     yield b"retry: 1000\n\n"
     while True:
         for row in page.rows:
-            yield _event(row)
+            yield sse_line(row)
         if page.rows:
             last_sent = clock()
         elif clock() - last_sent >= KEEPALIVE_S:
             yield b": keepalive\n\n"
             last_sent = clock()
         if clock() - started >= max_s:
-            yield f"event: end\ndata: {json.dumps({'next': page.next})}\n\n".encode()
+            yield sse_end(page.next)
             return
         if len(page.rows) < BATCH:
             time.sleep(poll_s)

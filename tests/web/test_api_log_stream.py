@@ -61,7 +61,7 @@ def test_it_sends_history_then_new_lines_then_ends(client: Any, alice: Any, shop
             logs_platform_say(app_id=shop.pk, text="three")
     assert seen == ["one", "two", "three"]
     assert ids == sorted(ids) and len(set(ids)) == 3
-    assert ended == {"next": ids[-1]}
+    assert ended == {"next": ids[-1], "reason": "max_duration"}
 
 
 def test_a_reconnect_resumes_after_its_last_event(client: Any, alice: Any, shop: Any) -> None:

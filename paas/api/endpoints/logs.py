@@ -1,23 +1,30 @@
 """An app's stored log lines (its instances, the router, the platform),
 filtered and paged by sequence number. Follow: server-sent events from
-``/logs/stream`` (``curl -N``), or poll with ``?since=next`` (the CLI's
-``logs -f``); a browser session follows over the WebSocket
-/ws/apps/<name>/logs/."""
+``/logs/stream`` (``curl -N``, the CLI's ``logs -f``), or poll with
+``?since=next``; a browser session follows over the WebSocket
+/ws/apps/<name>/logs/.
+
+Under daphne the stream is an async iterator fed by Redis pub/sub
+(paas/logs/live_stream.py): no thread per follower. Under a WSGI server
+(the test server, ``runserver``) a request owns a thread anyway, and the
+stream polls the database from it (paas/logs/follow_events.py)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema
 
 from paas.api.responses import ERRORS, answers
 from paas.api.schemas import AppLogs, PathName, Text
 from paas.applications.selectors import app_for_user
-from paas.core.streams import ThreadedStream, streaming_content
 from paas.logs.filters import LogFilter
 from paas.logs.follow_events import log_events
+from paas.logs.live_stream import LiveFollow, live_log_events
 from paas.logs.selectors import logs_page
 
 router = Router(tags=["logs"])
@@ -61,8 +68,9 @@ def log_list(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> di
 EVENT_STREAM = {
     200: {
         "description": "text/event-stream: `line` events (data: a line as in the list, "
-        "id: its id), then an `end` event after PAAS_LOG_STREAM_MAX_S; reconnect with "
-        "Last-Event-ID (or ?since=) to go on",
+        "id: its id), `: heartbeat` comments while quiet, then an `end` event (data: "
+        "next, reason) after PAAS_LOG_STREAM_MAX_S; reconnect with Last-Event-ID (or "
+        "?since=) to go on",
         "content": {"text/event-stream": {"schema": {"type": "object"}}},
     }
 }
@@ -77,13 +85,16 @@ def log_stream(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> 
     flt = LogFilter.parse({**wanted, "process": query.ps or query.process})
     since = query.since if query.since is not None else _last_event_id(request)
     max_s = settings.PAAS_LOG_STREAM_MAX_S
-    stream = ThreadedStream(
-        lambda: log_events(app_id=app.pk, flt=flt, since=since, history=query.limit, max_s=max_s),
-        name=f"log-stream-{app.pk}",
-    )
-    response = StreamingHttpResponse(
-        streaming_content(request, stream), content_type="text/event-stream"
-    )
+    content: Iterator[bytes] | AsyncIterator[bytes]
+    if isinstance(request, ASGIRequest):
+        follow = LiveFollow(
+            app_id=app.pk, team_id=app.team_id, user=request.user, flt=flt, since=since,
+            history=query.limit, max_s=max_s, heartbeat_s=settings.PAAS_LOG_STREAM_HEARTBEAT_S,
+        )  # fmt: skip
+        content = live_log_events(follow)
+    else:
+        content = log_events(app_id=app.pk, flt=flt, since=since, history=query.limit, max_s=max_s)
+    response = StreamingHttpResponse(content, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the events
     return response

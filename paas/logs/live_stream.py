@@ -1,0 +1,193 @@
+"""Following an app's log over the REST API under ASGI (daphne): server-sent
+events pushed as lines are stored, with no thread and no polling per follower.
+
+Lines reach it the way they reach the browsers: the batches
+:func:`paas.logs.services.logs_publish` sends to the app's Redis pub/sub group
+once they are committed. The follower joins that group on a channel of its
+own *before* it reads the database, so a line stored in between comes both
+ways and is dropped by its sequence number, and none is missed.
+
+The database stays the truth. Every event's ``id`` is the line's sequence
+number and the stream keeps ``covered``, the number up to which every
+matching line was sent: a batch that does not follow it (its predecessor was
+lost while Redis restarted, or two publishers crossed) makes the stream read
+the missing lines from the database first, and so does every quiet
+heartbeat (a publication lost for good costs at most one heartbeat of
+delay). A client that reconnects with ``Last-Event-ID`` (or ``?since=``)
+thus gets every matching line after the last one it had, once.
+
+Bounds: a comment line every ``heartbeat_s`` while nothing else is sent (so
+a proxy does not cut an idle stream), an ``end`` event after ``max_s`` (the
+client reconnects with its cursor), membership checked again every
+``MEMBERSHIP_RECHECK_S`` (a user removed from the team gets an ``end`` event
+with ``"reason": "forbidden"`` and no further line). When the client leaves,
+Django's ASGI handler cancels the response; the ``finally`` below then
+cancels the pending receive (channels_redis unsubscribes the channel) and
+leaves the group, so nothing stays subscribed or running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from paas.accounts.services import role_in_team
+from paas.logs.filters import LogFilter
+from paas.logs.models import LogCounter
+from paas.logs.selectors import logs_page
+from paas.logs.services import LAYER, app_logs_group
+
+BATCH = 500  # lines per database read when catching up
+MEMBERSHIP_RECHECK_S = 15.0
+FIELDS = ("id", "time", "source", "process_type", "instance", "stream", "text")
+RETRY = b"retry: 1000\n\n"
+
+
+def sse_line(row: list[Any]) -> bytes:
+    line = dict(zip(FIELDS, row, strict=True))
+    return f"id: {line['id']}\nevent: line\ndata: {json.dumps(line)}\n\n".encode()
+
+
+def sse_end(next_id: int, reason: str = "max_duration") -> bytes:
+    return f"event: end\ndata: {json.dumps({'next': next_id, 'reason': reason})}\n\n".encode()
+
+
+@dataclass
+class LiveFollow:
+    """What one follower asked for (checked by the view before streaming)."""
+
+    app_id: int
+    team_id: int
+    user: Any
+    flt: LogFilter
+    since: int | None
+    history: int
+    max_s: float
+    heartbeat_s: float
+    clock: Callable[[], float] = time.monotonic
+
+
+async def live_log_events(follow: LiveFollow) -> AsyncIterator[bytes]:
+    """The event stream's bytes, for a ``StreamingHttpResponse`` under ASGI."""
+    layer = get_channel_layer(LAYER)
+    group = app_logs_group(follow.app_id)
+    channel = await layer.new_channel(prefix="logstream.")
+    receiving: asyncio.Future[Any] | None = None
+    try:
+        await layer.group_add(group, channel)
+        stream = _Cursor(follow)
+        yield RETRY
+        async for chunk in stream.start():
+            yield chunk
+        started = checked = follow.clock()
+        while True:
+            now = follow.clock()
+            if now - started >= follow.max_s:
+                yield sse_end(stream.covered)
+                return
+            if now - checked >= MEMBERSHIP_RECHECK_S:
+                checked = now
+                if not await stream.still_member():
+                    yield sse_end(stream.covered, "forbidden")
+                    return
+            if receiving is None:
+                receiving = asyncio.ensure_future(layer.receive(channel))
+            wait_s = min(follow.heartbeat_s, follow.max_s - (now - started))
+            done, _ = await asyncio.wait({receiving}, timeout=max(wait_s, 0.0))
+            sent = False
+            if done:
+                message, receiving = receiving.result(), None
+                chunks = stream.batch(message)
+            else:  # quiet: catch up on anything a lost publication hid
+                chunks = stream.catch_up(upto=None)
+            async for chunk in chunks:
+                sent = True
+                yield chunk
+            if not done and not sent:
+                yield b": heartbeat\n\n"
+    finally:
+        # Also runs when the client left (the handler cancelled us): cancelling
+        # the receive makes channels_redis unsubscribe the channel.
+        if receiving is not None:
+            receiving.cancel()
+            await asyncio.gather(receiving, return_exceptions=True)
+        await layer.group_discard(group, channel)
+
+
+class _Cursor:
+    """Where a follower is in the app's log, and how it gets further."""
+
+    def __init__(self, follow: LiveFollow) -> None:
+        self.follow = follow
+        self.covered = 0  # every matching line up to here was sent
+
+    async def start(self) -> AsyncIterator[bytes]:
+        """Lines after ``since``; without it, the last ``history`` lines."""
+        f = self.follow
+        newest = await _last_seq(f.app_id)
+        if f.since is not None:
+            # A cursor past the newest line is not this log's (the app was
+            # deleted and made again under its name): go on from its end.
+            self.covered = min(f.since, newest)
+            async for chunk in self.catch_up(upto=newest):
+                yield chunk
+            return
+        page = await _page(app_id=f.app_id, flt=f.flt, limit=f.history)
+        for row in page.rows:
+            if row[0] <= newest:  # later ones come by their batch
+                yield sse_line(row)
+        self.covered = newest
+
+    async def batch(self, message: dict[str, Any]) -> AsyncIterator[bytes]:
+        first, last = int(message["first"]), int(message["last"])
+        if last <= self.covered:
+            return
+        if first > self.covered + 1:  # its predecessor never came: the database has it
+            async for chunk in self.catch_up(upto=last):
+                yield chunk
+            return
+        rows = [r for r in json.loads(message["rows"]) if r[0] > self.covered]
+        self.covered = last
+        for row in rows:
+            if self.follow.flt.matches(row):
+                yield sse_line(row)
+
+    async def catch_up(self, *, upto: int | None) -> AsyncIterator[bytes]:
+        """Matching lines after ``covered`` and up to ``upto`` (None: the newest
+        committed) from the database, a page at a time."""
+        if upto is None:
+            upto = await _last_seq(self.follow.app_id)
+        while self.covered < upto:
+            page = await _page(
+                app_id=self.follow.app_id, flt=self.follow.flt, limit=BATCH, since=self.covered
+            )
+            rows = [r for r in page.rows if r[0] <= upto]
+            for row in rows:
+                yield sse_line(row)
+            if len(page.rows) < BATCH or len(rows) < len(page.rows):
+                break  # every matching line up to ``upto`` was read
+            self.covered = rows[-1][0]
+        self.covered = max(self.covered, upto)
+
+    async def still_member(self) -> bool:
+        role = await database_sync_to_async(role_in_team)(
+            user=self.follow.user, team_id=self.follow.team_id
+        )
+        return role is not None
+
+
+def _newest_seq(app_id: int) -> int:
+    """Every line up to this number is committed (see ``logs_after``)."""
+    found = LogCounter.objects.filter(app_id=app_id).values_list("last_seq", flat=True)
+    return found.first() or 0
+
+
+_last_seq = database_sync_to_async(_newest_seq)
+_page = database_sync_to_async(logs_page)

@@ -1,0 +1,178 @@
+"""The API's live log follow served by real daphne on real Redis: history,
+then lines pushed as they are stored (a line whose publication was lost comes
+from the database, in order), heartbeats while quiet, the team check, and a
+client that leaves takes its subscriptions with it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from paas.accounts.services import api_token_create
+from paas.applications.services import app_create
+from paas.logs.lines import IngestLine
+from paas.logs.models import LogSource
+from paas.logs.services import logs_platform_say, logs_store
+from tests.support.processes import wait_until
+from tests.web.conftest import _worker_env
+from tests.web.git_support import Daphne, run_daphne
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+
+WAIT_S = 60.0  # conditions on a loaded machine, not timing goals
+
+
+class Stream:
+    """One server-sent-events response, read line by line as it comes."""
+
+    def __init__(self, daphne: Daphne, path: str, token: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", daphne.port, timeout=WAIT_S)
+        self.conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        self.response = self.conn.getresponse()
+
+    def next(self) -> tuple[str, Any]:
+        """The next event, or ("comment", text) for a comment line."""
+        fields: dict[str, str] = {}
+        while True:
+            line = self.response.readline().decode().rstrip("\n")
+            if line.startswith(":"):
+                return "comment", line[1:].strip()
+            if line:
+                key, _, value = line.partition(": ")
+                fields[key] = value
+            elif "event" in fields:
+                return fields["event"], json.loads(fields["data"])
+            elif not fields and not line and self.response.isclosed():
+                raise AssertionError("the stream closed")
+
+    def next_line(self) -> dict[str, Any]:
+        while True:
+            kind, data = self.next()
+            if kind == "line":
+                return data
+            assert kind == "comment", (kind, data)
+
+    def close(self) -> None:
+        self.response.close()
+        self.conn.close()
+
+
+@pytest.fixture
+def daphne(redis_url: str, tmp_path: Path) -> Iterator[Daphne]:
+    env = {**_worker_env(redis_url), "PAAS_LOG_STREAM_MAX_S": "300",
+           "PAAS_LOG_STREAM_HEARTBEAT_S": "0.3"}  # fmt: skip
+    with run_daphne(env, tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def shop(alice: Any) -> Any:
+    app = app_create(user=alice, team=alice.personal_team, name="shop")
+    for text in ("one", "two"):
+        logs_platform_say(app_id=app.pk, text=text)
+    return app
+
+
+def _line(text: str, source: LogSource = LogSource.APP) -> IngestLine:
+    return IngestLine(source=source, timestamp=datetime.now(UTC), text=text, instance="web.1",
+                      process_type="web")  # fmt: skip
+
+
+def _subscriptions(redis_url: str, app_id: int) -> tuple[int, list[bytes]]:
+    """Subscribers of the app's log group, and the follow channels subscribed."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ((_, group),) = client.pubsub_numsub(f"asgi__group__app_{app_id}_logs")
+        return int(group), list(client.pubsub_channels("*logstream.*"))
+    finally:
+        client.close()
+
+
+def _subscribed(redis_url: str, app_id: int, *, followers: int) -> bool:
+    group, channels = _subscriptions(redis_url, app_id)
+    return group == 1 and len(channels) == followers
+
+
+def test_it_pushes_stored_lines_in_order_and_fills_a_lost_publication(
+    daphne: Daphne, alice: Any, shop: Any
+) -> None:
+    token = api_token_create(user=alice, name="t")[1]
+    stream = Stream(daphne, "/api/v1/apps/shop/logs/stream?limit=10", token)
+    try:
+        assert stream.response.status == 200
+        assert stream.response.getheader("Content-Type") == "text/event-stream"
+        assert [stream.next_line()["text"] for _ in range(2)] == ["one", "two"]
+        logs_platform_say(app_id=shop.pk, text="three")  # published once committed
+        assert stream.next_line()["text"] == "three"
+        # Stored but never published (Redis was away): the next batch does not
+        # follow the last line sent, so the stream reads the gap first.
+        logs_store(lines_by_app={shop.pk: [_line("four")]})
+        logs_platform_say(app_id=shop.pk, text="five")
+        lines = [stream.next_line() for _ in range(2)]
+        assert [ln["text"] for ln in lines] == ["four", "five"]
+        assert lines[0]["id"] + 1 == lines[1]["id"]
+        # Quiet: a heartbeat keeps proxies from cutting the stream.
+        assert stream.next() == ("comment", "heartbeat")
+    finally:
+        stream.close()
+
+
+def test_it_filters_and_a_reconnect_resumes_after_its_cursor(
+    daphne: Daphne, alice: Any, shop: Any
+) -> None:
+    token = api_token_create(user=alice, name="t")[1]
+    stream = Stream(daphne, "/api/v1/apps/shop/logs/stream?source=app&q=KEEP", token)
+    try:
+        logs_store(lines_by_app={shop.pk: [_line("drop me"), _line("keep 1")]})
+        logs_platform_say(app_id=shop.pk, text="keep (a platform line)")
+        logs_store(lines_by_app={shop.pk: [_line("keep 2")]})
+        logs_platform_say(app_id=shop.pk, text="last")
+        first, second = stream.next_line(), stream.next_line()
+        assert [first["text"], second["text"]] == ["keep 1", "keep 2"]
+    finally:
+        stream.close()
+    resumed = Stream(daphne, f"/api/v1/apps/shop/logs/stream?since={first['id']}", token)
+    try:
+        texts = [resumed.next_line()["text"] for _ in range(3)]
+        assert texts == ["keep (a platform line)", "keep 2", "last"]
+    finally:
+        resumed.close()
+
+
+def test_another_team_gets_404_and_no_token_401(daphne: Daphne, bob: Any, shop: Any) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", daphne.port, timeout=WAIT_S)
+    token = api_token_create(user=bob, name="t")[1]
+    conn.request(
+        "GET", "/api/v1/apps/shop/logs/stream", headers={"Authorization": f"Bearer {token}"}
+    )
+    response = conn.getresponse()
+    assert (response.status, json.loads(response.read())["error"]) == (404, "not_found")
+    conn.request("GET", "/api/v1/apps/shop/logs/stream")
+    assert conn.getresponse().status == 401
+    conn.close()
+
+
+def test_a_client_that_leaves_leaves_no_subscription_behind(
+    daphne: Daphne, alice: Any, shop: Any, redis_url: str
+) -> None:
+    token = api_token_create(user=alice, name="t")[1]
+    streams = [Stream(daphne, "/api/v1/apps/shop/logs/stream", token) for _ in range(2)]
+    for stream in streams:
+        assert stream.next_line()["text"] == "one"
+    # One group subscription for the web process, one channel per follower.
+    assert wait_until(lambda: _subscribed(redis_url, shop.pk, followers=2), timeout_s=WAIT_S)
+    streams[0].close()
+    assert wait_until(lambda: _subscribed(redis_url, shop.pk, followers=1), timeout_s=WAIT_S)
+    logs_platform_say(app_id=shop.pk, text="still here")  # the other follower goes on
+    assert streams[1].next_line()["text"] == "two"
+    assert streams[1].next_line()["text"] == "still here"
+    streams[1].close()
+    assert wait_until(lambda: _subscriptions(redis_url, shop.pk) == (0, []), timeout_s=WAIT_S)
+    assert "Traceback" not in daphne.output()
