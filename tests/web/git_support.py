@@ -33,12 +33,13 @@ class Daphne:
 
 
 @contextlib.contextmanager
-def run_daphne(env: dict[str, str], tmp: Path) -> Iterator[Daphne]:
-    """daphne serving the platform on a free loopback port, on the test's
-    database (``env`` is the workers' environment)."""
-    port = free_port()
+def run_daphne(env: dict[str, str], tmp: Path, port: int | None = None) -> Iterator[Daphne]:
+    """daphne serving the platform on a free loopback port (or ``port``: a
+    restart is a second block on the same), on the test's database (``env``
+    is the workers' environment)."""
+    port = port or free_port()
     log_path = tmp / f"daphne-{port}.log"
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         proc = start_process(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
              "paas.asgi:application"],
