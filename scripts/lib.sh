@@ -5,10 +5,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 # Debian packages the platform runs on (services, container runtime, build
 # tools) and those the tests add (a PostgreSQL server, a browser, busybox for
-# tiny test images, wrk for bench/router.py).
+# tiny test images, wrk for bench/router.py, and sshd: the git fetch tests start their own
+# on loopback; none uses the system sshd service).
 RUN_PACKAGES=(python3 python3-venv python3-dev gcc git redis-server runc nginx debootstrap
               docker-registry nftables iproute2 openssl ca-certificates curl openssh-client)
-TEST_PACKAGES=(postgresql chromium busybox-static skopeo umoci docker.io wrk)
+TEST_PACKAGES=(postgresql chromium busybox-static skopeo umoci docker.io wrk openssh-server)
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then

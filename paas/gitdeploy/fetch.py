@@ -27,6 +27,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,9 +35,16 @@ from django.conf import settings
 
 from paas.core.errors import ValidationFailed
 from paas.gitdeploy.git import git_run
+from paas.gitdeploy.hostkeys import HostKeyOrigin, host_keys_validate, keys_seen, known_hosts_text
 from paas.gitdeploy.models import GitSettings
 from paas.gitdeploy.refs import SHA_RE, branch_validate
-from paas.gitdeploy.services import SCP_RE, repo_credentials_of, repo_url_validate
+from paas.gitdeploy.services import (
+    HOST_RE,
+    SCP_RE,
+    repo_credentials_of,
+    repo_url_validate,
+    ssh_host_keys_record_first_use,
+)
 from runtime_agent.host.errors import CommandFailed
 from runtime_agent.host.private import private_dir
 
@@ -95,18 +103,94 @@ def _https_config(url: str, credentials: str, pin: tuple[str, int, IpAddress]) -
     return config
 
 
-def _ssh_config(scratch: Path, credentials: str, pin: tuple[str, int, IpAddress]) -> dict[str, str]:
-    options = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
-               "-o", f"UserKnownHostsFile={scratch / 'known_hosts'}",
-               "-o", f"HostName={pin[2]}", "-o", f"HostKeyAlias={pin[0]}"]  # fmt: skip
+class HostKeyRefused(ValidationFailed):
+    """The repository's host presented a key other than the pinned one(s)."""
+
+
+@dataclass(frozen=True)
+class SshSetup:
+    config: dict[str, str]  # git settings
+    known_hosts: Path
+    alias: str  # the name the keys are filed under (ssh's HostKeyAlias)
+    pinned: list[str]  # empty: trust on first use
+    origin: str  # HostKeyOrigin of the pinned keys
+
+
+def _ssh_setup(scratch: Path, credentials: str, pin: tuple[str, int, IpAddress],
+               row: GitSettings) -> SshSetup:  # fmt: skip
+    """ssh's whole configuration for one fetch, in files of the fetch's own
+    directory: ``-F`` (so no ~/.ssh/config, no system ssh_config), a private
+    known_hosts (no ~/.ssh/known_hosts, no /etc/ssh/ssh_known_hosts), and
+    only the app's key (no default identities, no agent)."""
+    host, _, ip = pin
+    if not (HOST_RE.fullmatch(host) or _is_ip(host)):  # it goes into a config file
+        raise ValidationFailed(f"Bad repository host {host!r}.")
+    keys = host_keys_validate(row.ssh_host_keys)
+    known_hosts = scratch / "known_hosts"
+    _write_private(known_hosts, known_hosts_text(host, keys))
+    identity = "none"
     if credentials:
-        key = scratch / "key"
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(credentials.strip() + "\n")
-        options += ["-o", "IdentitiesOnly=yes", "-i", str(key)]
-    # git runs core.sshCommand through the shell: quote every word.
-    return {"core.sshCommand": " ".join(shlex.quote(o) for o in options)}
+        identity = str(scratch / "key")
+        _write_private(Path(identity), credentials.strip() + "\n")
+    options = {
+        "BatchMode": "yes",
+        # Pinned keys only; with none pinned, accept and record the first seen.
+        "StrictHostKeyChecking": "yes" if keys else "accept-new",
+        "UserKnownHostsFile": str(known_hosts),
+        "GlobalKnownHostsFile": "/dev/null",
+        "UpdateHostKeys": "no",  # never learn other keys from the server
+        "CheckHostIP": "no",
+        "HostName": str(ip),
+        "HostKeyAlias": host,
+        "IdentitiesOnly": "yes",
+        "IdentityFile": identity,
+        "IdentityAgent": "none",
+        "PasswordAuthentication": "no",
+        "KbdInteractiveAuthentication": "no",
+        "ForwardAgent": "no",
+        "ForwardX11": "no",
+        "PermitLocalCommand": "no",
+        "ControlMaster": "no",
+        "ControlPath": "none",
+        "LogLevel": "ERROR",
+    }
+    ssh_config = scratch / "ssh_config"
+    _write_private(ssh_config, "".join(f'{k} "{v}"\n' for k, v in options.items()))
+    # git runs core.sshCommand through the shell: it holds only ssh's path and
+    # the platform's own config file (quoted), nothing the tenant wrote.
+    command = shlex.join(["/usr/bin/ssh", "-F", str(ssh_config)])
+    return SshSetup({"core.sshCommand": command}, known_hosts, host, keys, row.ssh_host_keys_origin)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def _refused_host_key(ssh: SshSetup, url: str, stderr: str) -> HostKeyRefused | None:
+    if not ssh.pinned or "Host key verification failed" not in stderr:
+        return None
+    if ssh.origin == HostKeyOrigin.FIRST_USE:
+        where = "the key it presented at the first fetch, which the platform pinned"
+    else:
+        where = 'the key(s) set on the app\'s "Deploy with git" page'
+    return HostKeyRefused(
+        f"Refused to fetch {url}: the ssh host key of {ssh.alias} is not {where}. Someone may "
+        f"be intercepting the connection, or the host's key was changed. Check the host's key "
+        f"fingerprints with its operator (e.g. `ssh-keyscan {ssh.alias} | ssh-keygen -lf -`), "
+        f'then paste the new key on the app\'s "Deploy with git" page (or clear the keys '
+        f"there to trust the next key seen).",
+        field="ssh_host_keys",
+    )
 
 
 @contextmanager
@@ -123,10 +207,12 @@ def fetched_commit(*, row: GitSettings, branch: str, sha: str) -> Iterator[Path]
         git_run(["init", "--bare", "--quiet", "--template=", str(repo)])
         credentials = repo_credentials_of(row=row)
         pin = checked_address(url)
+        ssh = None
         if url.startswith("https://"):
             config = _https_config(url, credentials, pin)
         else:
-            config = _ssh_config(scratch, credentials, pin)
+            ssh = _ssh_setup(scratch, credentials, pin, row)
+            config = ssh.config
         env = {k: os.environ[k] for k in PROXY_VARS if os.environ.get(k)}
         tip = f"refs/fetched/{branch}"
         try:
@@ -136,7 +222,13 @@ def fetched_commit(*, row: GitSettings, branch: str, sha: str) -> Iterator[Path]
                 repo=repo, config=config, env=env, timeout=settings.PAAS_GIT_FETCH_TIMEOUT_S,
             )  # fmt: skip
         except CommandFailed as exc:
+            refused = ssh and _refused_host_key(ssh, url, exc.stderr)
+            if refused:
+                raise refused from None
             raise ValidationFailed(f"Fetching {url} failed: {exc.stderr.strip()[-500:]}") from None
+        if ssh and not ssh.pinned:  # trusted on first use: pinned from now on
+            seen = keys_seen(ssh.known_hosts.read_text(), ssh.alias)
+            ssh_host_keys_record_first_use(row=row, keys=seen)
         on_branch = git_run(["merge-base", "--is-ancestor", sha, tip], repo=repo, check=False,
                             failure_expected=True)  # fmt: skip
         if on_branch.returncode != 0:

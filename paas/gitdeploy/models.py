@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.db import models
 
 from paas.applications.models import App
+from paas.gitdeploy.hostkeys import HostKeyOrigin
 
 DEFAULT_DEPLOY_BRANCH = "main"
 
@@ -21,6 +22,12 @@ class GitSettings(models.Model):
     # Both sealed with a key derived from SECRET_KEY; never shown again.
     webhook_secret_sealed = models.TextField(blank=True)
     repo_credentials_sealed = models.TextField(blank=True)
+    # The ssh host keys the repository's host must present, one "TYPE BASE64"
+    # a line (paas/gitdeploy/hostkeys.py): set by the operator, or recorded at
+    # the first successful fetch when none was set; checked strictly after.
+    ssh_host_keys = models.TextField(blank=True)
+    ssh_host_keys_origin = models.CharField(max_length=20, choices=HostKeyOrigin.choices,
+                                            blank=True)  # fmt: skip
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

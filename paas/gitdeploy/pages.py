@@ -1,5 +1,5 @@
 """The app's "Deploy with git" page: the remote to push to, the deploy
-branch, the repository and credentials a webhook fetches with, and the
+branch, the repository, credentials and ssh host keys a webhook fetches with, and the
 webhook's URL and secret (a secret made by the platform is shown once)."""
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ def _save(request: HttpRequest, app: App) -> tuple[str, str | None]:
             repo_credentials="" if "clear_credentials" in post else (credentials or None),
         )
         return "Saved the repository.", None
+    if form == "hostkeys":
+        keys = post.get("ssh_host_keys", "")
+        git_settings_update(user=user, app=app, ssh_host_keys=keys)
+        if not keys.strip():
+            return "Cleared the ssh host keys: the next fetch pins the key it sees.", None
+        return "Saved the ssh host keys.", None
     if form == "webhook":
         secret = post.get("webhook_secret", "")
         change = git_settings_update(

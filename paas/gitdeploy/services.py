@@ -1,5 +1,5 @@
 """An app's git settings: the deploy branch, the repository a webhook
-fetches from, its credentials and the webhook's secret."""
+fetches from, its credentials and ssh host keys, and the webhook's secret."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from paas.applications.audit import audit_record
 from paas.applications.models import App
 from paas.builds.secretbox import seal, unseal
 from paas.core.errors import ValidationFailed
+from paas.gitdeploy.hostkeys import HostKeyOrigin, host_keys_validate
 from paas.gitdeploy.models import DEFAULT_DEPLOY_BRANCH, GitSettings
 from paas.gitdeploy.refs import branch_validate
 
@@ -88,6 +89,7 @@ def git_settings_update(
     deploy_branch: str | None = None,
     repo_url: str | None = None,
     repo_credentials: str | None = None,
+    ssh_host_keys: str | None = None,
     webhook_secret: str | None = None,
     new_webhook_secret: bool = False,
 ) -> SettingsChange:
@@ -101,8 +103,17 @@ def git_settings_update(
         row.deploy_branch = branch_validate(deploy_branch)
         changed.append(f"deploy branch {row.deploy_branch}")
     if repo_url is not None:
-        row.repo_url = repo_url_validate(repo_url) if repo_url.strip() else ""
+        url = repo_url_validate(repo_url) if repo_url.strip() else ""
+        if url != row.repo_url and row.ssh_host_keys_origin == HostKeyOrigin.FIRST_USE:
+            # Keys trusted on first use were another host's: trust anew.
+            row.ssh_host_keys, row.ssh_host_keys_origin = "", ""
+        row.repo_url = url
         changed.append("repository URL")
+    if ssh_host_keys is not None:
+        keys = host_keys_validate(ssh_host_keys)
+        row.ssh_host_keys = "\n".join(keys)
+        row.ssh_host_keys_origin = HostKeyOrigin.OPERATOR if keys else ""
+        changed.append("ssh host keys" if keys else "ssh host keys cleared (trust on first use)")
     if repo_credentials is not None:
         row.repo_credentials_sealed = _seal_credentials(repo_credentials)
         changed.append("repository credentials")
@@ -139,6 +150,20 @@ def webhook_secret_of(*, row: GitSettings) -> str:
     if not row.webhook_secret_sealed:
         return ""
     return unseal(row.webhook_secret_sealed, name="webhook secret")
+
+
+def ssh_host_keys_record_first_use(*, row: GitSettings, keys: list[str]) -> bool:
+    """Pin the keys the first fetch accepted, unless keys were pinned meanwhile
+    (a conditional update: of two first fetches, one records)."""
+    if not keys:
+        return False
+    recorded = GitSettings.objects.filter(pk=row.pk, ssh_host_keys="").update(
+        ssh_host_keys="\n".join(keys), ssh_host_keys_origin=HostKeyOrigin.FIRST_USE
+    )
+    if recorded:
+        detail = f"ssh host keys of the repository recorded at first use: {keys}"
+        audit_record(actor=None, app=row.app, action="git.host_keys", detail=detail)
+    return bool(recorded)
 
 
 def repo_credentials_of(*, row: GitSettings) -> str:
