@@ -21,9 +21,9 @@ a proxy does not cut an idle stream), an ``end`` event after ``max_s`` (the
 client reconnects with its cursor), membership checked again every
 ``MEMBERSHIP_RECHECK_S`` (a user removed from the team gets an ``end`` event
 with ``"reason": "forbidden"`` and no further line). When the client leaves,
-Django's ASGI handler cancels the response; the ``finally`` below then
-cancels the pending receive (channels_redis unsubscribes the channel) and
-leaves the group, so nothing stays subscribed or running.
+Django's ASGI handler cancels the response; the ``finally`` below (which runs
+too when the stream ends on its own) cancels the pending receive, leaves the
+group and unsubscribes the channel, so nothing stays subscribed or running.
 """
 
 from __future__ import annotations
@@ -113,12 +113,29 @@ async def live_log_events(follow: LiveFollow) -> AsyncIterator[bytes]:
             if not done and not sent:
                 yield b": heartbeat\n\n"
     finally:
-        # Also runs when the client left (the handler cancelled us): cancelling
-        # the receive makes channels_redis unsubscribe the channel.
+        # Also runs when the client left (the handler cancelled us).
         if receiving is not None:
             receiving.cancel()
             await asyncio.gather(receiving, return_exceptions=True)
         await layer.group_discard(group, channel)
+        await _close_channel(layer, channel)
+
+
+async def _close_channel(layer: Any, channel: str) -> None:
+    """Unsubscribe ``channel``. channels_redis has no call for it: its
+    pub/sub layer unsubscribes a channel when a ``receive`` on it is
+    cancelled (how a consumer's end looks to it), so wait on it and cancel.
+    A ``receive`` that finds a message waiting returns it instead; take it
+    (the group was left: no new one comes) and try again."""
+    while True:
+        receiving = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0)  # let it reach its wait
+        if receiving.done():
+            receiving.exception()  # (retrieved, so never logged as lost)
+            continue
+        receiving.cancel()
+        await asyncio.gather(receiving, return_exceptions=True)
+        return
 
 
 class _Cursor:
