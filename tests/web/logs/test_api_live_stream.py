@@ -89,8 +89,10 @@ def _subscriptions(redis_url: str, app_id: int) -> tuple[int, list[bytes]]:
     """Subscribers of the app's log group, and the follow channels subscribed."""
     client = redis.Redis.from_url(redis_url)
     try:
-        ((_, group),) = client.pubsub_numsub(f"asgi__group__app_{app_id}_logs")
-        return int(group), list(client.pubsub_channels("*logstream.*"))
+        numsub: Any = client.pubsub_numsub(f"asgi__group__app_{app_id}_logs")
+        channels: Any = client.pubsub_channels("*logstream.*")
+        ((_, group),) = numsub
+        return int(group), list(channels)
     finally:
         client.close()
 
