@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import redis
@@ -85,6 +86,12 @@ def _line(text: str, source: LogSource = LogSource.APP) -> IngestLine:
                       process_type="web")  # fmt: skip
 
 
+def stream_line(like: dict[str, Any], text: str) -> dict[str, Any]:
+    """An app line of web.1 as the stream shows it, with ``like``'s time."""
+    return {**like, "source": "app", "process_type": "web", "instance": "web.1",
+            "stream": "", "text": text, "time": ANY}  # fmt: skip
+
+
 def _subscriptions(redis_url: str, app_id: int) -> tuple[int, list[bytes]]:
     """Subscribers of the app's log group, and the follow channels subscribed."""
     client = redis.Redis.from_url(redis_url)
@@ -122,6 +129,9 @@ def test_it_pushes_stored_lines_in_order_and_fills_a_lost_publication(
         assert lines[0]["id"] + 1 == lines[1]["id"]
         # Quiet: a heartbeat keeps proxies from cutting the stream.
         assert stream.next() == ("comment", "heartbeat")
+        # A lost publication with no batch after it: found at a quiet turn.
+        logs_store(lines_by_app={shop.pk: [_line("six")]})
+        assert stream.next_line() == {**stream_line(lines[1], "six"), "id": lines[1]["id"] + 1}
     finally:
         stream.close()
 

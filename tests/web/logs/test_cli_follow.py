@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from paas.accounts.services import api_token_create
+from paas.accounts.services import api_token_create, api_token_revoke
 from paas.applications.services import app_create
 from paas.logs.services import logs_platform_say
 from tests.support.cutting_proxy import cutting_proxy
@@ -141,3 +141,19 @@ def _following(redis_url: str, app_id: int) -> bool:
 
 def _assert_daphne_clean(daphne: Daphne) -> None:
     assert "Traceback" not in daphne.output(), daphne.output()
+
+
+def test_it_ends_with_the_platforms_message_when_its_token_is_revoked(
+    shop: Any, alice: Any, follow_env: dict[str, str], tmp_path: Path, follows: list[Follow]
+) -> None:
+    follow_env["PAAS_LOG_STREAM_MAX_S"] = "1"  # the next reconnect is soon
+    row, token = api_token_create(user=alice, name="laptop")
+    with run_daphne(follow_env, tmp_path) as daphne:
+        follow = Follow(daphne.url, token, tmp_path)
+        follows.append(follow)
+        follow.wait_for("two")
+        api_token_revoke(token=row)
+        assert follow.proc.wait(timeout=WAIT_S) == 1
+    wait_until(lambda: any("revoked" in e for e in follow.err), timeout_s=WAIT_S,
+               what=f"the refusal on stderr ({follow.err})")  # fmt: skip
+    assert follow.texts() == ["one", "two"]
