@@ -68,7 +68,7 @@ def _after_end(data: Any, cursor: int | None) -> int | None:
     if not isinstance(data, dict):
         return cursor
     if data.get("reason") == "forbidden":
-        raise CliError("You no longer have access to this app's log.")
+        raise CliError(str(data.get("message") or "You no longer have access to this app's log."))
     following = data.get("next")
     return following if isinstance(following, int) else cursor
 

@@ -19,8 +19,9 @@ thus gets every matching line after the last one it had, once.
 Bounds: a comment line every ``heartbeat_s`` while nothing else is sent (so
 a proxy does not cut an idle stream), an ``end`` event after ``max_s`` (the
 client reconnects with its cursor), membership checked again every
-``MEMBERSHIP_RECHECK_S`` (a user removed from the team gets an ``end`` event
-with ``"reason": "forbidden"`` and no further line). When the client leaves,
+``MEMBERSHIP_RECHECK_S`` with the token (a user removed from the team, or
+whose token was revoked, gets an ``end`` event with ``"reason": "forbidden"``
+and no further line). When the client leaves,
 Django's ASGI handler cancels the response; the ``finally`` below (which runs
 too when the stream ends on its own) cancels the pending receive, leaves the
 group and unsubscribes the channel, so nothing stays subscribed or running.
@@ -38,7 +39,6 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from paas.accounts.services import role_in_team
 from paas.logs.filters import LogFilter
 from paas.logs.models import LogCounter
 from paas.logs.selectors import logs_page
@@ -55,8 +55,14 @@ def sse_line(row: list[Any]) -> bytes:
     return f"id: {line['id']}\nevent: line\ndata: {json.dumps(line)}\n\n".encode()
 
 
-def sse_end(next_id: int, reason: str = "max_duration") -> bytes:
-    return f"event: end\ndata: {json.dumps({'next': next_id, 'reason': reason})}\n\n".encode()
+def sse_end(next_id: int, reason: str = "max_duration", message: str = "") -> bytes:
+    data: dict[str, Any] = {"next": next_id, "reason": reason}
+    if message:
+        data["message"] = message
+    return f"event: end\ndata: {json.dumps(data)}\n\n".encode()
+
+
+REVOKED = "Your access to this app's log was revoked (the API token, or the team membership)."
 
 
 @dataclass
@@ -64,8 +70,9 @@ class LiveFollow:
     """What one follower asked for (checked by the view before streaming)."""
 
     app_id: int
-    team_id: int
-    user: Any
+    # Asked again every MEMBERSHIP_RECHECK_S (in a thread: it reads the
+    # database): is the client still allowed to read this log?
+    still_allowed: Callable[[], bool]
     flt: LogFilter
     since: int | None
     history: int
@@ -94,8 +101,8 @@ async def live_log_events(follow: LiveFollow) -> AsyncIterator[bytes]:
                 return
             if now - checked >= MEMBERSHIP_RECHECK_S:
                 checked = now
-                if not await stream.still_member():
-                    yield sse_end(stream.covered, "forbidden")
+                if not await database_sync_to_async(follow.still_allowed)():
+                    yield sse_end(stream.covered, "forbidden", REVOKED)
                     return
             if receiving is None:
                 receiving = asyncio.ensure_future(layer.receive(channel))
@@ -192,12 +199,6 @@ class _Cursor:
                 break  # every matching line up to ``upto`` was read
             self.covered = rows[-1][0]
         self.covered = max(self.covered, upto)
-
-    async def still_member(self) -> bool:
-        role = await database_sync_to_async(role_in_team)(
-            user=self.follow.user, team_id=self.follow.team_id
-        )
-        return role is not None
 
 
 def _newest_seq(app_id: int) -> int:

@@ -11,7 +11,7 @@ stream polls the database from it (paas/logs/follow_events.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +19,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema
 
+from paas.accounts.services import api_token_authenticate, role_in_team
 from paas.api.responses import ERRORS, answers
 from paas.api.schemas import AppLogs, PathName, Text
 from paas.applications.selectors import app_for_user
@@ -88,7 +89,7 @@ def log_stream(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> 
     content: Iterator[bytes] | AsyncIterator[bytes]
     if isinstance(request, ASGIRequest):
         follow = LiveFollow(
-            app_id=app.pk, team_id=app.team_id, user=request.user, flt=flt, since=since,
+            app_id=app.pk, still_allowed=_access_check(request, app.team_id), flt=flt, since=since,
             history=query.limit, max_s=max_s, heartbeat_s=settings.PAAS_LOG_STREAM_HEARTBEAT_S,
         )  # fmt: skip
         content = live_log_events(follow)
@@ -98,6 +99,23 @@ def log_stream(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> 
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the events
     return response
+
+
+def _access_check(request: HttpRequest, team_id: int) -> Callable[[], bool]:
+    """Whether the request's token still works for its user and the user is
+    still in the app's team (a long follow asks again now and then)."""
+    raw = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    user_id = request.user.pk
+
+    def still_allowed() -> bool:
+        user = api_token_authenticate(raw=raw)
+        return (
+            user is not None
+            and user.pk == user_id
+            and (role_in_team(user=user, team_id=team_id) is not None)
+        )
+
+    return still_allowed
 
 
 def _last_event_id(request: HttpRequest) -> int | None:

@@ -1,8 +1,8 @@
 """The live log follow driven in this process through the platform's ASGI
 application (as daphne drives it), on real Redis: a client that leaves leaves
-no task and no channel or group of the stream behind, and a member removed
-from the team gets an ``end`` event and nothing more. (Over a real daphne:
-test_api_live_stream.py.)"""
+no task and no channel or group of the stream behind, and a follower removed
+from the team, or whose token is revoked, gets an ``end`` event and nothing
+more. (Over a real daphne: test_api_live_stream.py.)"""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from asgiref.sync import sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 
-from paas.accounts.models import Membership
-from paas.accounts.services import api_token_create
+from paas.accounts.models import ApiToken, Membership
+from paas.accounts.services import api_token_create, api_token_revoke
 from paas.applications.services import app_create
 from paas.asgi import application
 from paas.logs import live_stream
@@ -91,17 +91,27 @@ async def test_a_client_that_leaves_leaves_no_task_or_subscription(
     assert not leftovers()
 
 
-async def test_a_member_removed_from_the_team_gets_an_end(
-    alice: Any, carol_viewer_in_alices_team: Any, settings: Any, monkeypatch: Any
+def _remove_carol(carol: Any) -> None:
+    Membership.objects.filter(user=carol).delete()
+
+
+def _revoke_carols_tokens(carol: Any) -> None:
+    for token in ApiToken.objects.filter(user=carol):
+        api_token_revoke(token=token)
+
+
+@pytest.mark.parametrize("revoke", [_remove_carol, _revoke_carols_tokens])
+async def test_a_follower_whose_access_goes_gets_an_end(
+    alice: Any, carol_viewer_in_alices_team: Any, settings: Any, monkeypatch: Any, revoke: Any
 ) -> None:
     monkeypatch.setattr(live_stream, "MEMBERSHIP_RECHECK_S", 0.0)  # checked at each turn
     settings.PAAS_LOG_STREAM_HEARTBEAT_S = 0.05
     token = await sync_to_async(_shop)(alice, carol_viewer_in_alices_team)
     comm = await _open(token)
     await _body_until(comm, b'"text": "one"')
-    await sync_to_async(Membership.objects.filter(user=carol_viewer_in_alices_team).delete)()
+    await sync_to_async(revoke)(carol_viewer_in_alices_team)
     body = await _body_until(comm, b"event: end")
-    assert b'"reason": "forbidden"' in body
+    assert b'"reason": "forbidden"' in body and b"was revoked" in body
     assert (await comm.receive_output(WAIT_S)) == {"type": "http.response.body"}  # the end
     await comm.wait(WAIT_S)
     assert _layer_state() == ({}, {})
