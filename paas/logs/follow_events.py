@@ -23,13 +23,12 @@ from paas.logs.live_stream import sse_end, sse_line
 from paas.logs.selectors import logs_page
 
 POLL_S = 0.5
-KEEPALIVE_S = 15.0
 BATCH = 500
 
 
 def log_events(
     *, app_id: int, flt: LogFilter, since: int | None, history: int, max_s: float,
-    clock: Callable[[], float] = time.monotonic, poll_s: float = POLL_S,
+    heartbeat_s: float, clock: Callable[[], float] = time.monotonic, poll_s: float = POLL_S,
 ) -> Iterator[bytes]:  # fmt: skip
     """The event stream's bytes (blocking: for the request's own thread)."""
     started = last_sent = clock()
@@ -41,8 +40,8 @@ def log_events(
             yield sse_line(row)
         if page.rows:
             last_sent = clock()
-        elif clock() - last_sent >= KEEPALIVE_S:
-            yield b": keepalive\n\n"
+        elif clock() - last_sent >= heartbeat_s:
+            yield b": heartbeat\n\n"
             last_sent = clock()
         if clock() - started >= max_s:
             yield sse_end(page.next)

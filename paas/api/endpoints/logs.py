@@ -85,16 +85,17 @@ def log_stream(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> 
     wanted = {"instance": query.instance, "source": query.source, "q": query.q}
     flt = LogFilter.parse({**wanted, "process": query.ps or query.process})
     since = query.since if query.since is not None else _last_event_id(request)
-    max_s = settings.PAAS_LOG_STREAM_MAX_S
+    max_s, heartbeat_s = settings.PAAS_LOG_STREAM_MAX_S, settings.PAAS_LOG_STREAM_HEARTBEAT_S
     content: Iterator[bytes] | AsyncIterator[bytes]
     if isinstance(request, ASGIRequest):
         follow = LiveFollow(
             app_id=app.pk, still_allowed=_access_check(request, app.team_id), flt=flt, since=since,
-            history=query.limit, max_s=max_s, heartbeat_s=settings.PAAS_LOG_STREAM_HEARTBEAT_S,
+            history=query.limit, max_s=max_s, heartbeat_s=heartbeat_s,
         )  # fmt: skip
         content = live_log_events(follow)
     else:
-        content = log_events(app_id=app.pk, flt=flt, since=since, history=query.limit, max_s=max_s)
+        content = log_events(app_id=app.pk, flt=flt, since=since, history=query.limit,
+                             max_s=max_s, heartbeat_s=heartbeat_s)  # fmt: skip
     response = StreamingHttpResponse(content, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the events
