@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from paas.logs.filters import LogFilter
 from paas.logs.models import LogCounter
 from paas.logs.selectors import logs_page
 from paas.logs.services import LAYER, app_logs_group
+
+log = logging.getLogger(__name__)
 
 BATCH = 500  # lines per database read when catching up
 MEMBERSHIP_RECHECK_S = 15.0
@@ -93,7 +96,7 @@ async def live_log_events(follow: LiveFollow) -> AsyncIterator[bytes]:
         yield RETRY
         async for chunk in stream.start():
             yield chunk
-        started = checked = follow.clock()
+        started = checked = last_sent = follow.clock()
         while True:
             now = follow.clock()
             if now - started >= follow.max_s:
@@ -106,25 +109,29 @@ async def live_log_events(follow: LiveFollow) -> AsyncIterator[bytes]:
                     return
             if receiving is None:
                 receiving = asyncio.ensure_future(layer.receive(channel))
-            wait_s = min(follow.heartbeat_s, follow.max_s - (now - started))
+            wait_s = min(last_sent + follow.heartbeat_s, started + follow.max_s) - now
             done, _ = await asyncio.wait({receiving}, timeout=max(wait_s, 0.0))
-            sent = False
             if done:
                 message, receiving = receiving.result(), None
                 chunks = stream.batch(message)
             else:  # quiet: catch up on anything a lost publication hid
                 chunks = stream.catch_up(upto=None)
             async for chunk in chunks:
-                sent = True
+                last_sent = follow.clock()
                 yield chunk
-            if not done and not sent:
+            # Batches whose lines the filter drops send nothing either.
+            if follow.clock() - last_sent >= follow.heartbeat_s:
+                last_sent = follow.clock()
                 yield b": heartbeat\n\n"
     finally:
         # Also runs when the client left (the handler cancelled us).
         if receiving is not None:
             receiving.cancel()
             await asyncio.gather(receiving, return_exceptions=True)
-        await layer.group_discard(group, channel)
+        try:
+            await layer.group_discard(group, channel)
+        except Exception:  # Redis away: its subscriptions went with the connection
+            log.warning("could not leave %s", group, exc_info=True)
         await _close_channel(layer, channel)
 
 
