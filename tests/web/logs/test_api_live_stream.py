@@ -5,6 +5,7 @@ client that leaves takes its subscriptions with it."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 from collections.abc import Iterator
@@ -15,13 +16,15 @@ from unittest.mock import ANY
 
 import pytest
 import redis
+from channels.layers import channel_layers
 
 from paas.accounts.services import api_token_create
 from paas.applications.services import app_create
 from paas.logs.lines import IngestLine
 from paas.logs.models import LogSource
-from paas.logs.services import logs_platform_say, logs_store
-from tests.support.processes import wait_until
+from paas.logs.services import LAYER, logs_platform_say, logs_store
+from tests.support.processes import free_port, wait_until
+from tests.support.redis_server import run_redis
 from tests.web.conftest import _worker_env
 from tests.web.git_support import Daphne, run_daphne
 
@@ -188,3 +191,44 @@ def test_a_client_that_leaves_leaves_no_subscription_behind(
     streams[1].close()
     assert wait_until(lambda: _subscriptions(redis_url, shop.pk) == (0, []), timeout_s=WAIT_S)
     assert "Traceback" not in daphne.output()
+
+
+def _publish_to(settings: Any, redis_url: str) -> None:
+    """This process publishes its log batches to ``redis_url`` (the
+    live_redis fixture puts the session's back after the test)."""
+    settings.CHANNEL_LAYERS = {
+        **settings.CHANNEL_LAYERS,
+        LAYER: {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [redis_url]}},
+    }  # fmt: skip
+    channel_layers.backends.clear()
+
+
+def test_a_redis_restart_loses_and_repeats_no_line(
+    alice: Any, shop: Any, settings: Any, tmp_path: Path
+) -> None:
+    redis_dir, port = tmp_path / "redis", free_port()
+    token = api_token_create(user=alice, name="t")[1]
+    with contextlib.ExitStack() as stack:
+        first_redis = contextlib.ExitStack()
+        url = first_redis.enter_context(run_redis(redis_dir, port))
+        stack.callback(first_redis.close)
+        _publish_to(settings, url)
+        env = {**_worker_env(url), "PAAS_LOG_STREAM_MAX_S": "300",
+               "PAAS_LOG_STREAM_HEARTBEAT_S": "0.3"}  # fmt: skip
+        server = stack.enter_context(run_daphne(env, tmp_path))
+        stream = Stream(server, "/api/v1/apps/shop/logs/stream", token)
+        stack.callback(stream.close)
+        assert [stream.next_line()["text"] for _ in range(2)] == ["one", "two"]
+        logs_platform_say(app_id=shop.pk, text="before")
+        assert stream.next_line()["text"] == "before"
+        first_redis.close()  # Redis stops; daphne and the stream stay
+        # Stored while Redis is away: their publication fails.
+        for text in ("while away 1", "while away 2"):
+            logs_platform_say(app_id=shop.pk, text=text)
+        stack.enter_context(run_redis(redis_dir, port))
+        logs_platform_say(app_id=shop.pk, text="after")
+        texts = [stream.next_line()["text"] for _ in range(3)]
+        assert texts == ["while away 1", "while away 2", "after"]
+        logs_platform_say(app_id=shop.pk, text="last")
+        assert stream.next_line()["text"] == "last"
