@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels.
+"""ASGI entry point: HTTP through Django (but for the API's live log follow,
+see below), WebSockets through Channels.
 
 WebSockets check the Origin against ALLOWED_HOSTS (a page on another site
 cannot ride a signed-in user's cookie) and authenticate by session.
@@ -7,6 +8,7 @@ cannot ride a signed-in user's cookie) and authenticate by session.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -17,11 +19,20 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from paas.api.log_stream_asgi import is_log_stream, log_stream_app  # noqa: E402
 from paas.routing import websocket_urlpatterns  # noqa: E402
+
+
+async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Django, except the API's live log follow: a coroutine of its own, so a
+    follower holds no thread (paas/api/log_stream_asgi.py)."""
+    app = log_stream_app if is_log_stream(scope) else django_asgi
+    await app(scope, receive, send)
+
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi,
+        "http": http,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

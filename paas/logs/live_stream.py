@@ -33,11 +33,11 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
+from channels.db import DatabaseSyncToAsync
 from channels.layers import get_channel_layer
 
 from paas.logs.filters import LogFilter
@@ -104,7 +104,7 @@ async def live_log_events(follow: LiveFollow) -> AsyncIterator[bytes]:
                 return
             if now - checked >= MEMBERSHIP_RECHECK_S:
                 checked = now
-                if not await database_sync_to_async(follow.still_allowed)():
+                if not await _in_pool(follow.still_allowed)():
                     yield sse_end(stream.covered, "forbidden", REVOKED)
                     return
             if receiving is None:
@@ -208,11 +208,17 @@ class _Cursor:
         self.covered = max(self.covered, upto)
 
 
+def _in_pool(fn: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """A database read on the event loop's shared pool of threads: never on a
+    thread of the request's own (paas/api/log_stream_asgi.py says why)."""
+    return DatabaseSyncToAsync(fn, thread_sensitive=False)
+
+
 def _newest_seq(app_id: int) -> int:
     """Every line up to this number is committed (see ``logs_after``)."""
     found = LogCounter.objects.filter(app_id=app_id).values_list("last_seq", flat=True)
     return found.first() or 0
 
 
-_last_seq = database_sync_to_async(_newest_seq)
-_page = database_sync_to_async(logs_page)
+_last_seq = DatabaseSyncToAsync(_newest_seq, thread_sensitive=False)
+_page = DatabaseSyncToAsync(logs_page, thread_sensitive=False)

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class Daphne:
     port: int
     log: Path
+    pid: int = 0
 
     @property
     def url(self) -> str:
@@ -47,7 +48,7 @@ def run_daphne(env: dict[str, str], tmp: Path, port: int | None = None) -> Itera
         )  # fmt: skip
     try:
         wait_for_port("127.0.0.1", port, timeout_s=90, proc=proc)
-        yield Daphne(port, log_path)
+        yield Daphne(port, log_path, proc.pid)
     finally:
         stop_process(proc)
 

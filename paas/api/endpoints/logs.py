@@ -22,6 +22,7 @@ from ninja import Field, Query, Router, Schema
 from paas.accounts.services import api_token_authenticate, role_in_team
 from paas.api.responses import ERRORS, answers
 from paas.api.schemas import AppLogs, PathName, Text
+from paas.applications.models import App
 from paas.applications.selectors import app_for_user
 from paas.logs.filters import LogFilter
 from paas.logs.follow_events import log_events
@@ -80,36 +81,56 @@ EVENT_STREAM = {
 @router.get("/apps/{name}/logs/stream", response=ERRORS, openapi_extra={"responses": EVENT_STREAM})
 def log_stream(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> Any:
     """Follow the log live as server-sent events: the last ``limit`` lines
-    (or those after ``since`` / the Last-Event-ID header), then new ones."""
+    (or those after ``since`` / the Last-Event-ID header), then new ones.
+    (Under daphne, paas/api/log_stream_asgi.py answers this path first.)"""
     app = app_for_user(user=request.user, name=name)
-    wanted = {"instance": query.instance, "source": query.source, "q": query.q}
-    flt = LogFilter.parse({**wanted, "process": query.ps or query.process})
-    since = query.since if query.since is not None else _last_event_id(request)
-    max_s, heartbeat_s = settings.PAAS_LOG_STREAM_MAX_S, settings.PAAS_LOG_STREAM_HEARTBEAT_S
+    raw_token = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    last_event_id = request.headers.get("Last-Event-ID", "")
     content: Iterator[bytes] | AsyncIterator[bytes]
     if isinstance(request, ASGIRequest):
-        follow = LiveFollow(
-            app_id=app.pk, still_allowed=_access_check(request, app.team_id), flt=flt, since=since,
-            history=query.limit, max_s=max_s, heartbeat_s=heartbeat_s,
-        )  # fmt: skip
+        follow = live_follow_of(user=request.user, raw_token=raw_token, app=app, query=query,
+                                last_event_id=last_event_id)  # fmt: skip
         content = live_log_events(follow)
     else:
-        content = log_events(app_id=app.pk, flt=flt, since=since, history=query.limit,
-                             max_s=max_s, heartbeat_s=heartbeat_s)  # fmt: skip
+        since = query.since if query.since is not None else _last_event_id(last_event_id)
+        content = log_events(app_id=app.pk, flt=_filter(query), since=since,
+                             history=query.limit, max_s=settings.PAAS_LOG_STREAM_MAX_S,
+                             heartbeat_s=settings.PAAS_LOG_STREAM_HEARTBEAT_S)  # fmt: skip
     response = StreamingHttpResponse(content, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the events
+    for header, value in STREAM_HEADERS.items():
+        response[header] = value
     return response
 
 
-def _access_check(request: HttpRequest, team_id: int) -> Callable[[], bool]:
-    """Whether the request's token still works for its user and the user is
-    still in the app's team (a long follow asks again now and then)."""
-    raw = request.headers.get("Authorization", "").partition(" ")[2].strip()
-    user_id = request.user.pk
+STREAM_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # a proxy in front must not hold the events
+}
+
+
+def live_follow_of(
+    *, user: Any, raw_token: str, app: App, query: LogQuery, last_event_id: str
+) -> LiveFollow:
+    """What a live follow streams, for a user already checked against the app."""
+    since = query.since if query.since is not None else _last_event_id(last_event_id)
+    return LiveFollow(
+        app_id=app.pk, still_allowed=_access_check(raw_token, user.pk, app.team_id),
+        flt=_filter(query), since=since, history=query.limit,
+        max_s=settings.PAAS_LOG_STREAM_MAX_S, heartbeat_s=settings.PAAS_LOG_STREAM_HEARTBEAT_S,
+    )  # fmt: skip
+
+
+def _filter(query: LogQuery) -> LogFilter:
+    wanted = {"instance": query.instance, "source": query.source, "q": query.q}
+    return LogFilter.parse({**wanted, "process": query.ps or query.process})
+
+
+def _access_check(raw_token: str, user_id: int, team_id: int) -> Callable[[], bool]:
+    """Whether the token still works for its user and the user is still in
+    the app's team (a long follow asks again now and then)."""
 
     def still_allowed() -> bool:
-        user = api_token_authenticate(raw=raw)
+        user = api_token_authenticate(raw=raw_token)
         return (
             user is not None
             and user.pk == user_id
@@ -119,6 +140,5 @@ def _access_check(request: HttpRequest, team_id: int) -> Callable[[], bool]:
     return still_allowed
 
 
-def _last_event_id(request: HttpRequest) -> int | None:
-    raw = request.headers.get("Last-Event-ID", "")
-    return int(raw) if raw.isdigit() and int(raw) <= SEQ_MAX else None
+def _last_event_id(raw: str) -> int | None:
+    return int(raw) if raw.isascii() and raw.isdigit() and int(raw) <= SEQ_MAX else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,17 +162,28 @@ def test_it_filters_and_a_reconnect_resumes_after_its_cursor(
         resumed.close()
 
 
-def test_another_team_gets_404_and_no_token_401(daphne: Daphne, bob: Any, shop: Any) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", daphne.port, timeout=WAIT_S)
-    token = api_token_create(user=bob, name="t")[1]
-    conn.request(
-        "GET", "/api/v1/apps/shop/logs/stream", headers={"Authorization": f"Bearer {token}"}
-    )
-    response = conn.getresponse()
-    assert (response.status, json.loads(response.read())["error"]) == (404, "not_found")
-    conn.request("GET", "/api/v1/apps/shop/logs/stream")
-    assert conn.getresponse().status == 401
-    conn.close()
+def test_it_answers_like_the_api_to_outsiders_and_bad_input(
+    daphne: Daphne, alice: Any, bob: Any, shop: Any
+) -> None:
+    def get(path: str, token: str | None) -> tuple[int, dict[str, Any]]:
+        conn = http.client.HTTPConnection("127.0.0.1", daphne.port, timeout=WAIT_S)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        answer = response.status, json.loads(response.read())
+        conn.close()
+        return answer
+
+    stream = "/api/v1/apps/shop/logs/stream"
+    bobs, alices = (api_token_create(user=u, name="t")[1] for u in (bob, alice))
+    assert get(stream, bobs) == (404, {"error": "not_found", "message": ANY})
+    assert get("/api/v1/apps/nope/logs/stream", alices)[0] == 404
+    assert get(stream, None) == (401, {"error": "unauthenticated", "message": ANY})
+    assert get(stream, "paas_nope") == (401, {"error": "bad_token", "message": ANY})
+    status, body = get(f"{stream}?since=abc", alices)
+    assert (status, body["error"], body["field"]) == (400, "invalid", "since")
+    status, body = get(f"{stream}?limit=0", alices)
+    assert (status, body["error"], body["field"]) == (400, "invalid", "limit")
 
 
 def test_a_client_that_leaves_leaves_no_subscription_behind(
@@ -232,3 +244,27 @@ def test_a_redis_restart_loses_and_repeats_no_line(
         assert texts == ["while away 1", "while away 2", "after"]
         logs_platform_say(app_id=shop.pk, text="last")
         assert stream.next_line()["text"] == "last"
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith("Threads:")).split()[1])
+
+
+def test_followers_hold_no_thread_each(daphne: Daphne, alice: Any, shop: Any) -> None:
+    token = api_token_create(user=alice, name="t")[1]
+    path = "/api/v1/apps/shop/logs/stream"
+    streams = [Stream(daphne, path, token) for _ in range(3)]
+    try:
+        for stream in streams:
+            assert stream.next_line()["text"] == "one"
+        before = _threads(daphne.pid)
+        streams += [Stream(daphne, path, token) for _ in range(20)]
+        for stream in streams[3:]:
+            assert stream.next_line()["text"] == "one"
+        # At most the event loop's shared pool grows (asyncio's default size);
+        # a thread per request would be 20 more.
+        assert _threads(daphne.pid) - before <= min(32, (os.cpu_count() or 1) + 4)
+    finally:
+        for stream in streams:
+            stream.close()
