@@ -7,12 +7,15 @@ fds); the container side is covered in test_containers_lifecycle.py."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import os
 import time
 from typing import Any
 
 import pytest
 
+from runtime_agent import wire
 from runtime_agent.containers.logs import (
     MAX_LINE,
     PUNCH_EVERY,
@@ -128,6 +131,25 @@ def test_a_new_tailer_resumes_without_losing_or_repeating_lines(log_dir, fds):
     assert lines_of(second.read()) == [("stdout", "one"), ("stderr", "two"), ("stdout", "three")]
 
 
+def test_offsets_are_overwritten_in_place_and_a_new_tailer_resumes_from_them(log_dir, fds):
+    # One pwrite per batch, not a temp file renamed over the old one (that
+    # rename was a third of the agent's loop under a flood on ext4).
+    out, _ = fds
+    (log_dir / "offsets.json").write_text('{"stdout": 0, "stderr": 0, "lines": 0}')  # as before
+    tailer = LogTailer("web", log_dir, FAST)
+    os.write(out, b"one\n")
+    tailer.pump()
+    inode = (log_dir / "offsets.json").stat().st_ino
+    os.write(out, b"two\n")
+    tailer.pump()
+    assert (log_dir / "offsets.json").stat().st_ino == inode
+    saved = json.loads((log_dir / "offsets.json").read_bytes())
+    assert (saved["stdout"], saved["lines"]) == (8, 2)
+    os.write(out, b"three\n")
+    again = LogTailer("web", log_dir, FAST)
+    assert [(r.line, r.n) for r in again.pump()] == [("three", 3)]
+
+
 def test_rotation_caps_each_file_and_keeps_only_max_files(log_dir, fds):
     out, _ = fds
     cfg = LogConfig(max_bytes=4096, max_files=3, poll_s=0.01)
@@ -240,6 +262,24 @@ async def test_a_stored_batch_reaches_a_waiting_follower_in_one_step(log_dir, fd
     assert await follow.batch(10, timeout=0) == []  # nothing new: the stream checks its client
     await tailer.close()
     assert await follow.batch(10) is None
+
+
+async def test_a_followers_backlog_is_strings_not_objects_per_line(log_dir, fds):
+    # A follower behind a flood holds up to FOLLOW_QUEUE_MAX lines: as line
+    # objects they were what made the collector's full passes stop the agent's
+    # loop for 100-170 ms; records (strings) are not walked at all.
+    out, _ = fds
+    tailer = LogTailer("web", log_dir, FAST)
+    follow = tailer.follow()
+    os.write(out, b"".join(b"line %d\n" % i for i in range(5000)))
+    while tailer.pump():
+        pass
+    gc.collect()
+    alive = sum(1 for o in gc.get_objects() if isinstance(o, wire.LogLine))
+    assert alive < 100
+    got = await follow.batch(10_000)
+    assert [r.line for r in got or []] == [f"line {i}" for i in range(5000)]
+    follow.close()
 
 
 async def test_a_follower_too_far_behind_gets_what_it_had_then_ends(log_dir, fds, monkeypatch):
