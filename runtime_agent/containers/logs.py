@@ -69,7 +69,7 @@ _escape: Callable[[str], str] = json.encoder.encode_basestring_ascii
 STREAMS = ("stdout", "stderr")
 JSONL = "log.jsonl"
 OFFSETS = "offsets.json"
-OFFSETS_SIZE = 512  # offsets.json is this long, padded: less than a sector (see _save_offsets)
+OFFSETS_SIZE = 512  # offsets.json is this long, padded: less than a sector (OffsetsFile)
 # A line longer than this without a newline is cut, so one runaway writer
 # cannot make the agent buffer without bound.
 MAX_LINE = 16 * 1024
@@ -308,6 +308,50 @@ def rotate(log_dir: Path, max_files: int) -> None:
         os.replace(log_dir / JSONL, log_dir / f"{JSONL}.1")
 
 
+class OffsetsFile:
+    """offsets.json: where each raw stream was read up to, and the line count.
+
+    Saved after every batch, by overwriting the file in place with one
+    pwrite of OFFSETS_SIZE bytes. Why not a temp file and a rename: that
+    cost ~125 us on a quiet ext4 and much more on a busy one (a rename over
+    a file flushes the new one's data and frees, and here discards, the old
+    one's blocks), after every batch of every container: a third of the
+    agent's event loop under a flood. A single pwrite of less than a sector
+    at offset 0 is all or nothing when the agent dies (the kernel copies it
+    under the inode's lock); the padding is JSON whitespace, so the file
+    reads as before, and files written by older agents read the same.
+    """
+
+    KEYS = (*STREAMS, "lines", *(f"{s}_dropped" for s in STREAMS))
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def load(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        return {k: int(data.get(k, 0)) for k in self.KEYS}
+
+    def save(self, offsets: dict[str, int]) -> None:
+        data = json.dumps(offsets).encode().ljust(OFFSETS_SIZE)
+        fresh = self._fd is None
+        if self._fd is None:
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            self._fd = os.open(self.path, flags, 0o640)
+        if os.pwrite(self._fd, data, 0) != len(data):
+            raise OSError(errno.EIO, f"short write to {self.path}")
+        if fresh:  # after the write, so the file is never cut short of a whole record
+            os.ftruncate(self._fd, OFFSETS_SIZE)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class LogTailer:
     """Tails one container's raw files into its rotated JSONL log."""
 
@@ -317,7 +361,8 @@ class LogTailer:
         self.cfg = cfg
         self.redis = redis
         self.dir.mkdir(parents=True, exist_ok=True)
-        offsets = self._load_offsets()
+        self._offsets = OffsetsFile(log_dir / OFFSETS)
+        offsets = self._offsets.load()
         self.streams = {s: _RawStream(raw_path(log_dir, s), offsets.get(s, 0)) for s in STREAMS}
         for s, raw in self.streams.items():
             raw.dropped = offsets.get(f"{s}_dropped", 0)
@@ -331,7 +376,6 @@ class LogTailer:
         # synchronously, and its lines must reach the stream too.
         self._unpushed: list[wire.LogLine] = []
         self._task: asyncio.Task[None] | None = None
-        self._offsets_fd: int | None = None
         self._closed = False
         self.behind = False  # the last read stopped at READ_CHUNK, not at the end of a file
 
@@ -486,37 +530,10 @@ class LogTailer:
             self._unpushed.extend(unpushed)
         return records
 
-    def _load_offsets(self) -> dict[str, int]:
-        try:
-            data = json.loads((self.dir / OFFSETS).read_bytes())
-        except FileNotFoundError:
-            return {}
-        keys = [*STREAMS, "lines", *(f"{s}_dropped" for s in STREAMS)]
-        return {k: int(data.get(k, 0)) for k in keys}
-
     def _save_offsets(self) -> None:
-        """Overwrite offsets.json in place, one pwrite of OFFSETS_SIZE bytes.
-
-        Why not a temp file and a rename: that cost ~125 us on a quiet ext4
-        and much more on a busy one (a rename over a file flushes the new
-        one's data and frees, and here discards, the old one's blocks), and
-        it ran after every batch of every container: a third of the agent's
-        event loop under a flood. A single pwrite of less than a sector at
-        offset 0 is all or nothing when the agent dies (the kernel copies it
-        under the inode's lock); the padding is JSON whitespace, so the file
-        reads as before.
-        """
         offsets = {s: r.offset for s, r in self.streams.items()}
         offsets |= {f"{s}_dropped": r.dropped for s, r in self.streams.items()}
-        data = json.dumps({**offsets, "lines": self.numbered}).encode().ljust(OFFSETS_SIZE)
-        fresh = self._offsets_fd is None
-        if self._offsets_fd is None:
-            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-            self._offsets_fd = os.open(self.dir / OFFSETS, flags, 0o640)
-        if os.pwrite(self._offsets_fd, data, 0) != len(data):
-            raise OSError(errno.EIO, f"short write to {self.dir / OFFSETS}")
-        if fresh:  # after the write, so the file is never cut short of a whole record
-            os.ftruncate(self._offsets_fd, OFFSETS_SIZE)
+        self._offsets.save({**offsets, "lines": self.numbered})
 
     async def _push_pending(self) -> None:
         lines, self._unpushed = self._unpushed, []
@@ -538,9 +555,7 @@ class LogTailer:
             self._closed = True
             for raw in self.streams.values():
                 raw.close()
-            if self._offsets_fd is not None:
-                os.close(self._offsets_fd)
-                self._offsets_fd = None
+            self._offsets.close()
         for follower in list(self._followers):
             follower.end()
         self._followers.clear()
