@@ -59,6 +59,7 @@ from typing import Any
 
 from runtime_agent import wire
 from runtime_agent.host.errors import DISK_ERRNOS
+from runtime_agent.host.inotify import Inotify
 from runtime_agent.host.libc import get_errno, libc
 
 log = logging.getLogger("runtime_agent.logs")
@@ -376,6 +377,7 @@ class LogTailer:
         # synchronously, and its lines must reach the stream too.
         self._unpushed: list[wire.LogLine] = []
         self._task: asyncio.Task[None] | None = None
+        self._woken = asyncio.Event()
         self._closed = False
         self.behind = False  # the last read stopped at READ_CHUNK, not at the end of a file
 
@@ -386,8 +388,7 @@ class LogTailer:
             self._task = asyncio.create_task(self._run(), name=f"logs-{self.name}")
 
     async def _run(self) -> None:
-        disk_full = False
-        turns = 0  # reads since the last poll_s sleep
+        disk_full, turns = False, 0  # turns: reads since the last poll_s sleep
         while True:
             again = False
             try:
@@ -411,9 +412,23 @@ class LogTailer:
                 disk_full = False
             if again:  # more is waiting: read on once everything else ready had its turn
                 await asyncio.sleep(0)
-            else:
+            elif disk_full or turns >= CHUNKS_PER_POLL:  # backing off, or a flood's share is used
                 turns = 0
                 await asyncio.sleep(self.cfg.poll_s * (DISK_FULL_BACKOFF if disk_full else 1))
+            else:
+                turns = 0
+                await self._until_written()
+
+    def wake(self) -> None:
+        """A raw file was written (LogStreams' inotify says so): read now, not at the next poll."""
+        self._woken.set()
+
+    async def _until_written(self) -> None:
+        """Wait for :meth:`wake`, or ``poll_s`` at most (the fallback poll)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.cfg.poll_s):
+                await self._woken.wait()
+        self._woken.clear()  # before the read: a write from now on wakes the next wait
 
     def _take_turn(self, reads: int) -> int:
         """Pump, and while behind pump on for up to ``turn_s`` (at most
@@ -576,7 +591,7 @@ class LogTailer:
 
         History is read and the follower subscribed here, in one synchronous
         step: no line missed, none doubled."""
-        follower = LogFollow(self.read(tail, since), self._followers)
+        follower = LogFollow(read_records(self.files(), tail, since), self._followers)
         if self._closed:
             follower.end()
         else:
@@ -601,8 +616,8 @@ class LogFollow:
     and objects would be what the collector walks.
     """
 
-    def __init__(self, history: list[wire.LogLine], followers: set[LogFollow]) -> None:
-        self._records = [line_json(ln) for ln in history]
+    def __init__(self, history: list[str], followers: set[LogFollow]) -> None:
+        self._records = history
         self._followers = followers
         self._wake = asyncio.Event()
         self._ended = False
@@ -691,29 +706,54 @@ async def push_redis(redis: Any, name: str, maxlen: int, lines: list[wire.LogLin
 
 def read_stored(files: list[Path], tail: int | None, since: float | None) -> list[wire.LogLine]:
     """Stored lines of ``files`` (given oldest first), oldest first: the last
-    ``tail`` of those at or after ``since``.
+    ``tail`` of those at or after ``since``."""
+    return [_record_line(record) for record in read_records(files, tail, since)]
+
+
+def read_records(files: list[Path], tail: int | None, since: float | None) -> list[str]:
+    """As :func:`read_stored`, as NDJSON records (:func:`line_json`).
 
     Read newest first and stop as soon as ``tail`` lines are found or a line
     is older than ``since`` (lines are appended in time order), so a short
-    tail of a large log parses only what it returns.
+    tail of a large log reads only what it returns. This agent's records are
+    taken as stored, not parsed (:func:`_stored_record`): a follower that fell
+    behind a flood comes back with ``since`` for 100k lines or more, and
+    parsing them into objects held the event loop for 100s of ms, and
+    the collector's full passes for as long again.
     """
     if tail == 0:
         return []
     cutoff = rfc3339(since) if since is not None else None
-    newest_first: list[wire.LogLine] = []
+    newest_first: list[str] = []
     for path in reversed(files):
         with open(path, "rb") as f:
             raws = f.readlines()
         for raw in reversed(raws):
-            line = _parse(raw)
-            if line is None:
+            stored = _stored_record(raw)
+            if stored is None:
                 continue
-            if cutoff is not None and line.time < cutoff:
+            if cutoff is not None and stored[0] < cutoff:
                 return newest_first[::-1]
-            newest_first.append(line)
+            newest_first.append(stored[1])
             if tail is not None and len(newest_first) >= tail:
                 return newest_first[::-1]
     return newest_first[::-1]
+
+
+_RECORD_HEAD = b'{"time":"'  # line_json's records; the time is the next 27 bytes
+
+
+def _stored_record(raw: bytes) -> tuple[str, str] | None:
+    """(time, record) of one line of log.jsonl; None for a torn last line.
+
+    Records this agent wrote (line_json: ASCII, the time first, at a fixed
+    place) are taken as they are; a whole one ends with a newline, which a
+    torn write lacks. Older files' lines are parsed and encoded anew."""
+    if raw.startswith(_RECORD_HEAD) and raw.endswith(b"}\n") and raw[36:38] == b'",':
+        record = raw.decode("ascii", errors="replace")
+        return record[9:36], record
+    line = _parse(raw)
+    return None if line is None else (line.time, line_json(line))
 
 
 def _parse(raw: str | bytes) -> wire.LogLine | None:
@@ -789,6 +829,70 @@ class BacklogWatch:
         self._stop.clear()  # a later open() starts watching again
 
 
+class WriteWatch:
+    """Wakes a tailer the moment its container writes (inotify on the raw files).
+
+    Why: a tailer that polls every ``poll_s`` adds up to that much to every
+    line (half of it on average), and ~50 tailers polling 20 times a second
+    each is work the event loop does whether or not anything was written.
+    One inotify fd for the whole agent, read by the event loop itself; no
+    helper process or thread per container. Without inotify (the kernel's
+    per-user limit reached) the tailers poll as before.
+    """
+
+    def __init__(self, poll_s: float) -> None:
+        self._poll_s = poll_s
+        self._inotify: Inotify | None = None
+        self._unavailable = False
+        self._tailers: dict[int, LogTailer] = {}  # watch descriptor -> its tailer
+
+    def add(self, tailer: LogTailer) -> None:
+        inotify = self._open()
+        if inotify is None:
+            return
+        # A container is opened here at create; its process, which opens the
+        # raw files, starts later: make them now so they can be watched.
+        for fd in open_raw_fds(tailer.dir):
+            os.close(fd)
+        for raw in tailer.streams.values():
+            try:
+                self._tailers[inotify.watch(raw.path)] = tailer
+            except OSError as exc:  # not there yet, or out of watches: that stream polls
+                log.info("logs of %s are polled: %s", tailer.name, exc)
+
+    def remove(self, tailer: LogTailer) -> None:
+        for wd in [wd for wd, t in self._tailers.items() if t is tailer]:
+            del self._tailers[wd]
+            if self._inotify is not None:
+                self._inotify.unwatch(wd)
+
+    def _open(self) -> Inotify | None:
+        if self._inotify is None and not self._unavailable:
+            try:
+                self._inotify = Inotify()
+            except OSError as exc:
+                self._unavailable = True
+                log.warning("no inotify (%s): logs are read every %s s", exc, self._poll_s)
+                return None
+            asyncio.get_running_loop().add_reader(self._inotify.fileno(), self._on_event)
+        return self._inotify
+
+    def _on_event(self) -> None:
+        assert self._inotify is not None
+        written, overflow = self._inotify.take()
+        for wd, tailer in self._tailers.items():
+            if overflow or wd in written:
+                tailer.wake()
+
+    def close(self) -> None:
+        if self._inotify is not None:
+            asyncio.get_running_loop().remove_reader(self._inotify.fileno())
+            self._inotify.close()
+            self._inotify = None
+        self._tailers.clear()
+        self._unavailable = False
+
+
 class LogStreams:
     """The log tailer of every container, and the Redis client they share."""
 
@@ -797,6 +901,7 @@ class LogStreams:
         self._tailers: dict[str, LogTailer] = {}
         self._redis: Any = None
         self._watch = BacklogWatch(lambda: list(self._tailers.values()), cfg.watch_s)
+        self._written = WriteWatch(cfg.poll_s)
 
     def connect(self) -> None:
         self._redis = connect_redis(self.cfg.redis_url)
@@ -807,6 +912,7 @@ class LogStreams:
         self._tailers[name] = tailer
         tailer.start()
         self._watch.start()
+        self._written.add(tailer)
 
     def lines(
         self, name: str, tail: int | None, since: float | None, follow: bool
@@ -827,10 +933,12 @@ class LogStreams:
     async def close(self, name: str) -> None:
         tailer = self._tailers.pop(name, None)
         if tailer is not None:
+            self._written.remove(tailer)
             await tailer.close()
 
     async def close_all(self) -> None:
         await asyncio.to_thread(self._watch.stop)
+        self._written.close()
         for tailer in self._tailers.values():
             await tailer.close()
         self._tailers.clear()

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from runtime_agent import wire
+from runtime_agent.containers import logs as logs_module
 from runtime_agent.containers.logs import (
     MAX_LINE,
     PUNCH_EVERY,
@@ -282,6 +283,44 @@ async def test_a_followers_backlog_is_strings_not_objects_per_line(log_dir, fds)
     follow.close()
 
 
+async def test_a_follows_history_is_sent_as_stored_without_parsing(log_dir, fds, monkeypatch):
+    # A follower back after falling behind a flood asks for 100k+ lines with
+    # since=: parsing each into an object held the loop for 100s of ms.
+    out, _ = fds
+    tailer = LogTailer("web", log_dir, FAST)
+    os.write(out, b"".join(b"old %d\n" % i for i in range(3000)))
+    while tailer.pump():
+        pass
+    since = time.time()
+    os.write(out, b"".join(b"new %d\n" % i for i in range(3000)))
+    while tailer.pump():
+        pass
+    stored = (log_dir / "log.jsonl").read_bytes().splitlines(keepends=True)
+
+    def no_parsing(raw):
+        raise AssertionError(f"parsed {raw!r}")
+
+    monkeypatch.setattr(logs_module, "_parse", no_parsing)
+    follow = tailer.follow(since=since)
+    assert await follow.chunk(10_000, timeout=0) == b"".join(stored[3000:])
+    follow.close()
+
+
+async def test_a_follow_reads_an_older_agents_log_and_skips_a_torn_line(log_dir):
+    # log.jsonl as agents before compact records wrote it (json.dumps with
+    # spaces), ending in a line torn by a crash.
+    log_dir.mkdir()
+    old = [{"time": rfc3339(1000.0 + i), "stream": "stdout", "line": f"l{i}", "n": i + 1}
+           for i in range(4)]  # fmt: skip
+    data = "".join(json.dumps(d) + "\n" for d in old) + '{"time": "2026'
+    (log_dir / "log.jsonl").write_text(data)
+    tailer = LogTailer("web", log_dir, FAST)
+    follow = tailer.follow(since=1002.0)
+    got = await follow.batch(10, timeout=0)
+    assert [(r.line, r.n) for r in got or []] == [("l2", 3), ("l3", 4)]
+    follow.close()
+
+
 async def test_a_follower_too_far_behind_gets_what_it_had_then_ends(log_dir, fds, monkeypatch):
     monkeypatch.setattr("runtime_agent.containers.logs.FOLLOW_QUEUE_MAX", 3)
     out, _ = fds
@@ -354,6 +393,32 @@ async def test_log_streams_keep_one_tailer_per_container_and_flush_its_last_word
     with pytest.raises(KeyError):
         streams.lines("web", None, None, False)
     await streams.close_all()
+
+
+async def test_a_write_wakes_its_tailer_without_waiting_for_the_poll(log_dir):
+    # poll_s an hour: only the agent's inotify watch on the raw files can
+    # bring these lines, each right after its write. As in the agent, the
+    # logs are opened at create, before the process opens its raw files; after
+    # close_all a new open watches again.
+    streams = LogStreams(LogConfig(poll_s=3600))
+    streams.connect()
+    fds: list[int] = []
+    try:
+        for _ in range(2):
+            streams.open("web", log_dir)
+            follow = streams.lines("web", 0, None, True)  # subscribed before the first pass
+            fds = list(open_raw_fds(log_dir))  # the container starts
+            for text in ("one", "two"):  # a wake is armed again after each read
+                os.write(fds[0], text.encode() + b"\n")
+                assert (await asyncio.wait_for(anext(follow), 30)).line == text
+            await streams.close_all()
+            for fd in fds:
+                os.close(fd)
+            fds = []
+    finally:
+        await streams.close_all()
+        for fd in fds:
+            os.close(fd)
 
 
 def flood_backlog(fd: int, chunks: int) -> int:
