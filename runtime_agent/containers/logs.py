@@ -4,9 +4,13 @@ A container's stdout and stderr are plain files, ``logs/stdout.raw`` and
 ``logs/stderr.raw``, opened ``O_APPEND`` and handed to ``runc create`` as the
 process's fds: the container writes straight into them, nothing of ours sits
 in the pipe, and they outlive the agent. The agent tails them (one asyncio
-task per container, polling every ``poll_s``) into ``logs/log.jsonl``: one JSON
-object per line, ``{"time": RFC 3339 UTC, "stream": ..., "line": ..., "n": N}``,
-size-capped and rotated (``log.jsonl.1`` ... ``log.jsonl.<max_files-1>``).
+task per container, woken by an inotify watch on the raw files when they are
+written (:class:`WriteWatch`), and every ``poll_s`` anyway) into
+``logs/log.jsonl``: one compact JSON object per line,
+``{"time":RFC 3339 UTC,"stream":...,"line":...,"n":N}`` (:func:`line_json`:
+the same bytes are what a follow stream sends), size-capped and rotated
+(``log.jsonl.1`` ... ``log.jsonl.<max_files-1>``). Files written by older
+agents (the same keys, with spaces) read the same.
 
 ``n`` numbers the container's lines 1, 2, 3... (the count is kept with the
 read offsets). Rotation drops the oldest file whether or not anyone read it
@@ -14,11 +18,12 @@ read offsets). Rotation drops the oldest file whether or not anyone read it
 behind sees the numbers jump and can say how many lines it lost, instead of
 losing them silently.
 
-The raw read offsets are persisted in ``logs/offsets.json`` after each batch,
-so a new agent resumes where the old one stopped: no line lost, none repeated
+The raw read offsets are persisted in ``logs/offsets.json`` after each batch
+(overwritten in place, :class:`OffsetsFile`), so a new agent resumes where
+the old one stopped: no line lost, none repeated
 (a crash *between* writing a batch and its offsets can repeat that one
 batch; a clean shutdown cannot). Timestamps are taken when the agent reads a
-line (within ``poll_s`` of the write while the agent runs; lines written while
+line (moments after the write while the agent runs; lines written while
 the agent is down get the time they are read).
 
 Unread backlog cap: a container that writes faster than the agent reads
@@ -46,26 +51,33 @@ import asyncio
 import contextlib
 import errno
 import json
-import json.encoder
 import logging
 import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from runtime_agent import wire
+from runtime_agent.containers.log_records import (
+    LogFollow,
+    json_string,
+    line_json,
+    read_records,
+    read_stored,
+    record_line,
+    rfc3339,
+)
+from runtime_agent.containers.log_records import (
+    parse_time as parse_time,  # re-exported: callers read times with it
+)
 from runtime_agent.host.errors import DISK_ERRNOS
 from runtime_agent.host.inotify import Inotify
 from runtime_agent.host.libc import get_errno, libc
 
 log = logging.getLogger("runtime_agent.logs")
-
-# json's own string escaper (C), ASCII-only like json.dumps' default.
-_escape: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 STREAMS = ("stdout", "stderr")
 JSONL = "log.jsonl"
@@ -84,9 +96,6 @@ MAX_LINE = 16 * 1024
 READ_CHUNK = 64 * 1024
 CHUNKS_PER_POLL = 16
 PUNCH_EVERY = 64 * 1024  # free consumed raw bytes once this much has piled up
-# A follower this many lines behind is cut off rather than buffered forever
-# (it reconnects with ``since``); one poll can bring ~17k short lines (1 MiB).
-FOLLOW_QUEUE_MAX = 100_000
 REDIS_STREAM_PREFIX = "paas:container-logs:"
 WARN_EVERY_S = 60.0  # the agent's own log says a container's output is dropped at most this often
 DISK_FULL_BACKOFF = 25  # polls are this much slower while the disk is full
@@ -110,19 +119,6 @@ class LogConfig:
     # page-cached file: ~1.2 GB/s here, so ~25 MB), and costs one fstat per
     # stream per check: 200 containers, ~20k cheap syscalls a second.
     watch_s: float = 0.02
-
-
-def rfc3339(ts: float) -> str:
-    """``2026-11-30T08:42:59.123456Z``: fixed width, so strings sort like times."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: str) -> float:
-    """An RFC 3339 time (``Z`` or an offset) as epoch seconds."""
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone")
-    return moment.timestamp()
 
 
 def raw_path(log_dir: Path, stream: str) -> Path:
@@ -260,18 +256,19 @@ def split_lines(data: bytes, *, final: bool) -> tuple[list[bytes], int]:
         return lines, used
 
 
-def line_json(line: wire.LogLine) -> str:
-    """A stored line as its NDJSON record, exactly as log.jsonl holds it and
-    a follow stream sends it: encoded once per line, not once per use.
-
-    Compact, ASCII-only JSON built by hand around the C string escaper:
-    json.dumps of a dict per line was a fifth of the agent's CPU under a
-    flood, and it ran twice (the file, then the follow stream).
-    """
-    return (
-        f'{{"time":{_escape(line.time)},"stream":{_escape(line.stream)},'
-        f'"line":{_escape(line.line)},"n":{line.n}}}\n'
-    )
+def records_of(
+    stream: str, lines: list[bytes], first: int, *, objects: bool
+) -> tuple[list[str], list[wire.LogLine]]:
+    """Raw lines of one read as records numbered from ``first`` (what
+    :func:`line_json` makes, without a LogLine each), and as LogLines only
+    if ``objects`` (for Redis)."""
+    now = rfc3339(_now())
+    head = f'{{"time":"{now}","stream":{json_string(stream)},"line":'
+    texts = [_decode(b) for b in lines]
+    records = [f'{head}{json_string(t)},"n":{n}}}\n' for n, t in enumerate(texts, first)]
+    if not objects:
+        return records, []
+    return records, [wire.LogLine(now, stream, t, n) for n, t in enumerate(texts, first)]
 
 
 def append_lines(log_dir: Path, cfg: LogConfig, data: bytes) -> None:
@@ -451,7 +448,7 @@ class LogTailer:
         ``final`` (the writer has exited) also takes a last line that has no
         newline at the end of a file.
         """
-        return [_record_line(record) for record in self._pump_once(final=final)]
+        return [record_line(record) for record in self._pump_once(final=final)]
 
     def drain(self) -> int:
         """Take in everything a container that exited left (a last line without
@@ -519,15 +516,10 @@ class LogTailer:
             used_by.append((raw, used))
             if not lines:
                 continue
-            now = rfc3339(_now())
-            head = f'{{"time":"{now}","stream":{_escape(stream)},"line":'
             first = self.numbered + len(records) + 1
-            texts = [_decode(b) for b in lines]
-            records.extend(f'{head}{_escape(t)},"n":{first + i}}}\n' for i, t in enumerate(texts))
-            if self.redis is not None:
-                unpushed.extend(
-                    wire.LogLine(now, stream, t, first + i) for i, t in enumerate(texts)
-                )
+            new, as_lines = records_of(stream, lines, first, objects=self.redis is not None)
+            records += new
+            unpushed += as_lines
         if not records:
             return records
         append_lines(self.dir, self.cfg, "".join(records).encode())
@@ -605,92 +597,6 @@ class LogTailer:
                 self._followers.discard(follower)
 
 
-class LogFollow:
-    """One follower's lines: what the tailer stored that it has not taken yet.
-
-    The tailer appends each stored batch's NDJSON records (:func:`line_json`,
-    the bytes of log.jsonl) and wakes the waiter in the same step
-    (:meth:`push`); :meth:`chunk` hands over everything that piled up as it
-    is sent, :meth:`batch` the same parsed into lines. Only strings wait
-    here: a follower far behind a flood holds up to FOLLOW_QUEUE_MAX of them,
-    and objects would be what the collector walks.
-    """
-
-    def __init__(self, history: list[str], followers: set[LogFollow]) -> None:
-        self._records = history
-        self._followers = followers
-        self._wake = asyncio.Event()
-        self._ended = False
-        self._taken: list[wire.LogLine] = []
-        self._pos = 0
-
-    def push(self, records: list[str]) -> bool:
-        """Add a stored batch; False (and the follower ends once it has taken
-        what it has) when it is FOLLOW_QUEUE_MAX lines behind."""
-        if len(self._records) + len(records) > FOLLOW_QUEUE_MAX:
-            self.end()
-            return False
-        self._records.extend(records)
-        self._wake.set()
-        return True
-
-    def end(self) -> None:
-        self._ended = True
-        self._wake.set()
-
-    async def chunk(self, most: int, timeout: float | None = None) -> bytes | None:
-        """Up to ``most`` lines' records, oldest first, as one NDJSON chunk,
-        waiting up to ``timeout`` for one: b"" when none came in time, None
-        once it ended and all was taken. Safe to cancel: nothing is taken
-        until the wait is over."""
-        if not self._records and not self._ended:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-        if len(self._records) <= most:
-            records, self._records = self._records, []
-        else:
-            records = self._records[:most]
-            del self._records[:most]
-        if records:
-            return "".join(records).encode()
-        return None if self._ended else b""
-
-    async def batch(self, most: int, timeout: float | None = None) -> list[wire.LogLine] | None:
-        """As :meth:`chunk`, as lines: [] when none came in time."""
-        chunk = await self.chunk(most, timeout)
-        if chunk is None:
-            return None
-        return [_record_line(record) for record in chunk.splitlines()]
-
-    def close(self) -> None:
-        """Stop following (the tailer forgets this follower)."""
-        self._followers.discard(self)
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def __aiter__(self) -> LogFollow:
-        return self
-
-    async def __anext__(self) -> wire.LogLine:
-        if self._pos >= len(self._taken):
-            try:
-                taken = await self.batch(FOLLOW_QUEUE_MAX)
-                while taken == []:  # only after a timeout, and there is none here
-                    taken = await self.batch(FOLLOW_QUEUE_MAX)
-            except BaseException:  # cancelled: a follower nobody reads is forgotten
-                self.close()
-                raise
-            if taken is None:
-                self.close()
-                raise StopAsyncIteration
-            self._taken, self._pos = taken, 0
-        self._pos += 1
-        return self._taken[self._pos - 1]
-
-
 async def push_redis(redis: Any, name: str, maxlen: int, lines: list[wire.LogLine]) -> None:
     """Best effort: Redis is a live-view buffer, log.jsonl stays the record."""
     key = REDIS_STREAM_PREFIX + name
@@ -702,74 +608,6 @@ async def push_redis(redis: Any, name: str, maxlen: int, lines: list[wire.LogLin
             await pipe.execute()
     except Exception as exc:  # redis down or slow: the lines are safe on disk
         log.warning("could not push %d log lines of %s to redis: %s", len(lines), name, exc)
-
-
-def read_stored(files: list[Path], tail: int | None, since: float | None) -> list[wire.LogLine]:
-    """Stored lines of ``files`` (given oldest first), oldest first: the last
-    ``tail`` of those at or after ``since``."""
-    return [_record_line(record) for record in read_records(files, tail, since)]
-
-
-def read_records(files: list[Path], tail: int | None, since: float | None) -> list[str]:
-    """As :func:`read_stored`, as NDJSON records (:func:`line_json`).
-
-    Read newest first and stop as soon as ``tail`` lines are found or a line
-    is older than ``since`` (lines are appended in time order), so a short
-    tail of a large log reads only what it returns. This agent's records are
-    taken as stored, not parsed (:func:`_stored_record`): a follower that fell
-    behind a flood comes back with ``since`` for 100k lines or more, and
-    parsing them into objects held the event loop for 100s of ms, and
-    the collector's full passes for as long again.
-    """
-    if tail == 0:
-        return []
-    cutoff = rfc3339(since) if since is not None else None
-    newest_first: list[str] = []
-    for path in reversed(files):
-        with open(path, "rb") as f:
-            raws = f.readlines()
-        for raw in reversed(raws):
-            stored = _stored_record(raw)
-            if stored is None:
-                continue
-            if cutoff is not None and stored[0] < cutoff:
-                return newest_first[::-1]
-            newest_first.append(stored[1])
-            if tail is not None and len(newest_first) >= tail:
-                return newest_first[::-1]
-    return newest_first[::-1]
-
-
-_RECORD_HEAD = b'{"time":"'  # line_json's records; the time is the next 27 bytes
-
-
-def _stored_record(raw: bytes) -> tuple[str, str] | None:
-    """(time, record) of one line of log.jsonl; None for a torn last line.
-
-    Records this agent wrote (line_json: ASCII, the time first, at a fixed
-    place) are taken as they are; a whole one ends with a newline, which a
-    torn write lacks. Older files' lines are parsed and encoded anew."""
-    if raw.startswith(_RECORD_HEAD) and raw.endswith(b"}\n") and raw[36:38] == b'",':
-        record = raw.decode("ascii", errors="replace")
-        return record[9:36], record
-    line = _parse(raw)
-    return None if line is None else (line.time, line_json(line))
-
-
-def _parse(raw: str | bytes) -> wire.LogLine | None:
-    try:
-        data = json.loads(raw)
-        n = data.get("n", 0)
-        return wire.LogLine(data["time"], data["stream"], data["line"], n if type(n) is int else 0)
-    except (ValueError, KeyError, TypeError):
-        return None  # a torn last line after a crash: skip it rather than fail the read
-
-
-def _record_line(record: str | bytes) -> wire.LogLine:
-    """A record this agent just wrote, as a line (it always parses)."""
-    line = _parse(record)
-    assert line is not None
-    return line
 
 
 def _decode(line: bytes) -> str:

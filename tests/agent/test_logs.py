@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from runtime_agent import wire
-from runtime_agent.containers import logs as logs_module
+from runtime_agent.containers import log_records
 from runtime_agent.containers.logs import (
     MAX_LINE,
     PUNCH_EVERY,
@@ -300,7 +300,7 @@ async def test_a_follows_history_is_sent_as_stored_without_parsing(log_dir, fds,
     def no_parsing(raw):
         raise AssertionError(f"parsed {raw!r}")
 
-    monkeypatch.setattr(logs_module, "_parse", no_parsing)
+    monkeypatch.setattr(log_records, "_parse", no_parsing)
     follow = tailer.follow(since=since)
     assert await follow.chunk(10_000, timeout=0) == b"".join(stored[3000:])
     follow.close()
@@ -322,7 +322,7 @@ async def test_a_follow_reads_an_older_agents_log_and_skips_a_torn_line(log_dir)
 
 
 async def test_a_follower_too_far_behind_gets_what_it_had_then_ends(log_dir, fds, monkeypatch):
-    monkeypatch.setattr("runtime_agent.containers.logs.FOLLOW_QUEUE_MAX", 3)
+    monkeypatch.setattr("runtime_agent.containers.log_records.FOLLOW_QUEUE_MAX", 3)
     out, _ = fds
     tailer = LogTailer("web", log_dir, LogConfig(poll_s=3600))
     follow = tailer.follow()
