@@ -65,6 +65,15 @@ class Inotify:
                 data = os.read(self._fd, 64 * 1024)
             except BlockingIOError:
                 return written, overflow
+            fields = memoryview(data).cast("i")  # wd, mask, cookie, len; then len bytes of name
+            if len(data) % _EVENT.size == 0 and not any(fields[3::4]):
+                # Watches on files carry no names: every event is 16 bytes, and
+                # a flood's thousands of them are taken without a Python loop
+                # (the loop was a tenth of the agent's CPU under a flood).
+                wds = set(fields[0::4])
+                overflow = overflow or -1 in wds  # IN_Q_OVERFLOW comes with wd -1
+                written |= wds
+                continue
             pos = 0
             while pos + _EVENT.size <= len(data):
                 wd, mask, _, length = _EVENT.unpack_from(data, pos)
