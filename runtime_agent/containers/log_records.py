@@ -148,7 +148,8 @@ class LogFollow:
 def read_stored(files: list[Path], tail: int | None, since: float | None) -> list[wire.LogLine]:
     """Stored lines of ``files`` (given oldest first), oldest first: the last
     ``tail`` of those at or after ``since``."""
-    return [record_line(record) for record in read_records(files, tail, since)]
+    lines = (_parse(record) for record in read_records(files, tail, since))
+    return [line for line in lines if line is not None]  # a damaged disk: skip, not fail
 
 
 def read_records(files: list[Path], tail: int | None, since: float | None) -> list[str]:
@@ -185,12 +186,20 @@ _RECORD_HEAD = b'{"time":"'  # line_json's records; the time is the next 27 byte
 
 
 def _stored_record(raw: bytes) -> tuple[str, str] | None:
-    """(time, record) of one line of log.jsonl; None for a torn last line.
+    """(time, record) of one line of log.jsonl; None for a torn one.
 
     Records this agent wrote (line_json: ASCII, the time first, at a fixed
-    place) are taken as they are; a whole one ends with a newline, which a
-    torn write lacks. Older files' lines are parsed and encoded anew."""
-    if raw.startswith(_RECORD_HEAD) and raw.endswith(b"}\n") and raw[36:38] == b'",':
+    place) are taken as they are: a whole one ends with a newline, which a
+    torn write lacks, and holds its head once (inside a JSON string the
+    quotes would be escaped); a piece torn by a power cut that the next
+    append went on from has two. Anything else (older files' lines) is
+    parsed and encoded anew, or skipped when it does not parse."""
+    if (
+        raw.startswith(_RECORD_HEAD)
+        and raw.endswith(b"}\n")
+        and raw[36:38] == b'",'
+        and raw.count(_RECORD_HEAD) == 1
+    ):
         record = raw.decode("ascii", errors="replace")
         return record[9:36], record
     line = _parse(raw)

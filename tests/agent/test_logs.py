@@ -324,6 +324,24 @@ async def test_a_follow_reads_an_older_agents_log_and_skips_a_torn_line(log_dir)
     follow.close()
 
 
+async def test_a_record_torn_by_a_power_cut_is_skipped_even_with_lines_after_it(log_dir, fds):
+    # The cut left half a record; the next agent's append went on from it on
+    # the same line: that line is not JSON and is not sent (the record
+    # joined to the torn piece is lost with it); the others are.
+    out, _ = fds
+    tailer = LogTailer("web", log_dir, FAST)
+    os.write(out, b"before\n")
+    tailer.pump()
+    whole = (log_dir / "log.jsonl").read_bytes()
+    (log_dir / "log.jsonl").write_bytes(whole + whole[: len(whole) // 2])
+    os.write(out, b"after\n")
+    tailer.pump()
+    follow = tailer.follow()
+    chunk = await follow.chunk(10, timeout=0)
+    assert [json.loads(raw)["line"] for raw in (chunk or b"").splitlines()] == ["before"]
+    follow.close()
+
+
 async def test_a_follower_too_far_behind_gets_what_it_had_then_ends(log_dir, fds, monkeypatch):
     monkeypatch.setattr("runtime_agent.containers.log_records.FOLLOW_QUEUE_MAX", 3)
     out, _ = fds
