@@ -106,6 +106,19 @@ the clients share those 2 cores):
   stream's reader, its writer) before the socket; then the follower's store
   (10-100 ms for 500 lines); Redis and daphne add 1-25 ms. The flood itself
   (awk, a core) and 49 writers share the 2 cores with all of it.
+- instances, 2026-12-05 06:39-06:47 UTC, main (5fa3b82) and the ``loglat3``
+  branch alternated, 5 pairs at load 4-7: quiet app p50 213/200/804/279/324
+  -> 105/50/42/52/54 ms, p99 499/583/1599/679/1043 -> 1047/202/178/225/304 ms
+  (met in 3 of 5), in the agent p50 83-192 -> 4-15 ms; flood 9.4k-25.1k ->
+  17.7k-30.8k lines/s; nothing missing. What changed (found with py-spy, the
+  agent's loop lag and GC pauses, and the follower's per-hop times): offsets
+  written in place (the rename per batch was a third of the agent's loop),
+  each line encoded once, no object per line for followers (full GCs of
+  100-300 ms), inotify wakes the tailer, one cursor upsert per store (40% of
+  the follower), stores of 250 lines. See the README for the details.
+  Then (inotify events read without a loop per event), 3 pairs at load
+  3.8-4.9: p50 334/180/234 -> 40/49/38 ms, p99 1711/467/610 -> 182/117/240
+  ms (goal met 3 of 3), flood 21.6k/24.9k/20.5k -> 28.0k/24.8k/28.1k lines/s.
 """
 
 from __future__ import annotations

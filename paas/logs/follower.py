@@ -72,14 +72,16 @@ MAX_BACKOFF_S = 10.0
 GONE_BACKOFF_S = 2.0  # a pending instance's container appears within moments
 # Lines stored (and published) at once at most: bigger batches store a little
 # faster but reach the browsers later and in lumps, and a quiet app's line
-# that comes during a store waits for it (2000 lines took 70-340 ms on a busy
-# host, 500 a quarter of that).
-WRITE_BATCH_LINES = 500
+# that comes during a store waits for it, then for its own (2000 lines took
+# 70-340 ms on a busy host; with 50 containers and a flood, batches of ~600
+# lines (500 + a chunk) made a quiet line wait p50 24-37 / p99 93-556 ms from
+# receipt to stored, ~300 lines 11 / 51 ms, for about the same flood rate).
+WRITE_BATCH_LINES = 250
 # Lines of one source per queued chunk at most (an agent sends up to 2000 at
 # once): a quiet source's lines then wait for one small store at most, not for
 # a chatty source's whole read. Each chunk carries the position after its
 # last line, so a crash between two stores loses or repeats nothing.
-CHUNK_LINES = 250
+CHUNK_LINES = 125
 SETTLE_POLL_S = 0.05
 TURN_S = 0.01  # a chatty stream's parsing holds the event loop about this long at most
 

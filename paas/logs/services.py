@@ -114,8 +114,16 @@ def logs_store(
         batches = [
             _store_app_lines(app_id, lines) for app_id, lines in lines_by_app.items() if lines
         ]
-        for key, position in (cursors or {}).items():
-            LogCursor.objects.update_or_create(key=key, defaults={"position": position})
+        if cursors:
+            # One upsert for all sources: an update_or_create each (two
+            # queries and the ORM's work) was 40% of the follower's CPU with
+            # 50 containers in every batch.
+            LogCursor.objects.bulk_create(
+                [LogCursor(key=key, position=position) for key, position in cursors.items()],
+                update_conflicts=True,
+                unique_fields=["key"],
+                update_fields=["position", "updated_at"],
+            )
     return batches
 
 

@@ -86,7 +86,7 @@ LOG_CHUNK_LINES = 2000
 class LineBatches(Protocol):
     """A log follow the agent's tailer fills (containers.logs.LogFollow)."""
 
-    async def batch(self, most: int, timeout: float | None = None) -> list[Any] | None: ...
+    async def chunk(self, most: int, timeout: float | None = None) -> bytes | None: ...
     def close(self) -> None: ...
 
 
@@ -467,13 +467,13 @@ class Handlers:
         response = web.StreamResponse(headers={"Content-Type": NDJSON})
         try:
             await response.prepare(request)
-            while (batch := await lines.batch(LOG_CHUNK_LINES, STREAM_POLL_S)) is not None:
-                if not batch:
+            while (chunk := await lines.chunk(LOG_CHUNK_LINES, STREAM_POLL_S)) is not None:
+                if not chunk:
                     if self._should_leave(request):
                         break
                     continue
                 try:
-                    await response.write(b"".join(map(_log_line, batch)))
+                    await response.write(chunk)
                 except ConnectionError:  # the client left; nothing more to say
                     break
         finally:

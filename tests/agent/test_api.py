@@ -673,6 +673,34 @@ async def test_a_follow_stream_from_a_real_tailer_is_complete_and_forgotten_on_l
         os.close(err)
 
 
+async def test_a_follow_stream_sends_the_records_the_tailer_stored(
+    client, manager, tmp_path, monkeypatch
+):
+    # Each line is encoded once: the stream carries log.jsonl's own bytes
+    # (a second json.dumps per line was a fifth of the agent's CPU under a
+    # flood), and they are valid NDJSON whatever the line holds.
+    await created(client)
+    logs = tmp_path / "logs"
+    out, err = open_raw_fds(logs)
+    tailer = LogTailer("web-1", logs, LogConfig(poll_s=0.01))
+    tailer.start()
+    monkeypatch.setattr(manager, "logs", lambda name, tail, since, follow: tailer.follow(tail))
+    try:
+        resp = await client.get("/v1/containers/web-1/logs?follow=1&tail=all", headers=AUTH)
+        assert resp.status == 200
+        texts = ['say "hi"\\ \t', "caf\u00e9 \u2603", "plain"]
+        os.write(out, "".join(t + "\n" for t in texts).encode())
+        got = [await asyncio.wait_for(resp.content.readline(), 10) for _ in texts]
+        assert b"".join(got) == (logs / "log.jsonl").read_bytes()
+        assert [json.loads(raw)["line"] for raw in got] == texts
+        assert [json.loads(raw)["n"] for raw in got] == [1, 2, 3]
+        resp.close()
+    finally:
+        await tailer.close()
+        os.close(out)
+        os.close(err)
+
+
 async def test_a_burst_of_lines_streams_complete_and_in_order(client, manager):
     # More than one chunk's worth (LOG_CHUNK_LINES), as a chatty container makes.
     await created(client)

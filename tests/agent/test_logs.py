@@ -7,12 +7,16 @@ fds); the container side is covered in test_containers_lifecycle.py."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import os
 import time
 from typing import Any
 
 import pytest
 
+from runtime_agent import wire
+from runtime_agent.containers import log_records
 from runtime_agent.containers.logs import (
     MAX_LINE,
     PUNCH_EVERY,
@@ -126,6 +130,25 @@ def test_a_new_tailer_resumes_without_losing_or_repeating_lines(log_dir, fds):
     second = LogTailer("web", log_dir, FAST)
     second.pump()
     assert lines_of(second.read()) == [("stdout", "one"), ("stderr", "two"), ("stdout", "three")]
+
+
+def test_offsets_are_overwritten_in_place_and_a_new_tailer_resumes_from_them(log_dir, fds):
+    # One pwrite per batch, not a temp file renamed over the old one (that
+    # rename was a third of the agent's loop under a flood on ext4).
+    out, _ = fds
+    (log_dir / "offsets.json").write_text('{"stdout": 0, "stderr": 0, "lines": 0}')  # as before
+    tailer = LogTailer("web", log_dir, FAST)
+    os.write(out, b"one\n")
+    tailer.pump()
+    inode = (log_dir / "offsets.json").stat().st_ino
+    os.write(out, b"two\n")
+    tailer.pump()
+    assert (log_dir / "offsets.json").stat().st_ino == inode
+    saved = json.loads((log_dir / "offsets.json").read_bytes())
+    assert (saved["stdout"], saved["lines"]) == (8, 2)
+    os.write(out, b"three\n")
+    again = LogTailer("web", log_dir, FAST)
+    assert [(r.line, r.n) for r in again.pump()] == [("three", 3)]
 
 
 def test_rotation_caps_each_file_and_keeps_only_max_files(log_dir, fds):
@@ -242,8 +265,85 @@ async def test_a_stored_batch_reaches_a_waiting_follower_in_one_step(log_dir, fd
     assert await follow.batch(10) is None
 
 
+async def test_a_followers_backlog_is_strings_not_objects_per_line(log_dir, fds):
+    # A follower behind a flood holds up to FOLLOW_QUEUE_MAX lines: as line
+    # objects they were what made the collector's full passes stop the agent's
+    # loop for 100-170 ms; records (strings) are not walked at all.
+    def line_objects() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, wire.LogLine))
+
+    out, _ = fds
+    tailer = LogTailer("web", log_dir, FAST)
+    follow = tailer.follow()
+    before = line_objects()  # whatever earlier tests left for the collector
+    os.write(out, b"".join(b"line %d\n" % i for i in range(5000)))
+    while tailer.pump():
+        pass
+    assert line_objects() - before < 100
+    got = await follow.batch(10_000)
+    assert [r.line for r in got or []] == [f"line {i}" for i in range(5000)]
+    follow.close()
+
+
+async def test_a_follows_history_is_sent_as_stored_without_parsing(log_dir, fds, monkeypatch):
+    # A follower back after falling behind a flood asks for 100k+ lines with
+    # since=: parsing each into an object held the loop for 100s of ms.
+    out, _ = fds
+    tailer = LogTailer("web", log_dir, FAST)
+    os.write(out, b"".join(b"old %d\n" % i for i in range(3000)))
+    while tailer.pump():
+        pass
+    since = time.time()
+    os.write(out, b"".join(b"new %d\n" % i for i in range(3000)))
+    while tailer.pump():
+        pass
+    stored = (log_dir / "log.jsonl").read_bytes().splitlines(keepends=True)
+
+    def no_parsing(raw):
+        raise AssertionError(f"parsed {raw!r}")
+
+    monkeypatch.setattr(log_records, "_parse", no_parsing)
+    follow = tailer.follow(since=since)
+    assert await follow.chunk(10_000, timeout=0) == b"".join(stored[3000:])
+    follow.close()
+
+
+async def test_a_follow_reads_an_older_agents_log_and_skips_a_torn_line(log_dir):
+    # log.jsonl as agents before compact records wrote it (json.dumps with
+    # spaces), ending in a line torn by a crash.
+    log_dir.mkdir()
+    old = [{"time": rfc3339(1000.0 + i), "stream": "stdout", "line": f"l{i}", "n": i + 1}
+           for i in range(4)]  # fmt: skip
+    data = "".join(json.dumps(d) + "\n" for d in old) + '{"time": "2026'
+    (log_dir / "log.jsonl").write_text(data)
+    tailer = LogTailer("web", log_dir, FAST)
+    follow = tailer.follow(since=1002.0)
+    got = await follow.batch(10, timeout=0)
+    assert [(r.line, r.n) for r in got or []] == [("l2", 3), ("l3", 4)]
+    follow.close()
+
+
+async def test_a_record_torn_by_a_power_cut_is_skipped_even_with_lines_after_it(log_dir, fds):
+    # The cut left half a record; the next agent's append went on from it on
+    # the same line: that line is not JSON and is not sent (the record
+    # joined to the torn piece is lost with it); the others are.
+    out, _ = fds
+    tailer = LogTailer("web", log_dir, FAST)
+    os.write(out, b"before\n")
+    tailer.pump()
+    whole = (log_dir / "log.jsonl").read_bytes()
+    (log_dir / "log.jsonl").write_bytes(whole + whole[: len(whole) // 2])
+    os.write(out, b"after\n")
+    tailer.pump()
+    follow = tailer.follow()
+    chunk = await follow.chunk(10, timeout=0)
+    assert [json.loads(raw)["line"] for raw in (chunk or b"").splitlines()] == ["before"]
+    follow.close()
+
+
 async def test_a_follower_too_far_behind_gets_what_it_had_then_ends(log_dir, fds, monkeypatch):
-    monkeypatch.setattr("runtime_agent.containers.logs.FOLLOW_QUEUE_MAX", 3)
+    monkeypatch.setattr("runtime_agent.containers.log_records.FOLLOW_QUEUE_MAX", 3)
     out, _ = fds
     tailer = LogTailer("web", log_dir, LogConfig(poll_s=3600))
     follow = tailer.follow()
@@ -314,6 +414,32 @@ async def test_log_streams_keep_one_tailer_per_container_and_flush_its_last_word
     with pytest.raises(KeyError):
         streams.lines("web", None, None, False)
     await streams.close_all()
+
+
+async def test_a_write_wakes_its_tailer_without_waiting_for_the_poll(log_dir):
+    # poll_s an hour: only the agent's inotify watch on the raw files can
+    # bring these lines, each right after its write. As in the agent, the
+    # logs are opened at create, before the process opens its raw files; after
+    # close_all a new open watches again.
+    streams = LogStreams(LogConfig(poll_s=3600))
+    streams.connect()
+    fds: list[int] = []
+    try:
+        for _ in range(2):
+            streams.open("web", log_dir)
+            follow = streams.lines("web", 0, None, True)  # subscribed before the first pass
+            fds = list(open_raw_fds(log_dir))  # the container starts
+            for text in ("one", "two"):  # a wake is armed again after each read
+                os.write(fds[0], text.encode() + b"\n")
+                assert (await asyncio.wait_for(anext(follow), 30)).line == text
+            await streams.close_all()
+            for fd in fds:
+                os.close(fd)
+            fds = []
+    finally:
+        await streams.close_all()
+        for fd in fds:
+            os.close(fd)
 
 
 def flood_backlog(fd: int, chunks: int) -> int:
@@ -413,8 +539,9 @@ def test_a_skip_is_told_even_when_the_agent_stops_before_writing_the_notice(log_
 
 
 async def test_the_watchdog_holds_the_backlog_while_the_loop_never_reads(log_dir, fds):
-    # No poll ever comes (poll_s an hour) and nothing is read: only the
-    # watchdog thread can keep the raw file's blocks under the cap.
+    # The event loop never runs after the write (waited for without yielding
+    # to it: no poll, no inotify wake, nothing read): only the watchdog
+    # thread can keep the raw file's blocks under the cap.
     out, _ = fds
     cap = 256 * 1024
     streams = LogStreams(LogConfig(poll_s=3600, backlog_bytes=cap, watch_s=0.01))
@@ -423,8 +550,8 @@ async def test_the_watchdog_holds_the_backlog_while_the_loop_never_reads(log_dir
         await asyncio.sleep(0)  # the tailer's first (and only) read: nothing yet
         raw = log_dir / "stdout.raw"
         os.write(out, numbered_lines(0, 40_000))  # ~4 MB
-        assert raw.stat().st_blocks * 512 > 4 * cap
-        await async_wait_until(
+        assert raw.stat().st_size > 4 * cap  # (blocks: the watchdog may have cut already)
+        wait_until(
             lambda: raw.stat().st_blocks * 512 <= cap, what="the watchdog to drop the backlog"
         )
     finally:
@@ -442,7 +569,7 @@ async def test_the_watchdog_watches_again_after_close_all(log_dir, fds):
         await asyncio.sleep(0)
         raw = log_dir / "stdout.raw"
         os.write(out, numbered_lines(0, 40_000))
-        await async_wait_until(
+        wait_until(  # without yielding to the loop: the watchdog, not a woken read
             lambda: raw.stat().st_blocks * 512 <= cap, what="the watchdog to drop the backlog"
         )
     finally:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from paas.applications.services import app_create
 from paas.core.errors import ValidationFailed
 from paas.logs.lines import MAX_TEXT, IngestLine
-from paas.logs.models import LogLine, LogSource
-from paas.logs.services import logs_enforce_retention, logs_ingest
+from paas.logs.models import LogCursor, LogLine, LogSource
+from paas.logs.services import logs_enforce_retention, logs_ingest, logs_store
 from paas.logs.tasks import enforce_retention
 from tests.web.deploy_support import wait_for
 
@@ -105,3 +107,15 @@ def test_download_is_refused_to_other_teams_and_anonymous_visitors(client, bob, 
     assert client.get("/apps/shop/logs.txt").status_code == 302  # to the sign-in page
     client.force_login(bob)
     assert client.get("/apps/shop/logs.txt").status_code == 404
+
+
+def test_storing_moves_every_sources_cursor_in_a_fixed_number_of_queries(shop):
+    # The follower stores each batch with the positions of all the sources it
+    # came from (50 containers): one upsert, not two queries per source.
+    now = datetime.now(UTC)
+    logs_store(lines_by_app={shop.pk: [at(now, "a")]}, cursors={"c0": {"n": 0}})
+    cursors = {f"c{i}": {"n": i} for i in range(50)}
+    with CaptureQueriesContext(connection) as queries:
+        logs_store(lines_by_app={shop.pk: [at(now, "b")]}, cursors=cursors)
+    assert len(queries) <= 8
+    assert dict(LogCursor.objects.values_list("key", "position")) == cursors
