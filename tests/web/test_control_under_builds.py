@@ -1,8 +1,9 @@
 """Issue 13, fault 6 under build load: the worker as scripts/up's Procfile
 runs it, with two long builds holding both build slots, still runs the
-control loops (here the heartbeat that turns a lost host unreachable, which
-is what starts moving its instances), and a third build waits in the queue,
-nothing lost, until a slot frees (real worker, real beat, real runc)."""
+control loops (the heartbeat that turns a lost host unreachable, which is
+what starts moving its instances; the observe that sees an instance crash),
+and a third build waits in the queue, nothing lost, until a slot frees
+(real worker, real beat, real runc, a real agent for the crash)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from paas.applications.models import AuditEntry
 from paas.applications.services import app_create
 from paas.builds.models import BuildState
 from paas.builds.services import build_cancel
-from paas.hosts.models import Host, HostState
+from paas.hosts.models import Host, HostState, Instance, InstanceState
 from tests.support.processes import free_port
 from tests.web.deploy_support import wait_build_final, wait_for
 from tests.web.test_build_cancel import log_of, upload
+from tests.web.test_deploy_resilience import _app, _deploy
 from tests.web.test_worker_threads import _procfile_pool, _steps_running, _wait_log
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
@@ -76,6 +78,41 @@ def test_a_lost_host_is_noticed_while_two_builds_hold_the_build_slots(
         for build in builds:
             _wait_log(build, "-----> Build cancelled", 60)
     assert _steps_running(build_env) == []
+
+
+def test_a_crash_loop_is_observed_while_two_builds_hold_the_build_slots(
+    client, alice, workers, build_env, platform, busybox, router
+):
+    """deploy.observe (the beat's poll of every agent, which also drops a
+    poll that waited too long) still sees an instance crash under build load."""
+    workers.env.update({**router.env, "PAAS_OBSERVE_SECONDS": "0.5",
+                        "PAAS_RECONCILE_SECONDS": "600"})  # fmt: skip
+    app = _app(alice, "crashing", busybox, {"crasher": ("sh -c 'exit 3'", 1, 64)})
+    _deploy(app)  # in this process; only the beat's observe can see it crash
+    workers.start(_procfile_pool())
+    token = secrets.token_hex(8)
+    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
+    builds = []
+    for name in ("one", "two"):
+        app_create(user=alice, team=alice.personal_team, name=name)
+        builds.append(upload(client, alice, name, {"Dockerfile": slow.encode()}))
+    try:
+        for build in builds:
+            _wait_log(build, "       step-42", 240)
+        with workers.beat():
+            wait_for(
+                lambda: Instance.objects.filter(
+                    container_name="crashing.v1.crasher.1", state=InstanceState.BACKOFF,
+                    exit_code=3,
+                ).exists(),
+                120, "the beat's observe to see the crash loop",
+            )  # fmt: skip
+        assert len(_steps_running(build_env)) == 2  # the builds still held their slots
+    finally:
+        for build in builds:
+            build_cancel(build=build)
+        for build in builds:
+            _wait_log(build, "-----> Build cancelled", 60)
 
 
 def test_builds_queued_before_the_worker_starts_take_the_slots_one_at_a_time(
