@@ -21,11 +21,28 @@ from paas.builds.services import build_cancel
 from paas.hosts.models import Host, HostState, Instance, InstanceState
 from tests.support.processes import free_port
 from tests.web.deploy_support import wait_build_final, wait_for
+from tests.web.fault_support import forget_messages
 from tests.web.test_build_cancel import log_of, upload
 from tests.web.test_deploy_resilience import _app, _deploy
 from tests.web.test_worker_threads import _procfile_pool, _steps_running, _wait_log
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
+
+
+@pytest.fixture(autouse=True)
+def _forget_after(workers):
+    """The beat's tasks a worker had no time for stay in this session's
+    Redis: stopped with the worker, they go, so no later test's worker
+    runs them (as the first thing it does)."""
+    yield
+    workers.stop_all()
+    forget_messages(workers.env["REDIS_URL"])
+
+
+def _start_clean(workers: Any, pool: tuple[str, ...]) -> None:
+    """A worker on a queue with nothing of an earlier test's in it."""
+    forget_messages(workers.env["REDIS_URL"])
+    workers.start(pool)
 
 
 def _state(host: Host) -> str:
@@ -39,7 +56,7 @@ def test_a_lost_host_is_noticed_while_two_builds_hold_the_build_slots(
     # A heartbeat every second, a host silent for 2 s is lost: the bound this
     # test waits for is seconds, the builds below hold their slots for minutes.
     workers.env.update(PAAS_HEARTBEAT_SECONDS="1", PAAS_HOST_TIMEOUT_S="2")
-    workers.start(_procfile_pool())
+    _start_clean(workers, _procfile_pool())
     token = secrets.token_hex(8)
     slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
     builds = []
@@ -89,7 +106,7 @@ def test_a_crash_loop_is_observed_while_two_builds_hold_the_build_slots(
                         "PAAS_RECONCILE_SECONDS": "600"})  # fmt: skip
     app = _app(alice, "crashing", busybox, {"crasher": ("sh -c 'exit 3'", 1, 64)})
     _deploy(app)  # in this process; only the beat's observe can see it crash
-    workers.start(_procfile_pool())
+    _start_clean(workers, _procfile_pool())
     token = secrets.token_hex(8)
     slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
     builds = []
@@ -99,6 +116,8 @@ def test_a_crash_loop_is_observed_while_two_builds_hold_the_build_slots(
     try:
         for build in builds:
             _wait_log(build, "       step-42", 240)
+        # Nothing has looked at the agent since the deploy.
+        assert Instance.objects.get(container_name="crashing.v1.crasher.1").exit_code is None
         with workers.beat():
             wait_for(
                 lambda: Instance.objects.filter(
@@ -122,6 +141,7 @@ def test_builds_queued_before_the_worker_starts_take_the_slots_one_at_a_time(
     both before it pauses the builds queue: the one that finds no slot goes
     back to the queue (not lost, still queued) and runs once the slot frees."""
     workers.env.update(PAAS_BUILD_SLOTS="1")
+    forget_messages(workers.env["REDIS_URL"])  # before this test's builds are queued
     token = secrets.token_hex(8)
     slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
     builds = []
