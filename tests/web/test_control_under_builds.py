@@ -21,7 +21,14 @@ from paas.builds.services import build_cancel
 from paas.hosts.models import Host, HostState, Instance, InstanceState
 from tests.support.processes import free_port
 from tests.web.deploy_support import wait_build_final, wait_for
-from tests.web.fault_support import forget_messages
+from tests.web.fault_support import (
+    FAST_SWEEPS,
+    build_leftovers,
+    forget_messages,
+    kill,
+    running_steps,
+    take_over,
+)
 from tests.web.test_build_cancel import log_of, upload
 from tests.web.test_deploy_resilience import _app, _deploy
 from tests.web.test_worker_threads import _procfile_pool, _steps_running, _wait_log
@@ -39,10 +46,10 @@ def _forget_after(workers):
     forget_messages(workers.env["REDIS_URL"])
 
 
-def _start_clean(workers: Any, pool: tuple[str, ...]) -> None:
+def _start_clean(workers: Any, pool: tuple[str, ...]) -> Any:
     """A worker on a queue with nothing of an earlier test's in it."""
     forget_messages(workers.env["REDIS_URL"])
-    workers.start(pool)
+    return workers.start(pool)
 
 
 def _state(host: Host) -> str:
@@ -170,3 +177,34 @@ def test_builds_queued_before_the_worker_starts_take_the_slots_one_at_a_time(
 
 def _started(builds: list[Any]) -> Any:
     return next((b for b in builds if "       step-42" in log_of(b)), None)
+
+
+def test_a_build_waiting_for_a_slot_is_not_lost_when_the_worker_is_killed(
+    client, alice, workers, build_env, tmp_path
+):
+    """A waiting build stays in Redis (its queue paused), not in the worker:
+    SIGKILLed, the worker takes nothing with it, and the one that takes over
+    runs the waiting build at once (a message the dead worker had held would
+    come back only after the broker's visibility timeout, half an hour)."""
+    workers.env.update({**FAST_SWEEPS, "PAAS_BUILD_SLOTS": "1"})
+    worker = _start_clean(workers, ("--pool", "threads", "--concurrency", "2"))
+    token = secrets.token_hex(8)
+    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
+    quick = f'FROM stack\nRUN true {token}-quick\nCMD ["true"]\n'
+    app_create(user=alice, team=alice.personal_team, name="running")
+    app_create(user=alice, team=alice.personal_team, name="waiting")
+    running = upload(client, alice, "running", {"Dockerfile": slow.encode()})
+    _wait_log(running, "       step-42", 240)
+    steps = running_steps(build_env)
+    waiting = upload(client, alice, "waiting", {"Dockerfile": quick.encode()})
+    kill(worker)
+    waiting.refresh_from_db()
+    assert waiting.state == BuildState.QUEUED
+
+    with take_over(workers, tmp_path):
+        assert wait_build_final(waiting, 240).state == BuildState.SUCCEEDED
+        # The killed build is failed by the sweep and cleaned up, as ever.
+        wait_for(lambda: not build_leftovers(build_env, str(running.pk), steps), 120,
+                 "the killed build's leftovers to go")  # fmt: skip
+    running.refresh_from_db()
+    assert running.state == BuildState.FAILED
