@@ -1,8 +1,9 @@
 """Issue 13, fault 6 under build load: the worker as scripts/up's Procfile
 runs it, with two long builds holding both build slots, still runs the
-control loops (here the heartbeat that turns a lost host unreachable, which
-is what starts moving its instances), and a third build waits in the queue,
-nothing lost, until a slot frees (real worker, real beat, real runc)."""
+control loops (the heartbeat that turns a lost host unreachable, which is
+what starts moving its instances; the observe that sees an instance crash),
+and a third build waits in the queue, nothing lost, until a slot frees
+(real worker, real beat, real runc, a real agent for the crash)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,38 @@ from paas.applications.models import AuditEntry
 from paas.applications.services import app_create
 from paas.builds.models import BuildState
 from paas.builds.services import build_cancel
-from paas.hosts.models import Host, HostState
+from paas.hosts.models import Host, HostState, Instance, InstanceState
 from tests.support.processes import free_port
 from tests.web.deploy_support import wait_build_final, wait_for
+from tests.web.fault_support import (
+    FAST_SWEEPS,
+    build_leftovers,
+    forget_messages,
+    kill,
+    running_steps,
+    take_over,
+)
 from tests.web.test_build_cancel import log_of, upload
+from tests.web.test_deploy_resilience import _app, _deploy
 from tests.web.test_worker_threads import _procfile_pool, _steps_running, _wait_log
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
+
+
+@pytest.fixture(autouse=True)
+def _forget_after(workers):
+    """The beat's tasks a worker had no time for stay in this session's
+    Redis: stopped with the worker, they go, so no later test's worker
+    runs them (as the first thing it does)."""
+    yield
+    workers.stop_all()
+    forget_messages(workers.env["REDIS_URL"])
+
+
+def _start_clean(workers: Any, pool: tuple[str, ...]) -> Any:
+    """A worker on a queue with nothing of an earlier test's in it."""
+    forget_messages(workers.env["REDIS_URL"])
+    return workers.start(pool)
 
 
 def _state(host: Host) -> str:
@@ -37,7 +63,7 @@ def test_a_lost_host_is_noticed_while_two_builds_hold_the_build_slots(
     # A heartbeat every second, a host silent for 2 s is lost: the bound this
     # test waits for is seconds, the builds below hold their slots for minutes.
     workers.env.update(PAAS_HEARTBEAT_SECONDS="1", PAAS_HOST_TIMEOUT_S="2")
-    workers.start(_procfile_pool())
+    _start_clean(workers, _procfile_pool())
     token = secrets.token_hex(8)
     slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
     builds = []
@@ -78,6 +104,43 @@ def test_a_lost_host_is_noticed_while_two_builds_hold_the_build_slots(
     assert _steps_running(build_env) == []
 
 
+def test_a_crash_loop_is_observed_while_two_builds_hold_the_build_slots(
+    client, alice, workers, build_env, platform, busybox, router
+):
+    """deploy.observe (the beat's poll of every agent, which also drops a
+    poll that waited too long) still sees an instance crash under build load."""
+    workers.env.update({**router.env, "PAAS_OBSERVE_SECONDS": "0.5",
+                        "PAAS_RECONCILE_SECONDS": "600"})  # fmt: skip
+    app = _app(alice, "crashing", busybox, {"crasher": ("sh -c 'exit 3'", 1, 64)})
+    _deploy(app)  # in this process; only the beat's observe can see it crash
+    _start_clean(workers, _procfile_pool())
+    token = secrets.token_hex(8)
+    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
+    builds = []
+    for name in ("one", "two"):
+        app_create(user=alice, team=alice.personal_team, name=name)
+        builds.append(upload(client, alice, name, {"Dockerfile": slow.encode()}))
+    try:
+        for build in builds:
+            _wait_log(build, "       step-42", 240)
+        # Nothing has looked at the agent since the deploy.
+        assert Instance.objects.get(container_name="crashing.v1.crasher.1").exit_code is None
+        with workers.beat():
+            wait_for(
+                lambda: Instance.objects.filter(
+                    container_name="crashing.v1.crasher.1", state=InstanceState.BACKOFF,
+                    exit_code=3,
+                ).exists(),
+                120, "the beat's observe to see the crash loop",
+            )  # fmt: skip
+        assert len(_steps_running(build_env)) == 2  # the builds still held their slots
+    finally:
+        for build in builds:
+            build_cancel(build=build)
+        for build in builds:
+            _wait_log(build, "-----> Build cancelled", 60)
+
+
 def test_builds_queued_before_the_worker_starts_take_the_slots_one_at_a_time(
     client, alice, workers, build_env
 ):
@@ -85,6 +148,7 @@ def test_builds_queued_before_the_worker_starts_take_the_slots_one_at_a_time(
     both before it pauses the builds queue: the one that finds no slot goes
     back to the queue (not lost, still queued) and runs once the slot frees."""
     workers.env.update(PAAS_BUILD_SLOTS="1")
+    forget_messages(workers.env["REDIS_URL"])  # before this test's builds are queued
     token = secrets.token_hex(8)
     slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
     builds = []
@@ -113,3 +177,34 @@ def test_builds_queued_before_the_worker_starts_take_the_slots_one_at_a_time(
 
 def _started(builds: list[Any]) -> Any:
     return next((b for b in builds if "       step-42" in log_of(b)), None)
+
+
+def test_a_build_waiting_for_a_slot_is_not_lost_when_the_worker_is_killed(
+    client, alice, workers, build_env, tmp_path
+):
+    """A waiting build stays in Redis (its queue paused), not in the worker:
+    SIGKILLed, the worker takes nothing with it, and the one that takes over
+    runs the waiting build at once (a message the dead worker had held would
+    come back only after the broker's visibility timeout, half an hour)."""
+    workers.env.update({**FAST_SWEEPS, "PAAS_BUILD_SLOTS": "1"})
+    worker = _start_clean(workers, ("--pool", "threads", "--concurrency", "2"))
+    token = secrets.token_hex(8)
+    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
+    quick = f'FROM stack\nRUN true {token}-quick\nCMD ["true"]\n'
+    app_create(user=alice, team=alice.personal_team, name="running")
+    app_create(user=alice, team=alice.personal_team, name="waiting")
+    running = upload(client, alice, "running", {"Dockerfile": slow.encode()})
+    _wait_log(running, "       step-42", 240)
+    steps = running_steps(build_env)
+    waiting = upload(client, alice, "waiting", {"Dockerfile": quick.encode()})
+    kill(worker)
+    waiting.refresh_from_db()
+    assert waiting.state == BuildState.QUEUED
+
+    with take_over(workers, tmp_path):
+        assert wait_build_final(waiting, 240).state == BuildState.SUCCEEDED
+        # The killed build is failed by the sweep and cleaned up, as ever.
+        wait_for(lambda: not build_leftovers(build_env, str(running.pk), steps), 120,
+                 "the killed build's leftovers to go")  # fmt: skip
+    running.refresh_from_db()
+    assert running.state == BuildState.FAILED
