@@ -9,6 +9,7 @@ import contextlib
 import http.client
 import json
 import os
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from unittest.mock import ANY
 import pytest
 import redis
 from channels.layers import channel_layers
+from django.db import connection
 
 from paas.accounts.services import api_token_create
 from paas.applications.services import app_create
@@ -268,3 +270,27 @@ def test_followers_hold_no_thread_each(daphne: Daphne, alice: Any, shop: Any) ->
     finally:
         for stream in streams:
             stream.close()
+
+
+def test_a_heartbeat_comes_while_only_filtered_out_lines_flow(
+    daphne: Daphne, alice: Any, shop: Any
+) -> None:
+    token = api_token_create(user=alice, name="t")[1]
+    stream = Stream(daphne, "/api/v1/apps/shop/logs/stream?q=KEEP", token)
+    heartbeat = threading.Event()
+
+    def chatter() -> None:  # lines none of which the follower wants, until it hears one
+        n = 0
+        while not heartbeat.is_set():
+            logs_platform_say(app_id=shop.pk, text=f"chatter {n}")
+            n += 1
+        connection.close()
+
+    writer = threading.Thread(target=chatter)
+    writer.start()
+    try:
+        assert stream.next() == ("comment", "heartbeat")
+    finally:
+        heartbeat.set()
+        writer.join()
+        stream.close()
