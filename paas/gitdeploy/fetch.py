@@ -14,6 +14,13 @@ public (loopback, private, link-local...) is refused unless
 ``PAAS_GIT_FETCH_ALLOWED_NETWORKS`` has it, and git is pinned to the address
 checked (curl's resolve list, ssh's HostName), so a second lookup cannot
 lead it elsewhere.
+
+Over ssh the host's key is checked strictly against the app's pinned keys
+(paas/gitdeploy/hostkeys.py): set by the operator, or, when none is set,
+accepted at the first successful fetch and pinned from then on (trust on
+first use); a different key is refused with :class:`HostKeyRefused`, whose
+message says what to do. ssh reads only files of the fetch's directory
+(``-F`` config, known_hosts, key): nothing from ~/.ssh or /etc/ssh.
 """
 
 from __future__ import annotations
