@@ -3,10 +3,10 @@ to the server as they come.
 
 Why: Django buffers a ``StreamingHttpResponse`` whole when its iterator
 does not match the server (a sync iterator under ASGI is consumed with
-``list()`` first, an async one under WSGI too). A git push and a log follow
-(server-sent events) must stream: someone is watching. So a view gives
-daphne an async iterator and
-the WSGI test server a sync one, both reading one queue fed by one thread.
+``list()`` first, an async one under WSGI too). A git push must stream:
+someone is watching. So a view gives daphne an async iterator and the WSGI
+test server a sync one, both reading one queue fed by one thread. (The log
+follow needs no thread: it is async from the start, paas/logs/live_stream.py.)
 One thread, not a thread per chunk: the producer touches the database, and
 its connection must stay in, and be closed by, the thread that opened it.
 """
