@@ -295,7 +295,12 @@ while not stop:
         continue
     now = time.time()
     offset += len(data)
-    total += data.count(b"\\n")
+    # Every line starts with its number: the last whole one says how many
+    # were written. Counting newlines undercounts for good once the agent has
+    # read and punched out (zeroed) bytes before this process saw them.
+    end = data.rfind(b"\\n")
+    head = data[data.rfind(b"\\n", 0, end) + 1 : end].split(b" ", 1)[0] if end >= 0 else b""
+    total = max(total, int(head) + 1) if head.isdigit() else total + data.count(b"\\n")
     samples.append(f"{total} {now}")
 with open(out, "w") as f:
     f.write("\\n".join(samples))
