@@ -6,6 +6,7 @@ space is freed. The agent root is a small loop-mounted ext4."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -16,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from runtime_agent import wire
+from runtime_agent.containers.logs import FALLOC_FL_KEEP_SIZE
 from runtime_agent.containers.manager import ContainerManager
 from runtime_agent.host.errors import OutOfSpace
+from runtime_agent.host.libc import libc
 from tests.support.agent_harness import AgentUnderTest, LocalImages, request, unique, wait_state
 from tests.support.loopfs import fill, loop_filesystem
 from tests.support.processes import async_wait_until
@@ -53,6 +56,25 @@ def _count(agent: AgentUnderTest, name: str) -> int:
     return int(text or 0)
 
 
+def _raw_stdout(agent: AgentUnderTest, name: str) -> Path:
+    (path,) = (agent.config.containers_dir / name).rglob("stdout.raw")
+    return path
+
+
+def _reserve(path: Path, length: int) -> None:
+    """Allocate ``length`` bytes past the end of ``path`` without growing it."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        if libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, os.fstat(fd).st_size, length) != 0:
+            raise OSError(ctypes.get_errno(), "fallocate")
+    finally:
+        os.close(fd)
+
+
+def _disk_full_said(caplog: pytest.LogCaptureFixture) -> bool:
+    return any("out of disk space" in r.getMessage() for r in caplog.records)
+
+
 def _logged_numbers(agent: AgentUnderTest, name: str) -> list[int]:
     paths = list((agent.config.containers_dir / name).rglob("log.jsonl"))
     if not paths:
@@ -72,10 +94,16 @@ async def test_a_full_agent_disk_refuses_new_containers_and_keeps_the_running_on
     await async_wait_until(lambda: _logged_numbers(agent, counter), what="its first lines")
 
     caplog.set_level(logging.WARNING, logger="runtime_agent.logs")
+    # Room for stdout's raw file (blocks reserved past its end), none for the
+    # stored log: the tailer has lines to store while the disk is full. (Woken
+    # by each write, it would otherwise have read them all before the disk
+    # filled, and the container's own writes would fail from then on.)
+    _reserve(_raw_stdout(agent, counter), 1024 * 1024)
     filler = fill(disk)
     at_fill = _count(agent, counter)
-    # It keeps counting on a full disk (its echo to stdout fails, not it).
+    # It keeps counting on a full disk.
     await async_wait_until(lambda: _count(agent, counter) > at_fill + 25, what="more counting")
+    await async_wait_until(lambda: _disk_full_said(caplog), what="the tailer's disk-full warning")
     assert manager.inspect(counter).state == wire.ContainerState.RUNNING
 
     refused = unique("new")

@@ -242,7 +242,9 @@ def test_a_redeploy_drops_no_request_and_a_failing_release_leaves_the_old_one(
     assert v3.error.startswith("web.1 exited with code 3; its last log lines:"), v3.error
     assert "CRASH_ON_START is set: exiting with code 3" in v3.error
     assert Release.objects.get(app=app, number=2).state == ReleaseState.CURRENT
-    assert container_names(agent) == ["hello.v2.web.1"]
+    # The release is failed first (another run of its deploy must see that),
+    # then its instance is stopped and removed.
+    wait_for(lambda: container_names(agent) == ["hello.v2.web.1"], 30, "v3's instance removed")
     said = list(LogLine.objects.filter(app=app, source="platform").values_list("text", flat=True))
     assert "v2 is live" in said
     assert any(t.startswith("v3 failed: web.1 exited with code 3") for t in said), said
