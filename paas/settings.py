@@ -231,6 +231,12 @@ CELERY_BEAT_SCHEDULE = {
 PAAS_REDRIVE_AFTER_S = env_float("PAAS_REDRIVE_AFTER_S", 60.0, minimum=0.0)
 # A log follow over server-sent events ends (with an `end` event) after this.
 PAAS_LOG_STREAM_MAX_S = env_float("PAAS_LOG_STREAM_MAX_S", 600.0, minimum=0.1)
+# ... or after this many bytes of lines: daphne holds in memory what a slow
+# client has not read yet, so this bounds what one follow can make it hold.
+PAAS_LOG_STREAM_MAX_BYTES = env_int("PAAS_LOG_STREAM_MAX_BYTES", 8 * 1024 * 1024, minimum=4096)
+# Live follows one user may hold open at once in one web process (each may
+# hold up to PAAS_LOG_STREAM_MAX_BYTES there): one more is answered 429.
+PAAS_LOG_STREAMS_PER_USER = env_int("PAAS_LOG_STREAMS_PER_USER", 10, minimum=1)
 # ... and sends a comment line after this long without a line, so that a proxy
 # in front does not take it for dead.
 PAAS_LOG_STREAM_HEARTBEAT_S = env_float("PAAS_LOG_STREAM_HEARTBEAT_S", 15.0, minimum=0.05)

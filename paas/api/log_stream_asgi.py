@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from channels.db import DatabaseSyncToAsync
+from django.conf import settings
 from pydantic import ValidationError
 
 from paas.accounts.services import api_token_authenticate
@@ -39,6 +41,16 @@ from paas.logs.live_stream import LiveFollow, live_log_events
 PATH = re.compile(r"/api/v1/apps/(?P<name>[^/]{1,300})/logs/stream/?")
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Follows open in this process, by user. Daphne keeps what a slow client has
+# not read in memory (a follow ends after PAAS_LOG_STREAM_MAX_BYTES); this
+# caps how many such buffers one user's tokens can hold open at once.
+_open: Counter[int] = Counter()
+
+
+class TooManyStreams(PaasError):
+    code = "too_many_streams"
+    status = 429
 
 
 def is_log_stream(scope: dict[str, Any]) -> bool:
@@ -56,9 +68,29 @@ async def log_stream_app(scope: dict[str, Any], receive: Receive, send: Send) ->
     query = dict(parse_qsl(scope.get("query_string", b"").decode("latin1")))
     try:
         follow = await _follow_of(headers, match["name"], query)
+        _take_slot(follow.user_id)
     except PaasError as exc:
         await _answer_json(send, exc.status, exc.as_dict())
         return
+    try:
+        await _stream(follow, receive, send)
+    finally:
+        _open[follow.user_id] -= 1
+        if _open[follow.user_id] <= 0:
+            del _open[follow.user_id]
+
+
+def _take_slot(user_id: int) -> None:
+    limit = settings.PAAS_LOG_STREAMS_PER_USER
+    if _open[user_id] >= limit:
+        raise TooManyStreams(
+            f"You already follow {limit} logs at once (PAAS_LOG_STREAMS_PER_USER); "
+            "close one of them, then try again."
+        )
+    _open[user_id] += 1
+
+
+async def _stream(follow: LiveFollow, receive: Receive, send: Send) -> None:
     start_headers = [(b"content-type", b"text/event-stream")]
     start_headers += [(k.lower().encode(), v.encode()) for k, v in STREAM_HEADERS.items()]
     await send({"type": "http.response.start", "status": 200, "headers": start_headers})

@@ -9,8 +9,8 @@ the browsers' fast path), from a cursor: first the last lines (or those
 after ``since`` / ``Last-Event-ID``), then new ones as they are stored.
 Each event's ``id`` is the line's sequence number, so a client that
 reconnects with ``Last-Event-ID`` misses nothing and sees nothing twice. A
-follow ends after ``max_s`` with an ``end`` event (the client reconnects):
-no request holds a worker thread for ever.
+follow ends after ``max_s`` (or ``max_bytes`` of lines) with an ``end``
+event (the client reconnects): no request holds a worker thread for ever.
 """
 
 from __future__ import annotations
@@ -28,16 +28,23 @@ BATCH = 500
 
 def log_events(
     *, app_id: int, flt: LogFilter, since: int | None, history: int, max_s: float,
-    heartbeat_s: float, clock: Callable[[], float] = time.monotonic, poll_s: float = POLL_S,
+    heartbeat_s: float, max_bytes: int, clock: Callable[[], float] = time.monotonic,
+    poll_s: float = POLL_S,
 ) -> Iterator[bytes]:  # fmt: skip
     """The event stream's bytes (blocking: for the request's own thread)."""
     started = last_sent = clock()
     page = logs_page(app_id=app_id, flt=flt, limit=BATCH if since is not None else history,
                      since=since)  # fmt: skip
     yield b"retry: 1000\n\n"
+    sent = 0
     while True:
         for row in page.rows:
-            yield sse_line(row)
+            chunk = sse_line(row)
+            sent += len(chunk)
+            yield chunk
+            if sent >= max_bytes:  # the rest after the client reconnects
+                yield sse_end(row[0], "max_bytes")
+                return
         if page.rows:
             last_sent = clock()
         elif clock() - last_sent >= heartbeat_s:

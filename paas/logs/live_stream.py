@@ -18,7 +18,10 @@ thus gets every matching line after the last one it had, once.
 
 Bounds: a comment line every ``heartbeat_s`` while nothing else is sent (so
 a proxy does not cut an idle stream), an ``end`` event after ``max_s`` (the
-client reconnects with its cursor), membership checked again every
+client reconnects with its cursor) or once ``max_bytes`` were sent (daphne
+does not slow a stream down for a client that reads slowly: it keeps in
+memory whatever the client has not read, so a stream is bounded in bytes
+as well as in time), membership checked again every
 ``MEMBERSHIP_RECHECK_S`` with the token (a user removed from the team, or
 whose token was revoked, gets an ``end`` event with ``"reason": "forbidden"``
 and no further line). When the client leaves,
@@ -73,6 +76,7 @@ class LiveFollow:
     """What one follower asked for (checked by the view before streaming)."""
 
     app_id: int
+    user_id: int
     # Asked again every MEMBERSHIP_RECHECK_S (in a thread: it reads the
     # database): is the client still allowed to read this log?
     still_allowed: Callable[[], bool]
@@ -81,6 +85,7 @@ class LiveFollow:
     history: int
     max_s: float
     heartbeat_s: float
+    max_bytes: int
     clock: Callable[[], float] = time.monotonic
 
 
@@ -99,6 +104,9 @@ async def live_log_events(follow: LiveFollow) -> AsyncIterator[bytes]:
         started = checked = last_sent = follow.clock()
         while True:
             now = follow.clock()
+            if stream.spent:
+                yield sse_end(stream.covered, "max_bytes")
+                return
             if now - started >= follow.max_s:
                 yield sse_end(stream.covered)
                 return
@@ -158,6 +166,17 @@ class _Cursor:
     def __init__(self, follow: LiveFollow) -> None:
         self.follow = follow
         self.covered = 0  # every matching line up to here was sent
+        self.sent = 0  # bytes of lines sent
+
+    @property
+    def spent(self) -> bool:
+        """The stream sent its ``max_bytes``: it ends at the next turn."""
+        return self.sent >= self.follow.max_bytes
+
+    def _line(self, row: list[Any]) -> bytes:
+        chunk = sse_line(row)
+        self.sent += len(chunk)
+        return chunk
 
     async def start(self) -> AsyncIterator[bytes]:
         """Lines after ``since``; without it, the last ``history`` lines."""
@@ -173,7 +192,10 @@ class _Cursor:
         page = await _page(app_id=f.app_id, flt=f.flt, limit=f.history)
         for row in page.rows:
             if row[0] <= newest:  # later ones come by their batch
-                yield sse_line(row)
+                yield self._line(row)
+                if self.spent:
+                    self.covered = row[0]
+                    return
         self.covered = newest
 
     async def batch(self, message: dict[str, Any]) -> AsyncIterator[bytes]:
@@ -185,10 +207,13 @@ class _Cursor:
                 yield chunk
             return
         rows = [r for r in json.loads(message["rows"]) if r[0] > self.covered]
-        self.covered = last
         for row in rows:
             if self.follow.flt.matches(row):
-                yield sse_line(row)
+                yield self._line(row)
+                if self.spent:  # the rest after the client reconnects
+                    self.covered = row[0]
+                    return
+        self.covered = last
 
     async def catch_up(self, *, upto: int | None) -> AsyncIterator[bytes]:
         """Matching lines after ``covered`` and up to ``upto`` (None: the newest
@@ -201,7 +226,10 @@ class _Cursor:
             )
             rows = [r for r in page.rows if r[0] <= upto]
             for row in rows:
-                yield sse_line(row)
+                yield self._line(row)
+                if self.spent:  # the rest after the client reconnects
+                    self.covered = row[0]
+                    return
             if len(page.rows) < BATCH or len(rows) < len(page.rows):
                 break  # every matching line up to ``upto`` was read
             self.covered = rows[-1][0]

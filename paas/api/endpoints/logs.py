@@ -95,7 +95,8 @@ def log_stream(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> 
         since = query.since if query.since is not None else _last_event_id(last_event_id)
         content = log_events(app_id=app.pk, flt=_filter(query), since=since,
                              history=query.limit, max_s=settings.PAAS_LOG_STREAM_MAX_S,
-                             heartbeat_s=settings.PAAS_LOG_STREAM_HEARTBEAT_S)  # fmt: skip
+                             heartbeat_s=settings.PAAS_LOG_STREAM_HEARTBEAT_S,
+                             max_bytes=settings.PAAS_LOG_STREAM_MAX_BYTES)  # fmt: skip
     response = StreamingHttpResponse(content, content_type="text/event-stream")
     for header, value in STREAM_HEADERS.items():
         response[header] = value
@@ -114,9 +115,11 @@ def live_follow_of(
     """What a live follow streams, for a user already checked against the app."""
     since = query.since if query.since is not None else _last_event_id(last_event_id)
     return LiveFollow(
-        app_id=app.pk, still_allowed=_access_check(raw_token, user.pk, app.team_id),
+        app_id=app.pk, user_id=user.pk,
+        still_allowed=_access_check(raw_token, user.pk, app.team_id),
         flt=_filter(query), since=since, history=query.limit,
         max_s=settings.PAAS_LOG_STREAM_MAX_S, heartbeat_s=settings.PAAS_LOG_STREAM_HEARTBEAT_S,
+        max_bytes=settings.PAAS_LOG_STREAM_MAX_BYTES,
     )  # fmt: skip
 
 

@@ -73,8 +73,9 @@ class Stream:
 
 @pytest.fixture
 def daphne(redis_url: str, tmp_path: Path) -> Iterator[Daphne]:
+    # 20 followers of one user below: more than PAAS_LOG_STREAMS_PER_USER's default.
     env = {**_worker_env(redis_url), "PAAS_LOG_STREAM_MAX_S": "300",
-           "PAAS_LOG_STREAM_HEARTBEAT_S": "0.3"}  # fmt: skip
+           "PAAS_LOG_STREAM_HEARTBEAT_S": "0.3", "PAAS_LOG_STREAMS_PER_USER": "30"}  # fmt: skip
     with run_daphne(env, tmp_path) as server:
         yield server
 
@@ -294,3 +295,84 @@ def test_a_heartbeat_comes_while_only_filtered_out_lines_flow(
         heartbeat.set()
         writer.join()
         stream.close()
+
+
+@pytest.fixture
+def small_daphne(redis_url: str, tmp_path: Path) -> Iterator[Daphne]:
+    env = {**_worker_env(redis_url), "PAAS_LOG_STREAM_MAX_S": "300",
+           "PAAS_LOG_STREAM_MAX_BYTES": "4096", "PAAS_LOG_STREAMS_PER_USER": "2"}  # fmt: skip
+    with run_daphne(env, tmp_path) as server:
+        yield server
+
+
+def _until_end_or(stream: Stream, last: str) -> tuple[list[dict[str, Any]], Any]:
+    """Lines up to an ``end`` event (and its data), or up to the line ``last``."""
+    lines: list[dict[str, Any]] = []
+    while True:
+        kind, data = stream.next()
+        if kind == "end":
+            return lines, data
+        if kind == "line":
+            lines.append(data)
+            if data["text"] == last:
+                return lines, None
+
+
+def test_a_follow_ends_after_its_bytes_and_resumes_where_it_ended(
+    small_daphne: Daphne, alice: Any, shop: Any
+) -> None:
+    """Daphne keeps what a slow client has not read: a follow is bounded in
+    bytes too, and the client's reconnect from ``next`` misses nothing."""
+    token = api_token_create(user=alice, name="t")[1]
+    texts = [f"line {i:03} " + "x" * 60 for i in range(200)]
+    logs_store(lines_by_app={shop.pk: [_line(text) for text in texts]})
+    seen: list[dict[str, Any]] = []
+    ends = 0
+    since = 0
+    while not seen or seen[-1]["text"] != texts[-1]:
+        assert ends < 20, "~40 KB of events, 4 KiB per follow: it should have ended"
+        stream = Stream(small_daphne, f"/api/v1/apps/shop/logs/stream?since={since}", token)
+        try:
+            lines, end = _until_end_or(stream, texts[-1])
+        finally:
+            stream.close()
+        assert lines
+        seen += lines
+        if end is not None:
+            ends += 1
+            assert end["reason"] == "max_bytes", end
+            assert end["next"] == lines[-1]["id"]
+            assert sum(len(json.dumps(ln)) for ln in lines) < 2 * 4096
+            since = end["next"]
+    assert ends >= 5
+    assert [ln["text"] for ln in seen] == ["one", "two", *texts]
+
+
+def test_one_user_holds_at_most_its_share_of_follows(
+    small_daphne: Daphne, alice: Any, shop: Any
+) -> None:
+    alices = api_token_create(user=alice, name="t")[1]
+    path = "/api/v1/apps/shop/logs/stream"
+    streams = [Stream(small_daphne, path, alices) for _ in range(2)]
+    try:
+        assert all(s.response.status == 200 for s in streams)
+        refused = Stream(small_daphne, path, alices)
+        assert refused.response.status == 429
+        body = json.loads(refused.response.read())
+        assert body["error"] == "too_many_streams"
+        assert "PAAS_LOG_STREAMS_PER_USER" in body["message"]
+        refused.close()
+        streams.pop().close()  # a follow that ends gives its place back
+
+        def admitted() -> bool:
+            again = Stream(small_daphne, path, alices)
+            if again.response.status == 200:
+                streams.append(again)
+                return True
+            again.close()
+            return False
+
+        assert wait_until(admitted, timeout_s=WAIT_S)
+    finally:
+        for stream in streams:
+            stream.close()
