@@ -19,15 +19,21 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from paas.api.log_stream_asgi import is_log_stream, log_stream_app  # noqa: E402
+from paas.api.log_stream_path import is_log_stream  # noqa: E402
 from paas.routing import websocket_urlpatterns  # noqa: E402
 
 
 async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Django, except the API's live log follow: a coroutine of its own, so a
     follower holds no thread (paas/api/log_stream_asgi.py)."""
-    app = log_stream_app if is_log_stream(scope) else django_asgi
-    await app(scope, receive, send)
+    if is_log_stream(scope):
+        # Imported by the first follow: it loads the API's schemas (ninja,
+        # pydantic), which a web serving only the panel never needs.
+        from paas.api.log_stream_asgi import log_stream_app
+
+        await log_stream_app(scope, receive, send)
+    else:
+        await django_asgi(scope, receive, send)
 
 
 application = ProtocolTypeRouter(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -34,11 +33,11 @@ from pydantic import ValidationError
 from paas.accounts.services import api_token_authenticate
 from paas.api.auth import BadToken, Unauthenticated
 from paas.api.endpoints.logs import STREAM_HEADERS, LogQuery, live_follow_of
+from paas.api.log_stream_path import PATH
 from paas.applications.selectors import app_for_user
 from paas.core.errors import PaasError, ValidationFailed
 from paas.logs.live_stream import LiveFollow, live_log_events
 
-PATH = re.compile(r"/api/v1/apps/(?P<name>[^/]{1,300})/logs/stream/?")
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -51,14 +50,6 @@ _open: Counter[int] = Counter()
 class TooManyStreams(PaasError):
     code = "too_many_streams"
     status = 429
-
-
-def is_log_stream(scope: dict[str, Any]) -> bool:
-    return (
-        scope.get("type") == "http"
-        and scope.get("method") == "GET"
-        and PATH.fullmatch(scope.get("path", "")) is not None
-    )
 
 
 async def log_stream_app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
