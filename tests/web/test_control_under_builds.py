@@ -15,11 +15,22 @@ import pytest
 from django.utils import timezone
 
 from paas.applications.models import AuditEntry
-from paas.applications.services import app_create
 from paas.builds.models import BuildState
 from paas.builds.services import build_cancel
 from paas.hosts.models import Host, HostState, Instance, InstanceState
 from tests.support.processes import free_port
+from tests.web.build_slots_support import (
+    CANCELLED,
+    STEP_STARTED,
+    cancelled_at_end,
+    procfile_pool,
+    quick_dockerfile,
+    slow_dockerfile,
+    steps_running,
+    two_slow_builds_running,
+    upload_builds,
+    wait_log,
+)
 from tests.web.deploy_support import wait_build_final, wait_for
 from tests.web.fault_support import (
     FAST_SWEEPS,
@@ -29,9 +40,8 @@ from tests.web.fault_support import (
     running_steps,
     take_over,
 )
-from tests.web.test_build_cancel import log_of, upload
+from tests.web.test_build_cancel import log_of
 from tests.web.test_deploy_resilience import _app, _deploy
-from tests.web.test_worker_threads import _procfile_pool, _steps_running, _wait_log
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
@@ -63,20 +73,10 @@ def test_a_lost_host_is_noticed_while_two_builds_hold_the_build_slots(
     # A heartbeat every second, a host silent for 2 s is lost: the bound this
     # test waits for is seconds, the builds below hold their slots for minutes.
     workers.env.update(PAAS_HEARTBEAT_SECONDS="1", PAAS_HOST_TIMEOUT_S="2")
-    _start_clean(workers, _procfile_pool())
-    token = secrets.token_hex(8)
-    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
-    builds = []
-    for name in ("one", "two"):
-        app_create(user=alice, team=alice.personal_team, name=name)
-        builds.append(upload(client, alice, name, {"Dockerfile": slow.encode()}))
-    try:
-        for build in builds:
-            _wait_log(build, "       step-42", 240)
+    _start_clean(workers, procfile_pool())
+    with two_slow_builds_running(client, alice) as builds:
         # A third build while both slots are held: it must wait, not run.
-        app_create(user=alice, team=alice.personal_team, name="three")
-        quick = f'FROM stack\nRUN true {token}-quick\nCMD ["true"]\n'
-        third = upload(client, alice, "three", {"Dockerfile": quick.encode()})
+        [third] = upload_builds(client, alice, ["three"], quick_dockerfile())
         # The host's agent is gone (nothing listens on its port any more) and
         # it has been silent for an hour: the next heartbeat must mark it.
         lost = Host.objects.create(
@@ -90,18 +90,13 @@ def test_a_lost_host_is_noticed_while_two_builds_hold_the_build_slots(
         assert AuditEntry.objects.filter(action="host.unreachable", target="lost").exists()
         third.refresh_from_db()
         assert third.state == BuildState.QUEUED  # both slots were still busy
-        assert len(_steps_running(build_env)) == 2
+        assert len(steps_running(build_env)) == 2
 
         # A slot frees: the waiting build runs (it was not lost while it waited).
         assert build_cancel(build=builds[0])
-        _wait_log(builds[0], "-----> Build cancelled", 60)
+        wait_log(builds[0], CANCELLED, 60)
         assert wait_build_final(third, 300).state == BuildState.SUCCEEDED
-    finally:
-        for build in builds:
-            build_cancel(build=build)
-        for build in builds:
-            _wait_log(build, "-----> Build cancelled", 60)
-    assert _steps_running(build_env) == []
+    assert steps_running(build_env) == []
 
 
 def test_a_crash_loop_is_observed_while_two_builds_hold_the_build_slots(
@@ -113,16 +108,8 @@ def test_a_crash_loop_is_observed_while_two_builds_hold_the_build_slots(
                         "PAAS_RECONCILE_SECONDS": "600"})  # fmt: skip
     app = _app(alice, "crashing", busybox, {"crasher": ("sh -c 'exit 3'", 1, 64)})
     _deploy(app)  # in this process; only the beat's observe can see it crash
-    _start_clean(workers, _procfile_pool())
-    token = secrets.token_hex(8)
-    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
-    builds = []
-    for name in ("one", "two"):
-        app_create(user=alice, team=alice.personal_team, name=name)
-        builds.append(upload(client, alice, name, {"Dockerfile": slow.encode()}))
-    try:
-        for build in builds:
-            _wait_log(build, "       step-42", 240)
+    _start_clean(workers, procfile_pool())
+    with two_slow_builds_running(client, alice):
         # Nothing has looked at the agent since the deploy.
         assert Instance.objects.get(container_name="crashing.v1.crasher.1").exit_code is None
         with workers.beat():
@@ -133,12 +120,7 @@ def test_a_crash_loop_is_observed_while_two_builds_hold_the_build_slots(
                 ).exists(),
                 120, "the beat's observe to see the crash loop",
             )  # fmt: skip
-        assert len(_steps_running(build_env)) == 2  # the builds still held their slots
-    finally:
-        for build in builds:
-            build_cancel(build=build)
-        for build in builds:
-            _wait_log(build, "-----> Build cancelled", 60)
+        assert len(steps_running(build_env)) == 2  # the builds still held their slots
 
 
 def test_builds_queued_before_the_worker_starts_take_the_slots_one_at_a_time(
@@ -149,34 +131,22 @@ def test_builds_queued_before_the_worker_starts_take_the_slots_one_at_a_time(
     back to the queue (not lost, still queued) and runs once the slot frees."""
     workers.env.update(PAAS_BUILD_SLOTS="1")
     forget_messages(workers.env["REDIS_URL"])  # before this test's builds are queued
-    token = secrets.token_hex(8)
-    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
-    builds = []
-    for name in ("one", "two"):
-        app_create(user=alice, team=alice.personal_team, name=name)
-        builds.append(upload(client, alice, name, {"Dockerfile": slow.encode()}))
+    builds = upload_builds(client, alice, ("one", "two"), slow_dockerfile())
     workers.start(("--pool", "threads", "--concurrency", "2"))
-    try:
+    with cancelled_at_end(builds):
         running = wait_for(lambda: _started(builds), 240, "a build's step")
         waiting = next(b for b in builds if b.pk != running.pk)
         waiting.refresh_from_db()
         assert waiting.state == BuildState.QUEUED  # one slot, and it is taken
-        assert len(_steps_running(build_env)) == 1
+        assert len(steps_running(build_env)) == 1
         assert build_cancel(build=running)
-        _wait_log(waiting, "       step-42", 240)  # its turn came
-        assert len(_steps_running(build_env)) == 1
-    finally:
-        for build in builds:
-            build_cancel(build=build)
-        for build in builds:
-            build.refresh_from_db()
-            if build.started_at is not None:
-                _wait_log(build, "-----> Build cancelled", 60)
-    assert _steps_running(build_env) == []
+        wait_log(waiting, STEP_STARTED, 240)  # its turn came
+        assert len(steps_running(build_env)) == 1
+    assert steps_running(build_env) == []
 
 
 def _started(builds: list[Any]) -> Any:
-    return next((b for b in builds if "       step-42" in log_of(b)), None)
+    return next((b for b in builds if STEP_STARTED in log_of(b)), None)
 
 
 def test_a_build_waiting_for_a_slot_is_not_lost_when_the_worker_is_killed(
@@ -188,15 +158,10 @@ def test_a_build_waiting_for_a_slot_is_not_lost_when_the_worker_is_killed(
     come back only after the broker's visibility timeout, half an hour)."""
     workers.env.update({**FAST_SWEEPS, "PAAS_BUILD_SLOTS": "1"})
     worker = _start_clean(workers, ("--pool", "threads", "--concurrency", "2"))
-    token = secrets.token_hex(8)
-    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
-    quick = f'FROM stack\nRUN true {token}-quick\nCMD ["true"]\n'
-    app_create(user=alice, team=alice.personal_team, name="running")
-    app_create(user=alice, team=alice.personal_team, name="waiting")
-    running = upload(client, alice, "running", {"Dockerfile": slow.encode()})
-    _wait_log(running, "       step-42", 240)
+    [running] = upload_builds(client, alice, ["running"], slow_dockerfile())
+    wait_log(running, STEP_STARTED, 240)
     steps = running_steps(build_env)
-    waiting = upload(client, alice, "waiting", {"Dockerfile": quick.encode()})
+    [waiting] = upload_builds(client, alice, ["waiting"], quick_dockerfile())
     kill(worker)
     waiting.refresh_from_db()
     assert waiting.state == BuildState.QUEUED
