@@ -9,7 +9,8 @@ json.dumps of a dict, was a fifth of the agent's CPU under a flood).
 Followers queue records, strings, never an object per line: a follower far
 behind a flood holds up to FOLLOW_QUEUE_MAX of them, and objects made the
 collector's full passes stop the event loop for 100-170 ms. History for a
-follow is read as stored, without parsing (:func:`read_records`).
+follow is read as stored, without parsing (:func:`stored_record`), a block
+at a time (log_history.py).
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ import json
 import json.encoder
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime_agent import wire
+
+if TYPE_CHECKING:
+    from runtime_agent.containers.log_history import StoredHistory
 
 # json's own string escaper (C), ASCII-only like json.dumps' default.
 json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
@@ -70,8 +74,9 @@ class LogFollow:
     and objects would be what the collector walks.
     """
 
-    def __init__(self, history: list[str], followers: set[LogFollow]) -> None:
-        self._records = history
+    def __init__(self, history: StoredHistory, followers: set[LogFollow]) -> None:
+        self._history: StoredHistory | None = history
+        self._records: list[str] = []  # stored since the follow began
         self._followers = followers
         self._wake = asyncio.Event()
         self._ended = False
@@ -96,7 +101,22 @@ class LogFollow:
         """Up to ``most`` lines' records, oldest first, as one NDJSON chunk,
         waiting up to ``timeout`` for one: b"" when none came in time, None
         once it ended and all was taken. Safe to cancel: nothing is taken
-        until the wait is over."""
+        until the wait is over.
+
+        The history comes first, a block per call (StoredHistory.step), so a
+        long one never holds the loop: before each block it runs everything
+        else, the tailer's pushes included (they wait in ``_records``)."""
+        while self._history is not None:
+            # A pass of the loop before each block, whether or not the stream's
+            # writes wait (to a fast client they need not).
+            await asyncio.sleep(0)
+            if self._history is None:  # closed meanwhile
+                break
+            records = self._history.step(most)
+            if records:
+                return "".join(records).encode()
+            if records is None:
+                self._history = None
         if not self._records and not self._ended:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -119,8 +139,11 @@ class LogFollow:
         return [record_line(record) for record in chunk.splitlines()]
 
     def close(self) -> None:
-        """Stop following (the tailer forgets this follower)."""
+        """Stop following (the tailer forgets this follower, its files are closed)."""
         self._followers.discard(self)
+        if self._history is not None:
+            self._history.close()
+            self._history = None
 
     async def aclose(self) -> None:
         self.close()
@@ -145,47 +168,10 @@ class LogFollow:
         return self._taken[self._pos - 1]
 
 
-def read_stored(files: list[Path], tail: int | None, since: float | None) -> list[wire.LogLine]:
-    """Stored lines of ``files`` (given oldest first), oldest first: the last
-    ``tail`` of those at or after ``since``."""
-    lines = (_parse(record) for record in read_records(files, tail, since))
-    return [line for line in lines if line is not None]  # a damaged disk: skip, not fail
+RECORD_HEAD = b'{"time":"'  # line_json's records; the time is the next 27 bytes
 
 
-def read_records(files: list[Path], tail: int | None, since: float | None) -> list[str]:
-    """As :func:`read_stored`, as NDJSON records (:func:`line_json`).
-
-    Read newest first and stop as soon as ``tail`` lines are found or a line
-    is older than ``since`` (lines are appended in time order), so a short
-    tail of a large log reads only what it returns. This agent's records are
-    taken as stored, not parsed (:func:`_stored_record`): a follower that fell
-    behind a flood comes back with ``since`` for 100k lines or more, and
-    parsing them into objects held the event loop for 100s of ms, and
-    the collector's full passes for as long again.
-    """
-    if tail == 0:
-        return []
-    cutoff = rfc3339(since) if since is not None else None
-    newest_first: list[str] = []
-    for path in reversed(files):
-        with open(path, "rb") as f:
-            raws = f.readlines()
-        for raw in reversed(raws):
-            stored = _stored_record(raw)
-            if stored is None:
-                continue
-            if cutoff is not None and stored[0] < cutoff:
-                return newest_first[::-1]
-            newest_first.append(stored[1])
-            if tail is not None and len(newest_first) >= tail:
-                return newest_first[::-1]
-    return newest_first[::-1]
-
-
-_RECORD_HEAD = b'{"time":"'  # line_json's records; the time is the next 27 bytes
-
-
-def _stored_record(raw: bytes) -> tuple[str, str] | None:
+def stored_record(raw: bytes) -> tuple[str, str] | None:
     """(time, record) of one line of log.jsonl; None for a torn one.
 
     Records this agent wrote (line_json: ASCII, the time first, at a fixed
@@ -195,10 +181,10 @@ def _stored_record(raw: bytes) -> tuple[str, str] | None:
     append went on from has two. Anything else (older files' lines) is
     parsed and encoded anew, or skipped when it does not parse."""
     if (
-        raw.startswith(_RECORD_HEAD)
+        raw.startswith(RECORD_HEAD)
         and raw.endswith(b"}\n")
         and raw[36:38] == b'",'
-        and raw.count(_RECORD_HEAD) == 1
+        and raw.count(RECORD_HEAD) == 1
     ):
         record = raw.decode("ascii", errors="replace")
         return record[9:36], record
@@ -213,6 +199,11 @@ def _parse(raw: str | bytes) -> wire.LogLine | None:
         return wire.LogLine(data["time"], data["stream"], data["line"], n if type(n) is int else 0)
     except (ValueError, KeyError, TypeError):
         return None  # a torn last line after a crash: skip it rather than fail the read
+
+
+def parse_stored(raw: str | bytes) -> wire.LogLine | None:
+    """A record of log.jsonl as a line; None for a damaged one."""
+    return _parse(raw)
 
 
 def record_line(record: str | bytes) -> wire.LogLine:

@@ -37,8 +37,11 @@ so that it holds while the event loop is too busy to read, in a watchdog
 thread every ``watch_s`` (:class:`BacklogWatch`).
 
 Followers (``follow=True``) get new lines pushed the moment they are
-written to ``log.jsonl``; history and subscription happen in one synchronous
-step of the event loop, so a follower neither misses nor doubles a line.
+written to ``log.jsonl``; the history's files are opened (their sizes
+taken) and the follower subscribed in one synchronous step of the event
+loop, so a follower neither misses nor doubles a line, and the history is
+read from those fds a block at a time as the stream sends it
+(log_history.py), so a long one never holds the loop.
 Each batch the tailer stores is appended to every follower's list as it is
 written and the follower's waiter is woken then (:class:`LogFollow`): the
 API's stream takes what piled up straight from there, with no task in
@@ -61,12 +64,11 @@ from pathlib import Path
 from typing import Any
 
 from runtime_agent import wire
+from runtime_agent.containers.log_history import StoredHistory, open_stored, read_stored
 from runtime_agent.containers.log_records import (
     LogFollow,
     json_string,
     line_json,
-    read_records,
-    read_stored,
     record_line,
     rfc3339,
 )
@@ -569,21 +571,23 @@ class LogTailer:
 
     # --- reading ----------------------------------------------------------------
 
-    def files(self) -> list[Path]:
-        """Log files, oldest first."""
-        rotated = [self.dir / f"{JSONL}.{i}" for i in range(self.cfg.max_files - 1, 0, -1)]
-        return [p for p in [*rotated, self.dir / JSONL] if p.exists()]
+    def file_names(self) -> list[str]:
+        """Names of the log files there can be in ``dir``, oldest first."""
+        return [*(f"{JSONL}.{i}" for i in range(self.cfg.max_files - 1, 0, -1)), JSONL]
 
     def read(self, tail: int | None = None, since: float | None = None) -> list[wire.LogLine]:
         """Stored lines, oldest first: the last ``tail`` of those at or after ``since``."""
-        return read_stored(self.files(), tail, since)
+        return read_stored(self.dir, self.file_names(), tail, since)
 
     def follow(self, tail: int | None = None, since: float | None = None) -> LogFollow:
         """History, then every new line until the container is removed or the caller stops.
 
-        History is read and the follower subscribed here, in one synchronous
-        step: no line missed, none doubled."""
-        follower = LogFollow(read_records(self.files(), tail, since), self._followers)
+        The log files are opened (their sizes taken) and the follower
+        subscribed here, in one synchronous step: no line missed, none
+        doubled. The history itself is read later, a block each time the
+        stream asks (log_history.py), so a long one never holds the loop."""
+        history = StoredHistory(open_stored(self.dir, self.file_names()), tail, since)
+        follower = LogFollow(history, self._followers)
         if self._closed:
             follower.end()
         else:
