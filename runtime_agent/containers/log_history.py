@@ -38,8 +38,14 @@ from runtime_agent.host.errors import UnsafePath
 
 log = logging.getLogger("runtime_agent.logs")
 
+JSONL = "log.jsonl"  # and its rotated files log.jsonl.1 (newest) ... log.jsonl.<max_files-1>
 # Work per step: ~500-1000 records, ~1-3 ms of the loop on a busy host.
 BLOCK = 64 * 1024
+
+
+def log_names(max_files: int) -> list[str]:
+    """Names of the log files a logs directory can hold, oldest first."""
+    return [*(f"{JSONL}.{i}" for i in range(max_files - 1, 0, -1)), JSONL]
 
 
 class StoredFile:

@@ -64,7 +64,13 @@ from pathlib import Path
 from typing import Any
 
 from runtime_agent import wire
-from runtime_agent.containers.log_history import StoredHistory, open_stored, read_stored
+from runtime_agent.containers.log_history import (
+    JSONL,
+    StoredHistory,
+    log_names,
+    open_stored,
+    read_stored,
+)
 from runtime_agent.containers.log_records import (
     LogFollow,
     json_string,
@@ -82,7 +88,6 @@ from runtime_agent.host.libc import get_errno, libc
 log = logging.getLogger("runtime_agent.logs")
 
 STREAMS = ("stdout", "stderr")
-JSONL = "log.jsonl"
 OFFSETS = "offsets.json"
 OFFSETS_SIZE = 512  # offsets.json is this long, padded: less than a sector (OffsetsFile)
 # A line longer than this without a newline is cut, so one runaway writer
@@ -571,28 +576,31 @@ class LogTailer:
 
     # --- reading ----------------------------------------------------------------
 
-    def file_names(self) -> list[str]:
-        """Names of the log files there can be in ``dir``, oldest first."""
-        return [*(f"{JSONL}.{i}" for i in range(self.cfg.max_files - 1, 0, -1)), JSONL]
-
     def read(self, tail: int | None = None, since: float | None = None) -> list[wire.LogLine]:
         """Stored lines, oldest first: the last ``tail`` of those at or after ``since``."""
-        return read_stored(self.dir, self.file_names(), tail, since)
+        return read_stored(self.dir, log_names(self.cfg.max_files), tail, since)
 
     def follow(self, tail: int | None = None, since: float | None = None) -> LogFollow:
         """History, then every new line until the container is removed or the caller stops.
 
-        The log files are opened (their sizes taken) and the follower
-        subscribed here, in one synchronous step: no line missed, none
-        doubled. The history itself is read later, a block each time the
-        stream asks (log_history.py), so a long one never holds the loop."""
-        history = StoredHistory(open_stored(self.dir, self.file_names()), tail, since)
-        follower = LogFollow(history, self._followers)
+        The files are opened (sizes taken) and the follower subscribed here,
+        in one synchronous step: no line missed, none doubled; the history is
+        read later, a block each time the stream asks (log_history.py)."""
+        follower = LogFollow(self._history(tail, since), self._followers)
         if self._closed:
             follower.end()
         else:
             self._followers.add(follower)
         return follower
+
+    def stored(self, tail: int | None = None, since: float | None = None) -> LogFollow:
+        """The stored lines alone (a read, not a follow), a block at a time as sent."""
+        reader = LogFollow(self._history(tail, since), set())
+        reader.end()
+        return reader
+
+    def _history(self, tail: int | None, since: float | None) -> StoredHistory:
+        return StoredHistory(open_stored(self.dir, log_names(self.cfg.max_files)), tail, since)
 
     def _notify(self, records: list[str]) -> None:
         for follower in list(self._followers):
@@ -762,9 +770,7 @@ class LogStreams:
         """Stored lines (the last ``tail``, at or after ``since``), and with
         ``follow`` every new one until the container's tailer closes."""
         tailer = self._tailers[name]
-        if follow:
-            return tailer.follow(tail, since)
-        return _iterate(tailer.read(tail, since))
+        return tailer.follow(tail, since) if follow else tailer.stored(tail, since)
 
     def flush(self, name: str) -> None:
         """Take in the last bytes a container wrote before it exited."""
@@ -786,8 +792,3 @@ class LogStreams:
         self._tailers.clear()
         if self._redis is not None:
             await self._redis.aclose()
-
-
-async def _iterate(lines: list[wire.LogLine]) -> AsyncIterator[wire.LogLine]:
-    for line in lines:
-        yield line
