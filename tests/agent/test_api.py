@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -25,7 +24,6 @@ from aiohttp import web
 from runtime_agent import wire
 from runtime_agent.api.server import ApiServer, create_app
 from runtime_agent.config import AgentConfig
-from runtime_agent.containers.logs import LogConfig, LogTailer, open_raw_fds
 from runtime_agent.host.errors import Conflict, NotFound
 from runtime_agent.wire import ContainerState
 from tests.support.agent_harness import server_tls
@@ -641,64 +639,6 @@ async def test_a_follow_stream_sends_lines_as_they_come_and_ends_when_the_client
     assert json.loads(first)["line"] == "first"
     resp.close()  # the client goes away mid-stream
     await asyncio.wait_for(manager.follow_closed.wait(), 5)
-
-
-async def test_a_follow_stream_from_a_real_tailer_is_complete_and_forgotten_on_leave(
-    client, manager, tmp_path, monkeypatch
-):
-    # The real tailer's follow (batches handed to the stream, no reader task):
-    # every line once and in order, more than a chunk's worth, and the
-    # tailer forgets the follower once its client leaves.
-    await created(client)
-    out, err = open_raw_fds(tmp_path / "logs")
-    tailer = LogTailer("web-1", tmp_path / "logs", LogConfig(poll_s=0.01))
-    os.write(out, b"history\n")
-    tailer.pump()
-    tailer.start()
-    monkeypatch.setattr(manager, "logs", lambda name, tail, since, follow: tailer.follow(tail))
-    try:
-        resp = await client.get("/v1/containers/web-1/logs?follow=1&tail=all", headers=AUTH)
-        assert resp.status == 200
-        os.write(out, b"".join(b"line %d\n" % i for i in range(5000)))
-        got = [json.loads(await asyncio.wait_for(resp.content.readline(), 10))["line"]]
-        while len(got) < 5001:
-            got.append(json.loads(await asyncio.wait_for(resp.content.readline(), 10))["line"])
-        assert got == ["history"] + [f"line {i}" for i in range(5000)]
-        assert len(tailer._followers) == 1
-        resp.close()  # the client goes away mid-stream
-        await async_wait_until(lambda: not tailer._followers, what="the follower forgotten")
-    finally:
-        await tailer.close()
-        os.close(out)
-        os.close(err)
-
-
-async def test_a_follow_stream_sends_the_records_the_tailer_stored(
-    client, manager, tmp_path, monkeypatch
-):
-    # Each line is encoded once: the stream carries log.jsonl's own bytes
-    # (a second json.dumps per line was a fifth of the agent's CPU under a
-    # flood), and they are valid NDJSON whatever the line holds.
-    await created(client)
-    logs = tmp_path / "logs"
-    out, err = open_raw_fds(logs)
-    tailer = LogTailer("web-1", logs, LogConfig(poll_s=0.01))
-    tailer.start()
-    monkeypatch.setattr(manager, "logs", lambda name, tail, since, follow: tailer.follow(tail))
-    try:
-        resp = await client.get("/v1/containers/web-1/logs?follow=1&tail=all", headers=AUTH)
-        assert resp.status == 200
-        texts = ['say "hi"\\ \t', "caf\u00e9 \u2603", "plain"]
-        os.write(out, "".join(t + "\n" for t in texts).encode())
-        got = [await asyncio.wait_for(resp.content.readline(), 10) for _ in texts]
-        assert b"".join(got) == (logs / "log.jsonl").read_bytes()
-        assert [json.loads(raw)["line"] for raw in got] == texts
-        assert [json.loads(raw)["n"] for raw in got] == [1, 2, 3]
-        resp.close()
-    finally:
-        await tailer.close()
-        os.close(out)
-        os.close(err)
 
 
 async def test_a_burst_of_lines_streams_complete_and_in_order(client, manager):

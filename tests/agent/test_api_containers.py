@@ -264,6 +264,71 @@ async def test_logs_tail_and_follow_through_the_api(api, busybox_image):
     assert numbers == sorted(numbers) and len(set(numbers)) == 3
 
 
+# Waits in the container (not in the test) until the test says go.
+AFTER_GO = "while [ ! -e /tmp/go ]; do sleep 0.05; done; "
+
+
+async def say_go(api: aiohttp.ClientSession, name: str) -> None:
+    resp = await api.post(
+        f"/v1/containers/{name}/exec", json={"cmd": ["sh", "-c", "mkdir -p /tmp; touch /tmp/go"]}
+    )
+    assert ndjson(await resp.text())[-1] == {"exit_code": 0}
+
+
+async def test_a_follow_stream_is_complete_and_forgotten_when_its_client_leaves(
+    api, agent, busybox_image
+):
+    # The real tailer's follow (batches handed to the stream, no reader task):
+    # a stored line, then a container's 5000 (more than a chunk's worth),
+    # every line once and in order; the tailer forgets the follower once its
+    # client leaves.
+    name = unique("follow")
+    script = (
+        "echo history; "
+        + AFTER_GO
+        + ('i=0; while [ $i -lt 5000 ]; do echo "line $i"; i=$((i+1)); done; sleep 3600')
+    )
+    await create(api, {"name": name, "image": busybox_image.ref, "cmd": ["sh", "-c", script]})
+
+    async def stored() -> bool:
+        resp = await api.get(f"/v1/containers/{name}/logs?tail=all")
+        return [x["line"] for x in ndjson(await resp.text())] == ["history"]
+
+    await async_wait_until(stored, timeout_s=10, what="the first line stored")
+    tailer = agent.manager.log_streams._tailers[name]
+    resp = await api.get(f"/v1/containers/{name}/logs?follow=1&tail=all")
+    assert resp.status == 200
+    assert len(tailer._followers) == 1
+    await say_go(api, name)
+    got: list[str] = []
+    while len(got) < 5001:
+        got.append(json.loads(await asyncio.wait_for(resp.content.readline(), 10))["line"])
+    assert got == ["history"] + [f"line {i}" for i in range(5000)]
+    resp.close()  # the client goes away mid-stream
+    await async_wait_until(lambda: not tailer._followers, what="the follower forgotten")
+
+
+async def test_a_follow_stream_sends_the_records_the_agent_stored(api, agent, busybox_image):
+    # Each line is encoded once: the stream carries log.jsonl's own bytes
+    # (a second json.dumps per line was a fifth of the agent's CPU under a
+    # flood), and they are valid NDJSON whatever the line holds.
+    name = unique("records")
+    texts = ['say "hi"\\ \t', "caf\u00e9 \u2603", "plain"]
+    env = {"ONE": texts[0], "TWO": texts[1], "THREE": texts[2]}
+    script = AFTER_GO + 'printf "%s\\n" "$ONE" "$TWO" "$THREE"; sleep 3600'
+    body = {"name": name, "image": busybox_image.ref, "cmd": ["sh", "-c", script], "env": env}
+    await create(api, body)
+    resp = await api.get(f"/v1/containers/{name}/logs?follow=1&tail=all")
+    assert resp.status == 200
+    await say_go(api, name)
+    got = [await asyncio.wait_for(resp.content.readline(), 10) for _ in texts]
+    resp.close()
+    stored = agent.manager.store.container_dir(name) / "logs" / "log.jsonl"
+    assert b"".join(got) == stored.read_bytes()
+    assert [json.loads(raw)["line"] for raw in got] == texts
+    assert [json.loads(raw)["n"] for raw in got] == [1, 2, 3]
+
+
 async def test_kill_sends_a_signal_and_the_exit_code_says_which(api, busybox_image):
     name = unique("kill")
     await create(api, {"name": name, "image": busybox_image.ref, "cmd": ["sleep", "300"]})
