@@ -34,7 +34,9 @@ the cap, from a line boundary), punches them out, and writes one notice
 line saying how many bytes were dropped; the app is never blocked (as
 Heroku's logplex: drop, never block). The check runs before every read and,
 so that it holds while the event loop is too busy to read, in a watchdog
-thread every ``watch_s`` (:class:`BacklogWatch`).
+thread every ``watch_s`` (:class:`BacklogWatch`). While the agent is down
+nothing checks: the next agent checks each stream as it opens the
+container's logs (:meth:`LogStreams.open`), before anything else.
 
 Followers (``follow=True``) get new lines pushed the moment they are
 written to ``log.jsonl``; the history's files are opened (their sizes
@@ -760,6 +762,12 @@ class LogStreams:
         """Start tailing a container's raw files (also after an agent restart)."""
         tailer = LogTailer(name, log_dir, self.cfg, self._redis)
         self._tailers[name] = tailer
+        # At once, before this container is re-adopted and the API answers:
+        # while the agent was down nothing held its backlog (module docstring).
+        try:
+            tailer.enforce_backlog()
+        except OSError as exc:  # the watchdog and the first read try again
+            log.warning("holding the log backlog of %s failed: %s", name, exc)
         tailer.start()
         self._watch.start()
         self._written.add(tailer)

@@ -6,6 +6,7 @@ a notice says what was dropped, and a line written after the flood arrives."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -100,3 +101,56 @@ async def test_a_flooding_container_keeps_its_raw_log_under_the_backlog_cap(
     assert notices and all(" bytes of stdout were dropped here" in line for line in notices)
     assert got[-1].line == "after-the-flood"
     assert [ln.n for ln in got] == list(range(got[0].n, got[-1].n + 1))  # no gap in what is kept
+
+
+async def test_a_backlog_written_while_the_agent_was_down_is_cut_to_the_cap_when_it_starts(
+    tmp_agent_root: Path, tmp_path: Path
+) -> None:
+    # Nothing holds the cap while the agent is down: the container writes
+    # 8x the cap then. The next agent cuts it back as it opens the
+    # container's logs (before re-adopting it, before its API answers), and
+    # the first line it reads is the notice of what was dropped.
+    agent = AgentUnderTest(tmp_agent_root, LocalImages(tmp_path / "images"), log_backlog_bytes=CAP)
+    await agent.setup()
+    flood = 8 * CAP
+    script = (
+        f"trap 'yes while-the-agent-is-down | head -c {flood}; echo; echo after-the-flood' USR1;"
+        " echo ready; while true; do sleep 0.1; done"
+    )
+    try:
+        first = await agent.manager()
+        name = unique()
+        raw = agent.config.containers_dir / name / "logs" / "stdout.raw"
+        info = await first.create(request(name, ["sh", "-c", script]))
+
+        async def lines() -> list[LogLine]:
+            return [ln async for ln in agent.managers[-1].logs(name)]
+
+        async def read(text: str) -> list[LogLine] | None:
+            got = await lines()
+            return got if got and got[-1].line == text else None
+
+        await async_wait_until(lambda: read("ready"), timeout_s=30, what="the first line read")
+        await first.shutdown()  # the agent goes down; the container runs on
+        assert info.pid
+        os.kill(info.pid, signal.SIGUSR1)
+        written = len(b"ready\n") + flood + len(b"\nafter-the-flood\n")
+        await async_wait_until(
+            lambda: raw.stat().st_size >= written, timeout_s=60, what="the flood written"
+        )
+        assert raw.stat().st_blocks * 512 > 4 * CAP  # nothing held it meanwhile
+        await agent.manager()  # the next agent starts
+        assert raw.stat().st_blocks * 512 <= CAP + PUNCH_EVERY + 4096
+        got = await async_wait_until(
+            lambda: read("after-the-flood"), timeout_s=30, what="the rest read"
+        )
+    finally:
+        await agent.cleanup()
+    assert got[0].line == "ready"
+    notice = got[1].line
+    assert notice.startswith("[paas] ") and " bytes of stdout were dropped here" in notice
+    assert int(notice.split()[1]) >= flood - CAP // 2
+    kept = [ln.line for ln in got[2:-1]]  # the newest half of the cap, from a line start
+    assert kept[0] == "while-the-agent-is-down" and len(kept) * 24 >= CAP // 2 - 24
+    assert all(line and "while-the-agent-is-down".startswith(line) for line in kept)  # head -c
+    assert [ln.n for ln in got] == list(range(1, len(got) + 1))
