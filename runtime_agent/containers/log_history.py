@@ -102,19 +102,35 @@ class StoredHistory:
     """
 
     def __init__(self, files: list[StoredFile], tail: int | None, since: float | None) -> None:
-        self._files = files
         self._tail = tail
         self._cutoff = rfc3339(since) if since is not None else None
+        self._files = self._needed(files)
+        files = self._files
         self._found = 0  # records counted from the end while looking for the start
         self._locating = bool(files) and (tail is not None or since is not None)
         self._scan_file = len(files) - 1
         self._scan_end = files[-1].size if files else 0
         self._scan_carry = b""  # the head of the block after, up to its first newline
-        self._file, self._pos = 0, 0  # where the forward read is
+        self._pos = 0  # where the forward read is in the first file left
         self._carry = b""  # a line the last forward block cut
         self._pending: list[str] = []
         if tail == 0:
             self.close()
+
+    def _needed(self, files: list[StoredFile]) -> list[StoredFile]:
+        """``files`` less those wholly older than ``since``, closed at once
+        (one small read per file): a follower back with ``since`` holds one or
+        two fds while its history is sent, not one per rotated file."""
+        if self._cutoff is None:
+            return files
+        for i in range(len(files) - 1, 0, -1):
+            head = files[i].pread(4096, 0)
+            first = stored_record(head[: head.find(b"\n") + 1]) if b"\n" in head else None
+            if first is not None and first[0] < self._cutoff:  # all before it are older
+                for f in files[:i]:
+                    f.close()
+                return files[i:]
+        return files
 
     @property
     def done(self) -> bool:

@@ -179,3 +179,20 @@ async def test_another_containers_live_line_comes_while_a_long_history_is_sent(t
             os.close(fd)
     assert events.count("history chunk") >= total // 2000
     assert "quiet line" in events[:-1]  # before the history's last chunk
+
+
+# log.jsonl.1 begins with the torn record: its age is not known, so
+# log.jsonl.2 is kept for a since= in log.jsonl.1.
+@pytest.mark.parametrize(("since", "kept"), [(1250.0, 1), (1203.0, 1), (1150.0, 3), (None, 3)])
+def test_a_since_history_keeps_open_only_the_files_it_needs(tmp_path, since, kept):
+    # A follower reconnecting to every container at once asks each with
+    # since=: one fd per rotated file each, held while the history is sent,
+    # would be thousands.
+    write_logs(tmp_path / "logs", 100)
+    before = len(os.listdir("/proc/self/fd"))
+    history = StoredHistory(open_stored(tmp_path / "logs", NAMES), None, since)
+    try:
+        assert len(os.listdir("/proc/self/fd")) - before == kept
+    finally:
+        history.close()
+    assert len(os.listdir("/proc/self/fd")) == before
