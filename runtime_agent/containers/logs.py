@@ -141,7 +141,8 @@ def open_raw_fds(log_dir: Path) -> tuple[int, int]:
     punches holes at the start; the caller closes its copies once runc has them.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    # O_NOFOLLOW: a link there is refused (ELOOP), never written through.
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
     out = os.open(raw_path(log_dir, "stdout"), flags, 0o640)
     try:
         err = os.open(raw_path(log_dir, "stderr"), flags, 0o640)
@@ -179,13 +180,22 @@ class _RawStream:
         self.punched = offset - offset % 4096
         self.fd: int | None = None
         self.dropped = 0  # bytes skipped that no notice line has told of yet
+        self.refused = False  # a link was found in the file's place (said once)
 
     def _open(self) -> int | None:
         if self.fd is None:
             try:
-                # Read-write: fallocate needs a writable fd.
-                self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+                # Read-write: fallocate needs a writable fd. No link followed:
+                # holes are punched in what this opens.
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
             except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                if not self.refused:
+                    self.refused = True
+                    log.error("%s is a link, not an output file: refused, not read", self.path)
                 return None
         return self.fd
 
@@ -283,11 +293,14 @@ def records_of(
 def append_lines(log_dir: Path, cfg: LogConfig, data: bytes) -> None:
     """Append NDJSON records to log.jsonl, rotating first if it would pass ``max_bytes``."""
     path = log_dir / JSONL
-    size = path.stat().st_size if path.exists() else 0
+    # No link followed (ELOOP): the lines wait in the raw files meanwhile.
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(path, flags, 0o640)
+    size = os.fstat(fd).st_size
     if size and size + len(data) > cfg.max_bytes:
+        os.close(fd)
         rotate(log_dir, cfg.max_files)
-        size = 0
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        fd, size = os.open(path, flags, 0o640), 0
     try:
         view = memoryview(data)
         while view:
@@ -704,8 +717,11 @@ class WriteWatch:
             return
         # A container is opened here at create; its process, which opens the
         # raw files, starts later: make them now so they can be watched.
-        for fd in open_raw_fds(tailer.dir):
-            os.close(fd)
+        try:
+            for fd in open_raw_fds(tailer.dir):
+                os.close(fd)
+        except OSError as exc:  # a link in a raw file's place (ELOOP): the tailer says so
+            log.info("logs of %s are polled: %s", tailer.name, exc)
         for raw in tailer.streams.values():
             try:
                 self._tailers[inotify.watch(raw.path)] = tailer

@@ -5,6 +5,7 @@ followed (runtime_agent/containers/log_history.py)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -196,3 +197,52 @@ def test_a_since_history_keeps_open_only_the_files_it_needs(tmp_path, since, kep
     finally:
         history.close()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+# --- writes: a link in place of a file the agent writes is refused too --------------
+
+
+def test_a_link_in_place_of_a_raw_file_is_neither_read_nor_punched(tmp_path, caplog):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    outside = tmp_path / "host-file"
+    outside.write_bytes(b"not the container's output\n" * 20_000)
+    before = (outside.read_bytes(), outside.stat().st_blocks)
+    (logs / "stdout.raw").symlink_to(outside)
+    tailer = LogTailer("web", logs, LogConfig(poll_s=3600, backlog_bytes=64 * 1024))
+    with caplog.at_level(logging.ERROR, logger="runtime_agent.logs"):
+        assert tailer.pump() == []
+        tailer.enforce_backlog()  # past the cap, were it followed: a hole punched
+        assert tailer.pump() == []
+    assert (outside.read_bytes(), outside.stat().st_blocks) == before
+    assert caplog.text.count("stdout.raw is a link, not an output file: refused") == 1
+
+
+def test_a_link_in_place_of_log_jsonl_is_not_written_through(tmp_path):
+    logs = tmp_path / "logs"
+    out, err = open_raw_fds(logs)
+    outside = tmp_path / "host-file"
+    outside.write_bytes(b"kept\n")
+    (logs / "log.jsonl").symlink_to(outside)
+    tailer = LogTailer("web", logs, LogConfig(poll_s=3600))
+    try:
+        os.write(out, b"waits\n")
+        with pytest.raises(OSError) as refused:
+            tailer.pump()
+        assert refused.value.errno == errno.ELOOP
+        assert outside.read_bytes() == b"kept\n"
+        (logs / "log.jsonl").unlink()
+        assert [line.line for line in tailer.pump()] == ["waits"]  # not lost meanwhile
+    finally:
+        os.close(out)
+        os.close(err)
+
+
+def test_a_containers_raw_file_is_not_created_through_a_dangling_link(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "stderr.raw").symlink_to(tmp_path / "made-elsewhere")
+    with pytest.raises(OSError) as refused:
+        open_raw_fds(logs)
+    assert refused.value.errno == errno.ELOOP
+    assert not (tmp_path / "made-elsewhere").exists()
