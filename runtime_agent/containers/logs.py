@@ -83,7 +83,7 @@ from runtime_agent.containers.log_records import (
 from runtime_agent.containers.log_records import (
     parse_time as parse_time,  # re-exported: callers read times with it
 )
-from runtime_agent.host.errors import DISK_ERRNOS
+from runtime_agent.host.errors import DISK_ERRNOS, UnsafePath
 from runtime_agent.host.inotify import Inotify
 from runtime_agent.host.libc import get_errno, libc
 
@@ -349,10 +349,19 @@ class OffsetsFile:
         self._fd: int | None = None
 
     def load(self) -> dict[str, int]:
+        # Never through a link (as save): a link here would make the agent
+        # resume every stream from numbers read out of another file.
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            data = json.loads(self.path.read_bytes())
+            fd = os.open(self.path, flags)
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafePath(f"{self.path} is a link, not the agent's offsets file") from exc
+            raise
+        with os.fdopen(fd, "rb") as f:
+            data = json.loads(f.read(4 * OFFSETS_SIZE))
         return {k: int(data.get(k, 0)) for k in self.KEYS}
 
     def save(self, offsets: dict[str, int]) -> None:

@@ -30,6 +30,7 @@ from runtime_agent.containers.logs import (
     parse_time,
     rfc3339,
 )
+from runtime_agent.host.errors import UnsafePath
 from tests.support.processes import async_wait_until, wait_until
 from tests.support.redis_server import run_redis
 
@@ -149,6 +150,17 @@ def test_offsets_are_overwritten_in_place_and_a_new_tailer_resumes_from_them(log
     os.write(out, b"three\n")
     again = LogTailer("web", log_dir, FAST)
     assert [(r.line, r.n) for r in again.pump()] == [("three", 3)]
+
+
+def test_a_link_in_place_of_the_offsets_file_is_refused_not_read(log_dir, fds, tmp_path):
+    # The offsets say where each stream resumes; numbers read through a link
+    # from another file would skip or repeat lines.
+    outside = tmp_path / "outside.json"
+    outside.write_text('{"stdout": 3, "stderr": 0, "lines": 40}')
+    (log_dir / "offsets.json").symlink_to(outside)
+    with pytest.raises(UnsafePath, match="is a link"):
+        LogTailer("web", log_dir, FAST)
+    assert outside.read_text() == '{"stdout": 3, "stderr": 0, "lines": 40}'
 
 
 def test_rotation_caps_each_file_and_keeps_only_max_files(log_dir, fds):
