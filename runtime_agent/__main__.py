@@ -19,6 +19,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -135,8 +136,24 @@ def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
     stop.set()
 
 
+def raise_open_files_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard one (what any process may do).
+
+    Each container keeps fds open in the agent (its raw stdout and stderr,
+    log.jsonl, offsets.json; a follow's history holds its files too), so a
+    few hundred containers pass 1024, the soft limit systemd and most
+    shells start with, and the agent would fail with EMFILE. The containers
+    get the hard limit from their spec (oci/spec.py), not this one.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("open files limit raised from %d to %d", soft, hard)
+
+
 def main() -> int:
     setup_logging(None)
+    raise_open_files_limit()
     try:
         setup_logging(Settings(os.environ, PREFIX).log_level("LOG_LEVEL"))
         config = AgentConfig.from_env()

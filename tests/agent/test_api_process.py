@@ -5,6 +5,7 @@ agent process re-adopts the container the first one left running."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -249,3 +250,21 @@ def test_without_a_token_it_generates_a_private_one_says_where_and_accepts_only_
     assert agent.token not in agent.stderr()  # the secret itself is never logged
     assert agent.request("GET", "/v1/info", token="bob-token-0123456789abcdef")[0] == 403
     assert agent.terminate() == 0
+
+
+@needs_root
+@pytest.mark.root
+def test_the_agent_raises_its_open_files_limit_to_the_hard_one(agent):
+    # Each container holds fds in the agent: a soft limit of 1024 (systemd's
+    # and most shells' default) would run out at a few hundred containers.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        agent.start()  # inherits the low soft limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    limits = Path(f"/proc/{agent.proc.pid}/limits").read_text()
+    (line,) = [x for x in limits.splitlines() if x.startswith("Max open files")]
+    assert line.split()[3:5] == [str(hard), str(hard)]
+    assert f"open files limit raised from {low} to {hard}" in agent.stderr()
