@@ -107,7 +107,7 @@ CHUNKS_PER_POLL = 16
 PUNCH_EVERY = 64 * 1024  # free consumed raw bytes once this much has piled up
 REDIS_STREAM_PREFIX = "paas:container-logs:"
 WARN_EVERY_S = 60.0  # the agent's own log says a container's output is dropped at most this often
-DISK_FULL_BACKOFF = 25  # polls are this much slower while the disk is full
+FAILING_BACKOFF = 25  # polls are this much slower while a tailer's turns fail (a full disk...)
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -381,6 +381,41 @@ class OffsetsFile:
             self._fd = None
 
 
+class TailFailures:
+    """What a tailer's turns keep failing with, said once per episode.
+
+    A failed turn is tried again after a back-off, and the lines wait in the
+    raw files meanwhile (nothing is consumed until written). The same error
+    again says nothing: a full disk, or a link in ``log.jsonl``'s place, would
+    otherwise put a traceback in the agent's log every poll. Another error is
+    said, and the first turn that works says the logs flow again.
+    """
+
+    def __init__(self, name: str, log_dir: Path) -> None:
+        self.name = name
+        self.dir = log_dir
+        self.current: tuple[type, int | None] | None = None
+        self.tries = 0  # failed turns in a row
+
+    def failed(self, exc: Exception) -> None:
+        errno_ = exc.errno if isinstance(exc, OSError) else None
+        self.tries += 1
+        if (type(exc), errno_) != self.current:
+            if errno_ in DISK_ERRNOS:
+                log.warning("logs of %s wait: %s is out of disk space", self.name, self.dir)
+            else:
+                log.error("tailing the logs of %s failed (said once while it lasts)", self.name,
+                          exc_info=exc)  # fmt: skip
+        self.current = (type(exc), errno_)
+
+    def worked(self) -> None:
+        if self.current is not None:
+            back = ": disk space is back" if self.current[1] in DISK_ERRNOS else ""
+            log.warning("logs of %s flow again%s (after %d failed tries)", self.name, back,
+                        self.tries)  # fmt: skip
+        self.current, self.tries = None, 0
+
+
 class LogTailer:
     """Tails one container's raw files into its rotated JSONL log."""
 
@@ -408,6 +443,7 @@ class LogTailer:
         self._woken = asyncio.Event()
         self._closed = False
         self.behind = False  # the last read stopped at READ_CHUNK, not at the end of a file
+        self.failures = TailFailures(name, log_dir)  # why turns fail, said once
 
     # --- tailing ----------------------------------------------------------------
 
@@ -416,33 +452,22 @@ class LogTailer:
             self._task = asyncio.create_task(self._run(), name=f"logs-{self.name}")
 
     async def _run(self) -> None:
-        disk_full, turns = False, 0  # turns: reads since the last poll_s sleep
+        failures, turns = self.failures, 0  # turns: reads since the last poll_s sleep
         while True:
             again = False
             try:
                 turns += self._take_turn(CHUNKS_PER_POLL - turns)
                 again = self.behind and turns < CHUNKS_PER_POLL
                 await self._push_pending()
-            except OSError as exc:
-                if exc.errno not in DISK_ERRNOS:
-                    log.exception("tailing the logs of %s failed", self.name)
-                elif not disk_full:
-                    # Once per episode, not a traceback every poll: the lines
-                    # wait in the raw files (nothing is consumed until
-                    # written) and move on when space comes back.
-                    log.warning("logs of %s wait: %s is out of disk space", self.name, self.dir)
-                disk_full = exc.errno in DISK_ERRNOS
-            except Exception:  # keep tailing: one bad poll must not end the container's logs
-                log.exception("tailing the logs of %s failed", self.name)
+            except Exception as exc:  # keep tailing: one bad poll must not end the container's logs
+                failures.failed(exc)
             else:
-                if disk_full:
-                    log.warning("logs of %s flow again: disk space is back", self.name)
-                disk_full = False
+                failures.worked()
             if again:  # more is waiting: read on once everything else ready had its turn
                 await asyncio.sleep(0)
-            elif disk_full or turns >= CHUNKS_PER_POLL:  # backing off, or a flood's share is used
+            elif failures.current or turns >= CHUNKS_PER_POLL:  # backing off, or a flood's share
                 turns = 0
-                await asyncio.sleep(self.cfg.poll_s * (DISK_FULL_BACKOFF if disk_full else 1))
+                await asyncio.sleep(self.cfg.poll_s * (FAILING_BACKOFF if failures.current else 1))
             else:
                 turns = 0
                 await self._until_written()

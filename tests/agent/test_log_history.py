@@ -17,6 +17,7 @@ from runtime_agent.containers import log_history
 from runtime_agent.containers.log_history import StoredHistory, open_stored
 from runtime_agent.containers.log_records import line_json, rfc3339
 from runtime_agent.containers.logs import LogConfig, LogStreams, LogTailer, open_raw_fds
+from tests.support.processes import async_wait_until
 
 NAMES = ["log.jsonl.2", "log.jsonl.1", "log.jsonl"]
 
@@ -246,3 +247,29 @@ def test_a_containers_raw_file_is_not_created_through_a_dangling_link(tmp_path):
         open_raw_fds(logs)
     assert refused.value.errno == errno.ELOOP
     assert not (tmp_path / "made-elsewhere").exists()
+
+
+async def test_a_tailer_that_keeps_failing_says_so_once_and_again_when_its_lines_flow(
+    tmp_path, caplog
+):
+    # A link in log.jsonl's place fails every turn: one error in the agent's
+    # log for the episode, not a traceback every poll, and the lines flow
+    # once it is gone.
+    logs = tmp_path / "logs"
+    out, err = open_raw_fds(logs)
+    (logs / "log.jsonl").symlink_to(tmp_path / "host-file")
+    tailer = LogTailer("web", logs, LogConfig(poll_s=0.001))
+    try:
+        with caplog.at_level(logging.WARNING, logger="runtime_agent.logs"):
+            os.write(out, b"waits\n")
+            tailer.start()
+            await async_wait_until(lambda: tailer.failures.tries >= 5, what="5 failed turns")
+            (logs / "log.jsonl").unlink()
+            await async_wait_until(lambda: tailer.failures.tries == 0, what="a turn that works")
+        assert [line.line for line in tailer.read()] == ["waits"]
+        assert caplog.text.count("tailing the logs of web failed") == 1
+        assert "logs of web flow again (after " in caplog.text
+    finally:
+        await tailer.close()
+        os.close(out)
+        os.close(err)
