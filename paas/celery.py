@@ -10,7 +10,9 @@ from paas.core import thread_time_limits
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paas.settings")
 
-app = Celery("paas")
+# Every task runs through paas.core.work_slots: builds and deploys only in
+# a free slot, so that a thread is always left for the control loops.
+app = Celery("paas", task_cls="paas.core.work_slots:SlottedTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

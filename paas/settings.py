@@ -201,16 +201,32 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("PAAS_TASK_TIME_LIMIT", 1800, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
-# Builds have a queue of their own, which the worker stops taking from while
-# PAAS_BUILD_SLOTS builds run, so its other thread (Procfile: --concurrency
-# is one more than the slots) is always free for deploys and the control
-# loops: a lost host is noticed within its bound under build load too
-# (paas/builds/slots.py). Everything else goes to the default queue.
+# The worker's threads: at most PAAS_WORK_SLOTS builds and deploys at once
+# (PAAS_BUILD_SLOTS of them builds), the rest (Procfile: --concurrency is one
+# more than the work slots) always free for the control loops, whose queue is
+# never paused: a lost host is noticed within its bound under any load
+# (paas/core/work_slots.py). A task not routed here is long work ("celery").
 PAAS_BUILD_SLOTS = env_int("PAAS_BUILD_SLOTS", 2, minimum=1)
+PAAS_WORK_SLOTS = env_int("PAAS_WORK_SLOTS", PAAS_BUILD_SLOTS + 1, minimum=1)
+if PAAS_WORK_SLOTS < PAAS_BUILD_SLOTS:
+    raise ImproperlyConfigured(
+        f"PAAS_WORK_SLOTS ({PAAS_WORK_SLOTS}) counts builds too: it must be at least "
+        f"PAAS_BUILD_SLOTS ({PAAS_BUILD_SLOTS})"
+    )
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 # Names, not kombu Queues: the router's process reads these settings too.
-CELERY_TASK_QUEUES = {"celery": {"routing_key": "celery"}, "builds": {"routing_key": "builds"}}
-CELERY_TASK_ROUTES = {"builds.run": {"queue": "builds"}}
+CELERY_TASK_QUEUES = {
+    name: {"routing_key": name} for name in ("celery", "builds", "control")
+}  # fmt: skip
+CONTROL_TASKS = (
+    "hosts.heartbeat", "hosts.push_router_sources", "deploy.observe", "deploy.reconcile",
+    "deploy.redrive", "builds.redrive", "builds.fail_abandoned", "metrics.collect",
+    "metrics.compact", "logs.enforce_retention",
+)  # fmt: skip
+CELERY_TASK_ROUTES = {
+    "builds.run": {"queue": "builds"},
+    **{name: {"queue": "control"} for name in CONTROL_TASKS},
+}
 # Redis redelivers an unacked task after this long; it must outlast the
 # longest task or a healthy build would be handed to a second worker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 60}

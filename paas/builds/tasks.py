@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import shared_task
 
 from paas.applications.releases import release_create_from_build
 from paas.builds import services
-from paas.builds.slots import build_slot
-
-# A build fetched just before the worker paused its builds queue (see
-# paas/builds/slots.py) goes back to that queue for this long.
-SLOTS_FULL_COUNTDOWN_S = 2.0
 
 
-@shared_task(bind=True, name="builds.run", acks_late=True, reject_on_worker_lost=True)
-def run_build(self: Any, build_id: str) -> None:
-    with build_slot() as free:
-        if not free:
-            # Published again before this message is acked: nothing lost.
-            raise self.retry(countdown=SLOTS_FULL_COUNTDOWN_S, max_retries=None)
-        services.build_run(build_id=build_id)
-        # A successful build becomes a release, deployed when it commits (once,
-        # even if this task runs twice).
-        release_create_from_build(build_id=build_id)
+# Runs only in a free build slot (its own queue, paas/core/work_slots.py).
+@shared_task(name="builds.run", acks_late=True, reject_on_worker_lost=True)
+def run_build(build_id: str) -> None:
+    services.build_run(build_id=build_id)
+    # A successful build becomes a release, deployed when it commits (once,
+    # even if this task runs twice).
+    release_create_from_build(build_id=build_id)
 
 
 @shared_task(name="builds.fail_abandoned")

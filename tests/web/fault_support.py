@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from paas.builds.engine.gate import GATE_ROOT
-from paas.builds.slots import BUILD_QUEUE
+from paas.core.work_slots import BUILD_QUEUE, CONTROL_QUEUE
 from runtime_agent.host.cmd import output
 from runtime_agent.net import links
 from runtime_agent.net.bridge import HostNetwork
@@ -105,7 +105,7 @@ def forget_messages(redis_url: str) -> None:
     name other rows by then. Only while no worker runs."""
     client = redis.Redis.from_url(redis_url)
     try:
-        client.delete("celery", BUILD_QUEUE, "unacked", "unacked_index")
+        client.delete("celery", BUILD_QUEUE, CONTROL_QUEUE, "unacked", "unacked_index")
     finally:
         client.close()
 

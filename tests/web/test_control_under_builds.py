@@ -14,24 +14,14 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from paas.applications.models import AuditEntry
+from paas.applications.models import AuditEntry, Release, ReleaseCause, ReleaseState
+from paas.applications.services import app_create
 from paas.builds.models import BuildState
 from paas.builds.services import build_cancel
 from paas.hosts.models import Host, HostState, Instance, InstanceState
+from paas.hosts.tasks import deploy_release
 from tests.support.processes import free_port
-from tests.web.build_slots_support import (
-    CANCELLED,
-    STEP_STARTED,
-    cancelled_at_end,
-    procfile_pool,
-    quick_dockerfile,
-    slow_dockerfile,
-    steps_running,
-    two_slow_builds_running,
-    upload_builds,
-    wait_log,
-)
-from tests.web.deploy_support import wait_build_final, wait_for
+from tests.web.deploy_support import container_names, wait_build_final, wait_for
 from tests.web.fault_support import (
     FAST_SWEEPS,
     build_leftovers,
@@ -173,3 +163,81 @@ def test_a_build_waiting_for_a_slot_is_not_lost_when_the_worker_is_killed(
                  "the killed build's leftovers to go")  # fmt: skip
     running.refresh_from_db()
     assert running.state == BuildState.FAILED
+
+
+GATED = "sh -c 'until [ -e /go ]; do sleep 0.1; done; echo migrated'"
+
+
+def test_control_loops_run_while_two_builds_and_a_deploy_hold_every_work_slot(
+    client, alice, workers, build_env, platform, agent, busybox, router
+):
+    """Two builds and a deploy whose release command hangs (migrations that
+    wait on a lock, say) hold all the long-work slots: the heartbeat still
+    marks a lost host unreachable, observe still sees a crash loop, and a
+    second deploy waits in the queue until the release command ends."""
+    workers.env.update({**router.env, "PAAS_HEARTBEAT_SECONDS": "1", "PAAS_HOST_TIMEOUT_S": "2",
+                        "PAAS_OBSERVE_SECONDS": "0.5",
+                        "PAAS_RECONCILE_SECONDS": "600"})  # fmt: skip
+    crashing = _app(alice, "crashing", busybox, {"crasher": ("sh -c 'exit 3'", 1, 64)})
+    _deploy(crashing)  # in this process; only the beat's observe can see it crash
+    _start_clean(workers, _procfile_pool())
+    token = secrets.token_hex(8)
+    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
+    builds = []
+    for name in ("one", "two"):
+        app_create(user=alice, team=alice.personal_team, name=name)
+        builds.append(upload(client, alice, name, {"Dockerfile": slow.encode()}))
+    command = "gated.v1.release.1"
+    try:
+        for build in builds:
+            _wait_log(build, "       step-42", 240)
+        gated = app_create(user=alice, team=alice.personal_team, name="gated")
+        hanging = Release.objects.create(app=gated, number=1, image=busybox.pinned_ref,
+                                         cause=ReleaseCause.IMAGE,
+                                         process_types={"release": GATED})  # fmt: skip
+        deploy_release.delay(hanging.pk)
+        wait_for(lambda: (agent.root / "containers" / command / "rootfs").is_dir(), 240,
+                 "the hanging release command's container")  # fmt: skip
+        later = _app(alice, "later", busybox, {"idle": ("sleep 3600", 1, 16)})
+        waiting = Release.objects.get(app=later, number=1)
+        deploy_release.delay(waiting.pk)
+        lost = Host.objects.create(
+            name="lost", agent_url=f"https://127.0.0.1:{free_port()}", state=HostState.READY,
+            tls_fingerprint=":".join(["AB"] * 32), token=secrets.token_hex(16),
+            last_heartbeat_at=timezone.now() - timedelta(hours=1),
+        )  # fmt: skip
+        with workers.beat():
+            wait_for(lambda: _state(lost) == HostState.UNREACHABLE, 120,
+                     "the heartbeat to mark the lost host unreachable")  # fmt: skip
+            wait_for(
+                lambda: Instance.objects.filter(
+                    container_name="crashing.v1.crasher.1", state=InstanceState.BACKOFF,
+                    exit_code=3,
+                ).exists(),
+                120, "the beat's observe to see the crash loop",
+            )  # fmt: skip
+        # All the while the three long tasks held their slots, and the second
+        # deploy waited for one.
+        assert len(_steps_running(build_env)) == 2
+        assert command in container_names(agent)
+        hanging.refresh_from_db()
+        assert hanging.state == ReleaseState.DEPLOYING
+        waiting.refresh_from_db()
+        assert waiting.state != ReleaseState.CURRENT
+        assert not Instance.objects.filter(app=later).exists()
+
+        (agent.root / "containers" / command / "rootfs" / "go").write_text("")
+        for release in (hanging, waiting):
+            wait_for(lambda r=release: _release_state(r) == ReleaseState.CURRENT, 180,
+                     f"{release} to go live")  # fmt: skip
+    finally:
+        for build in builds:
+            build_cancel(build=build)
+        for build in builds:
+            _wait_log(build, "-----> Build cancelled", 60)
+    assert _steps_running(build_env) == []
+
+
+def _release_state(release: Release) -> str:
+    release.refresh_from_db()
+    return release.state
