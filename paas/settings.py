@@ -434,6 +434,11 @@ try:
     PAAS_ROUTER_SOURCES = [str(ipaddress.IPv4Network(n)) for n in PAAS_ROUTER_SOURCES]
 except ValueError as _exc:
     raise ImproperlyConfigured(f"PAAS_ROUTER_SOURCES: {_exc} (IPv4 networks)") from None
+# A host whose push of router sources failed is tried again at a later
+# heartbeat: 2, 4, 8 ... heartbeats after the failure, at most this long.
+PAAS_ROUTER_SOURCES_BACKOFF_MAX_S = env_float(
+    "PAAS_ROUTER_SOURCES_BACKOFF_MAX_S", 600.0, minimum=1.0
+)
 CELERY_BEAT_SCHEDULE["hosts-heartbeat"] = {
     "task": "hosts.heartbeat",
     "schedule": PAAS_HEARTBEAT_SECONDS,

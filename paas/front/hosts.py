@@ -1,6 +1,7 @@
 """The hosts page, for platform admins only (anyone else gets a 404, as for
 a page that does not exist): capacity and reserved memory per host, what
-runs there, heartbeat age and state; drain, make ready, remove; and a
+runs there, heartbeat age and state, who its route ports answer (router
+sources: accepted by its agent, and in sync, pending or failing); drain, make ready, remove; and a
 one-time join token for a new host, shown once."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from django.views.decorators.http import require_http_methods
 from paas.accounts.types import signed_in
 from paas.core.errors import PaasError
 from paas.hosts.models import Host, HostState
-from paas.hosts.selectors import HostSummary, host_summaries
+from paas.hosts.selectors import HostSummary, host_router_sources, host_summaries
 from paas.hosts.services import host_remove, host_set_state, join_token_create
 from paas.metrics.selectors import memory_in_use
 
@@ -31,6 +32,10 @@ def _with_memory_in_use(summaries: list[HostSummary]) -> list[HostSummary]:
         samples = [used[i.container_name] for i in summary.placed if i.container_name in used]
         measured.append(replace(summary, used_bytes=sum(samples)) if samples else summary)
     return measured
+
+
+def _with_router_sources(summaries: list[HostSummary]) -> list[HostSummary]:
+    return [replace(s, router_sources=host_router_sources(host=s.host)) for s in summaries]
 
 
 def _admin_only(request: HttpRequest) -> None:
@@ -86,7 +91,7 @@ def hosts(request: HttpRequest) -> HttpResponse:
             messages.error(request, exc.message)
         return redirect("hosts")
     context = {
-        "summaries": _with_memory_in_use(host_summaries()),
+        "summaries": _with_router_sources(_with_memory_in_use(host_summaries())),
         "join_token": join_token,
         "rejoin": rejoin,
         "panel_url": settings.PANEL_URL,

@@ -34,6 +34,13 @@ class Host(models.Model):
     # /v1/router-sources, paas/hosts/router_push.py); null until an agent
     # confirms a push (a new join, or a host that joined before pushes).
     router_sources = models.JSONField(null=True, blank=True, editable=False)
+    # Pushes of its router sources that failed in a row, the last one's
+    # error and when the heartbeat's sync may try again (an exponential
+    # backoff, kept here so a restarted worker keeps it); a push that works
+    # clears them (paas/hosts/router_push.py).
+    router_sources_failures = models.PositiveIntegerField(default=0, editable=False)
+    router_sources_error = models.TextField(blank=True, editable=False)
+    router_sources_retry_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

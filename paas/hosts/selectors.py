@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
@@ -13,8 +14,9 @@ from django.utils import timezone
 from paas.accounts.types import AnyUser
 from paas.applications.models import App, Release, ReleaseState
 from paas.applications.selectors import apps_visible_to
-from paas.core.errors import NotFound, PermissionDenied
+from paas.core.errors import NotFound, PaasError, PermissionDenied
 from paas.hosts.models import DesiredState, Host, HostState, Instance, InstanceState
+from paas.hosts.route_sources import route_sources
 
 CRASHED = [InstanceState.CRASHED, InstanceState.BACKOFF]
 
@@ -62,6 +64,40 @@ def app_status(app: App) -> str:
     return "running" if app.running == app.wanted else "starting"  # type: ignore[attr-defined]
 
 
+class RouterSourcesState(StrEnum):
+    IN_SYNC = "in-sync"  # the agent accepted the list the control plane wants
+    PENDING = "pending"  # not pushed yet: the next heartbeat does
+    FAILING = "failing"  # the last push failed; tried again after a backoff
+
+
+@dataclass(frozen=True)
+class RouterSourcesView:
+    """Who a host's route ports answer, as its agent accepted them (None:
+    never confirmed), against what the control plane wants (None: it
+    cannot tell, ``error`` says why)."""
+
+    state: RouterSourcesState
+    accepted: list[str] | None
+    wanted: list[str] | None
+    error: str = ""
+    retry_at: datetime | None = None
+
+
+def host_router_sources(*, host: Host) -> RouterSourcesView:
+    accepted = host.router_sources
+    try:
+        wanted: list[str] | None = route_sources(agent_url=host.agent_url)
+    except PaasError as exc:  # no route to it: the push would fail the same way
+        return RouterSourcesView(RouterSourcesState.FAILING, accepted, None, exc.message)
+    if host.router_sources_failures:
+        return RouterSourcesView(
+            RouterSourcesState.FAILING, accepted, wanted,
+            host.router_sources_error, host.router_sources_retry_at,
+        )  # fmt: skip
+    state = RouterSourcesState.IN_SYNC if accepted == wanted else RouterSourcesState.PENDING
+    return RouterSourcesView(state, accepted, wanted)
+
+
 @dataclass(frozen=True)
 class HostSummary:
     host: Host
@@ -72,6 +108,8 @@ class HostSummary:
     placed: list[Instance]  # what is meant to run there, by app and slot
     # Memory in use, as last measured (paas.metrics); None without samples.
     used_bytes: int | None = None
+    # Filled by the hosts page only (it looks up a route per host).
+    router_sources: RouterSourcesView | None = None
 
     @property
     def used_percent(self) -> int:

@@ -228,8 +228,7 @@ def test_control_loops_run_while_two_builds_and_a_deploy_hold_every_work_slot(
 
         (agent.root / "containers" / command / "rootfs" / "go").write_text("")
         for release in (hanging, waiting):
-            wait_for(lambda r=release: _release_state(r) == ReleaseState.CURRENT, 180,
-                     f"{release} to go live")  # fmt: skip
+            wait_for(_live(release), 180, f"{release} to go live")
     finally:
         for build in builds:
             build_cancel(build=build)
@@ -238,6 +237,9 @@ def test_control_loops_run_while_two_builds_and_a_deploy_hold_every_work_slot(
     assert _steps_running(build_env) == []
 
 
-def _release_state(release: Release) -> str:
-    release.refresh_from_db()
-    return release.state
+def _live(release: Release) -> Any:
+    def live() -> bool:
+        release.refresh_from_db()
+        return release.state == ReleaseState.CURRENT
+
+    return live

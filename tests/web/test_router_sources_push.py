@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from paas.applications.models import AuditEntry
 from paas.hosts.models import Host
@@ -154,6 +157,52 @@ def test_a_host_that_does_not_answer_is_reported_and_left_for_later(
     assert "h1: not pushed: The agent at https://" in err.getvalue()
     host.refresh_from_db()
     assert host.router_sources is None  # still due
+
+
+def test_a_host_that_cannot_take_a_push_is_tried_again_later_and_later(
+    make_agent: Any, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its heartbeat worked, then its agent stopped: the sync's push fails.
+    It is tried again 2, 4 ... heartbeats later (capped), with one warning
+    per try, not at every heartbeat; a push that works clears the count."""
+    settings.PAAS_ROUTER_SOURCES = ["192.0.2.0/28"]
+    settings.PAAS_HEARTBEAT_SECONDS = 10.0
+    settings.PAAS_ROUTER_SOURCES_BACKOFF_MAX_S = 60.0
+    agent = make_agent()
+    host = _joined(agent)
+    assert hosts_heartbeat_all()["h1"] == "ready"
+    agent.terminate()
+    t0 = timezone.now()
+
+    def sync_at(seconds: float) -> dict[str, str]:
+        return hosts_router_sources_sync(now=t0 + timedelta(seconds=seconds))
+
+    caplog.set_level(logging.WARNING, logger="paas.hosts.router_push")
+    tries = {0.0: 20, 20.0: 40, 60.0: 60, 120.0: 60}  # when -> the wait after it
+    for at in (0.0, 10.0, 20.0, 30.0, 50.0, 60.0, 110.0, 120.0, 170.0):
+        said = sync_at(at)
+        host.refresh_from_db()
+        if at not in tries:
+            assert said == {}, at  # backing off: not tried, not logged
+            continue
+        assert said["h1"].startswith("not pushed: The agent at https://"), said
+        assert host.router_sources_retry_at == t0 + timedelta(seconds=at + tries[at])
+    assert host.router_sources_failures == 4
+    assert host.router_sources_error.startswith("The agent at https://")
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "paas.hosts.router_push" and r.levelno == logging.WARNING]  # fmt: skip
+    assert len(warnings) == 4, warnings
+    assert "h1: router sources not pushed (1 failure(s) in a row; next try in 20 s)" in warnings[0]
+    assert host.router_sources is None
+
+    agent.start()
+    assert sync_at(179.0) == {}  # still waiting
+    assert sync_at(180.0) == {"h1": "route ports answer 192.0.2.0/28"}
+    host.refresh_from_db()
+    assert (host.router_sources, host.router_sources_failures) == (["192.0.2.0/28"], 0)
+    assert (host.router_sources_error, host.router_sources_retry_at) == ("", None)
+    assert _nft_set(agent) == ["192.0.2.0/28"]
+    assert sync_at(181.0) == {}  # in sync: nothing to do
 
 
 def test_a_joined_host_gets_them_from_the_worker_once_its_agent_answers(

@@ -148,3 +148,47 @@ def test_an_old_sample_is_not_memory_in_use(client: Any, admin_user: Any, alice:
     _sample(shop, "shop.v1.web.1", 256 * 2**20, age_s=3 * settings.PAAS_METRICS_INTERVAL_S + 5)
     client.force_login(admin_user)
     assert "in use: not measured yet" in client.get("/hosts/").content.decode()
+
+
+def _rows(page: str) -> dict[str, str]:
+    """Each host's row of the hosts table, by host name."""
+    return dict(re.findall(r'<tr data-host="([^"]+)">(.*?)</tr>', page, re.S))
+
+
+def test_an_admin_sees_each_hosts_router_sources_and_whether_they_are_in_sync(
+    client: Any, admin_user: Any, settings: Any
+) -> None:
+    settings.PAAS_ROUTER_SOURCES = ["192.0.2.0/28"]
+    remote = "https://10.9.8.7:7070"  # not this machine: it must answer the router
+    synced = host("synced")
+    Host.objects.filter(pk=synced.pk).update(agent_url=remote, router_sources=["192.0.2.0/28"])
+    stale = host("stale")
+    Host.objects.filter(pk=stale.pk).update(agent_url=remote, router_sources=["198.51.100.7/32"])
+    host("never")  # on this machine, never confirmed: it wants no one
+    failing = host("failing")
+    retry_at = timezone.now() + timedelta(minutes=5)
+    Host.objects.filter(pk=failing.pk).update(
+        agent_url=remote, router_sources_failures=3, router_sources_retry_at=retry_at,
+        router_sources_error="The agent said <script>alert(1)</script>: refused",
+    )  # fmt: skip
+    client.force_login(admin_user)
+    page = client.get("/hosts/").content.decode()
+    rows = _rows(page)
+    assert "<th>Router sources</th>" in page
+
+    assert "in sync" in rows["synced"]
+    assert "accepted: <code>192.0.2.0/28</code>" in rows["synced"]
+    assert "wanted:" not in rows["synced"]
+
+    assert "pending" in rows["stale"]
+    assert "accepted: <code>198.51.100.7/32</code>" in rows["stale"]
+    assert "wanted: <code>192.0.2.0/28</code>" in rows["stale"]
+
+    assert "pending" in rows["never"]
+    assert "accepted: nothing confirmed yet" in rows["never"]
+    assert "wanted: no one" in rows["never"]
+
+    assert "failing" in rows["failing"]
+    assert "The agent said &lt;script&gt;alert(1)&lt;/script&gt;: refused" in rows["failing"]
+    assert "<script>alert" not in page
+    assert re.search(r"next try in (4|5)[\s\xa0]minutes", rows["failing"]), rows["failing"]
