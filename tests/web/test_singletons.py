@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from paas.core.work_slots import CONTROL_QUEUE
 from tests.support.processes import start_process, stop_process, wait_until
 from tests.support.redis_server import run_redis
 from tests.web.conftest import ROOT, _worker_env
@@ -34,8 +35,9 @@ def _start(tmp_path: Path, redis_url: str, schedule: Path):
 
 
 def _queued_tasks(redis_url: str) -> list[str]:
+    """What waits in the control queue, where the beat's loops go."""
     client = redis.Redis.from_url(redis_url)
-    queued: list[bytes] = client.lrange("celery", 0, -1)  # type: ignore[assignment]
+    queued: list[bytes] = client.lrange(CONTROL_QUEUE, 0, -1)  # type: ignore[assignment]
     return [json.loads(raw)["headers"]["task"] for raw in queued]
 
 
