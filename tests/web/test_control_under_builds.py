@@ -7,17 +7,21 @@ and a third build waits in the queue, nothing lost, until a slot frees
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import redis
 from django.utils import timezone
 
 from paas.applications.models import AuditEntry, Release, ReleaseCause, ReleaseState
 from paas.applications.services import app_create
 from paas.builds.models import BuildState
 from paas.builds.services import build_cancel
+from paas.core.work_slots import WORK_QUEUE
 from paas.hosts.models import Host, HostState, Instance, InstanceState
 from paas.hosts.tasks import deploy_release
 from tests.support.processes import free_port
@@ -225,6 +229,8 @@ def test_control_loops_run_while_two_builds_and_a_deploy_hold_every_work_slot(
         waiting.refresh_from_db()
         assert waiting.state != ReleaseState.CURRENT
         assert not Instance.objects.filter(app=later).exists()
+        # It waits in Redis, where a killed worker cannot take it along.
+        assert [waiting.pk] in _queued(workers.env["REDIS_URL"], "deploy.release")
 
         (agent.root / "containers" / command / "rootfs" / "go").write_text("")
         for release in (hanging, waiting):
@@ -235,6 +241,18 @@ def test_control_loops_run_while_two_builds_and_a_deploy_hold_every_work_slot(
         for build in builds:
             _wait_log(build, "-----> Build cancelled", 60)
     assert _steps_running(build_env) == []
+
+
+def _queued(redis_url: str, task: str) -> list[Any]:
+    """The arguments of each ``task`` message waiting in the default queue."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        raw: list[bytes] = client.lrange(WORK_QUEUE, 0, -1)  # type: ignore[assignment]
+    finally:
+        client.close()
+    messages = [json.loads(m) for m in raw]
+    return [json.loads(base64.b64decode(m["body"]))[0] for m in messages
+            if m["headers"]["task"] == task]  # fmt: skip
 
 
 def _live(release: Release) -> Any:
