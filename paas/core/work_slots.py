@@ -40,9 +40,9 @@ Pausing a queue is done on the consumer's own loop (``call_soon`` is
 thread-safe), as one idempotent step that reads the slots when it runs, so
 the order in which threads ask for it does not matter. A message that the
 worker had already fetched before the pause (it prefetches one message per
-thread) finds no slot and is rejected back to Redis at once (rare: only
-when long tasks arrive together); by then its queue is paused, so it waits
-there. Rejected, not retried: a retry would count against the task's own
+thread) finds no slot and is rejected back to Redis at once, at the end of
+its queue (rare: only when long tasks arrive together); by then its queue
+is paused, so it waits there. Rejected, not retried: a retry would count against the task's own
 retry budget (the deploy tasks retry on database outages).
 """
 
