@@ -32,9 +32,11 @@ slots are full, and takes from it again when one frees:
   consumer costs nothing while work waits. Separate queues alone reserve
   nothing: one consumer's prefetch is shared, so long work could still
   fill every thread. A second worker process for control would (~80 MiB).
-- Memory: one more idle pool thread per slot. bench/footprint.py, before
-  the builds queue and with it back to back (2026-12-05 06:39-06:45, load
-  4-6): the worker 82.4 / 83.0 MiB before, 83.0 / 82.6 MiB with it (noise).
+- Memory: one more idle pool thread per slot. bench/footprint.py, the
+  worker's PSS with the builds queue alone (--concurrency 3) and with the
+  work slots (--concurrency 4), main and this alternated (2026-12-05
+  09:50-10:00): 82.8 / 82.4 MiB vs 83.1 / 82.5 MiB (noise; totals 239.2 /
+  228.4 vs 230.1 / 227.2, moved by the registry's 9-19 MiB).
 
 Pausing a queue is done on the consumer's own loop (``call_soon`` is
 thread-safe), as one idempotent step that reads the slots when it runs, so
