@@ -261,3 +261,40 @@ def _live(release: Release) -> Any:
         return release.state == ReleaseState.CURRENT
 
     return live
+
+
+def test_a_deploy_waiting_for_a_work_slot_is_not_lost_when_the_worker_is_killed(
+    client, alice, workers, build_env, platform, busybox, router, tmp_path
+):
+    """One work slot, held by a build: a deploy waits in Redis (its queue
+    paused), not in the worker; SIGKILLed, the worker takes nothing with it,
+    and the one that takes over deploys it."""
+    workers.env.update({**router.env, **FAST_SWEEPS, "PAAS_BUILD_SLOTS": "1",
+                        "PAAS_WORK_SLOTS": "1"})  # fmt: skip
+    worker = _start_clean(workers, ("--pool", "threads", "--concurrency", "2"))
+    token = secrets.token_hex(8)
+    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
+    app_create(user=alice, team=alice.personal_team, name="running")
+    running = upload(client, alice, "running", {"Dockerfile": slow.encode()})
+    _wait_log(running, "       step-42", 240)
+    app = _app(alice, "waiting", busybox, {"idle": ("sleep 3600", 1, 16)})
+    waiting = Release.objects.get(app=app, number=1)
+    deploy_release.delay(waiting.pk)
+    wait_for(lambda: [waiting.pk] in _queued(workers.env["REDIS_URL"], "deploy.release"), 30,
+             "the deploy in the paused queue")  # fmt: skip
+    kill(worker)
+    # Still there, not among the dead worker's unacked messages.
+    assert [waiting.pk] in _queued(workers.env["REDIS_URL"], "deploy.release")
+    waiting.refresh_from_db()
+    assert waiting.state != ReleaseState.CURRENT
+
+    with take_over(workers, tmp_path):
+        wait_for(_live(waiting), 240, "the waiting deploy to go live")
+        wait_for(lambda: _build_state(running) == BuildState.FAILED, 120,
+                 "the sweep to fail the killed build")  # fmt: skip
+    assert Instance.objects.filter(app=app, state=InstanceState.RUNNING).count() == 1
+
+
+def _build_state(build: Any) -> str:
+    build.refresh_from_db()
+    return build.state
