@@ -25,6 +25,18 @@ from paas.core.work_slots import WORK_QUEUE
 from paas.hosts.models import Host, HostState, Instance, InstanceState
 from paas.hosts.tasks import deploy_release
 from tests.support.processes import free_port
+from tests.web.build_slots_support import (
+    CANCELLED,
+    STEP_STARTED,
+    cancelled_at_end,
+    procfile_pool,
+    quick_dockerfile,
+    slow_dockerfile,
+    steps_running,
+    two_slow_builds_running,
+    upload_builds,
+    wait_log,
+)
 from tests.web.deploy_support import container_names, wait_build_final, wait_for
 from tests.web.fault_support import (
     FAST_SWEEPS,
@@ -184,17 +196,9 @@ def test_control_loops_run_while_two_builds_and_a_deploy_hold_every_work_slot(
                         "PAAS_RECONCILE_SECONDS": "600"})  # fmt: skip
     crashing = _app(alice, "crashing", busybox, {"crasher": ("sh -c 'exit 3'", 1, 64)})
     _deploy(crashing)  # in this process; only the beat's observe can see it crash
-    _start_clean(workers, _procfile_pool())
-    token = secrets.token_hex(8)
-    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
-    builds = []
-    for name in ("one", "two"):
-        app_create(user=alice, team=alice.personal_team, name=name)
-        builds.append(upload(client, alice, name, {"Dockerfile": slow.encode()}))
+    _start_clean(workers, procfile_pool())
     command = "gated.v1.release.1"
-    try:
-        for build in builds:
-            _wait_log(build, "       step-42", 240)
+    with two_slow_builds_running(client, alice):
         gated = app_create(user=alice, team=alice.personal_team, name="gated")
         hanging = Release.objects.create(app=gated, number=1, image=busybox.pinned_ref,
                                          cause=ReleaseCause.IMAGE,
@@ -222,7 +226,7 @@ def test_control_loops_run_while_two_builds_and_a_deploy_hold_every_work_slot(
             )  # fmt: skip
         # All the while the three long tasks held their slots, and the second
         # deploy waited for one.
-        assert len(_steps_running(build_env)) == 2
+        assert len(steps_running(build_env)) == 2
         assert command in container_names(agent)
         hanging.refresh_from_db()
         assert hanging.state == ReleaseState.DEPLOYING
@@ -235,12 +239,7 @@ def test_control_loops_run_while_two_builds_and_a_deploy_hold_every_work_slot(
         (agent.root / "containers" / command / "rootfs" / "go").write_text("")
         for release in (hanging, waiting):
             wait_for(_live(release), 180, f"{release} to go live")
-    finally:
-        for build in builds:
-            build_cancel(build=build)
-        for build in builds:
-            _wait_log(build, "-----> Build cancelled", 60)
-    assert _steps_running(build_env) == []
+    assert steps_running(build_env) == []
 
 
 def _queued(redis_url: str, task: str) -> list[Any]:
@@ -272,11 +271,8 @@ def test_a_deploy_waiting_for_a_work_slot_is_not_lost_when_the_worker_is_killed(
     workers.env.update({**router.env, **FAST_SWEEPS, "PAAS_BUILD_SLOTS": "1",
                         "PAAS_WORK_SLOTS": "1"})  # fmt: skip
     worker = _start_clean(workers, ("--pool", "threads", "--concurrency", "2"))
-    token = secrets.token_hex(8)
-    slow = f'FROM stack\nRUN true {token} && echo "step-$((40 + 2))" && sleep 600\nCMD ["true"]\n'
-    app_create(user=alice, team=alice.personal_team, name="running")
-    running = upload(client, alice, "running", {"Dockerfile": slow.encode()})
-    _wait_log(running, "       step-42", 240)
+    [running] = upload_builds(client, alice, ["running"], slow_dockerfile())
+    wait_log(running, STEP_STARTED, 240)
     app = _app(alice, "waiting", busybox, {"idle": ("sleep 3600", 1, 16)})
     waiting = Release.objects.get(app=app, number=1)
     deploy_release.delay(waiting.pk)

@@ -2,8 +2,7 @@
 --concurrency 4``: one process, four tasks at a time, at most three of
 them builds and deploys, two of them builds, see paas/core/work_slots.py)
 runs two builds at once, each in its own runc step, and cancelling both
-stops both and leaves no step container
-behind (real worker, real runc)."""
+stops both and leaves no step container behind (real worker, real runc)."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
 
 def test_two_builds_run_at_once_and_both_cancel_cleanly(client, alice, workers, build_env):
-    pool = _procfile_pool()
+    pool = procfile_pool()
     assert pool == ("--pool", "threads", "--concurrency", "4")
     workers.start(pool)
     builds = upload_builds(client, alice, ("one", "two"), slow_dockerfile())
