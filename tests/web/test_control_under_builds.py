@@ -2,8 +2,10 @@
 runs it, with two long builds holding both build slots, still runs the
 control loops (the heartbeat that turns a lost host unreachable, which is
 what starts moving its instances; the observe that sees an instance crash),
-and a third build waits in the queue, nothing lost, until a slot frees
-(real worker, real beat, real runc, a real agent for the crash)."""
+and a third build waits in the queue, nothing lost, until a slot frees;
+the same with a deploy whose release command hangs holding the last work
+slot (paas/core/work_slots.py), where a second deploy waits (real worker,
+real beat, real runc, a real agent for the crash and the deploys)."""
 
 from __future__ import annotations
 
