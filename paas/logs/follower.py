@@ -481,7 +481,10 @@ class Follower:
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
             self.storing = set()
             self.stored_lines += count
-            for batch in batches:
+            # Smallest first: a quiet app's few lines stored beside a chatty
+            # app's hundreds need not wait for those to cross Redis (each
+            # app has one batch per store, so no app's order changes).
+            for batch in sorted(batches, key=lambda b: b.count):
                 self._published(await logs_publish_async(self.layer, batch))
 
     def _published(self, failure: Exception | None) -> None:
