@@ -599,7 +599,7 @@ async def wait_for(check: Any, timeout_s: float, what: str, *, fail: bool = True
 
 
 @contextlib.contextmanager
-def platform_running(work: Path) -> Iterator[tuple[Platform, str, int, str]]:
+def platform_running(work: Path, *, singletons: bool) -> Iterator[tuple[Platform, str, int, str]]:
     with redis_server(work / "redis") as redis_url, registry(work / "registry") as setup:
         image_ref = push_busybox_image(setup, work / "image")
         data = work / "data"
@@ -631,8 +631,13 @@ def platform_running(work: Path) -> Iterator[tuple[Platform, str, int, str]]:
                 raise RuntimeError(f"pull failed: {pulled}")
             daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1",
                       "-p", str(platform.web_port), "paas.asgi:application"]  # fmt: skip
-            platform.start("web", daphne, work)
-            platform.start("follower", [sys.executable, "manage.py", "logs_follow"], work)
+            if singletons:  # as the Procfile runs them: the follower (and beat) in the web
+                web = [sys.executable, "-m", "paas.web", "--singletons",
+                       str(work / "beat-schedule"), *daphne[3:]]  # fmt: skip
+                platform.start("web", web, work)
+            else:
+                platform.start("web", daphne, work)
+                platform.start("follower", [sys.executable, "manage.py", "logs_follow"], work)
             wait_until(lambda: port_open(platform.web_port), 60, "daphne")
             yield platform, image_ref, int(app_id), session
         finally:
@@ -661,11 +666,21 @@ def main() -> int:
         "--only", help="run one scenario, e.g. flood_1 or instances (for a quick look)"
     )
     parser.add_argument("--show-logs", action="store_true", help="print the processes' logs")
+    parser.add_argument(
+        "--singletons", action="store_true",
+        help="run the follower inside the web process, as the Procfile does (python -m paas.web"
+        " --singletons); by default it is a process of its own (manage.py logs_follow)",
+    )  # fmt: skip
     args = parser.parse_args()
     figures: dict[str, Any] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp,
-        platform_running(Path(tmp)) as (platform, image_ref, app_id, session),
+        platform_running(Path(tmp), singletons=args.singletons) as (
+            platform,
+            image_ref,
+            app_id,
+            session,
+        ),
     ):
         for kind in ("flood", "paced"):
             for clients in (1, args.clients):
@@ -686,7 +701,7 @@ def main() -> int:
             figures["instances"] = result
             print(f"{args.instances} instances: {json.dumps(result)}", flush=True)
         if args.show_logs:
-            for log in ("web", "follower"):
+            for log in ("web",) if args.singletons else ("web", "follower"):
                 print(f"--- {log}", (Path(tmp) / f"{log}.log").read_text()[-3000:])
     if args.only:
         return 0
