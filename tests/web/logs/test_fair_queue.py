@@ -122,7 +122,7 @@ async def test_the_writer_publishes_a_quiet_apps_line_before_a_busy_apps_backlog
     await follower.queue.put("agent:x:quiet", chunk("agent:x:quiet", 1, app_id=quiet.pk))
     writer = asyncio.create_task(follower._write_loop())
     try:
-        published = []  # (app, last seq) in the order the batches came
+        published: list[tuple[int, int]] = []  # (app, last seq) in the order they came
         while not published or published[-1] != (busy.pk, 2500):
             message = await asyncio.wait_for(layer.receive(watching), 30)
             app_id = busy.pk if '"busy ' in message["rows"] else quiet.pk
