@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator
-from ipaddress import IPv4Network
 from pathlib import Path
 
 from runtime_agent.net.bridge import HostNetwork
+from tests.support.agent_harness import unused_subnet
 from tests.support.registry import TestRegistry, run_registry
 
 # The stack's root filesystem is cached per machine, like a worker's: only
@@ -21,7 +20,8 @@ STACK_CACHE = Path(os.environ.get("PAAS_BUILD_TEST_CACHE", "/var/cache/paas-buil
 
 @contextlib.contextmanager
 def build_environment(workdir: Path, run_id: str) -> Iterator[tuple[TestRegistry, dict[str, str]]]:
-    subnet = IPv4Network(f"10.{secrets.choice(range(100, 200))}.{secrets.randbelow(256)}.0/24")
+    # Not one a network of the host (another test session's too) already has.
+    subnet = unused_subnet()
     bridge, table = f"pw{run_id}", f"paasweb_{run_id}"
     # Token auth, like manage.py setup_registry: the worker mints its own
     # tokens with the key, agents get a pull token per create. (The realm's

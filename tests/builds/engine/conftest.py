@@ -9,7 +9,6 @@ minute), later ones only push the stack to their fresh registry."""
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from runtime_agent.images.store import ImageStore
 from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.net.policy import PolicySettings
 from tests.builds.engine.support import make_wheel, remove_cgroup_dirs, serve_index
+from tests.support.agent_harness import unused_subnet
 from tests.support.registry import TestRegistry, run_registry
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -79,7 +79,7 @@ def stack_ref(registry_settings: RegistrySettings) -> str:
 def build_network(
     tmp_path_factory: pytest.TempPathFactory, run_id: str
 ) -> Iterator[tuple[BuildNetwork, HostNetwork]]:
-    subnet = IPv4Network(f"10.{secrets.choice(range(100, 200))}.{secrets.randbelow(256)}.0/24")
+    subnet = unused_subnet()  # none of the host's networks (other sessions' too)
     settings = BuildNetwork(
         state_dir=tmp_path_factory.mktemp("build-net"),
         bridge=f"pb{run_id}",
