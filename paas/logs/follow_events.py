@@ -16,43 +16,40 @@ event (the client reconnects): no request holds a worker thread for ever.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-from paas.logs.filters import LogFilter
-from paas.logs.live_stream import sse_end, sse_line
 from paas.logs.selectors import logs_page
+from paas.logs.sse import BATCH, HEARTBEAT, RETRY, LiveFollow, sse_end, sse_line
 
 POLL_S = 0.5
-BATCH = 500
 
 
-def log_events(
-    *, app_id: int, flt: LogFilter, since: int | None, history: int, max_s: float,
-    heartbeat_s: float, max_bytes: int, clock: Callable[[], float] = time.monotonic,
-    poll_s: float = POLL_S,
-) -> Iterator[bytes]:  # fmt: skip
-    """The event stream's bytes (blocking: for the request's own thread)."""
+def log_events(follow: LiveFollow, *, poll_s: float = POLL_S) -> Iterator[bytes]:
+    """The event stream's bytes (blocking: for the request's own thread).
+    (``follow.still_allowed`` is not asked again: a follow here lasts one
+    request of a test or development server.)"""
+    clock = follow.clock
     started = last_sent = clock()
-    page = logs_page(app_id=app_id, flt=flt, limit=BATCH if since is not None else history,
-                     since=since)  # fmt: skip
-    yield b"retry: 1000\n\n"
+    limit = BATCH if follow.since is not None else follow.history
+    page = logs_page(app_id=follow.app_id, flt=follow.flt, limit=limit, since=follow.since)
+    yield RETRY
     sent = 0
     while True:
         for row in page.rows:
             chunk = sse_line(row)
             sent += len(chunk)
             yield chunk
-            if sent >= max_bytes:  # the rest after the client reconnects
+            if sent >= follow.max_bytes:  # the rest after the client reconnects
                 yield sse_end(row[0], "max_bytes")
                 return
         if page.rows:
             last_sent = clock()
-        elif clock() - last_sent >= heartbeat_s:
-            yield b": heartbeat\n\n"
+        elif clock() - last_sent >= follow.heartbeat_s:
+            yield HEARTBEAT
             last_sent = clock()
-        if clock() - started >= max_s:
+        if clock() - started >= follow.max_s:
             yield sse_end(page.next)
             return
         if len(page.rows) < BATCH:
             time.sleep(poll_s)
-        page = logs_page(app_id=app_id, flt=flt, limit=BATCH, since=page.next)
+        page = logs_page(app_id=follow.app_id, flt=follow.flt, limit=BATCH, since=page.next)

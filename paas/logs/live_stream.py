@@ -35,58 +35,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from channels.db import DatabaseSyncToAsync
 from channels.layers import get_channel_layer
 
-from paas.logs.filters import LogFilter
 from paas.logs.models import LogCounter
 from paas.logs.selectors import logs_page
 from paas.logs.services import LAYER, app_logs_group
+from paas.logs.sse import BATCH, HEARTBEAT, RETRY, LiveFollow, sse_end, sse_line
 
 log = logging.getLogger(__name__)
 
-BATCH = 500  # lines per database read when catching up
 MEMBERSHIP_RECHECK_S = 15.0
-FIELDS = ("id", "time", "source", "process_type", "instance", "stream", "text")
-RETRY = b"retry: 1000\n\n"
-
-
-def sse_line(row: list[Any]) -> bytes:
-    line = dict(zip(FIELDS, row, strict=True))
-    return f"id: {line['id']}\nevent: line\ndata: {json.dumps(line)}\n\n".encode()
-
-
-def sse_end(next_id: int, reason: str = "max_duration", message: str = "") -> bytes:
-    data: dict[str, Any] = {"next": next_id, "reason": reason}
-    if message:
-        data["message"] = message
-    return f"event: end\ndata: {json.dumps(data)}\n\n".encode()
-
-
 REVOKED = "Your access to this app's log was revoked (the API token, or the team membership)."
-
-
-@dataclass
-class LiveFollow:
-    """What one follower asked for (checked by the view before streaming)."""
-
-    app_id: int
-    user_id: int
-    # Asked again every MEMBERSHIP_RECHECK_S (in a thread: it reads the
-    # database): is the client still allowed to read this log?
-    still_allowed: Callable[[], bool]
-    flt: LogFilter
-    since: int | None
-    history: int
-    max_s: float
-    heartbeat_s: float
-    max_bytes: int
-    clock: Callable[[], float] = time.monotonic
 
 
 async def live_log_events(follow: LiveFollow) -> AsyncIterator[bytes]:
@@ -130,7 +93,7 @@ async def live_log_events(follow: LiveFollow) -> AsyncIterator[bytes]:
             # Batches whose lines the filter drops send nothing either.
             if follow.clock() - last_sent >= follow.heartbeat_s:
                 last_sent = follow.clock()
-                yield b": heartbeat\n\n"
+                yield HEARTBEAT
     finally:
         # Also runs when the client left (the handler cancelled us).
         if receiving is not None:

@@ -26,14 +26,13 @@ from paas.applications.models import App
 from paas.applications.selectors import app_for_user
 from paas.logs.filters import LogFilter
 from paas.logs.follow_events import log_events
-from paas.logs.live_stream import LiveFollow, live_log_events
+from paas.logs.live_stream import live_log_events
 from paas.logs.selectors import logs_page
+from paas.logs.sse import LiveFollow, line_of
 
 router = Router(tags=["logs"])
 
 SEQ_MAX = 2**62
-# A row's fields (paas.logs.lines.FIELDS) as the API names them.
-LINE_FIELDS = ("id", "time", "source", "process_type", "instance", "stream", "text")
 
 
 class LogQuery(Schema):
@@ -54,13 +53,12 @@ def log_list(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> di
     """The newest ``limit`` lines (older than ``before``), or with ``since`` the
     lines that came after it: poll with ``since=next`` to follow."""
     app = app_for_user(user=request.user, name=name)
-    wanted = {"instance": query.instance, "source": query.source, "q": query.q}
-    flt = LogFilter.parse({**wanted, "process": query.ps or query.process})
     page = logs_page(
-        app_id=app.pk, flt=flt, limit=query.limit, before=query.before, since=query.since
-    )
+        app_id=app.pk, flt=_filter(query), limit=query.limit, before=query.before,
+        since=query.since,
+    )  # fmt: skip
     return {
-        "lines": [dict(zip(LINE_FIELDS, r, strict=True)) for r in page.rows],
+        "lines": [line_of(r) for r in page.rows],
         "next": page.next,
         "next_before": page.next_before,
         "websocket": f"/ws/apps/{app.name}/logs/",
@@ -85,18 +83,10 @@ def log_stream(request: HttpRequest, name: PathName, query: Query[LogQuery]) -> 
     (Under daphne, paas/api/log_stream_asgi.py answers this path first.)"""
     app = app_for_user(user=request.user, name=name)
     raw_token = request.headers.get("Authorization", "").partition(" ")[2].strip()
-    last_event_id = request.headers.get("Last-Event-ID", "")
+    follow = live_follow_of(user=request.user, raw_token=raw_token, app=app, query=query,
+                            last_event_id=request.headers.get("Last-Event-ID", ""))  # fmt: skip
     content: Iterator[bytes] | AsyncIterator[bytes]
-    if isinstance(request, ASGIRequest):
-        follow = live_follow_of(user=request.user, raw_token=raw_token, app=app, query=query,
-                                last_event_id=last_event_id)  # fmt: skip
-        content = live_log_events(follow)
-    else:
-        since = query.since if query.since is not None else _last_event_id(last_event_id)
-        content = log_events(app_id=app.pk, flt=_filter(query), since=since,
-                             history=query.limit, max_s=settings.PAAS_LOG_STREAM_MAX_S,
-                             heartbeat_s=settings.PAAS_LOG_STREAM_HEARTBEAT_S,
-                             max_bytes=settings.PAAS_LOG_STREAM_MAX_BYTES)  # fmt: skip
+    content = live_log_events(follow) if isinstance(request, ASGIRequest) else log_events(follow)
     response = StreamingHttpResponse(content, content_type="text/event-stream")
     for header, value in STREAM_HEADERS.items():
         response[header] = value
