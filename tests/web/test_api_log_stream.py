@@ -4,44 +4,28 @@ with Last-Event-ID resumes after the last line it had; other teams get 404."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
-from paas.applications.services import app_create
 from paas.logs.models import LogLine
 from paas.logs.services import logs_platform_say
 from tests.web.api_support import auth
+from tests.web.logs.stream_support import lines_of, shop_with_lines, sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _events(chunks: Iterator[bytes]) -> Iterator[tuple[str, dict[str, Any], str]]:
+def _events(chunks: Iterable[bytes]) -> Iterator[tuple[str, Any, str]]:
     """(event, data, id) of each event in the stream; comments skipped."""
-    buffer = b""
-    for chunk in chunks:
-        buffer += chunk
-        while b"\n\n" in buffer:
-            raw, buffer = buffer.split(b"\n\n", 1)
-            fields: dict[str, str] = {}
-            for line in raw.decode().splitlines():
-                if line.startswith(":") or ": " not in line:
-                    continue
-                key, _, value = line.partition(": ")
-                fields[key] = value
-            if "event" in fields:
-                yield fields["event"], json.loads(fields["data"]), fields.get("id", "")
+    return sse_events(lines_of(chunks), comments=False)
 
 
 @pytest.fixture
 def shop(alice: Any, settings: Any) -> Any:
     settings.PAAS_LOG_STREAM_MAX_S = 3.0
-    app = app_create(user=alice, team=alice.personal_team, name="shop")
-    for text in ("one", "two"):
-        logs_platform_say(app_id=app.pk, text=text)
-    return app
+    return shop_with_lines(alice, "one", "two")
 
 
 def test_it_sends_history_then_new_lines_then_ends(client: Any, alice: Any, shop: Any) -> None:

@@ -13,23 +13,28 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 from unittest.mock import ANY
 
 import pytest
-import redis
 from channels.layers import channel_layers
 from django.db import connection
 
 from paas.accounts.services import api_token_create
-from paas.applications.services import app_create
 from paas.logs.lines import IngestLine
 from paas.logs.models import LogSource
 from paas.logs.services import LAYER, logs_platform_say, logs_store
 from tests.support.processes import free_port, wait_until
 from tests.support.redis_server import run_redis
-from tests.web.conftest import _worker_env
 from tests.web.git_support import Daphne, run_daphne
+from tests.web.logs.stream_support import (
+    daphne_env,
+    shop_with_lines,
+    sse_events,
+    subscribed,
+    subscriptions,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -43,21 +48,14 @@ class Stream:
         self.conn = http.client.HTTPConnection("127.0.0.1", daphne.port, timeout=WAIT_S)
         self.conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
         self.response = self.conn.getresponse()
+        lines = (line.decode() for line in iter(self.response.readline, b""))
+        self._events = sse_events(lines)
 
     def next(self) -> tuple[str, Any]:
         """The next event, or ("comment", text) for a comment line."""
-        fields: dict[str, str] = {}
-        while True:
-            line = self.response.readline().decode().rstrip("\n")
-            if line.startswith(":"):
-                return "comment", line[1:].strip()
-            if line:
-                key, _, value = line.partition(": ")
-                fields[key] = value
-            elif "event" in fields:
-                return fields["event"], json.loads(fields["data"])
-            elif not fields and not line and self.response.isclosed():
-                raise AssertionError("the stream closed")
+        for kind, data, _ in self._events:
+            return kind, data
+        raise AssertionError("the stream closed")
 
     def next_line(self) -> dict[str, Any]:
         while True:
@@ -70,22 +68,26 @@ class Stream:
         self.response.close()
         self.conn.close()
 
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
 
 @pytest.fixture
 def daphne(redis_url: str, tmp_path: Path) -> Iterator[Daphne]:
     # 20 followers of one user below: more than PAAS_LOG_STREAMS_PER_USER's default.
-    env = {**_worker_env(redis_url), "PAAS_LOG_STREAM_MAX_S": "300",
-           "PAAS_LOG_STREAM_HEARTBEAT_S": "0.3", "PAAS_LOG_STREAMS_PER_USER": "30"}  # fmt: skip
+    env = daphne_env(redis_url, PAAS_LOG_STREAM_HEARTBEAT_S="0.3", PAAS_LOG_STREAMS_PER_USER="30")
     with run_daphne(env, tmp_path) as server:
         yield server
 
 
 @pytest.fixture
 def shop(alice: Any) -> Any:
-    app = app_create(user=alice, team=alice.personal_team, name="shop")
-    for text in ("one", "two"):
-        logs_platform_say(app_id=app.pk, text=text)
-    return app
+    return shop_with_lines(alice, "one", "two")
 
 
 def _line(text: str, source: LogSource = LogSource.APP) -> IngestLine:
@@ -99,29 +101,11 @@ def stream_line(like: dict[str, Any], text: str) -> dict[str, Any]:
             "stream": "", "text": text, "time": ANY}  # fmt: skip
 
 
-def _subscriptions(redis_url: str, app_id: int) -> tuple[int, list[bytes]]:
-    """Subscribers of the app's log group, and the follow channels subscribed."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        numsub: Any = client.pubsub_numsub(f"asgi__group__app_{app_id}_logs")
-        channels: Any = client.pubsub_channels("*logstream.*")
-        ((_, group),) = numsub
-        return int(group), list(channels)
-    finally:
-        client.close()
-
-
-def _subscribed(redis_url: str, app_id: int, *, followers: int) -> bool:
-    group, channels = _subscriptions(redis_url, app_id)
-    return group == 1 and len(channels) == followers
-
-
 def test_it_pushes_stored_lines_in_order_and_fills_a_lost_publication(
     daphne: Daphne, alice: Any, shop: Any
 ) -> None:
     token = api_token_create(user=alice, name="t")[1]
-    stream = Stream(daphne, "/api/v1/apps/shop/logs/stream?limit=10", token)
-    try:
+    with Stream(daphne, "/api/v1/apps/shop/logs/stream?limit=10", token) as stream:
         assert stream.response.status == 200
         assert stream.response.getheader("Content-Type") == "text/event-stream"
         assert [stream.next_line()["text"] for _ in range(2)] == ["one", "two"]
@@ -139,30 +123,22 @@ def test_it_pushes_stored_lines_in_order_and_fills_a_lost_publication(
         # A lost publication with no batch after it: found at a quiet turn.
         logs_store(lines_by_app={shop.pk: [_line("six")]})
         assert stream.next_line() == {**stream_line(lines[1], "six"), "id": lines[1]["id"] + 1}
-    finally:
-        stream.close()
 
 
 def test_it_filters_and_a_reconnect_resumes_after_its_cursor(
     daphne: Daphne, alice: Any, shop: Any
 ) -> None:
     token = api_token_create(user=alice, name="t")[1]
-    stream = Stream(daphne, "/api/v1/apps/shop/logs/stream?source=app&q=KEEP", token)
-    try:
+    with Stream(daphne, "/api/v1/apps/shop/logs/stream?source=app&q=KEEP", token) as stream:
         logs_store(lines_by_app={shop.pk: [_line("drop me"), _line("keep 1")]})
         logs_platform_say(app_id=shop.pk, text="keep (a platform line)")
         logs_store(lines_by_app={shop.pk: [_line("keep 2")]})
         logs_platform_say(app_id=shop.pk, text="last")
         first, second = stream.next_line(), stream.next_line()
         assert [first["text"], second["text"]] == ["keep 1", "keep 2"]
-    finally:
-        stream.close()
-    resumed = Stream(daphne, f"/api/v1/apps/shop/logs/stream?since={first['id']}", token)
-    try:
+    with Stream(daphne, f"/api/v1/apps/shop/logs/stream?since={first['id']}", token) as resumed:
         texts = [resumed.next_line()["text"] for _ in range(3)]
         assert texts == ["keep (a platform line)", "keep 2", "last"]
-    finally:
-        resumed.close()
 
 
 def test_it_answers_like_the_api_to_outsiders_and_bad_input(
@@ -197,14 +173,14 @@ def test_a_client_that_leaves_leaves_no_subscription_behind(
     for stream in streams:
         assert stream.next_line()["text"] == "one"
     # One group subscription for the web process, one channel per follower.
-    assert wait_until(lambda: _subscribed(redis_url, shop.pk, followers=2), timeout_s=WAIT_S)
+    assert wait_until(lambda: subscribed(redis_url, shop.pk, followers=2), timeout_s=WAIT_S)
     streams[0].close()
-    assert wait_until(lambda: _subscribed(redis_url, shop.pk, followers=1), timeout_s=WAIT_S)
+    assert wait_until(lambda: subscribed(redis_url, shop.pk, followers=1), timeout_s=WAIT_S)
     logs_platform_say(app_id=shop.pk, text="still here")  # the other follower goes on
     assert streams[1].next_line()["text"] == "two"
     assert streams[1].next_line()["text"] == "still here"
     streams[1].close()
-    assert wait_until(lambda: _subscriptions(redis_url, shop.pk) == (0, []), timeout_s=WAIT_S)
+    assert wait_until(lambda: subscriptions(redis_url, shop.pk) == (0, []), timeout_s=WAIT_S)
     assert "Traceback" not in daphne.output()
 
 
@@ -229,11 +205,9 @@ def test_a_redis_restart_loses_and_repeats_no_line(
         url = first_redis.enter_context(run_redis(redis_dir, port))
         stack.callback(first_redis.close)
         _publish_to(settings, url)
-        env = {**_worker_env(url), "PAAS_LOG_STREAM_MAX_S": "300",
-               "PAAS_LOG_STREAM_HEARTBEAT_S": "0.3"}  # fmt: skip
+        env = daphne_env(url, PAAS_LOG_STREAM_HEARTBEAT_S="0.3")
         server = stack.enter_context(run_daphne(env, tmp_path))
-        stream = Stream(server, "/api/v1/apps/shop/logs/stream", token)
-        stack.callback(stream.close)
+        stream = stack.enter_context(Stream(server, "/api/v1/apps/shop/logs/stream", token))
         assert [stream.next_line()["text"] for _ in range(2)] == ["one", "two"]
         logs_platform_say(app_id=shop.pk, text="before")
         assert stream.next_line()["text"] == "before"
@@ -277,7 +251,6 @@ def test_a_heartbeat_comes_while_only_filtered_out_lines_flow(
     daphne: Daphne, alice: Any, shop: Any
 ) -> None:
     token = api_token_create(user=alice, name="t")[1]
-    stream = Stream(daphne, "/api/v1/apps/shop/logs/stream?q=KEEP", token)
     heartbeat = threading.Event()
 
     def chatter() -> None:  # lines none of which the follower wants, until it hears one
@@ -287,20 +260,19 @@ def test_a_heartbeat_comes_while_only_filtered_out_lines_flow(
             n += 1
         connection.close()
 
-    writer = threading.Thread(target=chatter)
-    writer.start()
-    try:
-        assert stream.next() == ("comment", "heartbeat")
-    finally:
-        heartbeat.set()
-        writer.join()
-        stream.close()
+    with Stream(daphne, "/api/v1/apps/shop/logs/stream?q=KEEP", token) as stream:
+        writer = threading.Thread(target=chatter)
+        writer.start()
+        try:
+            assert stream.next() == ("comment", "heartbeat")
+        finally:
+            heartbeat.set()
+            writer.join()
 
 
 @pytest.fixture
 def small_daphne(redis_url: str, tmp_path: Path) -> Iterator[Daphne]:
-    env = {**_worker_env(redis_url), "PAAS_LOG_STREAM_MAX_S": "300",
-           "PAAS_LOG_STREAM_MAX_BYTES": "4096", "PAAS_LOG_STREAMS_PER_USER": "2"}  # fmt: skip
+    env = daphne_env(redis_url, PAAS_LOG_STREAM_MAX_BYTES="4096", PAAS_LOG_STREAMS_PER_USER="2")
     with run_daphne(env, tmp_path) as server:
         yield server
 
@@ -331,11 +303,8 @@ def test_a_follow_ends_after_its_bytes_and_resumes_where_it_ended(
     since = 0
     while not seen or seen[-1]["text"] != texts[-1]:
         assert ends < 20, "~40 KB of events, 4 KiB per follow: it should have ended"
-        stream = Stream(small_daphne, f"/api/v1/apps/shop/logs/stream?since={since}", token)
-        try:
+        with Stream(small_daphne, f"/api/v1/apps/shop/logs/stream?since={since}", token) as stream:
             lines, end = _until_end_or(stream, texts[-1])
-        finally:
-            stream.close()
         assert lines
         seen += lines
         if end is not None:

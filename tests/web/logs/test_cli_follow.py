@@ -16,13 +16,11 @@ from typing import Any
 import pytest
 
 from paas.accounts.services import api_token_create, api_token_revoke
-from paas.applications.services import app_create
 from paas.logs.services import logs_platform_say
 from tests.support.cutting_proxy import cutting_proxy
 from tests.support.processes import start_process, stop_process, wait_until
-from tests.web.conftest import _worker_env
 from tests.web.git_support import ROOT, Daphne, run_daphne
-from tests.web.logs.test_api_live_stream import _subscriptions
+from tests.web.logs.stream_support import daphne_env, shop_with_lines, subscribed
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -63,10 +61,7 @@ class Follow:
 
 @pytest.fixture
 def shop(alice: Any) -> Any:
-    app = app_create(user=alice, team=alice.personal_team, name="shop")
-    for text in ("one", "two"):
-        logs_platform_say(app_id=app.pk, text=text)
-    return app
+    return shop_with_lines(alice, "one", "two")
 
 
 @pytest.fixture
@@ -76,7 +71,7 @@ def token(alice: Any) -> str:
 
 @pytest.fixture
 def follow_env(redis_url: str) -> dict[str, str]:
-    return {**_worker_env(redis_url), "PAAS_LOG_STREAM_MAX_S": "300"}
+    return daphne_env(redis_url)
 
 
 @pytest.fixture
@@ -120,7 +115,7 @@ def test_it_goes_on_after_a_cut_connection_and_after_each_end_of_stream(
         follow.wait_for("two")
         expected = ["one", "two"]
         for round_ in range(3):
-            wait_until(lambda: _following(redis_url, shop.pk), timeout_s=WAIT_S)
+            wait_until(lambda: subscribed(redis_url, shop.pk, followers=1), timeout_s=WAIT_S)
             proxy.cut()
             text = f"after cut {round_}"
             logs_platform_say(app_id=shop.pk, text=text)
@@ -132,11 +127,6 @@ def test_it_goes_on_after_a_cut_connection_and_after_each_end_of_stream(
         follow.wait_for("last")
         assert follow.texts() == [*expected, "last"]
         _assert_daphne_clean(daphne)
-
-
-def _following(redis_url: str, app_id: int) -> bool:
-    group, channels = _subscriptions(redis_url, app_id)
-    return group == 1 and len(channels) == 1
 
 
 def _assert_daphne_clean(daphne: Daphne) -> None:

@@ -16,10 +16,10 @@ from channels.layers import get_channel_layer
 
 from paas.accounts.models import ApiToken, Membership
 from paas.accounts.services import api_token_create, api_token_revoke
-from paas.applications.services import app_create
 from paas.asgi import application
 from paas.logs import live_stream
-from paas.logs.services import LAYER, logs_platform_say
+from paas.logs.services import LAYER
+from tests.web.logs.stream_support import shop_with_lines
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
@@ -27,8 +27,7 @@ WAIT_S = 30.0
 
 
 def _shop(alice: Any, viewer: Any) -> str:
-    app = app_create(user=alice, team=alice.personal_team, name="shop")
-    logs_platform_say(app_id=app.pk, text="one")
+    shop_with_lines(alice, "one")
     return api_token_create(user=viewer, name="t")[1]
 
 
