@@ -21,9 +21,9 @@ from django.views.decorators.http import require_POST
 from paas.accounts.services import api_token_authenticate
 from paas.applications.selectors import app_for_user
 from paas.core.errors import PaasError
-from paas.core.streams import ThreadedStream, streaming_content
 from paas.gitdeploy.repos import repo_ensure
 from paas.gitdeploy.smart_http import SERVICES, GitCall, git_serve
+from paas.gitdeploy.streams import ThreadedStream, streaming_content
 from paas.gitdeploy.webhooks import Outcome, webhook_receive
 
 GIT_PROTOCOL_RE = re.compile(r"[A-Za-z0-9=:._-]{1,100}")

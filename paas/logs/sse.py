@@ -1,7 +1,7 @@
 """What the two follows of an app's log over the REST API share: what a
 follower asked for, and the server-sent events both send. Under daphne the
 stream is paas/logs/live_stream.py (pushed from Redis pub/sub), under a
-WSGI server paas/logs/follow_events.py (polls the database); a client
+WSGI server paas/logs/poll_stream.py (polls the database); a client
 cannot tell them apart."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from paas.core.streams import ThreadedStream
+from paas.gitdeploy.streams import ThreadedStream
 from tests.support.processes import wait_until
 
 

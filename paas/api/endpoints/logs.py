@@ -7,7 +7,7 @@ filtered and paged by sequence number. Follow: server-sent events from
 Under daphne the stream is an async iterator fed by Redis pub/sub
 (paas/logs/live_stream.py): no thread per follower. Under a WSGI server
 (the test server, ``runserver``) a request owns a thread anyway, and the
-stream polls the database from it (paas/logs/follow_events.py)."""
+stream polls the database from it (paas/logs/poll_stream.py)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from paas.api.schemas import AppLogs, PathName, Text
 from paas.applications.models import App
 from paas.applications.selectors import app_for_user
 from paas.logs.filters import LogFilter
-from paas.logs.follow_events import log_events
 from paas.logs.live_stream import live_log_events
+from paas.logs.poll_stream import log_events
 from paas.logs.selectors import logs_page
 from paas.logs.sse import LiveFollow, line_of
 
