@@ -19,15 +19,21 @@ from typing import Any
 
 import redis
 
+from paas.applications.models import App, Formation, Release, ReleaseCause, ReleaseState
+from paas.applications.services import app_create
 from paas.builds.engine.gate import GATE_ROOT
 from paas.core.work_slots import BUILD_QUEUE, CONTROL_QUEUE
+from paas.hosts import deploy
 from runtime_agent.host.cmd import output
 from runtime_agent.net import links
 from runtime_agent.net.bridge import HostNetwork
 from tests.support.agent_harness import AgentProcess
+from tests.support.images import BuiltImage, build_busybox_image
+from tests.support.registry import TestRegistry
 from tests.web.deploy_support import container_names, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+MIB = 2**20
 
 # Short enough that a test settles in seconds: a dead worker's build lease
 # and deploy lock run out soon, and the beat sweeps every second.
@@ -40,6 +46,25 @@ FAST_SWEEPS = {
     # be what settles them.
     "PAAS_RECONCILE_SECONDS": "600",
 }
+
+
+def release_images(registry: TestRegistry, workdir: Path) -> tuple[BuiltImage, BuiltImage]:
+    """Two releases' images: busybox httpd answering which one it is."""
+    return (
+        build_busybox_image(registry, workdir / "one", body="release one\n"),
+        build_busybox_image(registry, workdir / "two", body="release two\n"),
+    )
+
+
+def serving_v1(user: Any, name: str, one: BuiltImage) -> App:
+    """A new app whose release 1 (image ``one``, a web.1) is deployed, in
+    this process: no worker has anything to do with it."""
+    app = app_create(user=user, team=user.personal_team, name=name)
+    Formation.objects.create(app=app, process_type="web", count=1, memory_bytes=64 * MIB)
+    v1 = Release.objects.create(app=app, number=1, image=one.pinned_ref,
+                                cause=ReleaseCause.IMAGE, process_types={})  # fmt: skip
+    assert deploy.release_deploy(release_id=v1.pk) == ReleaseState.CURRENT
+    return app
 
 
 def stop_worker_at(workers: Any, point: str, marker_dir: Path) -> subprocess.Popen[bytes]:

@@ -24,18 +24,14 @@ from typing import Any
 import pytest
 
 from paas.applications.models import (
-    App,
-    Formation,
     Release,
     ReleaseCause,
     ReleaseCommandState,
     ReleaseState,
 )
-from paas.applications.services import app_create
-from paas.hosts import deploy
 from paas.hosts.tasks import deploy_release
 from tests.support.agent_harness import AgentProcess
-from tests.support.images import BuiltImage, build_busybox_image
+from tests.support.images import BuiltImage
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter
 from tests.web.deploy_support import (
@@ -43,11 +39,10 @@ from tests.web.deploy_support import (
     get,
     wait_for,
 )
-from tests.web.fault_support import kill_at, stop_worker_at, take_over
+from tests.web.fault_support import kill_at, release_images, serving_v1, stop_worker_at, take_over
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
-MIB = 2**20
 GATED = "sh -c 'until [ -e /go ]; do sleep 0.1; done; echo migrated'"
 
 
@@ -55,20 +50,7 @@ GATED = "sh -c 'until [ -e /go ]; do sleep 0.1; done; echo migrated'"
 def images(
     registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[BuiltImage, BuiltImage]:
-    workdir = tmp_path_factory.mktemp("images")
-    return (
-        build_busybox_image(registry, workdir / "one", body="release one\n"),
-        build_busybox_image(registry, workdir / "two", body="release two\n"),
-    )
-
-
-def _serving_v1(user: Any, name: str, one: BuiltImage) -> App:
-    app = app_create(user=user, team=user.personal_team, name=name)
-    Formation.objects.create(app=app, process_type="web", count=1, memory_bytes=64 * MIB)
-    v1 = Release.objects.create(app=app, number=1, image=one.pinned_ref,
-                                cause=ReleaseCause.IMAGE, process_types={})  # fmt: skip
-    assert deploy.release_deploy(release_id=v1.pk) == ReleaseState.CURRENT
-    return app
+    return release_images(registry, tmp_path_factory.mktemp("images"))
 
 
 def _go(agent: AgentProcess, name: str) -> None:
@@ -85,7 +67,7 @@ def test_a_resumed_deploy_never_runs_the_release_command_twice(
     images: tuple[BuiltImage, BuiltImage], workers: Any, tmp_path: Path,
 ) -> None:  # fmt: skip
     one, two = images
-    app = _serving_v1(alice, f"rc-{case}", one)
+    app = serving_v1(alice, f"rc-{case}", one)
     host = f"{app.name}.localhost"
     command = f"{app.name}.v2.release.1"
     point = "deploy.after_release_command" if case == "after-it-succeeded" else "release.running"

@@ -18,18 +18,15 @@ import pytest
 from paas.applications.models import (
     App,
     AuditEntry,
-    Formation,
     Release,
     ReleaseCause,
     ReleaseState,
 )
-from paas.applications.services import app_create
-from paas.hosts import deploy
 from paas.hosts.models import Instance
 from paas.hosts.tasks import deploy_release
 from paas.logs.models import LogLine
 from tests.support.agent_harness import AgentProcess
-from tests.support.images import BuiltImage, build_busybox_image
+from tests.support.images import BuiltImage
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter
 from tests.web.deploy_support import (
@@ -37,32 +34,23 @@ from tests.web.deploy_support import (
     get,
     wait_for,
 )
-from tests.web.fault_support import agent_leftovers, kill_at, stop_worker_at, take_over
+from tests.web.fault_support import (
+    agent_leftovers,
+    kill_at,
+    release_images,
+    serving_v1,
+    stop_worker_at,
+    take_over,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
-
-MIB = 2**20
 
 
 @pytest.fixture(scope="module")
 def images(
     registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[BuiltImage, BuiltImage]:
-    """Two releases' images: busybox httpd answering which one it is."""
-    workdir = tmp_path_factory.mktemp("images")
-    return (
-        build_busybox_image(registry, workdir / "one", body="release one\n"),
-        build_busybox_image(registry, workdir / "two", body="release two\n"),
-    )
-
-
-def _serving_v1(user: Any, name: str, one: BuiltImage) -> App:
-    app = app_create(user=user, team=user.personal_team, name=name)
-    Formation.objects.create(app=app, process_type="web", count=1, memory_bytes=64 * MIB)
-    v1 = Release.objects.create(app=app, number=1, image=one.pinned_ref,
-                                cause=ReleaseCause.IMAGE, process_types={})  # fmt: skip
-    assert deploy.release_deploy(release_id=v1.pk) == ReleaseState.CURRENT
-    return app
+    return release_images(registry, tmp_path_factory.mktemp("images"))
 
 
 def _states(app: App) -> dict[int, str]:
@@ -82,7 +70,7 @@ def test_a_worker_killed_mid_deploy_leaves_the_deploy_completed_once(
     one, two = images
     name = f"dies-at-{point.split('.')[1].replace('_', '-')}"
     host = f"{name}.localhost"
-    app = _serving_v1(alice, name, one)
+    app = serving_v1(alice, name, one)
     assert get(platform, host) == (200, one.index_body)
 
     markers = tmp_path / "markers"
