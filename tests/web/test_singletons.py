@@ -6,39 +6,25 @@ non-zero (so scripts/up's supervisor starts it again)."""
 
 from __future__ import annotations
 
-import json
-import signal
 import sys
 from pathlib import Path
 
 import pytest
-import redis
 
-from paas.core.work_slots import CONTROL_QUEUE
-from tests.support.processes import start_process, stop_process, wait_until
+from tests.support.processes import start_process, stop_process
 from tests.support.redis_server import run_redis
-from tests.web.conftest import ROOT, _worker_env
+from tests.web.conftest import ROOT
+from tests.web.singletons_support import assert_both_run_then_sigterm_stops, singletons_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _start(tmp_path: Path, redis_url: str, schedule: Path):
-    env = {
-        **_worker_env(redis_url),
-        "PAAS_OBSERVE_SECONDS": "1",
-        "PAAS_LOG_ROUTER_ACCESS_LOG": str(tmp_path / "access.log"),
-    }
+    env = singletons_env(tmp_path, redis_url)
     argv = [sys.executable, "manage.py", "singletons", "--schedule", str(schedule)]
     log = tmp_path / "singletons.log"
     with open(log, "wb") as out:
         return start_process(argv, cwd=ROOT, env=env, stdout=out, stderr=out), log
-
-
-def _queued_tasks(redis_url: str) -> list[str]:
-    """What waits in the control queue, where the beat's loops go."""
-    client = redis.Redis.from_url(redis_url)
-    queued: list[bytes] = client.lrange(CONTROL_QUEUE, 0, -1)  # type: ignore[assignment]
-    return [json.loads(raw)["headers"]["task"] for raw in queued]
 
 
 def test_beat_sends_its_tasks_and_sigterm_stops_both_with_the_schedule_saved(tmp_path):
@@ -46,14 +32,7 @@ def test_beat_sends_its_tasks_and_sigterm_stops_both_with_the_schedule_saved(tmp
         schedule = tmp_path / "beat-schedule"
         proc, log = _start(tmp_path, redis_url, schedule)
         try:
-            wait_until(
-                lambda: "deploy.observe" in _queued_tasks(redis_url),
-                timeout_s=60,
-                what="beat's deploy.observe in the queue",
-            )
-            assert "following container logs and" in log.read_text()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=60) == 0, log.read_text()
+            assert_both_run_then_sigterm_stops(proc, log, redis_url)
         finally:
             stop_process(proc)
     assert list(tmp_path.glob("beat-schedule*")), "beat saved no schedule"

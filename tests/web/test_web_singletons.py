@@ -8,7 +8,6 @@ process exits non-zero (so scripts/up's supervisor starts it again)."""
 from __future__ import annotations
 
 import http.client
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +16,8 @@ import pytest
 
 from tests.support.processes import free_port, start_process, stop_process, wait_until
 from tests.support.redis_server import run_redis
-from tests.web.conftest import ROOT, _worker_env
-from tests.web.test_singletons import _queued_tasks
+from tests.web.conftest import ROOT
+from tests.web.singletons_support import assert_both_run_then_sigterm_stops, singletons_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,11 +25,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _start(
     tmp_path: Path, redis_url: str, schedule: Path
 ) -> tuple[subprocess.Popen[bytes], Path, int]:
-    env = {
-        **_worker_env(redis_url),
-        "PAAS_OBSERVE_SECONDS": "1",
-        "PAAS_LOG_ROUTER_ACCESS_LOG": str(tmp_path / "access.log"),
-    }
+    env = singletons_env(tmp_path, redis_url)
     port = free_port()
     argv = [sys.executable, "-m", "paas.web", "--singletons", str(schedule),
             "-b", "127.0.0.1", "-p", str(port), "paas.asgi:application"]  # fmt: skip
@@ -62,14 +57,7 @@ def test_it_serves_while_beat_and_the_follower_run_and_sigterm_stops_all(tmp_pat
                 what="the web answering /login/",
                 poll_s=0.2,
             )
-            wait_until(
-                lambda: "deploy.observe" in _queued_tasks(redis_url),
-                timeout_s=60,
-                what="beat's deploy.observe in the queue",
-            )
-            assert "following container logs and" in log.read_text()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=60) == 0, log.read_text()
+            assert_both_run_then_sigterm_stops(proc, log, redis_url)
         finally:
             stop_process(proc)
     assert list(tmp_path.glob("beat-schedule*")), "beat saved no schedule"
