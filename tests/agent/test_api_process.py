@@ -140,12 +140,7 @@ def ticks(agent: AgentProcess, name: str) -> list[int]:
 def test_sigterm_leaves_a_container_serving_and_the_next_agent_process_readopts_it(
     agent, registry, busybox_image
 ):
-    agent.extra_env = {
-        "PAAS_AGENT_REGISTRY": registry.host,
-        "PAAS_AGENT_REGISTRY_USER": registry.username,
-        "PAAS_AGENT_REGISTRY_PASSWORD": registry.password,
-        "PAAS_AGENT_REGISTRY_CA": str(registry.ca_file),
-    }
+    agent.extra_env = registry.agent_env()
     agent.start()
     name, host_port = f"survivor-{agent.bridge[2:]}", free_port()
     script = (
@@ -199,12 +194,7 @@ def test_sigterm_leaves_a_container_serving_and_the_next_agent_process_readopts_
 def test_sigterm_lets_a_request_in_flight_finish_before_the_agent_exits(
     agent, registry, busybox_image
 ):
-    agent.extra_env = {
-        "PAAS_AGENT_REGISTRY": registry.host,
-        "PAAS_AGENT_REGISTRY_USER": registry.username,
-        "PAAS_AGENT_REGISTRY_PASSWORD": registry.password,
-        "PAAS_AGENT_REGISTRY_CA": str(registry.ca_file),
-    }
+    agent.extra_env = registry.agent_env()
     agent.start()
     name = f"stubborn-{agent.bridge[2:]}"
     # A shell ignoring SIGTERM: a stop with a 1.5 s grace period takes 1.5 s.

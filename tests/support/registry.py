@@ -101,6 +101,15 @@ class TestRegistry:
             ca_file=str(self.ca_file) if self.ca_file else None,
         )
 
+    def agent_env(self) -> dict[str, str]:
+        """An agent's settings to pull from this registry with its credentials."""
+        return {
+            "PAAS_AGENT_REGISTRY": self.host,
+            "PAAS_AGENT_REGISTRY_USER": self.username or "",
+            "PAAS_AGENT_REGISTRY_PASSWORD": self.password or "",
+            "PAAS_AGENT_REGISTRY_CA": str(self.ca_file or ""),
+        }
+
     def credentials(self, registry: str) -> tuple[str, str] | None:
         """A credentials callback for ``images.ImageStore``."""
         if registry == self.host and self.username and self.password:

@@ -31,14 +31,7 @@ def running_agent(registry: TestRegistry, prefix: str, **env: str) -> Iterator[A
     own port, bridge, subnet and nft table; removed after."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     root.chmod(0o711)  # containers run as unprivileged ids; runc finds their rootfs as them
-    proc = AgentProcess.fresh(
-        root / "agent",
-        PAAS_AGENT_REGISTRY=registry.host,
-        PAAS_AGENT_REGISTRY_USER=registry.username or "",
-        PAAS_AGENT_REGISTRY_PASSWORD=registry.password or "",
-        PAAS_AGENT_REGISTRY_CA=str(registry.ca_file or ""),
-        **env,
-    )
+    proc = AgentProcess.fresh(root / "agent", **{**registry.agent_env(), **env})
     try:
         proc.start()
         yield proc
