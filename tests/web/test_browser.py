@@ -4,19 +4,16 @@ watch the build log arrive live."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
-from tests.support.processes import free_port, port_open, stop_process, wait_until
+from tests.support.daphne import run_daphne
 from tests.web.archives import HELLO, zipped
-from tests.web.conftest import ROOT, Workers, _worker_env
+from tests.web.conftest import Workers, _worker_env
 
 # Debian's chromium is installed by scripts/test; Playwright cannot download one here.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,30 +29,8 @@ UPLOAD_WAIT_MS = 120_000
 @pytest.fixture
 def daphne(redis_url: str, tmp_path: Path, settings) -> Iterator[str]:
     env = {**_worker_env(redis_url), "PAAS_UPLOAD_DIR": str(settings.UPLOAD_DIR)}
-    with run_daphne(env, tmp_path / "daphne.log") as url:
-        yield url
-
-
-@contextlib.contextmanager
-def run_daphne(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """The control plane's ASGI server on a free port, stopped (by PID) after."""
-    port = free_port()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-             "paas.asgi:application"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-
-        def listening() -> bool:
-            assert proc.poll() is None, log_path.read_text()
-            return port_open("127.0.0.1", port)
-
-        wait_until(listening, timeout_s=30, what="daphne listening")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(proc)
+    with run_daphne(env, tmp_path) as server:
+        yield server.url
 
 
 @pytest.fixture

@@ -24,8 +24,9 @@ from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.builds.services import build_cancel
 from paas.gitdeploy.repos import repo_path, repos_root
 from paas.gitdeploy.services import git_settings_update
+from tests.support.daphne import Daphne, run_daphne
 from tests.web.deploy_support import wait_for
-from tests.web.git_support import Daphne, GitClient, remote, run_daphne
+from tests.web.git_support import GitClient, remote
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 

@@ -17,6 +17,7 @@ from paas.applications.services import app_create
 from paas.gitdeploy.repos import repo_path
 from paas.hosts.app_delete import app_delete_request
 from tests.support.agent_harness import AgentProcess, cleanup
+from tests.support.daphne import Daphne, run_daphne
 from tests.support.processes import free_port
 from tests.support.registry import TestRegistry
 from tests.support.router import TestRouter, run_router
@@ -28,7 +29,7 @@ from tests.web.deploy_support import (
     get,
     wait_for,
 )
-from tests.web.git_support import Daphne, GitClient, remote, run_daphne
+from tests.web.git_support import GitClient, remote
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 

@@ -25,6 +25,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.support.agent_harness import AgentProcess, free_port
 from tests.support.artifacts import artifact_dir
+from tests.support.daphne import run_daphne
 from tests.support.router import TestRouter
 from tests.web.conftest import ROOT, Workers, _worker_env
 from tests.web.deploy_support import (
@@ -33,7 +34,7 @@ from tests.web.deploy_support import (
     sample_archive,
     use_registry_settings,
 )
-from tests.web.test_browser import browser, run_daphne  # noqa: F401 - fixtures
+from tests.web.test_browser import browser  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(1500)]
 
@@ -91,9 +92,9 @@ def platform(
     workers.env.update(deploy_env)
     workers.start()
     env = {**_worker_env(redis_url), **deploy_env}
-    with run_daphne(env, tmp_path / "daphne.log") as url, run_follower(env, router, tmp_path):
+    with run_daphne(env, tmp_path) as daphne, run_follower(env, router, tmp_path):
         try:
-            yield {"url": url, "router_port": router.http_port}
+            yield {"url": daphne.url, "router_port": router.http_port}
         finally:
             for name in container_names(agent):
                 agent.request("DELETE", f"/v1/containers/{name}?force=1")

@@ -25,9 +25,9 @@ from paas.accounts.services import api_token_create
 from paas.logs.lines import IngestLine
 from paas.logs.models import LogSource
 from paas.logs.services import LAYER, logs_platform_say, logs_store
+from tests.support.daphne import Daphne, run_daphne
 from tests.support.processes import free_port, wait_until
 from tests.support.redis_server import run_redis
-from tests.web.git_support import Daphne, run_daphne
 from tests.web.logs.stream_support import (
     daphne_env,
     shop_with_lines,

@@ -18,8 +18,8 @@ import pytest
 from paas.accounts.services import api_token_create, api_token_revoke
 from paas.logs.services import logs_platform_say
 from tests.support.cutting_proxy import cutting_proxy
+from tests.support.daphne import ROOT, Daphne, run_daphne
 from tests.support.processes import start_process, stop_process, wait_until
-from tests.web.git_support import ROOT, Daphne, run_daphne
 from tests.web.logs.stream_support import daphne_env, shop_with_lines, subscribed
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]

@@ -25,11 +25,11 @@ from playwright.sync_api import Browser, Page, expect
 
 from paas.applications.services import app_create
 from paas.logs.models import LogLine
+from tests.support.daphne import run_daphne
 from tests.support.processes import (
     free_port,
     start_process,
     stop_process,
-    wait_for_port,
     wait_until,
 )
 from tests.support.redis_server import run_redis
@@ -66,12 +66,6 @@ def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[Any]:
         yield proc
     finally:
         stop_process(proc)
-
-
-def web(env: dict[str, str], port: int, log: Path) -> contextlib.AbstractContextManager[Any]:
-    argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-            "paas.asgi:application"]  # fmt: skip
-    return process(argv, env, log)
 
 
 def stored_numbers(app_id: int) -> list[int]:
@@ -121,8 +115,7 @@ def test_a_redis_restart_loses_and_repeats_no_line_in_the_store_or_the_browser(
         redis.enter_context(run_redis(tmp_path / "redis", redis_port))
         stack.enter_context(process(follow, env, tmp_path / "follower.log"))
         daphne = stack.enter_context(contextlib.ExitStack())
-        daphne.enter_context(web(env, web_port, tmp_path / "daphne.log"))
-        wait_for_port("127.0.0.1", web_port, timeout_s=WAIT_S)
+        daphne.enter_context(run_daphne(env, tmp_path, port=web_port))
 
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{web_port}/apps/counter/")
@@ -154,7 +147,7 @@ def test_a_redis_restart_loses_and_repeats_no_line_in_the_store_or_the_browser(
         gone = stored()[-1]
         wait_until(lambda: stored_beyond(gone + 2 * MOVED_ON), timeout_s=WAIT_S,
                    what="lines stored while the web process is down")  # fmt: skip
-        daphne.enter_context(web(env, web_port, tmp_path / "daphne.log"))
+        daphne.enter_context(run_daphne(env, tmp_path, port=web_port))
         back = stored()[-1]
         wait_until(lambda: shown_beyond(back + MOVED_ON), timeout_s=WAIT_S,
                    what="lines on the page after it reconnected")  # fmt: skip
