@@ -63,7 +63,8 @@ def serving_v1(user: Any, name: str, one: BuiltImage) -> App:
     Formation.objects.create(app=app, process_type="web", count=1, memory_bytes=64 * MIB)
     v1 = Release.objects.create(app=app, number=1, image=one.pinned_ref,
                                 cause=ReleaseCause.IMAGE, process_types={})  # fmt: skip
-    assert deploy.release_deploy(release_id=v1.pk) == ReleaseState.CURRENT
+    state = deploy.release_deploy(release_id=v1.pk)
+    assert state == ReleaseState.CURRENT, state
     return app
 
 

@@ -43,6 +43,6 @@ def assert_both_run_then_sigterm_stops(
         timeout_s=60,
         what="beat's deploy.observe in the queue",
     )
-    assert "following container logs and" in log.read_text()
+    assert "following container logs and" in log.read_text(), log.read_text()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0, log.read_text()
