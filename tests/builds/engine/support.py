@@ -170,6 +170,18 @@ def run_image(
             network.detach(cid)
 
 
+def assert_serves(
+    store: ImageStore, ref: str, network: HostNetwork, workdir: Path, body: str
+) -> None:
+    """The image ``ref``, run, answers ``body`` on port 8080 (else the
+    failure shows what the app wrote)."""
+    with run_image(store, ref, network, workdir) as (address, output):
+        got = http_get(address, 8080)
+        if got != body:
+            app_said = output.read_text(errors="replace")
+            raise AssertionError(f"{ref} answered {got!r}, not {body!r}; it wrote:\n{app_said}")
+
+
 # Straight to the container: a proxy from the environment must not get it.
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

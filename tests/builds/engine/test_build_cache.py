@@ -12,7 +12,7 @@ import pytest
 
 from paas.builds.engine.build import build_image
 from runtime_agent.host.errors import ImageNotFound
-from tests.builds.engine.support import http_get, run_image
+from tests.builds.engine.support import assert_serves
 
 
 def build(config, source, app, version, lines=None):
@@ -43,11 +43,9 @@ def test_a_rebuild_with_unchanged_dependencies_does_not_run_pip(
     assert "unchanged, using the cached layer (pip not run)" in "\n".join(lines)
     assert len(package_index.requests) == asked_before  # the index was not even asked
     assert second.digest != first.digest  # the code changed
-    with run_image(image_store, second.digest_ref, build_network[1], tmp_path / "run") as (
-        address,
-        _out,
-    ):
-        assert http_get(address, 8080) == "hello from tinydep"
+    assert_serves(
+        image_store, second.digest_ref, build_network[1], tmp_path / "run", "hello from tinydep"
+    )
 
 
 @pytest.mark.root

@@ -9,7 +9,7 @@ import pytest
 
 from paas.builds.engine.build import build_image
 from paas.builds.engine.tenant import ANONYMOUS, Tenant
-from tests.builds.engine.support import http_get, run_image
+from tests.builds.engine.support import assert_serves
 
 
 def build(config, source, app, version=1, lines=None, tenant=ANONYMOUS):
@@ -57,8 +57,10 @@ def test_a_dockerfile_can_start_from_an_app_image_in_the_registry(
     image = image_store.pull(derived.digest_ref)
     labels = image.config["config"]["Labels"]
     assert labels["paas.app"].startswith("derived-")  # not the base's labels
-    with run_image(image_store, derived.digest_ref, build_network[1], tmp_path / "run") as (
-        address,
-        _out,
-    ):
-        assert http_get(address, 8080) == "hello from a derived image"
+    assert_serves(
+        image_store,
+        derived.digest_ref,
+        build_network[1],
+        tmp_path / "run",
+        "hello from a derived image",
+    )

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from paas.builds.engine.build import build_image
-from tests.builds.engine.support import http_get, run_image
+from tests.builds.engine.support import assert_serves
 
 SAMPLES = {
     # name: (kind, expected body, working dir)
@@ -50,15 +50,7 @@ def test_each_sample_builds_and_its_image_answers_http(
     assert labels["paas.source-digest"].startswith("sha256:")
     assert json.loads(labels["paas.procfile"]) == result.process_types
 
-    with run_image(image_store, result.digest_ref, build_network[1], tmp_path / "run") as (
-        address,
-        output,
-    ):
-        try:
-            assert http_get(address, 8080) == body
-        except AssertionError:
-            print(output.read_text(errors="replace"))
-            raise
+    assert_serves(image_store, result.digest_ref, build_network[1], tmp_path / "run", body)
 
 
 @pytest.mark.root

@@ -11,7 +11,7 @@ import pytest
 
 from paas.builds.engine.build import build_image
 from tests.builds.engine.agent_run import body_served_by_agent
-from tests.builds.engine.support import http_get, run_image
+from tests.builds.engine.support import assert_serves
 
 
 @pytest.mark.root
@@ -78,12 +78,4 @@ def test_other_small_python_apps_build_without_an_install_step(
     )  # fmt: skip
     assert why in "\n".join(lines)
     assert [s.name for s in result.steps] == ["add source", "push"]
-    with run_image(image_store, result.digest_ref, build_network[1], tmp_path / "run") as (
-        address,
-        output,
-    ):
-        try:
-            assert http_get(address, 8080) == body
-        except AssertionError:
-            print(output.read_text(errors="replace"))
-            raise
+    assert_serves(image_store, result.digest_ref, build_network[1], tmp_path / "run", body)
