@@ -15,12 +15,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 
 from runtime_agent.host.errors import Conflict, NetworkError
 from runtime_agent.net import links
@@ -28,6 +27,7 @@ from runtime_agent.net.bridge import HostNetwork
 from runtime_agent.net.policy import PolicySettings
 from runtime_agent.wire import PortBinding
 from tests.support.netns_servers import NamespaceServers
+from tests.support.other_hosts import OtherHost, linked_host
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.root
@@ -242,33 +242,13 @@ def test_an_attach_that_fails_after_its_rules_went_in_records_them_for_the_detac
     assert publish_comments(net.nft_table) == []
 
 
-@dataclass(frozen=True)
-class OtherHost:
-    netns: str
-    address: str  # its own address
-    via: str  # our host's address on the link between us
-
-
 @pytest.fixture
 def other_host(params: dict) -> Iterator[OtherHost]:
     """Another host: a netns linked to ours by a veth on its own /30."""
     link = IPv4Network(f"10.199.{secrets.randbelow(256)}.{secrets.randbelow(64) * 4}/30")
-    host_ip, its_ip = (str(a) for a in link.hosts())
     ns, host_end = f"{params['bridge']}-other", f"{params['bridge']}o"
-    netns.create(ns)
     try:
-        with IPRoute() as ipr:
-            peer = {"ifname": "eth0", "net_ns_fd": ns}
-            ipr.link("add", ifname=host_end, kind="veth", peer=peer)
-            idx = ipr.link_lookup(ifname=host_end)[0]
-            ipr.addr("add", index=idx, address=host_ip, prefixlen=30)
-            ipr.link("set", index=idx, state="up")
-        with IPRoute(netns=ns, flags=0) as ipr:
-            idx = ipr.link_lookup(ifname="eth0")[0]
-            ipr.addr("add", index=idx, address=its_ip, prefixlen=30)
-            ipr.link("set", index=idx, state="up")
-            ipr.route("add", dst="0.0.0.0/0", gateway=host_ip)
-        yield OtherHost(netns=ns, address=its_ip, via=host_ip)
+        yield linked_host(ns, host_end, link)
     finally:
         links.delete_link(host_end)
         links.remove_netns(ns)

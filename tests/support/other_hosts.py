@@ -40,28 +40,36 @@ class Hosts:
         self.servers = NamespaceServers()
 
     def add(self, name: str, link: IPv4Network) -> OtherHost:
-        host_ip, its_ip = (str(a) for a in link.hosts())
         ns, host_end = f"{self.tag}-{name}", f"{self.tag}{name[0]}"
-        netns.create(ns)
         self.made.append((ns, host_end))
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=host_end, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
-            idx = ipr.link_lookup(ifname=host_end)[0]
-            ipr.addr("add", index=idx, address=host_ip, prefixlen=30)
-            ipr.link("set", index=idx, state="up")
-        with IPRoute(netns=ns, flags=0) as ipr:
-            idx = ipr.link_lookup(ifname="eth0")[0]
-            ipr.addr("add", index=idx, address=its_ip, prefixlen=30)
-            ipr.link("set", index=idx, state="up")
-            ipr.route("add", dst="0.0.0.0/0", gateway=host_ip)
-        self.servers.start(ns, its_ip, PORT, name)
-        return OtherHost(netns=ns, address=its_ip, via=host_ip)
+        other = linked_host(ns, host_end, link)
+        self.servers.start(ns, other.address, PORT, name)
+        return other
 
     def cleanup(self) -> None:
         self.servers.stop()
         for ns, host_end in self.made:
             links.delete_link(host_end)
             links.remove_netns(ns)
+
+
+def linked_host(ns: str, host_end: str, link: IPv4Network) -> OtherHost:
+    """Netns ``ns`` linked to the host by a veth (``host_end`` on the host,
+    eth0 in ``ns``) on the /30 ``link``, routed through the host. The caller
+    removes both (links.delete_link, links.remove_netns), made or not."""
+    host_ip, its_ip = (str(a) for a in link.hosts())
+    netns.create(ns)
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=host_end, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
+        idx = ipr.link_lookup(ifname=host_end)[0]
+        ipr.addr("add", index=idx, address=host_ip, prefixlen=30)
+        ipr.link("set", index=idx, state="up")
+    with IPRoute(netns=ns, flags=0) as ipr:
+        idx = ipr.link_lookup(ifname="eth0")[0]
+        ipr.addr("add", index=idx, address=its_ip, prefixlen=30)
+        ipr.link("set", index=idx, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=host_ip)
+    return OtherHost(netns=ns, address=its_ip, via=host_ip)
 
 
 def slash30(network: str) -> IPv4Network:
