@@ -1,6 +1,8 @@
-"""Following an app's log over the API as server-sent events: history, then
+"""Following an app's log over the API as server-sent events, as a WSGI
+server (the test client) serves it (paas/logs/poll_stream.py): history, then
 lines stored while the client listens, in order, each once; a reconnect
-with Last-Event-ID resumes after the last line it had; other teams get 404."""
+with Last-Event-ID resumes after the last line it had; other teams get 404.
+(Under daphne: test_api_live_stream.py.)"""
 
 from __future__ import annotations
 
