@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.support.daphne import run_daphne
 from tests.web.archives import HELLO, zipped
@@ -81,6 +81,30 @@ def test_alice_uploads_a_zip_and_watches_the_log_live(
         page.screenshot(path=os.environ["PAAS_SCREENSHOTS"] + "/build.png", full_page=True)
 
 
+# A small upload can finish, and the page move on, before a check sees the
+# bar: every change of it is kept where the next page can read it.
+RECORD_PROGRESS_BAR = """() => {
+  const bar = document.getElementById("progress");
+  new MutationObserver(() => {
+    const seen = JSON.parse(sessionStorage.getItem("bar") || "[]");
+    seen.push({hidden: bar.hidden, value: bar.value});
+    sessionStorage.setItem("bar", JSON.stringify(seen));
+  }).observe(bar, {attributes: true});
+}"""
+
+
+def _alice_creates_an_app(browser: Browser, daphne: str, name: str) -> Page:
+    """A new page, signed in as alice, on which she has created app ``name``."""
+    page = browser.new_page()
+    page.goto(f"{daphne}/login/")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", "alice-pw-123")
+    page.click("button[type=submit]")
+    page.fill("input[name=name]", name)
+    page.click("text=Create app")
+    return page
+
+
 def test_a_zip_dropped_on_the_page_uploads_with_a_progress_bar(
     alice, daphne, browser, workers: Workers, settings
 ):
@@ -88,13 +112,7 @@ def test_a_zip_dropped_on_the_page_uploads_with_a_progress_bar(
 
     workers.env["PAAS_UPLOAD_DIR"] = str(settings.UPLOAD_DIR)
     workers.start()
-    page = browser.new_page()
-    page.goto(f"{daphne}/login/")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", "alice-pw-123")
-    page.click("button[type=submit]")
-    page.fill("input[name=name]", "dropped")
-    page.click("text=Create app")
+    page = _alice_creates_an_app(browser, daphne, "dropped")
     page.wait_for_url("**/apps/dropped/")  # the drop zone is on the app's page
     # A drop as the browser makes it: a DataTransfer holding the file.
     payload = base64.b64encode(zipped(HELLO)).decode()
@@ -107,18 +125,7 @@ def test_a_zip_dropped_on_the_page_uploads_with_a_progress_bar(
         }""",
         payload,
     )
-    # A small upload can finish, and the page move on, before any check sees
-    # the bar: record every change of it where the next page can read it.
-    page.evaluate(
-        """() => {
-            const bar = document.getElementById("progress");
-            new MutationObserver(() => {
-                const seen = JSON.parse(sessionStorage.getItem("bar") || "[]");
-                seen.push({hidden: bar.hidden, value: bar.value});
-                sessionStorage.setItem("bar", JSON.stringify(seen));
-            }).observe(bar, {attributes: true});
-        }"""
-    )
+    page.evaluate(RECORD_PROGRESS_BAR)
     page.dispatch_event("#dropzone", "drop", {"dataTransfer": transfer})
     page.wait_for_url("**/builds/**", timeout=UPLOAD_WAIT_MS)
     seen = page.evaluate("JSON.parse(sessionStorage.getItem('bar') || '[]')")
@@ -137,13 +144,7 @@ def test_alice_saves_a_build_secret_and_cancels_a_running_build(
 
     workers.env["PAAS_UPLOAD_DIR"] = str(settings.UPLOAD_DIR)
     workers.start()
-    page = browser.new_page()
-    page.goto(f"{daphne}/login/")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", "alice-pw-123")
-    page.click("button[type=submit]")
-    page.fill("input[name=name]", "slow")
-    page.click("text=Create app")
+    page = _alice_creates_an_app(browser, daphne, "slow")
 
     settings_form = page.locator("#build-settings")
     settings_form.locator("input[name=name]").nth(1).fill("api_token")

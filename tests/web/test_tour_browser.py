@@ -34,7 +34,7 @@ from tests.web.deploy_support import (
     sample_archive,
     use_registry_settings,
 )
-from tests.web.test_browser import browser  # noqa: F401 - fixture
+from tests.web.test_browser import RECORD_PROGRESS_BAR, browser  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(1500)]
 
@@ -55,16 +55,6 @@ document.addEventListener("DOMContentLoaded", () => {
   }).observe(log, {childList: true});
 });
 """
-# A small upload can finish, and the page move on, before a check sees the
-# bar: every change of it is kept where the next page can read it.
-RECORD_PROGRESS_BAR = """() => {
-  const bar = document.getElementById("progress");
-  new MutationObserver(() => {
-    const seen = JSON.parse(sessionStorage.getItem("bar") || "[]");
-    seen.push({hidden: bar.hidden, value: bar.value});
-    sessionStorage.setItem("bar", JSON.stringify(seen));
-  }).observe(bar, {attributes: true});
-}"""
 
 
 @pytest.fixture
