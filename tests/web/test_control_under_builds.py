@@ -70,6 +70,16 @@ def _start_clean(workers: Any, pool: tuple[str, ...]) -> Any:
     return workers.start(pool)
 
 
+def _lost_host() -> Host:
+    """A host whose agent is gone (nothing listens on its port any more),
+    silent for an hour: the next heartbeat must mark it unreachable."""
+    return Host.objects.create(
+        name="lost", agent_url=f"https://127.0.0.1:{free_port()}", state=HostState.READY,
+        tls_fingerprint=":".join(["AB"] * 32), token=secrets.token_hex(16),
+        last_heartbeat_at=timezone.now() - timedelta(hours=1),
+    )  # fmt: skip
+
+
 def _state(host: Host) -> str:
     host.refresh_from_db()
     return host.state
@@ -85,13 +95,7 @@ def test_a_lost_host_is_noticed_while_two_builds_hold_the_build_slots(
     with two_slow_builds_running(client, alice) as builds:
         # A third build while both slots are held: it must wait, not run.
         [third] = upload_builds(client, alice, ["three"], quick_dockerfile())
-        # The host's agent is gone (nothing listens on its port any more) and
-        # it has been silent for an hour: the next heartbeat must mark it.
-        lost = Host.objects.create(
-            name="lost", agent_url=f"https://127.0.0.1:{free_port()}", state=HostState.READY,
-            tls_fingerprint=":".join(["AB"] * 32), token=secrets.token_hex(16),
-            last_heartbeat_at=timezone.now() - timedelta(hours=1),
-        )  # fmt: skip
+        lost = _lost_host()
         with workers.beat():
             wait_for(lambda: _state(lost) == HostState.UNREACHABLE, 120,
                      "the heartbeat to mark the lost host unreachable")  # fmt: skip
@@ -211,11 +215,7 @@ def test_control_loops_run_while_two_builds_and_a_deploy_hold_every_work_slot(
         later = _app(alice, "later", busybox, {"idle": ("sleep 3600", 1, 16)})
         waiting = Release.objects.get(app=later, number=1)
         deploy_release.delay(waiting.pk)
-        lost = Host.objects.create(
-            name="lost", agent_url=f"https://127.0.0.1:{free_port()}", state=HostState.READY,
-            tls_fingerprint=":".join(["AB"] * 32), token=secrets.token_hex(16),
-            last_heartbeat_at=timezone.now() - timedelta(hours=1),
-        )  # fmt: skip
+        lost = _lost_host()
         with workers.beat():
             wait_for(lambda: _state(lost) == HostState.UNREACHABLE, 120,
                      "the heartbeat to mark the lost host unreachable")  # fmt: skip
