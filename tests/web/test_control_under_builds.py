@@ -80,6 +80,13 @@ def _lost_host() -> Host:
     )  # fmt: skip
 
 
+def _crash_loop_seen() -> bool:
+    """The "crashing" app's instance (its command exits 3) is observed in backoff."""
+    return Instance.objects.filter(
+        container_name="crashing.v1.crasher.1", state=InstanceState.BACKOFF, exit_code=3
+    ).exists()
+
+
 def _state(host: Host) -> str:
     host.refresh_from_db()
     return host.state
@@ -125,13 +132,7 @@ def test_a_crash_loop_is_observed_while_two_builds_hold_the_build_slots(
         # Nothing has looked at the agent since the deploy.
         assert Instance.objects.get(container_name="crashing.v1.crasher.1").exit_code is None
         with workers.beat():
-            wait_for(
-                lambda: Instance.objects.filter(
-                    container_name="crashing.v1.crasher.1", state=InstanceState.BACKOFF,
-                    exit_code=3,
-                ).exists(),
-                120, "the beat's observe to see the crash loop",
-            )  # fmt: skip
+            wait_for(_crash_loop_seen, 120, "the beat's observe to see the crash loop")
         assert len(steps_running(build_env)) == 2  # the builds still held their slots
 
 
@@ -219,13 +220,7 @@ def test_control_loops_run_while_two_builds_and_a_deploy_hold_every_work_slot(
         with workers.beat():
             wait_for(lambda: _state(lost) == HostState.UNREACHABLE, 120,
                      "the heartbeat to mark the lost host unreachable")  # fmt: skip
-            wait_for(
-                lambda: Instance.objects.filter(
-                    container_name="crashing.v1.crasher.1", state=InstanceState.BACKOFF,
-                    exit_code=3,
-                ).exists(),
-                120, "the beat's observe to see the crash loop",
-            )  # fmt: skip
+            wait_for(_crash_loop_seen, 120, "the beat's observe to see the crash loop")
         # All the while the three long tasks held their slots, and the second
         # deploy waited for one.
         assert len(steps_running(build_env)) == 2
