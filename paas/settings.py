@@ -243,7 +243,8 @@ CELERY_BEAT_SCHEDULE = {
     "redrive-releases": {"task": "deploy.redrive", "schedule": PAAS_SWEEP_SECONDS},
 }
 # A build still queued (a release still pending) this long, whose task is no
-# longer in the broker (Redis restarted), is sent again (paas/core/redrive.py).
+# longer in the broker (Redis restarted, or a worker died as it took the
+# message), is sent again (paas/core/redrive.py).
 PAAS_REDRIVE_AFTER_S = env_float("PAAS_REDRIVE_AFTER_S", 60.0, minimum=0.0)
 # A log follow over server-sent events ends (with an `end` event) after this.
 PAAS_LOG_STREAM_MAX_S = env_float("PAAS_LOG_STREAM_MAX_S", 600.0, minimum=0.1)

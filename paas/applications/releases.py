@@ -62,7 +62,7 @@ def releases_redrive_pending() -> list[int]:
     since = timezone.now() - timedelta(seconds=settings.PAAS_REDRIVE_AFTER_S)
     waiting = Release.objects.filter(state=ReleaseState.PENDING, created_at__lt=since)
     ids = list(waiting.values_list("pk", flat=True))
-    return redrive("release", ids, deploy_release.delay)
+    return redrive("release", ids, deploy_release.delay, task=deploy_release.name)
 
 
 def _next_number(app: App) -> int:

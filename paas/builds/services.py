@@ -156,7 +156,7 @@ def builds_redrive_queued() -> list[str]:
     since = timezone.now() - timedelta(seconds=settings.PAAS_REDRIVE_AFTER_S)
     waiting = Build.objects.filter(state=BuildState.QUEUED, created_at__lt=since)
     ids = [str(pk) for pk in waiting.values_list("pk", flat=True)]
-    return redrive("build", ids, run_build.delay)
+    return redrive("build", ids, run_build.delay, task=run_build.name)
 
 
 def _create_build_row(
