@@ -21,6 +21,8 @@ from paas.applications.services import app_create
 from paas.builds.models import BuildState
 from paas.builds.services import builds_redrive_queued
 from paas.celery import app as celery_app
+from paas.core.redrive import enqueue_marked
+from paas.hosts.tasks import deploy_release
 from tests.support.processes import free_port, wait_until
 from tests.support.redis_server import run_redis
 from tests.web.conftest import Workers
@@ -137,3 +139,29 @@ def test_a_build_whose_message_died_with_a_worker_is_sent_again(
 
     assert wait_until(build_ended, timeout_s=300, what="the build") == BuildState.SUCCEEDED
     assert build.log_lines.filter(text__contains="Build succeeded").count() == 1  # ran once
+
+
+def test_a_deploy_whose_message_died_with_a_worker_is_sent_again(
+    alice: Any, settings: Any, workers: Workers, redis_url: str
+) -> None:
+    """The same for a pending release's deploy task (the ``celery`` queue)."""
+    settings.PAAS_REDRIVE_AFTER_S = 0.0
+    app = app_create(user=alice, team=alice.personal_team, name="redrive-deploy")
+    release = Release.objects.create(app=app, number=1, image="registry/none:v1")
+    forget_messages(redis_url)
+    worker = workers.start()
+    _frozen_while_fetching(worker, redis_url)
+    enqueue_marked("release", release.pk, deploy_release.delay)
+    kill(worker)
+    broker = redis.Redis.from_url(redis_url)
+    try:
+        assert broker.llen("celery") == 0 and broker.hlen("unacked") == 0
+    finally:
+        broker.close()
+
+    assert releases_redrive_pending() == [release.pk]
+    assert releases_redrive_pending() == []
+    workers.start()
+    # Nothing in its formation to place: its deploy makes it current at once.
+    live = Release.objects.filter(pk=release.pk, state=ReleaseState.CURRENT)
+    wait_until(live.exists, timeout_s=120, what="the release's deploy to end")
