@@ -34,7 +34,6 @@ from paas.builds.models import Build, BuildLogLine, BuildState
 from paas.builds.selectors import images_in_use
 from paas.core.errors import PaasError, ValidationFailed
 from paas.core.events import group_send
-from paas.core.failpoints import failpoint
 from paas.core.redrive import enqueue_marked, redrive
 from paas.hosts.live import build_changed
 from runtime_agent.host.errors import HostError
@@ -157,10 +156,7 @@ def builds_redrive_queued() -> list[str]:
     since = timezone.now() - timedelta(seconds=settings.PAAS_REDRIVE_AFTER_S)
     waiting = Build.objects.filter(state=BuildState.QUEUED, created_at__lt=since)
     ids = [str(pk) for pk in waiting.values_list("pk", flat=True)]
-    # Its task claims a build first thing: a message taken longer ago than
-    # that, of a build still queued, went down with its worker.
-    return redrive("build", ids, run_build.delay, task=run_build.name,
-                   unacked_max_age_s=settings.PAAS_REDRIVE_AFTER_S)  # fmt: skip
+    return redrive("build", ids, run_build.delay, task=run_build.name)
 
 
 def _create_build_row(
@@ -412,7 +408,6 @@ def _archive_limits() -> ArchiveLimits:
 def build_run(*, build_id: str) -> None:
     """Claim, extract and build. Safe to call twice: the second call sees the
     build claimed and returns."""
-    failpoint("build.before_claim")  # a worker took the message, the build still queued
     if not build_claim(build_id=build_id):
         log.info("build %s is not queued; nothing to do", build_id)
         return

@@ -18,16 +18,6 @@ BRPOP sent before the pause hands over a message that kombu then has to put
 back). So a row also counts as lost when no queue list and no ``unacked``
 entry holds a message of its task for it. A message a worker is about to
 file, or has acked but not yet claimed, costs a duplicate, as above.
-
-A build's message can also die *filed*: a worker killed after kombu put the
-message in ``unacked`` and before the task claimed the build (its first
-step) leaves it there until the broker's visibility timeout (the task time
-limit + 60 s, half an hour) hands it out again. A live worker starts what
-it takes at once (acks are late and prefetch counts the running tasks, so
-a taken message has a thread; a build that finds no slot goes back to its
-queue), so a build still queued whose message a worker took longer than
-``PAAS_REDRIVE_AFTER_S`` ago is sent again too (``unacked_max_age_s``).
-Not for releases: a release stays pending while its deploy runs.
 """
 
 from __future__ import annotations
@@ -36,7 +26,6 @@ import base64
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import TypeVar, cast
 
@@ -52,7 +41,6 @@ MARK_TTL_S = 3600
 # a worker takes it, then its ``unacked`` hash until the worker acks it.
 QUEUES = (BUILD_QUEUE, WORK_QUEUE, CONTROL_QUEUE)
 UNACKED = "unacked"
-UNACKED_INDEX = "unacked_index"  # tag -> when a worker took the message (kombu's)
 T = TypeVar("T", str, int)  # a build's id, a release's
 
 
@@ -93,16 +81,11 @@ def _first_arg(payload: dict[str, object], task: str) -> str | None:
         return None
 
 
-def _held(client: redis.Redis, task: str, taken_since: float | None) -> set[str]:
+def _held(client: redis.Redis, task: str) -> set[str]:
     """The first arguments of every message of ``task`` the broker holds,
-    queued or taken by a worker and not yet acked (with ``taken_since``,
-    taken at or after that time)."""
+    queued or taken by a worker and not yet acked."""
     raw = [m for q in QUEUES for m in cast(list[bytes], client.lrange(q, 0, -1))]
-    stale: set[bytes] = set()
-    if taken_since is not None:
-        stale = set(cast(list[bytes], client.zrangebyscore(UNACKED_INDEX, 0, taken_since)))
-    taken = cast(dict[bytes, bytes], client.hgetall(UNACKED))
-    raw += [m for tag, m in taken.items() if tag not in stale]
+    raw += [m for m in cast(list[bytes], client.hvals(UNACKED))]
     held = set()
     for item in raw:
         try:
@@ -116,20 +99,15 @@ def _held(client: redis.Redis, task: str, taken_since: float | None) -> set[str]
     return held
 
 
-def redrive(
-    kind: str, idents: list[T], send: Callable[[T], object], *, task: str,
-    unacked_max_age_s: float | None = None,
-) -> list[T]:  # fmt: skip
+def redrive(kind: str, idents: list[T], send: Callable[[T], object], *, task: str) -> list[T]:
     """Send again the tasks (named ``task``) of ``idents`` that have no
-    marker or no message in the broker (with ``unacked_max_age_s``: none
-    taken by a worker more recently than that); returns them."""
+    marker or no message in the broker; returns them."""
     if not idents:
         return []
     client = _client()
-    taken_since = None if unacked_max_age_s is None else time.time() - unacked_max_age_s
     try:
         marks = cast(list[bytes | None], client.mget([_key(kind, i) for i in idents]))
-        held = _held(client, task, taken_since)
+        held = _held(client, task)
         lost = [
             i for i, mark in zip(idents, marks, strict=True)
             if mark is None or str(i) not in held

@@ -27,7 +27,7 @@ from tests.support.processes import free_port, wait_until
 from tests.support.redis_server import run_redis
 from tests.web.conftest import Workers
 from tests.web.deploy_support import upload
-from tests.web.fault_support import forget_messages, kill, kill_at, stop_worker_at
+from tests.web.fault_support import forget_messages, kill
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
@@ -165,39 +165,3 @@ def test_a_deploy_whose_message_died_with_a_worker_is_sent_again(
     # Nothing in its formation to place: its deploy makes it current at once.
     live = Release.objects.filter(pk=release.pk, state=ReleaseState.CURRENT)
     wait_until(live.exists, timeout_s=120, what="the release's deploy to end")
-
-
-def test_a_build_whose_filed_message_died_with_a_worker_is_sent_again(
-    client: Any, alice: Any, settings: Any, workers: Workers, redis_url: str, tmp_path: Path
-) -> None:
-    """The worker is killed after kombu filed the build's message as unacked
-    and before the task claimed the build: Redis would hand the message out
-    again only after its visibility timeout (half an hour). A build still
-    queued whose message a worker took longer than PAAS_REDRIVE_AFTER_S ago
-    went down with that worker (a live one claims at once): sent again."""
-    settings.PAAS_REDRIVE_AFTER_S = 0.0
-    app_create(user=alice, team=alice.personal_team, name="redrive-filed")
-    forget_messages(redis_url)
-    worker = stop_worker_at(workers, "build.before_claim", tmp_path)
-    build = upload(client, alice, "redrive-filed")
-    kill_at(worker, "build.before_claim", tmp_path)
-    broker = redis.Redis.from_url(redis_url)
-    try:  # the setup: the message is filed as taken by the dead worker
-        assert broker.llen("builds") == 0 and broker.hlen("unacked") == 1
-    finally:
-        broker.close()
-    build.refresh_from_db()
-    assert build.state == BuildState.QUEUED
-
-    assert builds_redrive_queued() == [str(build.pk)]
-    assert builds_redrive_queued() == []  # its new message is queued, not yet taken
-    workers.start()
-
-    def build_ended() -> str | None:
-        build.refresh_from_db()
-        return build.state if build.state not in ("queued", "building") else None
-
-    assert wait_until(build_ended, timeout_s=300, what="the build") == BuildState.SUCCEEDED
-    assert build.log_lines.filter(text__contains="Build succeeded").count() == 1  # ran once
-    workers.stop_all()
-    forget_messages(redis_url)  # the dead worker's message, for no later test to run
